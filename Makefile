@@ -1,0 +1,39 @@
+# One command each: `make run` (demo / service), `make test` (the whole suite, lint included).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint fmt bench sysdeps clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# zip/unzip are the reference tools the tests and benchmarks compare against.
+sysdeps:
+	@command -v zip >/dev/null && command -v unzip >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq zip unzip >/dev/null)
+
+run: $(BIN)/.installed
+	$(BIN)/runarchive demo
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: $(BIN)/.installed sysdeps lint
+	$(BIN)/pytest
+
+fmt: $(BIN)/.installed
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+bench: $(BIN)/.installed sysdeps
+	$(BIN)/python -m bench.engine
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,394 @@
+"""Creating an archive: walk, hash and compress in parallel, write, make durable, publish.
+
+Pipeline: the run is scanned once; every file becomes one or more 1 MiB chunks handed to a
+thread pool (isal's deflate and hashlib release the GIL, so threads scale). The calling thread
+is the only writer: it takes results in submission order, with a bounded number in flight so
+memory stays flat whatever the run's size. Multi-chunk files are deflated pigz-style (each
+chunk ends with a sync flush, so the concatenation is one valid deflate stream); whether a file
+is stored or deflated is decided by its extension, then by a probe of its first chunk.
+
+Failure semantics: the archive is written to ``archives/.tmp-*.partial``, fsynced, then hard
+linked to its final name (which fails rather than overwrite), and the directory fsynced. Any
+error removes the temp file; a kill leaves only the temp file, which ``recover`` removes. So a
+name matching the archive pattern always denotes a complete archive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from isal import isal_zlib
+
+from .. import __version__
+from .errors import RunArchiveError
+from .fsutil import fsync_dir, is_no_space, require_space
+from .journal import recover_locked
+from .manifest import DIR, FILE, MANIFEST_NAME, Manifest, ManifestEntry
+from .names import archives_dir, new_archive_name, normalize_comment, require_run, run_id_of
+from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress
+from .runlock import run_lock
+from .tree import TreeEntry, scan_run
+from .zipformat import DEFLATED, STORED, WrittenEntry, ZipWriter
+
+CHUNK = 1 << 20
+PROBE = 64 << 10
+# Deflate must save at least this share of a file to be worth the inflate on restore.
+MIN_SAVING = 0.03
+INCOMPRESSIBLE_SUFFIXES = frozenset(
+    (
+        ".tif .tiff .parquet .gz .tgz .zip .png .jpg .jpeg .gif .webp .nc .nc4 .h5 .hdf5 .zst "
+        ".xz .bz2 .7z .rar .feather .arrow .mp4 .mp3 .pdf .jp2 .npz .pbf .kmz .docx .xlsx"
+    ).split()
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    """What was written: the archive's name and path, and what went into it."""
+
+    name: str
+    path: Path
+    size: int
+    files: int
+    entries: int
+    bytes_total: int
+    external_links: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Chunk:
+    entry: TreeEntry
+    abs_path: str
+    index: int
+    offset: int
+    length: int
+    last: bool
+    decision: Future[_Done] | None = None
+
+
+@dataclass(slots=True)
+class _Done:
+    raw: bytes
+    out: bytes
+    method: int
+    crc: int
+    sha256: str | None
+    missing: bool = False
+
+
+@dataclass(slots=True)
+class _Open:
+    """A multi-chunk entry being written: running checksums and sizes."""
+
+    header: WrittenEntry
+    crc: int = 0
+    usize: int = 0
+    csize: int = 0
+    sha: hashlib._Hash = field(default_factory=hashlib.sha256)
+
+
+def _is_incompressible(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in INCOMPRESSIBLE_SUFFIXES
+
+
+def _read(chunk: _Chunk) -> bytes:
+    with open(chunk.abs_path, "rb") as fh:
+        return os.pread(fh.fileno(), chunk.length, chunk.offset)
+
+
+def _deflate(data: bytes, level: int, final: bool) -> bytes:
+    comp = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
+    return comp.compress(data) + comp.flush(isal_zlib.Z_FINISH if final else isal_zlib.Z_SYNC_FLUSH)
+
+
+def _work(chunk: _Chunk, level: int) -> _Done:
+    """Read, checksum and (maybe) deflate one chunk; runs in a pool thread."""
+    try:
+        raw = _read(chunk)
+    except FileNotFoundError:
+        # The file vanished between scan and read: archive what was there (nothing more).
+        return _Done(b"", b"", STORED, 0, None, missing=chunk.index == 0)
+    crc = isal_zlib.crc32(raw)
+    single = chunk.index == 0 and chunk.last
+    sha = hashlib.sha256(raw).hexdigest() if single else None
+    if chunk.decision is not None:
+        method = chunk.decision.result().method
+    elif not raw or _is_incompressible(chunk.entry.path):
+        method = STORED
+    else:
+        probe = raw if len(raw) <= PROBE else raw[:PROBE]
+        squeezed = _deflate(probe, level, True) if len(raw) > PROBE else b""
+        if len(raw) > PROBE and len(squeezed) > len(probe) * (1 - MIN_SAVING):
+            method = STORED
+        else:
+            method = DEFLATED
+    if method == STORED:
+        return _Done(raw, raw, STORED, crc, sha)
+    out = _deflate(raw, level, chunk.last)
+    if single and len(out) > len(raw) * (1 - MIN_SAVING):
+        return _Done(raw, raw, STORED, crc, sha)
+    return _Done(raw, out, DEFLATED, crc, sha)
+
+
+def _chunks(run: Path, entry: TreeEntry) -> Iterator[_Chunk]:
+    abs_path = str(run / entry.path)
+    count = max(1, -(-entry.size // CHUNK))
+    for i in range(count):
+        yield _Chunk(entry, abs_path, i, i * CHUNK, CHUNK, i == count - 1)
+
+
+def _estimate_size(entries: list[TreeEntry]) -> int:
+    """Guess the archive size generously: stored files whole, the rest at a third."""
+    total = 1 << 20
+    for e in entries:
+        if e.type == FILE:
+            total += e.size if _is_incompressible(e.path) else e.size // 3
+        total += 128 + 2 * len(e.path)
+    return total
+
+
+class _Builder:
+    """Writes one archive; the calling thread is the only one touching ``writer``."""
+
+    def __init__(
+        self,
+        run: Path,
+        writer: ZipWriter,
+        level: int,
+        threads: int,
+        progress: ProgressCallback,
+        files_total: int,
+        bytes_total: int,
+    ) -> None:
+        self.run, self.writer, self.level, self.threads = run, writer, level, threads
+        self.progress = progress
+        self.files_total, self.bytes_total = files_total, bytes_total
+        self.files_done = self.bytes_done = 0
+        self.manifest_entries: list[ManifestEntry] = []
+        self.vanished: set[str] = set()
+        self.open: _Open | None = None
+
+    def build(self, entries: list[TreeEntry]) -> None:
+        max_inflight = 4 * self.threads + 4
+        pending: deque[tuple[_Chunk, Future[_Done]]] = deque()
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="runarchive-deflate") as pool:
+            try:
+                for entry in entries:
+                    if entry.type != FILE:
+                        while pending:
+                            self._consume(*pending.popleft())
+                        self._write_other(entry)
+                        continue
+                    first: Future[_Done] | None = None
+                    for chunk in _chunks(self.run, entry):
+                        chunk.decision = first
+                        fut = pool.submit(_work, chunk, self.level)
+                        first = first or fut
+                        pending.append((chunk, fut))
+                        while len(pending) >= max_inflight:
+                            self._consume(*pending.popleft())
+                while pending:
+                    self._consume(*pending.popleft())
+            finally:
+                for _, fut in pending:
+                    fut.cancel()
+
+    def _write_other(self, entry: TreeEntry) -> None:
+        mtime = entry.mtime_ns / 1e9
+        if entry.type == DIR:
+            self.writer.add(entry.path + "/", STORED, entry.mode, mtime, b"", 0, 0)
+        else:
+            data = (entry.target or "").encode("utf-8", "surrogateescape")
+            self.writer.add(
+                entry.path, STORED, entry.mode, mtime, data, isal_zlib.crc32(data), len(data)
+            )
+        self.manifest_entries.append(
+            ManifestEntry(
+                entry.path,
+                entry.type,
+                entry.size,
+                entry.mode & 0o7777,
+                entry.mtime_ns,
+                target=entry.target,
+            )
+        )
+
+    def _consume(self, chunk: _Chunk, fut: Future[_Done]) -> None:
+        done = fut.result()
+        e = chunk.entry
+        if done.missing:
+            self.vanished.add(e.path)
+            return
+        if e.path in self.vanished:
+            return
+        self.bytes_done += len(done.raw)
+        if chunk.index == 0 and chunk.last:
+            self.writer.add(e.path, done.method, e.mode, e.mtime_ns / 1e9, done.out, done.crc,
+                            len(done.raw))  # fmt: skip
+            self._close_entry(e, len(done.raw), done.sha256 or "")
+            return
+        if chunk.index == 0:
+            header = self.writer.begin(e.path, done.method, e.mode, e.mtime_ns / 1e9, e.size)
+            self.open = _Open(header)
+        assert self.open is not None
+        cur = self.open
+        self.writer.write_data(done.out)
+        cur.sha.update(done.raw)
+        cur.crc = isal_zlib.crc32_combine(cur.crc, done.crc, len(done.raw))
+        cur.usize += len(done.raw)
+        cur.csize += len(done.out)
+        if chunk.last:
+            self.writer.finish(cur.header, cur.crc, cur.csize, cur.usize)
+            self._close_entry(e, cur.usize, cur.sha.hexdigest())
+            self.open = None
+
+    def _close_entry(self, e: TreeEntry, size: int, digest: str) -> None:
+        self.manifest_entries.append(
+            ManifestEntry(e.path, FILE, size, e.mode & 0o7777, e.mtime_ns, sha256=digest)
+        )
+        self.files_done += 1
+        event = ProgressEvent("archive", Phase.WRITE, self.files_done, self.files_total,
+                              self.bytes_done, self.bytes_total, e.path)  # fmt: skip
+        self.progress(event)
+
+
+def create_archive(
+    run_dir: Path,
+    comment: str | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    threads: int = 2,
+    level: int = 1,
+) -> CreateResult:
+    """Snapshot ``run_dir`` into a new archive under its ``archives/`` folder."""
+    report = progress or ignore_progress
+    text = normalize_comment(comment)
+    run = require_run(run_dir)
+    runid = run_id_of(run)
+    with run_lock(run):
+        recover_locked(run)
+        tree = scan_run(run)
+        files_total, bytes_total = tree.file_count, tree.file_bytes
+        report(ProgressEvent("archive", Phase.SCAN, 0, files_total, 0, bytes_total))
+        folder = archives_dir(run)
+        folder.mkdir(exist_ok=True)
+        require_space(folder, _estimate_size(tree.entries), "create the archive")
+        created = datetime.now(UTC)
+        name = new_archive_name(runid, created, set(os.listdir(folder)))
+        tmp = folder / f".tmp-{name}-{secrets.token_hex(4)}.partial"
+        try:
+            builder = _write(
+                run,
+                tmp,
+                tree.entries,
+                text,
+                runid,
+                created,
+                tree.external_links,
+                threads,
+                level,
+                report,
+                files_total,
+                bytes_total,
+            )
+            final = folder / name
+            os.link(tmp, final)
+            tmp.unlink()
+            fsync_dir(folder)
+        except OSError as exc:
+            _discard(tmp)
+            if is_no_space(exc):
+                raise RunArchiveError(
+                    f"Ran out of disk space while writing the archive ({exc.strerror}); "
+                    "nothing was kept. Free some space and retry."
+                ) from exc
+            if isinstance(exc, PermissionError):
+                raise RunArchiveError(
+                    f"Cannot read {exc.filename}: permission denied. Fix its permissions "
+                    "and retry; no archive was written."
+                ) from exc
+            raise
+        except BaseException:
+            _discard(tmp)
+            raise
+        skipped = tree.skipped + [
+            f"{p} (vanished while archiving)" for p in sorted(builder.vanished)
+        ]
+        report(
+            ProgressEvent(
+                "archive",
+                Phase.DONE,
+                builder.files_done,
+                files_total,
+                builder.bytes_done,
+                bytes_total,
+            )
+        )
+        return CreateResult(
+            name=name,
+            path=final,
+            size=final.stat().st_size,
+            files=builder.files_done,
+            entries=len(builder.manifest_entries),
+            bytes_total=builder.bytes_done,
+            external_links=tree.external_links,
+            skipped=skipped,
+        )
+
+
+def _write(
+    run: Path,
+    tmp: Path,
+    entries: list[TreeEntry],
+    comment: str,
+    runid: str,
+    created: datetime,
+    external: list[str],
+    threads: int,
+    level: int,
+    report: ProgressCallback,
+    files_total: int,
+    bytes_total: int,
+) -> _Builder:
+    with open(tmp, "xb", buffering=CHUNK) as fh:
+        writer = ZipWriter(fh)
+        builder = _Builder(run, writer, level, threads, report, files_total, bytes_total)
+        builder.build(entries)
+        manifest = Manifest(
+            run_id=runid,
+            created=created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            comment=comment,
+            tool_version=__version__,
+            entries=builder.manifest_entries,
+            external_links=external,
+        )
+        data = manifest.to_json()
+        packed = _deflate(data, level, True)
+        writer.add(
+            MANIFEST_NAME,
+            DEFLATED,
+            0o100644,
+            created.timestamp(),
+            packed,
+            isal_zlib.crc32(data),
+            len(data),
+        )
+        writer.close(comment.encode("utf-8"))
+        fh.flush()
+        os.fsync(fh.fileno())
+    return builder
+
+
+def _discard(tmp: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()

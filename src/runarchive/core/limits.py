@@ -1,0 +1,40 @@
+"""Limits that keep a hostile or broken archive from exhausting the host.
+
+Sizes in headers are claims, not facts: the restorer counts the bytes it really inflates and
+stops an entry the moment it exceeds its declared size, so these limits bound real work.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Upper bounds applied to an archive before and while it is restored."""
+
+    max_entries: int = 1_000_000
+    max_total_bytes: int = 256 * 2**30
+    max_entry_bytes: int = 64 * 2**30
+    # Deflate tops out near 1032:1; legitimate model output rarely passes 200:1. Small entries
+    # are exempt because they cannot hurt whatever their ratio.
+    max_ratio: float = 500.0
+    ratio_min_bytes: int = 1 * 2**20
+    max_path_chars: int = 1024
+
+    @classmethod
+    def from_env(cls) -> Limits:
+        """Build limits from the RUNARCHIVE_MAX_* environment variables."""
+        base = cls()
+        return cls(
+            max_entries=_env_int("RUNARCHIVE_MAX_ENTRIES", base.max_entries),
+            max_total_bytes=_env_int("RUNARCHIVE_MAX_TOTAL_BYTES", base.max_total_bytes),
+            max_entry_bytes=_env_int("RUNARCHIVE_MAX_ENTRY_BYTES", base.max_entry_bytes),
+            max_ratio=float(os.environ.get("RUNARCHIVE_MAX_RATIO") or base.max_ratio),
+        )

@@ -1,0 +1,99 @@
+"""The manifest: a JSON entry inside every archive describing the snapshot.
+
+It is the archive's own table of contents with checksums, so a restore can prove every byte
+and later features (diff against the live run, single-file download) need no format change:
+each entry carries its path, type, size, mode, mtime and sha256, and the zip's central
+directory gives where its bytes live.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import InvalidArchive
+
+MANIFEST_NAME = ".runarchive/manifest.json"
+FORMAT = "runarchive/1"
+
+FILE = "file"
+DIR = "dir"
+SYMLINK = "symlink"
+
+
+@dataclass(slots=True)
+class ManifestEntry:
+    """One file, folder or symlink of the run."""
+
+    path: str
+    type: str
+    size: int
+    mode: int
+    mtime_ns: int
+    sha256: str | None = None
+    target: str | None = None
+
+
+@dataclass(slots=True)
+class Manifest:
+    """Snapshot-wide facts plus one entry per archived path, in archive order."""
+
+    run_id: str
+    created: str
+    comment: str
+    tool_version: str
+    entries: list[ManifestEntry] = field(default_factory=list)
+    external_links: list[str] = field(default_factory=list)
+    format: str = FORMAT
+
+    def to_json(self) -> bytes:
+        """Serialize to compact UTF-8 JSON."""
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":")).encode()
+
+    def by_path(self) -> dict[str, ManifestEntry]:
+        """Index the entries by path."""
+        return {e.path: e for e in self.entries}
+
+
+def parse_manifest(data: bytes) -> Manifest:
+    """Parse and type-check a manifest, raising InvalidArchive on anything malformed."""
+    try:
+        raw: Any = json.loads(data)
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise ValueError(f"unknown manifest format {raw.get('format')!r}")
+        entries = [_parse_entry(e) for e in raw["entries"]]
+        return Manifest(
+            run_id=str(raw["run_id"]),
+            created=str(raw["created"]),
+            comment=str(raw.get("comment", "")),
+            tool_version=str(raw.get("tool_version", "")),
+            entries=entries,
+            external_links=[str(x) for x in raw.get("external_links", [])],
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidArchive(f"Manifest is malformed: {exc}") from exc
+
+
+def _parse_entry(raw: Any) -> ManifestEntry:
+    if not isinstance(raw, dict):
+        raise ValueError("entry is not an object")
+    kind = raw["type"]
+    if kind not in (FILE, DIR, SYMLINK):
+        raise ValueError(f"unknown entry type {kind!r}")
+    sha = raw.get("sha256")
+    if kind == FILE and not (isinstance(sha, str) and len(sha) == 64):
+        raise ValueError(f"file {raw['path']!r} has no sha256")
+    for key in ("size", "mode", "mtime_ns"):
+        if not isinstance(raw[key], int) or isinstance(raw[key], bool):
+            raise ValueError(f"{key} of {raw['path']!r} is not an integer")
+    target = raw.get("target")
+    return ManifestEntry(
+        path=str(raw["path"]),
+        type=kind,
+        size=raw["size"],
+        mode=raw["mode"],
+        mtime_ns=raw["mtime_ns"],
+        sha256=sha,
+        target=None if target is None else str(target),
+    )

@@ -1,0 +1,113 @@
+"""Names that come from outside: run ids, archive names, comments.
+
+Every name is validated here before it reaches the filesystem, so a caller never has to think
+about ``../``, absolute paths or odd extensions.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .errors import InvalidInput
+
+ARCHIVES_DIR = "archives"
+WORK_DIR = ".runarchive"
+MAX_COMMENT_CHARS = 40
+
+RUNID_RE = re.compile(r"^[A-Za-z0-9_.;-]+$")
+ARCHIVE_NAME_RE = re.compile(
+    r"^(?P<runid>[A-Za-z0-9_.;-]+)\.(?P<stamp>\d{8}T\d{6}Z)(?:-(?P<seq>[1-9][0-9]{0,5}))?\.zip$"
+)
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+
+
+def validate_runid(runid: str) -> str:
+    """Return ``runid`` if it is a safe run id, else raise InvalidInput."""
+    if not isinstance(runid, str) or not RUNID_RE.match(runid) or runid in {".", ".."}:
+        raise InvalidInput(f"Invalid run id {runid!r}: use letters, digits and _ . ; - only.")
+    if len(runid) > 200:
+        raise InvalidInput("Invalid run id: longer than 200 characters.")
+    return runid
+
+
+def validate_archive_name(name: str) -> str:
+    """Return ``name`` if it matches ``<runid>.<YYYYMMDDTHHMMSSZ>.zip``, else raise InvalidInput."""
+    if not isinstance(name, str) or len(name) > 255 or not ARCHIVE_NAME_RE.match(name):
+        raise InvalidInput(
+            f"Invalid archive name {name!r}: expected <runid>.<YYYYMMDDTHHMMSSZ>.zip "
+            "as shown by `runarchive list`."
+        )
+    return name
+
+
+def is_archive_name(name: str) -> bool:
+    """Tell whether ``name`` is a well-formed archive name."""
+    return len(name) <= 255 and ARCHIVE_NAME_RE.match(name) is not None
+
+
+def archive_created(name: str) -> datetime:
+    """Return the UTC creation time encoded in a valid archive name."""
+    match = ARCHIVE_NAME_RE.match(validate_archive_name(name))
+    assert match is not None
+    return datetime.strptime(match["stamp"], STAMP_FORMAT).replace(tzinfo=UTC)
+
+
+def archive_sort_key(name: str) -> tuple[str, int]:
+    """Order archive names by time, then by collision suffix."""
+    match = ARCHIVE_NAME_RE.match(name)
+    if match is None:
+        return ("", 0)
+    return (match["stamp"], int(match["seq"] or 1))
+
+
+def new_archive_name(runid: str, when: datetime, taken: set[str]) -> str:
+    """Return a fresh name for ``when`` that is not in ``taken`` (``-2``, ``-3`` … on collision)."""
+    stamp = when.astimezone(UTC).strftime(STAMP_FORMAT)
+    name = f"{runid}.{stamp}.zip"
+    seq = 2
+    while name in taken:
+        name = f"{runid}.{stamp}-{seq}.zip"
+        seq += 1
+    return name
+
+
+def normalize_comment(comment: str | None) -> str:
+    """Trim a comment and refuse one that is too long or holds control characters."""
+    if comment is None:
+        return ""
+    text = comment.strip()
+    if len(text) > MAX_COMMENT_CHARS:
+        raise InvalidInput(
+            f"Comment is {len(text)} characters long; the limit is {MAX_COMMENT_CHARS}."
+        )
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise InvalidInput("Comment may not contain control characters or line breaks.")
+    return text
+
+
+def run_id_of(run_dir: Path) -> str:
+    """Return the run id of a run directory: its name, validated."""
+    return validate_runid(run_dir.name)
+
+
+def archives_dir(run_dir: Path) -> Path:
+    """Return the folder holding the run's archives."""
+    return run_dir / ARCHIVES_DIR
+
+
+def archive_path(run_dir: Path, name: str) -> Path:
+    """Return the path of archive ``name`` of the run, after validating the name."""
+    return archives_dir(run_dir) / validate_archive_name(name)
+
+
+def require_run(run_dir: Path) -> Path:
+    """Return the resolved run directory, or raise NotFound/InvalidInput."""
+    from .errors import NotFound
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise NotFound(f"Run directory not found: {path}")
+    run_id_of(path.resolve())
+    return path.resolve()

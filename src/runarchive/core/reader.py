@@ -1,0 +1,227 @@
+"""Reading archives: open, stream entries with every check, verify against the manifest.
+
+Streaming counts the bytes it really inflates: an entry that yields more than its declared
+size, or inflates beyond the ratio limit, is stopped at once, so header lies cannot make us do
+more work than the limits allow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from isal import isal_zlib
+
+from .errors import DamagedArchive, InvalidArchive, LimitExceeded, NotFound
+from .limits import Limits
+from .manifest import FILE, MANIFEST_NAME, SYMLINK, Manifest, ManifestEntry, parse_manifest
+from .names import archive_path, require_run
+from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress
+from .zipformat import DEFLATED, STORED, CentralEntry, Directory, data_offset, read_directory
+
+READ_BLOCK = 1 << 20
+MAX_MANIFEST_BYTES = 1 << 30
+
+
+class ArchiveReader:
+    """An open archive: its central directory, manifest, and entry streams."""
+
+    def __init__(self, path: Path, limits: Limits | None = None) -> None:
+        self.path = path
+        self.limits = limits or Limits()
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise NotFound(f"Archive not found: {path.name}") from None
+        except OSError as exc:
+            raise InvalidArchive(f"Cannot open archive {path.name}: {exc.strerror}") from exc
+        try:
+            self.directory: Directory = read_directory(self.fd, os.fstat(self.fd).st_size)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self._manifest: Manifest | None = None
+        self._manifest_read = False
+
+    def __enter__(self) -> ArchiveReader:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the file descriptor."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    @property
+    def entries(self) -> list[CentralEntry]:
+        return self.directory.entries
+
+    def content_entries(self) -> list[CentralEntry]:
+        """Return every entry except the manifest."""
+        return [e for e in self.entries if e.name != MANIFEST_NAME]
+
+    @property
+    def comment(self) -> str:
+        return self.directory.comment.decode("utf-8", errors="replace")
+
+    def manifest(self) -> Manifest | None:
+        """Return the parsed manifest, or None for archives made by other tools."""
+        if not self._manifest_read:
+            self._manifest_read = True
+            found = [e for e in self.entries if e.name == MANIFEST_NAME]
+            if len(found) > 1:
+                raise InvalidArchive("Archive holds more than one manifest.")
+            if found:
+                entry = found[0]
+                if entry.usize > MAX_MANIFEST_BYTES:
+                    raise LimitExceeded("Manifest is larger than 1 GiB.")
+                data = b"".join(self.stream(entry))
+                self._manifest = parse_manifest(data)
+        return self._manifest
+
+    def stream(self, entry: CentralEntry) -> Iterator[bytes]:
+        """Yield an entry's bytes, checking size, ratio and CRC; raise on any mismatch."""
+        if entry.flags & 0x1:
+            raise InvalidArchive(f"Entry {entry.name!r} is encrypted; not supported.")
+        if entry.method not in (STORED, DEFLATED):
+            raise InvalidArchive(
+                f"Entry {entry.name!r} uses unsupported compression method {entry.method}."
+            )
+        start = data_offset(self.fd, entry)
+        if start + entry.csize > self.directory.cd_offset:
+            raise InvalidArchive(f"Entry {entry.name!r} runs into the central directory.")
+        crc = 0
+        produced = 0
+        consumed = 0
+        inflater = isal_zlib.decompressobj(-15) if entry.method == DEFLATED else None
+        limit = self.limits
+        while consumed < entry.csize:
+            block = os.pread(self.fd, min(READ_BLOCK, entry.csize - consumed), start + consumed)
+            if not block:
+                raise InvalidArchive(f"Archive is truncated inside {entry.name!r}.")
+            consumed += len(block)
+            pieces = [block] if inflater is None else _inflate(inflater, block, entry)
+            for piece in pieces:
+                produced += len(piece)
+                if produced > entry.usize:
+                    raise DamagedArchive(
+                        f"Entry {entry.name!r} holds more data than its declared "
+                        f"{entry.usize} bytes (possible zip bomb)."
+                    )
+                if produced > limit.ratio_min_bytes and produced > consumed * limit.max_ratio:
+                    raise LimitExceeded(
+                        f"Entry {entry.name!r} inflates more than {limit.max_ratio:.0f}:1 "
+                        "(possible zip bomb); raise RUNARCHIVE_MAX_RATIO if it is genuine."
+                    )
+                crc = isal_zlib.crc32(piece, crc)
+                yield piece
+        if inflater is not None and not inflater.eof:
+            raise DamagedArchive(f"Entry {entry.name!r} ends before its compressed stream does.")
+        if produced != entry.usize:
+            raise DamagedArchive(
+                f"Entry {entry.name!r} has {produced} bytes, its header says {entry.usize}."
+            )
+        if crc != entry.crc:
+            raise DamagedArchive(f"CRC mismatch in {entry.name!r}: the archive is damaged.")
+
+
+def _inflate(inflater: Any, block: bytes, entry: CentralEntry) -> list[bytes]:
+    # Bounded output per call keeps a bomb's first block from allocating gigabytes.
+    out: list[bytes] = []
+    data = block
+    try:
+        while data:
+            out.append(inflater.decompress(data, READ_BLOCK))
+            data = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+    except (isal_zlib.error, ValueError) as exc:  # type: ignore[misc]
+        raise DamagedArchive(f"Entry {entry.name!r} is not valid deflate data: {exc}") from exc
+    return out
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """The outcome of a full check: ok, and every problem found."""
+
+    ok: bool
+    entries: int
+    has_manifest: bool
+    problems: list[str] = field(default_factory=list)
+
+
+def verify_archive(
+    run_dir: Path, name: str, *, progress: ProgressCallback | None = None
+) -> VerifyReport:
+    """Read every entry, checking CRCs and the manifest's sizes and sha256 sums."""
+    report = progress or ignore_progress
+    path = archive_path(require_run(run_dir), name)
+    problems: list[str] = []
+    with ArchiveReader(path) as reader:
+        try:
+            manifest = reader.manifest()
+        except InvalidArchive as exc:
+            manifest = None
+            problems.append(str(exc))
+        expected = manifest.by_path() if manifest else {}
+        content = reader.content_entries()
+        total = sum(e.usize for e in content)
+        done_bytes = 0
+        seen: set[str] = set()
+        for i, entry in enumerate(content, 1):
+            path_key = entry.name.rstrip("/")
+            seen.add(path_key)
+            sha = hashlib.sha256()
+            try:
+                for piece in reader.stream(entry):
+                    sha.update(piece)
+            except InvalidArchive as exc:
+                problems.append(str(exc))
+            else:
+                problems.extend(_against_manifest(entry, path_key, sha, expected, manifest))
+            done_bytes += entry.usize
+            report(
+                ProgressEvent("verify", Phase.VERIFY, i, len(content), done_bytes, total, path_key)
+            )
+        if manifest is not None:
+            problems.extend(
+                f"{p!r} is in the manifest but not in the archive."
+                for p in sorted(set(expected) - seen)
+            )
+        elif not problems:
+            problems.append("Archive has no runarchive manifest: CRCs checked, sha256 not.")
+            return VerifyReport(True, len(content), False, problems)
+        return VerifyReport(not problems, len(content), manifest is not None, problems)
+
+
+def _against_manifest(
+    entry: CentralEntry,
+    path: str,
+    sha: hashlib._Hash,
+    expected: dict[str, ManifestEntry],
+    manifest: Manifest | None,
+) -> list[str]:
+    if manifest is None:
+        return []
+    m = expected.get(path)
+    if m is None:
+        return [f"{path!r} is in the archive but not in the manifest."]
+    if m.type != entry.kind:
+        return [f"{path!r} is a {entry.kind} in the archive but a {m.type} in the manifest."]
+    if m.type == FILE and m.sha256 != sha.hexdigest():
+        return [f"sha256 mismatch in {path!r}: the archive is damaged."]
+    if m.type == FILE and m.size != entry.usize:
+        return [f"Size of {path!r} differs from the manifest."]
+    if m.type == SYMLINK and m.size != entry.usize:
+        return [f"Link {path!r} differs from the manifest."]
+    return []

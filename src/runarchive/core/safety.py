@@ -1,0 +1,192 @@
+"""Deciding whether an archive may be restored, before anything is touched.
+
+Every check here runs on the central directory, the local headers and the manifest only;
+content checks (CRC, sha256, real inflated bytes) happen while extracting into the stage,
+which is still before the run is touched. Each refusal says which entry and why.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from dataclasses import dataclass, field
+
+from .errors import LimitExceeded, UnsafeArchive
+from .limits import Limits
+from .manifest import DIR, FILE, SYMLINK, ManifestEntry
+from .names import ARCHIVES_DIR, WORK_DIR
+from .reader import ArchiveReader
+from .tree import link_leaves_run
+from .zipformat import DEFLATED, STORED, CentralEntry, data_offset
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_MAX_LINK_BYTES = 4096
+
+
+@dataclass(slots=True)
+class PlanItem:
+    """One entry to restore, with the facts the extractor applies."""
+
+    entry: CentralEntry
+    path: str
+    type: str
+    mode: int
+    mtime_ns: int
+    sha256: str | None = None
+    target: str | None = None
+
+
+@dataclass(slots=True)
+class RestorePlan:
+    """A fully checked list of entries, parents before children."""
+
+    items: list[PlanItem]
+    total_bytes: int
+    had_manifest: bool
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> int:
+        return sum(1 for i in self.items if i.type == FILE)
+
+
+def check_entry_name(name: str) -> str:
+    """Return the entry's relative path without a trailing slash, or raise UnsafeArchive."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise UnsafeArchive(f"Entry {name!r} has control characters in its name.")
+    if "\\" in name:
+        raise UnsafeArchive(f"Entry {name!r} contains a backslash.")
+    if name.startswith("/") or _DRIVE.match(name):
+        raise UnsafeArchive(f"Entry {name!r} has an absolute path.")
+    path = name[:-1] if name.endswith("/") else name
+    parts = path.split("/")
+    if not path or any(p in ("", ".", "..") for p in parts):
+        raise UnsafeArchive(f"Entry {name!r} has an empty, '.' or '..' path component.")
+    if parts[0] in (ARCHIVES_DIR, WORK_DIR):
+        raise UnsafeArchive(f"Entry {name!r} would write into the reserved {parts[0]}/ folder.")
+    return path
+
+
+def _check_encoding(entry: CentralEntry) -> None:
+    if any("\udc80" <= c <= "\udcff" for c in entry.name):
+        raise UnsafeArchive(f"Entry {entry.name!r} has a name that is not valid UTF-8.")
+    if not entry.utf8 and any(b >= 0x80 for b in entry.raw_name):
+        raise UnsafeArchive(f"Entry {entry.raw_name!r} has a non-UTF-8 (legacy code page) name.")
+
+
+def _check_overlap(reader: ArchiveReader) -> None:
+    spans = sorted(
+        (e.header_offset, data_offset(reader.fd, e) + e.csize, e.name) for e in reader.entries
+    )
+    end_of_data = reader.directory.cd_offset
+    for (_, end, name), nxt in zip(spans, [*spans[1:], (end_of_data, 0, "")], strict=True):
+        if end > nxt[0]:
+            raise UnsafeArchive(f"Entry {name!r} overlaps another entry or the central directory.")
+
+
+def plan_restore(
+    reader: ArchiveReader, limits: Limits, allow_external_links: bool = False
+) -> RestorePlan:
+    """Check the whole archive's structure and return what to extract, or raise."""
+    content = reader.content_entries()
+    if len(content) > limits.max_entries:
+        raise LimitExceeded(
+            f"Archive has {len(content)} entries; the limit is "
+            f"{limits.max_entries} (RUNARCHIVE_MAX_ENTRIES)."
+        )
+    total = sum(e.usize for e in content)
+    if total > limits.max_total_bytes:
+        raise LimitExceeded(
+            f"Archive would restore {total} bytes; the limit is "
+            f"{limits.max_total_bytes} (RUNARCHIVE_MAX_TOTAL_BYTES)."
+        )
+    _check_overlap(reader)
+    manifest = reader.manifest()
+    by_path = manifest.by_path() if manifest else {}
+    kinds: dict[str, str] = {}
+    items: list[PlanItem] = []
+    for entry in content:
+        _check_encoding(entry)
+        path = check_entry_name(entry.name)
+        if len(path) > limits.max_path_chars:
+            raise UnsafeArchive(
+                f"Entry {path[:80]!r}… has a path longer than {limits.max_path_chars} characters."
+            )
+        if path in kinds:
+            raise UnsafeArchive(f"Entry {path!r} appears more than once.")
+        if entry.flags & 0x1 or entry.method not in (STORED, DEFLATED):
+            raise UnsafeArchive(f"Entry {path!r} is encrypted or uses an unsupported method.")
+        if entry.usize > limits.max_entry_bytes:
+            raise LimitExceeded(
+                f"Entry {path!r} is {entry.usize} bytes; the per-entry limit "
+                f"is {limits.max_entry_bytes}."
+            )
+        kind = entry.kind
+        if kind == "special":
+            raise UnsafeArchive(f"Entry {path!r} is a device, fifo or socket.")
+        items.append(_item(entry, path, kind, by_path.get(path), manifest is not None))
+        kinds[path] = kind
+    _check_parents(kinds)
+    _check_links(items, allow_external_links)
+    if manifest is not None:
+        missing = sorted(set(by_path) - set(kinds))
+        if missing:
+            raise UnsafeArchive(f"Manifest lists {missing[0]!r}, which the archive lacks.")
+    warnings = (
+        []
+        if manifest
+        else [
+            "Archive has no runarchive manifest (made by another tool): restored after the same "
+            "structural and CRC checks, without sha256 verification."
+        ]
+    )
+    return RestorePlan(items, total, manifest is not None, warnings)
+
+
+def _item(
+    entry: CentralEntry, path: str, kind: str, m: ManifestEntry | None, has_manifest: bool
+) -> PlanItem:
+    if has_manifest:
+        if m is None:
+            raise UnsafeArchive(f"Entry {path!r} is not in the archive's manifest.")
+        if m.type != kind:
+            raise UnsafeArchive(f"Entry {path!r} is a {kind} but the manifest says {m.type}.")
+        if kind == FILE and m.size != entry.usize:
+            raise UnsafeArchive(f"Entry {path!r} size differs from the manifest.")
+        return PlanItem(entry, path, kind, m.mode & 0o777, m.mtime_ns, m.sha256, m.target)
+    mode = stat.S_IMODE(entry.mode) & 0o777 or (0o755 if kind == DIR else 0o644)
+    when = entry.dos_mtime.timestamp() if entry.dos_mtime else 0.0
+    return PlanItem(entry, path, kind, mode, int(when * 1e9))
+
+
+def _check_parents(kinds: dict[str, str]) -> None:
+    for path in kinds:
+        parent = path.rpartition("/")[0]
+        while parent:
+            kind = kinds.get(parent)
+            if kind is not None and kind != DIR:
+                raise UnsafeArchive(f"Entry {path!r} lies beneath {parent!r}, which is a {kind}.")
+            parent = parent.rpartition("/")[0]
+
+
+def _check_links(items: list[PlanItem], allow_external: bool) -> None:
+    for item in items:
+        if item.type != SYMLINK:
+            continue
+        if item.entry.usize > _MAX_LINK_BYTES or item.entry.usize == 0:
+            raise UnsafeArchive(f"Link {item.path!r} has an empty or oversized target.")
+        if item.target is not None:
+            check_link_target(item, item.target, allow_external)
+
+
+def check_link_target(item: PlanItem, target: str, allow_external: bool) -> None:
+    """Check a link target read from the archive body (the manifest may be absent or lie)."""
+    if item.target is not None and item.target != target:
+        raise UnsafeArchive(f"Link {item.path!r} target differs from the manifest.")
+    if "\x00" in target:
+        raise UnsafeArchive(f"Link {item.path!r} target contains NUL.")
+    if link_leaves_run(item.path, target) and not allow_external:
+        raise UnsafeArchive(
+            f"Link {item.path!r} points outside the run ({target}); restore refuses it unless "
+            "external links are explicitly allowed."
+        )

@@ -1,0 +1,125 @@
+"""Walking a run: what gets archived and how links are treated.
+
+Everything under the run is archived except the top-level ``archives/`` and ``.runarchive/``
+folders. Symlinks are stored as links and never followed; an absolute link that points inside
+the run is rewritten relative so the snapshot survives being moved; a link that leaves the run
+is kept as is and reported, because restoring it would reach outside the run.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .manifest import DIR, FILE, SYMLINK
+from .names import ARCHIVES_DIR, WORK_DIR
+
+EXCLUDED_TOP = frozenset({ARCHIVES_DIR, WORK_DIR})
+
+
+@dataclass(slots=True)
+class TreeEntry:
+    """One path of the run as seen by lstat."""
+
+    path: str
+    type: str
+    size: int
+    mode: int
+    mtime_ns: int
+    target: str | None = None
+
+
+@dataclass(slots=True)
+class Tree:
+    """The archivable content of a run, in a stable order (parents before children)."""
+
+    entries: list[TreeEntry] = field(default_factory=list)
+    external_links: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def file_bytes(self) -> int:
+        return sum(e.size for e in self.entries if e.type == FILE)
+
+    @property
+    def file_count(self) -> int:
+        return sum(1 for e in self.entries if e.type == FILE)
+
+
+def link_leaves_run(rel_path: str, target: str) -> bool:
+    """Tell whether a relative link at ``rel_path`` resolves (lexically) outside the run."""
+    if target.startswith("/") or "\\" in target or "\x00" in target:
+        return True
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel_path), target))
+    return resolved == ".." or resolved.startswith("../")
+
+
+def _link_target(run_root: str, abs_path: str, rel_path: str) -> tuple[str, bool]:
+    target = os.readlink(abs_path)
+    if target.startswith("/"):
+        norm = os.path.normpath(target)
+        if norm == run_root or norm.startswith(run_root + "/"):
+            target = os.path.relpath(norm, os.path.dirname(abs_path))
+    return target, link_leaves_run(rel_path, target)
+
+
+def _utf8_name(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def scan_run(run_dir: Path) -> Tree:
+    """List every archivable path of ``run_dir`` with its lstat facts."""
+    tree = Tree()
+    root = str(run_dir)
+    stack: list[tuple[str, str]] = [(root, "")]
+    while stack:
+        abs_dir, rel_dir = stack.pop()
+        with os.scandir(abs_dir) as it:
+            children = sorted(it, key=lambda d: d.name)
+        subdirs: list[tuple[str, str]] = []
+        for child in children:
+            if not rel_dir and child.name in EXCLUDED_TOP:
+                continue
+            rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
+            if not _utf8_name(rel):
+                tree.skipped.append(f"{rel!r} (name is not valid UTF-8)")
+                continue
+            st = child.stat(follow_symlinks=False)
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
+                tree.entries.append(TreeEntry(rel, DIR, 0, mode, st.st_mtime_ns))
+                subdirs.append((child.path, rel))
+            elif stat.S_ISREG(mode):
+                tree.entries.append(TreeEntry(rel, FILE, st.st_size, mode, st.st_mtime_ns))
+            elif stat.S_ISLNK(mode):
+                target, external = _link_target(root, child.path, rel)
+                if external:
+                    tree.external_links.append(f"{rel} -> {target}")
+                tree.entries.append(
+                    TreeEntry(
+                        rel,
+                        SYMLINK,
+                        len(target.encode("utf-8", "surrogateescape")),
+                        mode,
+                        st.st_mtime_ns,
+                        target,
+                    )
+                )
+            else:
+                tree.skipped.append(f"{rel} (special file: fifo, socket or device)")
+        stack.extend(reversed(subdirs))
+    return tree
+
+
+def find_nodb_files(run_dir: Path) -> list[str]:
+    """Return the run's ``.nodb`` state files as relative POSIX paths."""
+    return sorted(
+        e.path for e in scan_run(run_dir).entries if e.type == FILE and e.path.endswith(".nodb")
+    )

@@ -1,0 +1,405 @@
+"""The zip container, written and read by hand.
+
+Why by hand: compression runs in worker threads ahead of the writer, so entries arrive as
+already-deflated bytes with a known CRC; the stdlib's zipfile can only compress itself, one
+entry at a time. Reading parses the central directory directly, which is what ``list`` needs
+to stay fast, and checks every offset so that a hostile file cannot point entries at each other.
+
+Format notes: UTF-8 names (flag bit 11), Unix modes in the external attributes (host 3),
+an extended-timestamp extra (0x5455) so ``unzip`` restores mtimes, Zip64 records whenever a
+size, offset or the entry count would not fit the classic fields.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import BinaryIO
+
+from .errors import InvalidArchive
+
+STORED = 0
+DEFLATED = 8
+
+_LOCAL = struct.Struct("<IHHHHHIIIHH")
+_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
+_EOCD = struct.Struct("<IHHHHIIH")
+_EOCD64 = struct.Struct("<IQHHIIQQQQ")
+_LOCATOR64 = struct.Struct("<IIQI")
+LOCAL_SIG = 0x04034B50
+CENTRAL_SIG = 0x02014B50
+EOCD_SIG = 0x06054B50
+EOCD64_SIG = 0x06064B50
+LOCATOR64_SIG = 0x07064B50
+_U32 = 0xFFFFFFFF
+_U16 = 0xFFFF
+FLAG_UTF8 = 0x800
+FLAG_ENCRYPTED = 0x1
+# Zip64 is decided before an entry's data is written; stay clear of the edge so deflate's
+# worst-case growth on an unexpected file cannot overflow the classic fields.
+ZIP64_THRESHOLD = 0xF0000000
+
+
+def _dos_datetime(mtime: float) -> tuple[int, int]:
+    t = datetime.fromtimestamp(max(mtime, 315532800), UTC)
+    year = min(max(t.year, 1980), 2107)
+    return (
+        (t.hour << 11) | (t.minute << 5) | (t.second // 2),
+        ((year - 1980) << 9) | (t.month << 5) | t.day,
+    )
+
+
+def _dos_to_datetime(dtime: int, ddate: int) -> datetime | None:
+    try:
+        return datetime(
+            ((ddate >> 9) & 0x7F) + 1980,
+            (ddate >> 5) & 0xF,
+            ddate & 0x1F,
+            (dtime >> 11) & 0x1F,
+            (dtime >> 5) & 0x3F,
+            (dtime & 0x1F) * 2,
+            tzinfo=UTC,
+        )
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True)
+class WrittenEntry:
+    """What the central directory needs to know about one written entry."""
+
+    name: bytes
+    method: int
+    crc: int
+    csize: int
+    usize: int
+    offset: int
+    mode: int
+    mtime: float
+    zip64_local: bool
+
+
+class ZipWriter:
+    """Append entries to a seekable binary file, then write the central directory."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.entries: list[WrittenEntry] = []
+        self.pos = fh.tell()
+
+    def _extras(self, mtime: float) -> bytes:
+        return struct.pack("<HHBI", 0x5455, 5, 1, int(max(0, min(mtime, _U32))))
+
+    def begin(
+        self, name: str, method: int, mode: int, mtime: float, size_hint: int
+    ) -> WrittenEntry:
+        """Write a local header with placeholder sizes; ``finish`` patches them."""
+        raw = name.encode("utf-8")
+        zip64 = size_hint >= ZIP64_THRESHOLD
+        extra = self._extras(mtime)
+        if zip64:
+            extra += struct.pack("<HHQQ", 0x0001, 16, 0, 0)
+        entry = WrittenEntry(raw, method, 0, 0, 0, self.pos, mode, mtime, zip64)
+        self.fh.write(self._local_header(entry, extra))
+        self.fh.write(raw)
+        self.fh.write(extra)
+        self.pos += _LOCAL.size + len(raw) + len(extra)
+        return entry
+
+    def _local_header(self, entry: WrittenEntry, extra: bytes) -> bytes:
+        dtime, ddate = _dos_datetime(entry.mtime)
+        if entry.zip64_local:
+            csize = usize = _U32
+        else:
+            csize, usize = entry.csize, entry.usize
+        return _LOCAL.pack(
+            LOCAL_SIG,
+            45 if entry.zip64_local else 20,
+            FLAG_UTF8,
+            entry.method,
+            dtime,
+            ddate,
+            entry.crc,
+            csize,
+            usize,
+            len(entry.name),
+            len(extra),
+        )
+
+    def write_data(self, data: bytes | memoryview) -> None:
+        """Append compressed bytes of the entry begun last."""
+        self.fh.write(data)
+        self.pos += len(data)
+
+    def finish(self, entry: WrittenEntry, crc: int, csize: int, usize: int) -> None:
+        """Record the entry's final CRC and sizes, patching its local header in place."""
+        if not entry.zip64_local and (csize >= _U32 or usize >= _U32):
+            raise InvalidArchive(f"Entry {entry.name!r} outgrew its header while being written.")
+        entry.crc, entry.csize, entry.usize = crc, csize, usize
+        extra = self._extras(entry.mtime)
+        if entry.zip64_local:
+            extra += struct.pack("<HHQQ", 0x0001, 16, usize, csize)
+        self.fh.seek(entry.offset)
+        self.fh.write(self._local_header(entry, extra))
+        if entry.zip64_local:
+            self.fh.seek(entry.offset + _LOCAL.size + len(entry.name))
+            self.fh.write(extra)
+        self.fh.seek(self.pos)
+        self.entries.append(entry)
+
+    def add(
+        self, name: str, method: int, mode: int, mtime: float, data: bytes, crc: int, usize: int
+    ) -> None:
+        """Write a whole entry whose compressed bytes are already known."""
+        entry = self.begin(name, method, mode, mtime, usize)
+        self.write_data(data)
+        self.finish(entry, crc, len(data), usize)
+
+    def close(self, comment: bytes) -> None:
+        """Write the central directory and end records."""
+        cd_start = self.pos
+        out = bytearray()
+        for e in self.entries:
+            z64 = b""
+            usize, csize, offset = e.usize, e.csize, e.offset
+            if usize >= _U32 or csize >= _U32 or offset >= _U32 or e.zip64_local:
+                z64 = struct.pack("<QQQ", usize, csize, offset)
+                usize = csize = offset = _U32
+                z64 = struct.pack("<HH", 0x0001, len(z64)) + z64
+            extra = self._extras(e.mtime) + z64
+            dtime, ddate = _dos_datetime(e.mtime)
+            dos_attr = 0x10 if stat.S_ISDIR(e.mode) else 0
+            out += _CENTRAL.pack(
+                CENTRAL_SIG,
+                (3 << 8) | 63,
+                45 if z64 else 20,
+                FLAG_UTF8,
+                e.method,
+                dtime,
+                ddate,
+                e.crc,
+                csize,
+                usize,
+                len(e.name),
+                len(extra),
+                0,
+                0,
+                0,
+                (e.mode << 16) | dos_attr,
+                offset,
+            )
+            out += e.name + extra
+        self.fh.write(out)
+        cd_size = len(out)
+        count = len(self.entries)
+        end = cd_start + cd_size
+        if count >= _U16 or cd_size >= _U32 or cd_start >= _U32:
+            self.fh.write(
+                _EOCD64.pack(
+                    EOCD64_SIG, 44, (3 << 8) | 63, 45, 0, 0, count, count, cd_size, cd_start
+                )
+            )
+            self.fh.write(_LOCATOR64.pack(LOCATOR64_SIG, 0, end, 1))
+            self.fh.write(_EOCD.pack(EOCD_SIG, 0, 0, _U16, _U16, _U32, _U32, len(comment)))
+        else:
+            self.fh.write(_EOCD.pack(EOCD_SIG, 0, 0, count, count, cd_size, cd_start, len(comment)))
+        self.fh.write(comment)
+
+
+@dataclass(frozen=True, slots=True)
+class CentralEntry:
+    """One entry as the central directory describes it."""
+
+    name: str
+    raw_name: bytes
+    flags: int
+    method: int
+    crc: int
+    csize: int
+    usize: int
+    header_offset: int
+    mode: int
+    dos_mtime: datetime | None
+    utf8: bool
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode) or (self.mode == 0 and self.name.endswith("/"))
+
+    @property
+    def is_symlink(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+    @property
+    def kind(self) -> str:
+        """Return file, dir, symlink or special (fifo, device, socket)."""
+        fmt = stat.S_IFMT(self.mode)
+        if self.is_dir:
+            return "dir"
+        if fmt == stat.S_IFLNK:
+            return "symlink"
+        if fmt in (0, stat.S_IFREG):
+            return "file"
+        return "special"
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """The parsed end records and central directory of a zip file."""
+
+    entries: list[CentralEntry]
+    comment: bytes
+    cd_offset: int
+    file_size: int
+
+
+def _read_at(fd: int, offset: int, size: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise InvalidArchive("Archive is truncated.")
+    return data
+
+
+def _find_eocd(fd: int, file_size: int) -> tuple[int, bytes]:
+    tail_len = min(file_size, _EOCD.size + _U16)
+    tail = _read_at(fd, file_size - tail_len, tail_len)
+    idx = tail.rfind(struct.pack("<I", EOCD_SIG))
+    while idx >= 0:
+        if idx + _EOCD.size <= len(tail):
+            comment_len = struct.unpack_from("<H", tail, idx + 20)[0]
+            if idx + _EOCD.size + comment_len == len(tail):
+                return file_size - tail_len + idx, tail[idx:]
+        idx = tail.rfind(struct.pack("<I", EOCD_SIG), 0, idx)
+    raise InvalidArchive("Not a zip archive (no end of central directory record).")
+
+
+def read_directory(fd: int, file_size: int) -> Directory:
+    """Parse the end records and every central-directory entry, checking offsets."""
+    if file_size < _EOCD.size:
+        raise InvalidArchive("Not a zip archive (file too small).")
+    eocd_pos, rec = _find_eocd(fd, file_size)
+    _, disk, cd_disk, _, count, cd_size, cd_offset, clen = _EOCD.unpack_from(rec)
+    comment = rec[_EOCD.size : _EOCD.size + clen]
+    cd_end = eocd_pos
+    if count == _U16 or cd_size == _U32 or cd_offset == _U32:
+        loc_pos = eocd_pos - _LOCATOR64.size
+        if loc_pos < 0:
+            raise InvalidArchive("Zip64 locator missing.")
+        sig, _, eocd64_pos, _ = _LOCATOR64.unpack(_read_at(fd, loc_pos, _LOCATOR64.size))
+        if sig != LOCATOR64_SIG or eocd64_pos + _EOCD64.size > loc_pos:
+            raise InvalidArchive("Zip64 end record missing or misplaced.")
+        fields = _EOCD64.unpack(_read_at(fd, eocd64_pos, _EOCD64.size))
+        if fields[0] != EOCD64_SIG:
+            raise InvalidArchive("Zip64 end record damaged.")
+        disk, cd_disk, count, cd_size, cd_offset = (
+            fields[4],
+            fields[5],
+            fields[7],
+            fields[8],
+            fields[9],
+        )
+        cd_end = eocd64_pos
+    if disk != 0 or cd_disk != 0:
+        raise InvalidArchive("Multi-volume (split) archives are not supported.")
+    if cd_offset + cd_size != cd_end:
+        raise InvalidArchive("Central directory does not end where the end record says.")
+    cd = _read_at(fd, cd_offset, cd_size)
+    entries = _parse_central(cd, count, cd_offset)
+    return Directory(entries, comment, cd_offset, file_size)
+
+
+def _parse_central(cd: bytes, count: int, cd_offset: int) -> list[CentralEntry]:
+    entries: list[CentralEntry] = []
+    pos = 0
+    for _ in range(count):
+        if pos + _CENTRAL.size > len(cd):
+            raise InvalidArchive("Central directory is shorter than its entry count.")
+        f = _CENTRAL.unpack_from(cd, pos)
+        if f[0] != CENTRAL_SIG:
+            raise InvalidArchive("Central directory entry signature is wrong.")
+        (
+            _,
+            made_by,
+            _,
+            flags,
+            method,
+            dtime,
+            ddate,
+            crc,
+            csize,
+            usize,
+            nlen,
+            xlen,
+            clen,
+            _disk,
+            _,
+            ext_attr,
+            offset,
+        ) = f
+        pos += _CENTRAL.size
+        raw = cd[pos : pos + nlen]
+        extra = cd[pos + nlen : pos + nlen + xlen]
+        pos += nlen + xlen + clen
+        if pos > len(cd):
+            raise InvalidArchive("Central directory entry runs past its end.")
+        usize, csize, offset = _apply_zip64(extra, usize, csize, offset)
+        if offset >= cd_offset:
+            raise InvalidArchive("An entry points into or past the central directory.")
+        utf8 = bool(flags & FLAG_UTF8)
+        name = raw.decode("utf-8" if utf8 else "cp437", errors="surrogateescape")
+        mode = (ext_attr >> 16) & 0xFFFF if (made_by >> 8) == 3 else 0
+        if mode == 0 and ext_attr & 0x10:
+            mode = stat.S_IFDIR | 0o755
+        entries.append(
+            CentralEntry(
+                name,
+                raw,
+                flags,
+                method,
+                crc,
+                csize,
+                usize,
+                offset,
+                mode,
+                _dos_to_datetime(dtime, ddate),
+                utf8,
+            )
+        )
+    if pos != len(cd):
+        raise InvalidArchive("Central directory holds more bytes than its entries.")
+    return entries
+
+
+def _apply_zip64(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int, int, int]:
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, size = struct.unpack_from("<HH", extra, pos)
+        body = extra[pos + 4 : pos + 4 + size]
+        pos += 4 + size
+        if tag != 0x0001:
+            continue
+        vals = [v[0] for v in struct.iter_unpack("<Q", body[: len(body) // 8 * 8])]
+        if usize == _U32 and vals:
+            usize = vals.pop(0)
+        if csize == _U32 and vals:
+            csize = vals.pop(0)
+        if offset == _U32 and vals:
+            offset = vals.pop(0)
+    return usize, csize, offset
+
+
+def data_offset(fd: int, entry: CentralEntry) -> int:
+    """Return where an entry's compressed data starts, checking its local header."""
+    head = _read_at(fd, entry.header_offset, _LOCAL.size)
+    f = _LOCAL.unpack(head)
+    if f[0] != LOCAL_SIG:
+        raise InvalidArchive(f"Local header of {entry.name!r} is missing.")
+    nlen, xlen = f[9], f[10]
+    if _read_at(fd, entry.header_offset + _LOCAL.size, nlen) != entry.raw_name:
+        raise InvalidArchive(f"Local and central names of {entry.name!r} differ.")
+    if f[3] != entry.method:
+        raise InvalidArchive(f"Local and central compression methods of {entry.name!r} differ.")
+    return int(entry.header_offset + _LOCAL.size + nlen + xlen)
