@@ -1,0 +1,135 @@
+"""restore(archive(tree)) reproduces the tree: bytes, empty dirs, modes, mtimes, symlinks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from runarchive.core import create_archive, restore_archive, verify_archive
+from tests.treeutil import Dir, File, Link, Spec, build_tree, snapshot
+
+NAME_CHARS = st.characters(
+    blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\\x00", min_codepoint=32
+)
+segment = st.text(NAME_CHARS, min_size=1, max_size=12).filter(
+    lambda s: s not in {".", ".."} and len(s.encode()) < 200
+)
+mtimes = st.integers(min_value=315_532_800 * 10**9, max_value=4_000_000_000 * 10**9)
+files = st.builds(
+    File,
+    data=st.one_of(st.binary(max_size=3000), st.text(max_size=2000).map(str.encode)),
+    mode=st.sampled_from([0o644, 0o600, 0o755, 0o444, 0o640]),
+    mtime_ns=mtimes,
+)
+dirs = st.builds(Dir, mode=st.sampled_from([0o755, 0o700, 0o750]), mtime_ns=mtimes)
+
+
+@st.composite
+def trees(draw: st.DrawFn) -> Spec:
+    paths = draw(st.lists(st.lists(segment, min_size=1, max_size=3), min_size=1, max_size=12))
+    spec: Spec = {}
+    taken: set[str] = set()
+    for parts in paths:
+        rel = "/".join(parts)
+        prefixes = {"/".join(parts[:i]) for i in range(1, len(parts))}
+        if rel in taken or prefixes & {p for p, n in spec.items() if not isinstance(n, Dir)}:
+            continue
+        if any(p.startswith(rel + "/") for p in taken) or parts[0] in {"archives", ".runarchive"}:
+            continue
+        taken.add(rel)
+        taken.update(prefixes)
+        for prefix in prefixes:
+            spec.setdefault(prefix, Dir())
+        kind = draw(st.sampled_from(["file", "file", "dir", "link"]))
+        if kind == "file":
+            spec[rel] = draw(files)
+        elif kind == "dir":
+            spec[rel] = draw(dirs)
+        else:
+            spec[rel] = Link(draw(st.sampled_from(["../x", "target.txt", "a/b", "."])))
+    return spec
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(spec=trees())
+def test_restore_reproduces_any_tree_exactly(tmp_path: Path, spec: Spec) -> None:
+    root = tmp_path / "runs"
+    shutil.rmtree(root, ignore_errors=True)
+    run = build_tree(root / "r1", spec)
+    before = snapshot(run)
+    result = create_archive(run, "prop")
+    for child in run.iterdir():
+        if child.name not in {"archives", ".runarchive"}:
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    (run / "junk.txt").write_text("added after the snapshot")
+    restore_archive(run, result.name, allow_external_links=True)
+    assert snapshot(run) == before
+    assert verify_archive(run, result.name).ok
+
+
+def test_restore_brings_back_files_dirs_links_modes_and_mtimes(run_dir: Path) -> None:
+    spec: Spec = {
+        "wepp/output/H1.pass.dat": File(b"1.0 2.0 3.0\n" * 500, 0o640, 1_700_000_000_987_654_321),
+        "wepp/empty": Dir(0o750, 1_650_000_000_000_000_000),
+        "zero.bin": File(b"", 0o600),
+        "Ünïcödé ✓ name.txt": File("χαίρετε".encode(), 0o644),
+        "with space/and'quote\".txt": File(b"odd"),
+        "link-rel": Link("wepp/output/H1.pass.dat"),
+        "link-dangling": Link("nowhere/at/all"),
+        "wepp.nodb": File(b'{"py/object": "wepppy.nodb.Wepp"}'),
+    }
+    build_tree(run_dir, spec)
+    before = snapshot(run_dir)
+    name = create_archive(run_dir, "everything").name
+    (run_dir / "wepp.nodb").write_text("changed")
+    shutil.rmtree(run_dir / "wepp")
+    (run_dir / "new-file").write_text("new")
+    restore_archive(run_dir, name)
+    assert snapshot(run_dir) == before
+
+
+def test_setuid_setgid_and_sticky_bits_are_not_restored(run_dir: Path) -> None:
+    build_tree(run_dir, {"tool": File(b"#!/bin/sh\n", 0o755), "shared": Dir(0o755)})
+    os.chmod(run_dir / "tool", 0o6755)
+    os.chmod(run_dir / "shared", 0o1777)
+    name = create_archive(run_dir).name
+    restore_archive(run_dir, name)
+    assert (run_dir / "tool").stat().st_mode & 0o7777 == 0o755
+    assert (run_dir / "shared").stat().st_mode & 0o7777 == 0o777
+
+
+def test_absolute_link_inside_the_run_is_stored_relative(run_dir: Path) -> None:
+    build_tree(run_dir, {"data/dem.tif": File(b"tif")})
+    os.symlink(run_dir / "data" / "dem.tif", run_dir / "dem-link")
+    result = create_archive(run_dir)
+    assert result.external_links == []
+    restore_archive(run_dir, result.name)
+    assert os.readlink(run_dir / "dem-link") == "data/dem.tif"
+    assert (run_dir / "dem-link").read_bytes() == b"tif"
+
+
+@pytest.mark.slow
+def test_large_file_over_100_mb_round_trips_and_unzip_accepts_it(run_dir: Path) -> None:
+    block = os.urandom(1 << 20)
+    text = b"".join(b"%08d 0.%06d 12.5 -3.25\n" % (i, i * 7 % 999_999) for i in range(40_000))
+    with open(run_dir / "big.dat", "wb") as fh:
+        for i in range(110):
+            fh.write(block if i % 3 == 0 else text[: 1 << 20])
+    before = snapshot(run_dir)
+    result = create_archive(run_dir)
+    (run_dir / "big.dat").write_bytes(b"truncated")
+    restore_archive(run_dir, result.name)
+    assert snapshot(run_dir) == before
+    out = subprocess.run(["unzip", "-tq", str(result.path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

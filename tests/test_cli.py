@@ -1,0 +1,99 @@
+"""The command line as a script sees it: real processes, exit codes, stdout/stderr, JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runarchive.core import run_lock
+from tests.treeutil import File, build_tree
+
+
+def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from runarchive.cli import main; main()", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def run(run_dir: Path) -> Path:
+    return build_tree(
+        run_dir, {"wepp/H1.loss.dat": File(b"1 2 3\n" * 1000), "ron.nodb": File(b"{}")}
+    )
+
+
+def test_full_cycle_through_the_cli_with_json(run: Path) -> None:
+    made = cli("archive", run, "--comment", "first try", "--json")
+    assert made.returncode == 0, made.stderr
+    result = json.loads(made.stdout)
+    name = result["name"]
+    assert result["files"] == 2
+
+    listed = json.loads(cli("list", run, "--json").stdout)["archives"]
+    assert [(a["name"], a["comment"], a["files"]) for a in listed] == [(name, "first try", 2)]
+    assert listed[0]["created"].endswith("Z")
+
+    assert json.loads(cli("verify", run, name, "--json").stdout)["ok"] is True
+    (run / "ron.nodb").write_text("broken")
+    restored = cli("restore", run, name)
+    assert restored.returncode == 0 and f"Restore complete: {name}" in restored.stdout
+    assert (run / "ron.nodb").read_bytes() == b"{}"
+
+    deleted = cli("delete", run, name)
+    assert deleted.returncode == 0 and deleted.stdout.strip() == f"Archive deleted: {name}"
+    assert json.loads(cli("list", run, "--json").stdout) == {"archives": []}
+
+
+def test_human_output_names_the_archive(run: Path) -> None:
+    made = cli("archive", run, "-c", "hello")
+    assert made.returncode == 0
+    assert made.stdout.startswith("Archive ready: ambitious-pinecone.")
+    assert "hello" in cli("list", run).stdout
+
+
+def test_usage_errors_exit_2_and_say_what_is_wrong(run: Path) -> None:
+    bad_name = cli("restore", run, "../../etc/passwd")
+    assert bad_name.returncode == 2
+    assert "Invalid archive name" in bad_name.stderr and "Traceback" not in bad_name.stderr
+    too_long = cli("archive", run, "--comment", "x" * 41)
+    assert too_long.returncode == 2 and "limit is 40" in too_long.stderr
+    assert cli("archive").returncode == 2
+    assert not (run / "archives").exists() or list((run / "archives").iterdir()) == []
+
+
+def test_failed_operations_exit_1_with_a_json_error(run: Path) -> None:
+    missing = cli("verify", run, "ambitious-pinecone.20200101T000000Z.zip", "--json")
+    assert missing.returncode == 1
+    assert json.loads(missing.stdout)["error"]["code"] == "not_found"
+
+
+def test_verify_of_a_damaged_archive_exits_1(run: Path) -> None:
+    name = json.loads(cli("archive", run, "--json").stdout)["name"]
+    path = run / "archives" / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0x55
+    path.write_bytes(bytes(data))
+    out = cli("verify", run, name)
+    assert out.returncode == 1 and "DAMAGED" in out.stdout
+
+
+def test_a_busy_run_exits_3(run: Path) -> None:
+    with run_lock(run):
+        busy = cli("archive", run)
+    assert busy.returncode == 3 and "busy" in busy.stderr
+
+
+def test_recover_reports_what_it_did(run: Path) -> None:
+    (run / "archives").mkdir()
+    (run / "archives" / ".tmp-x.partial").write_bytes(b"half")
+    out = cli("recover", run, "--json")
+    assert out.returncode == 0
+    assert json.loads(out.stdout) == {"action": "cleaned", "removed_temp": 1}
+    assert list((run / "archives").iterdir()) == []
