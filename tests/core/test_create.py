@@ -1,4 +1,4 @@
-"""Creating archives: names, comments, manifest, compression choices, standard-tool compatibility."""
+"""Creating archives: names, comments, manifest, compression choices, zip-tool compatibility."""
 
 from __future__ import annotations
 
