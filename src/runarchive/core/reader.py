@@ -33,7 +33,7 @@ class ArchiveReader:
 
     def __init__(self, path: Path, limits: Limits | None = None) -> None:
         self.path = path
-        self.limits = limits or Limits()
+        self.limits = limits or Limits.from_env()
         try:
             self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:

@@ -75,7 +75,7 @@ def restore_archive(
     path = archive_path(run, name)
     if not path.is_file():
         raise NotFound(f"Archive not found: {name}. See `runarchive list` for the names.")
-    lim = limits or Limits()
+    lim = limits or Limits.from_env()
     with run_lock(run), ArchiveReader(path, lim) as reader:
         recover_locked(run)
         plan = plan_restore(reader, lim, allow_external_links)
