@@ -29,6 +29,7 @@ from .core import (
     create_archive,
     delete_archive,
     list_archives,
+    purge_trash,
     recover_run,
     restore_archive,
     verify_archive,
@@ -159,11 +160,15 @@ def restore(run_dir: Path, name: str, allow_external_links: bool, as_json: bool)
     """Replace the content of RUN_DIR (all but archives/) with archive NAME."""
     with reporting(as_json, "restoring") as progress:
         result = restore_archive(
-            run_dir, name, progress=progress, allow_external_links=allow_external_links
-        )
-    text = f"Restore complete: {name} ({result.files} files)"
+            run_dir, name, progress=progress, allow_external_links=allow_external_links,
+            defer_delete=True,
+        )  # fmt: skip
+    text = f"Restore complete: {name} ({result.files} files, {result.reused} unchanged)"
     text += "".join(f"\nwarning: {w}" for w in result.warnings)
     emit(as_json, result, text)
+    sys.stdout.flush()
+    # The user has the answer; deleting the replaced tree can take its time now.
+    purge_trash(run_dir)
 
 
 @cli.command()

@@ -133,3 +133,50 @@ def test_large_file_over_100_mb_round_trips_and_unzip_accepts_it(run_dir: Path) 
     assert snapshot(run_dir) == before
     out = subprocess.run(["unzip", "-tq", str(result.path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_unchanged_files_are_reused_and_changed_ones_extracted(run_dir: Path) -> None:
+    spec: Spec = {f"out/H{i}.dat": File(b"%d\n" % i * 500) for i in range(20)}
+    build_tree(run_dir, spec)
+    before = snapshot(run_dir)
+    name = create_archive(run_dir).name
+    # Same size and mtime but different bytes: only the checksum can tell.
+    sneaky = run_dir / "out/H3.dat"
+    st = sneaky.stat()
+    sneaky.write_bytes(sneaky.read_bytes().replace(b"3", b"4"))
+    os.utime(sneaky, ns=(st.st_atime_ns, st.st_mtime_ns))
+    (run_dir / "out/H4.dat").write_text("edited")
+    result = restore_archive(run_dir, name)
+    assert snapshot(run_dir) == before
+    assert result.reused == 18
+
+
+def test_reuse_never_follows_a_symlinked_folder_out_of_the_run(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    build_tree(run_dir, {"data/a.txt": File(b"inside")})
+    name = create_archive(run_dir).name
+    outside = tmp_path / "outside"
+    build_tree(outside, {"a.txt": File(b"inside")})
+    shutil.rmtree(run_dir / "data")
+    os.symlink(outside, run_dir / "data")
+    result = restore_archive(run_dir, name)
+    assert result.reused == 0
+    assert not (run_dir / "data").is_symlink()
+    assert (run_dir / "data/a.txt").read_bytes() == b"inside"
+    assert (outside / "a.txt").stat().st_nlink == 1
+
+
+def test_deferred_delete_parks_the_old_tree_until_purged(run_dir: Path) -> None:
+    from runarchive.core import purge_trash
+
+    build_tree(run_dir, {"a.txt": File(b"a")})
+    name = create_archive(run_dir).name
+    (run_dir / "b.txt").write_text("b")
+    restore_archive(run_dir, name, defer_delete=True)
+    parked = [p.name for p in (run_dir / ".runarchive").iterdir() if p.name.startswith("trash-")]
+    assert len(parked) == 1
+    assert (run_dir / ".runarchive" / parked[0] / "b.txt").read_text() == "b"
+    assert not (run_dir / "b.txt").exists()
+    assert purge_trash(run_dir) == 1
+    assert sorted(p.name for p in (run_dir / ".runarchive").iterdir()) == ["lock"]

@@ -18,7 +18,7 @@ from .errors import (
     RunArchiveError,
     UnsafeArchive,
 )
-from .journal import RecoverResult, recover_run
+from .journal import RecoverResult, purge_trash, recover_run
 from .limits import Limits
 from .names import (
     archive_path,
@@ -62,6 +62,7 @@ __all__ = [
     "is_archive_name",
     "list_archives",
     "normalize_comment",
+    "purge_trash",
     "recover_run",
     "restore_archive",
     "run_lock",

@@ -41,6 +41,7 @@ from .zipformat import DEFLATED, STORED, WrittenEntry, ZipWriter
 
 CHUNK = 1 << 20
 PROBE = 64 << 10
+BATCH_FILES = 64
 # Deflate must save at least this share of a file to be worth the inflate on restore.
 MIN_SAVING = 0.03
 INCOMPRESSIBLE_SUFFIXES = frozenset(
@@ -73,7 +74,7 @@ class _Chunk:
     offset: int
     length: int
     last: bool
-    decision: Future[_Done] | None = None
+    decision: Future[list[_Done]] | None = None
 
 
 @dataclass(slots=True)
@@ -102,13 +103,27 @@ def _is_incompressible(path: str) -> bool:
 
 
 def _read(chunk: _Chunk) -> bytes:
-    with open(chunk.abs_path, "rb") as fh:
-        return os.pread(fh.fileno(), chunk.length, chunk.offset)
+    fd = os.open(chunk.abs_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return os.pread(fd, chunk.length, chunk.offset)
+    finally:
+        os.close(fd)
 
 
 def _deflate(data: bytes, level: int, final: bool) -> bytes:
     comp = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
     return comp.compress(data) + comp.flush(isal_zlib.Z_FINISH if final else isal_zlib.Z_SYNC_FLUSH)
+
+
+def _choose_method(chunk: _Chunk, raw: bytes, level: int) -> int:
+    if chunk.decision is not None:
+        return chunk.decision.result()[0].method
+    if not raw or _is_incompressible(chunk.entry.path):
+        return STORED
+    if chunk.last:
+        return DEFLATED  # a single-chunk file is judged on its whole deflated size
+    probe = raw[:PROBE]
+    return STORED if len(_deflate(probe, level, True)) > len(probe) * (1 - MIN_SAVING) else DEFLATED
 
 
 def _work(chunk: _Chunk, level: int) -> _Done:
@@ -121,23 +136,16 @@ def _work(chunk: _Chunk, level: int) -> _Done:
     crc = isal_zlib.crc32(raw)
     single = chunk.index == 0 and chunk.last
     sha = hashlib.sha256(raw).hexdigest() if single else None
-    if chunk.decision is not None:
-        method = chunk.decision.result().method
-    elif not raw or _is_incompressible(chunk.entry.path):
-        method = STORED
-    else:
-        probe = raw if len(raw) <= PROBE else raw[:PROBE]
-        squeezed = _deflate(probe, level, True) if len(raw) > PROBE else b""
-        if len(raw) > PROBE and len(squeezed) > len(probe) * (1 - MIN_SAVING):
-            method = STORED
-        else:
-            method = DEFLATED
-    if method == STORED:
+    if _choose_method(chunk, raw, level) == STORED:
         return _Done(raw, raw, STORED, crc, sha)
     out = _deflate(raw, level, chunk.last)
     if single and len(out) > len(raw) * (1 - MIN_SAVING):
         return _Done(raw, raw, STORED, crc, sha)
     return _Done(raw, out, DEFLATED, crc, sha)
+
+
+def _work_batch(chunks: list[_Chunk], level: int) -> list[_Done]:
+    return [_work(chunk, level) for chunk in chunks]
 
 
 def _chunks(run: Path, entry: TreeEntry) -> Iterator[_Chunk]:
@@ -179,29 +187,60 @@ class _Builder:
         self.open: _Open | None = None
 
     def build(self, entries: list[TreeEntry]) -> None:
+        """Feed the pool in archive order and write results as they come due.
+
+        Small files travel in batches (one pool task per ~1 MiB), which keeps per-task
+        overhead, paid under the GIL, well below the compression work itself.
+        """
         max_inflight = 4 * self.threads + 4
-        pending: deque[tuple[_Chunk, Future[_Done]]] = deque()
+        pending: deque[tuple[list[_Chunk] | TreeEntry, Future[list[_Done]] | None]] = deque()
+        batch: list[_Chunk] = []
+        batch_bytes = 0
         with ThreadPoolExecutor(self.threads, thread_name_prefix="runarchive-deflate") as pool:
+
+            def submit(chunks: list[_Chunk]) -> Future[list[_Done]]:
+                fut = pool.submit(_work_batch, chunks, self.level)
+                pending.append((chunks, fut))
+                while len(pending) >= max_inflight:
+                    self._consume(*pending.popleft())
+                return fut
+
             try:
                 for entry in entries:
-                    if entry.type != FILE:
-                        while pending:
-                            self._consume(*pending.popleft())
-                        self._write_other(entry)
+                    chunks = list(_chunks(self.run, entry)) if entry.type == FILE else []
+                    if len(chunks) == 1 and entry.size < CHUNK:
+                        batch.append(chunks[0])
+                        batch_bytes += entry.size
+                        if batch_bytes >= CHUNK or len(batch) >= BATCH_FILES:
+                            submit(batch)
+                            batch, batch_bytes = [], 0
                         continue
-                    first: Future[_Done] | None = None
-                    for chunk in _chunks(self.run, entry):
+                    if batch:
+                        submit(batch)
+                        batch, batch_bytes = [], 0
+                    if entry.type != FILE:
+                        pending.append((entry, None))
+                        continue
+                    first = submit(chunks[:1])
+                    for chunk in chunks[1:]:
                         chunk.decision = first
-                        fut = pool.submit(_work, chunk, self.level)
-                        first = first or fut
-                        pending.append((chunk, fut))
-                        while len(pending) >= max_inflight:
-                            self._consume(*pending.popleft())
+                        submit([chunk])
+                if batch:
+                    submit(batch)
                 while pending:
                     self._consume(*pending.popleft())
             finally:
                 for _, fut in pending:
-                    fut.cancel()
+                    if fut is not None:
+                        fut.cancel()
+
+    def _consume(self, item: list[_Chunk] | TreeEntry, fut: Future[list[_Done]] | None) -> None:
+        if isinstance(item, TreeEntry):
+            self._write_other(item)
+            return
+        assert fut is not None
+        for chunk, done in zip(item, fut.result(), strict=True):
+            self._consume_chunk(chunk, done)
 
     def _write_other(self, entry: TreeEntry) -> None:
         mtime = entry.mtime_ns / 1e9
@@ -223,8 +262,7 @@ class _Builder:
             )
         )
 
-    def _consume(self, chunk: _Chunk, fut: Future[_Done]) -> None:
-        done = fut.result()
+    def _consume_chunk(self, chunk: _Chunk, done: _Done) -> None:
         e = chunk.entry
         if done.missing:
             self.vanished.add(e.path)

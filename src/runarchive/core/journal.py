@@ -11,7 +11,9 @@ rename, fsync the folder) to ``.runarchive/journal.json``:
               Each rename is atomic and the roll-forward checks each name independently, so
               recover simply finishes the swap. Result: the run exactly as the archive.
 ``swapped``   The swap is durable; only ``old-<id>`` and the empty stage remain to be deleted.
-              Recover deletes them.
+              Recover deletes them. A restore that defers the deletion renames ``old-<id>``
+              to ``trash-<id>`` and drops the journal; ``purge_trash`` (or any later recover)
+              deletes trash folders.
 
 ``archives/`` and ``.runarchive/`` are never moved. Stray temp files (``archives/.tmp-*``)
 from a killed create are removed by recover too; recover runs under the run lock, so no live
@@ -54,6 +56,16 @@ def journal_path(run: Path) -> Path:
 def stage_dir(run: Path, jid: str) -> Path:
     """Return the staging folder of restore ``jid``."""
     return run / WORK_DIR / f"stage-{jid}"
+
+
+def scratch_dir(run: Path, jid: str) -> Path:
+    """Return where extract threads create files before moving them into the stage."""
+    return run / WORK_DIR / f"stage-{jid}.scratch"
+
+
+def trash_dir(run: Path, jid: str) -> Path:
+    """Return where a finished restore parks the replaced tree until it is purged."""
+    return run / WORK_DIR / f"trash-{jid}"
 
 
 def old_dir(run: Path, jid: str) -> Path:
@@ -104,12 +116,29 @@ def roll_forward(run: Path, state: dict[str, Any]) -> None:
     write_journal(run, state)
 
 
-def finish(run: Path, state: dict[str, Any]) -> None:
-    """Delete what a completed swap left behind, then the journal."""
+def finish(run: Path, state: dict[str, Any], *, defer_delete: bool = False) -> None:
+    """Delete what a completed swap left behind, then the journal.
+
+    With ``defer_delete`` the replaced tree is only renamed to ``trash-<id>`` (instant), so
+    the caller can report success first and call ``purge_trash`` afterwards.
+    """
     jid = state["id"]
-    remove_tree(old_dir(run, jid))
+    old = old_dir(run, jid)
+    if defer_delete and old.exists():
+        os.rename(old, trash_dir(run, jid))
+    remove_tree(old)
     remove_tree(stage_dir(run, jid))
+    remove_tree(scratch_dir(run, jid))
     clear_journal(run)
+
+
+def purge_trash(run_dir: Path) -> int:
+    """Delete the trees replaced by earlier restores; return how many were removed."""
+    work = Path(run_dir) / WORK_DIR
+    names = [n for n in os.listdir(work) if n.startswith("trash-")] if work.is_dir() else []
+    for name in names:
+        remove_tree(work / name)
+    return len(names)
 
 
 def clear_journal(run: Path) -> None:
@@ -130,7 +159,7 @@ def _remove_stale(run: Path) -> int:
                 removed += 1
     work = run / WORK_DIR
     for name in os.listdir(work):
-        if name.startswith(("stage-", "old-")):
+        if name.startswith(("stage-", "old-", "trash-")):
             remove_tree(work / name)
             removed += 1
         elif name.startswith(f".{JOURNAL}.tmp-"):
@@ -146,6 +175,7 @@ def recover_locked(run: Path) -> RecoverResult:
     if state is not None:
         if state["state"] == STAGING:
             remove_tree(stage_dir(run, state["id"]))
+            remove_tree(scratch_dir(run, state["id"]))
             clear_journal(run)
             action = "rolled_back"
         elif state["state"] == SWAPPING:

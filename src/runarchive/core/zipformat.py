@@ -88,6 +88,7 @@ class ZipWriter:
     def __init__(self, fh: BinaryIO) -> None:
         self.fh = fh
         self.entries: list[WrittenEntry] = []
+        self.patches: list[tuple[int, bytes]] = []
         self.pos = fh.tell()
 
     def _extras(self, mtime: float) -> bytes:
@@ -97,66 +98,55 @@ class ZipWriter:
         self, name: str, method: int, mode: int, mtime: float, size_hint: int
     ) -> WrittenEntry:
         """Write a local header with placeholder sizes; ``finish`` patches them."""
-        raw = name.encode("utf-8")
-        zip64 = size_hint >= ZIP64_THRESHOLD
-        extra = self._extras(mtime)
-        if zip64:
-            extra += struct.pack("<HHQQ", 0x0001, 16, 0, 0)
-        entry = WrittenEntry(raw, method, 0, 0, 0, self.pos, mode, mtime, zip64)
-        self.fh.write(self._local_header(entry, extra))
-        self.fh.write(raw)
-        self.fh.write(extra)
-        self.pos += _LOCAL.size + len(raw) + len(extra)
+        entry = WrittenEntry(
+            name.encode("utf-8"), method, 0, 0, 0, self.pos, mode, mtime,
+            size_hint >= ZIP64_THRESHOLD,
+        )  # fmt: skip
+        self._write(self._local_header(entry))
         return entry
 
-    def _local_header(self, entry: WrittenEntry, extra: bytes) -> bytes:
+    def _local_header(self, entry: WrittenEntry) -> bytes:
         dtime, ddate = _dos_datetime(entry.mtime)
+        extra = self._extras(entry.mtime)
         if entry.zip64_local:
             csize = usize = _U32
+            extra += struct.pack("<HHQQ", 0x0001, 16, entry.usize, entry.csize)
         else:
             csize, usize = entry.csize, entry.usize
-        return _LOCAL.pack(
-            LOCAL_SIG,
-            45 if entry.zip64_local else 20,
-            FLAG_UTF8,
-            entry.method,
-            dtime,
-            ddate,
-            entry.crc,
-            csize,
-            usize,
-            len(entry.name),
-            len(extra),
-        )
+        head = _LOCAL.pack(
+            LOCAL_SIG, 45 if entry.zip64_local else 20, FLAG_UTF8, entry.method, dtime, ddate,
+            entry.crc, csize, usize, len(entry.name), len(extra),
+        )  # fmt: skip
+        return head + entry.name + extra
 
-    def write_data(self, data: bytes | memoryview) -> None:
-        """Append compressed bytes of the entry begun last."""
+    def _write(self, data: bytes | memoryview) -> None:
         self.fh.write(data)
         self.pos += len(data)
 
+    def write_data(self, data: bytes | memoryview) -> None:
+        """Append compressed bytes of the entry begun last."""
+        self._write(data)
+
     def finish(self, entry: WrittenEntry, crc: int, csize: int, usize: int) -> None:
-        """Record the entry's final CRC and sizes, patching its local header in place."""
+        """Record the entry's final CRC and sizes; its local header is patched at close."""
         if not entry.zip64_local and (csize >= _U32 or usize >= _U32):
             raise InvalidArchive(f"Entry {entry.name!r} outgrew its header while being written.")
         entry.crc, entry.csize, entry.usize = crc, csize, usize
-        extra = self._extras(entry.mtime)
-        if entry.zip64_local:
-            extra += struct.pack("<HHQQ", 0x0001, 16, usize, csize)
-        self.fh.seek(entry.offset)
-        self.fh.write(self._local_header(entry, extra))
-        if entry.zip64_local:
-            self.fh.seek(entry.offset + _LOCAL.size + len(entry.name))
-            self.fh.write(extra)
-        self.fh.seek(self.pos)
+        # Patching at close with pwrite avoids a seek, which would flush the write buffer.
+        self.patches.append((entry.offset, self._local_header(entry)))
         self.entries.append(entry)
 
     def add(
         self, name: str, method: int, mode: int, mtime: float, data: bytes, crc: int, usize: int
     ) -> None:
         """Write a whole entry whose compressed bytes are already known."""
-        entry = self.begin(name, method, mode, mtime, usize)
-        self.write_data(data)
-        self.finish(entry, crc, len(data), usize)
+        entry = WrittenEntry(
+            name.encode("utf-8"), method, crc, len(data), usize, self.pos, mode, mtime,
+            usize >= ZIP64_THRESHOLD or len(data) >= ZIP64_THRESHOLD,
+        )  # fmt: skip
+        self._write(self._local_header(entry))
+        self._write(data)
+        self.entries.append(entry)
 
     def close(self, comment: bytes) -> None:
         """Write the central directory and end records."""
@@ -207,6 +197,9 @@ class ZipWriter:
         else:
             self.fh.write(_EOCD.pack(EOCD_SIG, 0, 0, count, count, cd_size, cd_start, len(comment)))
         self.fh.write(comment)
+        self.fh.flush()
+        for offset, header in self.patches:
+            os.pwrite(self.fh.fileno(), header, offset)
 
 
 @dataclass(frozen=True, slots=True)
