@@ -11,10 +11,10 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-# zip/unzip are the reference tools the tests and benchmarks compare against.
+# zip/unzip/7-Zip are the reference tools the tests and benchmarks check against.
 sysdeps:
-	@command -v zip >/dev/null && command -v unzip >/dev/null || \
-	  (apt-get update -qq && apt-get install -y -qq zip unzip >/dev/null)
+	@command -v zip >/dev/null && command -v unzip >/dev/null && command -v 7zz >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq zip unzip 7zip >/dev/null)
 
 run: $(BIN)/.installed
 	$(BIN)/runarchive demo

@@ -158,6 +158,14 @@ def test_unzip_and_python_zipfile_read_our_archives(run_dir: Path, tmp_path: Pat
         assert zf.testzip() is None
 
 
+def test_7zip_tests_our_archives_as_sound(run_dir: Path) -> None:
+    build_tree(run_dir, {"a/big.txt": File(WEPP_TEXT * 40), "ü.txt": File(b"u"), "l": Link("a")})
+    result = create_archive(run_dir, "seven")
+    out = subprocess.run(["7zz", "t", str(result.path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Everything is Ok" in out.stdout and "Comment = seven" in out.stdout
+
+
 def test_archives_and_the_work_folder_are_not_archived(run_dir: Path) -> None:
     build_tree(run_dir, {"a.txt": File(b"a"), "sub/archives/keep.txt": File(b"k")})
     first = create_archive(run_dir)
