@@ -202,6 +202,20 @@ def demo(base: Path) -> None:
     run_demo(base, Console())
 
 
+def _register_job_commands() -> None:
+    from .jobs.commands import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_register_job_commands()
+
+
 def main() -> None:
     """Entry point of the ``runarchive`` script."""
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -27,8 +27,10 @@ def run_demo(base: Path, console: Console) -> None:
         made = generate_run(run, seed=7, target_bytes=5 * 2**20, files=300)
         console.print(f"  {made.files} files, {human_bytes(made.bytes)}")
     result = create_archive(run, "demo snapshot")
-    console.print(f"Archive ready: [bold]{result.name}[/] ({result.files} files, "
-                  f"{human_bytes(result.size)} from {human_bytes(result.bytes_total)})")  # fmt: skip
+    console.print(
+        f"Archive ready: [bold]{result.name}[/] ({result.files} files, "
+        f"{human_bytes(result.size)} from {human_bytes(result.bytes_total)})"
+    )
     victim = next(p for p in sorted(run.rglob("*.nodb")))
     before = _fingerprint(victim)
     victim.write_text("corrupted by the demo\n")
@@ -37,8 +39,10 @@ def run_demo(base: Path, console: Console) -> None:
     console.print(f"Verified {result.name}: {'OK' if report.ok else report.problems}")
     restored = restore_archive(run, result.name)
     after = _fingerprint(victim)
-    console.print(f"Restore complete: {restored.files} files; {victim.name} is {after} again "
-                  f"({'matches' if after == before else 'DOES NOT MATCH'})")  # fmt: skip
+    console.print(
+        f"Restore complete: {restored.files} files; {victim.name} is {after} again "
+        f"({'matches' if after == before else 'DOES NOT MATCH'})"
+    )
     console.print("Archives of the demo run:")
     for info in list_archives(run):
         console.print(f"  {info.name}  {info.comment!r}  {human_bytes(info.size)}")

@@ -1,0 +1,37 @@
+"""Background jobs on RQ/Redis: run locks, one job per run, status stream, crash recovery.
+
+A thin layer over ``runarchive.core``: ``enqueue`` claims the run's slot and queues
+``tasks.archive_rq``/``tasks.restore_archive_rq``; the worker runs them and ``lifecycle`` makes
+sure every job, however it ends, publishes exactly one final trigger and frees its slot.
+See ``docs/jobs.md``.
+"""
+
+from .config import Settings
+from .context import JobsContext
+from .delete import delete_archive
+from .enqueue import cancel_job, enqueue_archive, enqueue_restore, running_job
+from .errors import JobRunning, QueueUnavailable
+from .jobinfo import job_status
+from .locks import acquire_lock, ensure_unlocked, lock_statuses, release_lock
+from .status import Event, JobKind, Trigger, parse_line
+
+__all__ = [
+    "Event",
+    "JobKind",
+    "JobRunning",
+    "JobsContext",
+    "QueueUnavailable",
+    "Settings",
+    "Trigger",
+    "acquire_lock",
+    "cancel_job",
+    "delete_archive",
+    "enqueue_archive",
+    "enqueue_restore",
+    "ensure_unlocked",
+    "job_status",
+    "lock_statuses",
+    "parse_line",
+    "release_lock",
+    "running_job",
+]

@@ -1,0 +1,208 @@
+"""Command-line entry points of the jobs layer (registered on ``runarchive`` by ``cli.py``).
+
+``runarchive worker``, ``enqueue-archive``, ``enqueue-restore``, ``job-status``, ``reconcile``.
+Every option also has an environment variable (see ``config.ENV``); options win. Exit codes as
+the core CLI: 0 ok, 1 failed, 2 usage, 3 refused (locked, busy, job running).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from runarchive.core import RunArchiveError
+
+from .config import Settings
+from .context import JobsContext
+from .enqueue import enqueue_archive, enqueue_restore
+from .jobinfo import job_status
+from .lifecycle import final_trigger, reconcile, recover_pending
+from .status import Event, Trigger, parse_line
+from .worker import run_worker
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_OPTIONS = [
+    click.option("--redis-url", default=None, help="Redis URL [env REDIS_URL; default: embedded]."),
+    click.option(
+        "--runs-root",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Folder holding the runs [env RUNARCHIVE_RUNS_ROOT].",
+    ),
+    click.option("--queue", default=None, help="RQ queue name [env RUNARCHIVE_QUEUE; runarchive]."),
+    click.option("--key-prefix", default=None, help="Prefix of our Redis keys [runarchive]."),
+    click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Where the embedded Redis lives [env RUNARCHIVE_DATA_DIR].",
+    ),
+]
+
+
+def deployment_options(func: F) -> F:
+    """Add the options naming the Redis, the runs root and the queue."""
+    for option in reversed(_OPTIONS):
+        func = option(func)
+    return func
+
+
+def _settings(options: dict[str, Any]) -> Settings:
+    return Settings.from_env(
+        redis_url=options.get("redis_url"),
+        runs_root=options.get("runs_root"),
+        queue=options.get("queue"),
+        key_prefix=options.get("key_prefix"),
+        data_dir=options.get("data_dir"),
+    )
+
+
+@contextmanager
+def _reporting(as_json: bool = False) -> Iterator[None]:
+    try:
+        yield
+    except RunArchiveError as exc:
+        if as_json:
+            click.echo(json.dumps({"error": {"code": exc.code, "message": str(exc)}}))
+        else:
+            click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+@click.command()
+@deployment_options
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@click.option("--workers", "-n", default=1, show_default=True, help="Worker processes.")
+@click.option("--name", default=None, help="Worker name (default: random).")
+def worker(burst: bool, workers: int, name: str | None, **options: Any) -> None:
+    """Run RQ worker(s) on the runarchive queue (reconciles stale jobs at start)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    with _reporting():
+        run_worker(_settings(options), burst=burst, workers=workers, name=name)
+
+
+_SUCCESS = (Trigger.ARCHIVE_COMPLETE, Trigger.RESTORE_COMPLETE)
+
+
+def _watch(ctx: JobsContext, runid: str, start: Callable[[], str], timeout: float) -> int:
+    """Subscribe, start the job, print the channel's lines until its trigger; return exit code."""
+    pubsub = ctx.clients.data.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(ctx.keys.status_channel(runid))
+    try:
+        job_id = start()
+        click.echo(job_id)
+        deadline = time.monotonic() + timeout
+        next_poll = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=1.0)
+            if message is not None and message.get("type") == "message":
+                line = parse_line(str(message["data"]))
+                click.echo(line.text)
+                if line.event is Event.TRIGGER and line.job_id == job_id:
+                    return 0 if line.trigger in _SUCCESS else 1
+            if time.monotonic() >= next_poll:  # a trigger missed during a reconnect
+                next_poll = time.monotonic() + 5
+                trigger = final_trigger(ctx, job_id)
+                if trigger is not None:
+                    click.echo(f"(job ended: {trigger})")
+                    return 0 if trigger.endswith("_COMPLETE") else 1
+        click.echo(f"error: job {job_id} did not finish within {timeout:.0f} s", err=True)
+        return 1
+    finally:
+        pubsub.close()
+
+
+def _enqueue_command(
+    options: dict[str, Any], runid: str, start: Callable[[JobsContext], str], wait: bool,
+    timeout: float, as_json: bool,
+) -> None:  # fmt: skip
+    with _reporting(as_json), JobsContext.from_settings(_settings(options)) as ctx:
+        if wait:
+            sys.exit(_watch(ctx, runid, lambda: start(ctx), timeout))
+        job_id = start(ctx)
+        click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
+
+
+_wait = click.option("--wait", is_flag=True, help="Print the status lines until the job ends.")
+_timeout = click.option("--timeout", default=24 * 3600.0, help="With --wait: give up after S s.")
+_json = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+@click.command("enqueue-archive")
+@click.argument("runid")
+@click.option("--comment", "-c", default=None, help="Up to 40 characters.")
+@_wait
+@_timeout
+@_json
+@deployment_options
+def enqueue_archive_cmd(
+    runid: str, comment: str | None, wait: bool, timeout: float, as_json: bool, **options: Any
+) -> None:
+    """Queue an archive job for run RUNID; print its job id."""
+    _enqueue_command(
+        options, runid, lambda ctx: enqueue_archive(ctx, runid, comment), wait, timeout, as_json
+    )
+
+
+@click.command("enqueue-restore")
+@click.argument("runid")
+@click.argument("name")
+@_wait
+@_timeout
+@_json
+@deployment_options
+def enqueue_restore_cmd(
+    runid: str, name: str, wait: bool, timeout: float, as_json: bool, **options: Any
+) -> None:
+    """Queue a restore of run RUNID from archive NAME; print its job id."""
+    _enqueue_command(
+        options, runid, lambda ctx: enqueue_restore(ctx, runid, name), wait, timeout, as_json
+    )
+
+
+@click.command("job-status")
+@click.argument("job_id")
+@click.option("--exc-info", is_flag=True, help="Include the traceback of a failed job.")
+@deployment_options
+def job_status_cmd(job_id: str, exc_info: bool, **options: Any) -> None:
+    """Print a job's status, times and progress as JSON."""
+    with _reporting(True), JobsContext.from_settings(_settings(options)) as ctx:
+        click.echo(json.dumps(job_status(ctx, job_id, with_exc_info=exc_info)))
+
+
+@click.command("reconcile")
+@deployment_options
+def reconcile_cmd(**options: Any) -> None:
+    """Free the slots of jobs that died and recover the runs they left (this host's view)."""
+    with _reporting(), JobsContext.from_settings(_settings(options)) as ctx:
+        for reaped in reconcile(ctx):
+            click.echo(f"freed {reaped.runid}: job {reaped.job_id} ({reaped.reason})")
+        for runid, action in recover_pending(ctx).items():
+            click.echo(f"recovered {runid}: {action}")
+
+
+COMMANDS: tuple[click.Command, ...] = (
+    worker,
+    enqueue_archive_cmd,
+    enqueue_restore_cmd,
+    job_status_cmd,
+    reconcile_cmd,
+)
+
+
+@click.group()
+def jobs_cli() -> None:
+    """runarchive background jobs (also registered on the ``runarchive`` command)."""
+
+
+for _command in COMMANDS:
+    jobs_cli.add_command(_command)

@@ -1,0 +1,137 @@
+"""Settings of the jobs layer, read from the environment once and passed around as a value.
+
+Every setting has an environment variable (listed in ``ENV``) and a default suited to a
+production WEPPcloud-like deployment; the CLI options override the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from runarchive.core.errors import InvalidInput
+
+from .keys import DEFAULT_PREFIX, Keys
+
+DEFAULT_QUEUE = "runarchive"
+RUN_LAYOUTS = ("auto", "flat", "sharded")
+DEFAULT_HOOKS = ("runarchive.jobs.hooks:clear_nodb_cache",)
+
+# setting name -> environment variable
+ENV: dict[str, str] = {
+    "redis_url": "REDIS_URL",
+    "runs_root": "RUNARCHIVE_RUNS_ROOT",
+    "run_layout": "RUNARCHIVE_RUN_LAYOUT",
+    "queue": "RUNARCHIVE_QUEUE",
+    "job_timeout": "RUNARCHIVE_JOB_TIMEOUT",
+    "key_prefix": "RUNARCHIVE_KEY_PREFIX",
+    "lock_db": "RUNARCHIVE_LOCK_DB",
+    "lock_ttl": "RUNARCHIVE_LOCK_TTL",
+    "nodb_cache_db": "RUNARCHIVE_NODB_CACHE_DB",
+    "heartbeat_ttl": "RUNARCHIVE_HEARTBEAT_TTL",
+    "slot_grace": "RUNARCHIVE_SLOT_GRACE",
+    "status_keep": "RUNARCHIVE_STATUS_KEEP",
+    "status_ttl": "RUNARCHIVE_STATUS_TTL",
+    "status_rate": "RUNARCHIVE_STATUS_RATE",
+    "result_ttl": "RUNARCHIVE_RESULT_TTL",
+    "max_connections": "RUNARCHIVE_MAX_CONNECTIONS",
+    "post_restore_hooks": "RUNARCHIVE_POST_RESTORE_HOOKS",
+    "data_dir": "RUNARCHIVE_DATA_DIR",
+}
+
+
+def default_data_dir() -> Path:
+    """Return where the embedded Redis keeps its files when nothing else is configured."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "runarchive"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the jobs layer needs to know about its deployment.
+
+    ``redis_url`` None means: use the embedded server in ``data_dir``. Durations are seconds.
+    """
+
+    redis_url: str | None = None
+    runs_root: Path | None = None
+    run_layout: str = "auto"
+    queue: str = DEFAULT_QUEUE
+    job_timeout: int = 6 * 3600
+    key_prefix: str = DEFAULT_PREFIX
+    lock_db: int | None = None
+    lock_ttl: int = 60
+    nodb_cache_db: int = 13
+    heartbeat_ttl: float = 30.0
+    slot_grace: float = 60.0
+    status_keep: int = 200
+    status_ttl: int = 24 * 3600
+    status_rate: float = 10.0
+    result_ttl: int = 7 * 24 * 3600
+    max_connections: int = 50
+    post_restore_hooks: tuple[str, ...] = DEFAULT_HOOKS
+    data_dir: Path = field(default_factory=default_data_dir)
+
+    def __post_init__(self) -> None:
+        if self.run_layout not in RUN_LAYOUTS:
+            raise InvalidInput(
+                f"Invalid run layout {self.run_layout!r}: use one of {', '.join(RUN_LAYOUTS)}."
+            )
+        if not self.queue or any(ch.isspace() for ch in self.queue):
+            raise InvalidInput(f"Invalid queue name {self.queue!r}.")
+        for name in ("job_timeout", "lock_ttl", "status_keep", "max_connections"):
+            if getattr(self, name) < 1:
+                raise InvalidInput(f"Setting {name} must be at least 1.")
+        if self.heartbeat_ttl <= 0 or self.status_rate <= 0:
+            raise InvalidInput("heartbeat_ttl and status_rate must be positive.")
+        Keys(self.key_prefix)  # validates the prefix
+
+    @property
+    def keys(self) -> Keys:
+        """Key and channel names under this deployment's prefix."""
+        return Keys(self.key_prefix)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often a running job renews its liveness lease and its NoDb locks."""
+        return max(0.2, min(self.heartbeat_ttl, float(self.lock_ttl)) / 5)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from environment variables; ``overrides`` that are not None win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        types = {f.name: f.type for f in fields(cls)}
+        for name, var in ENV.items():
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            values[name] = _parse(name, str(types[name]), raw)
+        if "redis_url" not in values and env.get("RUNARCHIVE_REDIS_URL"):
+            values["redis_url"] = env["RUNARCHIVE_REDIS_URL"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """Return a copy with the given settings replaced (None values are ignored)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _parse(name: str, type_name: str, raw: str) -> Any:
+    try:
+        if "tuple" in type_name:
+            if raw.strip().lower() == "none":
+                return ()
+            return tuple(item.strip() for item in raw.split(",") if item.strip())
+        if "Path" in type_name:
+            return Path(raw).expanduser()
+        if "int" in type_name:
+            return int(raw)
+        if "float" in type_name:
+            return float(raw)
+    except ValueError:
+        raise InvalidInput(f"Invalid value {raw!r} for {ENV[name]}.") from None
+    return raw

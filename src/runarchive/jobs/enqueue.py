@@ -1,0 +1,147 @@
+"""Starting jobs: check, claim the run's slot, enqueue, announce. Used by the CLI and the web API.
+
+``enqueue_archive``/``enqueue_restore`` do, in order:
+
+1. validate the run id (and the archive name or comment) and resolve the run (InvalidInput,
+   NotFound); for a restore, check the archive exists (NotFound);
+2. refuse while any ``.nodb`` lock of the run is held (Locked, HTTP 409);
+3. reconcile the run's slot (a slot whose job died is finished and freed here);
+4. claim the slot atomically with a fresh job id (JobRunning, HTTP 409, names the holder);
+5. in one Redis transaction: save and push the RQ job, and publish + retain
+   ``rq:<id> ENQUEUED <call>``, so no worker can start the job before the line is out;
+   if that fails the slot is released and the error raised (QueueUnavailable, HTTP 503).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from rq import Callback
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation
+from rq.job import JobStatus
+
+from runarchive.core import (
+    NotFound,
+    archive_path,
+    normalize_comment,
+    validate_archive_name,
+    validate_runid,
+)
+
+from .connection import redact
+from .context import JobsContext
+from .errors import JobRunning, QueueUnavailable
+from .lifecycle import end_abnormally, on_job_failure, on_job_stopped, reconcile
+from .locks import ensure_unlocked
+from .runs import resolve_run
+from .slot import Slot, claim_slot, fetch_job, read_slot, release_slot, slot_ttl
+from .status import Event, JobKind, job_line
+from .tasks import archive_rq, restore_archive_rq
+
+
+def _unavailable(ctx: JobsContext, exc: Exception) -> QueueUnavailable:
+    url = redact(ctx.settings.redis_url or "")
+    return QueueUnavailable(f"The job queue (Redis at {url}) is unavailable: {exc}")
+
+
+def enqueue_archive(ctx: JobsContext, runid: str, comment: str | None = None) -> str:
+    """Queue an archive of run ``runid``; return the job id."""
+    text = normalize_comment(comment)
+    return _enqueue(ctx, JobKind.ARCHIVE, runid, archive_rq, (runid, text or None), None)
+
+
+def enqueue_restore(ctx: JobsContext, runid: str, archive_name: str) -> str:
+    """Queue a restore of run ``runid`` from ``archive_name``; return the job id."""
+    validate_archive_name(archive_name)
+    return _enqueue(
+        ctx, JobKind.RESTORE, runid, restore_archive_rq, (runid, archive_name), archive_name
+    )
+
+
+def _enqueue(
+    ctx: JobsContext,
+    kind: JobKind,
+    runid: str,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    archive_name: str | None,
+) -> str:
+    validate_runid(runid)
+    run_dir = resolve_run(ctx.settings, runid)
+    if archive_name is not None and not archive_path(run_dir, archive_name).is_file():
+        raise NotFound(f"Archive not found: {archive_name}")
+    try:
+        ensure_unlocked(ctx.clients.locks, runid, kind.verb)
+        reconcile(ctx, [runid])
+        job_id = str(uuid.uuid4())
+        data = ctx.clients.data
+        if not claim_slot(data, ctx.keys, runid, job_id, kind.value, ttl=slot_ttl(ctx.settings)):
+            holder = read_slot(data, ctx.keys, runid)
+            raise JobRunning(runid, holder.job_id if holder is not None else "unknown")
+        try:
+            _push(ctx, kind, runid, func, args, archive_name, job_id)
+        except BaseException:
+            release_slot(data, ctx.keys, runid, job_id)
+            raise
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise _unavailable(ctx, exc) from exc
+    return job_id
+
+
+def _push(
+    ctx: JobsContext,
+    kind: JobKind,
+    runid: str,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    archive_name: str | None,
+    job_id: str,
+) -> None:
+    settings = ctx.settings
+    call = kind.call(runid, archive_name)
+    with ctx.clients.rq.pipeline() as pipe:
+        ctx.queue().enqueue_call(
+            func,
+            args=args,
+            job_id=job_id,
+            timeout=settings.job_timeout,
+            result_ttl=settings.result_ttl,
+            failure_ttl=settings.result_ttl,
+            description=call,
+            meta={"runid": runid, "kind": kind.value, "prefix": settings.key_prefix},
+            on_failure=Callback(on_job_failure),
+            on_stopped=Callback(on_job_stopped),
+            pipeline=pipe,
+        )
+        ctx.stream(runid).add_to(pipe, job_line(job_id, Event.ENQUEUED, call))
+        pipe.execute()
+
+
+def running_job(ctx: JobsContext, runid: str) -> Slot | None:
+    """Return the job holding the run's slot after freeing a stale one, or None."""
+    validate_runid(runid)
+    reconcile(ctx, [runid])
+    return read_slot(ctx.clients.data, ctx.keys, runid)
+
+
+def cancel_job(ctx: JobsContext, job_id: str) -> str:
+    """Cancel a queued job or stop a running one; return what was done."""
+    job = fetch_job(ctx.clients.rq, job_id)
+    if job is None:
+        raise NotFound(f"Job not found: {job_id}")
+    status = job.get_status()
+    if status in {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}:
+        job.cancel()
+        end_abnormally(job, f"job {job_id} was canceled", ctx=ctx, recover=False)
+        return "canceled"
+    if status == JobStatus.STARTED:
+        try:
+            send_stop_job_command(ctx.clients.rq, job_id)
+        except InvalidJobOperation:
+            return "not running"
+        return "stopping"
+    return f"already {getattr(status, 'value', status)}"

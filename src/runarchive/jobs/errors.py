@@ -1,0 +1,26 @@
+"""Errors of the jobs layer, in the core's hierarchy so the CLI and the web map them alike."""
+
+from __future__ import annotations
+
+from runarchive.core.errors import Busy, RunArchiveError
+
+
+class JobRunning(Busy):
+    """The run's slot is held by another job; ``job_id`` names it (HTTP 409, exit 3)."""
+
+    code = "job_running"
+
+    def __init__(self, runid: str, job_id: str) -> None:
+        self.runid = runid
+        self.job_id = job_id
+        super().__init__(
+            f"A job is already running for run {runid}: {job_id}. Wait for it to finish."
+        )
+
+
+class QueueUnavailable(RunArchiveError):
+    """Redis (and so the job queue) cannot be reached (HTTP 503)."""
+
+    exit_code = 1
+    http_status = 503
+    code = "queue_unavailable"

@@ -1,0 +1,52 @@
+"""What pollers see of a job: its RQ status, times and progress (the web's jobstatus/jobinfo)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from rq.results import Result
+
+from runarchive.core import NotFound
+
+from .context import JobsContext
+from .lifecycle import final_trigger
+from .slot import fetch_job
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def job_status(ctx: JobsContext, job_id: str, *, with_exc_info: bool = False) -> dict[str, Any]:
+    """Return ``{id, runid, kind, status, started_at, ended_at, progress, trigger}``.
+
+    ``status`` is RQ's (queued, started, finished, failed, stopped, canceled …); ``trigger`` is
+    the final trigger once published. ``exc_info`` (the traceback) is added on request only,
+    since it may reveal paths: the web layer shows it to users who may write the run.
+    """
+    job = fetch_job(ctx.clients.rq, job_id)
+    if job is None:
+        raise NotFound(f"Job not found: {job_id}")
+    meta = job.get_meta(refresh=False)
+    status = job.get_status(refresh=False)
+    info: dict[str, Any] = {
+        "id": job.id,
+        "runid": meta.get("runid"),
+        "kind": meta.get("kind"),
+        "status": getattr(status, "value", status),
+        "enqueued_at": _iso(job.enqueued_at),
+        "started_at": _iso(job.started_at),
+        "ended_at": _iso(job.ended_at),
+        "progress": meta.get("progress"),
+        "trigger": final_trigger(ctx.with_prefix(meta.get("prefix")), job.id),
+    }
+    if with_exc_info:
+        result = job.latest_result()
+        failed = result is not None and result.type == Result.Type.FAILED
+        info["exc_info"] = result.exc_string if failed and result is not None else None
+    return info

@@ -1,0 +1,224 @@
+"""How a job ends, whichever way it ends: one final TRIGGER, slot freed, locks freed, run recovered.
+
+Every path that can see a job end calls ``finish_job``:
+
+=====================================  =========================================================
+how the job ended                      who calls ``finish_job``
+=====================================  =========================================================
+returned / raised (incl. RQ timeout)   the job itself (``tasks``), in the work horse
+work horse killed (SIGKILL, OOM)       the worker's horse-killed handler (``on_horse_killed``)
+stopped (``send_stop_job_command``)    RQ's ``on_stopped`` callback
+abandoned (whole worker died)          RQ's ``on_failure`` callback, from the registry cleanup of
+                                       any worker, *and* ``reconcile`` (lease expired), whichever
+                                       comes first
+canceled while queued, lost by Redis   ``reconcile`` (worker start, every claim, periodically)
+=====================================  =========================================================
+
+``finish_job`` first claims ``<prefix>:job:<id>:final`` with SET NX; only the winner publishes
+the ``EXCEPTION``/``COMPLETED`` line and the TRIGGER, so there is exactly one final trigger per
+job however many of these paths race. It then frees the slot (compare-and-delete on the job id).
+
+When a job died rather than ended, its run may hold a half-written temp archive or an
+interrupted restore: the run id goes into ``<prefix>:recover`` and a process that can see the
+run calls the core's ``recover_run`` (at once when it can, else at the next worker start), which
+leaves the run exactly as before the restore or exactly as the archive. The job's NoDb locks are
+deleted by job id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from rq.job import Job, JobStatus
+from rq.job_lifecycle import record_job_failure
+from rq.registry import StartedJobRegistry
+from rq.utils import now as rq_now
+
+from runarchive.core import Busy, RunArchiveError, recover_run
+
+from .context import JobsContext, current
+from .locks import release_job_locks
+from .runs import find_run
+from .slot import Slot, fetch_job, iter_slots, read_slot, release_slot, stale_reason
+from .status import Event, JobKind, error_line, job_line, trigger_line
+
+log = logging.getLogger(__name__)
+
+
+def finish_job(
+    ctx: JobsContext,
+    runid: str,
+    job_id: str,
+    kind: JobKind,
+    *,
+    ok: bool,
+    error: str | None = None,
+    on_won: Callable[[], None] | None = None,
+) -> bool:
+    """Publish the job's final lines if nobody did yet, then free its slot; return if we did."""
+    data = ctx.clients.data
+    keys = ctx.keys
+    trigger = kind.trigger(ok)
+    won = bool(data.set(keys.job_final(job_id), trigger.value, nx=True, ex=ctx.settings.result_ttl))
+    if won:
+        if on_won is not None:
+            on_won()
+        stream = ctx.stream(runid)
+        try:
+            if error and not ok:
+                stream.publish(error_line(error))
+            event = Event.COMPLETED if ok else Event.EXCEPTION
+            stream.publish(job_line(job_id, event, kind.call(runid)))
+            stream.publish(trigger_line(job_id, trigger), required=True)
+        except redis.exceptions.RedisError:
+            # Leave the slot held and the marker unset: a later reconcile publishes it.
+            data.delete(keys.job_final(job_id))
+            raise
+    release_slot(data, keys, runid, job_id)
+    data.delete(keys.job_alive(job_id))
+    return won
+
+
+def final_trigger(ctx: JobsContext, job_id: str) -> str | None:
+    """Return the trigger published for the job, or None if none was yet."""
+    value = ctx.clients.data.get(ctx.keys.job_final(job_id))
+    return str(value) if value is not None else None
+
+
+def mark_failed(ctx: JobsContext, job: Job, reason: str) -> None:
+    """Move a job whose process died from STARTED to FAILED in RQ (registry and result)."""
+    rq = ctx.clients.rq
+    job.ended_at = rq_now()
+    registry = StartedJobRegistry(job.origin, connection=rq)
+    with rq.pipeline() as pipe:
+        registry.remove_executions(job, pipeline=pipe)
+        pipe.hset(job.key, "ended_at", job.ended_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        record_job_failure(job, f"Abandoned: {reason}", pipe)
+        pipe.execute()
+
+
+def schedule_recovery(ctx: JobsContext, runid: str) -> None:
+    """Note that the run may hold an interrupted operation, and recover it now if visible."""
+    ctx.clients.data.sadd(ctx.keys.pending_recovery(), runid)
+    recover_pending(ctx, [runid])
+
+
+def recover_pending(ctx: JobsContext, runids: Iterable[str] | None = None) -> dict[str, str]:
+    """Recover the pending runs this host can see; return ``{runid: action}``."""
+    data = ctx.clients.data
+    key = ctx.keys.pending_recovery()
+    wanted = set(runids) if runids is not None else None
+    done: dict[str, str] = {}
+    for runid in sorted(data.smembers(key)):
+        if wanted is not None and runid not in wanted:
+            continue
+        run = find_run(ctx.settings, runid)
+        if run is None:
+            continue  # another host may see it; the core also recovers on the next operation
+        try:
+            result = recover_run(run)
+        except Busy:
+            continue  # an operation holds the run; it recovers the run itself first
+        except RunArchiveError:
+            log.exception("could not recover run %s", runid)
+            continue
+        data.srem(key, runid)
+        done[runid] = result.action
+        log.info("recovered run %s: %s", runid, result.action)
+    return done
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    """A stale slot that ``reconcile`` finished and freed."""
+
+    runid: str
+    job_id: str
+    kind: str
+    reason: str
+    published: bool
+
+
+def _kind(value: Any) -> JobKind:
+    try:
+        return JobKind(value)
+    except ValueError:
+        return JobKind.ARCHIVE
+
+
+def reap(ctx: JobsContext, slot: Slot, reason: str) -> Reaped:
+    """Finish a stale slot's job as failed (or completed, if RQ says finished) and free it."""
+    job = fetch_job(ctx.clients.rq, slot.job_id)
+    status = job.get_status(refresh=False) if job is not None else None
+    ok = status == JobStatus.FINISHED
+    died = status in {None, JobStatus.STARTED, JobStatus.FAILED, JobStatus.STOPPED}
+
+    def fail_in_rq() -> None:
+        if job is not None and status == JobStatus.STARTED:
+            mark_failed(ctx, job, reason)
+
+    published = finish_job(
+        ctx,
+        slot.runid,
+        slot.job_id,
+        _kind(slot.kind),
+        ok=ok,
+        error=f"job {slot.job_id} ended without finishing ({reason})",
+        on_won=fail_in_rq,
+    )
+    if not ok and died:
+        release_job_locks(ctx.clients.locks, slot.runid, slot.job_id)
+        schedule_recovery(ctx, slot.runid)
+    log.warning("freed stale slot of run %s (job %s: %s)", slot.runid, slot.job_id, reason)
+    return Reaped(slot.runid, slot.job_id, slot.kind, reason, published)
+
+
+def reconcile(ctx: JobsContext, runids: Iterable[str] | None = None) -> list[Reaped]:
+    """Free every stale slot (of ``runids``, or all); return what was freed."""
+    if runids is None:
+        slots: list[Slot] = list(iter_slots(ctx.clients.data, ctx.keys))
+    else:
+        slots = [s for r in runids if (s := read_slot(ctx.clients.data, ctx.keys, r)) is not None]
+    reaped = []
+    for slot in slots:
+        reason = stale_reason(ctx.clients.data, ctx.clients.rq, ctx.settings, slot)
+        if reason is not None:
+            reaped.append(reap(ctx, slot, reason))
+    return reaped
+
+
+# --- RQ hooks: run in whichever process sees the end; the job carries runid/kind/prefix -------
+
+
+def end_abnormally(
+    job: Job, error: str, *, ctx: JobsContext | None = None, recover: bool = True
+) -> bool:
+    """Finish a job that did not finish itself; free its locks and recover its run."""
+    runid = job.meta.get("runid")
+    if not runid:
+        return False  # not one of ours
+    ctx = (ctx or current()).with_prefix(job.meta.get("prefix"))
+    won = finish_job(ctx, runid, job.id, _kind(job.meta.get("kind")), ok=False, error=error)
+    if won and recover:
+        release_job_locks(ctx.clients.locks, runid, job.id)
+        schedule_recovery(ctx, runid)
+    return won
+
+
+def on_job_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:
+    """RQ ``on_failure`` callback: a no-op when the job already finished itself."""
+    end_abnormally(job, f"job {job.id} failed: {exc_value or getattr(exc_type, '__name__', '')}")
+
+
+def on_job_stopped(job: Job, connection: Any) -> None:
+    """RQ ``on_stopped`` callback."""
+    end_abnormally(job, f"job {job.id} was stopped")
+
+
+def on_horse_killed(job: Job, retpid: int | None, ret_val: int | None, rusage: Any) -> None:
+    """Worker hook for a work horse that died without finishing (SIGKILL, OOM killer)."""
+    end_abnormally(job, f"job {job.id} was killed (wait status {ret_val})")

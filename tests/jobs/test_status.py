@@ -1,0 +1,135 @@
+"""Status lines: the exact grammar, coalescing, and the retained replay list."""
+
+from __future__ import annotations
+
+from runarchive.core import Phase, ProgressEvent
+from runarchive.jobs.context import JobsContext
+from runarchive.jobs.status import (
+    Event,
+    JobKind,
+    ProgressRelay,
+    Trigger,
+    archive_deleted_line,
+    archive_ready_line,
+    cache_cleared_line,
+    error_line,
+    item_line,
+    job_line,
+    parse_line,
+    progress_line,
+    restore_complete_line,
+    trigger_line,
+)
+
+
+def test_lines_are_exactly_weppcloud_shaped() -> None:
+    assert job_line("J", Event.ENQUEUED, JobKind.ARCHIVE.call("R")) == "rq:J ENQUEUED archive_rq(R)"
+    assert (
+        job_line("J", Event.STARTED, JobKind.RESTORE.call("R", "R.20240101T000000Z.zip"))
+        == "rq:J STARTED restore_archive_rq(R, R.20240101T000000Z.zip)"
+    )
+    assert job_line("J", Event.COMPLETED, JobKind.RESTORE.call("R")) == (
+        "rq:J COMPLETED restore_archive_rq(R)"
+    )
+    assert trigger_line("J", Trigger.ARCHIVE_COMPLETE) == "rq:J TRIGGER   archive ARCHIVE_COMPLETE"
+    assert trigger_line("J", Trigger.RESTORE_FAILED) == "rq:J TRIGGER   archive RESTORE_FAILED"
+    assert progress_line("J", "archive", 3, 10, 300, 1000) == (
+        "rq:J PROGRESS archive 3/10 files 300/1000 bytes"
+    )
+    assert item_line(JobKind.ARCHIVE, "a/b.txt") == "Adding a/b.txt"
+    assert item_line(JobKind.RESTORE, "a/b.txt") == "Restored a/b.txt"
+    assert archive_ready_line("n.zip") == "Archive ready: n.zip"
+    assert restore_complete_line("n.zip") == "Restore complete: n.zip"
+    assert archive_deleted_line("n.zip") == "Archive deleted: n.zip"
+    assert cache_cleared_line(4) == "Cleared NoDb cache entries after restore (4)"
+    assert error_line("first\nsecond") == "Error: first"
+    assert len(error_line("x" * 1000)) == len("Error: ") + 300
+
+
+def test_each_kind_has_its_triggers() -> None:
+    assert JobKind.ARCHIVE.trigger(True) is Trigger.ARCHIVE_COMPLETE
+    assert JobKind.ARCHIVE.trigger(False) is Trigger.ARCHIVE_FAILED
+    assert JobKind.RESTORE.trigger(True) is Trigger.RESTORE_COMPLETE
+    assert JobKind.RESTORE.trigger(False) is Trigger.RESTORE_FAILED
+
+
+def test_parse_line_reads_back_what_the_builders_write() -> None:
+    trig = parse_line("rq:abc-1 TRIGGER   archive RESTORE_COMPLETE")
+    assert (trig.job_id, trig.event, trig.trigger) == (
+        "abc-1",
+        Event.TRIGGER,
+        Trigger.RESTORE_COMPLETE,
+    )
+    prog = parse_line(progress_line("j", "restore", 1, 2, 3, 4))
+    assert prog.progress == ("restore", 1, 2, 3, 4)
+    start = parse_line("rq:j STARTED archive_rq(R)")
+    assert (start.event, start.call) == (Event.STARTED, "archive_rq(R)")
+    plain = parse_line("Adding rq:x STARTED y")
+    assert plain.event is None and plain.text == "Adding rq:x STARTED y"
+    assert parse_line("rq:j TRIGGER   archive NOPE").event is None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _write(i: int, total: int) -> ProgressEvent:
+    return ProgressEvent("archive", Phase.WRITE, i, total, i * 10, total * 10, f"f{i}")
+
+
+def test_the_relay_coalesces_per_file_events_to_the_rate_limit(
+    ctx: JobsContext, runid: str
+) -> None:
+    stream = ctx.stream(runid)
+    clock = Clock()
+    metas: list[dict[str, object]] = []
+    relay = ProgressRelay(
+        stream, "J", JobKind.ARCHIVE, rate=10, meta_sink=metas.append, clock=clock
+    )
+    relay(ProgressEvent("archive", Phase.SCAN, 0, 10_000, 0, 100_000))
+    for i in range(1, 10_001):  # 10,000 files in 5 simulated seconds
+        clock.now = i * 0.0005
+        relay(_write(i, 10_000))
+    clock.now = 5.0
+    relay(ProgressEvent("archive", Phase.DONE, 10_000, 10_000, 100_000, 100_000))
+    relay.flush()
+    lines = stream.recent()
+    adding = [x for x in lines if x.startswith("Adding ")]
+    progress = [x for x in lines if " PROGRESS " in x]
+    assert 45 <= len(adding) <= 52  # ~10 a second
+    assert adding[-1] == "Adding f10000"  # the last file is always shown
+    assert len(progress) <= 5 / 0.5 + 4
+    assert progress[-1] == "rq:J PROGRESS archive 10000/10000 files 100000/100000 bytes"
+    assert len(metas) <= 5 / 1.0 + 5  # once a second, plus phase ends
+    assert metas[-1]["files_done"] == 10_000 and metas[-1]["phase"] == "done"
+    assert stream.published == len(lines)
+
+
+def test_the_retained_list_keeps_the_last_lines_with_a_ttl(ctx: JobsContext, runid: str) -> None:
+    stream = ctx.stream(runid)
+    for i in range(250):
+        stream.publish(f"line {i}")
+    recent = stream.recent()
+    assert len(recent) == ctx.settings.status_keep == 200
+    assert recent[0] == "line 50" and recent[-1] == "line 249"
+    assert 0 < ctx.clients.data.ttl(ctx.keys.status_log(runid)) <= ctx.settings.status_ttl
+
+
+def test_the_relay_never_repeats_a_progress_line(ctx: JobsContext, runid: str) -> None:
+    stream = ctx.stream(runid)
+    relay = ProgressRelay(stream, "J", JobKind.ARCHIVE, rate=10, clock=Clock())
+    relay(ProgressEvent("archive", Phase.SCAN, 0, 2, 0, 20))
+    relay(_write(1, 2))
+    relay(_write(2, 2))
+    relay(ProgressEvent("archive", Phase.DONE, 2, 2, 20, 20))
+    relay.flush()
+    assert stream.recent() == [
+        "rq:J PROGRESS archive 0/2 files 0/20 bytes",
+        "Adding f1",
+        "Adding f2",
+        "rq:J PROGRESS archive 2/2 files 20/20 bytes",
+    ]
