@@ -29,7 +29,7 @@ from pathlib import Path
 from isal import isal_zlib
 
 from .. import __version__
-from .errors import RunArchiveError
+from .errors import NoSpace, RunArchiveError
 from .fsutil import fsync_dir, is_no_space, require_space
 from .journal import recover_locked
 from .manifest import DIR, FILE, MANIFEST_NAME, Manifest, ManifestEntry
@@ -315,7 +315,13 @@ def create_archive(
     runid = run_id_of(run)
     with run_lock(run):
         recover_locked(run)
-        tree = scan_run(run)
+        try:
+            tree = scan_run(run)
+        except OSError as exc:
+            raise RunArchiveError(
+                f"Cannot read {exc.filename}: {exc.strerror}. Fix its permissions and retry; "
+                "no archive was written."
+            ) from exc
         files_total, bytes_total = tree.file_count, tree.file_bytes
         report(ProgressEvent("archive", Phase.SCAN, 0, files_total, 0, bytes_total))
         folder = archives_dir(run)
@@ -346,7 +352,7 @@ def create_archive(
         except OSError as exc:
             _discard(tmp)
             if is_no_space(exc):
-                raise RunArchiveError(
+                raise NoSpace(
                     f"Ran out of disk space while writing the archive ({exc.strerror}); "
                     "nothing was kept. Free some space and retry."
                 ) from exc

@@ -8,6 +8,8 @@ import ctypes.util
 import errno
 import os
 import shutil
+import stat
+import sys
 from pathlib import Path
 
 from .errors import NoSpace
@@ -97,20 +99,30 @@ def human_bytes(n: int) -> str:
 
 
 def remove_tree(path: Path) -> None:
-    """Delete a folder tree, making read-only folders writable on the way."""
+    """Delete a folder tree, making read-only folders writable on the way.
+
+    Only folders are ever chmod-ed: a file may share its inode (hard link) with a restored
+    file, and unlinking needs write permission on the folder alone.
+    """
     if not path.exists() and not path.is_symlink():
         return
 
-    def onexc(func: object, p: str, exc: BaseException) -> None:
-        parent = os.path.dirname(p)
+    def retry(func: object, p: str, exc_info: object) -> None:
         with contextlib.suppress(OSError):
-            os.chmod(parent, 0o700)
-        with contextlib.suppress(OSError):
-            os.chmod(p, 0o700)
-        if os.path.isdir(p) and not os.path.islink(p):
-            shutil.rmtree(p, ignore_errors=True)
+            os.chmod(os.path.dirname(p), 0o700)
+        try:
+            is_dir = stat.S_ISDIR(os.lstat(p).st_mode)
+        except FileNotFoundError:
+            return
+        if is_dir:
+            with contextlib.suppress(OSError):
+                os.chmod(p, 0o700)
+            remove_tree(Path(p))
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(p)
 
-    shutil.rmtree(path, onerror=lambda f, p, e: onexc(f, p, e[1]))
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=retry)
+    else:
+        shutil.rmtree(path, onerror=retry)

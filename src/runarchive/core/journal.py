@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,7 @@ def roll_forward(run: Path, state: dict[str, Any]) -> None:
     for name in state["old"]:
         src, dst = run / name, old / name
         if os.path.lexists(src) and not os.path.lexists(dst):
+            _make_movable(src)
             os.rename(src, dst)
     for name in state["new"]:
         src, dst = stage / name, run / name
@@ -109,11 +111,23 @@ def roll_forward(run: Path, state: dict[str, Any]) -> None:
             # Something appeared in the run during the swap; keep it beside the old tree.
             os.rename(dst, old / f"{name}.stray-{os.getpid()}")
         os.rename(src, dst)
+    for name, mode in state.get("modes", {}).items():
+        os.chmod(run / name, mode)
     for folder in (run, old, stage):
         if folder.exists():
             fsync_dir(folder)
     state["state"] = SWAPPED
     write_journal(run, state)
+
+
+def _make_movable(path: Path) -> None:
+    """Give a folder its owner's write bit: moving a folder to a new parent rewrites its ``..``.
+
+    Only folders about to be replaced get here, and they are deleted afterwards.
+    """
+    st = os.lstat(path)
+    if stat.S_ISDIR(st.st_mode) and not st.st_mode & stat.S_IWUSR:
+        os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)
 
 
 def finish(run: Path, state: dict[str, Any], *, defer_delete: bool = False) -> None:

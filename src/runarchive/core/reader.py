@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from isal import isal_zlib
 
@@ -102,31 +101,21 @@ class ArchiveReader:
             raise InvalidArchive(f"Entry {entry.name!r} runs into the central directory.")
         crc = 0
         produced = 0
-        consumed = 0
-        inflater = isal_zlib.decompressobj(-15) if entry.method == DEFLATED else None
-        limit = self.limits
-        while consumed < entry.csize:
-            block = os.pread(self.fd, min(READ_BLOCK, entry.csize - consumed), start + consumed)
-            if not block:
-                raise InvalidArchive(f"Archive is truncated inside {entry.name!r}.")
-            consumed += len(block)
-            pieces = [block] if inflater is None else _inflate(inflater, block, entry)
-            for piece in pieces:
-                produced += len(piece)
-                if produced > entry.usize:
-                    raise DamagedArchive(
-                        f"Entry {entry.name!r} holds more data than its declared "
-                        f"{entry.usize} bytes (possible zip bomb)."
-                    )
-                if produced > limit.ratio_min_bytes and produced > consumed * limit.max_ratio:
-                    raise LimitExceeded(
-                        f"Entry {entry.name!r} inflates more than {limit.max_ratio:.0f}:1 "
-                        "(possible zip bomb); raise RUNARCHIVE_MAX_RATIO if it is genuine."
-                    )
-                crc = isal_zlib.crc32(piece, crc)
-                yield piece
-        if inflater is not None and not inflater.eof:
-            raise DamagedArchive(f"Entry {entry.name!r} ends before its compressed stream does.")
+        for piece, used in self._pieces(entry, start):
+            produced += len(piece)
+            if produced > entry.usize:
+                raise DamagedArchive(
+                    f"Entry {entry.name!r} holds more data than its declared "
+                    f"{entry.usize} bytes (possible zip bomb)."
+                )
+            limit = self.limits
+            if produced > limit.ratio_min_bytes and produced > used * limit.max_ratio:
+                raise LimitExceeded(
+                    f"Entry {entry.name!r} inflates more than {limit.max_ratio:.0f}:1 "
+                    "(possible zip bomb); raise RUNARCHIVE_MAX_RATIO if it is genuine."
+                )
+            crc = isal_zlib.crc32(piece, crc)
+            yield piece
         if produced != entry.usize:
             raise DamagedArchive(
                 f"Entry {entry.name!r} has {produced} bytes, its header says {entry.usize}."
@@ -134,20 +123,38 @@ class ArchiveReader:
         if crc != entry.crc:
             raise DamagedArchive(f"CRC mismatch in {entry.name!r}: the archive is damaged.")
 
+    def _pieces(self, entry: CentralEntry, start: int) -> Iterator[tuple[bytes, int]]:
+        """Yield (output piece, compressed bytes used so far), one bounded piece at a time.
 
-def _inflate(inflater: Any, block: bytes, entry: CentralEntry) -> list[bytes]:
-    # Bounded output per call keeps a bomb's first block from allocating gigabytes.
-    out: list[bytes] = []
-    data = block
-    try:
-        while data:
-            out.append(inflater.decompress(data, READ_BLOCK))
-            data = inflater.unconsumed_tail
+        Every inflate call is capped at READ_BLOCK bytes and checked by the caller before the
+        next one, so a bomb is stopped with at most one such piece in memory.
+        """
+        inflater = isal_zlib.decompressobj(-15) if entry.method == DEFLATED else None
+        read = 0
+        while read < entry.csize:
+            block = os.pread(self.fd, min(READ_BLOCK, entry.csize - read), start + read)
+            if not block:
+                raise InvalidArchive(f"Archive is truncated inside {entry.name!r}.")
+            read += len(block)
+            if inflater is None:
+                yield block, read
+                continue
+            data = block
+            while data and not inflater.eof:
+                room = max(1, min(READ_BLOCK, entry.usize + 1))
+                try:
+                    piece = inflater.decompress(data, room)
+                except (isal_zlib.error, ValueError) as exc:  # type: ignore[misc]
+                    raise DamagedArchive(
+                        f"Entry {entry.name!r} is not valid deflate data: {exc}"
+                    ) from exc
+                data = inflater.unconsumed_tail
+                if piece:
+                    yield piece, read - len(data)
             if inflater.eof:
                 break
-    except (isal_zlib.error, ValueError) as exc:  # type: ignore[misc]
-        raise DamagedArchive(f"Entry {entry.name!r} is not valid deflate data: {exc}") from exc
-    return out
+        if inflater is not None and not inflater.eof:
+            raise DamagedArchive(f"Entry {entry.name!r} ends before its compressed stream does.")
 
 
 @dataclass(slots=True)

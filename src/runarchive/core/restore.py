@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DamagedArchive, NotFound, RunArchiveError
+from .errors import DamagedArchive, NoSpace, NotFound, RunArchiveError
 from .fsutil import is_no_space, remove_tree, require_space, start_writeback, sync_filesystem
 from .journal import (
     STAGING,
@@ -47,7 +47,7 @@ from .names import archive_path, require_run
 from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress
 from .reader import ArchiveReader
 from .runlock import run_lock
-from .safety import PlanItem, RestorePlan, check_link_target, plan_restore
+from .safety import PlanItem, RestorePlan, plan_restore
 
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
@@ -97,23 +97,32 @@ def restore_archive(
         stage = stage_dir(run, jid)
         try:
             extractor = _Extractor(reader, plan, run, stage, scratch_dir(run, jid), report)
-            extractor.build(threads, allow_external_links)
+            extractor.build(threads)
             sync_filesystem(stage)
         except BaseException as exc:
             remove_tree(stage)
             remove_tree(scratch_dir(run, jid))
             clear_journal(run)
             if isinstance(exc, OSError) and is_no_space(exc):
-                raise RunArchiveError(
+                raise NoSpace(
                     f"Ran out of disk space while restoring ({exc.strerror}); the run is "
                     "unchanged. Free some space and retry."
                 ) from exc
             raise
-        state.update(state=SWAPPING, old=top_level_names(run), new=sorted(os.listdir(stage)))
+        state.update(
+            state=SWAPPING, old=top_level_names(run), new=sorted(os.listdir(stage)),
+            modes=extractor.deferred_modes,
+        )  # fmt: skip
         write_journal(run, state)
         total, size = len(plan.items), plan.total_bytes
         report(ProgressEvent("restore", Phase.SWAP, total, total, size, size))
-        roll_forward(run, state)
+        try:
+            roll_forward(run, state)
+        except OSError as exc:
+            raise RunArchiveError(
+                f"Restore of {name} stopped during the swap ({exc}). The journal holds the "
+                f"rest: fix the cause, then run `runarchive recover {run}` to finish it."
+            ) from exc
         report(ProgressEvent("restore", Phase.CLEANUP, total, total, size, size))
         finish(run, state, defer_delete=defer_delete)
     report(ProgressEvent("restore", Phase.DONE, total, total, size, size))
@@ -140,8 +149,9 @@ class _Extractor:
         self.local = threading.local()
         self.safe_parents: dict[str, bool] = {}
         self.reused = 0
+        self.deferred_modes: dict[str, int] = {}
 
-    def build(self, threads: int, allow_external: bool) -> None:
+    def build(self, threads: int) -> None:
         plan, stage = self.plan, self.stage
         stage.mkdir(mode=0o700)
         self.scratch.mkdir(mode=0o700)
@@ -158,12 +168,16 @@ class _Extractor:
             self._parent_is_safe(item.path.rpartition("/")[0])
         self._files(files, threads)
         for item in links:
-            target = b"".join(self.reader.stream(item.entry)).decode("utf-8", "surrogateescape")
-            check_link_target(item, target, allow_external)
-            os.symlink(target, stage / item.path)
+            assert item.target is not None  # read and checked by plan_restore
+            os.symlink(item.target, stage / item.path)
             os.utime(stage / item.path, ns=(item.mtime_ns, item.mtime_ns), follow_symlinks=False)
         for item in sorted(dirs, key=lambda i: i.path.count("/"), reverse=True):
-            os.chmod(stage / item.path, item.mode)
+            mode = item.mode
+            if "/" not in item.path and not mode & stat.S_IWUSR:
+                # Moving a folder into the run needs its write bit; the swap sets the rest.
+                self.deferred_modes[item.path] = mode
+                mode |= stat.S_IWUSR
+            os.chmod(stage / item.path, mode)
             os.utime(stage / item.path, ns=(item.mtime_ns, item.mtime_ns))
         for parent in made - {i.path for i in dirs}:
             os.chmod(stage / parent, 0o755)

@@ -62,6 +62,8 @@ def check_entry_name(name: str) -> str:
     parts = path.split("/")
     if not path or any(p in ("", ".", "..") for p in parts):
         raise UnsafeArchive(f"Entry {name!r} has an empty, '.' or '..' path component.")
+    if any(len(p.encode("utf-8", "surrogateescape")) > 255 for p in parts):
+        raise UnsafeArchive(f"Entry {name[:80]!r}… has a name component longer than 255 bytes.")
     if parts[0] in (ARCHIVES_DIR, WORK_DIR):
         raise UnsafeArchive(f"Entry {name!r} would write into the reserved {parts[0]}/ folder.")
     return path
@@ -127,6 +129,7 @@ def plan_restore(
         items.append(_item(entry, path, kind, by_path.get(path), manifest is not None))
         kinds[path] = kind
     _check_parents(kinds)
+    _read_links(reader, items)
     _check_links(items, allow_external_links)
     if manifest is not None:
         missing = sorted(set(by_path) - set(kinds))
@@ -169,24 +172,30 @@ def _check_parents(kinds: dict[str, str]) -> None:
             parent = parent.rpartition("/")[0]
 
 
-def _check_links(items: list[PlanItem], allow_external: bool) -> None:
+def _read_links(reader: ArchiveReader, items: list[PlanItem]) -> None:
+    """Read every link target from the archive body; it must agree with the manifest."""
     for item in items:
         if item.type != SYMLINK:
             continue
         if item.entry.usize > _MAX_LINK_BYTES or item.entry.usize == 0:
             raise UnsafeArchive(f"Link {item.path!r} has an empty or oversized target.")
-        if item.target is not None:
-            check_link_target(item, item.target, allow_external)
+        raw = b"".join(reader.stream(item.entry))
+        try:
+            target = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UnsafeArchive(f"Link {item.path!r} target is not valid UTF-8.") from None
+        if item.target is not None and item.target != target:
+            raise UnsafeArchive(f"Link {item.path!r} target differs from the manifest.")
+        item.target = target
 
 
-def check_link_target(item: PlanItem, target: str, allow_external: bool) -> None:
-    """Check a link target read from the archive body (the manifest may be absent or lie)."""
-    if item.target is not None and item.target != target:
-        raise UnsafeArchive(f"Link {item.path!r} target differs from the manifest.")
-    if "\x00" in target:
-        raise UnsafeArchive(f"Link {item.path!r} target contains NUL.")
-    if link_leaves_run(item.path, target) and not allow_external:
-        raise UnsafeArchive(
-            f"Link {item.path!r} points outside the run ({target}); restore refuses it unless "
-            "external links are explicitly allowed."
-        )
+def _check_links(items: list[PlanItem], allow_external: bool) -> None:
+    links = {i.path: i.target or "" for i in items if i.type == SYMLINK}
+    for path, target in links.items():
+        if "\x00" in target:
+            raise UnsafeArchive(f"Link {path!r} target contains NUL.")
+        if not allow_external and link_leaves_run(path, links):
+            raise UnsafeArchive(
+                f"Link {path!r} points outside the run ({target}); restore refuses it unless "
+                "external links are explicitly allowed."
+            )

@@ -9,8 +9,9 @@ is kept as is and reported, because restoring it would reach outside the run.
 from __future__ import annotations
 
 import os
-import posixpath
 import stat
+from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,21 +50,50 @@ class Tree:
         return sum(1 for e in self.entries if e.type == FILE)
 
 
-def link_leaves_run(rel_path: str, target: str) -> bool:
-    """Tell whether a relative link at ``rel_path`` resolves (lexically) outside the run."""
+MAX_LINK_HOPS = 40
+
+
+def link_leaves_run(path: str, links: Mapping[str, str]) -> bool:
+    """Tell whether the link at ``path`` resolves outside the run.
+
+    Resolution is done on the tree itself, component by component, following the tree's
+    other links (``sub/up -> ..`` makes ``x -> sub/up/..`` leave the run although its text
+    does not). Absolute targets, backslashes, NUL and link loops count as leaving.
+    """
+    target = links[path]
     if target.startswith("/") or "\\" in target or "\x00" in target:
         return True
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel_path), target))
-    return resolved == ".." or resolved.startswith("../")
+    position = path.split("/")[:-1]
+    pending = deque(target.split("/"))
+    hops = 0
+    while pending:
+        part = pending.popleft()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not position:
+                return True
+            position.pop()
+            continue
+        position.append(part)
+        inner = links.get("/".join(position))
+        if inner is None:
+            continue
+        hops += 1
+        if hops > MAX_LINK_HOPS or inner.startswith("/") or "\\" in inner or "\x00" in inner:
+            return True
+        position.pop()
+        pending.extendleft(reversed(inner.split("/")))
+    return False
 
 
-def _link_target(run_root: str, abs_path: str, rel_path: str) -> tuple[str, bool]:
+def _link_target(run_root: str, abs_path: str) -> str:
     target = os.readlink(abs_path)
     if target.startswith("/"):
         norm = os.path.normpath(target)
         if norm == run_root or norm.startswith(run_root + "/"):
             target = os.path.relpath(norm, os.path.dirname(abs_path))
-    return target, link_leaves_run(rel_path, target)
+    return target
 
 
 def _utf8_name(name: str) -> bool:
@@ -99,9 +129,7 @@ def scan_run(run_dir: Path) -> Tree:
             elif stat.S_ISREG(mode):
                 tree.entries.append(TreeEntry(rel, FILE, st.st_size, mode, st.st_mtime_ns))
             elif stat.S_ISLNK(mode):
-                target, external = _link_target(root, child.path, rel)
-                if external:
-                    tree.external_links.append(f"{rel} -> {target}")
+                target = _link_target(root, child.path)
                 tree.entries.append(
                     TreeEntry(
                         rel,
@@ -115,6 +143,8 @@ def scan_run(run_dir: Path) -> Tree:
             else:
                 tree.skipped.append(f"{rel} (special file: fifo, socket or device)")
         stack.extend(reversed(subdirs))
+    links = {e.path: e.target for e in tree.entries if e.target is not None}
+    tree.external_links = [f"{p} -> {t}" for p, t in links.items() if link_leaves_run(p, links)]
     return tree
 
 
