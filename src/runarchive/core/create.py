@@ -168,17 +168,18 @@ def _estimate_size(entries: list[TreeEntry]) -> int:
 class _Builder:
     """Writes one archive; the calling thread is the only one touching ``writer``."""
 
+    writer: ZipWriter
+
     def __init__(
         self,
         run: Path,
-        writer: ZipWriter,
         level: int,
         threads: int,
         progress: ProgressCallback,
         files_total: int,
         bytes_total: int,
     ) -> None:
-        self.run, self.writer, self.level, self.threads = run, writer, level, threads
+        self.run, self.level, self.threads = run, level, threads
         self.progress = progress
         self.files_total, self.bytes_total = files_total, bytes_total
         self.files_done = self.bytes_done = 0
@@ -330,21 +331,13 @@ def create_archive(
         created = datetime.now(UTC)
         name = new_archive_name(runid, created, set(os.listdir(folder)))
         tmp = folder / f".tmp-{name}-{secrets.token_hex(4)}.partial"
+        manifest = Manifest(
+            run_id=runid, created=created.strftime("%Y-%m-%dT%H:%M:%SZ"), comment=text,
+            tool_version=__version__, external_links=tree.external_links,
+        )  # fmt: skip
         try:
-            builder = _write(
-                run,
-                tmp,
-                tree.entries,
-                text,
-                runid,
-                created,
-                tree.external_links,
-                threads,
-                level,
-                report,
-                files_total,
-                bytes_total,
-            )
+            builder = _Builder(run, level, threads, report, files_total, bytes_total)
+            _write(tmp, builder, tree.entries, manifest)
             final = folder / name
             os.link(tmp, final)
             tmp.unlink()
@@ -390,47 +383,20 @@ def create_archive(
         )
 
 
-def _write(
-    run: Path,
-    tmp: Path,
-    entries: list[TreeEntry],
-    comment: str,
-    runid: str,
-    created: datetime,
-    external: list[str],
-    threads: int,
-    level: int,
-    report: ProgressCallback,
-    files_total: int,
-    bytes_total: int,
-) -> _Builder:
+def _write(tmp: Path, builder: _Builder, entries: list[TreeEntry], manifest: Manifest) -> None:
+    """Write every entry, then the manifest and central directory, and fsync the file."""
     with open(tmp, "xb", buffering=CHUNK) as fh:
-        writer = ZipWriter(fh)
-        builder = _Builder(run, writer, level, threads, report, files_total, bytes_total)
+        writer = builder.writer = ZipWriter(fh)
         builder.build(entries)
-        manifest = Manifest(
-            run_id=runid,
-            created=created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            comment=comment,
-            tool_version=__version__,
-            entries=builder.manifest_entries,
-            external_links=external,
-        )
+        manifest.entries = builder.manifest_entries
         data = manifest.to_json()
-        packed = _deflate(data, level, True)
-        writer.add(
-            MANIFEST_NAME,
-            DEFLATED,
-            0o100644,
-            created.timestamp(),
-            packed,
-            isal_zlib.crc32(data),
-            len(data),
-        )
-        writer.close(comment.encode("utf-8"))
+        when = datetime.strptime(manifest.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        packed = _deflate(data, builder.level, True)
+        writer.add(MANIFEST_NAME, DEFLATED, 0o100644, when.timestamp(), packed,
+                   isal_zlib.crc32(data), len(data))  # fmt: skip
+        writer.close(manifest.comment.encode("utf-8"))
         fh.flush()
         os.fsync(fh.fileno())
-    return builder
 
 
 def _discard(tmp: Path) -> None:
