@@ -204,8 +204,9 @@ def demo(base: Path) -> None:
 
 def _register_job_commands() -> None:
     from .jobs.commands import COMMANDS
+    from .web.commands import COMMANDS as WEB_COMMANDS
 
-    for command in COMMANDS:
+    for command in COMMANDS + WEB_COMMANDS:
         cli.add_command(command)
 
 

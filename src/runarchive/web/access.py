@@ -1,0 +1,93 @@
+"""Who may do what to a run.
+
+* **Read** (dashboard, list, download, status stream, job status): the run's owners
+  (``RunAccess`` rows), admins, and anyone — logged in or not — when the run folder holds a
+  ``PUBLIC`` marker file.
+* **Write** (archive, restore, delete, job info with its traceback): owners and admins only.
+
+Order of checks, so nothing leaks to people who may not see the run: the run id is validated
+first (400, before any filesystem access); then the rule is applied (401 when nobody is logged
+in, 403 for another user); only a permitted caller learns that a run does not exist (404).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask_login import current_user  # type: ignore[import-untyped]
+
+from runarchive.core import NotFound, validate_runid
+from runarchive.jobs.runs import find_run
+
+from . import accounts
+from .db import db
+from .deployment import deployment
+from .errors import Forbidden, Unauthorized
+from .models import User
+
+PUBLIC_MARKER = "PUBLIC"
+
+
+@dataclass(frozen=True, slots=True)
+class RunView:
+    """A run as the current user may see it."""
+
+    runid: str
+    run_dir: Path | None
+    public: bool
+    can_read: bool
+    can_write: bool
+
+
+def user() -> User | None:
+    """Return the logged-in user (session or API token), or None."""
+    if current_user.is_authenticated:
+        found: User = current_user._get_current_object()
+        return found
+    return None
+
+
+def is_public(run_dir: Path | None) -> bool:
+    """Tell whether the run folder holds the ``PUBLIC`` marker."""
+    return run_dir is not None and (run_dir / PUBLIC_MARKER).is_file()
+
+
+def may_write(who: User | None, runid: str) -> bool:
+    """Tell whether ``who`` owns run ``runid`` or is an admin."""
+    if who is None:
+        return False
+    return who.is_admin or accounts.owns_run(db().session, who, runid)
+
+
+def view(runid: str) -> RunView:
+    """Evaluate the rules for run ``runid`` (validated) and the current user."""
+    validate_runid(runid)
+    run_dir = find_run(deployment().settings, runid)
+    public = is_public(run_dir)
+    write = may_write(user(), runid)
+    return RunView(runid, run_dir, public, write or public, write)
+
+
+def _refuse(runid: str, verb: str) -> None:
+    if user() is None:
+        raise Unauthorized("Log in, or send a personal API token (Authorization: Bearer …).")
+    raise Forbidden(f"You may not {verb} run {runid}.")
+
+
+def require_read(runid: str) -> RunView:
+    """Return the run if the current user may read it; raise 400/401/403/404."""
+    found = view(runid)
+    if not found.can_read:
+        _refuse(runid, "read")
+    if found.run_dir is None:
+        raise NotFound(f"Run {runid} not found.")
+    return found
+
+
+def require_write(runid: str) -> RunView:
+    """Return the run if the current user may change it; raise 400/401/403/404."""
+    validate_runid(runid)
+    if not may_write(user(), runid):
+        _refuse(runid, "change")
+    return require_read(runid)

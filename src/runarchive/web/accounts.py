@@ -1,0 +1,147 @@
+"""Account operations shared by the CLI and the web: users, run grants, API tokens, passwords.
+
+Every function takes an explicit SQLAlchemy session and commits its own change, so the CLI and
+request handlers use them alike. Names from outside are validated here (user names like run
+ids: letters, digits and ``_ . -``; run ids by the core's rule) before they reach the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from runarchive.core import InvalidInput, NotFound, validate_runid
+
+from .models import ApiToken, RunAccess, User
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+MIN_PASSWORD = 8
+TOKEN_PREFIX = "ra_"
+_dummy_hash: str | None = None
+
+
+def _dummy() -> str:
+    """A real hash of a random password, checked when the user does not exist, so a failed
+    login takes as long for an unknown name as for a wrong password (made on first use)."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = generate_password_hash(secrets.token_hex(16))
+    return _dummy_hash
+
+
+def validate_username(name: str) -> str:
+    """Return ``name`` if it is a valid user name, else raise InvalidInput."""
+    if not isinstance(name, str) or not USERNAME_RE.match(name):
+        raise InvalidInput(
+            f"Invalid user name {name!r}: use 1-64 letters, digits and _ . @ - only."
+        )
+    return name
+
+
+def find_user(session: Session, name: str) -> User | None:
+    """Return the user called ``name``, or None."""
+    return session.scalar(select(User).where(User.name == name))
+
+
+def require_user(session: Session, name: str) -> User:
+    """Return the user called ``name``; raise NotFound."""
+    user = find_user(session, validate_username(name))
+    if user is None:
+        raise NotFound(f"No user called {name!r}.")
+    return user
+
+
+def create_user(session: Session, name: str, password: str, *, admin: bool = False) -> User:
+    """Add a user with a hashed password; raise InvalidInput if the name is taken."""
+    validate_username(name)
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput(f"Password too short: use at least {MIN_PASSWORD} characters.")
+    user = User(name=name, password_hash=generate_password_hash(password), is_admin=admin)
+    session.add(user)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise InvalidInput(f"A user called {name!r} already exists.") from None
+    return user
+
+
+def authenticate(session: Session, name: str, password: str) -> User | None:
+    """Return the user if ``password`` is theirs, else None (same cost either way)."""
+    user = find_user(session, name) if USERNAME_RE.match(name or "") else None
+    if user is None:
+        check_password_hash(_dummy(), password)
+        return None
+    return user if check_password_hash(user.password_hash, password) else None
+
+
+def grant_run(session: Session, runid: str, user: User) -> bool:
+    """Make ``user`` an owner of run ``runid``; return False if they already were."""
+    validate_runid(runid)
+    exists = session.scalar(
+        select(RunAccess).where(RunAccess.runid == runid, RunAccess.user_id == user.id)
+    )
+    if exists is not None:
+        return False
+    session.add(RunAccess(runid=runid, user_id=user.id))
+    try:
+        session.commit()
+    except IntegrityError:  # granted concurrently
+        session.rollback()
+        return False
+    return True
+
+
+def revoke_run(session: Session, runid: str, user: User) -> bool:
+    """Remove ``user``'s ownership of run ``runid``; return whether there was one."""
+    row = session.scalar(
+        select(RunAccess).where(RunAccess.runid == runid, RunAccess.user_id == user.id)
+    )
+    if row is None:
+        return False
+    session.delete(row)
+    session.commit()
+    return True
+
+
+def owns_run(session: Session, user: User, runid: str) -> bool:
+    """Tell whether ``user`` was granted run ``runid``."""
+    row = session.scalar(
+        select(RunAccess.id).where(RunAccess.runid == runid, RunAccess.user_id == user.id)
+    )
+    return row is not None
+
+
+def runs_of(session: Session, user: User) -> list[str]:
+    """Return the run ids granted to ``user``, sorted."""
+    rows = session.scalars(
+        select(RunAccess.runid).where(RunAccess.user_id == user.id).order_by(RunAccess.runid)
+    )
+    return list(rows)
+
+
+def hash_token(token: str) -> str:
+    """Return the stored form of an API token."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_token(session: Session, user: User) -> str:
+    """Create a personal API token for ``user``; return it (it is not stored, only its hash)."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(token_hash=hash_token(token), user_id=user.id))
+    session.commit()
+    return token
+
+
+def user_for_token(session: Session, token: str) -> User | None:
+    """Return the owner of API token ``token``, or None."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    return row.user if row is not None else None

@@ -1,0 +1,141 @@
+"""Blueprint ``archive``: a run's dashboard page, its archive list and archive downloads.
+
+``in_progress`` in the list comes from the jobs layer's slot (``running_job``, which first frees
+the slot of a job that died), never from a flag stored on disk that a crash could leave behind.
+The slot is read *before* the archives are listed: a job finishing in between then shows as
+"not in progress" with its new archive already listed, never the reverse.
+
+Downloads are served by werkzeug's ``send_file`` with conditional responses: ``ETag``
+(mtime-size), ``If-None-Match``/``If-Modified-Since`` (304), single ``Range`` requests (206),
+and ``HEAD``. The path is built only from a validated run and a name matching the archive-name
+pattern; the archives folder must be a real folder and the archive a regular file (no symlink
+can redirect a download elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from datetime import UTC
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, send_file, url_for
+from rq.job import JobStatus
+
+from runarchive.core import NotFound, archive_path, list_archives
+from runarchive.core.names import MAX_COMMENT_CHARS
+from runarchive.jobs import Event, Trigger, running_job
+
+from . import access
+from .deployment import jobs
+
+bp = Blueprint("archive", __name__)
+
+
+def _iso(moment: Any) -> str:
+    text: str = moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return text
+
+
+def _json_for_script(value: Any) -> str:
+    """Return JSON that is safe inside a ``<script type="application/json">`` element."""
+    text = json.dumps(value, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def dashboard_config(runid: str, can_write: bool) -> dict[str, Any]:
+    """Return what the dashboard's script needs: URLs, vocabularies, limits."""
+    job_prefix = url_for("rq_api.jobstatus", job_id="x")[:-1]
+    info_prefix = url_for("rq_api.jobinfo", job_id="x")[:-1]
+    return {
+        "runid": runid,
+        "can_write": can_write,
+        "urls": {
+            "list": url_for("archive.rq_archive_list", runid=runid),
+            "archive": url_for("rq_api.api_archive", runid=runid),
+            "restore": url_for("rq_api.api_restore_archive", runid=runid),
+            "delete": url_for("rq_api.api_delete_archive", runid=runid),
+            "jobstatus": job_prefix,
+            "jobinfo": info_prefix,
+            # A path: the page picks ws:// or wss:// from its own location (werkzeug would
+            # build an absolute ws:// URL, wrong behind TLS).
+            "ws": urlsplit(url_for("status.archive_stream", runid=runid)).path,
+        },
+        "constants": {
+            "triggers": {t.name: t.value for t in Trigger},
+            "events": {e.name: e.value for e in Event},
+            "job_states": [s.value for s in JobStatus],
+            "max_comment": MAX_COMMENT_CHARS,
+        },
+        "poll_interval_ms": int(current_app.config["POLL_INTERVAL_MS"]),
+    }
+
+
+@bp.get("/runs/<runid>/archive")
+def rq_archive_dashboard(runid: str) -> str:
+    """Show the run's archive dashboard."""
+    found = access.require_read(runid)
+    config = dashboard_config(runid, found.can_write)
+    return render_template(
+        "archive/dashboard.html",
+        runid=runid,
+        can_write=found.can_write,
+        config_json=_json_for_script(config),
+    )
+
+
+@bp.get("/runs/<runid>/archive/list")
+def rq_archive_list(runid: str) -> Response:
+    """List the run's archives, newest first, and whether a job is running."""
+    found = access.require_read(runid)
+    assert found.run_dir is not None
+    slot = running_job(jobs(), runid)
+    archives = [
+        {
+            "name": info.name,
+            "comment": info.comment,
+            "size": info.size,
+            "created": _iso(info.created),
+            "files": info.files,
+            "readable": info.readable,
+            "download_url": url_for("archive.rq_archive_download", runid=runid, name=info.name),
+        }
+        for info in list_archives(found.run_dir)
+    ]
+    body = {
+        "archives": archives,
+        "in_progress": slot is not None,
+        "job_id": slot.job_id if slot is not None else None,
+        "job_kind": slot.kind if slot is not None else None,
+    }
+    response = jsonify(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/runs/<runid>/archive/download/<name>")
+def rq_archive_download(runid: str, name: str) -> Response:
+    """Send archive ``name`` (GET and HEAD; Range, ETag and conditional requests)."""
+    found = access.require_read(runid)
+    assert found.run_dir is not None
+    path = archive_path(found.run_dir, name)  # InvalidInput (400) for anything not a name
+    try:
+        folder = os.lstat(path.parent)
+        entry = os.lstat(path)
+    except FileNotFoundError:
+        raise NotFound(f"Archive not found: {name}") from None
+    if not stat.S_ISDIR(folder.st_mode) or not stat.S_ISREG(entry.st_mode):
+        raise NotFound(f"Archive not found: {name}")
+    response = send_file(
+        path,
+        mimetype="application/zip",
+        as_attachment=True,
+        download_name=name,
+        conditional=True,
+        etag=True,
+        max_age=0,
+    )
+    response.headers["Cache-Control"] = "private, no-cache"
+    return response

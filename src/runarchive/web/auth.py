@@ -1,0 +1,154 @@
+"""Logging in and out, API tokens, and CSRF: who the current request is, and whether to trust it.
+
+* Browsers log in with a form and get a Flask-Login session cookie (HttpOnly, SameSite=Lax,
+  Secure behind TLS). Every state-changing request they make (POST) must carry the CSRF token
+  (form field ``csrf_token`` or header ``X-CSRFToken``), else 400 ``csrf_failed``. Tokens do
+  not expire with time, only with the session, so a dashboard left open still works.
+* Scripts send ``Authorization: Bearer <token>`` (a personal API token from
+  ``runarchive tokens create``). Such requests ignore any session cookie, are exempt from CSRF
+  (a cross-site page cannot set that header), and get 401 when the token is unknown.
+* Failed logins are throttled (``throttle.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import LoginManager, login_user, logout_user  # type: ignore[import-untyped]
+from flask_wtf.csrf import CSRFProtect  # type: ignore[import-untyped]
+from werkzeug.wrappers import Response
+
+from . import accounts
+from .access import user
+from .db import db
+from .errors import TooManyAttempts, Unauthorized
+from .models import User
+from .throttle import LoginThrottle
+
+bp = Blueprint("auth", __name__)
+login_manager = LoginManager()
+csrf = CSRFProtect()
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+THROTTLE = "runarchive.throttle"
+
+
+def bearer_token() -> str | None:
+    """Return the token of an ``Authorization: Bearer`` header, or None."""
+    auth = request.authorization
+    if auth is None or auth.type != "bearer":
+        return None
+    return auth.token or ""
+
+
+def _load_session_user(user_id: str) -> User | None:
+    if bearer_token() is not None:  # a token request is judged by its token alone
+        return None
+    try:
+        return db().session.get(User, int(user_id))
+    except ValueError:
+        return None
+
+
+def _load_token_user(req: Any) -> User | None:
+    token = bearer_token()
+    if not token:
+        return None
+    found = accounts.user_for_token(db().session, token)
+    if found is not None:
+        g.api_token = True
+    return found
+
+
+def _authenticate_request() -> None:
+    """Refuse a bad API token; check CSRF on browser POSTs (token requests are exempt).
+
+    CSRF abuses a logged-in browser's cookie, so the check applies to POSTs of a session and
+    to the login form itself (against login CSRF); an anonymous POST elsewhere has no
+    credentials to abuse and gets the route's plain 401.
+    """
+    if bearer_token() is not None:
+        if user() is None:
+            raise Unauthorized("Invalid API token.")
+        return
+    if request.method in UNSAFE_METHODS and (
+        user() is not None or request.endpoint == "auth.login_post"
+    ):
+        csrf.protect()
+
+
+def safe_next(target: str | None) -> str:
+    """Return ``target`` if it is a path on this site, else ``/`` (no open redirects)."""
+    if not target or "\\" in target or any(ord(ch) < 32 for ch in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    return target
+
+
+def _throttle() -> LoginThrottle:
+    found: LoginThrottle = current_app.extensions[THROTTLE]
+    return found
+
+
+@bp.get("/login")
+def login() -> Response | str:
+    """Show the login form (or go on, when already logged in)."""
+    target = request.args.get("next", "")
+    if user() is not None:
+        return redirect(safe_next(target))
+    return render_template("login.html", error=None, next=safe_next(target) if target else "")
+
+
+@bp.post("/login")
+def login_post() -> Response | tuple[str, int]:
+    """Check the user name and password; start a session."""
+    name = request.form.get("username", "").strip()
+    password = request.form.get("password", "")
+    target = request.form.get("next", "")
+    address = request.remote_addr or "unknown"
+    try:
+        _throttle().check(name, address)
+    except TooManyAttempts as exc:
+        page = render_template("login.html", error=str(exc), next=target)
+        return Response(page, status=429, headers={"Retry-After": str(exc.retry_after)})
+    found = accounts.authenticate(db().session, name, password)
+    if found is None:
+        _throttle().failed(name, address)
+        return render_template("login.html", error="Wrong user name or password.", next=target), 401
+    _throttle().succeeded(name)
+    login_user(found)
+    return redirect(safe_next(target))
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    """End the session."""
+    logout_user()
+    return redirect(url_for("auth.login"))
+
+
+def init_app(app: Flask) -> None:
+    """Install sessions, API tokens, CSRF and login throttling on ``app``."""
+    app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in _authenticate_request
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
+    login_manager.user_loader(_load_session_user)
+    login_manager.request_loader(_load_token_user)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    app.extensions[THROTTLE] = LoginThrottle(
+        app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW"]
+    )
+    app.before_request(_authenticate_request)
+    app.register_blueprint(bp)

@@ -1,0 +1,158 @@
+"""Every failure a client sees, as ``{"error": {"code", "message"}}`` with a fitting status.
+
+The core's and jobs layer's errors carry ``http_status``/``code`` and are used as they are,
+with three exceptions chosen for the API's fixed set of codes (400/401/403/404/409/503):
+
+* ``InvalidArchive`` and its subclasses (422 in the core) become **409**: the request was
+  well formed but the archive's state (damaged, unsafe) does not allow it; ``code`` keeps the
+  precise reason (``invalid_archive``, ``unsafe_archive`` …).
+* ``NoSpace`` (507) becomes **503**: the server cannot do it now; retry when space is freed.
+* A Redis connection failure anywhere becomes **503** ``queue_unavailable``.
+
+``Locked`` adds ``"locked_files"`` and ``JobRunning`` adds ``"job_id"`` to the error object.
+Pages (not the JSON API) get the same status with a short HTML message; anonymous visitors of a
+page are sent to the login form instead of a 401.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from flask import Flask, Response, jsonify, redirect, request, url_for
+from flask_wtf.csrf import CSRFError  # type: ignore[import-untyped]
+from markupsafe import escape
+from werkzeug.exceptions import HTTPException
+
+from runarchive.core import InvalidArchive, Locked, NoSpace, RunArchiveError
+from runarchive.jobs import JobRunning
+
+log = logging.getLogger(__name__)
+
+
+class Unauthorized(RunArchiveError):
+    """No user is logged in (and no valid API token was sent)."""
+
+    http_status = 401
+    code = "unauthorized"
+
+
+class Forbidden(RunArchiveError):
+    """The user is known but may not do this to this run."""
+
+    http_status = 403
+    code = "forbidden"
+
+
+class TooManyAttempts(RunArchiveError):
+    """Too many failed logins; ``retry_after`` seconds until the next try."""
+
+    http_status = 429
+    code = "too_many_attempts"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class SocketsFull(RunArchiveError):
+    """This process has as many websockets as it may hold; the page polls instead."""
+
+    http_status = 503
+    code = "too_many_sockets"
+
+
+# Endpoints that render HTML for browsers (everything else answers JSON).
+PAGE_ENDPOINTS = frozenset(
+    {"archive.rq_archive_dashboard", "pages.index", "auth.login", "auth.login_post", "auth.logout"}
+)
+
+
+def status_of(exc: RunArchiveError) -> int:
+    """Return the HTTP status of a library error under this API's mapping."""
+    if isinstance(exc, InvalidArchive):
+        return 409
+    if isinstance(exc, NoSpace):
+        return 503
+    return exc.http_status
+
+
+def error_body(exc: RunArchiveError) -> dict[str, Any]:
+    """Return the JSON error document of a library error."""
+    error: dict[str, Any] = {"code": exc.code, "message": str(exc)}
+    if isinstance(exc, Locked):
+        error["locked_files"] = exc.paths
+    if isinstance(exc, JobRunning):
+        error["job_id"] = exc.job_id
+    return {"error": error}
+
+
+def wants_page() -> bool:
+    """Tell whether the current request is for a browser page rather than the JSON API."""
+    return request.endpoint in PAGE_ENDPOINTS
+
+
+def _page(status: int, message: str) -> Response:
+    html = (
+        "<!doctype html><meta charset='utf-8'><title>runarchive</title>"
+        f"<main><h1>{status}</h1><p>{escape(message)}</p><p><a href='/'>Your runs</a></p></main>"
+    )
+    return Response(html, status=status, mimetype="text/html")
+
+
+def respond(exc: RunArchiveError) -> Response:
+    """Turn a library or web error into the response the client gets."""
+    status = status_of(exc)
+    if wants_page():
+        if isinstance(exc, Unauthorized):
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))  # type: ignore[return-value]
+        response = _page(status, str(exc))
+    else:
+        response = jsonify(error_body(exc))
+        response.status_code = status
+    if isinstance(exc, TooManyAttempts):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, SocketsFull | NoSpace):
+        response.headers["Retry-After"] = "30"
+    return response
+
+
+def _http(code: str, status: int, message: str) -> Response:
+    if wants_page():
+        return _page(status, message)
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Install the handlers that give every error the JSON (or page) shape above."""
+
+    @app.errorhandler(RunArchiveError)
+    def _library(exc: RunArchiveError) -> Response:
+        return respond(exc)
+
+    @app.errorhandler(CSRFError)
+    def _csrf(exc: CSRFError) -> Response:
+        return _http("csrf_failed", 400, f"CSRF check failed: {exc.description}")
+
+    @app.errorhandler(redis.exceptions.ConnectionError)
+    @app.errorhandler(redis.exceptions.TimeoutError)
+    def _redis_down(exc: Exception) -> Response:
+        log.warning("Redis unavailable: %s", exc)
+        return _http("queue_unavailable", 503, "The job queue (Redis) is unavailable; retry.")
+
+    @app.errorhandler(HTTPException)
+    def _http_exc(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        name = (exc.name or "error").lower().replace(" ", "_")
+        response = _http(name, status, exc.description or exc.name)
+        if status == 405 and exc.get_response().headers.get("Allow"):
+            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _http("internal_error", 500, "Internal error; see the server log.")

@@ -1,0 +1,86 @@
+"""The accounts tables: users, who owns which run, and personal API tokens.
+
+Passwords are stored as werkzeug hashes (scrypt); API tokens as the SHA-256 of the token — a
+token is 256 random bits, so a fast hash is enough and lets a request find its token by an
+indexed lookup instead of trying every row. Run access is by run id (a string), not by a foreign
+key to a run table: runs live on the filesystem and may be granted before they exist.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Boolean, DateTime, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the accounts schema."""
+
+
+class User(Base):
+    """A person (or a script's owner) who logs in; ``is_admin`` may read and write every run."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+    runs: Mapped[list[RunAccess]] = relationship(
+        back_populates="user", cascade="all, delete-orphan"
+    )
+    tokens: Mapped[list[ApiToken]] = relationship(
+        back_populates="user", cascade="all, delete-orphan"
+    )
+
+    # Flask-Login's user protocol (kept here so the model needs no mixin from the web stack).
+    is_active = True
+    is_anonymous = False
+
+    @property
+    def is_authenticated(self) -> bool:
+        """Always true for a stored user (Flask-Login protocol)."""
+        return True
+
+    def get_id(self) -> str:
+        """Return the id Flask-Login keeps in the session."""
+        return str(self.id)
+
+    @property
+    def username(self) -> str:
+        """Alias of ``name`` for templates."""
+        return self.name
+
+
+class RunAccess(Base):
+    """``user`` owns run ``runid``: may read and write it."""
+
+    __tablename__ = "run_access"
+    __table_args__ = (UniqueConstraint("runid", "user_id", name="uq_run_access"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    runid: Mapped[str] = mapped_column(String(200), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+    user: Mapped[User] = relationship(back_populates="runs")
+
+
+class ApiToken(Base):
+    """A personal API token of ``user``; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+    user: Mapped[User] = relationship(back_populates="tokens")

@@ -1,0 +1,80 @@
+"""Blueprint ``pages``: the user's runs (``/``), the health check and the OpenAPI document.
+
+``/healthz`` answers without authentication and reveals nothing but whether the database and
+Redis answer and how many RQ workers serve the queue: 200 when both answer, 503 otherwise (so a
+load balancer takes an instance out while its Redis is gone).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, redirect, render_template, url_for
+from rq import Worker
+from sqlalchemy import text
+
+from runarchive.jobs.runs import find_run
+
+from . import accounts, openapi
+from .access import is_public, user
+from .db import db
+from .deployment import deployment, jobs
+
+log = logging.getLogger(__name__)
+bp = Blueprint("pages", __name__)
+
+
+@bp.get("/")
+def index() -> Response | str:
+    """List the runs the logged-in user owns (anonymous visitors go to the login form)."""
+    who = user()
+    if who is None:
+        found: Response = redirect(url_for("auth.login"))  # type: ignore[assignment]
+        return found
+    runs = []
+    settings = deployment().settings
+    for runid in accounts.runs_of(db().session, who):
+        run_dir = find_run(settings, runid)
+        runs.append(
+            {
+                "runid": runid,
+                "public": is_public(run_dir),
+                "can_write": True,
+                "exists": run_dir is not None,
+                "dashboard_url": url_for("archive.rq_archive_dashboard", runid=runid),
+            }
+        )
+    return render_template("index.html", runs=runs)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Report whether the database and Redis answer (200) or not (503)."""
+    checks: dict[str, Any] = {}
+    try:
+        db().session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        log.warning("health: database: %s", exc)
+        checks["database"] = "unavailable"
+    try:
+        ctx = jobs()
+        ctx.clients.ping()
+        checks["redis"] = "ok"
+        checks["workers"] = Worker.count(queue=ctx.queue())
+    except Exception as exc:
+        log.warning("health: redis: %s", exc)
+        checks["redis"] = "unavailable"
+    ok = checks["database"] == "ok" and checks["redis"] == "ok"
+    response = jsonify({"status": "ok" if ok else "degraded", **checks})
+    response.status_code = 200 if ok else 503
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Response:
+    """Return the OpenAPI 3.1 description of the HTTP API."""
+    response = jsonify(openapi.document())
+    return response

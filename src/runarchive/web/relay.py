@@ -1,0 +1,282 @@
+"""One Redis subscription per process, fanned out to every websocket watching a run.
+
+A naive relay opens a pub/sub connection per websocket: a hundred viewers are a hundred Redis
+connections, and a burst of page reloads a burst of SUBSCRIBEs. Here one background thread owns
+one pub/sub connection for the whole process:
+
+* ``join(channel)`` registers a ``Subscriber`` (a bounded queue). The thread SUBSCRIBEs the
+  channel when its first subscriber arrives and sets ``Subscriber.ready`` once Redis confirmed
+  it, so the caller can then replay the retained lines without a gap (lines published after the
+  confirmation arrive live; the caller drops duplicates of the replay's tail).
+* Each message is put on the queue of every subscriber of its channel; a subscriber whose queue
+  is full (a peer that stopped reading) is hung up instead of slowing the others.
+* ``leave`` unregisters; the thread UNSUBSCRIBEs a channel ``LINGER`` seconds after its last
+  subscriber left, so a page reload does not cost a round of UNSUBSCRIBE/SUBSCRIBE.
+* When the Redis connection fails, every subscriber is hung up (the page reconnects and
+  replays, or polls) and the thread reconnects with backoff.
+* ``reserve``/``release`` count the process's sockets against ``max_sockets``.
+
+Only the thread touches the pub/sub object (redis-py's is not thread-safe); other threads
+only change the channel table under a lock. Nothing here knows Flask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+log = logging.getLogger(__name__)
+
+POLL = 0.1
+LINGER = 5.0
+QUEUE_SIZE = 1000
+_WAKE = "\x00hangup"  # put on a queue to wake its reader at once; never a real status line
+_names = itertools.count(1)
+
+
+class Subscriber:
+    """One websocket's view of a channel: a bounded queue of lines plus its hang-up reason."""
+
+    def __init__(self, channel: str, maxsize: int) -> None:
+        self.channel = channel
+        self.lines: queue.Queue[str] = queue.Queue(maxsize)
+        self.ready = threading.Event()
+        self.hangup: str | None = None
+
+    def offer(self, line: str) -> None:
+        """Queue a line (relay thread); hang up a subscriber that stopped reading."""
+        try:
+            self.lines.put_nowait(line)
+        except queue.Full:
+            self.hang_up("too slow")
+
+    def hang_up(self, reason: str) -> None:
+        """Ask the socket's handler to say goodbye and close."""
+        if self.hangup is None:
+            self.hangup = reason
+        self.ready.set()
+        with contextlib.suppress(queue.Full):  # a full queue wakes its reader anyway
+            self.lines.put_nowait(_WAKE)
+
+    def get(self, timeout: float) -> str | None:
+        """Return the next line, or None after ``timeout`` seconds or on hang-up."""
+        if self.hangup is not None:
+            return None
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        return None if line == _WAKE else line
+
+    def drain(self) -> list[str]:
+        """Return every queued line without waiting."""
+        lines: list[str] = []
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                return lines
+            if line != _WAKE:
+                lines.append(line)
+
+
+@dataclass
+class _Channel:
+    subscribers: set[Subscriber] = field(default_factory=set)
+    requested: bool = False
+    confirmed: bool = False
+    empty_since: float | None = None
+
+
+class Relay:
+    """The process's single pub/sub connection and the sockets fed from it."""
+
+    def __init__(
+        self,
+        url: Callable[[], str],
+        *,
+        max_sockets: int,
+        queue_size: int = QUEUE_SIZE,
+        linger: float = LINGER,
+    ) -> None:
+        self._url = url
+        self.max_sockets = max_sockets
+        self.queue_size = queue_size
+        self.linger = linger
+        self.client_name = f"runarchive-relay-{os.getpid()}-{next(_names)}"
+        self._channels: dict[str, _Channel] = {}
+        self._lock = threading.Lock()
+        self._sockets = 0
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    # --- socket budget ------------------------------------------------------------------------
+
+    @property
+    def sockets(self) -> int:
+        """Sockets currently counted against the cap."""
+        return self._sockets
+
+    def reserve(self) -> bool:
+        """Count one more socket; return False (and count nothing) when at the cap."""
+        with self._lock:
+            if self._stopping.is_set() or self._sockets >= self.max_sockets:
+                return False
+            self._sockets += 1
+            return True
+
+    def release(self) -> None:
+        """Give back a reserved socket."""
+        with self._lock:
+            self._sockets = max(0, self._sockets - 1)
+
+    # --- subscriptions ------------------------------------------------------------------------
+
+    def join(self, channel: str) -> Subscriber:
+        """Register a subscriber of ``channel``; its ``ready`` is set once Redis confirmed."""
+        sub = Subscriber(channel, self.queue_size)
+        with self._lock:
+            if self._stopping.is_set():
+                sub.hang_up("server stopping")
+                return sub
+            state = self._channels.setdefault(channel, _Channel())
+            state.subscribers.add(sub)
+            state.empty_since = None
+            if state.confirmed:
+                sub.ready.set()
+            self._ensure_thread()
+        return sub
+
+    def leave(self, sub: Subscriber) -> None:
+        """Unregister ``sub`` (the channel is unsubscribed after ``linger`` seconds)."""
+        with self._lock:
+            state = self._channels.get(sub.channel)
+            if state is not None and sub in state.subscribers:
+                state.subscribers.discard(sub)
+                if not state.subscribers:
+                    state.empty_since = time.monotonic()
+
+    def subscribers(self, channel: str) -> int:
+        """Return how many sockets watch ``channel`` (for tests and health)."""
+        with self._lock:
+            state = self._channels.get(channel)
+            return len(state.subscribers) if state is not None else 0
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Hang up every subscriber and stop the thread."""
+        self._stopping.set()
+        with self._lock:
+            for state in self._channels.values():
+                for sub in state.subscribers:
+                    sub.hang_up("server stopping")
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    # --- the thread ---------------------------------------------------------------------------
+
+    def _ensure_thread(self) -> None:
+        if os.getpid() != self._pid:  # forked after the thread started: start our own
+            self._pid = os.getpid()
+            self._thread = None
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="status-relay", daemon=True)
+            self._thread.start()
+
+    def _client(self) -> Any:
+        return redis.Redis.from_url(
+            self._url(),
+            decode_responses=True,
+            client_name=self.client_name,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+        )
+
+    def _run(self) -> None:
+        backoff = 0.2
+        while not self._stopping.is_set():
+            client = None
+            pubsub = None
+            try:
+                client = self._client()
+                pubsub = client.pubsub()
+                while not self._stopping.is_set():
+                    self._sync(pubsub)
+                    message = pubsub.get_message(timeout=POLL)
+                    if message is not None:
+                        self._dispatch(message)
+                    backoff = 0.2
+            except Exception as exc:  # Redis down, or a bug: never kill the relay
+                log.warning("status relay lost Redis (%s); reconnecting in %.1f s", exc, backoff)
+                self._drop_all("connection to Redis lost")
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                if pubsub is not None:
+                    _quietly(pubsub.close)
+                if client is not None:
+                    _quietly(client.close)
+
+    def _sync(self, pubsub: Any) -> None:
+        """Subscribe channels that gained a subscriber, drop those empty for ``linger`` s."""
+        now = time.monotonic()
+        subscribe: list[str] = []
+        unsubscribe: list[str] = []
+        with self._lock:
+            for name, state in list(self._channels.items()):
+                if state.subscribers and not state.requested:
+                    state.requested = True
+                    subscribe.append(name)
+                elif (
+                    not state.subscribers
+                    and state.empty_since is not None
+                    and now - state.empty_since >= self.linger
+                ):
+                    del self._channels[name]
+                    if state.requested:
+                        unsubscribe.append(name)
+        if subscribe:
+            pubsub.subscribe(*subscribe)
+        if unsubscribe:
+            pubsub.unsubscribe(*unsubscribe)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        channel = str(message.get("channel"))
+        with self._lock:
+            state = self._channels.get(channel)
+            if state is None:
+                return
+            if kind == "subscribe":
+                state.confirmed = True
+                for sub in state.subscribers:
+                    sub.ready.set()
+            elif kind == "message":
+                line = str(message.get("data"))
+                for sub in list(state.subscribers):
+                    sub.offer(line)
+
+    def _drop_all(self, reason: str) -> None:
+        with self._lock:
+            for state in self._channels.values():
+                for sub in state.subscribers:
+                    sub.hang_up(reason)
+            self._channels.clear()
+
+
+def _quietly(func: Callable[[], Any]) -> None:
+    try:
+        func()
+    except Exception:
+        log.debug("ignored error while closing", exc_info=True)

@@ -1,0 +1,111 @@
+"""Blueprint ``rq_api``: start archive and restore jobs, delete archives, poll jobs.
+
+Bodies are JSON (``Content-Type: application/json``) or a form; a malformed JSON body or a
+field of the wrong type is 400. Every refusal of the jobs layer keeps its meaning: a held
+``.nodb`` lock is 409 ``locked`` naming the files, a job already holding the run is 409
+``job_running`` naming the job, Redis down is 503. The comment is trimmed and cut to 40
+characters (as the dashboard's field allows) rather than refused for its length.
+
+Job routes look the job up first (404 when unknown or not one of ours), then apply the read
+rule (status) or the write rule (info with the traceback) to the job's run.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from runarchive.core import InvalidInput, NotFound
+from runarchive.core.names import MAX_COMMENT_CHARS
+from runarchive.jobs import delete_archive, enqueue_archive, enqueue_restore, job_status
+
+from . import access
+from .deployment import jobs
+
+bp = Blueprint("rq_api", __name__)
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def _body() -> dict[str, Any]:
+    if request.is_json:
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            raise InvalidInput("Request body must be a JSON object.")
+        return data
+    return dict(request.form)
+
+
+def _text(body: dict[str, Any], field: str, *, required: bool) -> str | None:
+    value = body.get(field)
+    if value is None or (value == "" and not required):
+        if required:
+            raise InvalidInput(f"Missing field {field!r}.")
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"Field {field!r} must be a string.")
+    return value
+
+
+def _json(body: dict[str, Any], status: int) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/runs/<runid>/rq/api/archive")
+def api_archive(runid: str) -> Response:
+    """Queue an archive of the run; 202 with the job id."""
+    access.require_write(runid)
+    comment = _text(_body(), "comment", required=False)
+    if comment is not None:
+        comment = comment.strip()[:MAX_COMMENT_CHARS]
+    job_id = enqueue_archive(jobs(), runid, comment)
+    return _json({"job_id": job_id}, 202)
+
+
+@bp.post("/runs/<runid>/rq/api/restore-archive")
+def api_restore_archive(runid: str) -> Response:
+    """Queue a restore of the run from ``archive_name``; 202 with the job id."""
+    access.require_write(runid)
+    name = _text(_body(), "archive_name", required=True)
+    assert name is not None
+    job_id = enqueue_restore(jobs(), runid, name)
+    return _json({"job_id": job_id}, 202)
+
+
+@bp.post("/runs/<runid>/rq/api/delete-archive")
+def api_delete_archive(runid: str) -> Response:
+    """Delete archive ``archive_name`` of the run now; 200 with its name."""
+    access.require_write(runid)
+    name = _text(_body(), "archive_name", required=True)
+    assert name is not None
+    delete_archive(jobs(), runid, name)
+    return _json({"deleted": name}, 200)
+
+
+def _job(job_id: str, *, with_exc_info: bool) -> dict[str, Any]:
+    if not JOB_ID_RE.match(job_id):
+        raise InvalidInput(f"Invalid job id {job_id!r}.")
+    info = job_status(jobs(), job_id, with_exc_info=with_exc_info)
+    if not isinstance(info.get("runid"), str):  # an RQ job that is not one of ours
+        raise NotFound(f"Job not found: {job_id}")
+    return info
+
+
+@bp.get("/rq/api/jobstatus/<job_id>")
+def jobstatus(job_id: str) -> Response:
+    """Return a job's status, times and progress (read access to its run)."""
+    info = _job(job_id, with_exc_info=False)
+    access.require_read(info["runid"])
+    return _json(info, 200)
+
+
+@bp.get("/rq/api/jobinfo/<job_id>")
+def jobinfo(job_id: str) -> Response:
+    """Return the job's status plus ``exc_info`` (write access to its run)."""
+    info = _job(job_id, with_exc_info=True)
+    access.require_write(info["runid"])
+    return _json(info, 200)

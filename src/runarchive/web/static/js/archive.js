@@ -1,0 +1,854 @@
+/*
+ * Archive dashboard: create, list, download, restore and delete a run's archives and watch the
+ * jobs live. Plain JS, no framework, no build step; the server hands over everything it knows
+ * (URLs, trigger and event names, limits) in the JSON block #ra-config.
+ *
+ * How a job is watched
+ * --------------------
+ * Two sources report on a job, and either may be missing or late:
+ *   - the websocket /status/<runid>:archive relays the run's status lines (PROGRESS lines move
+ *     the bar; a TRIGGER line ends the job). It reconnects with exponential backoff and jitter,
+ *     and the server may refuse it (socket cap), so it is never relied on;
+ *   - polling /rq/api/jobstatus/<id> every poll_interval_ms fills the status and times, and
+ *     ends the job too when the job reports its final trigger or a final RQ state.
+ * Whichever arrives first calls finishJob(jobId, outcome); it acts only for the job being
+ * watched and only once, so a late duplicate from the other source is ignored.
+ *
+ * A reload while a job runs resumes it: the list says in_progress with the job id and the page
+ * watches that job again. Data from the server is only ever put in the page as text.
+ */
+(() => {
+  "use strict";
+
+  // Websocket frame types of the status relay (the protocol, not run data).
+  const FRAME = Object.freeze({ STATUS: "status", PING: "ping", PONG: "pong", HANGUP: "hangup" });
+  // Job kinds, as jobstatus reports them.
+  const KIND = Object.freeze({ ARCHIVE: "archive", RESTORE: "restore" });
+  // Free-text status lines the page reacts to (see runarchive.jobs.status).
+  const LINE_PREFIX = Object.freeze({ ERROR: "Error: ", DELETED: "Archive deleted: " });
+  // Used only when the server sends no trigger: RQ's final states and what they mean.
+  const DEFAULT_FINAL_STATES = Object.freeze({
+    finished: true,
+    failed: false,
+    stopped: false,
+    canceled: false,
+  });
+  const MAX_LOG_LINES = 400;
+  const WS_BACKOFF_BASE_MS = 500;
+  const WS_BACKOFF_MAX_MS = 30000;
+  const WS_STABLE_MS = 5000; // a socket open this long resets the backoff
+  const POLL_MAX_MS = 10000;
+  // RQ records a job's end (time, traceback) just after the job published its trigger.
+  const TRACE_RETRIES = 20;
+  const TRACE_RETRY_MS = 500;
+  const LIST_DEBOUNCE_MS = 300;
+  const LIST_RETRY_MS = 5000; // the first list could not be loaded: try again
+  const MAX_ALERTS = 4;
+
+  const $ = (id) => document.getElementById(id);
+
+  const configNode = $("ra-config");
+  const root = $("ra-dashboard");
+  if (!configNode || !root) return;
+  const config = JSON.parse(configNode.textContent);
+  const urls = config.urls;
+  const constants = config.constants || {};
+  const TRIGGERS = constants.triggers || {};
+  const EVENTS = constants.events || {};
+  const EVENT_NAMES = new Set(Object.values(EVENTS));
+  const SUCCESS_TRIGGERS = new Set(
+    [TRIGGERS.ARCHIVE_COMPLETE, TRIGGERS.RESTORE_COMPLETE].filter(Boolean),
+  );
+  const FAILURE_TRIGGERS = new Set(
+    [TRIGGERS.ARCHIVE_FAILED, TRIGGERS.RESTORE_FAILED].filter(Boolean),
+  );
+  const ARCHIVE_TRIGGERS = new Set(
+    [TRIGGERS.ARCHIVE_COMPLETE, TRIGGERS.ARCHIVE_FAILED].filter(Boolean),
+  );
+  const FINAL_STATES = constants.final_states || DEFAULT_FINAL_STATES;
+  const MAX_COMMENT = Number(constants.max_comment) || 40;
+  const POLL_MS = Math.max(200, Number(config.poll_interval_ms) || 1000);
+  // No frame at all (the server pings) for three ping intervals: the socket is dead, reconnect.
+  const WS_IDLE_MS = 3 * (Number(config.ws_ping_interval_ms) || 30000);
+  const canWrite = Boolean(config.can_write);
+  const csrfMeta = document.querySelector('meta[name="csrf-token"]');
+  const csrfToken = csrfMeta ? csrfMeta.content : "";
+
+  const ui = {
+    alerts: $("ra-alerts"),
+    conn: $("ra-connection"),
+    connText: $("ra-connection-text"),
+    form: $("ra-archive-form"),
+    comment: $("ra-comment"),
+    commentCount: $("ra-comment-count"),
+    archiveBtn: $("ra-archive-btn"),
+    jobCard: $("ra-job"),
+    jobId: $("ra-job-id"),
+    jobStatus: $("ra-job-status"),
+    jobStarted: $("ra-job-started"),
+    jobEnded: $("ra-job-ended"),
+    progress: $("ra-progress"),
+    progressLabel: $("ra-progress-label"),
+    log: $("ra-status-log"),
+    tracePanel: $("ra-trace-panel"),
+    trace: $("ra-trace"),
+    rows: $("ra-archive-rows"),
+    empty: $("ra-empty"),
+    loading: $("ra-loading"),
+    refresh: $("ra-refresh"),
+  };
+
+  const state = {
+    job: null, // the watched job: {id, kind, done, pollTimer, pollDelay, fraction, lastError …}
+    finished: new Set(), // ids of jobs already finished here: never watched again
+    triggers: new Map(), // job id -> outcome, from TRIGGER lines (also of jobs not yet watched)
+    pending: false, // a POST is on its way
+    settling: false, // a job just ended; the list is being refreshed
+    listLoaded: false,
+    listSeq: 0,
+    renderedKey: null, // the archive list as last rendered (JSON)
+    listTimer: null,
+    ws: null,
+    wsAttempts: 0,
+    wsTimer: null,
+    wsIdleTimer: null,
+    failureAlert: null, // a failure alert still waiting for the traceback's last line
+  };
+
+  // ---------------------------------------------------------------- small helpers
+
+  function el(tag, props = {}, children = []) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props)) {
+      if (value === undefined || value === null) continue;
+      if (key === "text") node.textContent = value;
+      else if (key === "className") node.className = value;
+      else if (key === "dataset") Object.assign(node.dataset, value);
+      else node.setAttribute(key, value);
+    }
+    for (const child of children) if (child) node.append(child);
+    return node;
+  }
+
+  /** Return ``url`` if it points at this site over http(s), else null (never javascript:). */
+  function sameOriginUrl(url) {
+    if (!url) return null;
+    try {
+      const parsed = new URL(url, location.href);
+      return parsed.origin === location.origin ? String(url) : null;
+    } catch {
+      return null;
+    }
+  }
+
+  function sleep(ms) {
+    return new Promise((resolve) => setTimeout(resolve, ms));
+  }
+
+  function humanSize(bytes) {
+    const n = Number(bytes);
+    if (!Number.isFinite(n) || n < 0) return "—";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let value = n;
+    let unit = 0;
+    while (value >= 1024 && unit < units.length - 1) {
+      value /= 1024;
+      unit += 1;
+    }
+    if (unit === 0) return `${value} B`;
+    return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+  }
+
+  function localTime(iso) {
+    if (!iso) return "—";
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return String(iso);
+    return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+  }
+
+  function timeNode(iso) {
+    if (!iso) return document.createTextNode("—");
+    return el("time", { datetime: iso, title: `${iso} (UTC)`, text: localTime(iso) });
+  }
+
+  // ---------------------------------------------------------------- alerts
+
+  function clearAlerts() {
+    ui.alerts.replaceChildren();
+  }
+
+  function showAlert(kind, message, code) {
+    const close = el("button", {
+      type: "button",
+      className: "alert-close",
+      "aria-label": "Dismiss",
+      text: "×",
+    });
+    const box = el(
+      "div",
+      {
+        className: `alert alert-${kind}`,
+        role: kind === "error" ? "alert" : "status",
+        dataset: code ? { code } : {},
+      },
+      [el("span", { className: "alert-text", text: message }), close],
+    );
+    close.addEventListener("click", () => box.remove());
+    ui.alerts.append(box);
+    while (ui.alerts.childElementCount > MAX_ALERTS) ui.alerts.firstElementChild.remove();
+    return box;
+  }
+
+  function showApiError(err, context) {
+    const prefix = context ? `${context}: ` : "";
+    const box = showAlert("error", prefix + err.message, err.code);
+    if (err.status === 401) {
+      const next = encodeURIComponent(location.pathname);
+      box.insertBefore(
+        el("a", { href: `/login?next=${next}`, className: "alert-link", text: "Log in again" }),
+        box.lastChild,
+      );
+    }
+  }
+
+  // ---------------------------------------------------------------- HTTP
+
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  async function api(method, url, body) {
+    const headers = { Accept: "application/json" };
+    const init = { method, headers, credentials: "same-origin", cache: "no-store" };
+    if (method !== "GET") {
+      headers["X-CSRFToken"] = csrfToken;
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body || {});
+    }
+    let response;
+    try {
+      response = await fetch(url, init);
+    } catch (err) {
+      throw new ApiError(0, "network", `cannot reach the server (${err.message})`);
+    }
+    let data = null;
+    if ((response.headers.get("Content-Type") || "").includes("json")) {
+      try {
+        data = await response.json();
+      } catch {
+        data = null;
+      }
+    }
+    if (!response.ok) {
+      const error = data && data.error ? data.error : {};
+      const message =
+        error.message ||
+        (response.status === 401
+          ? "your session has expired"
+          : `${response.status} ${response.statusText}`.trim());
+      throw new ApiError(response.status, error.code || String(response.status), message);
+    }
+    return data;
+  }
+
+  // ---------------------------------------------------------------- busy state
+
+  function updateBusy() {
+    const busy = Boolean(state.job) || state.pending || state.settling || !state.listLoaded;
+    root.dataset.busy = String(busy);
+    ui.jobCard.setAttribute("aria-busy", String(Boolean(state.job)));
+    if (ui.archiveBtn) ui.archiveBtn.disabled = busy;
+    for (const button of ui.rows.querySelectorAll("button[data-action]")) {
+      button.disabled = busy;
+    }
+  }
+
+  // ---------------------------------------------------------------- the archive list
+
+  function renderArchives(archives) {
+    ui.loading.hidden = true;
+    ui.empty.hidden = archives.length > 0;
+    const key = JSON.stringify(archives);
+    if (key !== state.renderedKey) {
+      // Re-render only on change, and keep the keyboard focus on the same control.
+      const focused = document.activeElement;
+      const keep = ui.rows.contains(focused) ? { ...focused.dataset } : null;
+      ui.rows.replaceChildren(...archives.map(archiveRow));
+      state.renderedKey = key;
+      if (keep && keep.action) {
+        const again = [...ui.rows.querySelectorAll("[data-action]")].find(
+          (node) => node.dataset.action === keep.action && node.dataset.name === keep.name,
+        );
+        if (again) again.focus();
+      }
+    }
+    updateBusy();
+  }
+
+  function archiveRow(archive) {
+    const name = String(archive.name);
+    const nameCell = el("td", { className: "cell-name", dataset: { label: "Name" } }, [
+      el("span", { className: "mono archive-name", text: name }),
+    ]);
+    if (archive.readable === false) {
+      nameCell.append(
+        " ",
+        el("span", {
+          className: "badge badge-warn",
+          title: archive.error || "",
+          text: "unreadable",
+        }),
+      );
+    }
+    const comment = archive.comment ? String(archive.comment) : "";
+    const actions = el("td", { className: "cell-actions", dataset: { label: "Actions" } });
+    const href = sameOriginUrl(archive.download_url);
+    if (href) {
+      actions.append(
+        el("a", {
+          className: "button button-small",
+          href,
+          download: name,
+          dataset: { action: "download", name },
+          "aria-label": `Download ${name}`,
+          text: "Download",
+        }),
+      );
+    }
+    if (canWrite) {
+      actions.append(
+        el("button", {
+          type: "button",
+          className: "button button-small",
+          dataset: { action: "restore", name },
+          "aria-label": `Restore the run from ${name}`,
+          text: "Restore",
+        }),
+        el("button", {
+          type: "button",
+          className: "button button-small button-danger",
+          dataset: { action: "delete", name },
+          "aria-label": `Delete ${name}`,
+          text: "Delete",
+        }),
+      );
+    }
+    return el("tr", { dataset: { name } }, [
+      nameCell,
+      el("td", {
+        className: comment ? "cell-comment" : "cell-comment muted",
+        dataset: { label: "Comment" },
+        text: comment || "—",
+      }),
+      el("td", {
+        className: "num",
+        dataset: { label: "Size" },
+        title: `${archive.size} bytes`,
+        text: humanSize(archive.size),
+      }),
+      el("td", {
+        className: "num",
+        dataset: { label: "Files" },
+        text: archive.files === undefined ? "—" : String(archive.files),
+      }),
+      el("td", { dataset: { label: "Created" } }, [timeNode(archive.created)]),
+      actions,
+    ]);
+  }
+
+  async function refreshList() {
+    const seq = ++state.listSeq;
+    clearTimeout(state.listTimer);
+    let data;
+    try {
+      data = await api("GET", urls.list);
+    } catch (err) {
+      if (seq !== state.listSeq) return;
+      showApiError(err, "Could not load the archives");
+      if (!state.listLoaded) {
+        ui.loading.textContent = "Could not load the archives; retrying…";
+        state.listTimer = setTimeout(refreshList, LIST_RETRY_MS);
+      }
+      return;
+    }
+    if (seq !== state.listSeq) return; // a newer refresh is on its way
+    state.listLoaded = true;
+    renderArchives(Array.isArray(data.archives) ? data.archives : []);
+    if (data.in_progress && data.job_id && !state.finished.has(data.job_id)) {
+      watchJob(String(data.job_id), null);
+    }
+  }
+
+  function scheduleListRefresh() {
+    clearTimeout(state.listTimer);
+    state.listTimer = setTimeout(refreshList, LIST_DEBOUNCE_MS);
+  }
+
+  // ---------------------------------------------------------------- actions
+
+  async function post(url, body, context) {
+    clearAlerts();
+    state.pending = true;
+    updateBusy();
+    try {
+      return await api("POST", url, body);
+    } catch (err) {
+      showApiError(err, context);
+      // 409: another job holds the run (watch it); 404: the archive is gone (drop its row).
+      if (err.status === 409 || err.status === 404) scheduleListRefresh();
+      return null;
+    } finally {
+      state.pending = false;
+      updateBusy();
+    }
+  }
+
+  async function startArchive(event) {
+    event.preventDefault();
+    if (root.dataset.busy === "true") return;
+    const comment = ui.comment.value.trim();
+    if (comment.length > MAX_COMMENT) {
+      showAlert("error", `The comment is longer than ${MAX_COMMENT} characters.`, "invalid");
+      return;
+    }
+    const data = await post(urls.archive, { comment }, "Could not start the archive");
+    if (!data) return;
+    ui.comment.value = "";
+    updateCounter();
+    watchJob(String(data.job_id), KIND.ARCHIVE);
+  }
+
+  async function restoreArchive(name) {
+    const question =
+      `Restore run ${config.runid} from ${name}?\n\n` +
+      "Every file of the run, except its archives, is replaced by the archive's content.";
+    if (!window.confirm(question)) return;
+    const data = await post(urls.restore, { archive_name: name }, "Could not start the restore");
+    if (data) watchJob(String(data.job_id), KIND.RESTORE);
+  }
+
+  async function deleteArchive(name) {
+    if (!window.confirm(`Delete archive ${name}?\n\nThis cannot be undone.`)) return;
+    const data = await post(urls.delete, { archive_name: name }, "Could not delete the archive");
+    if (!data) return;
+    showAlert("success", `Deleted ${data.deleted || name}.`);
+    await refreshList();
+  }
+
+  function onRowClick(event) {
+    const button = event.target.closest("button[data-action]");
+    if (!button || button.disabled) return;
+    const name = button.dataset.name;
+    if (button.dataset.action === "restore") restoreArchive(name);
+    else if (button.dataset.action === "delete") deleteArchive(name);
+  }
+
+  function updateCounter() {
+    if (ui.commentCount) ui.commentCount.textContent = `${ui.comment.value.length}/${MAX_COMMENT}`;
+  }
+
+  // ---------------------------------------------------------------- the job panel
+
+  function setJobStatus(text, status) {
+    ui.jobStatus.textContent = text;
+    ui.jobStatus.dataset.status = status || text;
+  }
+
+  function resetJobPanel(jobId) {
+    ui.jobId.textContent = jobId;
+    ui.jobId.title = jobId;
+    setJobStatus("queued", "queued");
+    ui.jobStarted.textContent = "—";
+    ui.jobEnded.textContent = "—";
+    ui.progress.value = 0;
+    ui.progress.removeAttribute("data-done");
+    ui.progressLabel.textContent = "Waiting for the worker…";
+    ui.tracePanel.hidden = true;
+    ui.trace.textContent = "";
+  }
+
+  function renderTimes(info) {
+    if (info.started_at) ui.jobStarted.replaceChildren(timeNode(info.started_at));
+    if (info.ended_at) ui.jobEnded.replaceChildren(timeNode(info.ended_at));
+  }
+
+  function renderProgress(p) {
+    const job = state.job;
+    if (!job || !p) return;
+    const filesTotal = Number(p.files_total) || 0;
+    const bytesTotal = Number(p.bytes_total) || 0;
+    let fraction = 0;
+    if (bytesTotal > 0) fraction = Number(p.bytes_done) / bytesTotal;
+    else if (filesTotal > 0) fraction = Number(p.files_done) / filesTotal;
+    fraction = Math.min(1, Math.max(0, fraction));
+    if (fraction < job.fraction) return; // polling can lag the websocket: never move back
+    job.fraction = fraction;
+    job.progressShown = true;
+    ui.progress.value = Math.round(fraction * 1000) / 10;
+    const percent = Math.floor(fraction * 100);
+    ui.progressLabel.textContent =
+      `${p.op ? `${p.op}: ` : ""}${p.files_done}/${filesTotal} files · ` +
+      `${humanSize(p.bytes_done)} of ${humanSize(bytesTotal)} (${percent}%)`;
+  }
+
+  // ---------------------------------------------------------------- watching a job
+
+  function outcomeOfTrigger(trigger) {
+    if (SUCCESS_TRIGGERS.has(trigger)) return { ok: true, trigger };
+    if (FAILURE_TRIGGERS.has(trigger)) return { ok: false, trigger };
+    return null;
+  }
+
+  function outcomeOfStatus(info) {
+    if (info.trigger) {
+      const outcome = outcomeOfTrigger(info.trigger);
+      if (outcome) return outcome;
+    }
+    if (Object.hasOwn(FINAL_STATES, info.status)) {
+      return { ok: Boolean(FINAL_STATES[info.status]), trigger: null };
+    }
+    return null;
+  }
+
+  function watchJob(jobId, kind) {
+    if (state.finished.has(jobId)) return;
+    if (state.job && state.job.id === jobId) return;
+    if (state.job) clearTimeout(state.job.pollTimer);
+    state.job = {
+      id: jobId,
+      kind,
+      done: false,
+      pollTimer: null,
+      pollDelay: POLL_MS,
+      fraction: 0,
+      progressShown: false,
+      lastError: null,
+    };
+    root.dataset.jobId = jobId;
+    resetJobPanel(jobId);
+    updateBusy();
+    const early = state.triggers.get(jobId); // its TRIGGER beat the POST response
+    if (early) {
+      finishJob(jobId, early, "websocket");
+      return;
+    }
+    pollJob(jobId);
+  }
+
+  async function pollJob(jobId) {
+    const job = state.job;
+    if (!job || job.id !== jobId || job.done) return;
+    try {
+      const info = await api("GET", urls.jobstatus + encodeURIComponent(jobId));
+      if (state.job !== job || job.done) return;
+      job.pollDelay = POLL_MS;
+      if (!job.kind && info.kind) job.kind = info.kind;
+      setJobStatus(info.status || "unknown");
+      renderTimes(info);
+      renderProgress(info.progress);
+      const outcome = outcomeOfStatus(info);
+      if (outcome) {
+        finishJob(jobId, outcome, "polling", info);
+        return;
+      }
+    } catch (err) {
+      if (state.job !== job || job.done) return;
+      if (err.status === 404) {
+        finishJob(jobId, { ok: null, trigger: null }, "polling");
+        return;
+      }
+      if (err.status === 401 || err.status === 403) {
+        showApiError(err, "Cannot follow the job");
+        return;
+      }
+      job.pollDelay = Math.min(job.pollDelay * 2, POLL_MAX_MS); // server busy or unreachable
+    }
+    job.pollTimer = setTimeout(() => pollJob(jobId), job.pollDelay);
+  }
+
+  /** End the watched job once, whoever reports it first (websocket TRIGGER or polling). */
+  function finishJob(jobId, outcome, via, info) {
+    const job = state.job;
+    if (!job || job.id !== jobId || job.done) return false;
+    job.done = true;
+    clearTimeout(job.pollTimer);
+    state.finished.add(jobId);
+    state.job = null;
+    const isArchive = outcome.trigger
+      ? ARCHIVE_TRIGGERS.has(outcome.trigger)
+      : job.kind !== KIND.RESTORE;
+    const what = isArchive ? "Archive" : "Restore";
+    root.dataset.lastOutcome = outcome.ok === null ? "unknown" : outcome.ok ? "ok" : "failed";
+    root.dataset.lastFinishedVia = via;
+    if (outcome.ok) {
+      job.fraction = 1;
+      ui.progress.value = 100;
+      ui.progress.dataset.done = "true";
+      if (!job.progressShown) ui.progressLabel.textContent = "Done";
+      setJobStatus(isArchive ? "archive complete" : "restore complete", "finished");
+      showAlert("success", isArchive ? "Archive created." : "Restore complete.");
+    } else if (outcome.ok === false) {
+      setJobStatus(isArchive ? "archive failed" : "restore failed", "failed");
+      if (job.fraction === 0) ui.progressLabel.textContent = "Failed before any progress";
+      const box = showAlert("error", `${what} failed${job.lastError ? `: ${job.lastError}` : "."}`);
+      box.dataset.code = "job_failed";
+      state.failureAlert = job.lastError ? null : box;
+    } else {
+      setJobStatus("unknown", "unknown");
+      ui.progressLabel.textContent = "—";
+      showAlert("info", "The server no longer knows this job; the list shows the current state.");
+    }
+    if (outcome.ok === false) loadTrace(jobId);
+    else settleTimes(jobId, info);
+    // Stay busy until the list shows the job's result (or a job someone started meanwhile).
+    state.settling = true;
+    updateBusy();
+    refreshList().finally(() => {
+      state.settling = false;
+      updateBusy();
+    });
+    document.dispatchEvent(
+      new CustomEvent("ra:jobfinished", {
+        detail: { jobId, ok: outcome.ok, trigger: outcome.trigger, via },
+      }),
+    );
+    return true;
+  }
+
+  /** Show the job's times; the end time is recorded just after the trigger, so retry. */
+  async function settleTimes(jobId, known) {
+    let info = known;
+    for (let attempt = 0; attempt <= TRACE_RETRIES; attempt += 1) {
+      if (!info) {
+        try {
+          info = await api("GET", urls.jobstatus + encodeURIComponent(jobId));
+        } catch {
+          return; // the times are a nicety; the outcome is already shown
+        }
+      }
+      if (state.job || ui.jobId.textContent !== jobId) return; // another job took the panel
+      renderTimes(info);
+      if (info.ended_at) return;
+      info = null;
+      await sleep(TRACE_RETRY_MS);
+    }
+  }
+
+  async function loadTrace(jobId) {
+    ui.tracePanel.hidden = false;
+    ui.trace.textContent = "Loading the stack trace…";
+    for (let attempt = 0; attempt < TRACE_RETRIES; attempt += 1) {
+      let info;
+      try {
+        info = await api("GET", urls.jobinfo + encodeURIComponent(jobId));
+      } catch (err) {
+        ui.trace.textContent =
+          err.status === 403
+            ? "Only the run's owners can see the stack trace."
+            : `Could not load the stack trace: ${err.message}`;
+        return;
+      }
+      if (ui.jobId.textContent !== jobId) return; // another job took the panel
+      renderTimes(info);
+      if (info.exc_info) {
+        ui.trace.textContent = info.exc_info;
+        const last = info.exc_info.trim().split("\n").pop();
+        if (state.failureAlert && last) {
+          state.failureAlert.querySelector(".alert-text").textContent += ` ${last}`;
+          state.failureAlert = null;
+        }
+        ui.tracePanel.dataset.jobId = jobId;
+        return;
+      }
+      // The trigger is published before RQ stores the traceback: give it a moment.
+      if (!Object.hasOwn(FINAL_STATES, info.status) || attempt < 4) {
+        await sleep(TRACE_RETRY_MS);
+        continue;
+      }
+      break;
+    }
+    ui.trace.textContent = "No stack trace was recorded for this job.";
+  }
+
+  // ---------------------------------------------------------------- status lines
+
+  const JOB_LINE = /^rq:(\S+) ([A-Z]+) +(.*)$/;
+  const TRIGGER_REST = /^\S+ ([A-Z_]+)$/;
+  const PROGRESS_REST = /^(\w+) (\d+)\/(\d+) files (\d+)\/(\d+) bytes$/;
+
+  /** Parse a status line like runarchive.jobs.status.parse_line. */
+  function parseLine(text) {
+    const match = JOB_LINE.exec(text);
+    if (!match || !EVENT_NAMES.has(match[2])) return { text };
+    const [, jobId, event, rest] = match;
+    if (event === EVENTS.TRIGGER) {
+      const trig = TRIGGER_REST.exec(rest);
+      return trig ? { text, jobId, event, trigger: trig[1] } : { text };
+    }
+    if (event === EVENTS.PROGRESS) {
+      const prog = PROGRESS_REST.exec(rest);
+      if (!prog) return { text };
+      const [, op, fd, ft, bd, bt] = prog;
+      const progress = {
+        op,
+        files_done: Number(fd),
+        files_total: Number(ft),
+        bytes_done: Number(bd),
+        bytes_total: Number(bt),
+      };
+      return { text, jobId, event, progress };
+    }
+    return { text, jobId, event, call: rest };
+  }
+
+  function lineClass(line) {
+    if (line.event === EVENTS.TRIGGER) return "line line-trigger";
+    if (line.event === EVENTS.PROGRESS) return "line line-progress";
+    if (line.event === EVENTS.EXCEPTION || line.text.startsWith(LINE_PREFIX.ERROR)) {
+      return "line line-error";
+    }
+    if (line.event) return "line line-event";
+    return "line";
+  }
+
+  function appendLog(line) {
+    const log = ui.log;
+    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 24;
+    log.append(el("div", { className: lineClass(line), text: line.text }));
+    while (log.childElementCount > MAX_LOG_LINES) log.firstElementChild.remove();
+    if (atBottom) log.scrollTop = log.scrollHeight; // follow unless the user scrolled up
+  }
+
+  function handleLine(text) {
+    const line = parseLine(text);
+    appendLog(line);
+    const job = state.job;
+    const current = job && line.jobId === job.id;
+    if (!line.event) {
+      if (job && text.startsWith(LINE_PREFIX.ERROR)) {
+        job.lastError = text.slice(LINE_PREFIX.ERROR.length);
+      }
+      if (text.startsWith(LINE_PREFIX.DELETED)) scheduleListRefresh();
+      return;
+    }
+    if (line.event === EVENTS.PROGRESS) {
+      if (current) renderProgress(line.progress);
+    } else if (line.event === EVENTS.TRIGGER) {
+      const outcome = outcomeOfTrigger(line.trigger);
+      if (!outcome) return;
+      state.triggers.set(line.jobId, outcome);
+      if (current) finishJob(line.jobId, outcome, "websocket");
+      else if (!state.finished.has(line.jobId)) scheduleListRefresh();
+    } else if (line.event === EVENTS.STARTED) {
+      if (current) setJobStatus("started");
+      else if (!state.finished.has(line.jobId) && !state.triggers.has(line.jobId)) {
+        scheduleListRefresh(); // someone else started a job on this run: watch it too
+      }
+    } else if (line.event === EVENTS.ENQUEUED && !current) {
+      if (!state.finished.has(line.jobId) && !state.triggers.has(line.jobId)) {
+        scheduleListRefresh();
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- websocket
+
+  function setConnection(mode, text) {
+    if (root.dataset.ws === mode && ui.connText.textContent === text) return; // no re-announce
+    root.dataset.ws = mode;
+    ui.conn.dataset.state = mode;
+    ui.connText.textContent = text;
+  }
+
+  /** The socket URL from a path or an absolute http(s)/ws(s) URL, secure when the page is. */
+  function wsUrl() {
+    const url = new URL(urls.ws, location.href);
+    const secure = location.protocol === "https:" || url.protocol === "https:";
+    url.protocol = secure || url.protocol === "wss:" ? "wss:" : "ws:";
+    return url.href;
+  }
+
+  function armIdle(ws) {
+    clearTimeout(state.wsIdleTimer);
+    state.wsIdleTimer = setTimeout(() => ws.close(), WS_IDLE_MS);
+  }
+
+  function connectSocket() {
+    clearTimeout(state.wsTimer);
+    if (!urls.ws || !("WebSocket" in window)) {
+      setConnection("polling", "Polling");
+      return;
+    }
+    let ws;
+    try {
+      ws = new WebSocket(wsUrl());
+    } catch {
+      scheduleReconnect();
+      return;
+    }
+    state.ws = ws;
+    let openedAt = 0;
+    if (root.dataset.ws !== "live") setConnection("connecting", "Connecting…");
+    ws.addEventListener("open", () => {
+      openedAt = Date.now();
+      ui.log.replaceChildren(); // the server replays the recent lines on connect
+      setConnection("live", "Live");
+      armIdle(ws);
+    });
+    ws.addEventListener("message", (event) => {
+      armIdle(ws);
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (frame.type === FRAME.STATUS) handleLine(String(frame.data));
+      else if (frame.type === FRAME.PING) ws.send(JSON.stringify({ type: FRAME.PONG }));
+      else if (frame.type === FRAME.HANGUP) ws.close();
+    });
+    ws.addEventListener("close", () => {
+      if (state.ws !== ws) return;
+      state.ws = null;
+      clearTimeout(state.wsIdleTimer);
+      if (openedAt && Date.now() - openedAt >= WS_STABLE_MS) state.wsAttempts = 0;
+      scheduleReconnect();
+    });
+  }
+
+  function scheduleReconnect() {
+    const ceiling = Math.min(WS_BACKOFF_MAX_MS, WS_BACKOFF_BASE_MS * 2 ** state.wsAttempts);
+    const delay = ceiling / 2 + Math.random() * (ceiling / 2); // "equal jitter"
+    state.wsAttempts += 1;
+    setConnection("polling", "Polling (live updates reconnecting)");
+    state.wsTimer = setTimeout(connectSocket, delay);
+  }
+
+  // ---------------------------------------------------------------- start
+
+  if (ui.form) {
+    ui.comment.maxLength = MAX_COMMENT;
+    ui.comment.addEventListener("input", updateCounter);
+    ui.form.addEventListener("submit", startArchive);
+    updateCounter();
+  }
+  ui.rows.addEventListener("click", onRowClick);
+  ui.refresh.addEventListener("click", () => refreshList());
+  window.addEventListener("pagehide", () => {
+    clearTimeout(state.wsTimer);
+    const ws = state.ws;
+    state.ws = null; // a deliberate close: no reconnect
+    if (ws) ws.close();
+  });
+  window.addEventListener("pageshow", (event) => {
+    if (!event.persisted) return; // back from the back/forward cache: catch up
+    connectSocket();
+    refreshList();
+  });
+  connectSocket();
+  refreshList();
+})();

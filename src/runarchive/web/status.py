@@ -1,0 +1,198 @@
+"""``WS /status/<runid>:archive``: a run's status lines, live, over a websocket (flask-sock).
+
+Before the upgrade (plain HTTP answers, so a refused page falls back to polling):
+
+* the ``Origin``, when sent, must be this site (no cross-site websocket hijacking) — else 403;
+* the read rule of ``access.py`` — 400/401/403/404 like the JSON routes;
+* Redis must be reachable — else 503;
+* the process must be under its socket cap (``RUNARCHIVE_WS_MAX_SOCKETS``) — else 503
+  ``too_many_sockets``. Each open socket holds one server thread; the cap keeps threads free
+  for HTTP.
+
+After the upgrade the server sends text frames of JSON:
+
+* ``{"type": "status", "data": "<line>"}`` — first the retained recent lines (replay), then
+  each new line as it is published;
+* ``{"type": "ping"}`` every ``RUNARCHIVE_WS_PING_INTERVAL`` seconds; the client answers
+  ``{"type": "pong"}``. A peer silent for three intervals is considered dead and dropped;
+* ``{"type": "hangup"}`` before the server closes (shutdown, Redis lost, a peer too slow to
+  keep up). The client reconnects with backoff, or polls.
+
+Lines come from the process's single Redis subscription (``relay.py``); a socket never opens
+its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import struct
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from flask import Blueprint, Flask, current_app, g, request
+from flask_sock import Sock  # type: ignore[import-untyped]
+
+from runarchive.jobs.keys import Keys
+
+from . import access
+from .db import db
+from .deployment import Deployment, jobs
+from .errors import Forbidden, SocketsFull
+from .relay import Relay, Subscriber
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("status", __name__)
+sock = Sock()
+RELAY = "runarchive.relay"
+SUBSCRIBE_TIMEOUT = 5.0
+SEND_TIMEOUT = 10
+DEAD_AFTER_PINGS = 3
+
+
+def relay() -> Relay:
+    """Return the current app's relay."""
+    found: Relay = current_app.extensions[RELAY]
+    return found
+
+
+def _is_upgrade() -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+def _check_origin() -> None:
+    origin = request.headers.get("Origin")
+    if origin is None:  # not a browser: scripts authenticate with a token
+        return
+    if urlsplit(origin).netloc.lower() != request.host.lower():
+        raise Forbidden("Cross-origin websocket refused.")
+
+
+@bp.before_request
+def _admit() -> None:
+    """Refuse before upgrading: origin, read access, Redis, socket cap."""
+    if not _is_upgrade() or request.view_args is None:
+        return  # routing answers a plain GET with 400 (this URL is a websocket)
+    _check_origin()
+    access.require_read(str(request.view_args["runid"]))
+    jobs().clients.ping()  # 503 now, not a socket that never gets a line, when Redis is down
+    if not relay().reserve():
+        raise SocketsFull(
+            "Too many live connections on this server; the page will poll for status instead."
+        )
+    g.socket_reserved = True
+
+
+@bp.teardown_request
+def _release(exc: BaseException | None) -> None:
+    if g.pop("socket_reserved", False):
+        relay().release()
+
+
+def archive_stream(ws: Any, runid: str) -> None:
+    """Relay run ``runid``'s status lines to one websocket (see the module doc)."""
+    db().remove()  # hold no database connection for the life of the socket
+    interval = float(current_app.config["WS_PING_INTERVAL"])
+    sub = relay().join(Keys.status_channel(runid))
+    try:
+        Session(ws, sub, interval).serve(lambda: jobs().stream(runid).recent())
+    except OSError as exc:  # reset, or a send timed out on a peer that stopped reading
+        log.info("websocket of %s lost: %s", runid, exc)
+    finally:
+        relay().leave(sub)
+
+
+sock.route("/status/<runid>:archive", bp=bp)(archive_stream)
+
+
+class Session:
+    """One socket's conversation: replay, live lines, heartbeat, goodbye."""
+
+    def __init__(self, ws: Any, sub: Subscriber, ping_interval: float) -> None:
+        self.ws = ws
+        self.sub = sub
+        self.ping_interval = ping_interval
+        self.last_heard = time.monotonic()
+        _limit_send_time(ws)
+
+    def send(self, frame: dict[str, str]) -> None:
+        """Send one JSON frame (raises when the peer is gone)."""
+        self.ws.send(json.dumps(frame, separators=(",", ":")))
+
+    def serve(self, recent: Any) -> None:
+        """Run the conversation until the peer leaves or the server hangs up."""
+        if not self.sub.ready.wait(SUBSCRIBE_TIMEOUT) or self.sub.hangup is not None:
+            self._goodbye()
+            return
+        try:
+            replay: list[str] = recent()
+        except redis.exceptions.RedisError:
+            self._goodbye()
+            return
+        for line in replay + _after_replay(replay, self.sub.drain()):
+            self.send({"type": "status", "data": line})
+        self._live()
+
+    def _live(self) -> None:
+        self.last_heard = time.monotonic()
+        next_ping = self.last_heard + self.ping_interval
+        while self.sub.hangup is None:
+            self._read_client()
+            if not self.ws.connected:
+                return
+            now = time.monotonic()
+            if now - self.last_heard > DEAD_AFTER_PINGS * self.ping_interval:
+                log.info("dropping silent websocket of %s", self.sub.channel)
+                self._goodbye()
+                return
+            if now >= next_ping:
+                self.send({"type": "ping"})
+                next_ping = now + self.ping_interval
+            line = self.sub.get(timeout=max(0.05, min(0.5, next_ping - now)))
+            if line is not None:
+                self.send({"type": "status", "data": line})
+        self._goodbye()
+
+    def _read_client(self) -> None:
+        while True:
+            message = self.ws.receive(timeout=0)
+            if message is None:
+                return
+            self.last_heard = time.monotonic()  # any frame proves the peer alive (pong, too)
+
+    def _goodbye(self) -> None:
+        try:
+            self.send({"type": "hangup"})
+        except Exception:
+            log.debug("peer gone before hangup", exc_info=True)
+
+
+def _after_replay(replay: list[str], early: list[str]) -> list[str]:
+    """Drop the lines that arrived live while replaying and are already the replay's tail."""
+    for k in range(min(len(replay), len(early)), 0, -1):
+        if early[:k] == replay[-k:]:
+            return early[k:]
+    return early
+
+
+def _limit_send_time(ws: Any) -> None:
+    """Make a send to a peer that stopped reading fail after SEND_TIMEOUT s, not hang."""
+    raw = getattr(ws, "sock", None)
+    if raw is None:
+        return
+    try:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_TIMEOUT, 0))
+    except (OSError, AttributeError):
+        log.debug("could not set a send timeout on the websocket", exc_info=True)
+
+
+def init_app(app: Flask, dep: Deployment, max_sockets: int) -> Relay:
+    """Register the status blueprint and the process's relay on ``app``."""
+    hub = Relay(lambda: dep.context().settings.redis_url or "", max_sockets=max_sockets)
+    app.extensions[RELAY] = hub
+    app.register_blueprint(bp)
+    return hub

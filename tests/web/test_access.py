@@ -1,0 +1,122 @@
+"""The access matrix: every route × anonymous, another user, the owner, an admin × private/public.
+
+Read routes (dashboard, list, download, job status, status websocket) are open to owners,
+admins and — on a run holding a ``PUBLIC`` file — everybody. Write routes (archive, restore,
+delete, job info) are for owners and admins only, public or not. Each case checks the answer
+and what is stored: a refused write leaves no job and no change on disk.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from runarchive.jobs import enqueue_archive, running_job
+from tests.web.webutil import WS_HEADERS, Browser, Run, WebEnv
+
+READ_ROUTES = ("dashboard", "list", "download", "jobstatus", "websocket")
+WRITE_ROUTES = ("archive", "restore", "delete", "jobinfo")
+ROLES = ("anonymous", "other", "owner", "admin")
+
+
+def call(web: WebEnv, browser: Browser, route: str, run: Run, job_id: str | None) -> Any:
+    base = f"/runs/{run.runid}"
+    if route == "dashboard":
+        return browser.get(f"{base}/archive")
+    if route == "list":
+        return browser.get(f"{base}/archive/list")
+    if route == "download":
+        return browser.get(f"{base}/archive/download/{run.archive}")
+    if route == "jobstatus":
+        return browser.get(f"/rq/api/jobstatus/{job_id}")
+    if route == "jobinfo":
+        return browser.get(f"/rq/api/jobinfo/{job_id}")
+    if route == "websocket":
+        return browser.get(f"/status/{run.runid}:archive", headers=WS_HEADERS)
+    if route == "archive":
+        return browser.post(f"{base}/rq/api/archive", json={"comment": "matrix"})
+    if route == "restore":
+        return browser.post(f"{base}/rq/api/restore-archive", json={"archive_name": run.archive})
+    assert route == "delete"
+    return browser.post(f"{base}/rq/api/delete-archive", json={"archive_name": run.archive})
+
+
+def allowed(route: str, role: str, public: bool) -> bool:
+    if role in ("owner", "admin"):
+        return True
+    return route in READ_ROUTES and public
+
+
+def ok_status(route: str) -> int:
+    return {"archive": 202, "restore": 202}.get(route, 200)
+
+
+@pytest.mark.parametrize("public", [False, True], ids=["private", "public"])
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("route", READ_ROUTES + WRITE_ROUTES)
+def test_access_matrix(web: WebEnv, route: str, role: str, public: bool) -> None:
+    run = web.new_run(public=public)
+    job_id = None
+    if route in ("jobstatus", "jobinfo"):
+        job_id = enqueue_archive(web.ctx, run.runid, "queued")
+    response = call(web, web.as_role(role), route, run, job_id)
+    response.close()  # a download's file handle
+    archive_file = run.path / "archives" / str(run.archive)
+
+    if route == "websocket" and allowed(route, role, public):
+        # Admission passed; the test client cannot complete an upgrade (see test_status.py).
+        assert response.status_code not in (401, 403, 404)
+        return
+    if allowed(route, role, public):
+        assert response.status_code == ok_status(route), response.get_data(as_text=True)
+        if route in ("archive", "restore"):
+            slot = running_job(web.ctx, run.runid)
+            assert slot is not None and slot.job_id == response.get_json()["job_id"]
+        if route == "delete":
+            assert not archive_file.exists()
+        if route == "jobinfo":
+            assert "exc_info" in response.get_json()
+        return
+
+    expected = 401 if role == "anonymous" else 403
+    if route == "dashboard" and role == "anonymous":
+        assert response.status_code == 302
+        assert response.headers["Location"].startswith("/login?next=")
+    else:
+        assert response.status_code == expected, response.get_data(as_text=True)
+        if route != "dashboard":
+            assert response.get_json()["error"]["code"] in ("unauthorized", "forbidden")
+    assert archive_file.is_file()  # nothing was deleted
+    slot = running_job(web.ctx, run.runid)
+    assert (slot.job_id if slot else None) == job_id  # no job was started
+
+
+@pytest.mark.parametrize("role", ["other", "owner", "admin"])
+def test_api_tokens_get_the_same_answers_as_sessions(web: WebEnv, role: str) -> None:
+    run = web.new_run()
+    client = web.token_client(role)
+    expected_read = 403 if role == "other" else 200
+    assert client.get(f"/runs/{run.runid}/archive/list").status_code == expected_read
+    response = client.post(f"/runs/{run.runid}/rq/api/archive", json={"comment": "via token"})
+    assert response.status_code == (403 if role == "other" else 202)
+
+
+def test_unknown_run_is_404_for_an_admin_and_403_for_others(web: WebEnv) -> None:
+    for route in ("list", "dashboard"):
+        path = "/runs/no-such-run/archive" + ("/list" if route == "list" else "")
+        assert web.as_role("admin").get(path).status_code == 404
+        assert web.as_role("other").get(path).status_code == 403
+    posted = web.as_role("admin").post("/runs/no-such-run/rq/api/archive", json={"comment": None})
+    assert posted.status_code == 404
+    assert posted.get_json()["error"]["code"] == "not_found"
+
+
+def test_index_lists_only_the_users_own_runs(web: WebEnv) -> None:
+    mine = web.new_run()
+    public = web.new_run(public=True, owner="root")
+    page = web.as_role("owner").get("/").get_data(as_text=True)
+    assert mine.runid in page
+    assert f"/runs/{mine.runid}/archive" in page
+    assert public.runid not in page
+    assert mine.runid not in web.as_role("other").get("/").get_data(as_text=True)

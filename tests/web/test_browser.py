@@ -1,0 +1,869 @@
+"""End to end in a real browser: the archive dashboard against `runarchive serve` and its worker.
+
+The session starts the real service as a subprocess (``runarchive serve`` with no Redis URL, so
+it runs an embedded valkey and a local worker) on a free port, with a temporary data dir and
+runs root, creates accounts with the CLI, and drives Debian's Chromium through Playwright (the
+Python package only; the browser comes from apt, installed here when missing). Every test makes
+its own run with a unique id, so tests share the service but never each other's archives.
+
+The page is observed, never altered: an init script records the ``ra:jobfinished`` events the
+dashboard dispatches and every value the progress bar takes. Assertions look at what a user
+sees (rows, texts, enabled buttons) and at the files on disk.
+
+Screenshots go to a temporary folder; with ``RUNARCHIVE_UPDATE_SCREENSHOTS=1`` they replace
+``docs/screenshots/dashboard.png`` and ``dashboard-phone.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Locator,
+    Page,
+    expect,
+    sync_playwright,
+)
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from runarchive.core import create_archive
+from runarchive.demo import generate_run
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "correct horse battery staple"
+# Most scenarios act as the admin, so that no run needs a (slow, CLI) grant; alice owns the
+# runs granted to her, bob only reads public runs.
+USERS = {"admin": ["--admin"], "alice": [], "bob": []}
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "docs" / "screenshots"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+JOB_TIMEOUT_MS = 60_000
+PING_INTERVAL = 1  # seconds between the server's pings (20 by default)
+ARCHIVE_NAME = re.compile(r"^(?P<runid>[\w.;-]+)\.(?P<stamp>\d{8}T\d{6}Z)(?:-\d+)?\.zip$")
+
+# Records what the dashboard reports, without changing it: its ra:jobfinished events and every
+# value given to a <progress> element.
+PROBE_JS = """
+(() => {
+  const ra = (window.__ra = { finished: [], progress: [] });
+  document.addEventListener("ra:jobfinished", (event) => ra.finished.push(event.detail));
+  const value = Object.getOwnPropertyDescriptor(HTMLProgressElement.prototype, "value");
+  Object.defineProperty(HTMLProgressElement.prototype, "value", {
+    configurable: true,
+    enumerable: value.enumerable,
+    get() { return value.get.call(this); },
+    set(v) { ra.progress.push(Number(v)); value.set.call(this, v); },
+  });
+})();
+"""
+
+
+# ------------------------------------------------------------------------- the service
+
+
+def _runarchive() -> list[str]:
+    script = Path(sys.executable).with_name("runarchive")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "runarchive"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Service:
+    """A running ``runarchive serve`` and the folders it was given."""
+
+    url: str
+    data_dir: Path
+    runs_root: Path
+    log: Path
+    env: dict[str, str]
+
+    def cli(self, *args: str, stdin: str | None = None) -> str:
+        """Run ``runarchive ARGS --data-dir DATA`` against the service's database."""
+        done = subprocess.run(
+            [*_runarchive(), *args, "--data-dir", str(self.data_dir)],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
+        )
+        assert done.returncode == 0, f"runarchive {' '.join(args)}: {done.stdout}{done.stderr}"
+        return done.stdout
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _wait_healthy(service: Service, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"runarchive serve exited with {proc.returncode}:\n{service.log_tail()}")
+        with (
+            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+            urllib.request.urlopen(f"{service.url}/healthz", timeout=2) as response,
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.25)
+    pytest.fail(f"runarchive serve did not become healthy:\n{service.log_tail()}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop serve (it stops its valkey and worker), then anything left in its process group."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the group we created for serve, nothing else
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    base = tmp_path_factory.mktemp("web")
+    data_dir, runs_root = base / "data", base / "runs"
+    runs_root.mkdir()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"REDIS_URL", "RUNARCHIVE_DATABASE_URL", "RUNARCHIVE_RUNS_ROOT"}
+    }
+    env["SECRET_KEY"] = secrets.token_hex(32)
+    env["RUNARCHIVE_WS_PING_INTERVAL"] = str(PING_INTERVAL)  # silent for 3 pings: dropped
+    port = _free_port()
+    service = Service(f"http://127.0.0.1:{port}", data_dir, runs_root, base / "serve.log", env)
+    command = [
+        *_runarchive(),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--runs-root",
+        str(runs_root),
+    ]
+    with service.log.open("wb") as log:
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        _wait_healthy(service, proc)
+        with ThreadPoolExecutor() as pool:  # each CLI start costs seconds: overlap them
+            added = [
+                pool.submit(
+                    service.cli, "users", "add", user, *flags, "--password-stdin", stdin=PASSWORD
+                )
+                for user, flags in USERS.items()
+            ]
+            for future in added:
+                future.result()
+        yield service
+    finally:
+        _stop(proc)
+
+
+# ------------------------------------------------------------------------- the browser
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium, installed with apt when missing (a fresh CI machine)."""
+    if not CHROMIUM.exists():
+        if shutil.which("apt-get") is None or os.geteuid() != 0:
+            pytest.fail(f"{CHROMIUM} is missing and cannot be installed (needs apt-get as root)")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for step in (["update", "-qq"], ["install", "-y", "-qq", "chromium"]):
+            done = subprocess.run(
+                ["apt-get", *step], env=env, capture_output=True, text=True, timeout=900
+            )
+            assert done.returncode == 0, f"apt-get {step[0]} failed:\n{done.stderr[-3000:]}"
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def browser(chromium: Path) -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@dataclass
+class Browsing:
+    """A browser context on the service plus the page errors seen in it."""
+
+    context: BrowserContext
+    errors: list[str]
+
+    def new_page(self) -> Page:
+        page = self.context.new_page()
+        page.set_default_timeout(15_000)
+        page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
+        page.on(
+            "console",
+            lambda msg: (
+                self.errors.append(f"console: {msg.text}")
+                if msg.type == "error" and "Content Security Policy" in msg.text
+                else None
+            ),
+        )
+        return page
+
+
+def log_in(page: Page, user: str) -> None:
+    """Log in through the login form."""
+    page.goto("/login")
+    page.fill("#username", user)
+    page.fill("#password", PASSWORD)
+    with page.expect_navigation():
+        page.click("form[action='/login'] button[type=submit]")
+    expect(page.locator("[data-testid=user-name]")).to_contain_text(user)
+
+
+@pytest.fixture(scope="session")
+def sessions(browser: Browser, service: Service) -> Callable[[str], Any]:
+    """Log each user in once through the form and keep the cookies for later contexts."""
+    states: dict[str, Any] = {}
+
+    def state_of(user: str) -> Any:
+        if user not in states:
+            context = browser.new_context(base_url=service.url)
+            try:
+                log_in(context.new_page(), user)
+                states[user] = context.storage_state()
+            finally:
+                context.close()
+        return states[user]
+
+    return state_of
+
+
+@pytest.fixture
+def browsing(
+    browser: Browser, service: Service, sessions: Callable[[str], Any]
+) -> Iterator[Callable[..., Browsing]]:
+    """Open browser contexts, logged in as ``user`` or anonymous; check no page broke."""
+    opened: list[Browsing] = []
+
+    def open_context(user: str | None, viewport: dict[str, int] = DESKTOP) -> Browsing:
+        context = browser.new_context(
+            base_url=service.url,
+            viewport=viewport,
+            accept_downloads=True,
+            storage_state=sessions(user) if user else None,
+        )
+        context.add_init_script(script=PROBE_JS)
+        opened.append(Browsing(context, []))
+        return opened[-1]
+
+    yield open_context
+    for item in opened:
+        item.context.close()
+    errors = [error for item in opened for error in item.errors]
+    assert errors == [], "the page raised errors or broke its CSP"
+
+
+@pytest.fixture
+def page(browsing: Callable[..., Browsing]) -> Page:
+    """A page of the admin, who may write every run."""
+    return browsing("admin").new_page()
+
+
+# ------------------------------------------------------------------------- runs and pages
+
+
+@pytest.fixture
+def make_run(service: Service) -> Iterator[Callable[..., Path]]:
+    """Generate a run with a unique id under the runs root, granted to ``owner`` if given."""
+
+    made: list[Path] = []
+
+    def make(
+        *,
+        owner: str | None = None,
+        public: bool = False,
+        target_bytes: int = 2 * 2**20,
+        files: int = 120,
+    ) -> Path:
+        runid = f"web-{uuid.uuid4().hex[:10]}"
+        path = service.runs_root / runid
+        made.append(path)
+        generate_run(path, seed=1, target_bytes=target_bytes, files=files)
+        if owner is not None:
+            service.cli("runs", "grant", runid, owner)
+        if public:
+            (path / "PUBLIC").touch()
+        return path
+
+    yield make
+    for path in made:  # some runs are hundreds of MB
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def run(make_run: Callable[..., Path]) -> Path:
+    return make_run()
+
+
+class Dashboard:
+    """The archive dashboard of one run, as a user drives it."""
+
+    def __init__(self, page: Page, run: Path) -> None:
+        self.page = page
+        self.run = run
+        self.runid = run.name
+        self.root = page.locator("#ra-dashboard")
+        self.rows = page.locator("#ra-archive-rows tr")
+        self.log = page.locator("#ra-status-log")
+        self.archive_button = page.locator("#ra-archive-btn")
+
+    def open(self) -> Dashboard:
+        self.page.goto(f"/runs/{self.runid}/archive")
+        self.wait_idle()
+        return self
+
+    def wait_idle(self) -> None:
+        expect(self.root).to_have_attribute("data-busy", "false", timeout=JOB_TIMEOUT_MS)
+
+    def wait_live(self) -> None:
+        expect(self.root).to_have_attribute("data-ws", "live")
+
+    def finished(self) -> list[dict[str, Any]]:
+        return list(self.page.evaluate("window.__ra.finished"))
+
+    def progress_values(self) -> list[float]:
+        return [float(v) for v in self.page.evaluate("window.__ra.progress")]
+
+    def wait_finished(self, count: int) -> dict[str, Any]:
+        """Wait for the ``count``-th finished job of this page and return its event."""
+        try:
+            self.page.wait_for_function(
+                "n => window.__ra.finished.length >= n", arg=count, timeout=JOB_TIMEOUT_MS
+            )
+        except PlaywrightTimeout:
+            lines = "\n".join(self.log_lines()[-30:])
+            raise AssertionError(f"job {count} did not finish; status lines:\n{lines}") from None
+        return self.finished()[count - 1]
+
+    def start_archive(self, comment: str) -> None:
+        self.page.fill("#ra-comment", comment)
+        self.archive_button.click()
+
+    def archive(self, comment: str = "") -> str:
+        """Archive through the page; return the new archive's name."""
+        before = set(self.names())
+        count = len(self.finished()) + 1
+        self.start_archive(comment)
+        event = self.wait_finished(count)
+        assert event["ok"] is True, event
+        self.wait_idle()
+        expect(self.rows).to_have_count(len(before) + 1)
+        (name,) = set(self.names()) - before
+        return name
+
+    def names(self) -> list[str]:
+        return [str(n) for n in self.rows.evaluate_all("rows => rows.map(r => r.dataset.name)")]
+
+    def row(self, name: str) -> Locator:
+        return self.page.locator(f'#ra-archive-rows tr[data-name="{name}"]')
+
+    def log_lines(self) -> list[str]:
+        return [str(t) for t in self.log.locator(".line").all_inner_texts()]
+
+
+def _count(lines: list[str], needle: str) -> int:
+    return sum(needle in line for line in lines)
+
+
+# ------------------------------------------------------------------------- scenarios
+
+
+def test_logging_in_leads_to_the_runs_and_then_the_dashboard(
+    browsing: Callable[..., Browsing], make_run: Callable[..., Path]
+) -> None:
+    run = make_run(owner="alice")
+    page = browsing(None).new_page()
+    page.goto(f"/runs/{run.name}/archive")
+    expect(page).to_have_url(re.compile(r"/login"))  # anonymous: sent to log in first
+    expect(page.locator("#username")).to_be_focused()
+
+    page.fill("#username", "alice")
+    page.fill("#password", "not the password")
+    with page.expect_navigation():
+        page.click("form[action='/login'] button[type=submit]")
+    expect(page.locator("#login-error")).to_be_visible()
+    expect(page.locator("[data-testid=user-name]")).to_have_count(0)
+
+    page.fill("#username", "alice")
+    page.fill("#password", PASSWORD)
+    with page.expect_navigation():
+        page.click("form[action='/login'] button[type=submit]")
+    expect(page.locator("[data-testid=user-name]")).to_contain_text("alice")
+    expect(page.locator("h1")).to_contain_text(run.name)  # back where the user was going
+
+    page.goto("/")
+    link = page.locator("#run-list a", has_text=run.name)
+    expect(link).to_have_attribute("href", f"/runs/{run.name}/archive")
+    link.click()
+
+    dashboard = Dashboard(page, run)
+    dashboard.wait_idle()
+    dashboard.wait_live()
+    expect(page.locator("h1")).to_contain_text(run.name)
+    expect(page.locator("#ra-empty")).to_be_visible()
+    expect(dashboard.archive_button).to_be_enabled()
+    # Everything the page runs comes from files: no inline code for the CSP to refuse.
+    scripts = page.locator("script").evaluate_all(
+        "nodes => nodes.map(s => ({src: s.getAttribute('src'), type: s.type}))"
+    )
+    assert [s["src"] for s in scripts if s["src"]] == ["/static/js/archive.js"]
+    assert all(s["src"] or s["type"] == "application/json" for s in scripts), scripts
+    assert page.locator("[onclick], [onload], [onerror], [onsubmit]").count() == 0
+    csrf = page.locator("meta[name=csrf-token]").get_attribute("content")
+    assert csrf
+
+    with page.expect_navigation():
+        page.get_by_role("button", name="Log out").click()
+    expect(page.locator("[data-testid=user-name]")).to_have_count(0)
+    page.goto(f"/runs/{run.name}/archive")
+    expect(page).to_have_url(re.compile(r"/login"))
+
+
+def test_archiving_streams_live_lines_moves_the_bar_and_lists_the_archive_with_its_comment(
+    page: Page, run: Path
+) -> None:
+    dashboard = Dashboard(page, run).open()
+    dashboard.wait_live()
+
+    page.fill("#ra-comment", "x" * 55)  # the field stops at 40 characters
+    assert len(page.input_value("#ra-comment")) == 40
+    expect(page.locator("#ra-comment-count")).to_have_text("40/40")
+
+    started = datetime.now(UTC)
+    dashboard.start_archive("   calibrated v2   ")
+    expect(dashboard.archive_button).to_be_disabled()
+    event = dashboard.wait_finished(1)
+    job_id = event["jobId"]
+    assert event["ok"] is True
+    assert event["trigger"] == "ARCHIVE_COMPLETE"
+    dashboard.wait_idle()
+    expect(dashboard.archive_button).to_be_enabled()
+
+    # The list shows the new archive with its trimmed comment, size, files and link.
+    expect(dashboard.rows).to_have_count(1)
+    (name,) = dashboard.names()
+    match = ARCHIVE_NAME.match(name)
+    assert match and match["runid"] == run.name
+    row = dashboard.row(name)
+    expect(row.locator("[data-label=Comment]")).to_have_text("calibrated v2")
+    on_disk = run / "archives" / name
+    assert on_disk.is_file()
+    expect(row.locator("[data-label=Size]")).to_have_attribute(
+        "title", f"{on_disk.stat().st_size} bytes"
+    )
+    expect(row.locator("[data-label=Size]")).to_have_text(re.compile(r"^\d+(\.\d)? (KiB|MiB)$"))
+    files = sum(
+        1
+        for p in run.rglob("*")
+        if p.is_file() and not p.is_symlink() and not {"archives", ".runarchive"} & set(p.parts)
+    )
+    expect(row.locator("[data-label=Files]")).to_have_text(str(files))
+    expect(row.locator("a[data-action=download]")).to_have_attribute(
+        "href", f"/runs/{run.name}/archive/download/{name}"
+    )
+    created = datetime.fromisoformat(
+        str(row.locator("time").get_attribute("datetime")).replace("Z", "+00:00")
+    )
+    assert started - timedelta(seconds=2) <= created <= datetime.now(UTC) + timedelta(seconds=2)
+
+    # The status panel got the job's lines live, the bar followed the PROGRESS lines.
+    lines = dashboard.log_lines()
+    assert _count(lines, f"rq:{job_id} ENQUEUED archive_rq({run.name})") == 1
+    assert _count(lines, f"rq:{job_id} STARTED archive_rq({run.name})") == 1
+    assert any(line.startswith("Adding ") for line in lines)
+    assert _count(lines, f"rq:{job_id} PROGRESS archive {files}/{files} files") == 1
+    assert _count(lines, f"Archive ready: {name}") == 1
+    assert _count(lines, f"rq:{job_id} TRIGGER   archive ARCHIVE_COMPLETE") == 1
+    values = dashboard.progress_values()
+    assert values[0] == 0 and values[-1] == 100
+    assert values == sorted(values)  # never moves back
+    expect(page.locator("#ra-progress-label")).to_contain_text(f"{files}/{files} files")
+
+    # Job status and times come from polling; the end is handled once, not once per source.
+    expect(page.locator("#ra-job-id")).to_have_text(job_id)
+    expect(page.locator("#ra-job-status")).to_have_attribute("data-status", "finished")
+    start_iso = page.locator("#ra-job-started time").get_attribute("datetime")
+    end_iso = page.locator("#ra-job-ended time").get_attribute("datetime")
+    assert start_iso and end_iso and start_iso <= end_iso
+    page.wait_for_timeout(1500)  # longer than a poll interval: a second finish would show
+    assert [e["jobId"] for e in dashboard.finished()] == [job_id]
+    expect(page.locator(".alert-success")).to_have_count(1)
+
+
+def test_the_download_link_serves_a_valid_zip_of_the_run(
+    page: Page, run: Path, tmp_path: Path
+) -> None:
+    dashboard = Dashboard(page, run).open()
+    name = dashboard.archive("for download")
+
+    with page.expect_download() as info:
+        dashboard.row(name).locator("a[data-action=download]").click()
+    download = info.value
+    assert download.suggested_filename == name
+    saved = tmp_path / name
+    download.save_as(saved)
+
+    assert saved.read_bytes() == (run / "archives" / name).read_bytes()
+    with zipfile.ZipFile(saved) as archive:
+        assert archive.testzip() is None
+        assert archive.read("README.md") == (run / "README.md").read_bytes()
+        assert archive.read("ron.nodb") == (run / "ron.nodb").read_bytes()
+        assert not any(n.startswith("archives/") for n in archive.namelist())
+
+
+def test_restore_after_confirm_puts_the_run_files_back(page: Page, run: Path) -> None:
+    dashboard = Dashboard(page, run).open()
+    name = dashboard.archive("before edits")
+    readme = (run / "README.md").read_bytes()
+    removed = run / "wepp" / "runs" / "p1.run"
+    removed_bytes = removed.read_bytes()
+    (run / "README.md").write_text("edited after the archive\n")
+    removed.unlink()
+    (run / "stray.txt").write_text("not in the archive\n")
+
+    questions: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        questions.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
+    dashboard.row(name).get_by_role("button", name=re.compile("Restore")).click()
+    event = dashboard.wait_finished(2)
+    assert event["ok"] is True
+    assert event["trigger"] == "RESTORE_COMPLETE"
+    dashboard.wait_idle()
+
+    assert len(questions) == 1 and name in questions[0]
+    assert (run / "README.md").read_bytes() == readme
+    assert removed.read_bytes() == removed_bytes
+    assert not (run / "stray.txt").exists()
+    assert (run / "archives" / name).is_file()
+    expect(dashboard.log).to_contain_text(f"Restore complete: {name}")
+    expect(page.locator("#ra-job-status")).to_have_attribute("data-status", "finished")
+    expect(page.locator(".alert-success")).to_contain_text("Restore complete")
+
+
+def test_delete_after_confirm_removes_the_archive_from_list_and_disk(page: Page, run: Path) -> None:
+    dashboard = Dashboard(page, run).open()
+    dashboard.wait_live()
+    keep = dashboard.archive("keep me")
+    doomed = dashboard.archive("delete me")
+
+    questions: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        questions.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
+    dashboard.row(doomed).get_by_role("button", name=re.compile("Delete")).click()
+
+    expect(dashboard.row(doomed)).to_have_count(0)
+    assert dashboard.names() == [keep]
+    assert len(questions) == 1 and doomed in questions[0]
+    assert not (run / "archives" / doomed).exists()
+    assert (run / "archives" / keep).is_file()
+    expect(page.locator(".alert-success")).to_contain_text(f"Deleted {doomed}")
+    expect(dashboard.log).to_contain_text(f"Archive deleted: {doomed}")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    dashboard.row(keep).get_by_role("button", name=re.compile("Delete")).click()
+    expect(dashboard.rows).to_have_count(0)
+    expect(page.locator("#ra-empty")).to_be_visible()
+    assert not (run / "archives" / keep).exists()
+
+
+def test_dismissing_the_confirm_restores_and_deletes_nothing(page: Page, run: Path) -> None:
+    dashboard = Dashboard(page, run).open()
+    name = dashboard.archive("stays")
+    (run / "README.md").write_text("edited, and the edit stays\n")
+
+    posts: list[str] = []
+
+    def record(request: Any) -> None:
+        if request.method == "POST":
+            posts.append(request.url)
+
+    page.on("request", record)
+    questions: list[str] = []
+
+    def dismiss(dialog: Any) -> None:
+        questions.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", dismiss)
+    dashboard.row(name).get_by_role("button", name=re.compile("Restore")).click()
+    dashboard.row(name).get_by_role("button", name=re.compile("Delete")).click()
+    page.wait_for_timeout(500)
+
+    assert len(questions) == 2
+    assert posts == []
+    assert (run / "README.md").read_text() == "edited, and the edit stays\n"
+    assert (run / "archives" / name).is_file()
+    assert dashboard.names() == [name]
+    assert len(dashboard.finished()) == 1
+    expect(dashboard.root).to_have_attribute("data-busy", "false")
+
+
+def test_an_api_refusal_is_shown_in_the_alert_area(page: Page, run: Path) -> None:
+    dashboard = Dashboard(page, run).open()
+    name = dashboard.archive("vanishes")
+    (run / "archives" / name).unlink()  # behind the page's back
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    dashboard.row(name).get_by_role("button", name=re.compile("Restore")).click()
+
+    alert = page.locator(".alert-error")
+    expect(alert).to_have_count(1)
+    expect(alert).to_contain_text("Could not start the restore")
+    expect(alert).to_contain_text(name)  # the API's message, which names the archive
+    assert alert.get_attribute("data-code")  # the API's error code
+    expect(dashboard.rows).to_have_count(0)  # the list was refreshed
+    expect(dashboard.root).to_have_attribute("data-busy", "false")
+    assert len(dashboard.finished()) == 1  # no job was started
+
+
+def test_a_failed_restore_shows_the_stack_trace(page: Page, run: Path) -> None:
+    archives = run / "archives"
+    archives.mkdir()
+    corrupt = f"{run.name}.20200101T000000Z.zip"
+    (archives / corrupt).write_bytes(b"PK\x03\x04" + secrets.token_bytes(4096))
+    readme = (run / "README.md").read_bytes()
+
+    dashboard = Dashboard(page, run).open()
+    dashboard.wait_live()
+    assert dashboard.names() == [corrupt]
+    expect(page.locator("#ra-trace-panel")).to_be_hidden()
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    dashboard.row(corrupt).get_by_role("button", name=re.compile("Restore")).click()
+    event = dashboard.wait_finished(1)
+    assert event["ok"] is False
+    assert event["trigger"] == "RESTORE_FAILED"
+    dashboard.wait_idle()
+
+    (error,) = [line for line in dashboard.log_lines() if line.startswith("Error: ")]
+    reason = error.removeprefix("Error: ")
+    trace = page.locator("#ra-trace")
+    expect(page.locator("#ra-trace-panel")).to_be_visible()
+    expect(trace).to_contain_text("Traceback (most recent call last)", timeout=JOB_TIMEOUT_MS)
+    expect(trace).to_contain_text("restore_archive_rq")  # the job function's frame
+    expect(trace).to_contain_text(reason)  # ... down to the exception that failed it
+    expect(page.locator("#ra-job-status")).to_have_attribute("data-status", "failed")
+    expect(page.locator(".alert-error")).to_contain_text(f"Restore failed: {reason}")
+    assert (run / "README.md").read_bytes() == readme  # a failed restore leaves the run alone
+    expect(dashboard.archive_button).to_be_enabled()
+
+
+def test_the_page_answers_the_server_pings_and_keeps_its_socket(page: Page, run: Path) -> None:
+    sockets: list[Any] = []
+    frames: list[tuple[str, str]] = []
+
+    def watch(ws: Any) -> None:
+        sockets.append(ws)
+        ws.on("framereceived", lambda payload: frames.append(("in", str(payload))))
+        ws.on("framesent", lambda payload: frames.append(("out", str(payload))))
+
+    page.on("websocket", watch)
+    dashboard = Dashboard(page, run).open()
+    dashboard.wait_live()
+    page.wait_for_timeout(int(PING_INTERVAL * 4500))  # past the server's dead-peer limit
+
+    pings = [f for f in frames if f[0] == "in" and json.loads(f[1]) == {"type": "ping"}]
+    pongs = [f for f in frames if f[0] == "out" and json.loads(f[1]) == {"type": "pong"}]
+    assert len(pings) >= 3
+    assert len(pongs) == len(pings)
+    assert len(sockets) == 1 and not sockets[0].is_closed()  # never dropped as a dead peer
+    expect(dashboard.root).to_have_attribute("data-ws", "live")
+
+
+def test_polling_alone_completes_the_job_when_the_websocket_is_refused(
+    page: Page, run: Path
+) -> None:
+    attempts: list[float] = []
+
+    def refuse(ws: Any) -> None:  # what the server does beyond its socket cap
+        attempts.append(time.monotonic())
+        ws.close(code=1013, reason="too many sockets")
+
+    # page.route does not see websockets; route_web_socket does and answers in the server's stead.
+    page.route_web_socket(re.compile(r".*/status/.*"), refuse)
+    dashboard = Dashboard(page, run).open()
+
+    dashboard.start_archive("polled")
+    event = dashboard.wait_finished(1)
+    assert event["ok"] is True
+    assert event["via"] == "polling"
+    dashboard.wait_idle()
+    (name,) = dashboard.names()
+    expect(dashboard.row(name).locator("[data-label=Comment]")).to_have_text("polled")
+    assert (run / "archives" / name).is_file()
+    assert dashboard.log_lines() == []  # nothing came over the socket
+    expect(page.locator("#ra-job-status")).to_have_attribute("data-status", "finished")
+    expect(page.locator("#ra-job-ended time")).to_have_count(1)
+
+    # It kept trying to connect, backing off rather than looping.
+    page.wait_for_timeout(1000)
+    assert 2 <= len(attempts) <= 8, attempts
+
+
+def test_reloading_during_a_job_resumes_watching_it(
+    page: Page, make_run: Callable[..., Path]
+) -> None:
+    run = make_run(target_bytes=40 * 2**20, files=800)
+    for copy in range(1, 9):  # ~350 MB of model output: a job long enough to reload during it
+        shutil.copytree(run / "wepp" / "output", run / "wepp" / f"output-{copy}")
+    dashboard = Dashboard(page, run).open()
+    dashboard.wait_live()
+
+    dashboard.start_archive("big one")
+    expect(page.locator("#ra-job-status")).to_have_attribute("data-status", "started")
+    page.wait_for_function("() => document.getElementById('ra-progress').value > 0")
+    job_id = page.locator("#ra-job-id").inner_text()
+    moving = dashboard.progress_values()[-1]
+    assert 0 < moving < 100  # the bar moves during the job
+
+    page.reload()
+    expect(dashboard.root).to_have_attribute("data-job-id", job_id)
+    expect(page.locator("#ra-job-id")).to_have_text(job_id)
+    expect(dashboard.archive_button).to_be_disabled()
+    expect(dashboard.log).to_contain_text(f"rq:{job_id} STARTED")  # replayed on connect
+    assert dashboard.finished() == []
+
+    event = dashboard.wait_finished(1)
+    assert event["jobId"] == job_id and event["ok"] is True
+    dashboard.wait_idle()
+    expect(dashboard.archive_button).to_be_enabled()
+    (name,) = dashboard.names()
+    expect(dashboard.row(name).locator("[data-label=Comment]")).to_have_text("big one")
+    assert dashboard.progress_values()[-1] == 100
+    page.wait_for_timeout(1200)
+    assert len(dashboard.finished()) == 1
+
+
+def test_a_comment_with_markup_is_shown_as_text(page: Page, run: Path) -> None:
+    markup = "<img src=x onerror=window.__xss=1>"
+    dashboard = Dashboard(page, run).open()
+    name = dashboard.archive(markup)
+
+    cell = dashboard.row(name).locator("[data-label=Comment]")
+    expect(cell).to_have_text(markup)
+    assert cell.evaluate("td => td.children.length") == 0
+    assert page.locator("#ra-archive-rows img").count() == 0
+    page.reload()
+    Dashboard(page, run).wait_idle()
+    expect(cell).to_have_text(markup)
+    assert page.evaluate("window.__xss") is None
+
+
+def test_a_reader_of_a_public_run_can_download_but_not_change_anything(
+    browsing: Callable[..., Browsing], make_run: Callable[..., Path]
+) -> None:
+    run = make_run(public=True)
+    name = create_archive(run, "made by the owner").name
+
+    page = browsing("bob").new_page()
+    dashboard = Dashboard(page, run).open()
+    expect(dashboard.rows).to_have_count(1)
+    row = dashboard.row(name)
+    expect(row.locator("[data-label=Comment]")).to_have_text("made by the owner")
+    link = row.locator("a[data-action=download]")
+    expect(link).to_be_visible()
+    response = page.request.get(str(link.get_attribute("href")))  # with bob's session cookie
+    assert response.status == 200
+    assert response.body() == (run / "archives" / name).read_bytes()
+    expect(row.locator("button")).to_have_count(0)
+    expect(page.locator("#ra-archive-form")).to_have_count(0)
+    expect(page.locator("#ra-read-only-note")).to_be_visible()
+
+
+def test_the_dashboard_reads_well_on_desktop_and_phone(
+    browsing: Callable[..., Browsing], make_run: Callable[..., Path], tmp_path: Path
+) -> None:
+    target = SCREENSHOTS if os.environ.get("RUNARCHIVE_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    target.mkdir(parents=True, exist_ok=True)
+    run = make_run(owner="alice")
+
+    desktop = browsing("alice", DESKTOP).new_page()
+    dashboard = Dashboard(desktop, run).open()
+    dashboard.wait_live()
+    dashboard.archive("baseline, before calibration")
+    dashboard.archive("after soil recalibration")
+    desktop.mouse.move(0, 0)  # no hover colour on the last button clicked
+    desktop.screenshot(path=target / "dashboard.png", full_page=True)
+
+    phone = browsing("alice", PHONE).new_page()
+    small = Dashboard(phone, run).open()
+    small.wait_live()
+    expect(small.rows).to_have_count(2)
+    # No sideways scrolling; each archive is a card (rows as blocks, column headers hidden).
+    assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert small.rows.first.evaluate("tr => getComputedStyle(tr).display") == "block"
+    assert phone.locator("#ra-archives thead").evaluate("h => h.offsetHeight <= 1")
+    for button in small.rows.first.locator("a, button").all():
+        box = button.bounding_box()
+        assert box is not None and box["height"] >= 40 and box["x"] + box["width"] <= 390
+    phone.screenshot(path=target / "dashboard-phone.png", full_page=True)
+    assert (target / "dashboard.png").stat().st_size > 10_000
+    assert (target / "dashboard-phone.png").stat().st_size > 10_000

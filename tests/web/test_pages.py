@@ -1,0 +1,58 @@
+"""The pages blueprint and the app-wide behaviour: health, errors as JSON, security headers."""
+
+from __future__ import annotations
+
+from runarchive.web.security import CSP
+from tests.web.webutil import WebEnv
+
+
+def test_health_reports_database_and_redis(web: WebEnv) -> None:
+    response = web.as_role("anonymous").get("/healthz")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "ok" and body["database"] == "ok" and body["redis"] == "ok"
+    assert body["workers"] == 0  # nobody serves this module's queue between bursts
+
+
+def test_every_response_carries_the_security_headers(web: WebEnv) -> None:
+    for path in ("/login", "/healthz", "/nowhere"):
+        headers = web.as_role("anonymous").get(path).headers
+        assert headers["Content-Security-Policy"] == CSP
+        assert "script-src 'self'" in CSP and "frame-ancestors 'none'" in CSP
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["X-Frame-Options"] == "DENY"
+
+
+def test_unknown_routes_and_methods_answer_json_errors(web: WebEnv) -> None:
+    client = web.as_role("owner")
+    missing = client.get("/rq/api/nothing-here")
+    assert missing.status_code == 404
+    assert missing.get_json()["error"]["code"] == "not_found"
+    wrong = client.post("/healthz")
+    assert wrong.status_code == 405
+    assert wrong.get_json()["error"]["code"] == "method_not_allowed"
+    assert "GET" in wrong.headers["Allow"]
+
+
+def test_pages_show_html_errors_and_send_anonymous_visitors_to_login(web: WebEnv) -> None:
+    run = web.new_run()
+    anonymous = web.as_role("anonymous").get(f"/runs/{run.runid}/archive?tab=x")
+    assert anonymous.status_code == 302
+    assert anonymous.headers["Location"] == f"/login?next=/runs/{run.runid}/archive?tab%3Dx"
+    refused = web.as_role("other").get(f"/runs/{run.runid}/archive")
+    assert refused.status_code == 403
+    assert refused.mimetype == "text/html"
+    assert web.as_role("anonymous").get("/").headers["Location"] == "/login"
+
+
+def test_the_dashboard_gets_its_config_as_inert_json(web: WebEnv) -> None:
+    run = web.new_run()
+    page = web.as_role("owner").get(f"/runs/{run.runid}/archive").get_data(as_text=True)
+    assert '"urls":{"list":"/runs/' in page
+    assert f'"ws":"/status/{run.runid}:archive"' in page
+    assert '"can_write":true' in page
+    assert '"max_comment":40' in page
+    assert '"ARCHIVE_COMPLETE":"ARCHIVE_COMPLETE"' in page
+    reader = web.new_run(public=True)
+    public = web.as_role("anonymous").get(f"/runs/{reader.runid}/archive").get_data(as_text=True)
+    assert '"can_write":false' in public

@@ -1,0 +1,230 @@
+"""The status websocket against a real server: admission, replay, live lines, heartbeat, cap.
+
+Clients are ``simple_websocket`` clients on a real threaded werkzeug server running the
+module's app; lines are published through the jobs layer's real status stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import simple_websocket
+
+from runarchive.jobs.keys import Keys
+from runarchive.web.status import RELAY, _after_replay
+from tests.jobs.conftest import wait_until
+from tests.web.webutil import LiveServer, WebEnv, login, upgrade_status
+
+
+class Peer:
+    """A websocket client whose thread collects frames and, unless ``silent``, answers pings."""
+
+    def __init__(self, url: str, headers: dict[str, str], *, silent: bool = False) -> None:
+        self.ws = simple_websocket.Client.connect(url, headers=headers)
+        self.silent = silent
+        self.frames: list[dict[str, Any]] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                raw = self.ws.receive(timeout=0.05)
+            except simple_websocket.ConnectionClosed:
+                return
+            if raw is None:
+                if not self.ws.connected and not self.ws.input_buffer:
+                    return
+                continue  # frames may have arrived together with the close
+            frame = json.loads(raw)
+            self.frames.append(frame)
+            if frame["type"] == "ping" and not self.silent:
+                with contextlib.suppress(Exception):  # closing meanwhile
+                    self.ws.send(json.dumps({"type": "pong"}))
+
+    def wait_for(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for frame in list(self.frames):
+                if predicate(frame):
+                    return frame
+            time.sleep(0.02)
+        raise AssertionError(f"no matching frame in {timeout} s; got {self.frames[-10:]}")
+
+    def lines(self) -> list[str]:
+        return [f["data"] for f in list(self.frames) if f["type"] == "status"]
+
+    def close(self) -> None:
+        if self.ws.connected:
+            self.ws.close()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def peers() -> Iterator[list[Peer]]:
+    made: list[Peer] = []
+    try:
+        yield made
+    finally:
+        for peer in made:
+            peer.close()
+
+
+def connect(live: LiveServer, web: WebEnv, runid: str, peers: list[Peer], role: str = "owner",
+            **headers: str) -> Peer:  # fmt: skip
+    peer = Peer(live.ws_url(runid), {"Authorization": f"Bearer {web.tokens[role]}", **headers})
+    peers.append(peer)
+    return peer
+
+
+def test_it_replays_retained_lines_then_relays_new_ones(
+    web: WebEnv, live: LiveServer, peers: list[Peer]
+) -> None:
+    run = web.new_run()
+    stream = web.ctx.stream(run.runid)
+    stream.publish("rq:j1 ENQUEUED archive_rq(x)")
+    stream.publish("Adding a.txt")
+    peer = connect(live, web, run.runid, peers)
+    peer.wait_for(lambda f: f.get("data") == "Adding a.txt")
+    stream.publish("rq:j1 TRIGGER   archive ARCHIVE_COMPLETE")
+    peer.wait_for(lambda f: "TRIGGER" in f.get("data", ""))
+    assert peer.lines() == [
+        "rq:j1 ENQUEUED archive_rq(x)",
+        "Adding a.txt",
+        "rq:j1 TRIGGER   archive ARCHIVE_COMPLETE",
+    ]
+
+
+def test_a_session_cookie_authenticates_the_websocket(
+    web: WebEnv, live: LiveServer, peers: list[Peer]
+) -> None:
+    run = web.new_run()
+    client = web.app.test_client()
+    login(client, "alice")
+    cookie = client.get_cookie("runarchive_session")
+    assert cookie is not None
+    web.ctx.stream(run.runid).publish("hello")
+    # simple_websocket sends ``Host: 127.0.0.1`` (no port); a browser's Origin matches its Host.
+    headers = {"Cookie": f"runarchive_session={cookie.value}", "Origin": "http://127.0.0.1"}
+    peer = Peer(live.ws_url(run.runid), headers)
+    peers.append(peer)
+    peer.wait_for(lambda f: f.get("data") == "hello")
+
+
+def test_public_runs_stream_to_anonymous_viewers(
+    web: WebEnv, live: LiveServer, peers: list[Peer]
+) -> None:
+    run = web.new_run(public=True)
+    web.ctx.stream(run.runid).publish("visible")
+    peer = Peer(live.ws_url(run.runid), {})
+    peers.append(peer)
+    peer.wait_for(lambda f: f.get("data") == "visible")
+
+
+@pytest.mark.parametrize(
+    ("role", "headers", "expected", "code"),
+    [
+        ("anonymous", {}, 401, "unauthorized"),
+        ("other", {}, 403, "forbidden"),
+        ("owner", {"Origin": "http://evil.example"}, 403, "forbidden"),
+    ],
+)
+def test_refused_viewers_get_an_http_error_and_no_upgrade(
+    web: WebEnv, live: LiveServer, role: str, headers: dict[str, str], expected: int, code: str
+) -> None:
+    run = web.new_run()
+    if role != "anonymous":
+        headers = {**headers, "Authorization": f"Bearer {web.tokens[role]}"}
+    status, body = upgrade_status(live, run.runid, headers)
+    assert status == expected
+    assert body["error"]["code"] == code
+    assert web.app.extensions[RELAY].subscribers(Keys.status_channel(run.runid)) == 0
+
+
+def test_unknown_and_malformed_runs_are_refused(web: WebEnv, live: LiveServer) -> None:
+    admin = {"Authorization": f"Bearer {web.tokens['admin']}"}
+    assert upgrade_status(live, "no-such-run", admin)[0] == 404
+    assert upgrade_status(live, "bad$id", admin)[0] == 400
+    plain = web.as_role("admin").get("/status/no-such-run:archive")
+    assert plain.status_code == 400  # not a websocket request
+
+
+def test_the_server_pings_and_drops_a_silent_peer(
+    web: WebEnv, live: LiveServer, peers: list[Peer]
+) -> None:
+    run = web.new_run()
+    relay = web.app.extensions[RELAY]
+    channel = Keys.status_channel(run.runid)
+    answering = connect(live, web, run.runid, peers)
+    silent = Peer(live.ws_url(run.runid), {"Authorization": f"Bearer {web.tokens['owner']}"},
+                  silent=True)  # fmt: skip
+    peers.append(silent)
+    wait_until(lambda: relay.subscribers(channel) == 2, timeout=5)
+    # 0.3 s ping interval: the silent peer is dropped after 3 intervals, the answering one stays.
+    silent.wait_for(lambda f: f["type"] == "hangup", timeout=5)
+    assert any(f["type"] == "ping" for f in silent.frames)
+    wait_until(lambda: relay.subscribers(channel) == 1, timeout=5)
+    wait_until(lambda: not silent.ws.connected, timeout=5)
+    time.sleep(1.2)  # four more intervals
+    assert answering.ws.connected
+    assert sum(f["type"] == "ping" for f in answering.frames) >= 5
+    assert not any(f["type"] == "hangup" for f in answering.frames)
+    assert relay.subscribers(channel) == 1
+
+
+def test_one_redis_subscription_serves_every_socket_of_the_process(
+    web: WebEnv, live: LiveServer, peers: list[Peer]
+) -> None:
+    a, b = web.new_run(), web.new_run()
+    relay = web.app.extensions[RELAY]
+    for _ in range(3):
+        connect(live, web, a.runid, peers)
+    connect(live, web, b.runid, peers)
+    wait_until(lambda: relay.subscribers(Keys.status_channel(a.runid)) == 3, timeout=5)
+    web.ctx.stream(a.runid).publish("to all three")
+    for peer in peers[:3]:
+        peer.wait_for(lambda f: f.get("data") == "to all three")
+    data = web.ctx.clients.data
+    relay_clients = [c for c in data.client_list() if c.get("name") == relay.client_name]
+    assert len(relay_clients) == 1
+    channels = (Keys.status_channel(a.runid), Keys.status_channel(b.runid))
+    wait_until(lambda: dict(data.pubsub_numsub(*channels)) == dict.fromkeys(channels, 1))
+    assert "to all three" not in peers[3].lines()
+
+
+def test_sockets_beyond_the_cap_are_refused_so_the_page_polls(
+    web: WebEnv, live: LiveServer, peers: list[Peer]
+) -> None:
+    run = web.new_run()
+    relay = web.app.extensions[RELAY]
+    wait_until(lambda: relay.sockets == 0, timeout=5)  # earlier tests' sockets are closed
+    cap = relay.max_sockets
+    relay.max_sockets = 2
+    try:
+        first = connect(live, web, run.runid, peers)
+        connect(live, web, run.runid, peers)
+        status, body = upgrade_status(
+            live, run.runid, {"Authorization": f"Bearer {web.tokens['owner']}"}
+        )
+        assert status == 503
+        assert body["error"]["code"] == "too_many_sockets"
+        assert web.as_role("owner").get(f"/runs/{run.runid}/archive/list").status_code == 200
+        first.close()
+        wait_until(lambda: relay.sockets < relay.max_sockets, timeout=5)
+        connect(live, web, run.runid, peers).wait_for(lambda f: f["type"] == "ping")
+    finally:
+        relay.max_sockets = cap
+
+
+def test_replay_overlap_is_not_sent_twice() -> None:
+    replay = ["a", "b", "c"]
+    assert _after_replay(replay, ["b", "c", "d"]) == ["d"]
+    assert _after_replay(replay, ["c"]) == []
+    assert _after_replay(replay, ["d", "e"]) == ["d", "e"]
+    assert _after_replay([], ["x"]) == ["x"]

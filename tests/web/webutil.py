@@ -1,0 +1,154 @@
+"""Helpers of the web tests: logged-in browsers, runs made per test, a live server."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from runarchive.core import create_archive
+from runarchive.jobs import JobsContext, Settings
+from runarchive.web.accounts import grant_run, require_user
+from runarchive.web.db import db
+from tests.jobs.conftest import make_small_run
+
+PASSWORD = "correct horse battery"
+ROLES = ("anonymous", "other", "owner", "admin")
+WS_HEADERS = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+              "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}  # fmt: skip
+META_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+
+
+def csrf_of(client: FlaskClient, path: str = "/login") -> str:
+    """Return the CSRF token the page at ``path`` carries for this client's session."""
+    page = client.get(path).get_data(as_text=True)
+    match = META_CSRF.search(page)
+    assert match is not None, page[:500]
+    return match.group(1)
+
+
+def login(client: FlaskClient, name: str, password: str = PASSWORD) -> str:
+    """Log ``client`` in through the form; return its CSRF token."""
+    token = csrf_of(client)
+    response = client.post(
+        "/login", data={"username": name, "password": password, "csrf_token": token}
+    )
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]
+    return token
+
+
+@dataclass
+class Browser:
+    """A test client with a session, sending the CSRF header on POSTs like the dashboard JS."""
+
+    client: FlaskClient
+    csrf: str | None = None
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.client.get(path, **kwargs)
+
+    def head(self, path: str, **kwargs: Any) -> Any:
+        return self.client.head(path, **kwargs)
+
+    def post(self, path: str, json: Any = None, **kwargs: Any) -> Any:
+        headers = dict(kwargs.pop("headers", {}))
+        if self.csrf is not None:
+            headers.setdefault("X-CSRFToken", self.csrf)
+        return self.client.post(path, json=json, headers=headers, **kwargs)
+
+
+@dataclass
+class Run:
+    """A run made for one test."""
+
+    runid: str
+    path: Path
+    archive: str | None
+
+
+@dataclass
+class WebEnv:
+    """One module's deployment: app, jobs context, users, tokens, and helpers."""
+
+    app: Flask
+    settings: Settings
+    ctx: JobsContext
+    root: Path
+    tokens: dict[str, str] = field(default_factory=dict)
+    browsers: dict[str, Browser] = field(default_factory=dict)
+
+    @property
+    def runs_root(self) -> Path:
+        assert self.settings.runs_root is not None
+        return self.settings.runs_root
+
+    def as_role(self, role: str) -> Browser:
+        """Return the module's logged-in browser for ``role`` (anonymous: a fresh client)."""
+        if role == "anonymous":
+            return Browser(self.app.test_client())
+        return self.browsers[role]
+
+    def fresh_browser(self, name: str | None) -> Browser:
+        client = self.app.test_client()
+        if name is None:
+            return Browser(client)
+        return Browser(client, login(client, name))
+
+    def token_client(self, role: str) -> Browser:
+        """A client that authenticates with ``role``'s API token and no session."""
+        client = self.app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {self.tokens[role]}"
+        return Browser(client)
+
+    def new_run(self, *, public: bool = False, archive: bool = True, owner: str = "alice") -> Run:
+        runid = f"run-{uuid.uuid4().hex[:10]}"
+        path = make_small_run(self.runs_root, runid)
+        if public:
+            (path / "PUBLIC").write_text("")
+        name = create_archive(path, "first").name if archive else None
+        with self.app.app_context():
+            session = db().session
+            grant_run(session, runid, require_user(session, owner))
+        return Run(runid, path, name)
+
+
+class LiveServer:
+    """The module's app on a real threaded werkzeug server (websockets need a real socket)."""
+
+    def __init__(self, app: Flask) -> None:
+        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
+        self.port = self.server.server_port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def ws_url(self, runid: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/status/{runid}:archive"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def upgrade_status(live: LiveServer, runid: str, headers: dict[str, str]) -> tuple[int, Any]:
+    """Send a websocket upgrade and return the HTTP answer (refusals never upgrade)."""
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
+    conn.request("GET", f"/status/{runid}:archive", headers={
+        "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", **headers})  # fmt: skip
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    try:
+        return response.status, json.loads(body)
+    except ValueError:
+        return response.status, body
