@@ -1,4 +1,4 @@
-# One command each: `make run` (demo / service), `make test` (the whole suite, lint included).
+# One command each: `make run` (the service, demo mode), `make test` (the whole suite, lint included).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,8 +16,10 @@ sysdeps:
 	@command -v zip >/dev/null && command -v unzip >/dev/null && command -v 7zz >/dev/null || \
 	  (apt-get update -qq && apt-get install -y -qq zip unzip 7zip >/dev/null)
 
+# The whole service on http://127.0.0.1:8000 with embedded Redis, a local worker, SQLite,
+# a generated demo run and a demo user (credentials printed); data kept in ./data.
 run: $(BIN)/.installed
-	$(BIN)/runarchive demo
+	$(BIN)/runarchive serve --demo --data-dir data
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests bench

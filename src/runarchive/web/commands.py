@@ -86,7 +86,10 @@ def _session(data_dir: Path | None, database_url: str | None) -> Iterator[Any]:
     help="Run a local job worker [default: only with the embedded Redis].",
 )
 @click.option(
-    "--demo", is_flag=True, default=None, help="Local trial: generate SECRET_KEY if unset."
+    "--demo",
+    is_flag=True,
+    default=None,
+    help="Local trial: a generated run, a demo user, SECRET_KEY kept in the data dir.",
 )
 def serve(
     host: str | None,
@@ -110,6 +113,11 @@ def serve(
             redis_url=redis_url, runs_root=runs_root, data_dir=data_dir
         )
         web = WebSettings.from_env(database_url=database_url, host=host, port=port, demo=demo)
+        if web.demo:
+            from .trial import banner, prepare_trial, trial_settings
+
+            jobs_settings = trial_settings(jobs_settings)
+            click.echo(banner(prepare_trial(jobs_settings, web), web.host, web.port))
     sys.exit(run_serve(web, jobs_settings, web.host, web.port, worker))
 
 

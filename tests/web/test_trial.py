@@ -1,0 +1,103 @@
+"""The newcomer path: ``runarchive serve --demo`` (what ``make run`` runs) works, logs in with
+the printed credentials, stops everything on Ctrl-C, and reuses its data on the next start."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import urllib.parse
+import urllib.request
+from http.cookiejar import CookieJar
+from pathlib import Path
+
+import pytest
+
+from runarchive.core import create_archive
+from tests.jobs.conftest import wait_until
+from tests.web.test_commands import CLI, alive, descendants, environment, free_port, http
+
+BANNER = re.compile(r"username\s+(\S+)\s+password\s+(\S+)")
+
+
+class Browserless:
+    """A cookie-keeping HTTP client that logs in through the real form, CSRF token included."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+
+    def get(self, path: str) -> str:
+        with self.opener.open(self.base + path, timeout=10) as response:
+            return str(response.read().decode())
+
+    def login(self, username: str, password: str) -> str:
+        page = self.get("/login")
+        token = re.search(r'name="csrf-token" content="([^"]+)"', page)
+        assert token, page[:500]
+        form = urllib.parse.urlencode(
+            {"username": username, "password": password, "csrf_token": token[1], "next": "/"}
+        ).encode()
+        with self.opener.open(self.base + "/login", data=form, timeout=10) as response:
+            return str(response.read().decode())
+
+
+def start(data: Path, port: int, log: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    with log.open("wb") as out:
+        # A session of its own, so the test can send Ctrl-C to the whole group as a terminal does.
+        proc = subprocess.Popen(
+            [*CLI, "serve", "--demo", "--data-dir", str(data), "--port", str(port)],
+            env=environment(RUNARCHIVE_WEB_WORKERS="1", RUNARCHIVE_STOP_TIMEOUT="5"),
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    found = wait_until(lambda: BANNER.search(log.read_text()), timeout=60, step=0.2)
+    wait_until(lambda: http(f"http://127.0.0.1:{port}/healthz")[0] == 200, timeout=60, step=0.2)
+    return proc, found[1], found[2]
+
+
+def ctrl_c(proc: subprocess.Popen[bytes]) -> set[int]:
+    started = descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    wait_until(lambda: not any(alive(pid) for pid in started), timeout=20)
+    return started
+
+
+@pytest.mark.slow
+def test_demo_serve_logs_in_stops_on_ctrl_c_and_reuses_its_data(tmp_path: Path) -> None:
+    data, port = tmp_path / "data", free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc, user, password = start(data, port, tmp_path / "first.log")
+    try:
+        assert user == "demo"
+        assert "http://127.0.0.1:" in (tmp_path / "first.log").read_text()
+        client = Browserless(base)
+        index = client.login(user, password)
+        assert "demo-pinecone" in index
+        listed = json.loads(client.get("/runs/demo-pinecone/archive/list"))
+        assert (listed["archives"], listed["in_progress"], listed["job_id"]) == ([], False, None)
+        run = data / "runs" / "demo-pinecone"
+        assert len(list(run.rglob("*.nodb"))) >= 5
+        started = ctrl_c(proc)
+        assert len(started) >= 3  # gunicorn worker(s), the job worker, valkey
+        assert not (data / "valkey.url").exists()
+        assert http(f"{base}/healthz")[0] == 0
+
+        made = create_archive(run, "between starts")
+        proc, user2, password2 = start(data, port, tmp_path / "second.log")
+        assert (user2, password2) == (user, password)
+        client = Browserless(base)
+        client.login(user2, password2)
+        listed = json.loads(client.get("/runs/demo-pinecone/archive/list"))
+        assert [(a["name"], a["comment"]) for a in listed["archives"]] == [
+            (made.name, "between starts")
+        ]
+        ctrl_c(proc)
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
