@@ -5,6 +5,11 @@
   ``PUBLIC`` marker file.
 * **Write** (archive, restore, delete, job info with its traceback): owners and admins only.
 
+A host application can add its own rules with the ``RUNARCHIVE_ACCESS_POLICY`` app config: a
+callable ``policy(runid) -> "write" | "read" | None`` called inside the request (so it may read
+the host's own session or headers); ``"write"``/``"read"`` grant that access, ``None`` leaves
+the decision to the rules above. See ``docs/integration.md``.
+
 Order of checks, so nothing leaks to people who may not see the run: the run id is validated
 first (400, before any filesystem access); then the rule is applied (401 when nobody is logged
 in, 403 for another user); only a permitted caller learns that a run does not exist (404).
@@ -12,9 +17,11 @@ in, 403 for another user); only a permitted caller learns that a run does not ex
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flask import current_app
 from flask_login import current_user  # type: ignore[import-untyped]
 
 from runarchive.core import NotFound, validate_runid
@@ -27,6 +34,7 @@ from .errors import Forbidden, Unauthorized
 from .models import User
 
 PUBLIC_MARKER = "PUBLIC"
+POLICY = "RUNARCHIVE_ACCESS_POLICY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +68,19 @@ def may_write(who: User | None, runid: str) -> bool:
     return who.is_admin or accounts.owns_run(db().session, who, runid)
 
 
+def _host_grant(runid: str) -> str | None:
+    policy: Callable[[str], str | None] | None = current_app.config.get(POLICY)
+    return policy(runid) if policy is not None else None
+
+
 def view(runid: str) -> RunView:
     """Evaluate the rules for run ``runid`` (validated) and the current user."""
     validate_runid(runid)
     run_dir = find_run(deployment().settings, runid)
     public = is_public(run_dir)
-    write = may_write(user(), runid)
-    return RunView(runid, run_dir, public, write or public, write)
+    grant = _host_grant(runid)
+    write = grant == "write" or may_write(user(), runid)
+    return RunView(runid, run_dir, public, write or public or grant == "read", write)
 
 
 def _refuse(runid: str, verb: str) -> None:
@@ -88,6 +102,6 @@ def require_read(runid: str) -> RunView:
 def require_write(runid: str) -> RunView:
     """Return the run if the current user may change it; raise 400/401/403/404."""
     validate_runid(runid)
-    if not may_write(user(), runid):
+    if _host_grant(runid) != "write" and not may_write(user(), runid):
         _refuse(runid, "change")
     return require_read(runid)

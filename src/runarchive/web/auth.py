@@ -30,7 +30,7 @@ from flask_wtf.csrf import CSRFProtect  # type: ignore[import-untyped]
 from werkzeug.wrappers import Response
 
 from . import accounts
-from .access import user
+from .access import POLICY, user
 from .db import db
 from .errors import TooManyAttempts, Unauthorized
 from .models import User
@@ -75,14 +75,17 @@ def _authenticate_request() -> None:
 
     CSRF abuses a logged-in browser's cookie, so the check applies to POSTs of a session and
     to the login form itself (against login CSRF); an anonymous POST elsewhere has no
-    credentials to abuse and gets the route's plain 401.
+    credentials to abuse and gets the route's plain 401 — unless a host access policy is
+    installed, which may trust the host's own cookies, so every browser POST is checked then.
     """
     if bearer_token() is not None:
         if user() is None:
             raise Unauthorized("Invalid API token.")
         return
     if request.method in UNSAFE_METHODS and (
-        user() is not None or request.endpoint == "auth.login_post"
+        user() is not None
+        or request.endpoint == "auth.login_post"
+        or current_app.config.get(POLICY) is not None
     ):
         csrf.protect()
 
