@@ -1,0 +1,35 @@
+"""The docs promise things the repository must keep true."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_opens_with_the_run_and_test_commands_that_exist() -> None:
+    readme = (ROOT / "README.md").read_text()
+    first_block = readme.split("```")[1]
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines()[1:] if line]
+    assert commands == ["make run", "make test"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^run:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_document_the_readme_links_exists() -> None:
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(((?:docs/|CHANGELOG)[^)#]+)", readme)
+    assert len(links) >= 9
+    missing = [link for link in links if not (ROOT / link).exists()]
+    assert missing == []
+
+
+def test_cli_doc_lists_every_core_command() -> None:
+    from runarchive.cli import cli
+
+    text = (ROOT / "docs" / "cli.md").read_text()
+    for name in ("archive", "list", "verify", "restore", "delete", "recover", "demo"):
+        assert name in cli.commands
+        assert f"runarchive {name}" in text
