@@ -86,6 +86,17 @@ def rq_archive_dashboard(runid: str) -> str:
     )
 
 
+def shown_comment(comment: str) -> str:
+    """Cut a zip comment to what the dashboard shows: 40 characters, no control characters.
+
+    Our archives carry at most 40, but a zip copied into ``archives/`` by hand may carry up to
+    64 KiB of anything; the list stays small and printable whatever it holds.
+    """
+    cut = comment[:MAX_COMMENT_CHARS]
+    cut = "".join("\ufffd" if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in cut)
+    return cut + "\u2026" if len(comment) > MAX_COMMENT_CHARS else cut
+
+
 @bp.get("/runs/<runid>/archive/list")
 def rq_archive_list(runid: str) -> Response:
     """List the run's archives, newest first, and whether a job is running."""
@@ -95,7 +106,7 @@ def rq_archive_list(runid: str) -> Response:
     archives = [
         {
             "name": info.name,
-            "comment": info.comment,
+            "comment": shown_comment(info.comment),
             "size": info.size,
             "created": _iso(info.created),
             "files": info.files,

@@ -63,6 +63,13 @@ class SocketsFull(RunArchiveError):
     code = "too_many_sockets"
 
 
+class WebsocketUnavailable(RunArchiveError):
+    """The server running the app hands it no socket to upgrade (not werkzeug/gunicorn …)."""
+
+    http_status = 503
+    code = "websocket_unavailable"
+
+
 # Endpoints that render HTML for browsers (everything else answers JSON).
 PAGE_ENDPOINTS = frozenset(
     {"archive.rq_archive_dashboard", "pages.index", "auth.login", "auth.login_post", "auth.logout"}
@@ -113,7 +120,7 @@ def respond(exc: RunArchiveError) -> Response:
         response.status_code = status
     if isinstance(exc, TooManyAttempts):
         response.headers["Retry-After"] = str(exc.retry_after)
-    if isinstance(exc, SocketsFull | NoSpace):
+    if isinstance(exc, SocketsFull | NoSpace | WebsocketUnavailable):
         response.headers["Retry-After"] = "30"
     return response
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from runarchive import __version__
+from runarchive.core.names import ARCHIVE_NAME_RE, RUNID_RE
 
 JSON = "application/json"
 
@@ -33,7 +34,12 @@ RUNID = {
     "in": "path",
     "required": True,
     "description": "Run id: letters, digits and `_ . ; -` (not `.`/`..`).",
-    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.;-]+$", "maxLength": 200},
+    "schema": {
+        "type": "string",
+        "pattern": RUNID_RE.pattern,
+        "maxLength": 200,
+        "not": {"enum": [".", ".."]},
+    },
 }
 JOB_ID = {
     "name": "job_id",
@@ -46,8 +52,14 @@ ARCHIVE_NAME = {
     "in": "path",
     "required": True,
     "description": "`<runid>.<YYYYMMDDTHHMMSSZ>[-N].zip` as listed.",
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": ARCHIVE_NAME_RE.pattern, "maxLength": 255},
 }
+# What a browser sends to open a websocket; without them the URL answers 400.
+WS_HEADERS = [
+    {"name": name, "in": "header", "required": True, "schema": {"type": "string", "enum": [value]}}
+    for name, value in (("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                        ("Sec-WebSocket-Version", "13"))
+]  # fmt: skip
 
 READ = "Read access: the run's owners, admins, or anyone when the run holds a `PUBLIC` file."
 WRITE = "Write access: the run's owners and admins. Browser sessions send `X-CSRFToken`."
@@ -73,13 +85,13 @@ _ARCHIVE_BODY = {
 _NAME_BODY = {
     "type": "object",
     "required": ["archive_name"],
-    "properties": {"archive_name": {"type": "string"}},
+    "properties": {"archive_name": ARCHIVE_NAME["schema"]},
 }
 
 
-def _body(schema: dict[str, Any]) -> dict[str, Any]:
+def _body(schema: dict[str, Any], *, required: bool = False) -> dict[str, Any]:
     return {
-        "required": False,
+        "required": required,
         "content": {
             JSON: {"schema": schema},
             "application/x-www-form-urlencoded": {"schema": schema},
@@ -188,7 +200,9 @@ def _paths() -> dict[str, Any]:
         "/openapi.json": {"get": {"summary": "This document.", "security": [],
                                   "responses": {"200": {"description": "OpenAPI 3.1."}}}},
         "/login": {
-            "get": {"summary": "Login form.", "security": [], "responses": {"200": html}},
+            "get": {"summary": "Login form.", "security": [],
+                    "responses": {"200": html,
+                                  "302": {"description": "Already logged in: to /."}}},
             "post": {"summary": "Log in (form: username, password, csrf_token, next).",
                      "security": [],
                      "responses": {"302": {"description": "Logged in; to `next` or /."},
@@ -216,7 +230,10 @@ def _paths() -> dict[str, Any]:
                                   "416": {"description": "Range not satisfiable."},
                                   **REFUSALS}},
             "head": {"summary": "Headers of the download.", "parameters": [RUNID, ARCHIVE_NAME],
-                     "responses": {"200": {"description": "Headers only."}}},
+                     "responses": {"200": {"description": "Headers only."},
+                                   "304": {"description": "Not modified."},
+                                   **{code: {"description": r["description"]}
+                                      for code, r in REFUSALS.items()}}},
         },
         "/runs/{runid}/rq/api/archive": {"post": {
             "summary": "Queue an archive job. " + WRITE, "parameters": [RUNID],
@@ -224,11 +241,11 @@ def _paths() -> dict[str, Any]:
             "responses": {"202": _json(_ref("JobId"), "Queued."), **REFUSALS, **BUSY}}},
         "/runs/{runid}/rq/api/restore-archive": {"post": {
             "summary": "Queue a restore job. " + WRITE, "parameters": [RUNID],
-            "requestBody": _body(_NAME_BODY),
+            "requestBody": _body(_NAME_BODY, required=True),
             "responses": {"202": _json(_ref("JobId"), "Queued."), **REFUSALS, **BUSY}}},
         "/runs/{runid}/rq/api/delete-archive": {"post": {
             "summary": "Delete an archive now. " + WRITE, "parameters": [RUNID],
-            "requestBody": _body(_NAME_BODY),
+            "requestBody": _body(_NAME_BODY, required=True),
             "responses": {"200": _json(_ref("Deleted"), "Deleted."), **REFUSALS, **BUSY}}},
         "/rq/api/jobstatus/{job_id}": {"get": {
             "summary": "A job's status, times and progress. Read access to the job's run.",
@@ -242,13 +259,14 @@ def _paths() -> dict[str, Any]:
                           "503": BUSY["503"]}}},
         "/status/{runid}:archive": {"get": {
             "summary": "Websocket of the run's status lines (see docs/api.md). " + READ,
-            "x-websocket": True, "parameters": [RUNID],
+            "x-websocket": True, "parameters": [RUNID, *WS_HEADERS],
             "responses": {"101": {"description": "Switching protocols."},
                           "400": _error("Not a websocket request, or invalid run id."),
                           "401": REFUSALS["401"], "403": _error("Not allowed, or cross-origin."),
                           "404": REFUSALS["404"],
-                          "503": _error("Redis unavailable, or the socket cap is reached "
-                                        "(`too_many_sockets`): poll instead.")}}},
+                          "503": _error("Redis unavailable, a socket cap is reached "
+                                        "(`too_many_sockets`), or the server cannot upgrade "
+                                        "(`websocket_unavailable`): poll instead.")}}},
     }  # fmt: skip
 
 

@@ -14,7 +14,8 @@ one pub/sub connection for the whole process:
   subscriber left, so a page reload does not cost a round of UNSUBSCRIBE/SUBSCRIBE.
 * When the Redis connection fails, every subscriber is hung up (the page reconnects and
   replays, or polls) and the thread reconnects with backoff.
-* ``reserve``/``release`` count the process's sockets against ``max_sockets``.
+* ``reserve``/``release`` count the process's sockets against ``max_sockets``, and each
+  user's (or anonymous client address's) against ``max_per_owner``.
 
 Only the thread touches the pub/sub object (redis-py's is not thread-safe); other threads
 only change the channel table under a lock. Nothing here knows Flask.
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 POLL = 0.1
 LINGER = 5.0
 QUEUE_SIZE = 1000
+MAX_PER_OWNER = 8  # websockets one user may hold in one process (a few tabs)
 _WAKE = "\x00hangup"  # put on a queue to wake its reader at once; never a real status line
 _names = itertools.count(1)
 
@@ -106,17 +108,20 @@ class Relay:
         url: Callable[[], str],
         *,
         max_sockets: int,
+        max_per_owner: int = MAX_PER_OWNER,
         queue_size: int = QUEUE_SIZE,
         linger: float = LINGER,
     ) -> None:
         self._url = url
         self.max_sockets = max_sockets
+        self.max_per_owner = max_per_owner
         self.queue_size = queue_size
         self.linger = linger
         self.client_name = f"runarchive-relay-{os.getpid()}-{next(_names)}"
         self._channels: dict[str, _Channel] = {}
         self._lock = threading.Lock()
         self._sockets = 0
+        self._owners: dict[str, int] = {}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
@@ -128,18 +133,31 @@ class Relay:
         """Sockets currently counted against the cap."""
         return self._sockets
 
-    def reserve(self) -> bool:
-        """Count one more socket; return False (and count nothing) when at the cap."""
+    def reserve(self, owner: str = "") -> bool:
+        """Count one more socket of ``owner``; return False (and count nothing) at a cap.
+
+        Two caps: the process's ``max_sockets`` (threads stay free for HTTP) and
+        ``max_per_owner`` per user (or per client address for anonymous viewers), so one
+        client opening tabs in a loop cannot take every socket of the process.
+        """
         with self._lock:
             if self._stopping.is_set() or self._sockets >= self.max_sockets:
                 return False
+            if self._owners.get(owner, 0) >= self.max_per_owner:
+                return False
             self._sockets += 1
+            self._owners[owner] = self._owners.get(owner, 0) + 1
             return True
 
-    def release(self) -> None:
-        """Give back a reserved socket."""
+    def release(self, owner: str = "") -> None:
+        """Give back a socket reserved for ``owner``."""
         with self._lock:
             self._sockets = max(0, self._sockets - 1)
+            left = self._owners.get(owner, 0) - 1
+            if left > 0:
+                self._owners[owner] = left
+            else:
+                self._owners.pop(owner, None)
 
     # --- subscriptions ------------------------------------------------------------------------
 

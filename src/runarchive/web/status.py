@@ -5,9 +5,13 @@ Before the upgrade (plain HTTP answers, so a refused page falls back to polling)
 * the ``Origin``, when sent, must be this site (no cross-site websocket hijacking) — else 403;
 * the read rule of ``access.py`` — 400/401/403/404 like the JSON routes;
 * Redis must be reachable — else 503;
-* the process must be under its socket cap (``RUNARCHIVE_WS_MAX_SOCKETS``) — else 503
-  ``too_many_sockets``. Each open socket holds one server thread; the cap keeps threads free
-  for HTTP.
+* the process must be under its socket cap (``RUNARCHIVE_WS_MAX_SOCKETS``), and the user (an
+  anonymous viewer: the client address) under the per-user cap (Flask config
+  ``WS_MAX_SOCKETS_PER_USER``, default 8) — else 503 ``too_many_sockets``. Each open socket
+  holds one server thread; the caps keep threads free for HTTP and stop one client from
+  taking them all;
+* the WSGI server must hand over its socket (werkzeug, gunicorn, eventlet, gevent) — else 503
+  ``websocket_unavailable`` instead of an internal error.
 
 After the upgrade the server sends text frames of JSON:
 
@@ -41,8 +45,8 @@ from runarchive.jobs.keys import Keys
 from . import access
 from .db import db
 from .deployment import Deployment, jobs
-from .errors import Forbidden, SocketsFull
-from .relay import Relay, Subscriber
+from .errors import Forbidden, SocketsFull, WebsocketUnavailable
+from .relay import MAX_PER_OWNER, Relay, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +84,37 @@ def _admit() -> None:
     _check_origin()
     access.require_read(str(request.view_args["runid"]))
     jobs().clients.ping()  # 503 now, not a socket that never gets a line, when Redis is down
-    if not relay().reserve():
+    if not _server_has_socket():
+        raise WebsocketUnavailable("This server cannot hold websockets; poll for status instead.")
+    owner = _socket_owner()
+    if not relay().reserve(owner):
         raise SocketsFull(
             "Too many live connections on this server; the page will poll for status instead."
         )
-    g.socket_reserved = True
+    g.socket_owner = owner
+
+
+def _server_has_socket() -> bool:
+    """Tell whether the WSGI server exposes the raw socket flask-sock needs to upgrade."""
+    env = request.environ
+    if any(key in env for key in ("werkzeug.socket", "gunicorn.socket", "eventlet.input")):
+        return True
+    return str(env.get("SERVER_SOFTWARE", "")).startswith("gevent")
+
+
+def _socket_owner() -> str:
+    """Who a socket counts against: the user, else the client address."""
+    who = access.user()
+    if who is not None:
+        return f"user:{who.id}"
+    return f"addr:{request.remote_addr or 'unknown'}"
 
 
 @bp.teardown_request
 def _release(exc: BaseException | None) -> None:
-    if g.pop("socket_reserved", False):
-        relay().release()
+    owner = g.pop("socket_owner", None)
+    if owner is not None:
+        relay().release(owner)
 
 
 def archive_stream(ws: Any, runid: str) -> None:
@@ -192,7 +216,12 @@ def _limit_send_time(ws: Any) -> None:
 
 def init_app(app: Flask, dep: Deployment, max_sockets: int) -> Relay:
     """Register the status blueprint and the process's relay on ``app``."""
-    hub = Relay(lambda: dep.context().settings.redis_url or "", max_sockets=max_sockets)
+    per_user = int(app.config.get("WS_MAX_SOCKETS_PER_USER", MAX_PER_OWNER))
+    hub = Relay(
+        lambda: dep.context().settings.redis_url or "",
+        max_sockets=max_sockets,
+        max_per_owner=per_user,
+    )
     app.extensions[RELAY] = hub
     app.register_blueprint(bp)
     return hub
