@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint fmt bench sysdeps clean
+.PHONY: run test lint fmt bench bench-service sysdeps clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ fmt: $(BIN)/.installed
 
 bench: $(BIN)/.installed sysdeps
 	$(BIN)/python -m bench.engine
+
+# Service-level numbers (list latency, websocket fan-out, throughput, HTTP load with wrk).
+bench-service: $(BIN)/.installed sysdeps
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	$(BIN)/python -m bench.service
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,10 @@
 """Benchmark archive creation and restore against zip, unzip and stdlib zipfile.
 
-Run as ``python -m bench.engine [--size MiB] [--files N] [--repeat N] [--out DIR]``.
+Run as ``python -m bench.engine [--size MiB] [--files N] [--raster MiB] [--repeat N]
+[--warmup N] [--out DIR]``. The ~2 GB run of the service benchmarks is
+``python -m bench.engine --size 2048 --files 30000 --raster 300 --repeat 1 --warmup 0
+--name large``: the run's DEM is replaced by one 300 MiB raster (seeded random bytes, as
+incompressible as a real GeoTIFF), the rest of the 2 GiB generated as usual.
 
 Method: one synthetic run (``runarchive.demo``, fixed seed) is written to a temp folder, and
 every tool works on that same tree in the same process run, round after round:
@@ -99,7 +103,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__)
     parser.add_argument("--size", type=int, default=200, help="run size in MiB (default 200)")
     parser.add_argument("--files", type=int, default=3000, help="files in the run (default 3000)")
+    parser.add_argument(
+        "--raster", type=int, default=0, help="replace dem/dem.tif by a raster of MiB (default 0)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="timed rounds (default 3)")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="discarded warm-up rounds first (default 1)"
+    )
+    parser.add_argument("--name", default="engine", help="report file stem (default engine)")
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="report folder")
     args = parser.parse_args(argv)
     if args.repeat < 1:
@@ -114,47 +125,81 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Off a terminal rich assumes 80 columns, too narrow for the table in a log.
     console = Console(width=None if sys.stdout.isatty() else 110)
     with tempfile.TemporaryDirectory(prefix="runarchive-bench-") as tmp:
-        report = _bench(Path(tmp), args.size, args.files, args.repeat, console)
+        report = _bench(
+            Path(tmp), args.size, args.files, args.repeat, console, args.raster, args.warmup
+        )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "engine.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
-    (args.out / "engine.md").write_text(_markdown(report))
+    md, js = args.out / f"{args.name}.md", args.out / f"{args.name}.json"
+    js.write_text(json.dumps(asdict(report), indent=2) + "\n")
+    md.write_text(_markdown(report))
     _print(report, console)
-    console.print(f"Wrote {args.out / 'engine.md'} and {args.out / 'engine.json'}")
+    console.print(f"Wrote {md} and {js}")
 
 
-def _bench(tmp: Path, size_mib: int, files: int, repeat: int, console: Console) -> Report:
+def _bench(
+    tmp: Path,
+    size_mib: int,
+    files: int,
+    repeat: int,
+    console: Console,
+    raster_mib: int = 0,
+    warmup: int = 1,
+) -> Report:
     run = tmp / RUN_NAME
     out = tmp / "out"
     out.mkdir()
     started = time.perf_counter()
-    generated = generate_run(run, seed=SEED, target_bytes=size_mib * 2**20, files=files)
+    load_before = os.getloadavg()
+    generated = generate_run(
+        run, seed=SEED, target_bytes=(size_mib - raster_mib) * 2**20, files=files
+    )
+    run_bytes = generated.bytes
+    if raster_mib:
+        run_bytes += _big_raster(run / "dem" / "dem.tif", raster_mib)
     console.print(
-        f"Generated {generated.files} files, {generated.bytes / 2**20:.1f} MiB "
-        f"in {time.perf_counter() - started:.1f} s; warm-up round, then {repeat} timed"
+        f"Generated {generated.files} files, {run_bytes / 2**20:.1f} MiB "
+        f"in {time.perf_counter() - started:.1f} s; {warmup} warm-up round(s), {repeat} timed"
     )
     samples: dict[str, list[Sample]] = {}
-    for round_no in range(repeat + 1):
+    for round_no in range(warmup + repeat):
         for key, sample in _round(run, out):
-            if round_no > 0:
+            if round_no >= warmup:
                 samples.setdefault(key, []).append(sample)
-        console.print(f"  round {round_no or 'warm-up'} done")
-    rows = [_row(key, found, generated.bytes) for key, found in samples.items()]
+        console.print(f"  round {round_no + 1 - warmup if round_no >= warmup else 'warm-up'} done")
+    rows = [_row(key, found, run_bytes) for key, found in samples.items()]
+    machine = _machine(tmp)
+    machine["load_before"] = [round(x, 2) for x in load_before]
+    machine["load_after"] = [round(x, 2) for x in os.getloadavg()]
     return Report(
-        machine=_machine(tmp),
+        machine=machine,
         settings={
             "size_mib": size_mib,
             "files_asked": files,
+            "raster_mib": raster_mib,
             "repeat": repeat,
             "seed": SEED,
-            "cache": "warm cache: one discarded warm-up round first, page cache not dropped",
+            "cache": f"{warmup} discarded warm-up round(s) first, page cache not dropped",
             "rss": "peak RSS of each child from GNU time" if GNU_TIME else "RSS not measured",
         },
         run_files=generated.files,
-        run_bytes=generated.bytes,
+        run_bytes=run_bytes,
         baseline_rss_kib=_spawn_python(["idle"]).rss_kib,
         rows=rows,
         ratios=_ratios({row.key: row for row in rows}),
     )
+
+
+def _big_raster(path: Path, mib: int) -> int:
+    """Replace ``path`` by a seeded random raster of ``mib`` MiB; return the bytes added."""
+    import random
+
+    old = path.stat().st_size
+    rng = random.Random(SEED + 1)
+    with path.open("wb") as out:
+        out.write(b"II*\x00")
+        for _ in range(mib):
+            out.write(rng.randbytes(2**20))
+    return path.stat().st_size - old
 
 
 def _round(run: Path, out: Path) -> list[tuple[str, Sample]]:
@@ -370,6 +415,8 @@ def _summary(report: Report) -> list[str]:
         f"run: {report.run_files} files, {report.run_bytes / 2**20:.1f} MiB "
         f"(seed {settings['seed']}); medians of {settings['repeat']} rounds",
         f"{settings['cache']}; {settings['rss']}",
+        f"load averages (1/5/15 min) before {machine.get('load_before')}, "
+        f"after {machine.get('load_after')} (2 cores shared with other engineers' tests)",
         f"baseline RSS of a child with runarchive.core imported, before any work: {baseline}",
     ]
 

@@ -60,6 +60,11 @@ SETTINGS: dict[str, Setting] = {
         "half of RUNARCHIVE_WEB_THREADS",
         "Websockets per process; beyond it the upgrade is refused (503) and pages poll.",
     ),
+    "ws_max_sockets_per_user": Setting(
+        "RUNARCHIVE_WS_MAX_SOCKETS_PER_USER",
+        "8",
+        "Websockets one user (or one anonymous client address) may hold in one process.",
+    ),
     "ws_ping_interval": Setting(
         "RUNARCHIVE_WS_PING_INTERVAL",
         "20",
@@ -112,6 +117,7 @@ class WebSettings:
     web_workers: int = 2
     web_threads: int = 32
     ws_max_sockets: int | None = None
+    ws_max_sockets_per_user: int = 8
     ws_ping_interval: float = 20.0
     secure_cookies: bool = False
     proxy_hops: int = 0
@@ -120,7 +126,8 @@ class WebSettings:
     stop_timeout: float = 20.0
 
     def __post_init__(self) -> None:
-        for name in ("port", "web_workers", "web_threads", "login_max_failures"):
+        for name in ("port", "web_workers", "web_threads", "login_max_failures",
+                     "ws_max_sockets_per_user"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidInput(f"{SETTINGS[name].env} must be at least 1.")
         if self.ws_max_sockets is not None and self.ws_max_sockets < 0:
