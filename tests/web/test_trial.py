@@ -45,7 +45,9 @@ class Browserless:
             return str(response.read().decode())
 
 
-def start(data: Path, port: int, log: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+def start(
+    data: Path, port: int, log: Path, spawned: set[int]
+) -> tuple[subprocess.Popen[bytes], str, str]:
     with log.open("wb") as out:
         # A session of its own, so the test can send Ctrl-C to the whole group as a terminal does.
         proc = subprocess.Popen(
@@ -55,6 +57,8 @@ def start(data: Path, port: int, log: Path) -> tuple[subprocess.Popen[bytes], st
         )  # fmt: skip
     found = wait_until(lambda: BANNER.search(log.read_text()), timeout=60, step=0.2)
     wait_until(lambda: http(f"http://127.0.0.1:{port}/healthz")[0] == 200, timeout=60, step=0.2)
+    # The job worker runs in a session of its own: remember it, so a failing test kills it too.
+    spawned.update(descendants(proc.pid))
     return proc, found[1], found[2]
 
 
@@ -70,7 +74,9 @@ def ctrl_c(proc: subprocess.Popen[bytes]) -> set[int]:
 def test_demo_serve_logs_in_stops_on_ctrl_c_and_reuses_its_data(tmp_path: Path) -> None:
     data, port = tmp_path / "data", free_port()
     base = f"http://127.0.0.1:{port}"
-    proc, user, password = start(data, port, tmp_path / "first.log")
+    spawned: set[int] = set()
+    ctrl_c_reaped: set[int] = set()
+    proc, user, password = start(data, port, tmp_path / "first.log", spawned)
     try:
         assert user == "demo"
         assert "http://127.0.0.1:" in (tmp_path / "first.log").read_text()
@@ -82,12 +88,13 @@ def test_demo_serve_logs_in_stops_on_ctrl_c_and_reuses_its_data(tmp_path: Path) 
         run = data / "runs" / "demo-pinecone"
         assert len(list(run.rglob("*.nodb"))) >= 5
         started = ctrl_c(proc)
+        ctrl_c_reaped |= started
         assert len(started) >= 3  # gunicorn worker(s), the job worker, valkey
         assert not (data / "valkey.url").exists()
         assert http(f"{base}/healthz")[0] == 0
 
         made = create_archive(run, "between starts")
-        proc, user2, password2 = start(data, port, tmp_path / "second.log")
+        proc, user2, password2 = start(data, port, tmp_path / "second.log", spawned)
         assert (user2, password2) == (user, password)
         client = Browserless(base)
         client.login(user2, password2)
@@ -95,9 +102,13 @@ def test_demo_serve_logs_in_stops_on_ctrl_c_and_reuses_its_data(tmp_path: Path) 
         assert [(a["name"], a["comment"]) for a in listed["archives"]] == [
             (made.name, "between starts")
         ]
-        ctrl_c(proc)
+        ctrl_c_reaped |= ctrl_c(proc)
     finally:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+        for pid in spawned - ctrl_c_reaped:
+            if alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
