@@ -337,7 +337,7 @@ def create_archive(
         )  # fmt: skip
         try:
             builder = _Builder(run, level, threads, report, files_total, bytes_total)
-            _write(tmp, builder, tree.entries, manifest)
+            _write(tmp, builder, tree.entries, manifest, created)
             final = folder / name
             os.link(tmp, final)
             tmp.unlink()
@@ -383,16 +383,17 @@ def create_archive(
         )
 
 
-def _write(tmp: Path, builder: _Builder, entries: list[TreeEntry], manifest: Manifest) -> None:
+def _write(
+    tmp: Path, builder: _Builder, entries: list[TreeEntry], manifest: Manifest, created: datetime
+) -> None:
     """Write every entry, then the manifest and central directory, and fsync the file."""
     with open(tmp, "xb", buffering=CHUNK) as fh:
         writer = builder.writer = ZipWriter(fh)
         builder.build(entries)
         manifest.entries = builder.manifest_entries
         data = manifest.to_json()
-        when = datetime.strptime(manifest.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         packed = _deflate(data, builder.level, True)
-        writer.add(MANIFEST_NAME, DEFLATED, 0o100644, when.timestamp(), packed,
+        writer.add(MANIFEST_NAME, DEFLATED, 0o100644, created.timestamp(), packed,
                    isal_zlib.crc32(data), len(data))  # fmt: skip
         writer.close(manifest.comment.encode("utf-8"))
         fh.flush()

@@ -46,6 +46,7 @@ class ArchiveReader:
             raise
         self._manifest: Manifest | None = None
         self._manifest_read = False
+        self._data_offsets: dict[int, int] = {}
 
     def __enter__(self) -> ArchiveReader:
         return self
@@ -64,6 +65,13 @@ class ArchiveReader:
     @property
     def entries(self) -> list[CentralEntry]:
         return self.directory.entries
+
+    def data_offset(self, entry: CentralEntry) -> int:
+        """Return where an entry's data starts; the local header is read once per entry."""
+        found = self._data_offsets.get(entry.header_offset)
+        if found is None:
+            found = self._data_offsets[entry.header_offset] = data_offset(self.fd, entry)
+        return found
 
     def content_entries(self) -> list[CentralEntry]:
         """Return every entry except the manifest."""
@@ -96,7 +104,7 @@ class ArchiveReader:
             raise InvalidArchive(
                 f"Entry {entry.name!r} uses unsupported compression method {entry.method}."
             )
-        start = data_offset(self.fd, entry)
+        start = self.data_offset(entry)
         if start + entry.csize > self.directory.cd_offset:
             raise InvalidArchive(f"Entry {entry.name!r} runs into the central directory.")
         crc = 0

@@ -17,7 +17,7 @@ from .manifest import DIR, FILE, SYMLINK, ManifestEntry
 from .names import ARCHIVES_DIR, WORK_DIR
 from .reader import ArchiveReader
 from .tree import link_leaves_run
-from .zipformat import DEFLATED, STORED, CentralEntry, data_offset
+from .zipformat import DEFLATED, STORED, CentralEntry
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _MAX_LINK_BYTES = 4096
@@ -78,7 +78,7 @@ def _check_encoding(entry: CentralEntry) -> None:
 
 def _check_overlap(reader: ArchiveReader) -> None:
     spans = sorted(
-        (e.header_offset, data_offset(reader.fd, e) + e.csize, e.name) for e in reader.entries
+        (e.header_offset, reader.data_offset(e) + e.csize, e.name) for e in reader.entries
     )
     end_of_data = reader.directory.cd_offset
     for (_, end, name), nxt in zip(spans, [*spans[1:], (end_of_data, 0, "")], strict=True):

@@ -29,12 +29,12 @@ from runarchive.core.errors import InvalidInput, Locked
 
 from .keys import Keys
 
-# Delete KEYS[1] if its JSON value carries token ARGV[1].
-_RELEASE_LUA = """
+# Delete KEYS[1] if field ARGV[1] of its JSON value equals ARGV[2] (the token, or a job id).
+_RELEASE_IF_LUA = """
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
 local ok, d = pcall(cjson.decode, v)
-if ok and type(d) == 'table' and d['token'] == ARGV[1] then
+if ok and type(d) == 'table' and d[ARGV[1]] == ARGV[2] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -48,17 +48,6 @@ local ok, d = pcall(cjson.decode, v)
 if ok and type(d) == 'table' and d['token'] == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
   return 1
-end
-return 0
-"""
-
-# Delete KEYS[1] if its JSON value carries job_id ARGV[1].
-_RELEASE_JOB_LUA = """
-local v = redis.call('GET', KEYS[1])
-if not v then return 0 end
-local ok, d = pcall(cjson.decode, v)
-if ok and type(d) == 'table' and d['job_id'] == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
 end
 return 0
 """
@@ -159,8 +148,8 @@ def acquire_lock(
 
 def release_lock(client: Any, runid: str, relpath: str, token: str) -> bool:
     """Release the lock if ``token`` still owns it; return whether it was released."""
-    script = client.register_script(_RELEASE_LUA)
-    return bool(script(keys=[Keys.nodb_lock(runid, relpath)], args=[token]))
+    script = client.register_script(_RELEASE_IF_LUA)
+    return bool(script(keys=[Keys.nodb_lock(runid, relpath)], args=["token", token]))
 
 
 def refresh_lock(
@@ -214,10 +203,10 @@ def ensure_unlocked(client: Any, runid: str, verb: str) -> None:
 
 def release_job_locks(client: Any, runid: str, job_id: str) -> int:
     """Delete the run's locks held by job ``job_id`` (after it died); return how many."""
-    script = client.register_script(_RELEASE_JOB_LUA)
+    script = client.register_script(_RELEASE_IF_LUA)
     released = 0
     for key in client.scan_iter(match=Keys.nodb_lock_pattern(runid), count=500):
-        released += int(script(keys=[key], args=[job_id]))
+        released += int(script(keys=[key], args=["job_id", job_id]))
     return released
 
 
