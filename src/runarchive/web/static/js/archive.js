@@ -658,7 +658,9 @@
         ui.trace.textContent = info.exc_info;
         const last = info.exc_info.trim().split("\n").pop();
         if (state.failureAlert && last) {
-          state.failureAlert.querySelector(".alert-text").textContent += ` ${last}`;
+          // "pkg.module.Error: message" → the same "… failed: message" the Error: line gives.
+          const text = state.failureAlert.querySelector(".alert-text");
+          text.textContent = text.textContent.replace(/\.$/, `: ${last.replace(/^[\w.]+: /, "")}`);
           state.failureAlert = null;
         }
         ui.tracePanel.dataset.jobId = jobId;
