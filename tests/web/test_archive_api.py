@@ -14,6 +14,7 @@ import zipfile
 from io import BytesIO
 
 import pytest
+from flask import url_for
 
 from runarchive.core import create_archive, list_archives
 from runarchive.jobs import acquire_lock, enqueue_archive, release_lock, running_job
@@ -38,6 +39,25 @@ def test_list_shows_archives_newest_first_with_their_details(web: WebEnv) -> Non
     assert ISO_Z.match(newest["created"])
     assert newest["download_url"] == f"/runs/{run.runid}/archive/download/{second.name}"
     assert newest["readable"] is True
+
+
+def test_download_urls_match_url_for_under_a_mount_prefix(web: WebEnv) -> None:
+    """The list builds one URL prefix per call; each row must still equal url_for's answer."""
+    run = web.new_run(prefix="run;v1.")
+    time.sleep(1.05)
+    create_archive(run.path)
+    mount = {"SCRIPT_NAME": "/weppcloud"}
+    body = (
+        web.as_role("owner")
+        .get(f"/runs/{run.runid}/archive/list", environ_overrides=mount)
+        .get_json()
+    )
+    assert len(body["archives"]) == 2
+    with web.app.test_request_context("/", environ_overrides=mount):
+        for row in body["archives"]:
+            expected = url_for("archive.rq_archive_download", runid=run.runid, name=row["name"])
+            assert expected.startswith("/weppcloud/runs/run;v1.")
+            assert row["download_url"] == expected
 
 
 def test_in_progress_follows_the_real_job_state(web: WebEnv, workers: Workers) -> None:

@@ -109,8 +109,15 @@ class WebEnv:
         client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {self.tokens[role]}"
         return Browser(client)
 
-    def new_run(self, *, public: bool = False, archive: bool = True, owner: str = "alice") -> Run:
-        runid = f"run-{uuid.uuid4().hex[:10]}"
+    def new_run(
+        self,
+        *,
+        public: bool = False,
+        archive: bool = True,
+        owner: str = "alice",
+        prefix: str = "run-",
+    ) -> Run:
+        runid = f"{prefix}{uuid.uuid4().hex[:10]}"
         path = make_small_run(self.runs_root, runid)
         if public:
             (path / "PUBLIC").write_text("")

@@ -52,13 +52,16 @@ _CACHE_MAX = 20_000
 
 def describe_archive(path: Path) -> ArchiveInfo:
     """Read an archive's central directory (cached by path, mtime and size)."""
-    st = os.stat(path, follow_symlinks=False)
-    key = (str(path), st.st_mtime_ns, st.st_size)
+    return _describe(str(path), os.stat(path, follow_symlinks=False))
+
+
+def _describe(path: str, st: os.stat_result) -> ArchiveInfo:
+    key = (path, st.st_mtime_ns, st.st_size)
     with _cache_lock:
         hit = _cache.get(key)
     if hit is not None:
         return hit
-    info = _read_info(path, st)
+    info = _read_info(Path(path), st)
     with _cache_lock:
         if len(_cache) >= _CACHE_MAX:
             _cache.clear()
@@ -90,19 +93,24 @@ def list_archives(run_dir: Path) -> list[ArchiveInfo]:
     if needs_recovery(run):
         with contextlib.suppress(Busy):
             recover_run(run)
-    folder = archives_dir(run)
+    folder = str(archives_dir(run))
+    # One scandir and one lstat per archive, plain strings: the list is polled, and with
+    # hundreds of archives pathlib and a listdir-then-stat pass were most of its cost.
+    found: list[tuple[tuple[str, int], str, os.stat_result]] = []
     try:
-        names = [n for n in os.listdir(folder) if is_archive_name(n)]
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not is_archive_name(entry.name):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted while listing
+                found.append((archive_sort_key(entry.name), entry.path, st))
     except FileNotFoundError:
         return []
-    names.sort(key=archive_sort_key, reverse=True)
-    infos = []
-    for name in names:
-        try:
-            infos.append(describe_archive(folder / name))
-        except FileNotFoundError:
-            continue
-    return infos
+    found.sort(key=lambda item: item[0], reverse=True)
+    return [_describe(path, st) for _, path, st in found]
 
 
 def delete_archive(run_dir: Path, name: str) -> None:

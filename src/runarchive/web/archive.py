@@ -14,6 +14,7 @@ can redirect a download elsewhere).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, current_app, jsonify, render_template, send_file, url_for
 from rq.job import JobStatus
 
-from runarchive.core import NotFound, archive_path, list_archives
+from runarchive.core import ArchiveInfo, NotFound, archive_path, list_archives
 from runarchive.core.names import MAX_COMMENT_CHARS
 from runarchive.jobs import Event, Trigger, running_job
 
@@ -97,22 +98,30 @@ def shown_comment(comment: str) -> str:
     return cut + "\u2026" if len(comment) > MAX_COMMENT_CHARS else cut
 
 
+@functools.lru_cache(maxsize=20_000)
+def _row(info: ArchiveInfo) -> tuple[tuple[str, Any], ...]:
+    """The JSON fields of one archive (cached: an archive's info is immutable)."""
+    return (
+        ("name", info.name),
+        ("comment", shown_comment(info.comment)),
+        ("size", info.size),
+        ("created", _iso(info.created)),
+        ("files", info.files),
+        ("readable", info.readable),
+    )
+
+
 @bp.get("/runs/<runid>/archive/list")
 def rq_archive_list(runid: str) -> Response:
     """List the run's archives, newest first, and whether a job is running."""
     found = access.require_read(runid)
     assert found.run_dir is not None
     slot = running_job(jobs(), runid)
+    # Archive names are validated to characters a URL path keeps as they are, so one url_for
+    # serves every row (url_for per row was a third of the list's time with 500 archives).
+    download = url_for("archive.rq_archive_download", runid=runid, name="-")[:-1]
     archives = [
-        {
-            "name": info.name,
-            "comment": shown_comment(info.comment),
-            "size": info.size,
-            "created": _iso(info.created),
-            "files": info.files,
-            "readable": info.readable,
-            "download_url": url_for("archive.rq_archive_download", runid=runid, name=info.name),
-        }
+        {**dict(_row(info)), "download_url": download + info.name}
         for info in list_archives(found.run_dir)
     ]
     body = {
