@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -220,6 +221,56 @@ def test_sockets_beyond_the_cap_are_refused_so_the_page_polls(
         connect(live, web, run.runid, peers).wait_for(lambda f: f["type"] == "ping")
     finally:
         relay.max_sockets = cap
+
+
+def stalled_peer(live: LiveServer, runid: str, token: str) -> tuple[socket.socket, str]:
+    """Upgrade a raw socket that offers compression, then never reads; return it and the reply."""
+    raw = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.sendall(
+        (
+            f"GET /status/{runid}:archive HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+            f"Authorization: Bearer {token}\r\n\r\n"
+        ).encode()
+    )
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        chunk = raw.recv(1)  # byte by byte: frames after the headers stay unread
+        assert chunk, "closed during the handshake"
+        reply += chunk
+    return raw, reply.decode("latin-1")
+
+
+def test_a_peer_that_stops_reading_is_dropped_while_the_others_get_every_line(
+    web: WebEnv, live: LiveServer, peers: list[Peer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(web.app.config, "WS_BACKLOG_BYTES", 64 * 1024)
+    run = web.new_run()
+    relay = web.app.extensions[RELAY]
+    channel = Keys.status_channel(run.runid)
+    reader = connect(live, web, run.runid, peers)
+    raw, reply = stalled_peer(live, run.runid, web.tokens["owner"])
+    try:
+        assert reply.startswith("HTTP/1.1 101")
+        assert "sec-websocket-extensions" not in reply.lower()  # no per-message deflate
+        wait_until(lambda: relay.subscribers(channel) == 2, timeout=5)
+        stream = web.ctx.stream(run.runid)
+        filler = "x" * 2000
+        sent = 0
+        while relay.subscribers(channel) == 2:
+            stream.publish(f"line {sent:05} {filler}")
+            sent += 1
+            assert sent < 20_000, "the stalled peer was never dropped"
+        stream.publish("after the drop")
+        reader.wait_for(lambda f: f.get("data") == "after the drop", timeout=30)
+        expected = [f"line {i:05} {filler}" for i in range(sent)] + ["after the drop"]
+        assert reader.lines()[-len(expected) :] == expected
+        wait_until(lambda: relay.subscribers(channel) == 1, timeout=5)
+    finally:
+        raw.close()
 
 
 def test_replay_overlap_is_not_sent_twice() -> None:

@@ -59,6 +59,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=64 * 1024,
         WS_PING_INTERVAL=web.ws_ping_interval,
         WS_MAX_SOCKETS_PER_USER=web.ws_max_sockets_per_user,
+        WS_BACKLOG_BYTES=web.ws_backlog_bytes,
         POLL_INTERVAL_MS=1000,
         LOGIN_MAX_FAILURES=web.login_max_failures,
         LOGIN_WINDOW=web.login_window,

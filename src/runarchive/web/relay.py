@@ -8,8 +8,11 @@ one pub/sub connection for the whole process:
   channel when its first subscriber arrives and sets ``Subscriber.ready`` once Redis confirmed
   it, so the caller can then replay the retained lines without a gap (lines published after the
   confirmation arrive live; the caller drops duplicates of the replay's tail).
-* Each message is put on the queue of every subscriber of its channel; a subscriber whose queue
-  is full (a peer that stopped reading) is hung up instead of slowing the others.
+* Each message is encoded once (``encode``: the websocket frame, identical for every viewer)
+  and handed to every subscriber of its channel. A subscriber with a ``Sink`` attached (a live
+  socket, see ``outlet.py``) gets the bytes written at once by this thread; one still
+  replaying gets the line on its bounded queue. A subscriber whose queue or backlog is full (a
+  peer that stopped reading) is hung up instead of slowing the others.
 * ``leave`` unregisters; the thread UNSUBSCRIBEs a channel ``LINGER`` seconds after its last
   subscriber left, so a page reload does not cost a round of UNSUBSCRIBE/SUBSCRIBE.
 * When the Redis connection fails, every subscriber is hung up (the page reconnects and
@@ -32,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -46,21 +49,52 @@ _WAKE = "\x00hangup"  # put on a queue to wake its reader at once; never a real 
 _names = itertools.count(1)
 
 
+class Sink(Protocol):
+    """Where a live subscriber's frames go (``outlet.Outlet``)."""
+
+    def push(self, data: bytes) -> bool:
+        """Write or queue ``data``; False when the peer is gone or too far behind."""
+
+    def wake(self) -> None:
+        """Get the socket's own thread to look at the subscriber (a hang-up)."""
+
+
 class Subscriber:
-    """One websocket's view of a channel: a bounded queue of lines plus its hang-up reason."""
+    """One websocket's view of a channel: a bounded queue of lines, or once live a ``Sink``."""
 
     def __init__(self, channel: str, maxsize: int) -> None:
         self.channel = channel
         self.lines: queue.Queue[str] = queue.Queue(maxsize)
         self.ready = threading.Event()
         self.hangup: str | None = None
+        self._sink: Sink | None = None
+        self._lock = threading.Lock()
 
-    def offer(self, line: str) -> None:
-        """Queue a line (relay thread); hang up a subscriber that stopped reading."""
-        try:
-            self.lines.put_nowait(line)
-        except queue.Full:
-            self.hang_up("too slow")
+    def offer(self, line: str, frame: bytes) -> None:
+        """Deliver one message (relay thread); hang up a subscriber that stopped reading."""
+        with self._lock:
+            sink = self._sink
+            if sink is None:
+                try:
+                    self.lines.put_nowait(line)
+                except queue.Full:
+                    self.hang_up("too slow")
+                return
+        if not sink.push(frame):
+            self.hang_up("too slow or gone")
+
+    def attach(self, sink: Sink, first: Callable[[list[str]], list[bytes]]) -> None:
+        """Go live: write ``first(queued lines)`` to ``sink``, then every later message.
+
+        Runs under the lock ``offer`` takes, so no message slips between the replay the
+        caller builds from the queued lines and the first line written live.
+        """
+        with self._lock:
+            for frame in first(self.drain()):
+                if not sink.push(frame):
+                    self.hang_up("too slow or gone")
+                    return
+            self._sink = sink
 
     def hang_up(self, reason: str) -> None:
         """Ask the socket's handler to say goodbye and close."""
@@ -69,6 +103,9 @@ class Subscriber:
         self.ready.set()
         with contextlib.suppress(queue.Full):  # a full queue wakes its reader anyway
             self.lines.put_nowait(_WAKE)
+        sink = self._sink
+        if sink is not None:
+            sink.wake()
 
     def get(self, timeout: float) -> str | None:
         """Return the next line, or None after ``timeout`` seconds or on hang-up."""
@@ -111,8 +148,10 @@ class Relay:
         max_per_owner: int = MAX_PER_OWNER,
         queue_size: int = QUEUE_SIZE,
         linger: float = LINGER,
+        encode: Callable[[str], bytes] = str.encode,
     ) -> None:
         self._url = url
+        self._encode = encode
         self.max_sockets = max_sockets
         self.max_per_owner = max_per_owner
         self.queue_size = queue_size
@@ -282,8 +321,9 @@ class Relay:
                     sub.ready.set()
             elif kind == "message":
                 line = str(message.get("data"))
+                frame = self._encode(line)
                 for sub in list(state.subscribers):
-                    sub.offer(line)
+                    sub.offer(line, frame)
 
     def _drop_all(self, reason: str) -> None:
         with self._lock:

@@ -70,6 +70,11 @@ SETTINGS: dict[str, Setting] = {
         "20",
         'Seconds between `{"type":"ping"}` frames; a peer silent for 3 intervals is dropped.',
     ),
+    "ws_backlog_bytes": Setting(
+        "RUNARCHIVE_WS_BACKLOG_BYTES",
+        "1048576",
+        "Bytes a websocket may fall behind (a peer not reading) before it is hung up.",
+    ),
     "secure_cookies": Setting(
         "RUNARCHIVE_SECURE_COOKIES",
         "0",
@@ -119,6 +124,7 @@ class WebSettings:
     ws_max_sockets: int | None = None
     ws_max_sockets_per_user: int = 8
     ws_ping_interval: float = 20.0
+    ws_backlog_bytes: int = 1 << 20
     secure_cookies: bool = False
     proxy_hops: int = 0
     login_max_failures: int = 5
@@ -127,7 +133,7 @@ class WebSettings:
 
     def __post_init__(self) -> None:
         for name in ("port", "web_workers", "web_threads", "login_max_failures",
-                     "ws_max_sockets_per_user"):  # fmt: skip
+                     "ws_max_sockets_per_user", "ws_backlog_bytes"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidInput(f"{SETTINGS[name].env} must be at least 1.")
         if self.ws_max_sockets is not None and self.ws_max_sockets < 0:

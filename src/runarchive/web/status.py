@@ -19,11 +19,13 @@ After the upgrade the server sends text frames of JSON:
   each new line as it is published;
 * ``{"type": "ping"}`` every ``RUNARCHIVE_WS_PING_INTERVAL`` seconds; the client answers
   ``{"type": "pong"}``. A peer silent for three intervals is considered dead and dropped;
-* ``{"type": "hangup"}`` before the server closes (shutdown, Redis lost, a peer too slow to
-  keep up). The client reconnects with backoff, or polls.
+* ``{"type": "hangup"}`` before the server closes (shutdown, Redis lost). A peer that stops
+  reading is dropped once ``RUNARCHIVE_WS_BACKLOG_BYTES`` of frames wait for it. The client
+  reconnects with backoff, or polls.
 
 Lines come from the process's single Redis subscription (``relay.py``); a socket never opens
-its own.
+its own. Live lines are written by the relay thread itself, one encoded frame for all viewers,
+without waiting on any of them (``outlet.py``); per-message compression is not negotiated.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from urllib.parse import urlsplit
 import redis
 from flask import Blueprint, Flask, current_app, g, request
 from flask_sock import Sock  # type: ignore[import-untyped]
+from wsproto.frame_protocol import FrameProtocol
 
 from runarchive.jobs.keys import Keys
 
@@ -46,6 +49,7 @@ from . import access
 from .db import db
 from .deployment import Deployment, jobs
 from .errors import Forbidden, SocketsFull, WebsocketUnavailable
+from .outlet import Outlet
 from .relay import MAX_PER_OWNER, Relay, Subscriber
 
 log = logging.getLogger(__name__)
@@ -92,6 +96,9 @@ def _admit() -> None:
             "Too many live connections on this server; the page will poll for status instead."
         )
     g.socket_owner = owner
+    # No per-message deflate: it would make every socket's frames different (and cost a zlib
+    # context per socket) where one encoding now serves every viewer; status lines are short.
+    request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
 
 
 def _server_has_socket() -> bool:
@@ -121,31 +128,54 @@ def archive_stream(ws: Any, runid: str) -> None:
     """Relay run ``runid``'s status lines to one websocket (see the module doc)."""
     db().remove()  # hold no database connection for the life of the socket
     interval = float(current_app.config["WS_PING_INTERVAL"])
+    backlog = int(current_app.config["WS_BACKLOG_BYTES"])
     sub = relay().join(Keys.status_channel(runid))
+    outlet = Outlet(ws.sock, backlog)
     try:
-        Session(ws, sub, interval).serve(lambda: jobs().stream(runid).recent())
+        Session(ws, sub, outlet, interval).serve(lambda: jobs().stream(runid).recent())
     except OSError as exc:  # reset, or a send timed out on a peer that stopped reading
         log.info("websocket of %s lost: %s", runid, exc)
     finally:
         relay().leave(sub)
+        outlet.close()  # flask-sock closes the socket next: no relay write may race that
 
 
 sock.route("/status/<runid>:archive", bp=bp)(archive_stream)
 
 
-class Session:
-    """One socket's conversation: replay, live lines, heartbeat, goodbye."""
+def encode_frame(message: dict[str, str]) -> bytes:
+    """Return one server-to-client text frame carrying ``message`` as compact JSON.
 
-    def __init__(self, ws: Any, sub: Subscriber, ping_interval: float) -> None:
+    Server frames are unmasked and, with per-message compression refused, identical for every
+    socket: the relay encodes a line once and writes the same bytes to all its viewers.
+    """
+    text = json.dumps(message, separators=(",", ":"))
+    return bytes(FrameProtocol(client=False, extensions=[]).send_data(text, fin=True))
+
+
+def status_frame(line: str) -> bytes:
+    """Return the frame of one status line."""
+    return encode_frame({"type": "status", "data": line})
+
+
+PING = encode_frame({"type": "ping"})
+HANGUP = encode_frame({"type": "hangup"})
+
+
+class Session:
+    """One socket's conversation: replay, live lines, heartbeat, goodbye.
+
+    Its thread writes the replay and any backlog and keeps the heartbeat; live lines are
+    written by the relay thread through the ``Outlet`` (see ``outlet.py``).
+    """
+
+    def __init__(self, ws: Any, sub: Subscriber, outlet: Outlet, ping_interval: float) -> None:
         self.ws = ws
         self.sub = sub
+        self.outlet = outlet
         self.ping_interval = ping_interval
         self.last_heard = time.monotonic()
         _limit_send_time(ws)
-
-    def send(self, frame: dict[str, str]) -> None:
-        """Send one JSON frame (raises when the peer is gone)."""
-        self.ws.send(json.dumps(frame, separators=(",", ":")))
 
     def serve(self, recent: Any) -> None:
         """Run the conversation until the peer leaves or the server hangs up."""
@@ -157,28 +187,30 @@ class Session:
         except redis.exceptions.RedisError:
             self._goodbye()
             return
-        for line in replay + _after_replay(replay, self.sub.drain()):
-            self.send({"type": "status", "data": line})
+
+        def first(early: list[str]) -> list[bytes]:
+            return [status_frame(line) for line in replay + _after_replay(replay, early)]
+
+        self.sub.attach(self.outlet, first)
         self._live()
 
     def _live(self) -> None:
         self.last_heard = time.monotonic()
         next_ping = self.last_heard + self.ping_interval
         while self.sub.hangup is None:
+            self.outlet.flush()
             self._read_client()
             if not self.ws.connected:
                 return
             now = time.monotonic()
             if now - self.last_heard > DEAD_AFTER_PINGS * self.ping_interval:
                 log.info("dropping silent websocket of %s", self.sub.channel)
-                self._goodbye()
-                return
+                break
             if now >= next_ping:
-                self.send({"type": "ping"})
+                if not self.outlet.push(PING):
+                    self.sub.hang_up("too slow or gone")
                 next_ping = now + self.ping_interval
-            line = self.sub.get(timeout=max(0.05, min(0.5, next_ping - now)))
-            if line is not None:
-                self.send({"type": "status", "data": line})
+            self.outlet.wait(max(0.05, min(0.5, next_ping - now)))
         self._goodbye()
 
     def _read_client(self) -> None:
@@ -190,8 +222,9 @@ class Session:
 
     def _goodbye(self) -> None:
         try:
-            self.send({"type": "hangup"})
-        except Exception:
+            if self.outlet.push(HANGUP):
+                self.outlet.flush()
+        except OSError:
             log.debug("peer gone before hangup", exc_info=True)
 
 
@@ -221,6 +254,7 @@ def init_app(app: Flask, dep: Deployment, max_sockets: int) -> Relay:
         lambda: dep.context().settings.redis_url or "",
         max_sockets=max_sockets,
         max_per_owner=per_user,
+        encode=status_frame,
     )
     app.extensions[RELAY] = hub
     app.register_blueprint(bp)
