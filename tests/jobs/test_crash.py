@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -228,7 +229,17 @@ def test_a_job_over_its_timeout_fails_cleanly_and_frees_the_run(
     with JobsContext.from_settings(replace(settings, job_timeout=1)) as short:
         rec = record(runid)
         job_id = enqueue_restore(short, runid, name)
-        assert workers.burst() == 0, workers.log_text()
+        proc = workers.start("--burst")
+        rec.wait_for(lambda x: x.startswith(f"rq:{job_id} STARTED"))
+        # Freeze the work horse mid-restore: its 1 s alarm runs out in wall time whatever the
+        # machine's speed, and fires the moment the horse runs again.
+        horses = wait_until(lambda: children(proc.pid), timeout=10, step=0.005)
+        for pid in horses:
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(1.5)
+        for pid in horses:
+            os.kill(pid, signal.SIGCONT)
+        assert proc.wait(timeout=60) == 0, workers.log_text()
         rec.wait_for(lambda x: x.startswith(f"rq:{job_id} TRIGGER"))
         _assert_clean_end(short, runid, job_id, "RESTORE_FAILED")
         assert any(x.startswith("Error: ") and "1 second" in x for x in rec.lines), rec.lines
