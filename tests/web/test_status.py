@@ -18,7 +18,7 @@ import pytest
 import simple_websocket
 
 from runarchive.jobs.keys import Keys
-from runarchive.web.status import RELAY, _after_replay
+from runarchive.web.status import RELAY, merge_replay
 from tests.jobs.conftest import wait_until
 from tests.web.webutil import LiveServer, WebEnv, login, upgrade_status
 
@@ -258,6 +258,8 @@ def test_a_peer_that_stops_reading_is_dropped_while_the_others_get_every_line(
         assert "sec-websocket-extensions" not in reply.lower()  # no per-message deflate
         wait_until(lambda: relay.subscribers(channel) == 2, timeout=5)
         stream = web.ctx.stream(run.runid)
+        stream.publish("start")
+        reader.wait_for(lambda f: f.get("data") == "start")  # replay done: the reader is live
         filler = "x" * 2000
         sent = 0
         while relay.subscribers(channel) == 2:
@@ -275,7 +277,17 @@ def test_a_peer_that_stops_reading_is_dropped_while_the_others_get_every_line(
 
 def test_replay_overlap_is_not_sent_twice() -> None:
     replay = ["a", "b", "c"]
-    assert _after_replay(replay, ["b", "c", "d"]) == ["d"]
-    assert _after_replay(replay, ["c"]) == []
-    assert _after_replay(replay, ["d", "e"]) == ["d", "e"]
-    assert _after_replay([], ["x"]) == ["x"]
+    assert merge_replay(replay, ["b", "c", "d"]) == ["a", "b", "c", "d"]
+    assert merge_replay(replay, ["c"]) == ["a", "b", "c"]
+    assert merge_replay(replay, ["d", "e"]) == ["a", "b", "c", "d", "e"]
+    assert merge_replay([], ["x"]) == ["x"]
+    assert merge_replay(replay, []) == replay
+
+
+def test_a_burst_longer_than_the_replay_is_sent_once_and_in_order() -> None:
+    """More lines arrived while subscribing than Redis retains: the live ones hold them all."""
+    published = [f"line {i}" for i in range(10)]
+    retained = published[4:8]  # the last 4 when the replay was read
+    early = published[1:]  # subscribed after line 0
+    assert merge_replay(retained, early) == early
+    assert merge_replay(published[-4:], early) == early  # overlap at the very end

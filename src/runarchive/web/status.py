@@ -189,7 +189,7 @@ class Session:
             return
 
         def first(early: list[str]) -> list[bytes]:
-            return [status_frame(line) for line in replay + _after_replay(replay, early)]
+            return [status_frame(line) for line in merge_replay(replay, early)]
 
         self.sub.attach(self.outlet, first)
         self._live()
@@ -228,12 +228,21 @@ class Session:
             log.debug("peer gone before hangup", exc_info=True)
 
 
-def _after_replay(replay: list[str], early: list[str]) -> list[str]:
-    """Drop the lines that arrived live while replaying and are already the replay's tail."""
+def merge_replay(replay: list[str], early: list[str]) -> list[str]:
+    """Return what a new socket is sent first: the retained lines, then the live ones.
+
+    ``early`` arrived live between the subscription and the moment the replay was read, so
+    its head may repeat the replay's tail: that overlap is sent once. When more lines arrived
+    meanwhile than Redis retains, ``early`` holds the whole replay and more before it, and is
+    sent alone.
+    """
     for k in range(min(len(replay), len(early)), 0, -1):
         if early[:k] == replay[-k:]:
-            return early[k:]
-    return early
+            return replay + early[k:]
+    n = len(replay)
+    if n and any(early[i : i + n] == replay for i in range(1, len(early) - n + 1)):
+        return early
+    return replay + early
 
 
 def _limit_send_time(ws: Any) -> None:
