@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 import urllib.parse
 import urllib.request
 from http.cookiejar import CookieJar
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from runarchive.core import create_archive
+from runarchive.web.server import GRACEFUL_TIMEOUT
 from tests.jobs.conftest import wait_until
 from tests.web.test_commands import CLI, alive, descendants, environment, free_port, http
 
@@ -62,11 +64,15 @@ def start(
     return proc, found[1], found[2]
 
 
-def ctrl_c(proc: subprocess.Popen[bytes]) -> set[int]:
+def ctrl_c(proc: subprocess.Popen[bytes], log: Path) -> set[int]:
     started = descendants(proc.pid)
+    began = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=60) == 0
     wait_until(lambda: not any(alive(pid) for pid in started), timeout=20)
+    # Every process stopped on its own: no web worker waited out the graceful timeout.
+    assert time.monotonic() - began < GRACEFUL_TIMEOUT
+    assert "was sent SIGKILL" not in log.read_text()
     return started
 
 
@@ -87,7 +93,7 @@ def test_demo_serve_logs_in_stops_on_ctrl_c_and_reuses_its_data(tmp_path: Path) 
         assert (listed["archives"], listed["in_progress"], listed["job_id"]) == ([], False, None)
         run = data / "runs" / "demo-pinecone"
         assert len(list(run.rglob("*.nodb"))) >= 5
-        started = ctrl_c(proc)
+        started = ctrl_c(proc, tmp_path / "first.log")
         ctrl_c_reaped |= started
         assert len(started) >= 3  # gunicorn worker(s), the job worker, valkey
         assert not (data / "valkey.url").exists()
@@ -102,7 +108,7 @@ def test_demo_serve_logs_in_stops_on_ctrl_c_and_reuses_its_data(tmp_path: Path) 
         assert [(a["name"], a["comment"]) for a in listed["archives"]] == [
             (made.name, "between starts")
         ]
-        ctrl_c_reaped |= ctrl_c(proc)
+        ctrl_c_reaped |= ctrl_c(proc, tmp_path / "second.log")
     finally:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):

@@ -80,7 +80,14 @@ def _stop_relay_soon(app: Any) -> None:
 
 
 def _post_worker_init(worker: Any) -> None:
-    """On SIGTERM, hang up the worker's websockets so its graceful stop does not wait on them."""
+    """Adjust the worker's signals: websockets hung up on SIGTERM, one quick stop only.
+
+    Ctrl-C in a terminal signals the whole process group, so a worker got SIGINT from the
+    terminal and then SIGQUIT from the arbiter. gunicorn's gthread worker re-entered its quit
+    handler while the first call held the thread pool's shutdown lock and deadlocked until the
+    arbiter killed it after the graceful timeout (seen about one Ctrl-C in four). Workers now
+    leave SIGINT to the arbiter and act on the first quit only.
+    """
     app = worker.wsgi
     previous = signal.getsignal(signal.SIGTERM)
 
@@ -90,6 +97,18 @@ def _post_worker_init(worker: Any) -> None:
             previous(signum, frame)
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quit_handler = signal.getsignal(signal.SIGQUIT)
+    quitting: list[int] = []
+
+    def on_quit(signum: int, frame: FrameType | None) -> None:
+        if quitting:
+            return
+        quitting.append(signum)
+        if callable(quit_handler):
+            quit_handler(signum, frame)
+
+    signal.signal(signal.SIGQUIT, on_quit)
 
 
 def _worker_int(worker: Any) -> None:
