@@ -85,7 +85,7 @@ def _post_worker_init(worker: Any) -> None:
     Ctrl-C in a terminal signals the whole process group, so a worker got SIGINT from the
     terminal and then SIGQUIT from the arbiter. gunicorn's gthread worker re-entered its quit
     handler while the first call held the thread pool's shutdown lock and deadlocked until the
-    arbiter killed it after the graceful timeout (seen about one Ctrl-C in four). Workers now
+    arbiter killed it after the graceful timeout (seen twice in about fifteen stops). Workers now
     leave SIGINT to the arbiter and act on the first quit only.
     """
     app = worker.wsgi
