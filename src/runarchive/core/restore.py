@@ -284,7 +284,7 @@ def _write_file(reader: ArchiveReader, item: PlanItem, dest: str) -> None:
 
 
 def _batches(files: list[PlanItem]) -> list[list[PlanItem]]:
-    """Group files in archive order into tasks of about BATCH_BYTES (big files alone)."""
+    """Group files in archive order; a batch closes at BATCH_BYTES or BATCH_FILES."""
     batches: list[list[PlanItem]] = []
     batch: list[PlanItem] = []
     size = 0
