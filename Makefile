@@ -11,10 +11,12 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-# zip/unzip/7-Zip are the reference tools the tests and benchmarks check against.
+# zip/unzip/7-Zip are the reference tools the tests and benchmarks check against; openssl
+# makes the TLS test's certificate.
 sysdeps:
-	@command -v zip >/dev/null && command -v unzip >/dev/null && command -v 7zz >/dev/null || \
-	  (apt-get update -qq && apt-get install -y -qq zip unzip 7zip >/dev/null)
+	@command -v zip >/dev/null && command -v unzip >/dev/null && command -v 7zz >/dev/null && \
+	  command -v openssl >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq zip unzip 7zip openssl >/dev/null)
 
 # The whole service on http://127.0.0.1:8000 with embedded Redis, a local worker, SQLite,
 # a generated demo run and a demo user (credentials printed); data kept in ./data.

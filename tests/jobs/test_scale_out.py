@@ -51,11 +51,16 @@ def test_two_workers_archive_and_restore_ten_runs_with_one_trigger_each(
         assert recs[r].triggers(restored[r]) == ["RESTORE_COMPLETE"]
         assert snapshot(root / r) == originals[r]
     wait_until(lambda: not list(iter_slots(ctx.clients.data, ctx.keys)), timeout=10)
+
     # Both workers took part: the jobs were spread, not run by one process alone.
-    hosts = Counter(
-        line.split("Worker ")[1].split(":")[0]
-        for line in workers.log_text().splitlines()
-        if "Job OK" in line and "Worker " in line
-    )
+    def hosts() -> Counter[str]:
+        return Counter(
+            line.split("Worker ")[1].split(":")[0]
+            for line in workers.log_text().splitlines()
+            if "Job OK" in line and "Worker " in line
+        )
+
+    # RQ logs "Job OK" after the job's own last steps (trigger, slot): wait for the log.
+    wait_until(lambda: sum(hosts().values()) >= 20, timeout=10)
     assert all(p.poll() is None for p in pool), workers.log_text()[-2000:]
-    assert len(hosts) == 2 and sum(hosts.values()) == 20, hosts
+    assert len(hosts()) == 2 and sum(hosts().values()) == 20, hosts()

@@ -9,9 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,8 +29,10 @@ from tests.web.webutil import LiveServer, WebEnv, login, upgrade_status
 class Peer:
     """A websocket client whose thread collects frames and, unless ``silent``, answers pings."""
 
-    def __init__(self, url: str, headers: dict[str, str], *, silent: bool = False) -> None:
-        self.ws = simple_websocket.Client.connect(url, headers=headers)
+    def __init__(
+        self, url: str, headers: dict[str, str], *, silent: bool = False, tls: Any = None
+    ) -> None:
+        self.ws = simple_websocket.Client.connect(url, headers=headers, ssl_context=tls)
         self.silent = silent
         self.frames: list[dict[str, Any]] = []
         self._thread = threading.Thread(target=self._read, daemon=True)
@@ -273,6 +278,35 @@ def test_a_peer_that_stops_reading_is_dropped_while_the_others_get_every_line(
         wait_until(lambda: relay.subscribers(channel) == 1, timeout=5)
     finally:
         raw.close()
+
+
+def test_a_tls_socket_gets_every_line_through_its_own_thread(
+    web: WebEnv, tmp_path: Path, peers: list[Peer]
+) -> None:
+    """A TLS socket cannot take the relay thread's non-blocking writes: its session writes."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = LiveServer(web.app, tls=(str(cert), str(key)))
+    try:
+        trust = ssl.create_default_context(cafile=str(cert))
+        trust.check_hostname = False  # the certificate names no IP address; the CA is pinned
+        run = web.new_run()
+        auth = {"Authorization": f"Bearer {web.tokens['owner']}"}
+        peer = Peer(server.ws_url(run.runid), auth, tls=trust)
+        peers.append(peer)
+        stream = web.ctx.stream(run.runid)
+        stream.publish("start")
+        peer.wait_for(lambda f: f.get("data") == "start")
+        for i in range(200):
+            stream.publish(f"tls {i}")
+        peer.wait_for(lambda f: f.get("data") == "tls 199")
+        assert [x for x in peer.lines() if x.startswith("tls ")] == [f"tls {i}" for i in range(200)]
+    finally:
+        server.stop()
 
 
 def test_replay_overlap_is_not_sent_twice() -> None:

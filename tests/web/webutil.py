@@ -131,14 +131,17 @@ class WebEnv:
 class LiveServer:
     """The module's app on a real threaded werkzeug server (websockets need a real socket)."""
 
-    def __init__(self, app: Flask) -> None:
-        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
+    def __init__(self, app: Flask, tls: tuple[str, str] | None = None) -> None:
+        self.server: BaseWSGIServer = make_server(
+            "127.0.0.1", 0, app, threaded=True, ssl_context=tls
+        )
         self.port = self.server.server_port
+        self.scheme = "wss" if tls else "ws"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     def ws_url(self, runid: str) -> str:
-        return f"ws://127.0.0.1:{self.port}/status/{runid}:archive"
+        return f"{self.scheme}://127.0.0.1:{self.port}/status/{runid}:archive"
 
     def stop(self) -> None:
         self.server.shutdown()
