@@ -28,7 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DamagedArchive, NoSpace, NotFound, RunArchiveError
-from .fsutil import is_no_space, remove_tree, require_space, start_writeback, sync_filesystem
+from .fsutil import (
+    is_no_space,
+    remove_tree,
+    require_space,
+    spread_subfolders,
+    start_writeback,
+    sync_filesystem,
+)
 from .journal import (
     STAGING,
     SWAPPING,
@@ -158,6 +165,7 @@ class _Extractor:
         plan, stage = self.plan, self.stage
         stage.mkdir(mode=0o700)
         self.scratch.mkdir(mode=0o700)
+        spread_subfolders(self.scratch)  # per-thread folders in fresh block groups
         dirs = [i for i in plan.items if i.type == DIR]
         files = [i for i in plan.items if i.type == FILE]
         links = [i for i in plan.items if i.type == SYMLINK]
