@@ -204,11 +204,11 @@ class _Extractor:
         done_files = done_bytes = 0
         total_bytes = self.plan.total_bytes
         with ThreadPoolExecutor(threads, thread_name_prefix="runarchive-extract") as pool:
-            futures = [pool.submit(self._place_all, batch) for batch in _batches(files)]
+            futures = {pool.submit(self._place_all, batch): batch for batch in _batches(files)}
             try:
                 for fut in as_completed(futures):
-                    batch, reused = fut.result()
-                    self.reused += reused
+                    self.reused += fut.result()
+                    batch = futures[fut]
                     for item in batch:  # one event per file, as every listener expects
                         done_files += 1
                         done_bytes += item.entry.usize
@@ -219,8 +219,8 @@ class _Extractor:
                 for fut in futures:
                     fut.cancel()
 
-    def _place_all(self, batch: list[PlanItem]) -> tuple[list[PlanItem], int]:
-        return batch, sum(self._place(item) for item in batch)
+    def _place_all(self, batch: list[PlanItem]) -> int:
+        return sum(self._place(item) for item in batch)
 
     def _parent_is_safe(self, parent: str) -> bool:
         """Tell whether the run's folder ``parent`` is a real folder inside the run."""
