@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runarchive.core import run_lock
+from runarchive.core import open_run, run_lock
 from tests.treeutil import File, build_tree
 
 
@@ -85,7 +85,7 @@ def test_verify_of_a_damaged_archive_exits_1(run: Path) -> None:
 
 
 def test_a_busy_run_exits_3(run: Path) -> None:
-    with run_lock(run):
+    with open_run(run) as handle, run_lock(handle):
         busy = cli("archive", run)
     assert busy.returncode == 3 and "busy" in busy.stderr
 

@@ -32,7 +32,7 @@ from runarchive.core import (
     recover_run,
     verify_archive,
 )
-from runarchive.core.journal import (
+from tests.journalfiles import (
     SWAPPED,
     SWAPPING,
     old_dir,
@@ -444,7 +444,10 @@ def test_hand_written_staging_journal_rolls_back(tmp_path: Path, run_dir: Path) 
     jid = "0123456789ab"
     build_tree(stage_dir(run_dir, jid), {"a.txt": File(b"half")})
     build_tree(scratch_dir(run_dir, jid), {"0/1": File(b"partial")})
-    write_journal(run_dir, {"id": jid, "archive": "x", "state": "staging"})
+    write_journal(
+        run_dir,
+        {"id": jid, "archive": "ambitious-pinecone.20240102T030405Z.zip", "state": "staging"},
+    )
     (run_dir / ".runarchive" / ".journal.json.tmp-4242").write_bytes(b'{"id"')
 
     result = recover_run(run_dir)

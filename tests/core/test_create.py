@@ -17,6 +17,7 @@ from runarchive.core import (
     InvalidInput,
     create_archive,
     list_archives,
+    open_run,
     run_lock,
     verify_archive,
 )
@@ -186,7 +187,7 @@ def test_special_files_are_skipped_and_reported(run_dir: Path) -> None:
 
 def test_a_second_operation_on_a_busy_run_is_refused(run_dir: Path) -> None:
     build_tree(run_dir, {"a.txt": File(b"a")})
-    with run_lock(run_dir), pytest.raises(Busy, match="busy"):
+    with open_run(run_dir) as run, run_lock(run), pytest.raises(Busy, match="busy"):
         create_archive(run_dir)
     assert create_archive(run_dir).name
 

@@ -197,8 +197,14 @@ def test_file_size_limit_surfaces_as_no_space_error(run_dir: Path, op: str) -> N
 
 
 @pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
-    """Mount tmpfs file systems of a given size in MiB; unmount them afterwards."""
+def small_fs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int], Path]]:
+    """Mount tmpfs file systems of a given size in MiB; unmount them afterwards.
+
+    The free-space reserve (1 GiB by default) is switched off here, for this process and the
+    CLI it starts: these tests are about what happens when the disk itself runs out.
+    """
+    monkeypatch.setenv("RUNARCHIVE_RESERVE_BYTES", "0")
+    monkeypatch.setenv("RUNARCHIVE_RESERVE_PERCENT", "0")
     if os.geteuid() != 0:
         pytest.skip("mounting tmpfs needs root")
     mounted: list[Path] = []
@@ -267,8 +273,9 @@ def test_create_running_out_of_space_midway_raises_no_space_and_keeps_nothing(
 
 
 def test_restore_of_a_large_archive_into_a_nearly_full_disk_is_refused_up_front(
-    small_fs: Callable[[int], Path], tmp_path: Path
+    small_fs: Callable[[int], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("RUNARCHIVE_MAX_RATIO", "5000")  # zeros: let the space check refuse
     archive = _archive_elsewhere(tmp_path, {"zeros.bin": File(bytes(24 * MIB))})
     run = small_fs(8) / RUNID
     build_tree(run, OLD)

@@ -3,12 +3,21 @@ ignored where it is not."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 from runarchive.core.fsutil import spread_subfolders
 
 SHM = Path("/dev/shm")
+
+
+def spread(folder: Path) -> bool:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return spread_subfolders(fd)
+    finally:
+        os.close(fd)
 
 
 def attributes(path: Path) -> str:
@@ -25,7 +34,7 @@ def filesystem(path: Path) -> str:
 def test_the_spread_hint_is_set_on_ext4(tmp_path: Path) -> None:
     folder = tmp_path / "scratch"
     folder.mkdir()
-    took = spread_subfolders(folder)
+    took = spread(folder)
     # ext2/ext3/ext4 all report "ext2/ext3" here and all honour the flag.
     assert took == (filesystem(folder) == "ext2/ext3"), filesystem(folder)
     if took:
@@ -39,7 +48,6 @@ def test_the_spread_hint_is_ignored_where_unsupported(tmp_path: Path) -> None:
     folder.mkdir()
     try:
         assert filesystem(folder) == "tmpfs"
-        assert spread_subfolders(folder) is False
+        assert spread(folder) is False
     finally:
         folder.rmdir()
-    assert spread_subfolders(tmp_path / "missing") is False

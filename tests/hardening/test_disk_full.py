@@ -50,7 +50,27 @@ def leave_free(mount: Path, free: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def tmpfs(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[WebEnv]:
+def no_reserve() -> Iterator[None]:
+    """Switch the free-space reserve off (here and in the workers started meanwhile): these
+    tests are about what happens when the disk itself runs out."""
+    saved = {
+        k: os.environ.get(k) for k in ("RUNARCHIVE_RESERVE_BYTES", "RUNARCHIVE_RESERVE_PERCENT")
+    }
+    os.environ.update({k: "0" for k in saved})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def tmpfs(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, no_reserve: None
+) -> Iterator[WebEnv]:
     root = tmp_path_factory.mktemp("diskfull")
     mount = root / "fs"
     mount.mkdir()

@@ -4,7 +4,7 @@ This package knows nothing of Flask, RQ or Redis (an import-linter contract enfo
 job and web layers, and the CLI, are thin adapters over these functions.
 """
 
-from .catalog import ArchiveInfo, delete_archive, describe_archive, list_archives
+from .catalog import ArchiveInfo, delete_archive, list_archives
 from .create import CreateResult, create_archive
 from .errors import (
     Busy,
@@ -17,21 +17,23 @@ from .errors import (
     NotFound,
     RunArchiveError,
     UnsafeArchive,
+    UnsafeRun,
 )
 from .journal import RecoverResult, purge_trash, recover_run
 from .limits import Limits
 from .names import (
-    archive_path,
+    has_hidden_characters,
     is_archive_name,
     normalize_comment,
     validate_archive_name,
     validate_runid,
 )
 from .progress import Phase, ProgressCallback, ProgressEvent
-from .reader import ArchiveReader, VerifyReport, verify_archive
+from .reader import ArchiveReader, VerifyReport, open_archive, open_archive_fd, verify_archive
 from .restore import RestoreResult, restore_archive
+from .rundir import Folder, RunDir, open_run
 from .runlock import run_lock
-from .tree import find_nodb_files
+from .tree import find_nodb_files, nodb_files, scan_run
 
 __all__ = [
     "ArchiveInfo",
@@ -39,6 +41,7 @@ __all__ = [
     "Busy",
     "CreateResult",
     "DamagedArchive",
+    "Folder",
     "InvalidArchive",
     "InvalidInput",
     "LimitExceeded",
@@ -52,20 +55,26 @@ __all__ = [
     "RecoverResult",
     "RestoreResult",
     "RunArchiveError",
+    "RunDir",
     "UnsafeArchive",
+    "UnsafeRun",
     "VerifyReport",
-    "archive_path",
     "create_archive",
     "delete_archive",
-    "describe_archive",
     "find_nodb_files",
+    "has_hidden_characters",
     "is_archive_name",
     "list_archives",
+    "nodb_files",
     "normalize_comment",
+    "open_archive",
+    "open_archive_fd",
+    "open_run",
     "purge_trash",
     "recover_run",
     "restore_archive",
     "run_lock",
+    "scan_run",
     "validate_archive_name",
     "validate_runid",
     "verify_archive",

@@ -1,34 +1,38 @@
 """The run's archive catalogue: list (fast, cached) and delete.
 
 Listing reads only each archive's end records and central directory, never entry data, and
-caches the result per archive by (name, mtime, size): a run with hundreds of archives lists
-in milliseconds after the first call.
+caches the result per archive by (run, name, inode, mtime, size): a run with hundreds of
+archives lists in milliseconds after the first call. The cache is a bounded LRU, so one run
+with tens of thousands of archives costs others nothing but their oldest entries.
+
+Every archive is opened through the run's handle (``rundir``): ``archives/`` must be a real
+folder, each archive is opened with ``O_NOFOLLOW`` and described from the *opened* file, and
+reading its central directory is bounded by the file's size and the entry limit, so a planted
+file can make one row say ``readable: false`` but never make list fail or swell.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import stat
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from .errors import Busy, InvalidArchive, NotFound
-from .fsutil import fsync_dir
-from .journal import needs_recovery, recover_locked, recover_run
+from .errors import Busy, InvalidArchive, NotFound, UnsafeRun
+from .journal import needs_recovery, recover_locked
+from .limits import Limits
 from .manifest import MANIFEST_NAME
-from .names import (
-    archive_created,
-    archive_path,
-    archive_sort_key,
-    archives_dir,
-    is_archive_name,
-    require_run,
-)
+from .names import archive_created, archive_sort_key, is_archive_name, validate_archive_name
+from .reader import open_archive_fd
+from .rundir import Folder, RunDir, open_run
 from .runlock import run_lock
 from .zipformat import read_directory
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,85 +49,108 @@ class ArchiveInfo:
     error: str | None = None
 
 
-_cache: dict[tuple[str, int, int], ArchiveInfo] = {}
+_CacheKey = tuple[int, int, str, int, int, int]
+_cache: OrderedDict[_CacheKey, ArchiveInfo] = OrderedDict()
 _cache_lock = threading.Lock()
 _CACHE_MAX = 20_000
 
 
-def describe_archive(path: Path) -> ArchiveInfo:
-    """Read an archive's central directory (cached by path, mtime and size)."""
-    return _describe(str(path), os.stat(path, follow_symlinks=False))
-
-
-def _describe(path: str, st: os.stat_result) -> ArchiveInfo:
-    key = (path, st.st_mtime_ns, st.st_size)
+def _cached(key: _CacheKey) -> ArchiveInfo | None:
     with _cache_lock:
         hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+        return hit
+
+
+def _remember(key: _CacheKey, info: ArchiveInfo) -> None:
+    with _cache_lock:
+        _cache[key] = info
+        while len(_cache) > _CACHE_MAX:
+            _cache.popitem(last=False)
+
+
+def _describe(archives: Folder, name: str, st: os.stat_result, limits: Limits) -> ArchiveInfo:
+    created = archive_created(name)
+    if not stat.S_ISREG(st.st_mode):
+        return ArchiveInfo(name, "", st.st_size, created, 0, 0, False, "not a regular file")
+    dev = os.fstat(archives.fd)
+    key = (dev.st_dev, dev.st_ino, name, st.st_ino, st.st_mtime_ns, st.st_size)
+    hit = _cached(key)
     if hit is not None:
         return hit
-    info = _read_info(Path(path), st)
-    with _cache_lock:
-        if len(_cache) >= _CACHE_MAX:
-            _cache.clear()
-        _cache[key] = info
+    try:
+        fd = archives.open_file(name)
+    except OSError as exc:
+        return ArchiveInfo(name, "", st.st_size, created, 0, 0, False, exc.strerror)
+    try:
+        opened = os.fstat(fd)
+        if not os.path.samestat(opened, st):
+            return ArchiveInfo(name, "", st.st_size, created, 0, 0, False, "changed while listed")
+        directory = read_directory(fd, opened.st_size, limits.max_entries)
+    except (InvalidArchive, OSError) as exc:
+        info = ArchiveInfo(name, "", st.st_size, created, 0, 0, False, str(exc))
+    else:
+        content = [e for e in directory.entries if e.name != MANIFEST_NAME]
+        files = sum(1 for e in content if e.kind == "file")
+        comment = directory.comment.decode("utf-8", errors="replace")
+        info = ArchiveInfo(name, comment, st.st_size, created, files, len(content), True)
+    finally:
+        os.close(fd)
+    _remember(key, info)
     return info
 
 
-def _read_info(path: Path, st: os.stat_result) -> ArchiveInfo:
-    created = archive_created(path.name)
-    if not stat.S_ISREG(st.st_mode):
-        return ArchiveInfo(path.name, "", st.st_size, created, 0, 0, False, "not a regular file")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        try:
-            directory = read_directory(fd, st.st_size)
-        finally:
-            os.close(fd)
-    except (InvalidArchive, OSError) as exc:
-        return ArchiveInfo(path.name, "", st.st_size, created, 0, 0, False, str(exc))
-    content = [e for e in directory.entries if e.name != MANIFEST_NAME]
-    files = sum(1 for e in content if e.kind == "file")
-    comment = directory.comment.decode("utf-8", errors="replace")
-    return ArchiveInfo(path.name, comment, st.st_size, created, files, len(content), True)
+def list_archives(run_dir: Path, limits: Limits | None = None) -> list[ArchiveInfo]:
+    """Return the run's archives, newest first.
 
-
-def list_archives(run_dir: Path) -> list[ArchiveInfo]:
-    """Return the run's archives, newest first."""
-    run = require_run(run_dir)
-    if needs_recovery(run):
-        with contextlib.suppress(Busy):
-            recover_run(run)
-    folder = str(archives_dir(run))
-    # One scandir and one lstat per archive, plain strings: the list is polled, and with
-    # hundreds of archives pathlib and a listdir-then-stat pass were most of its cost.
-    found: list[tuple[tuple[str, int], str, os.stat_result]] = []
-    try:
-        with os.scandir(folder) as entries:
-            for entry in entries:
+    A pending journal is recovered first when the run is free; a journal that fails
+    validation is left for the mutating operations to report (list still answers).
+    """
+    lim = limits or Limits.from_env()
+    with open_run(run_dir) as run:
+        if needs_recovery(run):
+            _try_recover(run)
+        archives = run.archives()
+        if archives is None:
+            return []
+        with archives:
+            found: list[tuple[tuple[str, int], str, os.stat_result]] = []
+            for entry in archives.scandir():
                 if not is_archive_name(entry.name):
                     continue
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue  # deleted while listing
-                found.append((archive_sort_key(entry.name), entry.path, st))
-    except FileNotFoundError:
-        return []
-    found.sort(key=lambda item: item[0], reverse=True)
-    return [_describe(path, st) for _, path, st in found]
+                found.append((archive_sort_key(entry.name), entry.name, st))
+            found.sort(key=lambda item: item[0], reverse=True)
+            return [_describe(archives, name, st, lim) for _, name, st in found]
+
+
+def _try_recover(run: RunDir) -> None:
+    try:
+        with run_lock(run) as work:
+            recover_locked(run, work)
+    except Busy:
+        pass
+    except UnsafeRun as exc:
+        log.warning("run %s: %s", run.runid, exc)
 
 
 def delete_archive(run_dir: Path, name: str) -> None:
     """Delete one archive of the run by its validated name."""
-    run = require_run(run_dir)
-    path = archive_path(run, name)
-    with run_lock(run):
-        recover_locked(run)
-        try:
-            st = os.stat(path, follow_symlinks=False)
-        except FileNotFoundError:
-            raise NotFound(f"Archive not found: {name}.") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise NotFound(f"{name} is not an archive file.")
-        path.unlink()
-        fsync_dir(path.parent)
+    validate_archive_name(name)
+    with open_run(run_dir) as run, run_lock(run) as work:
+        recover_locked(run, work)
+        fd, st = open_archive_fd(run, name)
+        os.close(fd)
+        archives = run.archives()
+        if archives is None:
+            raise NotFound(f"Archive not found: {name}.")
+        with archives:
+            # Unlink only the file that was checked: if the name now points elsewhere, stop.
+            if not os.path.samestat(archives.lstat(name), st):
+                raise NotFound(f"Archive {name} changed while being deleted; nothing was removed.")
+            archives.unlink(name)
+            archives.fsync()

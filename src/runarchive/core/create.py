@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import stat
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,13 +31,15 @@ from isal import isal_zlib
 
 from .. import __version__
 from .errors import NoSpace, RunArchiveError
-from .fsutil import fsync_dir, is_no_space, require_space
+from .fsutil import is_no_space, require_space
 from .journal import recover_locked
+from .limits import Limits
 from .manifest import DIR, FILE, MANIFEST_NAME, Manifest, ManifestEntry
-from .names import archives_dir, new_archive_name, normalize_comment, require_run, run_id_of
+from .names import ARCHIVES_DIR, new_archive_name, normalize_comment
 from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress
+from .rundir import Folder, RunDir, is_unsafe_error, open_beneath, open_run
 from .runlock import run_lock
-from .tree import TreeEntry, scan_run
+from .tree import Tree, TreeEntry, scan_run
 from .zipformat import DEFLATED, STORED, WrittenEntry, ZipWriter
 
 CHUNK = 1 << 20
@@ -69,7 +72,7 @@ class CreateResult:
 @dataclass(slots=True)
 class _Chunk:
     entry: TreeEntry
-    abs_path: str
+    run_fd: int
     index: int
     offset: int
     length: int
@@ -103,8 +106,20 @@ def _is_incompressible(path: str) -> bool:
 
 
 def _read(chunk: _Chunk) -> bytes:
-    fd = os.open(chunk.abs_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    """Read one chunk of a run file, reached beneath the run's handle with no link on the way.
+
+    A file replaced by a link, a fifo or a folder since the scan reads as vanished: nothing
+    outside the run, and nothing that is not a regular file, is ever read into an archive.
+    """
     try:
+        fd = open_beneath(chunk.run_fd, chunk.entry.path)
+    except OSError as exc:
+        if is_unsafe_error(exc):
+            raise FileNotFoundError(exc.errno, exc.strerror, chunk.entry.path) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileNotFoundError(chunk.entry.path)
         return os.pread(fd, chunk.length, chunk.offset)
     finally:
         os.close(fd)
@@ -148,11 +163,10 @@ def _work_batch(chunks: list[_Chunk], level: int) -> list[_Done]:
     return [_work(chunk, level) for chunk in chunks]
 
 
-def _chunks(run: Path, entry: TreeEntry) -> Iterator[_Chunk]:
-    abs_path = str(run / entry.path)
+def _chunks(run_fd: int, entry: TreeEntry) -> Iterator[_Chunk]:
     count = max(1, -(-entry.size // CHUNK))
     for i in range(count):
-        yield _Chunk(entry, abs_path, i, i * CHUNK, CHUNK, i == count - 1)
+        yield _Chunk(entry, run_fd, i, i * CHUNK, CHUNK, i == count - 1)
 
 
 def _estimate_size(entries: list[TreeEntry]) -> int:
@@ -172,7 +186,7 @@ class _Builder:
 
     def __init__(
         self,
-        run: Path,
+        run: RunDir,
         level: int,
         threads: int,
         progress: ProgressCallback,
@@ -208,7 +222,7 @@ class _Builder:
 
             try:
                 for entry in entries:
-                    chunks = list(_chunks(self.run, entry)) if entry.type == FILE else []
+                    chunks = list(_chunks(self.run.fd, entry)) if entry.type == FILE else []
                     if len(chunks) == 1 and entry.size < CHUNK:
                         batch.append(chunks[0])
                         batch_bytes += entry.size
@@ -308,14 +322,14 @@ def create_archive(
     progress: ProgressCallback | None = None,
     threads: int = 2,
     level: int = 1,
+    limits: Limits | None = None,
 ) -> CreateResult:
     """Snapshot ``run_dir`` into a new archive under its ``archives/`` folder."""
     report = progress or ignore_progress
     text = normalize_comment(comment)
-    run = require_run(run_dir)
-    runid = run_id_of(run)
-    with run_lock(run):
-        recover_locked(run)
+    lim = limits or Limits.from_env()
+    with open_run(run_dir) as run, run_lock(run) as work:
+        recover_locked(run, work)
         try:
             tree = scan_run(run)
         except OSError as exc:
@@ -323,71 +337,73 @@ def create_archive(
                 f"Cannot read {exc.filename}: {exc.strerror}. Fix its permissions and retry; "
                 "no archive was written."
             ) from exc
-        files_total, bytes_total = tree.file_count, tree.file_bytes
-        report(ProgressEvent("archive", Phase.SCAN, 0, files_total, 0, bytes_total))
-        folder = archives_dir(run)
-        folder.mkdir(exist_ok=True)
-        require_space(folder, _estimate_size(tree.entries), "create the archive")
-        created = datetime.now(UTC)
-        name = new_archive_name(runid, created, set(os.listdir(folder)))
-        tmp = folder / f".tmp-{name}-{secrets.token_hex(4)}.partial"
-        manifest = Manifest(
-            run_id=runid, created=created.strftime("%Y-%m-%dT%H:%M:%SZ"), comment=text,
-            tool_version=__version__, external_links=tree.external_links,
-        )  # fmt: skip
-        try:
-            builder = _Builder(run, level, threads, report, files_total, bytes_total)
-            _write(tmp, builder, tree.entries, manifest, created)
-            final = folder / name
-            os.link(tmp, final)
-            tmp.unlink()
-            fsync_dir(folder)
-        except OSError as exc:
-            _discard(tmp)
-            if is_no_space(exc):
-                raise NoSpace(
-                    f"Ran out of disk space while writing the archive ({exc.strerror}); "
-                    "nothing was kept. Free some space and retry."
-                ) from exc
-            if isinstance(exc, PermissionError):
-                raise RunArchiveError(
-                    f"Cannot read {exc.filename}: permission denied. Fix its permissions "
-                    "and retry; no archive was written."
-                ) from exc
-            raise
-        except BaseException:
-            _discard(tmp)
-            raise
-        skipped = tree.skipped + [
-            f"{p} (vanished while archiving)" for p in sorted(builder.vanished)
-        ]
-        report(
-            ProgressEvent(
-                "archive",
-                Phase.DONE,
-                builder.files_done,
-                files_total,
-                builder.bytes_done,
-                bytes_total,
-            )
-        )
-        return CreateResult(
-            name=name,
-            path=final,
-            size=final.stat().st_size,
-            files=builder.files_done,
-            entries=len(builder.manifest_entries),
-            bytes_total=builder.bytes_done,
-            external_links=tree.external_links,
-            skipped=skipped,
-        )
+        report(ProgressEvent("archive", Phase.SCAN, 0, tree.file_count, 0, tree.file_bytes))
+        with run.ensure_archives() as folder:
+            require_space(folder.fd, _estimate_size(tree.entries), "create the archive",
+                          reserve=lim.reserve_for(folder.fd))  # fmt: skip
+            return _create_in(run, folder, tree, text, report, threads, level)
+
+
+def _create_in(run: RunDir, folder: Folder, tree: Tree, text: str, report: ProgressCallback,
+               threads: int, level: int) -> CreateResult:  # fmt: skip
+    """Write the archive to a temp file in ``archives/``, then link it to its final name."""
+    files_total, bytes_total = tree.file_count, tree.file_bytes
+    created = datetime.now(UTC)
+    name = new_archive_name(run.runid, created, set(folder.names()))
+    tmp = f".tmp-{name}-{secrets.token_hex(4)}.partial"
+    manifest = Manifest(
+        run_id=run.runid, created=created.strftime("%Y-%m-%dT%H:%M:%SZ"), comment=text,
+        tool_version=__version__, external_links=tree.external_links,
+    )  # fmt: skip
+    try:
+        builder = _Builder(run, level, threads, report, files_total, bytes_total)
+        size = _write(folder, tmp, builder, tree.entries, manifest, created)
+        os.link(tmp, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd, follow_symlinks=False)
+        folder.unlink(tmp)
+        folder.fsync()
+    except OSError as exc:
+        _discard(folder, tmp)
+        if is_no_space(exc):
+            raise NoSpace(
+                f"Ran out of disk space while writing the archive ({exc.strerror}); "
+                "nothing was kept. Free some space and retry."
+            ) from exc
+        if isinstance(exc, PermissionError):
+            raise RunArchiveError(
+                f"Cannot read {exc.filename}: permission denied. Fix its permissions "
+                "and retry; no archive was written."
+            ) from exc
+        raise
+    except BaseException:
+        _discard(folder, tmp)
+        raise
+    skipped = tree.skipped + [f"{p} (vanished while archiving)" for p in sorted(builder.vanished)]
+    report(ProgressEvent("archive", Phase.DONE, builder.files_done, files_total,
+                         builder.bytes_done, bytes_total))  # fmt: skip
+    return CreateResult(
+        name=name,
+        path=run.path / ARCHIVES_DIR / name,
+        size=size,
+        files=builder.files_done,
+        entries=len(builder.manifest_entries),
+        bytes_total=builder.bytes_done,
+        external_links=tree.external_links,
+        skipped=skipped,
+    )
 
 
 def _write(
-    tmp: Path, builder: _Builder, entries: list[TreeEntry], manifest: Manifest, created: datetime
-) -> None:
-    """Write every entry, then the manifest and central directory, and fsync the file."""
-    with open(tmp, "xb", buffering=CHUNK) as fh:
+    folder: Folder,
+    tmp: str,
+    builder: _Builder,
+    entries: list[TreeEntry],
+    manifest: Manifest,
+    created: datetime,
+) -> int:
+    """Write every entry, then the manifest and central directory; fsync; return the size."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o644, dir_fd=folder.fd)
+    with os.fdopen(fd, "wb", buffering=CHUNK) as fh:
         writer = builder.writer = ZipWriter(fh)
         builder.build(entries)
         manifest.entries = builder.manifest_entries
@@ -398,8 +414,9 @@ def _write(
         writer.close(manifest.comment.encode("utf-8"))
         fh.flush()
         os.fsync(fh.fileno())
+        return os.fstat(fh.fileno()).st_size
 
 
-def _discard(tmp: Path) -> None:
+def _discard(folder: Folder, tmp: str) -> None:
     with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
+        folder.unlink(tmp)

@@ -32,6 +32,18 @@ class NotFound(RunArchiveError):
     code = "not_found"
 
 
+class UnsafeRun(RunArchiveError):
+    """Something in the run's tree (our state, ``archives/``, a journal) is not what we made.
+
+    Raised instead of acting on it: a link where a folder must be, a malformed journal, a
+    state folder that is not ours. Nothing was changed; the message says what to remove.
+    """
+
+    exit_code = 1
+    http_status = 409
+    code = "unsafe_run"
+
+
 class InvalidArchive(RunArchiveError):
     """The archive cannot be read (truncated, not a zip, damaged central directory)."""
 

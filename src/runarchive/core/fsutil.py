@@ -9,36 +9,19 @@ import ctypes.util
 import errno
 import fcntl
 import os
-import shutil
-import stat
-import sys
-from pathlib import Path
 
 from .errors import NoSpace
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
 
-def fsync_dir(path: Path) -> None:
-    """Make the directory entries of ``path`` (renames, creations) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sync_filesystem(path: Path) -> None:
-    """Flush every dirty page of the filesystem holding ``path``.
+def sync_filesystem(dir_fd: int) -> None:
+    """Flush every dirty page of the filesystem holding the open folder ``dir_fd``.
 
     One syncfs is far cheaper than an fsync per file when thousands were just written.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if getattr(_libc, "syncfs", None) is None or _libc.syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
+    if getattr(_libc, "syncfs", None) is None or _libc.syncfs(dir_fd) != 0:
+        os.sync()
 
 
 _SYNC_FILE_RANGE_WRITE = 2
@@ -59,7 +42,7 @@ _FS_IOC_SETFLAGS = 0x40086602
 _FS_TOPDIR_FL = 0x00020000
 
 
-def spread_subfolders(path: Path) -> bool:
+def spread_subfolders(dir_fd: int) -> bool:
     """Ask the filesystem to place ``path``'s subfolders away from it; True if it took the hint.
 
     ext4 without a journal will not reuse an inode freed in the last minute and reads
@@ -70,49 +53,49 @@ def spread_subfolders(path: Path) -> bool:
     other filesystems refuse the flag and nothing changes.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return False
-    try:
         flags = array.array("i", [0])
-        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
+        fcntl.ioctl(dir_fd, _FS_IOC_GETFLAGS, flags, True)
         flags[0] |= _FS_TOPDIR_FL
-        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, flags)
+        fcntl.ioctl(dir_fd, _FS_IOC_SETFLAGS, flags)
         return True
     except OSError:
         return False
-    finally:
-        os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so a crash leaves either the old or the new content."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def atomic_write_bytes(dir_fd: int, name: str, data: bytes) -> None:
+    """Replace file ``name`` in the open folder ``dir_fd`` so a crash leaves old or new content.
+
+    The temp file is created with ``O_EXCL|O_NOFOLLOW`` in the same folder: a planted file or
+    link of that name makes the write fail instead of writing through it.
+    """
+    tmp = f".{name}.tmp-{os.getpid()}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
-    fsync_dir(path.parent)
+    os.fsync(dir_fd)
 
 
-def free_bytes(path: Path) -> int:
-    """Return the bytes available to this user on the filesystem holding ``path``."""
-    return shutil.disk_usage(path).free
-
-
-def require_space(path: Path, needed: int, what: str) -> None:
-    """Raise NoSpace when the filesystem of ``path`` clearly cannot hold ``needed`` bytes."""
-    free = free_bytes(path)
-    if free < needed:
+def require_space(dir_fd: int, needed: int, what: str, *, reserve: int = 0) -> None:
+    """Raise NoSpace unless the disk of ``dir_fd`` holds ``needed`` bytes beyond ``reserve``."""
+    st = os.fstatvfs(dir_fd)
+    free = st.f_bavail * st.f_frsize
+    if free - reserve < needed:
+        kept = f" (keeping {human_bytes(reserve)} in reserve)" if reserve else ""
         raise NoSpace(
-            f"Not enough disk space to {what}: about {human_bytes(needed)} needed, "
-            f"{human_bytes(free)} free on {path}. Free some space and retry."
+            f"Not enough disk space to {what}: about {human_bytes(needed)} needed{kept}, "
+            f"{human_bytes(free)} free. Free some space and retry."
         )
 
 
@@ -129,33 +112,3 @@ def human_bytes(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
-
-
-def remove_tree(path: Path) -> None:
-    """Delete a folder tree, making read-only folders writable on the way.
-
-    Only folders are ever chmod-ed: a file may share its inode (hard link) with a restored
-    file, and unlinking needs write permission on the folder alone.
-    """
-    if not path.exists() and not path.is_symlink():
-        return
-
-    def retry(func: object, p: str, exc_info: object) -> None:
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(p), 0o700)
-        try:
-            is_dir = stat.S_ISDIR(os.lstat(p).st_mode)
-        except FileNotFoundError:
-            return
-        if is_dir:
-            with contextlib.suppress(OSError):
-                os.chmod(p, 0o700)
-            remove_tree(Path(p))
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(p)
-
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=retry)
-    else:
-        shutil.rmtree(path, onerror=retry)

@@ -7,6 +7,7 @@ about ``../``, absolute paths or odd extensions.
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,16 +17,20 @@ ARCHIVES_DIR = "archives"
 WORK_DIR = ".runarchive"
 MAX_COMMENT_CHARS = 40
 
-RUNID_RE = re.compile(r"^[A-Za-z0-9_.;-]+$")
+# Matched with ``fullmatch``: ``$`` would also accept a trailing newline.
+RUNID_RE = re.compile(r"[A-Za-z0-9_.;-]+")
 ARCHIVE_NAME_RE = re.compile(
-    r"^(?P<runid>[A-Za-z0-9_.;-]+)\.(?P<stamp>\d{8}T\d{6}Z)(?:-(?P<seq>[1-9][0-9]{0,5}))?\.zip$"
+    r"(?P<runid>[A-Za-z0-9_.;-]+)\.(?P<stamp>\d{8}T\d{6}Z)(?:-(?P<seq>[1-9][0-9]{0,5}))?\.zip"
 )
+# Control, format (bidi overrides, zero-width), surrogate, private-use and line/paragraph
+# separator characters: invisible or reordering text has no place in a name people read.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 
 
 def validate_runid(runid: str) -> str:
     """Return ``runid`` if it is a safe run id, else raise InvalidInput."""
-    if not isinstance(runid, str) or not RUNID_RE.match(runid) or runid in {".", ".."}:
+    if not isinstance(runid, str) or not RUNID_RE.fullmatch(runid) or runid in {".", ".."}:
         raise InvalidInput(f"Invalid run id {runid!r}: use letters, digits and _ . ; - only.")
     if len(runid) > 200:
         raise InvalidInput("Invalid run id: longer than 200 characters.")
@@ -34,7 +39,7 @@ def validate_runid(runid: str) -> str:
 
 def validate_archive_name(name: str) -> str:
     """Return ``name`` if it matches ``<runid>.<YYYYMMDDTHHMMSSZ>.zip``, else raise InvalidInput."""
-    if not isinstance(name, str) or len(name) > 255 or not ARCHIVE_NAME_RE.match(name):
+    if not isinstance(name, str) or len(name) > 255 or not ARCHIVE_NAME_RE.fullmatch(name):
         raise InvalidInput(
             f"Invalid archive name {name!r}: expected <runid>.<YYYYMMDDTHHMMSSZ>.zip "
             "as shown by `runarchive list`."
@@ -44,19 +49,19 @@ def validate_archive_name(name: str) -> str:
 
 def is_archive_name(name: str) -> bool:
     """Tell whether ``name`` is a well-formed archive name."""
-    return len(name) <= 255 and ARCHIVE_NAME_RE.match(name) is not None
+    return len(name) <= 255 and ARCHIVE_NAME_RE.fullmatch(name) is not None
 
 
 def archive_created(name: str) -> datetime:
     """Return the UTC creation time encoded in a valid archive name."""
-    match = ARCHIVE_NAME_RE.match(validate_archive_name(name))
+    match = ARCHIVE_NAME_RE.fullmatch(validate_archive_name(name))
     assert match is not None
     return datetime.strptime(match["stamp"], STAMP_FORMAT).replace(tzinfo=UTC)
 
 
 def archive_sort_key(name: str) -> tuple[str, int]:
     """Order archive names by time, then by collision suffix."""
-    match = ARCHIVE_NAME_RE.match(name)
+    match = ARCHIVE_NAME_RE.fullmatch(name)
     if match is None:
         return ("", 0)
     return (match["stamp"], int(match["seq"] or 1))
@@ -82,32 +87,27 @@ def normalize_comment(comment: str | None) -> str:
         raise InvalidInput(
             f"Comment is {len(text)} characters long; the limit is {MAX_COMMENT_CHARS}."
         )
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
-        raise InvalidInput("Comment may not contain control characters or line breaks.")
+    if has_hidden_characters(text):
+        raise InvalidInput(
+            "Comment may not contain control characters, line breaks, or invisible or "
+            "direction-changing characters (such as bidi overrides and zero-width spaces)."
+        )
     return text
+
+
+def has_hidden_characters(text: str) -> bool:
+    """Tell whether ``text`` holds a control, invisible, bidi or unpaired-surrogate character."""
+    return any(unicodedata.category(ch) in _HIDDEN_CATEGORIES for ch in text)
+
+
+def split_relpath(rel: str) -> list[str]:
+    """Return the parts of a relative POSIX path; refuse empty, ``.``, ``..`` and NUL parts."""
+    parts = rel.split("/")
+    if not rel or any(p in ("", ".", "..") or "\x00" in p for p in parts):
+        raise ValueError(f"not a relative path of plain components: {rel!r}")
+    return parts
 
 
 def run_id_of(run_dir: Path) -> str:
     """Return the run id of a run directory: its name, validated."""
     return validate_runid(run_dir.name)
-
-
-def archives_dir(run_dir: Path) -> Path:
-    """Return the folder holding the run's archives."""
-    return run_dir / ARCHIVES_DIR
-
-
-def archive_path(run_dir: Path, name: str) -> Path:
-    """Return the path of archive ``name`` of the run, after validating the name."""
-    return archives_dir(run_dir) / validate_archive_name(name)
-
-
-def require_run(run_dir: Path) -> Path:
-    """Return the resolved run directory, or raise NotFound/InvalidInput."""
-    from .errors import NotFound
-
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise NotFound(f"Run directory not found: {path}")
-    run_id_of(path.resolve())
-    return path.resolve()

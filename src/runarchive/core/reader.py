@@ -7,8 +7,10 @@ more work than the limits allow.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,31 +18,72 @@ from types import TracebackType
 
 from isal import isal_zlib
 
-from .errors import DamagedArchive, InvalidArchive, LimitExceeded, NotFound
+from .errors import DamagedArchive, InvalidArchive, LimitExceeded, NotFound, UnsafeArchive
 from .limits import Limits
 from .manifest import FILE, MANIFEST_NAME, SYMLINK, Manifest, ManifestEntry, parse_manifest
-from .names import archive_path, require_run
+from .names import validate_archive_name
 from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress
-from .zipformat import DEFLATED, STORED, CentralEntry, Directory, data_offset, read_directory
+from .rundir import RunDir, open_run
+from .zipformat import (
+    DEFLATED,
+    STORED,
+    CentralEntry,
+    Directory,
+    data_offset,
+    descriptor_size,
+    read_directory,
+)
 
 READ_BLOCK = 1 << 20
 MAX_MANIFEST_BYTES = 1 << 30
 
 
-class ArchiveReader:
-    """An open archive: its central directory, manifest, and entry streams."""
+def open_archive_fd(run: RunDir, name: str) -> tuple[int, os.stat_result]:
+    """Open archive ``name`` of the run by handle; return the descriptor and its fstat.
 
-    def __init__(self, path: Path, limits: Limits | None = None) -> None:
-        self.path = path
+    The name is validated, ``archives/`` must be the run's real folder, the archive is opened
+    with ``O_NOFOLLOW`` and the *opened* file must be a regular file: what was checked is
+    what the caller reads or sends.
+    """
+    validate_archive_name(name)
+    archives = run.archives()
+    if archives is None:
+        raise NotFound(f"Archive not found: {name}")
+    with archives:
+        try:
+            fd = archives.open_file(name)
+        except FileNotFoundError:
+            raise NotFound(f"Archive not found: {name}") from None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENXIO):
+                raise NotFound(f"Archive not found: {name} (not a regular file)") from None
+            raise InvalidArchive(f"Cannot open archive {name}: {exc.strerror}") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise NotFound(f"Archive not found: {name} (not a regular file)")
+    return fd, st
+
+
+def open_archive(run: RunDir, name: str, limits: Limits | None = None) -> ArchiveReader:
+    """Open archive ``name`` of the run for reading (see ``open_archive_fd``)."""
+    fd, _ = open_archive_fd(run, name)
+    return ArchiveReader(fd, name, limits)
+
+
+class ArchiveReader:
+    """An open archive: its central directory, manifest, and entry streams.
+
+    It owns ``fd`` (closed with the reader) and never reopens the archive by name.
+    """
+
+    def __init__(self, fd: int, name: str, limits: Limits | None = None) -> None:
+        self.fd = fd
+        self.name = name
         self.limits = limits or Limits.from_env()
         try:
-            self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            raise NotFound(f"Archive not found: {path.name}") from None
-        except OSError as exc:
-            raise InvalidArchive(f"Cannot open archive {path.name}: {exc.strerror}") from exc
-        try:
-            self.directory: Directory = read_directory(self.fd, os.fstat(self.fd).st_size)
+            size = os.fstat(fd).st_size
+            self.directory: Directory = read_directory(fd, size, self.limits.max_entries)
         except BaseException:
             os.close(self.fd)
             raise
@@ -72,6 +115,34 @@ class ArchiveReader:
         if found is None:
             found = self._data_offsets[entry.header_offset] = data_offset(self.fd, entry)
         return found
+
+    def check_layout(self) -> None:
+        """Refuse an archive whose entries do not tile the file from its first byte to the
+        central directory: prepended bytes, gaps or overlaps mean other tools may see other
+        content than we do, so nothing is restored from it.
+        """
+        spans = sorted(
+            ((e.header_offset, self.data_offset(e) + e.csize, e) for e in self.entries),
+            key=lambda span: span[0],
+        )
+        expected, previous = 0, None
+        for start, end, entry in spans:
+            if start < expected:
+                raise UnsafeArchive(f"Entry {previous!r} overlaps another entry.")
+            if start > expected:
+                where = "before the first entry" if previous is None else f"after {previous!r}"
+                raise UnsafeArchive(
+                    f"Archive structure is ambiguous: {start - expected} unexplained bytes "
+                    f"{where} (prepended data or a hidden entry)."
+                )
+            expected, previous = end + descriptor_size(self.fd, entry, end), entry.name
+        if expected > self.directory.cd_offset:
+            raise UnsafeArchive(f"Entry {previous!r} overlaps the central directory.")
+        if expected < self.directory.cd_offset:
+            raise UnsafeArchive(
+                "Archive structure is ambiguous: unexplained bytes between the last entry and "
+                "the central directory."
+            )
 
     def content_entries(self) -> list[CentralEntry]:
         """Return every entry except the manifest."""
@@ -180,9 +251,12 @@ def verify_archive(
 ) -> VerifyReport:
     """Read every entry, checking CRCs and the manifest's sizes and sha256 sums."""
     report = progress or ignore_progress
-    path = archive_path(require_run(run_dir), name)
     problems: list[str] = []
-    with ArchiveReader(path) as reader:
+    with open_run(run_dir) as run, open_archive(run, name) as reader:
+        try:
+            reader.check_layout()
+        except InvalidArchive as exc:
+            problems.append(str(exc))
         try:
             manifest = reader.manifest()
         except InvalidArchive as exc:

@@ -27,10 +27,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DamagedArchive, NoSpace, NotFound, RunArchiveError
+from isal import isal_zlib
+
+from .errors import DamagedArchive, NoSpace, RunArchiveError
 from .fsutil import (
     is_no_space,
-    remove_tree,
     require_space,
     spread_subfolders,
     start_writeback,
@@ -39,26 +40,28 @@ from .fsutil import (
 from .journal import (
     STAGING,
     SWAPPING,
+    Journal,
     clear_journal,
     finish,
     recover_locked,
     roll_forward,
-    scratch_dir,
-    stage_dir,
+    scratch_name,
+    stage_name,
     top_level_names,
     write_journal,
 )
 from .limits import Limits
 from .manifest import DIR, FILE, SYMLINK
-from .names import archive_path, require_run
 from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress
-from .reader import ArchiveReader
+from .reader import ArchiveReader, open_archive
+from .rundir import Folder, RunDir, open_beneath, open_run
 from .runlock import run_lock
 from .safety import PlanItem, RestorePlan, plan_restore
 
 BATCH_BYTES = 1 << 20
 BATCH_FILES = 32
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,53 +94,59 @@ def restore_archive(
     caller runs ``purge_trash`` after reporting success.
     """
     report = progress or ignore_progress
-    run = require_run(run_dir)
-    path = archive_path(run, name)
-    if not path.is_file():
-        raise NotFound(f"Archive not found: {name}. See `runarchive list` for the names.")
     lim = limits or Limits.from_env()
-    with run_lock(run), ArchiveReader(path, lim) as reader:
-        recover_locked(run)
-        plan = plan_restore(reader, lim, allow_external_links)
-        require_space(run, plan.total_bytes + (16 << 20), "restore the archive")
-        jid = secrets.token_hex(6)
-        state: dict[str, object] = {"id": jid, "archive": name, "state": STAGING}
-        write_journal(run, state)
-        stage = stage_dir(run, jid)
-        try:
-            extractor = _Extractor(reader, plan, run, stage, scratch_dir(run, jid), report)
-            extractor.build(threads)
-            sync_filesystem(stage)
-        except BaseException as exc:
-            remove_tree(stage)
-            remove_tree(scratch_dir(run, jid))
-            clear_journal(run)
-            if isinstance(exc, OSError) and is_no_space(exc):
-                raise NoSpace(
-                    f"Ran out of disk space while restoring ({exc.strerror}); the run is "
-                    "unchanged. Free some space and retry."
-                ) from exc
-            raise
-        state.update(
-            state=SWAPPING, old=top_level_names(run), new=sorted(os.listdir(stage)),
-            modes=extractor.deferred_modes,
-        )  # fmt: skip
-        write_journal(run, state)
+    with open_run(run_dir) as run, run_lock(run) as work:
+        recover_locked(run, work)
+        with open_archive(run, name, lim) as reader:
+            plan = plan_restore(reader, lim, allow_external_links)
+            needed = plan.total_bytes + (16 << 20)
+            require_space(run.fd, needed, "restore the archive", reserve=lim.reserve_for(run.fd))
+            extractor = _stage(run, work, reader, plan, report, threads)
+        journal = extractor.journal
         total, size = len(plan.items), plan.total_bytes
         report(ProgressEvent("restore", Phase.SWAP, total, total, size, size))
         try:
-            roll_forward(run, state)
+            roll_forward(run, work, journal)
         except OSError as exc:
             raise RunArchiveError(
-                f"Restore of {name} stopped during the swap ({exc}). The journal holds the "
-                f"rest: fix the cause, then run `runarchive recover {run}` to finish it."
+                f"Restore of {name} stopped during the swap ({exc.strerror}). The journal holds "
+                f"the rest: fix the cause, then run `runarchive recover` on run {run.runid}."
             ) from exc
         report(ProgressEvent("restore", Phase.CLEANUP, total, total, size, size))
-        finish(run, state, defer_delete=defer_delete)
+        finish(work, journal, defer_delete=defer_delete)
     report(ProgressEvent("restore", Phase.DONE, total, total, size, size))
     return RestoreResult(
         name, plan.files, total, size, plan.had_manifest, plan.warnings, extractor.reused
     )
+
+
+def _stage(run: RunDir, work: Folder, reader: ArchiveReader, plan: RestorePlan,
+           report: ProgressCallback, threads: int) -> _Extractor:  # fmt: skip
+    """Extract into a fresh stage and journal ``swapping``; on any failure leave no trace."""
+    journal = Journal(secrets.token_hex(6), reader.name, STAGING)
+    write_journal(work, journal)
+    try:
+        with work.make(stage_name(journal.id)) as stage:
+            with work.make(scratch_name(journal.id)) as scratch:
+                extractor = _Extractor(reader, plan, run, stage, scratch, report, journal)
+                extractor.build(threads)
+            work.remove_tree(scratch_name(journal.id))
+            sync_filesystem(stage.fd)
+            journal.state = SWAPPING
+            journal.old, journal.new = top_level_names(run), sorted(stage.names())
+            journal.modes = extractor.deferred_modes
+    except BaseException as exc:
+        work.remove_tree(stage_name(journal.id))
+        work.remove_tree(scratch_name(journal.id))
+        clear_journal(work)
+        if isinstance(exc, OSError) and is_no_space(exc):
+            raise NoSpace(
+                f"Ran out of disk space while restoring ({exc.strerror}); the run is "
+                "unchanged. Free some space and retry."
+            ) from exc
+        raise
+    write_journal(work, journal)
+    return extractor
 
 
 class _Extractor:
@@ -146,53 +155,69 @@ class _Extractor:
     Files are created in per-thread scratch folders and renamed into the stage: inode
     creation is slow on some filesystems and serializes per directory, so spreading it over
     folders lets threads overlap. A file the run already holds with the same size, mode,
-    mtime and sha256 is hard-linked instead of extracted: its bytes are proven equal to the
-    archive's, and a link costs a fraction of a create.
+    mtime, sha256 and CRC-32 is hard-linked instead of extracted: its bytes are proven equal
+    to both the manifest's and the central directory's, and a link costs a fraction of a
+    create. Every path in the run and in the stage is reached through handles
+    (``open_beneath``), so a link planted or swapped in mid-restore cannot redirect a read,
+    a write or a link.
     """
 
-    def __init__(self, reader: ArchiveReader, plan: RestorePlan, run: Path, stage: Path,
-                 scratch: Path, report: ProgressCallback) -> None:  # fmt: skip
+    def __init__(self, reader: ArchiveReader, plan: RestorePlan, run: RunDir, stage: Folder,
+                 scratch: Folder, report: ProgressCallback, journal: Journal) -> None:  # fmt: skip
         self.reader, self.plan, self.run, self.stage = reader, plan, run, stage
-        self.scratch, self.report = scratch, report
-        self.stage_path, self.run_path = str(stage), str(run)
+        self.scratch, self.report, self.journal = scratch, report, journal
         self.names = itertools.count()
         self.local = threading.local()
-        self.safe_parents: dict[str, bool] = {}
         self.reused = 0
         self.deferred_modes: dict[str, int] = {}
+        self.thread_folders: list[Folder] = []
 
     def build(self, threads: int) -> None:
-        plan, stage = self.plan, self.stage
-        stage.mkdir(mode=0o700)
-        self.scratch.mkdir(mode=0o700)
-        spread_subfolders(self.scratch)  # per-thread folders in fresh block groups
+        plan = self.plan
+        spread_subfolders(self.scratch.fd)  # per-thread folders in fresh block groups
         dirs = [i for i in plan.items if i.type == DIR]
         files = [i for i in plan.items if i.type == FILE]
         links = [i for i in plan.items if i.type == SYMLINK]
-        made: set[str] = set()
-        for item in [*dirs, *files, *links]:
-            parent = item.path.rpartition("/")[0] if item.type != DIR else item.path
-            if parent and parent not in made:
-                os.makedirs(stage / parent, mode=0o700, exist_ok=True)
-                made.add(parent)
-        for item in files:
-            self._parent_is_safe(item.path.rpartition("/")[0])
-        self._files(files, threads)
+        wanted = {i.path for i in dirs}
+        for item in (*files, *links):
+            parent = item.path.rpartition("/")[0]
+            while parent and parent not in wanted:
+                wanted.add(parent)
+                parent = parent.rpartition("/")[0]
+        implicit = wanted - {i.path for i in dirs}
+        for path in sorted(wanted):  # parents sort before their children
+            parent, _, base = path.rpartition("/")
+            with self._folder(parent) as folder:
+                os.mkdir(base, 0o700, dir_fd=folder.fd)
+        try:
+            self._files(files, threads)
+        finally:
+            for folder in self.thread_folders:
+                folder.close()
         for item in links:
             assert item.target is not None  # read and checked by plan_restore
-            os.symlink(item.target, stage / item.path)
-            os.utime(stage / item.path, ns=(item.mtime_ns, item.mtime_ns), follow_symlinks=False)
-        for item in sorted(dirs, key=lambda i: i.path.count("/"), reverse=True):
-            mode = item.mode
-            if "/" not in item.path and not mode & stat.S_IWUSR:
+            parent, _, base = item.path.rpartition("/")
+            with self._folder(parent) as folder:
+                os.symlink(item.target, base, dir_fd=folder.fd)
+                os.utime(base, ns=(item.mtime_ns, item.mtime_ns), dir_fd=folder.fd,
+                         follow_symlinks=False)  # fmt: skip
+        modes: list[tuple[str, int, int | None]] = [(i.path, i.mode, i.mtime_ns) for i in dirs]
+        modes += [(path, 0o755, None) for path in implicit]
+        for path, mode, mtime_ns in sorted(modes, key=lambda m: m[0].count("/"), reverse=True):
+            if "/" not in path and not mode & stat.S_IWUSR:
                 # Moving a folder into the run needs its write bit; the swap sets the rest.
-                self.deferred_modes[item.path] = mode
+                self.deferred_modes[path] = mode
                 mode |= stat.S_IWUSR
-            os.chmod(stage / item.path, mode)
-            os.utime(stage / item.path, ns=(item.mtime_ns, item.mtime_ns))
-        for parent in made - {i.path for i in dirs}:
-            os.chmod(stage / parent, 0o755)
-        remove_tree(self.scratch)
+            with self.stage.open(path) as folder:
+                os.fchmod(folder.fd, mode)
+                if mtime_ns is not None:
+                    os.utime(folder.fd, ns=(mtime_ns, mtime_ns))
+
+    def _folder(self, parent: str) -> Folder:
+        """Open a folder of the stage (the stage itself for ``""``) as a new handle."""
+        if not parent:
+            return Folder(os.dup(self.stage.fd), "")
+        return self.stage.open(parent)
 
     def _files(self, files: list[PlanItem], threads: int) -> None:
         """Place every file with ``threads`` threads, small files travelling in batches.
@@ -220,61 +245,88 @@ class _Extractor:
                     fut.cancel()
 
     def _place_all(self, batch: list[PlanItem]) -> int:
-        return sum(self._place(item) for item in batch)
-
-    def _parent_is_safe(self, parent: str) -> bool:
-        """Tell whether the run's folder ``parent`` is a real folder inside the run."""
-        known = self.safe_parents.get(parent)
-        if known is None:
-            real = os.path.realpath(self.run / parent) if parent else str(self.run)
-            expected = str(self.run / parent) if parent else str(self.run)
-            known = real == expected and os.path.isdir(real)
-            self.safe_parents[parent] = known
-        return known
-
-    def _reusable(self, item: PlanItem) -> bool:
-        if item.sha256 is None or not self.safe_parents.get(item.path.rpartition("/")[0]):
-            return False
         try:
-            fd = os.open(f"{self.run_path}/{item.path}", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            return False
+            return sum(self._place(item) for item in batch)
+        finally:
+            self._drop_cached()
+
+    def _parent_fd(self, parent: str) -> int:
+        """Return a handle of the stage folder ``parent``, cached per thread for runs of files."""
+        cached: tuple[str, int] | None = getattr(self.local, "parent", None)
+        if cached is not None and cached[0] == parent:
+            return cached[1]
+        self._drop_cached()
+        fd = os.dup(self.stage.fd) if not parent else open_beneath(self.stage.fd, parent, _O_DIR)
+        self.local.parent = (parent, fd)
+        return fd
+
+    def _drop_cached(self) -> None:
+        cached: tuple[str, int] | None = getattr(self.local, "parent", None)
+        if cached is not None:
+            os.close(cached[1])
+            self.local.parent = None
+
+    def _open_reusable(self, item: PlanItem) -> int | None:
+        """Return an open handle of the run's copy of ``item`` if it is provably the same bytes.
+
+        Same size, mode and mtime, and the same sha256 as the manifest *and* the same CRC-32
+        and size as the central directory: then the archive's entry, if it is sound, holds
+        these bytes, and if it is not, verify and restore agree that it must be extracted.
+        """
+        if item.sha256 is None:
+            return None
+        try:
+            fd = open_beneath(self.run.fd, item.path)
+        except (OSError, ValueError):
+            return None
         try:
             st = os.fstat(fd)
             if not (stat.S_ISREG(st.st_mode) and st.st_size == item.entry.usize
                     and stat.S_IMODE(st.st_mode) == item.mode
                     and st.st_mtime_ns == item.mtime_ns):  # fmt: skip
-                return False
-            sha = hashlib.sha256()
-            while block := os.read(fd, 1 << 20):
+                os.close(fd)
+                return None
+            sha, crc, offset = hashlib.sha256(), 0, 0
+            while block := os.pread(fd, 1 << 20, offset):
                 sha.update(block)
-            return sha.hexdigest() == item.sha256
-        finally:
+                crc = isal_zlib.crc32(block, crc)
+                offset += len(block)
+        except OSError:
             os.close(fd)
+            return None
+        if offset == item.entry.usize and sha.hexdigest() == item.sha256 and crc == item.entry.crc:
+            return fd
+        os.close(fd)
+        return None
 
     def _place(self, item: PlanItem) -> int:
         """Put one file into the stage; return 1 if it was reused from the run."""
-        # Plain strings: pathlib's joins cost more GIL time than the syscalls they feed.
-        dest = f"{self.stage_path}/{item.path}"
-        if self._reusable(item):
+        parent, _, base = item.path.rpartition("/")
+        dest_fd = self._parent_fd(parent)
+        source = self._open_reusable(item)
+        if source is not None:
             try:
-                os.link(f"{self.run_path}/{item.path}", dest, follow_symlinks=False)
+                # The very inode just hashed, linked by handle: no path is looked up again.
+                os.link(f"/proc/self/fd/{source}", base, dst_dir_fd=dest_fd,
+                        follow_symlinks=True)  # fmt: skip
                 return 1
             except OSError:
                 pass  # another filesystem (EXDEV) or link limit: extract instead
-        folder: str | None = getattr(self.local, "folder", None)
+            finally:
+                os.close(source)
+        folder: Folder | None = getattr(self.local, "folder", None)
         if folder is None:
-            folder = f"{self.scratch}/{next(self.names)}"
-            os.mkdir(folder)
+            folder = self.scratch.make(str(next(self.names)))
+            self.thread_folders.append(folder)
             self.local.folder = folder
-        tmp = f"{folder}/{next(self.names)}"
-        _write_file(self.reader, item, tmp)
-        os.rename(tmp, dest)
+        tmp = str(next(self.names))
+        _write_file(self.reader, item, folder.fd, tmp)
+        os.rename(tmp, base, src_dir_fd=folder.fd, dst_dir_fd=dest_fd)
         return 0
 
 
-def _write_file(reader: ArchiveReader, item: PlanItem, dest: str) -> None:
-    fd = os.open(dest, _O_NEW, 0o600)
+def _write_file(reader: ArchiveReader, item: PlanItem, dir_fd: int, name: str) -> None:
+    fd = os.open(name, _O_NEW, 0o600, dir_fd=dir_fd)
     try:
         sha = hashlib.sha256()
         for piece in reader.stream(item.entry):

@@ -76,16 +76,6 @@ def _check_encoding(entry: CentralEntry) -> None:
         raise UnsafeArchive(f"Entry {entry.raw_name!r} has a non-UTF-8 (legacy code page) name.")
 
 
-def _check_overlap(reader: ArchiveReader) -> None:
-    spans = sorted(
-        (e.header_offset, reader.data_offset(e) + e.csize, e.name) for e in reader.entries
-    )
-    end_of_data = reader.directory.cd_offset
-    for (_, end, name), nxt in zip(spans, [*spans[1:], (end_of_data, 0, "")], strict=True):
-        if end > nxt[0]:
-            raise UnsafeArchive(f"Entry {name!r} overlaps another entry or the central directory.")
-
-
 def plan_restore(
     reader: ArchiveReader, limits: Limits, allow_external_links: bool = False
 ) -> RestorePlan:
@@ -102,7 +92,7 @@ def plan_restore(
             f"Archive would restore {total} bytes; the limit is "
             f"{limits.max_total_bytes} (RUNARCHIVE_MAX_TOTAL_BYTES)."
         )
-    _check_overlap(reader)
+    reader.check_layout()
     manifest = reader.manifest()
     by_path = manifest.by_path() if manifest else {}
     kinds: dict[str, str] = {}
@@ -123,11 +113,23 @@ def plan_restore(
                 f"Entry {path!r} is {entry.usize} bytes; the per-entry limit "
                 f"is {limits.max_entry_bytes}."
             )
+        if entry.usize > limits.ratio_min_bytes and entry.usize > entry.csize * limits.max_ratio:
+            raise LimitExceeded(
+                f"Entry {path!r} inflates more than {limits.max_ratio:.0f}:1 "
+                "(possible zip bomb); raise RUNARCHIVE_MAX_RATIO if it is genuine."
+            )
         kind = entry.kind
         if kind == "special":
             raise UnsafeArchive(f"Entry {path!r} is a device, fifo or socket.")
         items.append(_item(entry, path, kind, by_path.get(path), manifest is not None))
         kinds[path] = kind
+    archive_bytes = reader.directory.file_size
+    if total > limits.ratio_min_bytes and total > archive_bytes * limits.max_ratio:
+        raise LimitExceeded(
+            f"Archive would inflate {archive_bytes} bytes to {total} "
+            f"(more than {limits.max_ratio:.0f}:1 over the whole archive; possible zip bomb). "
+            "Raise RUNARCHIVE_MAX_RATIO if it is genuine."
+        )
     _check_parents(kinds)
     _read_links(reader, items)
     _check_links(items, allow_external_links)

@@ -13,10 +13,10 @@ import stat
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .manifest import DIR, FILE, SYMLINK
 from .names import ARCHIVES_DIR, WORK_DIR
+from .rundir import Folder, RunDir, is_unsafe_error, open_run
 
 EXCLUDED_TOP = frozenset({ARCHIVES_DIR, WORK_DIR})
 
@@ -87,13 +87,13 @@ def link_leaves_run(path: str, links: Mapping[str, str]) -> bool:
     return False
 
 
-def _link_target(run_root: str, abs_path: str) -> str:
-    target = os.readlink(abs_path)
-    if target.startswith("/"):
-        norm = os.path.normpath(target)
+def _link_target(run_root: str, rel: str, text: str) -> str:
+    """Rewrite an absolute link that points inside the run as a relative one."""
+    if text.startswith("/"):
+        norm = os.path.normpath(text)
         if norm == run_root or norm.startswith(run_root + "/"):
-            target = os.path.relpath(norm, os.path.dirname(abs_path))
-    return target
+            return os.path.relpath(norm, os.path.dirname(f"{run_root}/{rel}"))
+    return text
 
 
 def _utf8_name(name: str) -> bool:
@@ -104,52 +104,62 @@ def _utf8_name(name: str) -> bool:
     return True
 
 
-def scan_run(run_dir: Path) -> Tree:
-    """List every archivable path of ``run_dir`` with its lstat facts."""
+def scan_run(run: RunDir) -> Tree:
+    """List every archivable path of the run with its lstat facts.
+
+    Each folder is opened beneath the run's handle with no link in its path (``rundir``), so
+    a folder swapped for a link while the scan runs is skipped, never followed out of the run.
+    """
     tree = Tree()
-    root = str(run_dir)
-    stack: list[tuple[str, str]] = [(root, "")]
+    root = str(run.path)
+    stack: list[str] = [""]
     while stack:
-        abs_dir, rel_dir = stack.pop()
-        with os.scandir(abs_dir) as it:
-            children = sorted(it, key=lambda d: d.name)
-        subdirs: list[tuple[str, str]] = []
-        for child in children:
-            if not rel_dir and child.name in EXCLUDED_TOP:
-                continue
-            rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
-            if not _utf8_name(rel):
-                tree.skipped.append(f"{rel!r} (name is not valid UTF-8)")
-                continue
-            st = child.stat(follow_symlinks=False)
-            mode = st.st_mode
-            if stat.S_ISDIR(mode):
-                tree.entries.append(TreeEntry(rel, DIR, 0, mode, st.st_mtime_ns))
-                subdirs.append((child.path, rel))
-            elif stat.S_ISREG(mode):
-                tree.entries.append(TreeEntry(rel, FILE, st.st_size, mode, st.st_mtime_ns))
-            elif stat.S_ISLNK(mode):
-                target = _link_target(root, child.path)
-                tree.entries.append(
-                    TreeEntry(
-                        rel,
-                        SYMLINK,
-                        len(target.encode("utf-8", "surrogateescape")),
-                        mode,
-                        st.st_mtime_ns,
-                        target,
-                    )
-                )
-            else:
-                tree.skipped.append(f"{rel} (special file: fifo, socket or device)")
+        rel_dir = stack.pop()
+        try:
+            folder = run.open(rel_dir) if rel_dir else Folder(os.dup(run.fd), "")
+        except OSError as exc:
+            if not is_unsafe_error(exc) and not isinstance(exc, FileNotFoundError):
+                raise
+            tree.skipped.append(f"{rel_dir} (changed into a link or vanished while archiving)")
+            continue
+        with folder:
+            children = sorted(folder.scandir(), key=lambda d: d.name)
+            subdirs: list[str] = []
+            for child in children:
+                if not rel_dir and child.name in EXCLUDED_TOP:
+                    continue
+                rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
+                if not _utf8_name(rel):
+                    tree.skipped.append(f"{rel!r} (name is not valid UTF-8)")
+                    continue
+                try:
+                    st = child.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # vanished while scanning
+                mode = st.st_mode
+                if stat.S_ISDIR(mode):
+                    tree.entries.append(TreeEntry(rel, DIR, 0, mode, st.st_mtime_ns))
+                    subdirs.append(rel)
+                elif stat.S_ISREG(mode):
+                    tree.entries.append(TreeEntry(rel, FILE, st.st_size, mode, st.st_mtime_ns))
+                elif stat.S_ISLNK(mode):
+                    target = _link_target(root, rel, folder.readlink(child.name))
+                    size = len(target.encode("utf-8", "surrogateescape"))
+                    tree.entries.append(TreeEntry(rel, SYMLINK, size, mode, st.st_mtime_ns, target))
+                else:
+                    tree.skipped.append(f"{rel} (special file: fifo, socket or device)")
         stack.extend(reversed(subdirs))
     links = {e.path: e.target for e in tree.entries if e.target is not None}
     tree.external_links = [f"{p} -> {t}" for p, t in links.items() if link_leaves_run(p, links)]
     return tree
 
 
-def find_nodb_files(run_dir: Path) -> list[str]:
+def find_nodb_files(run_path: os.PathLike[str] | str) -> list[str]:
     """Return the run's ``.nodb`` state files as relative POSIX paths."""
-    return sorted(
-        e.path for e in scan_run(run_dir).entries if e.type == FILE and e.path.endswith(".nodb")
-    )
+    with open_run(run_path) as run:
+        return nodb_files(scan_run(run))
+
+
+def nodb_files(tree: Tree) -> list[str]:
+    """Return the ``.nodb`` state files of a scanned tree."""
+    return sorted(e.path for e in tree.entries if e.type == FILE and e.path.endswith(".nodb"))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-from .errors import InvalidArchive
+from .errors import InvalidArchive, LimitExceeded, UnsafeArchive
 
 STORED = 0
 DEFLATED = 8
@@ -257,20 +257,38 @@ def _read_at(fd: int, offset: int, size: int) -> bytes:
 
 
 def _find_eocd(fd: int, file_size: int) -> tuple[int, bytes]:
+    """Return the position and bytes of the one end record; refuse zero or several.
+
+    An end record hidden in another's comment (or a second archive appended to a first) lets
+    different tools read different archives out of one file: that is refused, not guessed.
+    """
     tail_len = min(file_size, _EOCD.size + _U16)
     tail = _read_at(fd, file_size - tail_len, tail_len)
-    idx = tail.rfind(struct.pack("<I", EOCD_SIG))
+    sig = struct.pack("<I", EOCD_SIG)
+    found: list[int] = []
+    idx = tail.rfind(sig)
     while idx >= 0:
         if idx + _EOCD.size <= len(tail):
             comment_len = struct.unpack_from("<H", tail, idx + 20)[0]
             if idx + _EOCD.size + comment_len == len(tail):
-                return file_size - tail_len + idx, tail[idx:]
-        idx = tail.rfind(struct.pack("<I", EOCD_SIG), 0, idx)
-    raise InvalidArchive("Not a zip archive (no end of central directory record).")
+                found.append(idx)
+        idx = tail.rfind(sig, 0, idx)
+    if not found:
+        raise InvalidArchive("Not a zip archive (no end of central directory record).")
+    last = found[0]
+    if len(found) > 1 or sig in tail[last + _EOCD.size :]:
+        raise UnsafeArchive("Archive structure is ambiguous: its comment holds another end record.")
+    return file_size - tail_len + last, tail[last:]
 
 
-def read_directory(fd: int, file_size: int) -> Directory:
-    """Parse the end records and every central-directory entry, checking offsets."""
+# Reading the central directory in blocks bounds memory by the block and the entries parsed,
+# never by a size the file claims (a sparse file can claim a gigabyte for a few KiB of disk).
+_CD_BLOCK = 1 << 20
+_MIN_CENTRAL = _CENTRAL.size
+
+
+def read_directory(fd: int, file_size: int, max_entries: int = 1_000_000) -> Directory:
+    """Parse the end records and every central-directory entry, checking offsets and bounds."""
     if file_size < _EOCD.size:
         raise InvalidArchive("Not a zip archive (file too small).")
     eocd_pos, rec = _find_eocd(fd, file_size)
@@ -282,7 +300,7 @@ def read_directory(fd: int, file_size: int) -> Directory:
         if loc_pos < 0:
             raise InvalidArchive("Zip64 locator missing.")
         sig, _, eocd64_pos, _ = _LOCATOR64.unpack(_read_at(fd, loc_pos, _LOCATOR64.size))
-        if sig != LOCATOR64_SIG or eocd64_pos + _EOCD64.size > loc_pos:
+        if sig != LOCATOR64_SIG or eocd64_pos + _EOCD64.size != loc_pos:
             raise InvalidArchive("Zip64 end record missing or misplaced.")
         fields = _EOCD64.unpack(_read_at(fd, eocd64_pos, _EOCD64.size))
         if fields[0] != EOCD64_SIG:
@@ -299,18 +317,38 @@ def read_directory(fd: int, file_size: int) -> Directory:
         raise InvalidArchive("Multi-volume (split) archives are not supported.")
     if cd_offset + cd_size != cd_end:
         raise InvalidArchive("Central directory does not end where the end record says.")
-    cd = _read_at(fd, cd_offset, cd_size)
-    entries = _parse_central(cd, count, cd_offset)
+    if count * _MIN_CENTRAL > cd_size:
+        raise InvalidArchive("Central directory is shorter than its entry count.")
+    # A bound on memory before any entry is parsed; the exact limit on content entries (the
+    # manifest not counted) is applied by the restore plan with a more precise message.
+    if count > 2 * max_entries + 1:
+        raise LimitExceeded(
+            f"Archive has {count} entries; the limit is {max_entries} (RUNARCHIVE_MAX_ENTRIES)."
+        )
+    entries = _parse_central(fd, count, cd_offset, cd_size)
     return Directory(entries, comment, cd_offset, file_size)
 
 
-def _parse_central(cd: bytes, count: int, cd_offset: int) -> list[CentralEntry]:
+def _parse_central(fd: int, count: int, cd_offset: int, cd_size: int) -> list[CentralEntry]:
     entries: list[CentralEntry] = []
+    buf = b""
+    buf_start = 0  # offset of buf[0] within the central directory
     pos = 0
+
+    def need(n: int) -> None:
+        nonlocal buf, buf_start
+        if pos + n <= buf_start + len(buf):
+            return
+        if pos + n > cd_size:
+            raise InvalidArchive("Central directory entry runs past its end.")
+        keep = buf[pos - buf_start :]
+        want = max(n - len(keep), min(_CD_BLOCK, cd_size - pos - len(keep)))
+        more = _read_at(fd, cd_offset + pos + len(keep), want)
+        buf, buf_start = keep + more, pos
+
     for _ in range(count):
-        if pos + _CENTRAL.size > len(cd):
-            raise InvalidArchive("Central directory is shorter than its entry count.")
-        f = _CENTRAL.unpack_from(cd, pos)
+        need(_CENTRAL.size)
+        f = _CENTRAL.unpack_from(buf, pos - buf_start)
         if f[0] != CENTRAL_SIG:
             raise InvalidArchive("Central directory entry signature is wrong.")
         (
@@ -332,12 +370,11 @@ def _parse_central(cd: bytes, count: int, cd_offset: int) -> list[CentralEntry]:
             ext_attr,
             offset,
         ) = f
-        pos += _CENTRAL.size
-        raw = cd[pos : pos + nlen]
-        extra = cd[pos + nlen : pos + nlen + xlen]
-        pos += nlen + xlen + clen
-        if pos > len(cd):
-            raise InvalidArchive("Central directory entry runs past its end.")
+        need(_CENTRAL.size + nlen + xlen + clen)
+        start = pos - buf_start + _CENTRAL.size
+        raw = buf[start : start + nlen]
+        extra = buf[start + nlen : start + nlen + xlen]
+        pos += _CENTRAL.size + nlen + xlen + clen
         usize, csize, offset = _apply_zip64(extra, usize, csize, offset)
         if offset >= cd_offset:
             raise InvalidArchive("An entry points into or past the central directory.")
@@ -361,7 +398,7 @@ def _parse_central(cd: bytes, count: int, cd_offset: int) -> list[CentralEntry]:
                 utf8,
             )
         )
-    if pos != len(cd):
+    if pos != cd_size:
         raise InvalidArchive("Central directory holds more bytes than its entries.")
     return entries
 
@@ -396,3 +433,15 @@ def data_offset(fd: int, entry: CentralEntry) -> int:
     if f[3] != entry.method:
         raise InvalidArchive(f"Local and central compression methods of {entry.name!r} differ.")
     return int(entry.header_offset + _LOCAL.size + nlen + xlen)
+
+
+_DESCRIPTOR_SIG = struct.pack("<I", 0x08074B50)
+
+
+def descriptor_size(fd: int, entry: CentralEntry, data_end: int) -> int:
+    """Return the size of the data descriptor after an entry's data (0 when it has none)."""
+    if not entry.flags & 0x8:
+        return 0
+    zip64 = entry.csize >= _U32 or entry.usize >= _U32
+    size = 20 if zip64 else 12
+    return size + 4 if os.pread(fd, 4, data_end) == _DESCRIPTOR_SIG else size

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -26,8 +27,9 @@ from rq.job import JobStatus
 
 from runarchive.core import (
     NotFound,
-    archive_path,
     normalize_comment,
+    open_archive_fd,
+    open_run,
     validate_archive_name,
     validate_runid,
 )
@@ -72,8 +74,9 @@ def _enqueue(
 ) -> str:
     validate_runid(runid)
     run_dir = resolve_run(ctx.settings, runid)
-    if archive_name is not None and not archive_path(run_dir, archive_name).is_file():
-        raise NotFound(f"Archive not found: {archive_name}")
+    if archive_name is not None:
+        with open_run(run_dir) as run:
+            os.close(open_archive_fd(run, archive_name)[0])  # NotFound when it is not there
     try:
         ensure_unlocked(ctx.clients.locks, runid, kind.verb)
         reconcile(ctx, [runid])

@@ -4,10 +4,17 @@ Two layouts are supported: flat ``<root>/<runid>`` and WEPPcloud's sharded
 ``<root>/<runid[:2]>/<runid>``; ``auto`` tries flat first, then sharded. Run ids are validated
 (``^[A-Za-z0-9_.;-]+$``, not ``.``/``..``) before they touch the filesystem, and a shard that
 would be ``.`` or ``..`` (run ids starting with dots) is refused, so no id can leave the root.
+
+In the ``auto`` layout a folder whose name is as short as a shard (one or two characters)
+*is* a shard — a grant on run ``ab`` must not cover every run stored under ``<root>/ab/`` — so
+such ids are looked up sharded only. A candidate counts only when it is a real folder
+(``lstat``): a link in the runs root is never taken for a run.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from runarchive.core.errors import InvalidInput, NotFound
@@ -21,7 +28,7 @@ def _candidates(root: Path, runid: str, layout: str) -> list[Path]:
     sharded = [] if shard in {".", ".."} else [root / shard / runid]
     if layout == "flat":
         return [root / runid]
-    if layout == "sharded":
+    if layout == "sharded" or len(runid) <= 2:
         return sharded
     return [root / runid, *sharded]
 
@@ -36,8 +43,10 @@ def run_dir_candidates(settings: Settings, runid: str) -> list[Path]:
 
 def resolve_run(settings: Settings, runid: str) -> Path:
     """Return the directory of run ``runid``; raise InvalidInput or NotFound."""
+    root = Path(settings.runs_root or ".")
     for candidate in run_dir_candidates(settings, runid):
-        if candidate.is_dir():
+        shard_ok = candidate.parent == root or _is_real_dir(candidate.parent)
+        if shard_ok and _is_real_dir(candidate):
             return candidate
     raise NotFound(f"Run {runid} not found under {settings.runs_root}.")
 
@@ -48,3 +57,10 @@ def find_run(settings: Settings, runid: str) -> Path | None:
         return resolve_run(settings, runid)
     except (InvalidInput, NotFound):
         return None
+
+
+def _is_real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False

@@ -29,11 +29,11 @@ from rq import get_current_job
 from rq.job import Job
 
 from runarchive.core import (
-    ArchiveReader,
     RunArchiveError,
-    archive_path,
     create_archive,
     find_nodb_files,
+    open_archive,
+    open_run,
     purge_trash,
     restore_archive,
 )
@@ -168,7 +168,7 @@ def _archive_nodb_files(run_dir: Path, name: str) -> list[str]:
     """Return the ``.nodb`` paths the archive would restore (unsafe names are left to the core)."""
     found = []
     try:
-        with ArchiveReader(archive_path(run_dir, name)) as reader:
+        with open_run(run_dir) as run, open_archive(run, name) as reader:
             for entry in reader.content_entries():
                 if entry.name.endswith(".nodb") and not entry.name.startswith("archives/"):
                     try:

@@ -24,7 +24,7 @@ from pathlib import Path
 from flask import current_app
 from flask_login import current_user  # type: ignore[import-untyped]
 
-from runarchive.core import NotFound, validate_runid
+from runarchive.core import NotFound, RunArchiveError, open_run, validate_runid
 from runarchive.jobs.runs import find_run
 
 from . import accounts
@@ -58,7 +58,13 @@ def user() -> User | None:
 
 def is_public(run_dir: Path | None) -> bool:
     """Tell whether the run folder holds the ``PUBLIC`` marker."""
-    return run_dir is not None and (run_dir / PUBLIC_MARKER).is_file()
+    if run_dir is None:
+        return False
+    try:
+        with open_run(run_dir) as run:
+            return run.is_file(PUBLIC_MARKER)  # a link named PUBLIC does not count
+    except (RunArchiveError, OSError):
+        return False
 
 
 def may_write(who: User | None, runid: str) -> bool:

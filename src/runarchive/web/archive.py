@@ -5,11 +5,11 @@ the slot of a job that died), never from a flag stored on disk that a crash coul
 The slot is read *before* the archives are listed: a job finishing in between then shows as
 "not in progress" with its new archive already listed, never the reverse.
 
-Downloads are served by werkzeug's ``send_file`` with conditional responses: ``ETag``
-(mtime-size), ``If-None-Match``/``If-Modified-Since`` (304), single ``Range`` requests (206),
-and ``HEAD``. The path is built only from a validated run and a name matching the archive-name
-pattern; the archives folder must be a real folder and the archive a regular file (no symlink
-can redirect a download elsewhere).
+Downloads are served from one open descriptor with conditional responses: ``ETag``
+(inode-mtime-size), ``If-None-Match``/``If-Modified-Since`` (304), single ``Range`` requests
+(206), and ``HEAD``. The archive is opened by handle under the run's real ``archives/`` folder
+(``core.open_archive_fd``) and the checked descriptor is the one sent: no symlink, swapped in
+at any moment, can redirect a download elsewhere.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from __future__ import annotations
 import functools
 import json
 import os
-import stat
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, send_file, url_for
+from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
 from rq.job import JobStatus
+from werkzeug.wsgi import wrap_file
 
-from runarchive.core import ArchiveInfo, NotFound, archive_path, list_archives
+from runarchive.core import ArchiveInfo, list_archives, open_archive_fd, open_run
 from runarchive.core.names import MAX_COMMENT_CHARS
 from runarchive.jobs import Event, Trigger, running_job
 
@@ -137,25 +137,32 @@ def rq_archive_list(runid: str) -> Response:
 
 @bp.get("/runs/<runid>/archive/download/<name>")
 def rq_archive_download(runid: str, name: str) -> Response:
-    """Send archive ``name`` (GET and HEAD; Range, ETag and conditional requests)."""
+    """Send archive ``name`` (GET and HEAD; Range, ETag and conditional requests).
+
+    The archive is opened once, by handle beneath the run's real ``archives/`` folder with
+    ``O_NOFOLLOW``; the descriptor that was checked (a regular file) is the one sent, so
+    swapping the file for a link after the check cannot change what is served.
+    """
     found = access.require_read(runid)
     assert found.run_dir is not None
-    path = archive_path(found.run_dir, name)  # InvalidInput (400) for anything not a name
+    with open_run(found.run_dir) as run:
+        fd, st = open_archive_fd(run, name)  # InvalidInput (400) for anything not a name
+    file = os.fdopen(fd, "rb")
     try:
-        folder = os.lstat(path.parent)
-        entry = os.lstat(path)
-    except FileNotFoundError:
-        raise NotFound(f"Archive not found: {name}") from None
-    if not stat.S_ISDIR(folder.st_mode) or not stat.S_ISREG(entry.st_mode):
-        raise NotFound(f"Archive not found: {name}")
-    response = send_file(
-        path,
-        mimetype="application/zip",
-        as_attachment=True,
-        download_name=name,
-        conditional=True,
-        etag=True,
-        max_age=0,
-    )
+        response = Response(
+            wrap_file(request.environ, file),
+            mimetype="application/zip",
+            direct_passthrough=True,
+        )
+        response.content_length = st.st_size
+        response.last_modified = datetime.fromtimestamp(st.st_mtime, UTC)
+        response.set_etag(f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}")
+        response.headers.set("Content-Disposition", "attachment", filename=name)
+        response.make_conditional(request.environ, accept_ranges=True, complete_length=st.st_size)
+    except BaseException:
+        file.close()
+        raise
+    if response.status_code in (304, 412, 416) or request.method == "HEAD":
+        file.close()
     response.headers["Cache-Control"] = "private, no-cache"
     return response
