@@ -72,7 +72,7 @@ class Database:
 
 def _private_sqlite_file(path: Path) -> None:
     """Create the SQLite file 0600 (its side files get the same mode); tighten an existing one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
     for name in (path, *(path.with_name(path.name + end) for end in SQLITE_SIDE_FILES)):
