@@ -56,3 +56,16 @@ def test_the_dashboard_gets_its_config_as_inert_json(web: WebEnv) -> None:
     reader = web.new_run(public=True)
     public = web.as_role("anonymous").get(f"/runs/{reader.runid}/archive").get_data(as_text=True)
     assert '"can_write":false' in public
+
+
+def test_every_page_showing_run_data_is_never_stored_by_a_cache(web: WebEnv) -> None:
+    run = web.new_run()
+    owner = web.as_role("owner")
+    pages = [owner.get(f"/runs/{run.runid}/archive"), owner.get("/")]
+    pages.append(web.as_role("anonymous").get("/login"))  # carries the session's CSRF token
+    for response in pages:
+        assert response.status_code == 200
+        assert response.mimetype == "text/html"
+        assert response.headers["Cache-Control"] == "no-store", response.request.path
+    assert run.runid in owner.get("/").get_data(as_text=True)
+    assert run.runid in owner.get(f"/runs/{run.runid}/archive").get_data(as_text=True)

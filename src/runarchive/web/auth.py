@@ -4,6 +4,15 @@
   Secure behind TLS). Every state-changing request they make (POST) must carry the CSRF token
   (form field ``csrf_token`` or header ``X-CSRFToken``), else 400 ``csrf_failed``. Tokens do
   not expire with time, only with the session, so a dashboard left open still works.
+* The cookie is signed, not stored, so a copy of it would stay valid until the key changes. It
+  therefore carries the user's session generation from login time, and every request compares
+  it with the user's row (``accounts.session_is_current``): logout, ``users passwd`` and
+  ``users remove`` change the row, and every copy of an older cookie — in any browser, against
+  any process — is refused from its next request (treated as anonymous, and the cookie
+  cleared). Logging out therefore ends all of that user's sessions, not only this browser's.
+* Login starts a new session (nothing from before it is kept) and logout clears it, so the
+  CSRF token is new with each login: a token from before login, or of another user of the same
+  browser, is refused.
 * Scripts send ``Authorization: Bearer <token>`` (a personal API token from
   ``runarchive tokens create``). Such requests ignore any session cookie, are exempt from CSRF
   (a cross-site page cannot set that header), and get 401 when the token is unknown.
@@ -23,6 +32,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_login import LoginManager, login_user, logout_user  # type: ignore[import-untyped]
@@ -41,6 +51,7 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 THROTTLE = "runarchive.throttle"
+GENERATION = "ra_gen"  # session key: the user's session generation at login
 
 
 def bearer_token() -> str | None:
@@ -52,12 +63,17 @@ def bearer_token() -> str | None:
 
 
 def _load_session_user(user_id: str) -> User | None:
+    """Return the session's user if the session is still current; else clear the session."""
     if bearer_token() is not None:  # a token request is judged by its token alone
         return None
     try:
-        return db().session.get(User, int(user_id))
+        found = db().session.get(User, int(user_id))
     except ValueError:
+        found = None
+    if found is None or not accounts.session_is_current(found, session.get(GENERATION)):
+        session.clear()  # logged out, password changed or removed: drop the stale cookie
         return None
+    return found
 
 
 def _load_token_user(req: Any) -> User | None:
@@ -131,14 +147,26 @@ def login_post() -> Response | tuple[str, int]:
         _throttle().failed(name, address)
         return render_template("login.html", error="Wrong user name or password.", next=target), 401
     _throttle().succeeded(name)
+    _new_session()
     login_user(found)
+    session[GENERATION] = found.session_generation
     return redirect(safe_next(target))
+
+
+def _new_session() -> None:
+    """Forget everything of the session so far, its CSRF token included."""
+    session.clear()
+    g.pop("csrf_token", None)  # flask-wtf's per-request copy of the token
 
 
 @bp.post("/logout")
 def logout() -> Response:
-    """End the session."""
+    """End every session of the user (all copies of their cookies) and clear this one."""
+    who = user()
+    if who is not None and not g.get("api_token"):
+        accounts.end_sessions(db().session, who)
     logout_user()
+    _new_session()
     return redirect(url_for("auth.login"))
 
 

@@ -1,14 +1,18 @@
 """Command-line entry points of the web layer (registered on ``runarchive`` by ``cli.py``).
 
-``runarchive serve`` runs the service; ``users add``, ``runs grant``/``revoke`` and ``tokens
-create`` manage accounts in the same database the service uses (``--data-dir`` or
-``--database-url``, also from the environment). Exit codes as the rest of the CLI: 0 ok,
-1 failed, 2 bad input.
+``runarchive serve`` runs the service; ``users add``/``passwd``/``remove``, ``runs
+grant``/``revoke`` and ``tokens create``/``list``/``revoke`` manage accounts in the same database
+the service uses (``--data-dir`` or ``--database-url``, also from the environment). A change is
+a committed database write that every web process sees on its next request (no process caches
+accounts). Exit codes as the rest of the CLI: 0 ok, 1 failed (e.g. no such user or token),
+2 bad input (bad names, a short password, an ambiguous token prefix, no way to ask for a
+password).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +21,7 @@ from typing import Any, TypeVar
 
 import click
 
-from runarchive.core import RunArchiveError
+from runarchive.core import InvalidInput, RunArchiveError
 
 F = TypeVar("F", bound=Callable[..., Any])
 DIR = click.Path(file_okay=False, path_type=Path)
@@ -121,6 +125,39 @@ def serve(
     sys.exit(run_serve(web, jobs_settings, web.host, web.port, worker))
 
 
+def _no_terminal() -> bool:
+    """Tell whether a password prompt has nowhere to go: stdin is a file or a pipe and the
+    process has no controlling terminal (where getpass would read stdin, echoing, and click
+    would end with a bare "Aborted!")."""
+    try:
+        if os.isatty(sys.stdin.fileno()):
+            return False
+    except (AttributeError, OSError, ValueError):
+        return False  # not an OS file (a caller's own stream): click prompts on it
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        return True
+    return False
+
+
+def _new_password(from_stdin: bool) -> str:
+    """Read a new password: the first line of stdin, or asked twice on the terminal."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if _no_terminal():
+        raise InvalidInput(
+            "No terminal to ask for the password on: pass it on stdin with --password-stdin."
+        )
+    password: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+_PASSWORD_STDIN = click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
+)
+
+
 @click.group()
 def users() -> None:
     """Manage user accounts."""
@@ -129,9 +166,7 @@ def users() -> None:
 @users.command("add")
 @click.argument("name")
 @click.option("--admin", is_flag=True, help="May read and write every run.")
-@click.option(
-    "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
-)
+@_PASSWORD_STDIN
 @database_options
 def users_add(
     name: str, admin: bool, password_stdin: bool, data_dir: Path | None, database_url: str | None
@@ -139,13 +174,40 @@ def users_add(
     """Add user NAME (asks for the password unless --password-stdin)."""
     from . import accounts
 
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    with _reporting():
+        accounts.validate_username(name)
+        password = _new_password(password_stdin)
     with _reporting(), _session(data_dir, database_url) as session:
         accounts.create_user(session, name, password, admin=admin)
     click.echo(f"added user {name}" + (" (admin)" if admin else ""))
+
+
+@users.command("passwd")
+@click.argument("name")
+@_PASSWORD_STDIN
+@database_options
+def users_passwd(
+    name: str, password_stdin: bool, data_dir: Path | None, database_url: str | None
+) -> None:
+    """Set user NAME's password and end all their sessions (their API tokens stay valid)."""
+    from . import accounts
+
+    with _reporting(), _session(data_dir, database_url) as session:
+        found = accounts.require_user(session, name)
+        accounts.set_password(session, found, _new_password(password_stdin))
+    click.echo(f"changed the password of {name}; their sessions have ended")
+
+
+@users.command("remove")
+@click.argument("name")
+@database_options
+def users_remove(name: str, data_dir: Path | None, database_url: str | None) -> None:
+    """Remove user NAME with their run grants, API tokens and sessions."""
+    from . import accounts
+
+    with _reporting(), _session(data_dir, database_url) as session:
+        accounts.remove_user(session, accounts.require_user(session, name))
+    click.echo(f"removed user {name}")
 
 
 @click.group()
@@ -194,6 +256,39 @@ def tokens_create(user: str, data_dir: Path | None, database_url: str | None) ->
     with _reporting(), _session(data_dir, database_url) as session:
         token = accounts.create_token(session, accounts.require_user(session, user))
     click.echo(token)
+
+
+@tokens.command("list")
+@click.argument("user")
+@database_options
+def tokens_list(user: str, data_dir: Path | None, database_url: str | None) -> None:
+    """List USER's API tokens: id, prefix (not the token) and creation time (UTC)."""
+    from . import accounts
+
+    with _reporting(), _session(data_dir, database_url) as session:
+        rows = accounts.tokens_of(session, accounts.require_user(session, user))
+        if not rows:
+            click.echo(f"{user} has no tokens")
+            return
+        click.echo(f"{'ID':>6}  {'PREFIX':<12}  CREATED")
+        for row in rows:
+            created = row.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            click.echo(f"{row.id:>6}  {row.prefix or '(unknown)':<12}  {created}")
+
+
+@tokens.command("revoke")
+@click.argument("user")
+@click.argument("token_prefix", required=False)
+@database_options
+def tokens_revoke(
+    user: str, token_prefix: str | None, data_dir: Path | None, database_url: str | None
+) -> None:
+    """Revoke USER's token starting with TOKEN_PREFIX, or all of USER's tokens without it."""
+    from . import accounts
+
+    with _reporting(), _session(data_dir, database_url) as session:
+        count = accounts.revoke_tokens(session, accounts.require_user(session, user), token_prefix)
+    click.echo(f"revoked {count} token{'' if count == 1 else 's'} of {user}")
 
 
 COMMANDS: tuple[click.Command, ...] = (serve, users, runs, tokens)

@@ -1,23 +1,38 @@
 """The accounts database: one engine per app, one session per thread, closed after each request.
 
 Any SQLAlchemy URL works (PostgreSQL in production, the SQLite file in the data dir by
-default). Tables are created on first use (``create_all``); there are no migrations yet, so a
-schema change must ship one. SQLite gets WAL journaling, a busy timeout and enforced foreign
-keys, so the CLI can add users while the service runs.
+default). Tables are created on first use (``create_all``). ``create_all`` never changes an
+existing table, so every column added since the first schema is a row of ``ADDED_COLUMNS``,
+added with ``ALTER TABLE … ADD COLUMN`` when a database lacks it (another process adding it
+at the same moment is fine: the column is looked up again after a failed ``ALTER``). SQLite
+gets WAL journaling, a busy timeout and enforced foreign keys, so the CLI can add users while
+the service runs; its file, and the ``-wal``/``-shm``/``-journal`` files SQLite makes with the
+same mode, are readable by the owner only (0600).
 """
 
 from __future__ import annotations
 
+import os
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from .models import Base
 
 EXTENSION = "runarchive.db"
+FILE_MODE = 0o600
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+# (table, column, column definition) of every column added after the first schema.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("users", "session_generation", "INTEGER NOT NULL DEFAULT 0"),
+    ("api_tokens", "prefix", "VARCHAR(16)"),
+)
 
 
 class Database:
@@ -29,7 +44,7 @@ class Database:
         if url.startswith("sqlite"):
             path = url.split("///", 1)[1] if "///" in url else ""
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite_file(Path(path))
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
             kwargs["pool_pre_ping"] = True
@@ -38,6 +53,7 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = scoped_session(sessionmaker(self.engine, expire_on_commit=False))
         Base.metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
 
     @property
     def session(self) -> Session:
@@ -52,6 +68,38 @@ class Database:
         """Close every pooled connection."""
         self.sessions.remove()
         self.engine.dispose()
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Create the SQLite file 0600 (its side files get the same mode); tighten an existing one."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    for name in (path, *(path.with_name(path.name + end) for end in SQLITE_SIDE_FILES)):
+        with suppress(FileNotFoundError, PermissionError):
+            if name.stat().st_mode & 0o077:
+                name.chmod(FILE_MODE)
+
+
+def _columns(engine: Engine, table: str) -> set[str]:
+    return {column["name"] for column in inspect(engine).get_columns(table)}
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Add the ``ADDED_COLUMNS`` a database made by an older version lacks; return them."""
+    added = []
+    for table, column, definition in ADDED_COLUMNS:
+        if column in _columns(engine, table):
+            continue
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {definition}"))
+        except DBAPIError:
+            if column not in _columns(engine, table):  # not a concurrent add: a real failure
+                raise
+            continue
+        added.append(f"{table}.{column}")
+    return added
 
 
 def _sqlite_pragmas(dbapi_connection: Any, record: Any) -> None:

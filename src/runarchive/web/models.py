@@ -4,18 +4,32 @@ Passwords are stored as werkzeug hashes (scrypt); API tokens as the SHA-256 of t
 token is 256 random bits, so a fast hash is enough and lets a request find its token by an
 indexed lookup instead of trying every row. Run access is by run id (a string), not by a foreign
 key to a run table: runs live on the filesystem and may be granted before they exist.
+
+``User.session_generation`` is the user's session epoch: a login stores it in the session
+cookie, every request compares the two, and logout, a password change or a removal changes it
+(or the row), so every copy of an older cookie is refused on its next request in every process.
+A new user starts at a random generation: SQLite may give a re-added user the row id of a
+removed one, and the removed user's cookies must not fit the new account. ``ApiToken.prefix``
+is the token's first characters (``ra_`` and 8 more, 48 of its 256 random bits), kept so the
+CLI can list and revoke tokens without the token itself.
 """
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, String, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def first_generation() -> int:
+    """Return a new user's session generation: random, so no removed user's cookie fits."""
+    return secrets.randbelow(1 << 30) + 1
 
 
 class Base(DeclarativeBase):
@@ -32,6 +46,9 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(256))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    session_generation: Mapped[int] = mapped_column(
+        Integer, default=first_generation, server_default="0"
+    )
 
     runs: Mapped[list[RunAccess]] = relationship(
         back_populates="user", cascade="all, delete-orphan"
@@ -80,6 +97,7 @@ class ApiToken(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    prefix: Mapped[str | None] = mapped_column(String(16), default=None)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 

@@ -4,6 +4,10 @@ The Content-Security-Policy allows scripts only from this site (``script-src 'se
 inline ``<script>`` code, no inline event handlers — templates pass data to scripts in
 ``<script type="application/json">`` blocks), connections (fetch, websocket) only to this
 site, and no framing. Inline ``style`` attributes stay allowed: they cannot run code.
+
+Every HTML page is ``Cache-Control: no-store``: the pages show run names, archives and the
+session's CSRF token, which neither a shared cache nor the browser's disk (a shared machine,
+the back button after logout) may keep.
 """
 
 from __future__ import annotations
@@ -40,4 +44,6 @@ def init_app(app: Flask) -> None:
     def _headers(response: Response) -> Response:
         for name, value in HEADERS.items():
             response.headers.setdefault(name, value)
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Cache-Control", "no-store")
         return response

@@ -13,6 +13,11 @@ that URL to answer, then starts gunicorn with it. The embedded server lives in t
 rather than in this process because gunicorn's workers are forks of this process: a forked
 copy of the embedded server's handle would stop the server when any gunicorn worker exits.
 
+The web processes run ``httpworker.HeadFirstWorker`` (gthread that reads each request head
+in its event loop, so clients sending headers slowly hold no thread). The data dir is made
+0700 (tightened if it exists); the files in it are the owner's only (SQLite: ``db.py``; the
+embedded valkey's: ``jobs/connection.py``; the demo secret key: ``settings.py``).
+
 Stopping (SIGTERM or SIGINT to ``serve``): gunicorn stops its workers (their websockets get a
 ``hangup`` first), then ``serve`` sends SIGTERM to the worker (RQ's warm shutdown: an idle
 worker exits at once, a busy one finishes its job), waits ``RUNARCHIVE_STOP_TIMEOUT``
@@ -53,6 +58,8 @@ log = logging.getLogger(__name__)
 
 WORKER_START_TIMEOUT = 60.0
 GRACEFUL_TIMEOUT = 10
+WORKER_CONNECTIONS = 1000  # per web process, slow ones included (gunicorn's default)
+DATA_DIR_MODE = 0o700
 
 
 class WebServer(BaseApplication):  # type: ignore[misc]
@@ -127,8 +134,10 @@ def gunicorn_options(web: WebSettings, host: str, port: int) -> dict[str, Any]:
     return {
         "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
         "workers": web.web_workers,
-        "worker_class": "gthread",
+        # gthread that reads request heads in its event loop, so slow clients hold no thread
+        "worker_class": "runarchive.web.httpworker.HeadFirstWorker",
         "threads": web.web_threads,
+        "worker_connections": WORKER_CONNECTIONS,
         "timeout": 60,
         "graceful_timeout": GRACEFUL_TIMEOUT,
         "keepalive": 5,
@@ -240,7 +249,11 @@ def serve(
 
 
 def _ensure_dirs(settings: Settings) -> None:
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    """Create the data dir for the owner only (0700), and tighten an existing one."""
+    path = Path(settings.data_dir)
+    path.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(DATA_DIR_MODE)
 
 
 def run_serve(
