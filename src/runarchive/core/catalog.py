@@ -1,9 +1,10 @@
 """The run's archive catalogue: list (fast, cached) and delete.
 
 Listing reads only each archive's end records and central directory, never entry data, and
-caches the result per archive by (run, name, inode, mtime, size): a run with hundreds of
-archives lists in milliseconds after the first call. The cache is a bounded LRU, so one run
-with tens of thousands of archives costs others nothing but their oldest entries.
+caches the result per archive by (name, inode, mtime, size): a run with hundreds of archives
+lists in milliseconds after the first call. The cache is kept per run and bounded per run and
+in total (least recently listed run evicted first), so one run with tens of thousands of
+archives cannot flush the others'.
 
 Every archive is opened through the run's handle (``rundir``): ``archives/`` must be a real
 folder, each archive is opened with ``O_NOFOLLOW`` and described from the *opened* file, and
@@ -49,36 +50,40 @@ class ArchiveInfo:
     error: str | None = None
 
 
-_CacheKey = tuple[int, int, str, int, int, int]
-_cache: OrderedDict[_CacheKey, ArchiveInfo] = OrderedDict()
+# One cache per run (by the archives folder's device and inode), least recently listed run
+# evicted first; each run's cache holds only its current archives, at most RUN_CACHE_MAX of
+# them, so one run with tens of thousands of archives never evicts the others'.
+_RunKey = tuple[int, int]
+_EntryKey = tuple[str, int, int, int]
+_cache: OrderedDict[_RunKey, dict[_EntryKey, ArchiveInfo]] = OrderedDict()
 _cache_lock = threading.Lock()
-_CACHE_MAX = 20_000
+RUN_CACHE_MAX = 20_000
+CACHE_MAX = 100_000
 
 
-def _cached(key: _CacheKey) -> ArchiveInfo | None:
+def _run_cache(key: _RunKey) -> dict[_EntryKey, ArchiveInfo]:
     with _cache_lock:
-        hit = _cache.get(key)
-        if hit is not None:
+        found = _cache.get(key)
+        if found is not None:
             _cache.move_to_end(key)
-        return hit
+        return dict(found or {})
 
 
-def _remember(key: _CacheKey, info: ArchiveInfo) -> None:
+def _keep(key: _RunKey, entries: dict[_EntryKey, ArchiveInfo]) -> None:
     with _cache_lock:
-        _cache[key] = info
-        while len(_cache) > _CACHE_MAX:
-            _cache.popitem(last=False)
+        _cache[key] = entries
+        _cache.move_to_end(key)
+        total = sum(len(v) for v in _cache.values())
+        while total > CACHE_MAX and len(_cache) > 1:
+            _, dropped = _cache.popitem(last=False)
+            total -= len(dropped)
 
 
 def _describe(archives: Folder, name: str, st: os.stat_result, limits: Limits) -> ArchiveInfo:
+    """Read one archive's central directory from the file that was listed (same inode)."""
     created = archive_created(name)
     if not stat.S_ISREG(st.st_mode):
         return ArchiveInfo(name, "", st.st_size, created, 0, 0, False, "not a regular file")
-    dev = os.fstat(archives.fd)
-    key = (dev.st_dev, dev.st_ino, name, st.st_ino, st.st_mtime_ns, st.st_size)
-    hit = _cached(key)
-    if hit is not None:
-        return hit
     try:
         fd = archives.open_file(name)
     except OSError as exc:
@@ -89,16 +94,13 @@ def _describe(archives: Folder, name: str, st: os.stat_result, limits: Limits) -
             return ArchiveInfo(name, "", st.st_size, created, 0, 0, False, "changed while listed")
         directory = read_directory(fd, opened.st_size, limits.max_entries)
     except (InvalidArchive, OSError) as exc:
-        info = ArchiveInfo(name, "", st.st_size, created, 0, 0, False, str(exc))
-    else:
-        content = [e for e in directory.entries if e.name != MANIFEST_NAME]
-        files = sum(1 for e in content if e.kind == "file")
-        comment = directory.comment.decode("utf-8", errors="replace")
-        info = ArchiveInfo(name, comment, st.st_size, created, files, len(content), True)
+        return ArchiveInfo(name, "", st.st_size, created, 0, 0, False, str(exc))
     finally:
         os.close(fd)
-    _remember(key, info)
-    return info
+    content = [e for e in directory.entries if e.name != MANIFEST_NAME]
+    files = sum(1 for e in content if e.kind == "file")
+    comment = directory.comment.decode("utf-8", errors="replace")
+    return ArchiveInfo(name, comment, st.st_size, created, files, len(content), True)
 
 
 def list_archives(run_dir: Path, limits: Limits | None = None) -> list[ArchiveInfo]:
@@ -125,7 +127,19 @@ def list_archives(run_dir: Path, limits: Limits | None = None) -> list[ArchiveIn
                     continue  # deleted while listing
                 found.append((archive_sort_key(entry.name), entry.name, st))
             found.sort(key=lambda item: item[0], reverse=True)
-            return [_describe(archives, name, st, lim) for _, name, st in found]
+            here = os.fstat(archives.fd)
+            run_key = (here.st_dev, here.st_ino)
+            known = _run_cache(run_key)
+            kept: dict[_EntryKey, ArchiveInfo] = {}
+            rows = []
+            for _, name, st in found:
+                key = (name, st.st_ino, st.st_mtime_ns, st.st_size)
+                info = known.get(key) or _describe(archives, name, st, lim)
+                if len(kept) < RUN_CACHE_MAX:
+                    kept[key] = info
+                rows.append(info)
+            _keep(run_key, kept)
+            return rows
 
 
 def _try_recover(run: RunDir) -> None:

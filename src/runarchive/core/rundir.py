@@ -164,7 +164,7 @@ class Folder:
         try:
             return self.open(name)
         except OSError as exc:
-            raise _unsafe(self._child_label(name), exc) from None
+            raise _unsafe(self, name, exc) from None
 
     def open_file(self, rel: str, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
         """Open the file at ``rel`` beneath this folder (no link anywhere); return the fd."""
@@ -279,16 +279,21 @@ def _remove_dir(parent_fd: int, name: str, st: os.stat_result) -> None:
     os.rmdir(name, dir_fd=parent_fd)
 
 
-def _unsafe(label: str, exc: OSError) -> UnsafeRun:
-    if exc.errno == errno.ELOOP:
+def _unsafe(parent: Folder, name: str, exc: OSError) -> UnsafeRun:
+    """Say what is at ``name`` instead of the folder we need (a link, a file…)."""
+    try:
+        mode = parent.lstat(name).st_mode
+    except OSError:
+        mode = 0
+    if stat.S_ISLNK(mode):
         what = "is a symbolic link"
-    elif exc.errno == errno.ENOTDIR:
+    elif mode and not stat.S_ISDIR(mode):
         what = "is not a folder"
     else:
         what = f"cannot be opened ({exc.strerror})"
     return UnsafeRun(
-        f"{label} {what}; runarchive only works with a real folder there. Remove or rename "
-        "it (nothing was changed)."
+        f"{parent._child_label(name)} {what}; runarchive only works with a real folder there. "
+        "Remove or rename it (nothing was changed)."
     )
 
 
@@ -327,7 +332,7 @@ class RunDir(Folder):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise _unsafe(name, exc) from None
+            raise _unsafe(self, name, exc) from None
 
 
 def open_run(path: os.PathLike[str] | str) -> RunDir:
