@@ -38,7 +38,9 @@ from .core.fsutil import human_bytes
 
 F = TypeVar("F", bound=Callable[..., Any])
 err = Console(stderr=True, soft_wrap=True)
-RUN_DIR = click.Path(exists=False, file_okay=False, path_type=Path)
+# Resolved here: the operator typed it (a link to a run is their choice); below the run,
+# the library follows no link at all.
+RUN_DIR = click.Path(exists=False, file_okay=False, path_type=Path, resolve_path=True)
 
 
 def _jsonable(value: Any) -> Any:

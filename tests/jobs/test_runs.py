@@ -42,3 +42,21 @@ def test_a_dotted_run_id_cannot_use_the_parent_as_its_shard(tmp_path: Path) -> N
 def test_it_needs_a_runs_root() -> None:
     with pytest.raises(InvalidInput, match="RUNARCHIVE_RUNS_ROOT"):
         resolve_run(Settings(), "abc")
+
+
+def test_a_two_character_run_id_is_never_taken_for_the_shard_folder_of_other_runs(
+    tmp_path: Path,
+) -> None:
+    # <root>/ab is the shard of every run whose id starts with "ab" (auto layout).
+    (tmp_path / "ab" / "abcdef-other").mkdir(parents=True)
+    assert find_run(_settings(tmp_path), "ab") is None
+    (tmp_path / "ab" / "ab").mkdir()
+    assert resolve_run(_settings(tmp_path), "ab") == tmp_path / "ab" / "ab"
+    assert resolve_run(_settings(tmp_path, "flat"), "ab") == tmp_path / "ab"  # flat: no shards
+
+
+def test_a_link_in_the_runs_root_is_not_a_run(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "linked-run").symlink_to(tmp_path / "elsewhere")
+    assert find_run(_settings(tmp_path / "root"), "linked-run") is None
