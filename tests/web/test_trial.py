@@ -48,14 +48,14 @@ class Browserless:
 
 
 def start(
-    data: Path, port: int, log: Path, spawned: set[int]
+    data: Path, port: int, log: Path, spawned: set[int], cwd: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], str, str]:
     with log.open("wb") as out:
         # A session of its own, so the test can send Ctrl-C to the whole group as a terminal does.
         proc = subprocess.Popen(
             [*CLI, "serve", "--demo", "--data-dir", str(data), "--port", str(port)],
             env=environment(RUNARCHIVE_WEB_WORKERS="1", RUNARCHIVE_STOP_TIMEOUT="5"),
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd,
         )  # fmt: skip
     found = wait_until(lambda: BANNER.search(log.read_text()), timeout=60, step=0.2)
     wait_until(lambda: http(f"http://127.0.0.1:{port}/healthz")[0] == 200, timeout=60, step=0.2)
@@ -118,3 +118,53 @@ def test_demo_serve_logs_in_stops_on_ctrl_c_and_reuses_its_data(tmp_path: Path) 
             if alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_relative_data_dir_from_another_directory_serves_downloads_and_prints_it_absolute(
+    tmp_path: Path,
+) -> None:
+    # What `make run` does, typed in a folder that is not the package's: `--data-dir data`.
+    port, spawned = free_port(), set()
+    proc, user, password = start(Path("data"), port, tmp_path / "serve.log", spawned, tmp_path)
+    try:
+        log = (tmp_path / "serve.log").read_text()
+        assert f"data dir  {tmp_path / 'data'}" in log
+        assert f"export RUNARCHIVE_DATA_DIR={tmp_path / 'data'}" in log
+        made = create_archive(tmp_path / "data" / "runs" / "demo-pinecone", "to download")
+        client = Browserless(f"http://127.0.0.1:{port}")
+        client.login(user, password)
+        with client.opener.open(
+            f"{client.base}/runs/demo-pinecone/archive/download/{made.name}", timeout=30
+        ) as response:
+            assert response.status == 200
+            body = response.read()
+        assert body == made.path.read_bytes()
+        ctrl_c(proc, tmp_path / "serve.log")
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        for pid in spawned:
+            if alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def test_a_busy_port_is_refused_before_any_banner_naming_the_holder(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [*CLI, "serve", "--demo", "--data-dir", str(tmp_path / "data"), "--port", str(port)],
+            env=environment(), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"Port {port} on 127.0.0.1 is already in use by process {os.getpid()}" in done.stderr
+    assert f"make run PORT={port + 1}" in done.stderr
+    assert "password" not in done.stdout + done.stderr
+    assert not (tmp_path / "data" / "valkey.url").exists()

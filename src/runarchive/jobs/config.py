@@ -88,6 +88,12 @@ class Settings:
         if self.heartbeat_ttl <= 0 or self.status_rate <= 0:
             raise InvalidInput("heartbeat_ttl and status_rate must be positive.")
         Keys(self.key_prefix)  # validates the prefix
+        # Absolute from here on: a relative path would mean something else to every process
+        # and library that later resolves it against its own working directory.
+        for name in ("runs_root", "data_dir"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).is_absolute():
+                object.__setattr__(self, name, Path(value).absolute())
 
     @property
     def keys(self) -> Keys:

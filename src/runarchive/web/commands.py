@@ -108,6 +108,7 @@ def serve(
     """Run the web service (gunicorn); without a Redis URL, also Redis and a worker."""
     from runarchive.jobs import Settings
 
+    from .ports import require_free_port
     from .server import run_serve
     from .settings import WebSettings
 
@@ -117,11 +118,16 @@ def serve(
             redis_url=redis_url, runs_root=runs_root, data_dir=data_dir
         )
         web = WebSettings.from_env(database_url=database_url, host=host, port=port, demo=demo)
+        require_free_port(web.host, web.port)  # before any banner, Redis or worker
         if web.demo:
             from .trial import banner, prepare_trial, trial_settings
 
             jobs_settings = trial_settings(jobs_settings)
-            click.echo(banner(prepare_trial(jobs_settings, web), web.host, web.port))
+            click.echo(
+                banner(
+                    prepare_trial(jobs_settings, web), web.host, web.port, jobs_settings.data_dir
+                )
+            )
     sys.exit(run_serve(web, jobs_settings, web.host, web.port, worker))
 
 

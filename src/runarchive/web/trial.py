@@ -73,8 +73,12 @@ def prepare_trial(jobs_settings: Settings, web: WebSettings) -> Trial:
     return Trial(DEMO_USER, password, DEMO_RUNID, run_dir)
 
 
-def banner(trial: Trial, host: str, port: int) -> str:
-    """Return the lines printed at start: where to go and how to log in."""
+def banner(trial: Trial, host: str, port: int, data_dir: Path) -> str:
+    """Return the lines printed at start: where to go, how to log in, where the data is.
+
+    Paths are printed absolute (they were resolved at start-up), with the line that points the
+    CLI of another terminal at the same accounts and runs.
+    """
     url = f"http://{host}:{port}/runs/{trial.runid}/archive"
     return (
         "\n  runarchive demo is starting (Ctrl-C stops everything)\n"
@@ -82,4 +86,7 @@ def banner(trial: Trial, host: str, port: int) -> str:
         f"  username  {trial.username}\n"
         f"  password  {trial.password}\n"
         f"  run       {trial.run_dir}\n"
+        f"  data dir  {data_dir}\n"
+        f"  CLI       export RUNARCHIVE_DATA_DIR={data_dir}   "
+        "# in another terminal: users, runs, tokens act on this service\n"
     )
