@@ -14,6 +14,7 @@ from runarchive.core import (
     create_archive,
     delete_archive,
     list_archives,
+    restore_archive,
     verify_archive,
 )
 from tests.treeutil import File, build_tree
@@ -92,8 +93,8 @@ def test_delete_removes_exactly_the_named_archive(populated: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["../a.txt", "/etc/passwd", "ambitious-pinecone.20200101T000000Z.tar", "x.zip", "", "a/b.zip",
-     "ambitious-pinecone.20200101T000000Z.zip/../../a.txt"],
+    ["../a.txt", "/etc/passwd", "ambitious-pinecone.20200101T000000Z.tar", ".x.zip", "-x.zip",
+     "x y.zip", "x.zip\n", "", "a/b.zip", "ambitious-pinecone.20200101T000000Z.zip/../../a.txt"],
 )  # fmt: skip
 def test_delete_refuses_names_outside_the_pattern(populated: Path, name: str) -> None:
     create_archive(populated)
@@ -118,3 +119,27 @@ def test_delete_refuses_a_symlink_posing_as_an_archive(populated: Path, tmp_path
 def test_operations_on_a_missing_run_say_so(tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="Run directory not found"):
         list_archives(tmp_path / "nope")
+
+
+def test_a_zip_from_elsewhere_with_a_safe_name_is_listed_verified_restored_and_deleted(
+    populated: Path,
+) -> None:
+    import zipfile
+
+    (populated / "archives").mkdir(exist_ok=True)
+    foreign = populated / "archives" / "my-backup.zip"
+    with zipfile.ZipFile(foreign, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("restored.txt", b"from another tool\n")
+    os.utime(foreign, (1_700_000_000, 1_700_000_000))
+    ours = create_archive(populated).name
+
+    rows = list_archives(populated)
+    assert [r.name for r in rows] == [ours, "my-backup.zip"]  # newest first, by mtime here
+    assert rows[1].readable and rows[1].files == 1
+    assert rows[1].created.timestamp() == 1_700_000_000
+    assert verify_archive(populated, "my-backup.zip").ok
+    restore_archive(populated, "my-backup.zip")
+    assert (populated / "restored.txt").read_bytes() == b"from another tool\n"
+    assert not (populated / "a.txt").exists()
+    delete_archive(populated, "my-backup.zip")
+    assert [r.name for r in list_archives(populated)] == [ours]

@@ -81,7 +81,7 @@ def _keep(key: _RunKey, entries: dict[_EntryKey, ArchiveInfo]) -> None:
 
 def _describe(archives: Folder, name: str, st: os.stat_result, limits: Limits) -> ArchiveInfo:
     """Read one archive's central directory from the file that was listed (same inode)."""
-    created = archive_created(name)
+    created = archive_created(name, st.st_mtime)
     if not stat.S_ISREG(st.st_mode):
         return ArchiveInfo(name, "", st.st_size, created, 0, 0, False, "not a regular file")
     try:
@@ -117,7 +117,7 @@ def list_archives(run_dir: Path, limits: Limits | None = None) -> list[ArchiveIn
         if archives is None:
             return []
         with archives:
-            found: list[tuple[tuple[str, int], str, os.stat_result]] = []
+            found: list[tuple[tuple[str, int, str], str, os.stat_result]] = []
             for entry in archives.scandir():
                 if not is_archive_name(entry.name):
                     continue
@@ -125,7 +125,7 @@ def list_archives(run_dir: Path, limits: Limits | None = None) -> list[ArchiveIn
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue  # deleted while listing
-                found.append((archive_sort_key(entry.name), entry.name, st))
+                found.append((archive_sort_key(entry.name, st.st_mtime), entry.name, st))
             found.sort(key=lambda item: item[0], reverse=True)
             here = os.fstat(archives.fd)
             run_key = (here.st_dev, here.st_ino)

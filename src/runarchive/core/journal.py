@@ -40,7 +40,7 @@ from typing import Any
 
 from .errors import UnsafeRun
 from .fsutil import atomic_write_bytes
-from .names import ARCHIVE_NAME_RE, ARCHIVES_DIR, WORK_DIR
+from .names import ARCHIVES_DIR, WORK_DIR, is_archive_name
 from .rundir import Folder, RunDir, open_run
 from .runlock import run_lock
 
@@ -142,7 +142,7 @@ def parse_journal(data: bytes) -> Journal:
     jid, archive, state = raw.get("id"), raw.get("archive"), raw.get("state")
     if not isinstance(jid, str) or not _ID_RE.fullmatch(jid):
         raise _bad("its id is not 12 hex digits")
-    if not isinstance(archive, str) or not ARCHIVE_NAME_RE.fullmatch(archive):
+    if not isinstance(archive, str) or not is_archive_name(archive):
         raise _bad("its archive is not an archive name")
     if state not in STATES:
         raise _bad(f"unknown state {state!r}")

@@ -22,6 +22,10 @@ RUNID_RE = re.compile(r"[A-Za-z0-9_.;-]+")
 ARCHIVE_NAME_RE = re.compile(
     r"(?P<runid>[A-Za-z0-9_.;-]+)\.(?P<stamp>\d{8}T\d{6}Z)(?:-(?P<seq>[1-9][0-9]{0,5}))?\.zip"
 )
+# Any zip a person or another tool put in ``archives/`` is listed when its name is safe to put
+# in a URL path and on a command line unquoted: no leading dot (our temp files, hidden files)
+# or dash (option-like), no spaces, no path separators. Names we generate match both.
+SAFE_ARCHIVE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.;+-]{0,250}\.[Zz][Ii][Pp]")
 # Control, format (bidi overrides, zero-width), surrogate, private-use and line/paragraph
 # separator characters: invisible or reordering text has no place in a name people read.
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -38,33 +42,36 @@ def validate_runid(runid: str) -> str:
 
 
 def validate_archive_name(name: str) -> str:
-    """Return ``name`` if it matches ``<runid>.<YYYYMMDDTHHMMSSZ>.zip``, else raise InvalidInput."""
-    if not isinstance(name, str) or len(name) > 255 or not ARCHIVE_NAME_RE.fullmatch(name):
+    """Return ``name`` if it is a safe ``*.zip`` file name, else raise InvalidInput."""
+    if not isinstance(name, str) or not is_archive_name(name):
         raise InvalidInput(
-            f"Invalid archive name {name!r}: expected <runid>.<YYYYMMDDTHHMMSSZ>.zip "
-            "as shown by `runarchive list`."
+            f"Invalid archive name {name!r}: expected a file name ending in .zip made of "
+            "letters, digits and _ . ; + - (not starting with . or -), as `runarchive list` "
+            "shows them."
         )
     return name
 
 
 def is_archive_name(name: str) -> bool:
-    """Tell whether ``name`` is a well-formed archive name."""
-    return len(name) <= 255 and ARCHIVE_NAME_RE.fullmatch(name) is not None
+    """Tell whether ``name`` is a listable archive name (ours or any safe ``*.zip``)."""
+    return len(name) <= 255 and SAFE_ARCHIVE_RE.fullmatch(name) is not None
 
 
-def archive_created(name: str) -> datetime:
-    """Return the UTC creation time encoded in a valid archive name."""
-    match = ARCHIVE_NAME_RE.fullmatch(validate_archive_name(name))
-    assert match is not None
-    return datetime.strptime(match["stamp"], STAMP_FORMAT).replace(tzinfo=UTC)
-
-
-def archive_sort_key(name: str) -> tuple[str, int]:
-    """Order archive names by time, then by collision suffix."""
+def archive_created(name: str, mtime: float) -> datetime:
+    """Return when an archive was made: the UTC time in a name we generated, else its mtime."""
     match = ARCHIVE_NAME_RE.fullmatch(name)
-    if match is None:
-        return ("", 0)
-    return (match["stamp"], int(match["seq"] or 1))
+    if match is not None:
+        return datetime.strptime(match["stamp"], STAMP_FORMAT).replace(tzinfo=UTC)
+    return datetime.fromtimestamp(mtime, UTC)
+
+
+def archive_sort_key(name: str, mtime: float) -> tuple[str, int, str]:
+    """Order archives by creation time, then by collision suffix, then by name."""
+    match = ARCHIVE_NAME_RE.fullmatch(name)
+    if match is not None:
+        return (match["stamp"], int(match["seq"] or 1), name)
+    stamp = datetime.fromtimestamp(mtime, UTC).strftime(STAMP_FORMAT)
+    return (stamp, 0, name)
 
 
 def new_archive_name(runid: str, when: datetime, taken: set[str]) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from runarchive import __version__
-from runarchive.core.names import ARCHIVE_NAME_RE, RUNID_RE
+from runarchive.core.names import RUNID_RE, SAFE_ARCHIVE_RE
 
 JSON = "application/json"
 
@@ -36,7 +36,7 @@ RUNID = {
     "description": "Run id: letters, digits and `_ . ; -` (not `.`/`..`).",
     "schema": {
         "type": "string",
-        "pattern": RUNID_RE.pattern,
+        "pattern": f"^(?:{RUNID_RE.pattern})$",  # JSON Schema patterns are unanchored
         "maxLength": 200,
         "not": {"enum": [".", ".."]},
     },
@@ -51,8 +51,8 @@ ARCHIVE_NAME = {
     "name": "name",
     "in": "path",
     "required": True,
-    "description": "`<runid>.<YYYYMMDDTHHMMSSZ>[-N].zip` as listed.",
-    "schema": {"type": "string", "pattern": ARCHIVE_NAME_RE.pattern, "maxLength": 255},
+    "description": "An archive name as listed: ours are `<runid>.<YYYYMMDDTHHMMSSZ>[-N].zip`; any other safe `*.zip` in `archives/` too.",
+    "schema": {"type": "string", "pattern": f"^(?:{SAFE_ARCHIVE_RE.pattern})$", "maxLength": 255},
 }
 # What a browser sends to open a websocket; without them the URL answers 400.
 WS_HEADERS = [
