@@ -28,9 +28,13 @@ deleted by job id.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from rq.job import Job, JobStatus
@@ -40,9 +44,10 @@ from rq.utils import now as rq_now
 
 from runarchive.core import Busy, RunArchiveError, recover_run
 
+from .config import Settings
 from .context import JobsContext, current
 from .locks import release_job_locks
-from .runs import find_run
+from .runs import find_run, run_dir_candidates
 from .slot import Slot, fetch_job, iter_slots, read_slot, release_slot, stale_reason
 from .status import Event, JobKind, error_line, job_line, trigger_line
 
@@ -70,7 +75,7 @@ def finish_job(
         stream = ctx.stream(runid)
         try:
             if error and not ok:
-                stream.publish(error_line(error))
+                stream.publish(error_line(error, server_paths(ctx.settings, runid)))
             event = Event.COMPLETED if ok else Event.EXCEPTION
             stream.publish(job_line(job_id, event, kind.call(runid)))
             stream.publish(trigger_line(job_id, trigger), required=True)
@@ -81,6 +86,29 @@ def finish_job(
     release_slot(data, keys, runid, job_id)
     data.delete(keys.job_alive(job_id))
     return won
+
+
+def server_paths(settings: Settings, runid: str) -> list[tuple[str, str]]:
+    """Return this deployment's paths and the public names ``Error:`` lines show instead.
+
+    The run's directory reads as its run id, the runs root as ``<runs root>``, the data dir as
+    ``<data dir>``, a unix-socket Redis as ``<redis>``; as given and as resolved (an OSError
+    names the path it was handed, which may be either).
+    """
+    pairs: list[tuple[Path, str]] = []
+    with suppress(RunArchiveError):  # no runs root, or an id naming no directory
+        pairs += [(candidate, runid) for candidate in run_dir_candidates(settings, runid)]
+    if settings.runs_root is not None:
+        pairs.append((Path(settings.runs_root), "<runs root>"))
+    pairs.append((Path(settings.data_dir), "<data dir>"))
+    url = settings.redis_url or ""
+    if url.startswith("unix:"):
+        pairs.append((Path(urlsplit(url).path), "<redis>"))
+    found: dict[str, str] = {}
+    for path, public in pairs:
+        for variant in (path.absolute(), Path(os.path.realpath(path))):
+            found.setdefault(str(variant), public)
+    return list(found.items())
 
 
 def final_trigger(ctx: JobsContext, job_id: str) -> str | None:

@@ -39,7 +39,7 @@ def resolve_run(settings: Settings, runid: str) -> Path:
     for candidate in run_dir_candidates(settings, runid):
         if candidate.is_dir():
             return candidate
-    raise NotFound(f"Run {runid} not found under {settings.runs_root}.")
+    raise NotFound(f"Run {runid} not found.")  # not where: clients must not learn server paths
 
 
 def find_run(settings: Settings, runid: str) -> Path | None:
