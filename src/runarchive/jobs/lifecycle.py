@@ -1,5 +1,7 @@
 """How a job ends, whichever way it ends: one final TRIGGER, slot freed, locks freed, run recovered.
 
+Every job starts with ``begin_job``: it holds its run's slot (verified, or claimed if a job was
+started outside ``enqueue``), or another job does and it ends at once as failed.
 Every path that can see a job end calls ``finish_job``:
 
 =====================================  =========================================================
@@ -46,9 +48,19 @@ from runarchive.core import Busy, RunArchiveError, recover_run
 
 from .config import Settings
 from .context import JobsContext, current
+from .errors import JobRunning
 from .locks import release_job_locks
 from .runs import find_run, run_dir_candidates
-from .slot import Slot, fetch_job, iter_slots, read_slot, release_slot, stale_reason
+from .slot import (
+    Slot,
+    fetch_job,
+    iter_slots,
+    read_slot,
+    release_slot,
+    slot_ttl,
+    stale_reason,
+    take_slot,
+)
 from .status import Event, JobKind, error_line, job_line, trigger_line
 
 log = logging.getLogger(__name__)
@@ -86,6 +98,22 @@ def finish_job(
     release_slot(data, keys, runid, job_id)
     data.delete(keys.job_alive(job_id))
     return won
+
+
+def begin_job(ctx: JobsContext, runid: str, job_id: str, kind: JobKind) -> None:
+    """Make the starting job its run's slot holder, or raise JobRunning naming the holder.
+
+    Every job checks when it starts, not only ``enqueue``: a job started another way (``rq
+    requeue``, a dashboard's Requeue, ``Queue.enqueue``) finds the slot free and claims it, or
+    held by another job and must end at once without touching the run. A job id that ran before
+    (a requeue) still has that run's final marker; it is cleared first, so this run publishes
+    its own final trigger (exactly one: ``finish_job`` still claims the marker with SET NX).
+    """
+    data = ctx.clients.data
+    data.delete(ctx.keys.job_final(job_id))
+    holder = take_slot(data, ctx.keys, runid, job_id, kind.value, ttl=slot_ttl(ctx.settings))
+    if holder != job_id:
+        raise JobRunning(runid, holder)
 
 
 def server_paths(settings: Settings, runid: str) -> list[tuple[str, str]]:

@@ -6,6 +6,10 @@ the job will get, so two enqueuers can never both win (compare-and-set; never ch
 It is released only by a compare-and-delete on the job id, so a late releaser cannot free a
 slot that has since been claimed by another job.
 
+The job checks again when it starts (``take_slot``, one script): the slot holds its id (the
+normal case) or is free (a job started outside ``enqueue``: ``rq requeue``, a dashboard's
+Requeue; it claims the slot then), else another job has the run and this one ends at once.
+
 A slot is **stale** when its job can no longer finish by itself (``stale_reason``):
 
 * the RQ job is finished, failed, stopped or canceled (its end was not seen: e.g. canceled
@@ -44,6 +48,18 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
 return 1
 """
 
+# The job's own check when it starts: ours already (enqueued by us), or free (claim it now),
+# or another job's. Returns the holder's job id after the call.
+_TAKE_LUA = """
+local holder = redis.call('HGET', KEYS[1], 'job_id')
+if holder then return holder end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'job_id', ARGV[1], 'kind', ARGV[2], 'claimed_at', ARGV[3],
+           'host', ARGV[4])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+return ARGV[1]
+"""
+
 _RELEASE_LUA = """
 if redis.call('HGET', KEYS[1], 'job_id') == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -75,6 +91,18 @@ def claim_slot(client: Any, keys: Keys, runid: str, job_id: str, kind: str, *, t
     script = client.register_script(_CLAIM_LUA)
     args = [job_id, kind, f"{time.time():.6f}", socket.gethostname(), ttl]
     return bool(script(keys=[keys.slot(runid)], args=args))
+
+
+def take_slot(client: Any, keys: Keys, runid: str, job_id: str, kind: str, *, ttl: int) -> str:
+    """Hold the run's slot for ``job_id`` (verify it, or claim it if free); return the holder.
+
+    The holder is ``job_id`` when the job may run; any other id means another job has the run.
+    One script, so a job started outside ``enqueue`` (``rq requeue``, a dashboard's Requeue)
+    can never run beside the slot's holder, nor two such jobs beside each other.
+    """
+    script = client.register_script(_TAKE_LUA)
+    args = [job_id, kind, f"{time.time():.6f}", socket.gethostname(), ttl]
+    return str(script(keys=[keys.slot(runid)], args=args))
 
 
 def release_slot(client: Any, keys: Keys, runid: str, job_id: str) -> bool:
