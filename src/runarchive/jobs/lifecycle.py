@@ -54,6 +54,7 @@ from .runs import find_run, run_dir_candidates
 from .slot import (
     Slot,
     fetch_job,
+    is_local_holder,
     iter_slots,
     read_slot,
     release_slot,
@@ -207,7 +208,17 @@ def _kind(value: Any) -> JobKind:
 
 
 def reap(ctx: JobsContext, slot: Slot, reason: str) -> Reaped:
-    """Finish a stale slot's job as failed (or completed, if RQ says finished) and free it."""
+    """Finish a stale slot's job as failed (or completed, if RQ says finished) and free it.
+
+    A dead local operation (the CLI) is no job: its locks and slot are freed and its run
+    recovered, and no trigger is published.
+    """
+    if is_local_holder(slot.job_id):
+        release_job_locks(ctx.clients.locks, slot.runid, slot.job_id)
+        release_slot(ctx.clients.data, ctx.keys, slot.runid, slot.job_id)
+        schedule_recovery(ctx, slot.runid)
+        log.warning("freed slot of run %s held by dead %s (%s)", slot.runid, slot.job_id, reason)
+        return Reaped(slot.runid, slot.job_id, slot.kind, reason, False)
     job = fetch_job(ctx.clients.rq, slot.job_id)
     status = job.get_status(refresh=False) if job is not None else None
     ok = status == JobStatus.FINISHED

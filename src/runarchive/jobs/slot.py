@@ -16,6 +16,7 @@ A slot is **stale** when its job can no longer finish by itself (``stale_reason`
   while queued, or an expired hook);
 * the RQ job is missing (Redis lost it, or the enqueuer died between claim and enqueue) and
   the claim is older than ``slot_grace`` (younger claims may be mid-enqueue);
+* a local operation (``local-…`` holder, see ``jobs.local``) stopped renewing its lease;
 * the RQ job is started but its liveness lease (``<prefix>:job:<id>:alive``, renewed by the
   running job every ``heartbeat_ttl/5`` s) has expired: the process running it died (SIGKILL,
   OOM, host lost).
@@ -66,6 +67,9 @@ if redis.call('HGET', KEYS[1], 'job_id') == ARGV[1] then
 end
 return 0
 """
+
+# Holder ids of local operations (the CLI with a Redis URL), which are not RQ jobs.
+LOCAL_HOLDER_PREFIX = "local-"
 
 ENDED = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED})
 
@@ -133,6 +137,11 @@ def iter_slots(client: Any, keys: Keys) -> Iterator[Slot]:
             yield slot
 
 
+def is_local_holder(job_id: str) -> bool:
+    """Tell whether a slot holder is a local operation (``jobs.local``) rather than an RQ job."""
+    return job_id.startswith(LOCAL_HOLDER_PREFIX)
+
+
 def fetch_job(rq_client: Any, job_id: str) -> Job | None:
     """Return the RQ job, or None when Redis no longer has it."""
     try:
@@ -154,6 +163,10 @@ def stale_reason(
 ) -> str | None:
     """Return why the slot's job can no longer end by itself, or None while it still can."""
     now = time.time() if now is None else now
+    if is_local_holder(slot.job_id):
+        if data_client.exists(settings.keys.job_alive(slot.job_id)):
+            return None
+        return "local process died" if now - slot.claimed_at > settings.heartbeat_ttl else None
     job = fetch_job(rq_client, slot.job_id)
     if job is None:
         if now - slot.claimed_at > settings.slot_grace:
