@@ -235,3 +235,18 @@ def test_a_redis_url_option_is_honoured_without_the_environment(
     done = runarchive(ctx.settings, "archive", rel, "--redis-url", url, redis_url=None)
     assert done.returncode == 3, done.stderr
     assert [info.name for info in list_archives(path)] == [name]
+
+
+def test_the_enqueue_command_tells_the_operator_where_redis_was_expected(
+    ctx: JobsContext, runid: str, run: tuple[Path, str, str]
+) -> None:
+    dead = _dead_url()
+    runs_root = str(ctx.settings.runs_root)
+    done = runarchive(
+        ctx.settings, "enqueue-archive", runid, "--runs-root", runs_root, redis_url=dead
+    )
+    assert done.returncode == 1, done.stderr
+    # Clients get the bare message (503); the operator's terminal also gets where and why.
+    assert "The job queue (Redis) is unavailable; retry." in done.stderr
+    assert f"Redis at {dead.replace('s3cret', '***')}" in done.stderr
+    assert "s3cret" not in done.stderr
