@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,9 @@ import pytest
 from runarchive.core import open_run, run_lock
 from tests.treeutil import File, build_tree
 
+# Local only: a Redis URL in the caller's environment would make the CLI consult that server.
+LOCAL_ENV = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RUNARCHIVE_REDIS_URL")}
+
 
 def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -19,6 +23,7 @@ def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
+        env=LOCAL_ENV,
     )
 
 
@@ -97,3 +102,21 @@ def test_recover_reports_what_it_did(run: Path) -> None:
     assert out.returncode == 0
     assert json.loads(out.stdout) == {"action": "cleaned", "removed_temp": 1}
     assert list((run / "archives").iterdir()) == []
+
+
+def test_local_commands_without_a_redis_url_never_import_rq_redis_or_flask(run: Path) -> None:
+    probe = (
+        "import sys\n"
+        "from runarchive.cli import cli\n"
+        "for args in (['archive', sys.argv[1]], ['list', sys.argv[1]]):\n"
+        "    try:\n"
+        "        cli(args)\n"
+        "    except SystemExit as exc:\n"
+        "        assert not exc.code, exc.code\n"
+        "print(sorted(m for m in ('rq', 'redis', 'flask', 'valkey') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(run)], capture_output=True, text=True, env=LOCAL_ENV
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -1,8 +1,15 @@
 """The ``runarchive`` command line: the core operations, for people (progress bars) and scripts.
 
-Exit codes: 0 success, 1 the operation failed (damage found, unsafe archive, no space…),
-2 usage error (bad arguments or names), 3 refused because the run is busy or locked.
-With ``--json`` every command prints one JSON document on stdout, errors included.
+Exit codes: 0 success, 1 the operation failed (damage found, unsafe archive, no space…, Redis
+configured but unreachable), 2 usage error (bad arguments or names), 3 refused because the run
+is busy or locked. With ``--json`` every command prints one JSON document on stdout, errors
+included.
+
+``archive``, ``restore`` and ``delete`` obey the service's rules when a Redis URL is configured
+(``--redis-url``, ``REDIS_URL`` or ``RUNARCHIVE_REDIS_URL``): refused while a ``.nodb`` lock of
+the run is held or a job holds the run, else holding the run's slot and locks while they work
+(``runarchive.jobs.local``). ``--no-locks`` skips that. Without a URL they are local only, and
+RQ and redis-py are not imported for them.
 """
 
 from __future__ import annotations
@@ -87,12 +94,63 @@ def reporting(as_json: bool, label: str) -> Iterator[ProgressCallback | None]:
         sys.exit(exc.exit_code)
 
 
+def lock_options(func: F) -> F:
+    """Add ``--redis-url`` and ``--no-locks`` to a command that changes a run."""
+    func = click.option(
+        "--no-locks", is_flag=True,
+        help="Skip the service's .nodb lock and running-job checks, even with a Redis URL.",
+    )(func)  # fmt: skip
+    return click.option(
+        "--redis-url", envvar=["REDIS_URL", "RUNARCHIVE_REDIS_URL"], default=None,
+        help="Redis of the service whose locks and jobs to honour [env REDIS_URL].",
+    )(func)  # fmt: skip
+
+
+@contextmanager
+def service_rules(
+    run_dir: Path, verb: str, redis_url: str | None, no_locks: bool, archive: str | None = None
+) -> Iterator[Any]:
+    """Hold the run's slot and ``.nodb`` locks when a Redis URL is configured, else nothing.
+
+    Yields the ``LocalHold`` (which announces the outcome on the run's channel) or None.
+    """
+    if no_locks or not redis_url or not run_dir.is_dir():  # a missing run: the core says so
+        yield None
+        return
+    from .jobs.local import hold_run  # only now: local-only commands never load RQ/redis
+
+    with hold_run(redis_url, run_dir, verb, archive) as hold:
+        yield hold
+
+
 def emit(as_json: bool, payload: Any, text: str) -> None:
     """Print a result as JSON or as a human line."""
     click.echo(json.dumps(_jsonable(payload), ensure_ascii=False) if as_json else text)
 
 
-@click.group()
+class _Commands(click.Group):
+    """The ``runarchive`` group: the service commands (jobs, web) are imported when named.
+
+    A local command (``archive``, ``list`` …) so starts without importing RQ, redis-py or
+    Flask; ``--help`` and any service command import them.
+    """
+
+    def _service(self) -> dict[str, click.Command]:
+        from .jobs.commands import COMMANDS
+        from .web.commands import COMMANDS as WEB_COMMANDS
+
+        return {command.name or "": command for command in COMMANDS + WEB_COMMANDS}
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Return a local command, else the service command of that name."""
+        return self.commands.get(cmd_name) or self._service().get(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Return every command name, local and service."""
+        return sorted({*self.commands, *self._service()})
+
+
+@click.group(cls=_Commands)
 @click.version_option(__version__, prog_name="runarchive")
 def cli() -> None:
     """Crash-safe, verified snapshots of model run directories."""
@@ -101,11 +159,19 @@ def cli() -> None:
 @cli.command()
 @click.argument("run_dir", type=RUN_DIR)
 @click.option("--comment", "-c", default="", help="Up to 40 characters, shown by list.")
+@lock_options
 @json_option
-def archive(run_dir: Path, comment: str, as_json: bool) -> None:
+def archive(
+    run_dir: Path, comment: str, redis_url: str | None, no_locks: bool, as_json: bool
+) -> None:
     """Create a new archive of RUN_DIR under RUN_DIR/archives/."""
-    with reporting(as_json, "archiving") as progress:
+    with (
+        reporting(as_json, "archiving") as progress,
+        service_rules(run_dir, "archive", redis_url, no_locks) as hold,
+    ):
         result = create_archive(run_dir, comment, progress=progress)
+        if hold is not None:
+            hold.archive_ready(result.name)
     text = f"Archive ready: {result.name} ({result.files} files, {human_bytes(result.size)})"
     for link in result.external_links:
         text += f"\nwarning: link leaves the run: {link}"
@@ -157,14 +223,23 @@ def verify(run_dir: Path, name: str, as_json: bool) -> None:
     "--allow-external-links", is_flag=True,
     help="Restore symlinks that point outside the run (refused by default).",
 )  # fmt: skip
+@lock_options
 @json_option
-def restore(run_dir: Path, name: str, allow_external_links: bool, as_json: bool) -> None:
+def restore(
+    run_dir: Path, name: str, allow_external_links: bool, redis_url: str | None,
+    no_locks: bool, as_json: bool,
+) -> None:  # fmt: skip
     """Replace the content of RUN_DIR (all but archives/) with archive NAME."""
-    with reporting(as_json, "restoring") as progress:
+    with (
+        reporting(as_json, "restoring") as progress,
+        service_rules(run_dir, "restore", redis_url, no_locks, name) as hold,
+    ):
         result = restore_archive(
             run_dir, name, progress=progress, allow_external_links=allow_external_links,
             defer_delete=True,
         )  # fmt: skip
+        if hold is not None:
+            hold.restore_complete(name)
     text = f"Restore complete: {name} ({result.files} files, {result.reused} unchanged)"
     text += "".join(f"\nwarning: {w}" for w in result.warnings)
     emit(as_json, result, text)
@@ -176,11 +251,14 @@ def restore(run_dir: Path, name: str, allow_external_links: bool, as_json: bool)
 @cli.command()
 @click.argument("run_dir", type=RUN_DIR)
 @click.argument("name")
+@lock_options
 @json_option
-def delete(run_dir: Path, name: str, as_json: bool) -> None:
+def delete(run_dir: Path, name: str, redis_url: str | None, no_locks: bool, as_json: bool) -> None:
     """Delete archive NAME of RUN_DIR."""
-    with reporting(as_json, ""):
+    with reporting(as_json, ""), service_rules(run_dir, "delete", redis_url, no_locks) as hold:
         delete_archive(run_dir, name)
+        if hold is not None:
+            hold.archive_deleted(name)
     emit(as_json, {"deleted": name}, f"Archive deleted: {name}")
 
 
@@ -202,17 +280,6 @@ def demo(base: Path) -> None:
     from .tour import run_demo
 
     run_demo(base, Console())
-
-
-def _register_job_commands() -> None:
-    from .jobs.commands import COMMANDS
-    from .web.commands import COMMANDS as WEB_COMMANDS
-
-    for command in COMMANDS + WEB_COMMANDS:
-        cli.add_command(command)
-
-
-_register_job_commands()
 
 
 def main() -> None:

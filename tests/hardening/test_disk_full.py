@@ -16,6 +16,7 @@ no partial archive or stage is left, and the slot is free.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +122,9 @@ def assert_failed_cleanly(
     lines = env.ctx.stream(run.runid).recent()
     errors = [x for x in lines if x.startswith("Error: ")]
     assert any(said in x for x in errors), errors
+    # Anonymous viewers of a public run read these lines: no server path, the run by its id.
+    assert not any(re.search(r"(^|[\s'\"(])/", x) for x in errors), errors
+    assert not any(str(env.runs_root) in x for x in errors), errors
     parsed = [parse_line(x) for x in lines]
     assert [str(p.trigger) for p in parsed if p.event is Event.TRIGGER and p.job_id == job_id] == [
         trigger

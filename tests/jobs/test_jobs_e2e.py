@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -152,6 +153,28 @@ def test_a_failing_restore_publishes_restore_failed_and_leaves_the_run(
     assert f"rq:{job_id} EXCEPTION restore_archive_rq({runid})" in rec.lines
     assert snapshot(run, with_dir_times=False) == before
     assert running_job(ctx, runid) is None
+
+
+ABSOLUTE_PATH = re.compile(r"(^|[\s'\"(])/")
+
+
+def test_a_failed_jobs_error_line_names_no_server_path(
+    ctx: JobsContext, runid: str, workers: Workers, record: Callable[[str], Recorder]
+) -> None:
+    run = make_small_run(Path(str(ctx.settings.runs_root)), runid)
+    (run / "archives").write_text("a file where the archives folder should be\n")
+    rec = record(runid)
+    job_id = enqueue_archive(ctx, runid)
+    assert workers.burst() == 0, workers.log_text()
+    rec.wait_for(_is_trigger(job_id))
+
+    [error] = [x for x in rec.lines if x.startswith("Error: ")]
+    assert str(ctx.settings.runs_root) not in error
+    assert not ABSOLUTE_PATH.search(error.removeprefix("Error: ")), error
+    assert rec.triggers(job_id) == ["ARCHIVE_FAILED"]
+    assert (run / "archives").read_text() == "a file where the archives folder should be\n"
+    # The full message, path included, stays where only the run's writers look.
+    assert str(run) in job_status(ctx, job_id, with_exc_info=True)["exc_info"]
 
 
 def test_enqueue_refuses_bad_names_and_unknown_runs_or_archives_before_claiming(

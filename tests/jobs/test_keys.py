@@ -42,7 +42,7 @@ def test_patterns_escape_glob_characters() -> None:
     assert Keys.nodb_cache_pattern(Path("/runs/[x]")) == "/runs/\\[x\\]/*"
 
 
-@pytest.mark.parametrize("prefix", ["", "has space", "a*b", "x" * 65, "a?b"])
+@pytest.mark.parametrize("prefix", ["", "has space", "a*b", "x" * 65, "a?b", "ok\n", "ok\nrq"])
 def test_it_refuses_a_prefix_that_could_match_other_keys(prefix: str) -> None:
     with pytest.raises(InvalidInput):
         Keys(prefix)

@@ -18,6 +18,7 @@ from runarchive.jobs.status import (
     parse_line,
     progress_line,
     restore_complete_line,
+    scrub_paths,
     trigger_line,
 )
 
@@ -44,6 +45,42 @@ def test_lines_are_exactly_weppcloud_shaped() -> None:
     assert cache_cleared_line(4) == "Cleared NoDb cache entries after restore (4)"
     assert error_line("first\nsecond") == "Error: first"
     assert len(error_line("x" * 1000)) == len("Error: ") + 300
+
+
+def test_error_lines_name_the_run_by_its_id_and_hide_every_other_server_path() -> None:
+    known = [("/srv/runs/ab/abc", "abc"), ("/srv/runs", "<runs root>"), ("/var/ra", "<data dir>")]
+    assert error_line("[Errno 17] File exists: '/srv/runs/ab/abc/archives'", known) == (
+        "Error: [Errno 17] File exists: 'abc/archives'"
+    )
+    assert error_line("Not enough disk space: 1 MiB free on /srv/runs/ab/abc. Retry.", known) == (
+        "Error: Not enough disk space: 1 MiB free on abc. Retry."
+    )
+    assert scrub_paths("Run x is not under /srv/runs.", known) == "Run x is not under <runs root>."
+    assert (
+        scrub_paths("socket /var/ra/valkey.sock gone", known)
+        == "socket <data dir>/valkey.sock gone"
+    )
+    assert scrub_paths("another run /srv/runs2/x (/etc/passwd); end", known) == (
+        "another run <path> (<path>); end"
+    )
+    assert scrub_paths("near /srv/runs/ab/abcd/x", known) == "near <runs root>/ab/abcd/x"
+
+
+def test_scrubbing_keeps_relative_paths_names_and_urls() -> None:
+    text = "Entry 'a/b/c.txt' and '../../etc/passwd' of x.20240101T000000Z.zip, see http://h/p"
+    assert scrub_paths(text) == text
+    assert error_line("rq:J died at /tmp/x\nsecond line /etc") == "Error: rq:J died at <path>"
+
+
+def test_a_line_with_a_trailing_newline_is_free_text_not_an_event() -> None:
+    assert parse_line("rq:J TRIGGER   archive ARCHIVE_COMPLETE").trigger is Trigger.ARCHIVE_COMPLETE
+    for text in (
+        "rq:J TRIGGER   archive ARCHIVE_COMPLETE\n",
+        "rq:J STARTED archive_rq(R)\n",
+        "rq:J PROGRESS archive 1/2 files 3/4 bytes\n",
+    ):
+        parsed = parse_line(text)
+        assert (parsed.event, parsed.trigger, parsed.progress) == (None, None, None)
 
 
 def test_each_kind_has_its_triggers() -> None:

@@ -315,4 +315,12 @@ def test_unknown_and_malformed_job_ids(web: WebEnv) -> None:
     assert unknown.get_json()["error"]["code"] == "not_found"
     assert owner.get("/rq/api/jobinfo/00000000-0000-0000-0000-000000000000").status_code == 404
     assert owner.get("/rq/api/jobstatus/bad$id").status_code == 400
+
+
+def test_a_job_id_with_a_trailing_newline_is_400_not_a_server_error(web: WebEnv) -> None:
+    owner = web.as_role("owner")
+    for route in ("jobstatus", "jobinfo"):
+        response = owner.get(f"/rq/api/{route}/00000000-0000-0000-0000-000000000000%0A")
+        assert response.status_code == 400, response.get_json()
+        assert response.get_json()["error"]["code"] == "invalid_input"
     assert web.as_role("anonymous").get("/rq/api/jobstatus/nope").status_code == 404

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from runarchive.core import create_archive
-from runarchive.jobs import Settings
+from runarchive.jobs import QueueUnavailable, Settings
 from runarchive.web import create_app, shutdown
 from runarchive.web.accounts import create_token, create_user, grant_run
 from runarchive.web.db import db
@@ -32,16 +32,22 @@ def _dead_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def down(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Browser, str, str, Path]]:
+Down = tuple[Browser, str, str, Path, str]
+
+
+@pytest.fixture(scope="module", params=["tcp", "unix"])
+def down(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Down]:
     root = tmp_path_factory.mktemp("down")
     runs = root / "runs"
     runid = f"run-{uuid.uuid4().hex[:8]}"
     run = make_small_run(runs, runid)
     name = create_archive(run).name
-    settings = Settings(
-        redis_url=f"redis://127.0.0.1:{_dead_port()}/0", runs_root=runs, data_dir=root / "data"
-    )
+    # The server detail a client must never see: the port, or the socket's path.
+    where = f"127.0.0.1:{_dead_port()}" if request.param == "tcp" else f"{root}/data/valkey.sock"
+    url = f"redis://{where}/0" if request.param == "tcp" else f"unix://{where}"
+    settings = Settings(redis_url=url, runs_root=runs, data_dir=root / "data")
     web = WebSettings(database_url=f"sqlite:///{root}/a.db")
     app = create_app({"TESTING": True, "JOBS_SETTINGS": settings, "WEB_SETTINGS": web})
     with app.app_context():
@@ -51,15 +57,13 @@ def down(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Browser, st
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
     try:
-        yield Browser(client), runid, name, run
+        yield Browser(client), runid, name, run, where
     finally:
         shutdown(app)
 
 
-def test_queue_routes_answer_503_and_change_nothing(
-    down: tuple[Browser, str, str, Path],
-) -> None:
-    client, runid, name, run = down
+def test_queue_routes_answer_503_and_change_nothing(down: Down) -> None:
+    client, runid, name, run, _ = down
     cases = [
         client.get(f"/runs/{runid}/archive/list"),
         client.post(f"/runs/{runid}/rq/api/archive", json={"comment": "x"}),
@@ -73,10 +77,24 @@ def test_queue_routes_answer_503_and_change_nothing(
     assert (run / "archives" / name).is_file()
 
 
-def test_health_is_503_but_pages_and_downloads_still_work(
-    down: tuple[Browser, str, str, Path],
-) -> None:
-    client, runid, name, _ = down
+def test_a_503_body_names_no_socket_path_host_port_or_data_dir(down: Down) -> None:
+    client, runid, name, run, where = down
+    cases = [
+        client.post(f"/runs/{runid}/rq/api/archive", json={"comment": "x"}),
+        client.post(f"/runs/{runid}/rq/api/restore-archive", json={"archive_name": name}),
+        client.get(f"/status/{runid}:archive", headers=WS_HEADERS),
+        client.get(f"/runs/{runid}/archive/list"),
+    ]
+    root = str(run.parents[1])
+    for response in cases:
+        body = response.get_data(as_text=True)
+        assert response.status_code == 503, body
+        assert where not in body and root not in body and "unix" not in body, body
+        assert response.get_json()["error"]["message"] == QueueUnavailable.MESSAGE
+
+
+def test_health_is_503_but_pages_and_downloads_still_work(down: Down) -> None:
+    client, runid, name, _, _ = down
     health = client.get("/healthz")
     assert health.status_code == 503
     assert health.get_json() == {"status": "degraded", "database": "ok", "redis": "unavailable"}

@@ -71,10 +71,12 @@ def _reporting(as_json: bool = False) -> Iterator[None]:
     try:
         yield
     except RunArchiveError as exc:
+        detail = getattr(exc, "detail", "")  # the operator may see what clients may not
+        message = f"{exc} ({detail})" if detail else str(exc)
         if as_json:
-            click.echo(json.dumps({"error": {"code": exc.code, "message": str(exc)}}))
+            click.echo(json.dumps({"error": {"code": exc.code, "message": message}}))
         else:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {message}", err=True)
         sys.exit(exc.exit_code)
 
 

@@ -118,7 +118,7 @@ class RedisClients:
         try:
             self.data.ping()
         except redis.exceptions.RedisError as exc:
-            raise QueueUnavailable(f"Redis at {redact(self.url)} is unavailable: {exc}") from exc
+            raise QueueUnavailable(detail=f"Redis at {redact(self.url)}: {exc}") from exc
 
     def close(self) -> None:
         """Close every client and its pool."""
@@ -137,7 +137,7 @@ class RedisClients:
 
 
 def redact(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``."""
+    """Return ``url`` with any password replaced by ``***`` (for logs and the CLI, not clients)."""
     if "@" not in url or "://" not in url:
         return url
     scheme, rest = url.split("://", 1)
@@ -174,7 +174,8 @@ def resolve_url(settings: Settings) -> str:
     if url is None:
         raise QueueUnavailable(
             "No Redis configured: set REDIS_URL, or start `runarchive worker` without it "
-            f"(it starts an embedded server in {settings.data_dir})."
+            "(it starts an embedded server in its data dir).",
+            detail=f"no running embedded server in {settings.data_dir}",
         )
     return url
 

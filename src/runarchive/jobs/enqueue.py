@@ -47,7 +47,7 @@ from .tasks import archive_rq, restore_archive_rq
 
 def _unavailable(ctx: JobsContext, exc: Exception) -> QueueUnavailable:
     url = redact(ctx.settings.redis_url or "")
-    return QueueUnavailable(f"The job queue (Redis at {url}) is unavailable: {exc}")
+    return QueueUnavailable(detail=f"Redis at {url}: {exc}")
 
 
 def enqueue_archive(ctx: JobsContext, runid: str, comment: str | None = None) -> str:

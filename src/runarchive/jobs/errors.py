@@ -19,8 +19,17 @@ class JobRunning(Busy):
 
 
 class QueueUnavailable(RunArchiveError):
-    """Redis (and so the job queue) cannot be reached (HTTP 503)."""
+    """Redis (and so the job queue) cannot be reached (HTTP 503, exit 1).
+
+    The message is what clients see, so it names no host, port, socket path or data dir;
+    ``detail`` carries those for the server log and for an operator's command line.
+    """
 
     exit_code = 1
     http_status = 503
     code = "queue_unavailable"
+    MESSAGE = "The job queue (Redis) is unavailable; retry."
+
+    def __init__(self, message: str = MESSAGE, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail

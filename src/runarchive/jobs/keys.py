@@ -26,7 +26,7 @@ DEFAULT_PREFIX = "runarchive"
 NODB_LOCK_PREFIX = "nodb-lock"
 STATUS_CHANNEL_SUFFIX = "archive"
 
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # fullmatch: "$" would accept a final "\n"
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 
@@ -42,7 +42,7 @@ class Keys:
     prefix: str = DEFAULT_PREFIX
 
     def __post_init__(self) -> None:
-        if not _PREFIX_RE.match(self.prefix):
+        if not _PREFIX_RE.fullmatch(self.prefix):
             raise InvalidInput(
                 f"Invalid key prefix {self.prefix!r}: use 1-64 letters, digits and _ . : - only."
             )

@@ -1,5 +1,7 @@
 """How a job ends, whichever way it ends: one final TRIGGER, slot freed, locks freed, run recovered.
 
+Every job starts with ``begin_job``: it holds its run's slot (verified, or claimed if a job was
+started outside ``enqueue``), or another job does and it ends at once as failed.
 Every path that can see a job end calls ``finish_job``:
 
 =====================================  =========================================================
@@ -28,9 +30,13 @@ deleted by job id.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from rq.job import Job, JobStatus
@@ -40,10 +46,22 @@ from rq.utils import now as rq_now
 
 from runarchive.core import Busy, RunArchiveError, recover_run
 
+from .config import Settings
 from .context import JobsContext, current
+from .errors import JobRunning
 from .locks import release_job_locks
-from .runs import find_run
-from .slot import Slot, fetch_job, iter_slots, read_slot, release_slot, stale_reason
+from .runs import find_run, run_dir_candidates
+from .slot import (
+    Slot,
+    fetch_job,
+    is_local_holder,
+    iter_slots,
+    read_slot,
+    release_slot,
+    slot_ttl,
+    stale_reason,
+    take_slot,
+)
 from .status import Event, JobKind, error_line, job_line, trigger_line
 
 log = logging.getLogger(__name__)
@@ -70,7 +88,7 @@ def finish_job(
         stream = ctx.stream(runid)
         try:
             if error and not ok:
-                stream.publish(error_line(error))
+                stream.publish(error_line(error, server_paths(ctx.settings, runid)))
             event = Event.COMPLETED if ok else Event.EXCEPTION
             stream.publish(job_line(job_id, event, kind.call(runid)))
             stream.publish(trigger_line(job_id, trigger), required=True)
@@ -81,6 +99,45 @@ def finish_job(
     release_slot(data, keys, runid, job_id)
     data.delete(keys.job_alive(job_id))
     return won
+
+
+def begin_job(ctx: JobsContext, runid: str, job_id: str, kind: JobKind) -> None:
+    """Make the starting job its run's slot holder, or raise JobRunning naming the holder.
+
+    Every job checks when it starts, not only ``enqueue``: a job started another way (``rq
+    requeue``, a dashboard's Requeue, ``Queue.enqueue``) finds the slot free and claims it, or
+    held by another job and must end at once without touching the run. A job id that ran before
+    (a requeue) still has that run's final marker; it is cleared first, so this run publishes
+    its own final trigger (exactly one: ``finish_job`` still claims the marker with SET NX).
+    """
+    data = ctx.clients.data
+    data.delete(ctx.keys.job_final(job_id))
+    holder = take_slot(data, ctx.keys, runid, job_id, kind.value, ttl=slot_ttl(ctx.settings))
+    if holder != job_id:
+        raise JobRunning(runid, holder)
+
+
+def server_paths(settings: Settings, runid: str) -> list[tuple[str, str]]:
+    """Return this deployment's paths and the public names ``Error:`` lines show instead.
+
+    The run's directory reads as its run id, the runs root as ``<runs root>``, the data dir as
+    ``<data dir>``, a unix-socket Redis as ``<redis>``; as given and as resolved (an OSError
+    names the path it was handed, which may be either).
+    """
+    pairs: list[tuple[Path, str]] = []
+    with suppress(RunArchiveError):  # no runs root, or an id naming no directory
+        pairs += [(candidate, runid) for candidate in run_dir_candidates(settings, runid)]
+    if settings.runs_root is not None:
+        pairs.append((Path(settings.runs_root), "<runs root>"))
+    pairs.append((Path(settings.data_dir), "<data dir>"))
+    url = settings.redis_url or ""
+    if url.startswith("unix:"):
+        pairs.append((Path(urlsplit(url).path), "<redis>"))
+    found: dict[str, str] = {}
+    for path, public in pairs:
+        for variant in (path.absolute(), Path(os.path.realpath(path))):
+            found.setdefault(str(variant), public)
+    return list(found.items())
 
 
 def final_trigger(ctx: JobsContext, job_id: str) -> str | None:
@@ -151,7 +208,17 @@ def _kind(value: Any) -> JobKind:
 
 
 def reap(ctx: JobsContext, slot: Slot, reason: str) -> Reaped:
-    """Finish a stale slot's job as failed (or completed, if RQ says finished) and free it."""
+    """Finish a stale slot's job as failed (or completed, if RQ says finished) and free it.
+
+    A dead local operation (the CLI) is no job: its locks and slot are freed and its run
+    recovered, and no trigger is published.
+    """
+    if is_local_holder(slot.job_id):
+        release_job_locks(ctx.clients.locks, slot.runid, slot.job_id)
+        release_slot(ctx.clients.data, ctx.keys, slot.runid, slot.job_id)
+        schedule_recovery(ctx, slot.runid)
+        log.warning("freed slot of run %s held by dead %s (%s)", slot.runid, slot.job_id, reason)
+        return Reaped(slot.runid, slot.job_id, slot.kind, reason, False)
     job = fetch_job(ctx.clients.rq, slot.job_id)
     status = job.get_status(refresh=False) if job is not None else None
     ok = status == JobStatus.FINISHED

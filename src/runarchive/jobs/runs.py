@@ -48,7 +48,7 @@ def resolve_run(settings: Settings, runid: str) -> Path:
         shard_ok = candidate.parent == root or _is_real_dir(candidate.parent)
         if shard_ok and _is_real_dir(candidate):
             return candidate
-    raise NotFound(f"Run {runid} not found under {settings.runs_root}.")
+    raise NotFound(f"Run {runid} not found.")  # not where: clients must not learn server paths
 
 
 def find_run(settings: Settings, runid: str) -> Path | None:

@@ -6,12 +6,17 @@ the job will get, so two enqueuers can never both win (compare-and-set; never ch
 It is released only by a compare-and-delete on the job id, so a late releaser cannot free a
 slot that has since been claimed by another job.
 
+The job checks again when it starts (``take_slot``, one script): the slot holds its id (the
+normal case) or is free (a job started outside ``enqueue``: ``rq requeue``, a dashboard's
+Requeue; it claims the slot then), else another job has the run and this one ends at once.
+
 A slot is **stale** when its job can no longer finish by itself (``stale_reason``):
 
 * the RQ job is finished, failed, stopped or canceled (its end was not seen: e.g. canceled
   while queued, or an expired hook);
 * the RQ job is missing (Redis lost it, or the enqueuer died between claim and enqueue) and
   the claim is older than ``slot_grace`` (younger claims may be mid-enqueue);
+* a local operation (``local-…`` holder, see ``jobs.local``) stopped renewing its lease;
 * the RQ job is started but its liveness lease (``<prefix>:job:<id>:alive``, renewed by the
   running job every ``heartbeat_ttl/5`` s) has expired: the process running it died (SIGKILL,
   OOM, host lost).
@@ -44,12 +49,27 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
 return 1
 """
 
+# The job's own check when it starts: ours already (enqueued by us), or free (claim it now),
+# or another job's. Returns the holder's job id after the call.
+_TAKE_LUA = """
+local holder = redis.call('HGET', KEYS[1], 'job_id')
+if holder then return holder end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'job_id', ARGV[1], 'kind', ARGV[2], 'claimed_at', ARGV[3],
+           'host', ARGV[4])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+return ARGV[1]
+"""
+
 _RELEASE_LUA = """
 if redis.call('HGET', KEYS[1], 'job_id') == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
+
+# Holder ids of local operations (the CLI with a Redis URL), which are not RQ jobs.
+LOCAL_HOLDER_PREFIX = "local-"
 
 ENDED = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED})
 
@@ -75,6 +95,18 @@ def claim_slot(client: Any, keys: Keys, runid: str, job_id: str, kind: str, *, t
     script = client.register_script(_CLAIM_LUA)
     args = [job_id, kind, f"{time.time():.6f}", socket.gethostname(), ttl]
     return bool(script(keys=[keys.slot(runid)], args=args))
+
+
+def take_slot(client: Any, keys: Keys, runid: str, job_id: str, kind: str, *, ttl: int) -> str:
+    """Hold the run's slot for ``job_id`` (verify it, or claim it if free); return the holder.
+
+    The holder is ``job_id`` when the job may run; any other id means another job has the run.
+    One script, so a job started outside ``enqueue`` (``rq requeue``, a dashboard's Requeue)
+    can never run beside the slot's holder, nor two such jobs beside each other.
+    """
+    script = client.register_script(_TAKE_LUA)
+    args = [job_id, kind, f"{time.time():.6f}", socket.gethostname(), ttl]
+    return str(script(keys=[keys.slot(runid)], args=args))
 
 
 def release_slot(client: Any, keys: Keys, runid: str, job_id: str) -> bool:
@@ -105,6 +137,11 @@ def iter_slots(client: Any, keys: Keys) -> Iterator[Slot]:
             yield slot
 
 
+def is_local_holder(job_id: str) -> bool:
+    """Tell whether a slot holder is a local operation (``jobs.local``) rather than an RQ job."""
+    return job_id.startswith(LOCAL_HOLDER_PREFIX)
+
+
 def fetch_job(rq_client: Any, job_id: str) -> Job | None:
     """Return the RQ job, or None when Redis no longer has it."""
     try:
@@ -126,6 +163,10 @@ def stale_reason(
 ) -> str | None:
     """Return why the slot's job can no longer end by itself, or None while it still can."""
     now = time.time() if now is None else now
+    if is_local_holder(slot.job_id):
+        if data_client.exists(settings.keys.job_alive(slot.job_id)):
+            return None
+        return "local process died" if now - slot.claimed_at > settings.heartbeat_ttl else None
     job = fetch_job(rq_client, slot.job_id)
     if job is None:
         if now - slot.claimed_at > settings.slot_grace:

@@ -35,7 +35,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -152,9 +152,37 @@ def archive_deleted_line(name: str) -> str:
     return f"Archive deleted: {name}"
 
 
-def error_line(message: str) -> str:
-    """Return ``Error: <message>`` (first line of the message, at most 300 characters)."""
-    first = (message.strip().splitlines() or [""])[0]
+# An absolute path: a "/" not inside a word, a relative path or a URL, up to a space or quote;
+# a path ends before a sentence's full stop ("… free on /srv/runs/abc.").
+_PATH_CHARS = r"[^\s'\"(){}\[\],;]"
+_PATH_END = r"(?=\.*(?:[\s'\"(){}\[\],;:]|$))"
+_ABS_PATH_RE = re.compile(rf"(?<![\w.:~/>-])/(?:{_PATH_CHARS}*?){_PATH_END}")
+PATH_PLACEHOLDER = "<path>"
+
+
+def scrub_paths(message: str, known: Iterable[tuple[str, str]] = ()) -> str:
+    """Return ``message`` without server paths, for lines that anonymous viewers may read.
+
+    Each ``(path, public)`` pair in ``known`` (the run directory and its run id, the runs root
+    …) is replaced first, longest path first and whole components only, so
+    ``/srv/runs/ab/abc/archives`` reads ``abc/archives``; any absolute path left (an
+    ``OSError``'s filename, a socket) becomes ``<path>``. The full message stays in the job's
+    traceback and the worker log.
+    """
+    for path, public in sorted(known, key=lambda pair: len(pair[0]), reverse=True):
+        path = path.rstrip("/")
+        if path:
+            pattern = re.escape(path) + rf"(?=/|{_PATH_END})"
+            message = re.sub(pattern, public.replace("\\", "\\\\"), message)
+    return _ABS_PATH_RE.sub(PATH_PLACEHOLDER, message)
+
+
+def error_line(message: str, known: Iterable[tuple[str, str]] = ()) -> str:
+    """Return ``Error: <message>`` (first line, server paths scrubbed, at most 300 characters).
+
+    This is the one place an error message becomes a status line; see ``scrub_paths``.
+    """
+    first = scrub_paths((message.strip().splitlines() or [""])[0], known)
     if len(first) > 300:
         first = first[:297] + "..."
     return f"Error: {first}"
@@ -165,10 +193,11 @@ def cache_cleared_line(count: int) -> str:
     return f"Cleared NoDb cache entries after restore ({count})"
 
 
-_JOB_RE = re.compile(r"^rq:(?P<job_id>\S+) (?P<event>[A-Z]+) +(?P<rest>.*)$")
-_TRIGGER_RE = re.compile(rf"^{TRIGGER_GROUP} (?P<trigger>[A-Z_]+)$")
+# Used with fullmatch: a line with a newline anywhere (even last) is free text, not an event.
+_JOB_RE = re.compile(r"rq:(?P<job_id>\S+) (?P<event>[A-Z]+) +(?P<rest>.*)")
+_TRIGGER_RE = re.compile(rf"{TRIGGER_GROUP} (?P<trigger>[A-Z_]+)")
 _PROGRESS_RE = re.compile(
-    r"^(?P<op>\w+) (?P<fd>\d+)/(?P<ft>\d+) files (?P<bd>\d+)/(?P<bt>\d+) bytes$"
+    r"(?P<op>\w+) (?P<fd>\d+)/(?P<ft>\d+) files (?P<bd>\d+)/(?P<bt>\d+) bytes"
 )
 
 
@@ -186,18 +215,18 @@ class StatusLine:
 
 def parse_line(text: str) -> StatusLine:
     """Parse a status line (the inverse of the builders above)."""
-    match = _JOB_RE.match(text)
+    match = _JOB_RE.fullmatch(text)
     if match is None or match["event"] not in Event.__members__:
         return StatusLine(text)
     event = Event(match["event"])
     rest = match["rest"]
     if event is Event.TRIGGER:
-        trig = _TRIGGER_RE.match(rest)
+        trig = _TRIGGER_RE.fullmatch(rest)
         if trig is None or trig["trigger"] not in Trigger.__members__:
             return StatusLine(text)
         return StatusLine(text, match["job_id"], event, trigger=Trigger(trig["trigger"]))
     if event is Event.PROGRESS:
-        prog = _PROGRESS_RE.match(rest)
+        prog = _PROGRESS_RE.fullmatch(rest)
         if prog is None:
             return StatusLine(text)
         numbers = (int(prog["fd"]), int(prog["ft"]), int(prog["bd"]), int(prog["bt"]))

@@ -3,7 +3,9 @@
 ``archive_rq(runid, comment)`` and ``restore_archive_rq(runid, archive_name)`` each:
 
 1. start a heartbeat thread that renews the job's liveness lease and its NoDb locks;
-2. publish ``rq:<id> STARTED <call>``;
+2. publish ``rq:<id> STARTED <call>``, then hold the run's slot (``lifecycle.begin_job``: ours,
+   or free and claimed now for a job started outside ``enqueue``); another job's slot ends this
+   one at once (``Error:`` naming the holder, ``TRIGGER … *_FAILED``), the run untouched;
 3. resolve the run, refuse if any ``.nodb`` lock is held (checked again here, not only at
    enqueue time), then take every ``.nodb`` lock of the run (for a restore: of the run and of
    the archive) so no writer can tear the snapshot or race the swap;
@@ -40,7 +42,7 @@ from runarchive.core import (
 
 from .context import JobsContext, current
 from .hooks import HookContext, load_hook
-from .lifecycle import finish_job
+from .lifecycle import begin_job, finish_job
 from .locks import RunLocks, check_relpath, ensure_unlocked
 from .runs import resolve_run
 from .status import (
@@ -127,6 +129,14 @@ class _JobRun:
             job_id=self.job_id,
         )
 
+    def begin(self) -> None:
+        """Hold the run's slot or raise JobRunning; label a job queued without our meta."""
+        begin_job(self.ctx, self.runid, self.job_id, self.kind)
+        if self.job is not None and self.job.meta.get("runid") != self.runid:
+            prefix = self.ctx.settings.key_prefix
+            self.job.meta.update(runid=self.runid, kind=self.kind.value, prefix=prefix)
+            self.job.save_meta()  # type: ignore[no-untyped-call]
+
     def started(self) -> None:
         self.stream.publish(
             job_line(self.job_id, Event.STARTED, self.kind.call(self.runid, self.archive_name))
@@ -150,6 +160,7 @@ def archive_rq(runid: str, comment: str | None = None) -> dict[str, Any]:
     with Heartbeat(frame.ctx, frame.job_id) as heartbeat:
         frame.started()
         try:
+            frame.begin()
             run_dir = resolve_run(frame.ctx.settings, runid)
             ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.ARCHIVE.verb)
             with frame.locks(find_nodb_files(run_dir)) as held:
@@ -186,6 +197,7 @@ def restore_archive_rq(runid: str, archive_name: str) -> dict[str, Any]:
     with Heartbeat(frame.ctx, frame.job_id) as heartbeat:
         frame.started()
         try:
+            frame.begin()
             settings = frame.ctx.settings
             run_dir = resolve_run(settings, runid)
             ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.RESTORE.verb)

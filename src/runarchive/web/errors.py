@@ -26,7 +26,7 @@ from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
 from runarchive.core import InvalidArchive, Locked, NoSpace, RunArchiveError
-from runarchive.jobs import JobRunning
+from runarchive.jobs import JobRunning, QueueUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RunArchiveError)
     def _library(exc: RunArchiveError) -> Response:
+        if isinstance(exc, QueueUnavailable):  # where and why stays in the log, not the body
+            log.warning("queue unavailable: %s", exc.detail or exc)
         return respond(exc)
 
     @app.errorhandler(CSRFError)
@@ -148,7 +150,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(redis.exceptions.TimeoutError)
     def _redis_down(exc: Exception) -> Response:
         log.warning("Redis unavailable: %s", exc)
-        return _http("queue_unavailable", 503, "The job queue (Redis) is unavailable; retry.")
+        return _http(QueueUnavailable.code, 503, QueueUnavailable.MESSAGE)
 
     @app.errorhandler(HTTPException)
     def _http_exc(exc: HTTPException) -> Response:

@@ -134,9 +134,15 @@ SCHEMAS: dict[str, Any] = {
         "required": ["archives", "in_progress", "job_id"],
         "properties": {
             "archives": {"type": "array", "items": _ref("Archive"), "description": "Newest first."},
-            "in_progress": {"type": "boolean", "description": "A job holds the run now."},
+            "in_progress": {
+                "type": "boolean",
+                "description": "A job, or a CLI command (job id `local-…`), holds the run now.",
+            },
             "job_id": {"type": ["string", "null"]},
-            "job_kind": {"type": ["string", "null"], "enum": ["archive", "restore", None]},
+            "job_kind": {
+                "type": ["string", "null"],
+                "enum": ["archive", "restore", "delete", None],
+            },
         },
     },
     "JobId": {

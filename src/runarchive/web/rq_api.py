@@ -25,7 +25,7 @@ from . import access
 from .deployment import jobs
 
 bp = Blueprint("rq_api", __name__)
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")  # fullmatch: "$" would let "id\n" through
 
 
 def _body() -> dict[str, Any]:
@@ -87,7 +87,7 @@ def api_delete_archive(runid: str) -> Response:
 
 
 def _job(job_id: str, *, with_exc_info: bool) -> dict[str, Any]:
-    if not JOB_ID_RE.match(job_id):
+    if not JOB_ID_RE.fullmatch(job_id):
         raise InvalidInput(f"Invalid job id {job_id!r}.")
     info = job_status(jobs(), job_id, with_exc_info=with_exc_info)
     if not isinstance(info.get("runid"), str):  # an RQ job that is not one of ours
