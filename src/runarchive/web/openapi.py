@@ -51,7 +51,10 @@ ARCHIVE_NAME = {
     "name": "name",
     "in": "path",
     "required": True,
-    "description": "An archive name as listed: ours are `<runid>.<YYYYMMDDTHHMMSSZ>[-N].zip`; any other safe `*.zip` in `archives/` too.",
+    "description": (
+        "An archive name as listed: ours are `<runid>.<YYYYMMDDTHHMMSSZ>[-N].zip`; "
+        "any other safe `*.zip` in `archives/` is listed too."
+    ),
     "schema": {"type": "string", "pattern": f"^(?:{SAFE_ARCHIVE_RE.pattern})$", "maxLength": 255},
 }
 # What a browser sends to open a websocket; without them the URL answers 400.
