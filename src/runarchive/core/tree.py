@@ -143,7 +143,12 @@ def scan_run(run: RunDir) -> Tree:
                 elif stat.S_ISREG(mode):
                     tree.entries.append(TreeEntry(rel, FILE, st.st_size, mode, st.st_mtime_ns))
                 elif stat.S_ISLNK(mode):
-                    target = _link_target(root, rel, folder.readlink(child.name))
+                    try:
+                        text = folder.readlink(child.name)
+                    except OSError:  # gone or no longer a link since the listing
+                        tree.skipped.append(f"{rel} (changed while archiving)")
+                        continue
+                    target = _link_target(root, rel, text)
                     size = len(target.encode("utf-8", "surrogateescape"))
                     tree.entries.append(TreeEntry(rel, SYMLINK, size, mode, st.st_mtime_ns, target))
                 else:
