@@ -173,8 +173,9 @@ def test_a_failed_jobs_error_line_names_no_server_path(
     assert not ABSOLUTE_PATH.search(error.removeprefix("Error: ")), error
     assert rec.triggers(job_id) == ["ARCHIVE_FAILED"]
     assert (run / "archives").read_text() == "a file where the archives folder should be\n"
-    # The full message, path included, stays where only the run's writers look.
-    assert str(run) in job_status(ctx, job_id, with_exc_info=True)["exc_info"]
+    # The whole reason and traceback stay where only the run's writers look.
+    exc_info = job_status(ctx, job_id, with_exc_info=True)["exc_info"]
+    assert "archives is not a folder" in exc_info and "Traceback" in exc_info
 
 
 def test_enqueue_refuses_bad_names_and_unknown_runs_or_archives_before_claiming(
