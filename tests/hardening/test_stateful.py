@@ -179,7 +179,7 @@ def make_machine(web: WebEnv, workers: Workers) -> type[RuleBasedStateMachine]:
             response = self.api("restore-archive", {"archive_name": name})
             assert response.status_code == 202
             job_id = response.get_json()["job_id"]
-            killed = kill_work_horse(workers.procs[0], within=2.0)
+            killed = kill_work_horse(workers.procs[-1], within=2.0)
 
             trigger = self.wait(job_id)
             assert trigger in ("RESTORE_COMPLETE", "RESTORE_FAILED")
@@ -195,6 +195,36 @@ def make_machine(web: WebEnv, workers: Workers) -> type[RuleBasedStateMachine]:
             assert now in (old, new)
             assert now == new or trigger == "RESTORE_FAILED"
             self.expected = now
+
+        @rule(delay=st.floats(0, 1.5), expire=st.booleans())
+        def archive_while_the_worker_dies_and_restarts_later(
+            self, delay: float, expire: bool
+        ) -> None:
+            """The whole worker dies mid-job; another starts after ``delay`` seconds, maybe
+            after RQ's own records of the execution expired (their TTL, ended early)."""
+            if self.lock is not None:
+                return
+            response = self.api("archive", {"comment": "dies"})
+            assert response.status_code == 202
+            job_id = response.get_json()["job_id"]
+            worker = workers.procs[-1]
+            killed = kill_work_horse(worker, within=2.0)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=10)
+            if expire:
+                rq = web.ctx.clients.rq
+                for key in rq.scan_iter(match=f"rq:execution:{job_id}:*".encode()):
+                    rq.delete(key)
+            time.sleep(delay)
+            workers.start()
+            trigger = self.wait(job_id)
+            assert trigger in ("ARCHIVE_FAILED", "ARCHIVE_COMPLETE")
+            assert killed or trigger == "ARCHIVE_COMPLETE"
+            assert len(self.triggers(job_id)) == 1
+            if trigger == "ARCHIVE_COMPLETE":
+                for info in self.listed():
+                    self.model.setdefault(info["name"], dict(self.expected))
 
         @rule(name=consumes(archives))
         def delete(self, name: str) -> None:

@@ -268,3 +268,35 @@ def test_stopping_a_running_job_fails_it_cleanly_and_frees_the_run(
     assert lock_statuses(ctx.clients.locks, runid) == {}
     assert snapshot(run, with_dir_times=False) in (current, archived)
     assert recover_run(run).action == "none"
+
+
+def test_a_worker_restarted_after_rqs_execution_record_expired_still_sends_the_final_trigger(
+    ctx: JobsContext, runid: str, workers: Workers, record: Callable[[str], Recorder]
+) -> None:
+    # RQ keeps a started job's execution hash for min(timeout, monitoring interval) + 60 s
+    # after the last heartbeat. A 3 s job timeout makes that ~63 s: the real window in which a
+    # worker restarted late found the hash gone and lost the final trigger.
+    short = JobsContext(replace(ctx.settings, job_timeout=3), ctx.clients)
+    run = make_many_files_run(Path(str(ctx.settings.runs_root)), runid, FILES)
+    rec = record(runid)
+    job_id = enqueue_archive(short, runid)
+    proc = workers.start("--burst")
+    rec.wait_for(lambda x: x.startswith("Adding "))
+    _kill_worker(proc)
+    proc.wait(timeout=10)
+    rq = ctx.clients.rq
+    assert list(rq.scan_iter(match=f"rq:execution:{job_id}:*".encode()))
+    wait_until(
+        lambda: not list(rq.scan_iter(match=f"rq:execution:{job_id}:*".encode())),
+        timeout=120,
+        step=1,
+    )
+
+    assert workers.burst() == 0, workers.log_text()
+
+    rec.wait_for(lambda x: x.startswith(f"rq:{job_id} TRIGGER"))
+    _assert_clean_end(ctx, runid, job_id, "ARCHIVE_FAILED")
+    job = Job.fetch(job_id, connection=rq)
+    assert job.ended_at is not None
+    assert any(x.startswith("Error: ") and job_id in x for x in ctx.stream(runid).recent())
+    assert list_archives(run) == []

@@ -83,8 +83,8 @@ def finish_job(
     trigger = kind.trigger(ok)
     won = bool(data.set(keys.job_final(job_id), trigger.value, nx=True, ex=ctx.settings.result_ttl))
     if won:
-        if on_won is not None:
-            on_won()
+        # The lines go out first: nothing that can fail after the marker is won (RQ's own
+        # bookkeeping in ``on_won`` included) may keep the final trigger from being published.
         stream = ctx.stream(runid)
         try:
             if error and not ok:
@@ -96,6 +96,11 @@ def finish_job(
             # Leave the slot held and the marker unset: a later reconcile publishes it.
             data.delete(keys.job_final(job_id))
             raise
+        if on_won is not None:
+            try:
+                on_won()
+            except Exception:
+                log.exception("job %s: bookkeeping after its final trigger failed", job_id)
     release_slot(data, keys, runid, job_id)
     data.delete(keys.job_alive(job_id))
     return won
@@ -147,12 +152,22 @@ def final_trigger(ctx: JobsContext, job_id: str) -> str | None:
 
 
 def mark_failed(ctx: JobsContext, job: Job, reason: str) -> None:
-    """Move a job whose process died from STARTED to FAILED in RQ (registry and result)."""
+    """Move a job whose process died from STARTED to FAILED in RQ (registry and result).
+
+    The started registry's members are ``<job id>:<execution id>``; they are found by that
+    prefix, not through the execution hashes, which RQ may already have expired (a worker
+    restarted minutes after the crash): a missing execution counts as removed.
+    """
     rq = ctx.clients.rq
     job.ended_at = rq_now()
     registry = StartedJobRegistry(job.origin, connection=rq)
+    prefix = f"{job.id}:".encode()
+    members = [
+        m for m, _ in rq.zscan_iter(registry.key, match=prefix + b"*") if m.startswith(prefix)
+    ]
     with rq.pipeline() as pipe:
-        registry.remove_executions(job, pipeline=pipe)
+        if members:
+            pipe.zrem(registry.key, *members)
         pipe.hset(job.key, "ended_at", job.ended_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
         record_job_failure(job, f"Abandoned: {reason}", pipe)
         pipe.execute()
