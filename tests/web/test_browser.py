@@ -11,7 +11,8 @@ dashboard dispatches and every value the progress bar takes. Assertions look at 
 sees (rows, texts, enabled buttons) and at the files on disk.
 
 Screenshots go to a temporary folder; with ``RUNARCHIVE_UPDATE_SCREENSHOTS=1`` they replace
-``docs/screenshots/dashboard.png`` and ``dashboard-phone.png``.
+``docs/screenshots/dashboard.png``, ``dashboard-mid-job.png``, ``dashboard-success.png``,
+``dashboard-refusal.png`` and ``dashboard-phone.png``.
 """
 
 from __future__ import annotations
@@ -1032,20 +1033,62 @@ def test_a_reader_of_a_public_run_can_download_but_not_change_anything(
     expect(page.locator("#ra-read-only-note")).to_be_visible()
 
 
-def test_the_dashboard_reads_well_on_desktop_and_phone(
-    browsing: Callable[..., Browsing], make_run: Callable[..., Path], tmp_path: Path
+def _wait_ended(page: Page) -> None:
+    """Wait until the job panel and the activity label show when the job ended."""
+    expect(page.locator("#ra-job-ended time")).to_have_count(1)
+    expect(page.locator("#ra-activity-note")).to_contain_text("(ended ")
+
+
+def test_the_dashboard_reads_well_mid_job_after_success_after_a_refusal_and_on_a_phone(
+    browsing: Callable[..., Browsing],
+    make_run: Callable[..., Path],
+    service: Service,
+    tmp_path: Path,
 ) -> None:
     target = SCREENSHOTS if os.environ.get("RUNARCHIVE_UPDATE_SCREENSHOTS") == "1" else tmp_path
     target.mkdir(parents=True, exist_ok=True)
-    run = make_run(owner="alice")
+    # The demo's generator and seed (`serve --demo`), larger, so a restore lasts a few seconds.
+    run = make_run(owner="alice", seed=7, target_bytes=120 * 2**20, files=3000)
+    shots = ["dashboard.png", "dashboard-mid-job.png", "dashboard-success.png"]
+    shots += ["dashboard-refusal.png", "dashboard-phone.png"]
 
     desktop = browsing("alice", DESKTOP).new_page()
     dashboard = Dashboard(desktop, run).open()
     dashboard.wait_live()
-    dashboard.archive("baseline, before calibration")
-    dashboard.archive("after soil recalibration")
+    baseline = dashboard.archive("baseline, before calibration")
+    latest = dashboard.archive("after soil recalibration")
     desktop.mouse.move(0, 0)  # no hover colour on the last button clicked
     desktop.screenshot(path=target / "dashboard.png", full_page=True)
+
+    # Mid-job: the model output is gone and comes back from the baseline.
+    shutil.rmtree(run / "wepp" / "output")
+    desktop.once("dialog", lambda dialog: dialog.accept())
+    dashboard.row(baseline).get_by_role("button", name=re.compile("Restore")).click()
+    desktop.wait_for_function(
+        "() => { const v = document.getElementById('ra-progress').value; return v > 0 && v < 100 }",
+        timeout=JOB_TIMEOUT_MS,
+    )
+    expect(dashboard.note(baseline)).to_have_text(f"Restore from {baseline} started…")
+    desktop.mouse.move(0, 0)
+    desktop.screenshot(path=target / "dashboard-mid-job.png", full_page=True)
+
+    assert dashboard.wait_finished(3)["ok"] is True
+    dashboard.wait_idle()
+    files = dashboard.files_of(baseline)
+    expect(dashboard.note(baseline)).to_have_text(
+        f"Restore complete: {files} files from {baseline}."
+    )
+    assert (run / "wepp" / "output").is_dir()
+    _wait_ended(desktop)
+    desktop.mouse.move(0, 0)
+    desktop.screenshot(path=target / "dashboard-success.png", full_page=True)
+
+    with service.nodb_lock(run.name, "ron.nodb"):
+        desktop.once("dialog", lambda dialog: dialog.accept())
+        dashboard.row(latest).get_by_role("button", name=re.compile("Restore")).click()
+        expect(dashboard.note(latest)).to_contain_text("Cannot restore while files are locked")
+        desktop.mouse.move(0, 0)
+        desktop.screenshot(path=target / "dashboard-refusal.png", full_page=True)
 
     phone = browsing("alice", PHONE).new_page()
     small = Dashboard(phone, run).open()
@@ -1058,6 +1101,13 @@ def test_the_dashboard_reads_well_on_desktop_and_phone(
     for button in small.rows.first.locator("a, button").all():
         box = button.bounding_box()
         assert box is not None and box["height"] >= 40 and box["x"] + box["width"] <= 390
+    phone.once("dialog", lambda dialog: dialog.accept())
+    small.row(latest).get_by_role("button", name=re.compile("Restore")).click()
+    assert small.wait_finished(1)["ok"] is True
+    small.wait_idle()
+    expect(small.note(latest)).to_contain_text("Restore complete")
+    _wait_ended(phone)
+    assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     phone.screenshot(path=target / "dashboard-phone.png", full_page=True)
-    assert (target / "dashboard.png").stat().st_size > 10_000
-    assert (target / "dashboard-phone.png").stat().st_size > 10_000
+    for shot in shots:
+        assert (target / shot).stat().st_size > 10_000, shot
