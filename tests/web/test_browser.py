@@ -11,7 +11,8 @@ dashboard dispatches and every value the progress bar takes. Assertions look at 
 sees (rows, texts, enabled buttons) and at the files on disk.
 
 Screenshots go to a temporary folder; with ``RUNARCHIVE_UPDATE_SCREENSHOTS=1`` they replace
-``docs/screenshots/dashboard.png`` and ``dashboard-phone.png``.
+``docs/screenshots/dashboard.png``, ``dashboard-mid-job.png``, ``dashboard-success.png``,
+``dashboard-refusal.png`` and ``dashboard-phone.png``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from playwright.sync_api import (
     Browser,
     BrowserContext,
@@ -51,6 +53,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from runarchive.core import create_archive
 from runarchive.demo import generate_run
+from runarchive.jobs.connection import embedded_url
+from runarchive.jobs.locks import acquire_lock, release_lock
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -117,6 +121,26 @@ class Service:
     runs_root: Path
     log: Path
     env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        """Stop serve and everything it started (its valkey and worker)."""
+        if self.proc is not None:
+            _stop(self.proc)
+
+    @contextlib.contextmanager
+    def nodb_lock(self, runid: str, relpath: str) -> Iterator[None]:
+        """Hold a NoDb lock of the run, as the host application does, in serve's valkey."""
+        url = embedded_url(self.data_dir)
+        assert url, "serve's embedded valkey is not running"
+        client = redis.Redis.from_url(url)
+        try:
+            token = acquire_lock(client, runid, relpath, ttl=300, owner="host-app:1")
+            assert token is not None
+            yield
+            release_lock(client, runid, relpath, token)
+        finally:
+            client.close()
 
     def cli(self, *args: str, stdin: str | None = None) -> str:
         """Run ``runarchive ARGS --data-dir DATA`` against the service's database."""
@@ -164,9 +188,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # the group we created for serve, nothing else
 
 
-@pytest.fixture(scope="session")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    base = tmp_path_factory.mktemp("web")
+@contextlib.contextmanager
+def serving(base: Path, users: dict[str, list[str]]) -> Iterator[Service]:
+    """Run ``runarchive serve`` on a free port with its data under ``base`` and ``users``."""
     data_dir, runs_root = base / "data", base / "runs"
     runs_root.mkdir()
     env = {
@@ -194,6 +218,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         proc = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
+    service.proc = proc
     try:
         _wait_healthy(service, proc)
         with ThreadPoolExecutor() as pool:  # each CLI start costs seconds: overlap them
@@ -201,13 +226,19 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
                 pool.submit(
                     service.cli, "users", "add", user, *flags, "--password-stdin", stdin=PASSWORD
                 )
-                for user, flags in USERS.items()
+                for user, flags in users.items()
             ]
             for future in added:
                 future.result()
         yield service
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    with serving(tmp_path_factory.mktemp("web"), USERS) as started:
+        yield started
 
 
 # ------------------------------------------------------------------------- the browser
@@ -334,11 +365,12 @@ def make_run(service: Service) -> Iterator[Callable[..., Path]]:
         public: bool = False,
         target_bytes: int = 2 * 2**20,
         files: int = 120,
+        seed: int = 1,
     ) -> Path:
         runid = f"web-{uuid.uuid4().hex[:10]}"
         path = service.runs_root / runid
         made.append(path)
-        generate_run(path, seed=1, target_bytes=target_bytes, files=files)
+        generate_run(path, seed=seed, target_bytes=target_bytes, files=files)
         if owner is not None:
             service.cli("runs", "grant", runid, owner)
         if public:
@@ -363,8 +395,9 @@ class Dashboard:
         self.run = run
         self.runid = run.name
         self.root = page.locator("#ra-dashboard")
-        self.rows = page.locator("#ra-archive-rows tr")
-        self.log = page.locator("#ra-status-log")
+        self.rows = page.locator("#ra-archive-rows tr[data-name]")
+        self.log = page.locator("#ra-status-log")  # the raw lines, behind their disclosure
+        self.activity = page.locator("#ra-activity")  # the same lines for people
         self.archive_button = page.locator("#ra-archive-btn")
 
     def open(self) -> Dashboard:
@@ -418,7 +451,14 @@ class Dashboard:
         return self.page.locator(f'#ra-archive-rows tr[data-name="{name}"]')
 
     def log_lines(self) -> list[str]:
-        return [str(t) for t in self.log.locator(".line").all_inner_texts()]
+        return [str(t) for t in self.log.locator(".line").all_text_contents()]
+
+    def note(self, name: str) -> Locator:
+        """The outcome message shown at archive ``name``'s row (or where the row was)."""
+        return self.page.locator(f'#ra-archive-rows .row-note[data-note-for="{name}"]')
+
+    def files_of(self, name: str) -> int:
+        return int(self.row(name).locator("[data-label=Files]").inner_text())
 
 
 def _count(lines: list[str], needle: str) -> int:
@@ -684,6 +724,161 @@ def test_an_api_refusal_is_shown_in_the_alert_area(page: Page, run: Path) -> Non
     assert len(dashboard.finished()) == 1  # no job was started
 
 
+def _within_viewport(page: Page, locator: Locator) -> bool:
+    """Tell whether ``locator`` is wholly on screen, where the user is looking."""
+    box = locator.bounding_box()
+    size = page.viewport_size
+    assert box is not None and size is not None
+    return box["y"] >= 0 and box["y"] + box["height"] <= size["height"]
+
+
+def test_a_row_action_low_on_a_phone_shows_its_outcome_in_that_row(
+    browsing: Callable[..., Browsing], make_run: Callable[..., Path], service: Service
+) -> None:
+    run = make_run(target_bytes=256 * 2**10, files=20)
+    for number in range(8):  # enough cards to scroll a phone several screens
+        create_archive(run, f"snapshot {number}")
+    page = browsing("admin", PHONE).new_page()
+    dashboard = Dashboard(page, run).open()
+    dashboard.wait_live()
+    expect(dashboard.rows).to_have_count(8)
+    assert page.evaluate("document.documentElement.scrollHeight") > 2 * PHONE["height"]
+    *_, low, lowest = dashboard.names()
+
+    # A restore from the last card: its outcome is at the card, on screen, not at the top.
+    files = dashboard.files_of(lowest)
+    page.once("dialog", lambda dialog: dialog.accept())
+    dashboard.row(lowest).get_by_role("button", name=re.compile("Restore")).click()
+    assert dashboard.wait_finished(1)["ok"] is True
+    dashboard.wait_idle()
+    note = dashboard.row(lowest).locator(".row-note")
+    expect(note).to_have_text(f"Restore complete: {files} files from {lowest}.")
+    assert _within_viewport(page, note)
+    assert not _within_viewport(page, page.locator("#ra-alerts"))  # where it used to be only
+    expect(page.locator(".alert-success")).to_contain_text("Restore complete")  # still heard
+
+    # A refusal (the host application holds a NoDb lock) is shown and focused at the row.
+    with service.nodb_lock(run.name, "ron.nodb"):
+        page.once("dialog", lambda dialog: dialog.accept())
+        dashboard.row(low).get_by_role("button", name=re.compile("Delete")).click()
+        refusal = dashboard.row(low).locator(".row-note")
+        expect(refusal).to_have_text(
+            "Could not delete the archive: Cannot delete while files are locked: ron.nodb"
+        )
+        expect(refusal).to_have_attribute("data-kind", "error")
+        expect(refusal).to_be_focused()
+        assert _within_viewport(page, refusal)
+        expect(dashboard.row(lowest).locator(".row-note")).to_have_count(0)  # one note: the last
+        assert (run / "archives" / low).is_file()
+
+    # Once the lock is gone the delete goes through; the outcome stays where the card was.
+    page.once("dialog", lambda dialog: dialog.accept())
+    dashboard.row(low).get_by_role("button", name=re.compile("Delete")).click()
+    expect(dashboard.row(low)).to_have_count(0)
+    gone = dashboard.note(low)
+    expect(gone).to_have_text(f"Deleted {low}.")
+    expect(gone).to_be_focused()
+    assert _within_viewport(page, gone)
+    assert dashboard.names()[-1] == lowest  # in the deleted card's place, above the next one
+    assert not (run / "archives" / low).exists()
+
+
+def test_the_activity_log_speaks_in_sentences_and_the_raw_lines_are_one_toggle_away(
+    page: Page, run: Path
+) -> None:
+    dashboard = Dashboard(page, run).open()
+    dashboard.wait_live()
+    name = dashboard.archive("readable")
+    files = dashboard.files_of(name)
+    job_id = page.locator("#ra-job-id").inner_text()
+
+    entries = dashboard.activity.locator(".entry")
+    started = entries.filter(has_text="Archive started")
+    expect(started).to_have_count(1)
+    expect(started.locator("time")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
+    expect(entries.filter(has_text=re.compile(r"^.*Adding \S+"))).to_have_count(1)  # one, moving
+    ready = entries.filter(has_text=f"Archive ready: {name} ({files} files, ")
+    expect(ready).to_have_count(1)
+    assert "rq:" not in dashboard.activity.inner_text()
+    assert job_id not in dashboard.activity.inner_text()
+    expect(page.locator("#ra-activity-note")).to_have_text(
+        re.compile(r"^From the last job \(ended \d\d:\d\d\)$")
+    )
+
+    # The raw lines are there, hidden until asked for.
+    raw = page.locator("#ra-status-log")
+    expect(raw).to_be_hidden()
+    page.get_by_text("Show raw status lines").click()
+    expect(raw).to_be_visible()
+    expect(raw.locator(".line", has_text=f"rq:{job_id} TRIGGER")).to_be_visible()
+
+    # After a reload the replayed lines are said to be the last job's, with when it ended.
+    page.reload()
+    dashboard.wait_idle()
+    dashboard.wait_live()
+    expect(page.locator("#ra-progress-label")).to_have_text("No job running")
+    expect(dashboard.activity).to_contain_text(f"Archive ready: {name}")
+    note = page.locator("#ra-activity-note")
+    expect(note).to_be_visible()
+    expect(note).to_have_text(re.compile(r"^From the last job \(ended \d\d:\d\d\)$"))
+    info = page.request.get(f"/rq/api/jobstatus/{job_id}").json()
+    ended = datetime.fromisoformat(info["ended_at"].replace("Z", "+00:00"))
+    shown = page.evaluate(
+        "iso => new Date(iso).toLocaleTimeString(undefined,"
+        " {hour: '2-digit', minute: '2-digit', hour12: false})",
+        ended.isoformat(),
+    )
+    expect(note).to_have_text(f"From the last job (ended {shown})")
+    # Replayed lines carry the job's recorded times, not the time of the reload.
+    started_at = page.evaluate(
+        "iso => new Date(iso).toLocaleTimeString(undefined,"
+        " {hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false})",
+        info["started_at"],
+    )
+    expect(entries.filter(has_text="Archive started").locator("time")).to_have_text(started_at)
+    assert "rq:" not in dashboard.activity.inner_text()
+
+
+def test_a_restore_counts_the_files_the_table_shows(page: Page, run: Path) -> None:
+    dashboard = Dashboard(page, run).open()
+    dashboard.wait_live()
+    name = dashboard.archive("to restore")
+    files = dashboard.files_of(name)
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    dashboard.row(name).get_by_role("button", name=re.compile("Restore")).click()
+    assert dashboard.wait_finished(2)["ok"] is True
+    dashboard.wait_idle()
+
+    expect(page.locator("#ra-progress-label")).to_contain_text(f"restore: {files}/{files} files")
+    expect(dashboard.activity).to_contain_text(f"Restore complete: {files} files from {name}")
+
+
+def test_with_the_server_stopped_the_page_says_offline_and_retrying(
+    browser: Browser, tmp_path: Path
+) -> None:
+    with serving(tmp_path, {"admin": ["--admin"]}) as own:
+        run = own.runs_root / "web-offline"
+        generate_run(run, seed=1, target_bytes=64 * 2**10, files=10)
+        context = browser.new_context(base_url=own.url, viewport=DESKTOP)
+        try:
+            page = context.new_page()
+            log_in(page, "admin")
+            dashboard = Dashboard(page, run).open()
+            dashboard.wait_live()
+            expect(page.locator("#ra-connection-text")).to_have_text("Live")
+
+            own.stop()
+            expect(page.locator("#ra-connection-text")).to_have_text(
+                "Offline — retrying", timeout=20_000
+            )
+            expect(dashboard.root).to_have_attribute("data-ws", "offline")
+            page.wait_for_timeout(2500)  # several reconnect attempts: no flicker to Connecting…
+            expect(page.locator("#ra-connection-text")).to_have_text("Offline — retrying")
+        finally:
+            context.close()
+
+
 def test_a_failed_restore_shows_the_stack_trace(page: Page, run: Path) -> None:
     archives = run / "archives"
     archives.mkdir()
@@ -838,20 +1033,62 @@ def test_a_reader_of_a_public_run_can_download_but_not_change_anything(
     expect(page.locator("#ra-read-only-note")).to_be_visible()
 
 
-def test_the_dashboard_reads_well_on_desktop_and_phone(
-    browsing: Callable[..., Browsing], make_run: Callable[..., Path], tmp_path: Path
+def _wait_ended(page: Page) -> None:
+    """Wait until the job panel and the activity label show when the job ended."""
+    expect(page.locator("#ra-job-ended time")).to_have_count(1)
+    expect(page.locator("#ra-activity-note")).to_contain_text("(ended ")
+
+
+def test_the_dashboard_reads_well_mid_job_after_success_after_a_refusal_and_on_a_phone(
+    browsing: Callable[..., Browsing],
+    make_run: Callable[..., Path],
+    service: Service,
+    tmp_path: Path,
 ) -> None:
     target = SCREENSHOTS if os.environ.get("RUNARCHIVE_UPDATE_SCREENSHOTS") == "1" else tmp_path
     target.mkdir(parents=True, exist_ok=True)
-    run = make_run(owner="alice")
+    # The demo's generator and seed (`serve --demo`), larger, so a restore lasts a few seconds.
+    run = make_run(owner="alice", seed=7, target_bytes=120 * 2**20, files=3000)
+    shots = ["dashboard.png", "dashboard-mid-job.png", "dashboard-success.png"]
+    shots += ["dashboard-refusal.png", "dashboard-phone.png"]
 
     desktop = browsing("alice", DESKTOP).new_page()
     dashboard = Dashboard(desktop, run).open()
     dashboard.wait_live()
-    dashboard.archive("baseline, before calibration")
-    dashboard.archive("after soil recalibration")
+    baseline = dashboard.archive("baseline, before calibration")
+    latest = dashboard.archive("after soil recalibration")
     desktop.mouse.move(0, 0)  # no hover colour on the last button clicked
     desktop.screenshot(path=target / "dashboard.png", full_page=True)
+
+    # Mid-job: the model output is gone and comes back from the baseline.
+    shutil.rmtree(run / "wepp" / "output")
+    desktop.once("dialog", lambda dialog: dialog.accept())
+    dashboard.row(baseline).get_by_role("button", name=re.compile("Restore")).click()
+    desktop.wait_for_function(
+        "() => { const v = document.getElementById('ra-progress').value; return v > 0 && v < 100 }",
+        timeout=JOB_TIMEOUT_MS,
+    )
+    expect(dashboard.note(baseline)).to_have_text(f"Restore from {baseline} started…")
+    desktop.mouse.move(0, 0)
+    desktop.screenshot(path=target / "dashboard-mid-job.png", full_page=True)
+
+    assert dashboard.wait_finished(3)["ok"] is True
+    dashboard.wait_idle()
+    files = dashboard.files_of(baseline)
+    expect(dashboard.note(baseline)).to_have_text(
+        f"Restore complete: {files} files from {baseline}."
+    )
+    assert (run / "wepp" / "output").is_dir()
+    _wait_ended(desktop)
+    desktop.mouse.move(0, 0)
+    desktop.screenshot(path=target / "dashboard-success.png", full_page=True)
+
+    with service.nodb_lock(run.name, "ron.nodb"):
+        desktop.once("dialog", lambda dialog: dialog.accept())
+        dashboard.row(latest).get_by_role("button", name=re.compile("Restore")).click()
+        expect(dashboard.note(latest)).to_contain_text("Cannot restore while files are locked")
+        desktop.mouse.move(0, 0)
+        desktop.screenshot(path=target / "dashboard-refusal.png", full_page=True)
 
     phone = browsing("alice", PHONE).new_page()
     small = Dashboard(phone, run).open()
@@ -864,6 +1101,13 @@ def test_the_dashboard_reads_well_on_desktop_and_phone(
     for button in small.rows.first.locator("a, button").all():
         box = button.bounding_box()
         assert box is not None and box["height"] >= 40 and box["x"] + box["width"] <= 390
+    phone.once("dialog", lambda dialog: dialog.accept())
+    small.row(latest).get_by_role("button", name=re.compile("Restore")).click()
+    assert small.wait_finished(1)["ok"] is True
+    small.wait_idle()
+    expect(small.note(latest)).to_contain_text("Restore complete")
+    _wait_ended(phone)
+    assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     phone.screenshot(path=target / "dashboard-phone.png", full_page=True)
-    assert (target / "dashboard.png").stat().st_size > 10_000
-    assert (target / "dashboard-phone.png").stat().st_size > 10_000
+    for shot in shots:
+        assert (target / shot).stat().st_size > 10_000, shot

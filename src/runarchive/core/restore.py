@@ -103,7 +103,8 @@ def restore_archive(
             require_space(run.fd, needed, "restore the archive", reserve=lim.reserve_for(run.fd))
             extractor = _stage(run, work, reader, plan, report, threads)
         journal = extractor.journal
-        total, size = len(plan.items), plan.total_bytes
+        # Regular files, as everywhere a count of files is shown (the list, the extract phase).
+        total, size = plan.files, plan.total_bytes
         report(ProgressEvent("restore", Phase.SWAP, total, total, size, size))
         try:
             roll_forward(run, work, journal)
@@ -116,7 +117,7 @@ def restore_archive(
         finish(work, journal, defer_delete=defer_delete)
     report(ProgressEvent("restore", Phase.DONE, total, total, size, size))
     return RestoreResult(
-        name, plan.files, total, size, plan.had_manifest, plan.warnings, extractor.reused
+        name, plan.files, len(plan.items), size, plan.had_manifest, plan.warnings, extractor.reused
     )
 
 

@@ -60,6 +60,8 @@ def dashboard_config(runid: str, can_write: bool) -> dict[str, Any]:
             "delete": url_for("rq_api.api_delete_archive", runid=runid),
             "jobstatus": job_prefix,
             "jobinfo": info_prefix,
+            # Asked when the socket drops: no answer at all is "Offline", not "Polling".
+            "health": url_for("pages.healthz"),
             # A path: the page picks ws:// or wss:// from its own location (werkzeug would
             # build an absolute ws:// URL, wrong behind TLS).
             "ws": urlsplit(url_for("status.archive_stream", runid=runid)).path,

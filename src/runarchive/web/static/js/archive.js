@@ -16,6 +16,22 @@
  *
  * A reload while a job runs resumes it: the list says in_progress with the job id and the page
  * watches that job again. Data from the server is only ever put in the page as text.
+ *
+ * What people see
+ * ---------------
+ *   - The activity log turns the status lines into sentences ("12:04:31 Archive started",
+ *     "Adding climate/…", "Archive ready: <name> (812 files, 4.1 MiB)"); the raw lines stay one
+ *     disclosure away ("Show raw status lines"). Times are when the page saw a line, except for
+ *     the lines the server replays on connect: those show the job's own recorded times
+ *     (enqueued, started, ended) or none. Lines of a job that is over are labelled "From the
+ *     last job (ended HH:MM)".
+ *   - File counts are regular files, as the table's Files column: a restore reports folders and
+ *     links in its last PROGRESS lines too, so the page counts a restore by the archive's files.
+ *   - The outcome of a row's Restore or Delete (started, refused, done, failed) is shown in that
+ *     row (or where the deleted row was), and focused when it answers a click; the alerts at the
+ *     top stay the live region screen readers hear.
+ *   - The connection reads Live, Polling (the socket is refused but HTTP answers) or Offline —
+ *     retrying (the server does not answer at all).
  */
 (() => {
   "use strict";
@@ -44,6 +60,11 @@
   const LIST_DEBOUNCE_MS = 300;
   const LIST_RETRY_MS = 5000; // the first list could not be loaded: try again
   const MAX_ALERTS = 4;
+  const MAX_ACTIVITY = 200;
+  // Lines arriving this soon after the socket opened are the server's replay: not "seen now".
+  const REPLAY_WINDOW_MS = 500;
+  // Answers from the health check that mean the service is not there.
+  const OFFLINE_STATUSES = new Set([0, 502, 503, 504]);
 
   const $ = (id) => document.getElementById(id);
 
@@ -90,6 +111,8 @@
     progress: $("ra-progress"),
     progressLabel: $("ra-progress-label"),
     log: $("ra-status-log"),
+    activity: $("ra-activity"),
+    activityNote: $("ra-activity-note"),
     tracePanel: $("ra-trace-panel"),
     trace: $("ra-trace"),
     rows: $("ra-archive-rows"),
@@ -113,6 +136,14 @@
     wsTimer: null,
     wsIdleTimer: null,
     failureAlert: null, // a failure alert still waiting for the traceback's last line
+    archives: new Map(), // name -> archive, as last listed (the table's file counts)
+    note: null, // the outcome shown at a row: {name, kind, text, index, jobId}
+    offline: false, // the last request could not reach the server
+    wsOpenedAt: 0,
+    lineJob: null, // the job the last rq:<id> line named: free-text lines belong to it
+    jobLog: new Map(), // job id -> {kind, archive, files, bytes, fileCount, ended}
+    lastJobId: null, // the latest job in the activity log
+    endedShown: new Map(), // job id -> ended_at (ISO), once known
   };
 
   // ---------------------------------------------------------------- small helpers
@@ -164,6 +195,12 @@
     const date = new Date(iso);
     if (Number.isNaN(date.getTime())) return String(iso);
     return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+  }
+
+  function clockTime(date, seconds = true) {
+    const options = { hour: "2-digit", minute: "2-digit", hour12: false };
+    if (seconds) options.second = "2-digit";
+    return date.toLocaleTimeString(undefined, options);
   }
 
   function timeNode(iso) {
@@ -233,8 +270,10 @@
     try {
       response = await fetch(url, init);
     } catch (err) {
+      setOffline(true);
       throw new ApiError(0, "network", `cannot reach the server (${err.message})`);
     }
+    setOffline(false);
     let data = null;
     if ((response.headers.get("Content-Type") || "").includes("json")) {
       try {
@@ -272,6 +311,7 @@
   function renderArchives(archives) {
     ui.loading.hidden = true;
     ui.empty.hidden = archives.length > 0;
+    state.archives = new Map(archives.map((archive) => [String(archive.name), archive]));
     const key = JSON.stringify(archives);
     if (key !== state.renderedKey) {
       // Re-render only on change, and keep the keyboard focus on the same control.
@@ -279,14 +319,69 @@
       const keep = ui.rows.contains(focused) ? { ...focused.dataset } : null;
       ui.rows.replaceChildren(...archives.map(archiveRow));
       state.renderedKey = key;
+      placeNote();
       if (keep && keep.action) {
         const again = [...ui.rows.querySelectorAll("[data-action]")].find(
           (node) => node.dataset.action === keep.action && node.dataset.name === keep.name,
         );
         if (again) again.focus();
+      } else if (keep && keep.noteFor) {
+        focusNote();
       }
     }
     updateBusy();
+  }
+
+  // ---------------------------------------------------------------- outcomes at the row
+
+  function rowOf(name) {
+    return [...ui.rows.querySelectorAll("tr[data-name]")].find((tr) => tr.dataset.name === name);
+  }
+
+  /** Show ``text`` at archive ``name``'s row (or where it was); one note at a time. */
+  function setRowNote(name, kind, text, { focus = false, jobId = null } = {}) {
+    const row = rowOf(name);
+    const rows = [...ui.rows.querySelectorAll("tr[data-name]")];
+    const index = row ? rows.indexOf(row) : state.note ? state.note.index : 0;
+    state.note = { name, kind, text, index: Math.max(0, index), jobId };
+    placeNote();
+    if (focus) focusNote();
+  }
+
+  function clearRowNote() {
+    state.note = null;
+    placeNote();
+  }
+
+  /** Put the note in its row's actions cell, or in a row of its own where the row was. */
+  function placeNote() {
+    for (const old of ui.rows.querySelectorAll(".row-note, tr.row-gone")) old.remove();
+    const note = state.note;
+    if (!note) return;
+    const box = el("p", {
+      className: `row-note row-note-${note.kind}`,
+      tabindex: "-1",
+      dataset: { noteFor: note.name, kind: note.kind },
+      text: note.text,
+    });
+    const row = rowOf(note.name);
+    if (row) {
+      row.querySelector(".cell-actions").append(box);
+      return;
+    }
+    const gone = el("tr", { className: "row-gone", dataset: { gone: note.name } }, [
+      el("td", { colspan: "6" }, [box]),
+    ]);
+    const rows = ui.rows.querySelectorAll("tr[data-name]");
+    const before = rows[Math.min(note.index, rows.length)] || null;
+    ui.rows.insertBefore(gone, before);
+  }
+
+  function focusNote() {
+    const box = ui.rows.querySelector(".row-note");
+    if (!box) return;
+    box.focus({ preventScroll: true });
+    box.scrollIntoView({ block: "nearest" });
   }
 
   function archiveRow(archive) {
@@ -390,14 +485,16 @@
 
   // ---------------------------------------------------------------- actions
 
-  async function post(url, body, context) {
+  async function post(url, body, context, name) {
     clearAlerts();
+    if (state.note && !state.job) clearRowNote();
     state.pending = true;
     updateBusy();
     try {
       return await api("POST", url, body);
     } catch (err) {
       showApiError(err, context);
+      if (name) setRowNote(name, "error", `${context}: ${err.message}`, { focus: true });
       // 409: another job holds the run (watch it); 404: the archive is gone (drop its row).
       if (err.status === 409 || err.status === 404) scheduleListRefresh();
       return null;
@@ -427,16 +524,25 @@
       `Restore run ${config.runid} from ${name}?\n\n` +
       "Every file of the run, except its archives, is replaced by the archive's content.";
     if (!window.confirm(question)) return;
-    const data = await post(urls.restore, { archive_name: name }, "Could not start the restore");
-    if (data) watchJob(String(data.job_id), KIND.RESTORE);
+    const body = { archive_name: name };
+    const data = await post(urls.restore, body, "Could not start the restore", name);
+    if (!data) return;
+    const jobId = String(data.job_id);
+    jobRecord(jobId, KIND.RESTORE).archive = name;
+    setRowNote(name, "info", `Restore from ${name} started…`, { focus: true, jobId });
+    watchJob(jobId, KIND.RESTORE);
   }
 
   async function deleteArchive(name) {
     if (!window.confirm(`Delete archive ${name}?\n\nThis cannot be undone.`)) return;
-    const data = await post(urls.delete, { archive_name: name }, "Could not delete the archive");
+    const body = { archive_name: name };
+    const data = await post(urls.delete, body, "Could not delete the archive", name);
     if (!data) return;
-    showAlert("success", `Deleted ${data.deleted || name}.`);
+    const deleted = data.deleted || name;
+    showAlert("success", `Deleted ${deleted}.`);
+    setRowNote(name, "success", `Deleted ${deleted}.`);
     await refreshList();
+    focusNote();
   }
 
   function onRowClick(event) {
@@ -476,10 +582,33 @@
     if (info.ended_at) ui.jobEnded.replaceChildren(timeNode(info.ended_at));
   }
 
+  /**
+   * Return ``[done, total]`` regular files for a progress report of job ``jobId``.
+   *
+   * An archive counts regular files throughout. A restore counts regular files while it
+   * extracts, then every entry (folders and links too) once it swaps: it is counted by the
+   * archive's own file count (the table's Files), else by the first total it reported.
+   */
+  function fileCounts(jobId, p) {
+    const reported = Number(p.files_total) || 0;
+    const done = Number(p.files_done) || 0;
+    const rec = jobRecord(jobId, p.op === KIND.RESTORE ? KIND.RESTORE : null);
+    if (rec.kind !== KIND.RESTORE && p.op !== KIND.RESTORE) return [done, reported];
+    if (!rec.fileCount) {
+      const listed = rec.archive ? state.archives.get(rec.archive) : null;
+      rec.fileCount = listed && Number.isFinite(Number(listed.files)) ? Number(listed.files) : 0;
+      if (!rec.fileCount) rec.fileCount = reported;
+    }
+    return [Math.min(done, rec.fileCount), rec.fileCount];
+  }
+
   function renderProgress(p) {
     const job = state.job;
     if (!job || !p) return;
-    const filesTotal = Number(p.files_total) || 0;
+    const [filesDone, filesTotal] = fileCounts(job.id, p);
+    const rec = jobRecord(job.id);
+    rec.files = filesTotal;
+    rec.bytes = Number(p.bytes_total) || 0;
     const bytesTotal = Number(p.bytes_total) || 0;
     let fraction = 0;
     if (bytesTotal > 0) fraction = Number(p.bytes_done) / bytesTotal;
@@ -491,7 +620,7 @@
     ui.progress.value = Math.round(fraction * 1000) / 10;
     const percent = Math.floor(fraction * 100);
     ui.progressLabel.textContent =
-      `${p.op ? `${p.op}: ` : ""}${p.files_done}/${filesTotal} files · ` +
+      `${p.op ? `${p.op}: ` : ""}${filesDone}/${filesTotal} files · ` +
       `${humanSize(p.bytes_done)} of ${humanSize(bytesTotal)} (${percent}%)`;
   }
 
@@ -529,7 +658,9 @@
       lastError: null,
     };
     root.dataset.jobId = jobId;
+    jobRecord(jobId, kind);
     resetJobPanel(jobId);
+    updateActivityNote();
     updateBusy();
     const early = state.triggers.get(jobId); // its TRIGGER beat the POST response
     if (early) {
@@ -549,6 +680,7 @@
       if (!job.kind && info.kind) job.kind = info.kind;
       setJobStatus(info.status || "unknown");
       renderTimes(info);
+      fillTimes(jobId, info);
       renderProgress(info.progress);
       const outcome = outcomeOfStatus(info);
       if (outcome) {
@@ -584,6 +716,8 @@
     const what = isArchive ? "Archive" : "Restore";
     root.dataset.lastOutcome = outcome.ok === null ? "unknown" : outcome.ok ? "ok" : "failed";
     root.dataset.lastFinishedVia = via;
+    const rec = jobRecord(jobId);
+    const atRow = state.note && state.note.jobId === jobId ? state.note.name : null;
     if (outcome.ok) {
       job.fraction = 1;
       ui.progress.value = 100;
@@ -591,12 +725,15 @@
       if (!job.progressShown) ui.progressLabel.textContent = "Done";
       setJobStatus(isArchive ? "archive complete" : "restore complete", "finished");
       showAlert("success", isArchive ? "Archive created." : "Restore complete.");
+      if (atRow) setRowNote(atRow, "success", restoreDoneText(rec, atRow), { jobId });
     } else if (outcome.ok === false) {
       setJobStatus(isArchive ? "archive failed" : "restore failed", "failed");
       if (job.fraction === 0) ui.progressLabel.textContent = "Failed before any progress";
-      const box = showAlert("error", `${what} failed${job.lastError ? `: ${job.lastError}` : "."}`);
+      const text = `${what} failed${job.lastError ? `: ${job.lastError}` : "."}`;
+      const box = showAlert("error", text);
       box.dataset.code = "job_failed";
       state.failureAlert = job.lastError ? null : box;
+      if (atRow) setRowNote(atRow, "error", text, { jobId });
     } else {
       setJobStatus("unknown", "unknown");
       ui.progressLabel.textContent = "—";
@@ -604,6 +741,7 @@
     }
     if (outcome.ok === false) loadTrace(jobId);
     else settleTimes(jobId, info);
+    updateActivityNote();
     // Stay busy until the list shows the job's result (or a job someone started meanwhile).
     state.settling = true;
     updateBusy();
@@ -630,6 +768,7 @@
           return; // the times are a nicety; the outcome is already shown
         }
       }
+      fillTimes(jobId, info);
       if (state.job || ui.jobId.textContent !== jobId) return; // another job took the panel
       renderTimes(info);
       if (info.ended_at) return;
@@ -652,6 +791,7 @@
             : `Could not load the stack trace: ${err.message}`;
         return;
       }
+      fillTimes(jobId, info);
       if (ui.jobId.textContent !== jobId) return; // another job took the panel
       renderTimes(info);
       if (info.exc_info) {
@@ -659,9 +799,14 @@
         const last = info.exc_info.trim().split("\n").pop();
         if (state.failureAlert && last) {
           // "pkg.module.Error: message" → the same "… failed: message" the Error: line gives.
+          const reason = last.replace(/^[\w.]+: /, "");
           const text = state.failureAlert.querySelector(".alert-text");
-          text.textContent = text.textContent.replace(/\.$/, `: ${last.replace(/^[\w.]+: /, "")}`);
+          text.textContent = text.textContent.replace(/\.$/, `: ${reason}`);
           state.failureAlert = null;
+          const note = state.note;
+          if (note && note.jobId === jobId && note.kind === "error") {
+            setRowNote(note.name, "error", note.text.replace(/\.$/, `: ${reason}`), { jobId });
+          }
         }
         ui.tracePanel.dataset.jobId = jobId;
         return;
@@ -717,6 +862,171 @@
     return "line";
   }
 
+  // ---------------------------------------------------------------- the activity log
+
+  /** Return what the page knows of job ``jobId`` (made on first use). */
+  function jobRecord(jobId, kind) {
+    let rec = state.jobLog.get(jobId);
+    if (!rec) {
+      rec = { kind: null, archive: null, files: 0, bytes: 0, fileCount: 0 };
+      state.jobLog.set(jobId, rec);
+    }
+    if (kind && !rec.kind) rec.kind = kind;
+    return rec;
+  }
+
+  /** Learn a job's kind and archive from its call: ``restore_archive_rq(<runid>, <name>)``. */
+  function learnCall(jobId, call) {
+    const match = /^(\w+)\(([^,)]*)(?:, ([^)]+))?\)$/.exec(call || "");
+    if (!match) return jobRecord(jobId);
+    const rec = jobRecord(jobId, match[1].startsWith("restore") ? KIND.RESTORE : KIND.ARCHIVE);
+    if (match[3] && !rec.archive) rec.archive = match[3];
+    return rec;
+  }
+
+  function restoreDoneText(rec, name) {
+    const listed = state.archives.get(name);
+    const count = listed && Number.isFinite(Number(listed.files)) ? listed.files : rec.fileCount;
+    return count ? `Restore complete: ${count} files from ${name}.` : `Restore complete: ${name}.`;
+  }
+
+  /**
+   * Turn one parsed status line into a sentence for people, or null (PROGRESS moves the bar;
+   * COMPLETED and EXCEPTION add nothing the next lines do not say). ``stamp`` names the job
+   * time that dates a replayed line: enqueued, started or ended.
+   */
+  function describe(line, jobId) {
+    const text = line.text;
+    const rec = jobId ? jobRecord(jobId) : null;
+    if (line.event) {
+      if (line.event === EVENTS.ENQUEUED || line.event === EVENTS.STARTED) {
+        const known = learnCall(line.jobId, line.call);
+        const queued = line.event === EVENTS.ENQUEUED;
+        const what =
+          known.kind === KIND.RESTORE
+            ? `Restore${known.archive ? ` from ${known.archive}` : ""}`
+            : "Archive";
+        return {
+          text: `${what} ${queued ? "queued" : "started"}`,
+          stamp: queued ? "enqueued" : "started",
+        };
+      }
+      if (line.event === EVENTS.TRIGGER && FAILURE_TRIGGERS.has(line.trigger)) {
+        const what = ARCHIVE_TRIGGERS.has(line.trigger) ? "Archive" : "Restore";
+        return { text: `${what} failed`, kind: "error", stamp: "ended" };
+      }
+      return null;
+    }
+    let match = /^(Adding|Restored) (.+)$/.exec(text);
+    if (match) {
+      return { text, coalesce: `${match[1]}:${jobId || ""}` }; // one line that keeps moving
+    }
+    match = /^Archive ready: (.+)$/.exec(text);
+    if (match) {
+      const size = rec && rec.bytes ? `, ${humanSize(rec.bytes)}` : "";
+      const files = rec && rec.files ? ` (${rec.files} files${size})` : "";
+      return { text: `Archive ready: ${match[1]}${files}`, kind: "done", stamp: "ended" };
+    }
+    match = /^Restore complete: (.+)$/.exec(text);
+    if (match) {
+      const done = restoreDoneText(rec || { fileCount: 0 }, match[1]);
+      return { text: done.replace(/\.$/, ""), kind: "done", stamp: "ended" };
+    }
+    match = /^Cleared NoDb cache entries after restore \((\d+)\)$/.exec(text);
+    if (match) return { text: `Cleared ${match[1]} cached NoDb entries` };
+    if (text.startsWith(LINE_PREFIX.ERROR)) return { text, kind: "error", stamp: "ended" };
+    if (text.startsWith(LINE_PREFIX.DELETED)) return { text, kind: "done", job: false };
+    return { text };
+  }
+
+  function appendActivity(line) {
+    if (!ui.activity) return;
+    const jobId = line.jobId || state.lineJob;
+    const entry = describe(line, jobId);
+    if (!entry) return;
+    const replayed = Date.now() - state.wsOpenedAt < REPLAY_WINDOW_MS;
+    const seen = replayed ? null : new Date();
+    const last = ui.activity.lastElementChild;
+    if (entry.coalesce && last && last.dataset.coalesce === entry.coalesce) {
+      last.querySelector(".what").textContent = entry.text;
+      if (seen) setEntryTime(last, seen);
+      return;
+    }
+    const item = el("li", {
+      className: `entry${entry.kind ? ` entry-${entry.kind}` : ""}`,
+      dataset: {
+        job: entry.job === false || !jobId ? undefined : jobId,
+        stamp: entry.stamp,
+        coalesce: entry.coalesce,
+      },
+    }, [el("span", { className: "when" }), el("span", { className: "what", text: entry.text })]);
+    if (seen) setEntryTime(item, seen);
+    const log = ui.activity;
+    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 24;
+    log.append(item);
+    while (log.childElementCount > MAX_ACTIVITY) log.firstElementChild.remove();
+    if (atBottom) log.scrollTop = log.scrollHeight;
+    if (jobId && entry.job !== false) state.lastJobId = jobId;
+    updateActivityNote();
+  }
+
+  function setEntryTime(item, date) {
+    const iso = date.toISOString();
+    item.dataset.dated = "true";
+    item.querySelector(".when").replaceChildren(
+      el("time", { datetime: iso, title: localTime(iso), text: clockTime(date) }),
+    );
+  }
+
+  /** Date the job's replayed key lines by the times the server recorded for the job. */
+  function fillTimes(jobId, info) {
+    if (!ui.activity || !info) return;
+    if (info.ended_at) state.endedShown.set(jobId, info.ended_at);
+    for (const item of ui.activity.querySelectorAll("li[data-stamp]")) {
+      if (item.dataset.job !== jobId || item.dataset.dated) continue;
+      const iso = info[`${item.dataset.stamp}_at`];
+      const date = iso ? new Date(iso) : null;
+      if (date && !Number.isNaN(date.getTime())) setEntryTime(item, date);
+    }
+    updateActivityNote();
+  }
+
+  /** Say whose lines the log shows: the running job's, or the last job's and when it ended. */
+  function updateActivityNote() {
+    const note = ui.activityNote;
+    if (!note) return;
+    const jobId = state.lastJobId;
+    const running = state.job && (!jobId || state.job.id === jobId);
+    if (running || !jobId || !ui.activity.childElementCount) {
+      note.hidden = true;
+      note.textContent = "";
+      return;
+    }
+    const ended = state.endedShown.get(jobId);
+    const date = ended ? new Date(ended) : null;
+    const when = date && !Number.isNaN(date.getTime()) ? ` (ended ${clockTime(date, false)})` : "";
+    note.textContent = `From the last job${when}`;
+    note.hidden = false;
+    if (!ended) askEnded(jobId);
+  }
+
+  const askedEnded = new Set();
+
+  /** Fetch once when a job the log shows, not watched here, ended. */
+  async function askEnded(jobId) {
+    if (askedEnded.has(jobId)) return;
+    askedEnded.add(jobId);
+    try {
+      const info = await api("GET", urls.jobstatus + encodeURIComponent(jobId));
+      if (info.ended_at) fillTimes(jobId, info);
+      else askedEnded.delete(jobId); // not ended yet: ask again when the log next changes
+    } catch {
+      // gone or unreachable: the label stays without a time
+    }
+  }
+
+  // ---------------------------------------------------------------- raw status lines
+
   function appendLog(line) {
     const log = ui.log;
     const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 24;
@@ -727,7 +1037,15 @@
 
   function handleLine(text) {
     const line = parseLine(text);
+    if (line.jobId) state.lineJob = line.jobId;
+    if (line.event === EVENTS.PROGRESS && line.jobId) {
+      const [, total] = fileCounts(line.jobId, line.progress);
+      const rec = jobRecord(line.jobId);
+      rec.files = total;
+      rec.bytes = line.progress.bytes_total;
+    }
     appendLog(line);
+    appendActivity(line);
     const job = state.job;
     const current = job && line.jobId === job.id;
     if (!line.event) {
@@ -766,6 +1084,30 @@
     ui.connText.textContent = text;
   }
 
+  /** Without a live socket: Offline when the server does not answer, else Polling. */
+  function showFallback() {
+    if (root.dataset.ws === "live" && state.ws) return;
+    if (state.offline) setConnection("offline", "Offline — retrying");
+    else setConnection("polling", "Polling (live updates reconnecting)");
+  }
+
+  function setOffline(offline) {
+    if (state.offline === offline) return;
+    state.offline = offline;
+    if (root.dataset.ws !== "live" || !state.ws) showFallback();
+  }
+
+  /** Ask the health check whether the server is there at all (the socket cannot tell). */
+  async function probeServer() {
+    if (!urls.health) return;
+    try {
+      const response = await fetch(urls.health, { cache: "no-store", credentials: "omit" });
+      setOffline(OFFLINE_STATUSES.has(response.status));
+    } catch {
+      setOffline(true);
+    }
+  }
+
   /** The socket URL from a path or an absolute http(s)/ws(s) URL, secure when the page is. */
   function wsUrl() {
     const url = new URL(urls.ws, location.href);
@@ -794,10 +1136,17 @@
     }
     state.ws = ws;
     let openedAt = 0;
-    if (root.dataset.ws !== "live") setConnection("connecting", "Connecting…");
+    // Offline stays Offline — retrying until the server answers: no flicker per attempt.
+    if (root.dataset.ws !== "live" && !state.offline) setConnection("connecting", "Connecting…");
     ws.addEventListener("open", () => {
       openedAt = Date.now();
+      state.wsOpenedAt = openedAt;
       ui.log.replaceChildren(); // the server replays the recent lines on connect
+      if (ui.activity) ui.activity.replaceChildren();
+      state.lineJob = null;
+      state.lastJobId = null;
+      updateActivityNote();
+      setOffline(false);
       setConnection("live", "Live");
       armIdle(ws);
     });
@@ -826,7 +1175,8 @@
     const ceiling = Math.min(WS_BACKOFF_MAX_MS, WS_BACKOFF_BASE_MS * 2 ** state.wsAttempts);
     const delay = ceiling / 2 + Math.random() * (ceiling / 2); // "equal jitter"
     state.wsAttempts += 1;
-    setConnection("polling", "Polling (live updates reconnecting)");
+    showFallback();
+    probeServer();
     state.wsTimer = setTimeout(connectSocket, delay);
   }
 
