@@ -20,13 +20,13 @@ $(BIN)/.installed-dev: $(BIN)/.installed pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-# zip/unzip/7-Zip are the reference tools the tests and benchmarks check against; openssl
+# zip/unzip/7-Zip/bsdtar are the reference tools the tests and benchmarks check against; openssl
 # makes the TLS test's certificate; Debian's Chromium is the browser the Playwright tests drive
 # (never a downloaded one).
 sysdeps:
 	@command -v zip >/dev/null && command -v unzip >/dev/null && command -v 7zz >/dev/null && \
-	  command -v openssl >/dev/null && command -v chromium >/dev/null || \
-	  (apt-get update -qq && apt-get install -y -qq zip unzip 7zip openssl chromium >/dev/null)
+	  command -v bsdtar >/dev/null && command -v openssl >/dev/null && command -v chromium >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq zip unzip 7zip libarchive-tools openssl chromium >/dev/null)
 
 # The whole service on http://127.0.0.1:$(PORT) with embedded Redis, a local worker, SQLite,
 # a generated demo run and a demo user (credentials printed); data kept in ./data.

@@ -1,9 +1,9 @@
 """Build zip files byte by byte, so tests can write archives that ``zipfile`` refuses to make.
 
 Every field a hostile archive could lie about is under the test's control: names as raw bytes,
-flags, method, CRC, declared and real sizes, Unix mode bits, and where each central-directory
-record points. ``manifest_for`` writes a runarchive manifest describing the members, so a case
-can be built "as runarchive would", with exactly one defect.
+flags, method, CRC, declared and real sizes, Unix mode bits, DOS times, extra fields, and where
+each central-directory record points. ``manifest_for`` writes a runarchive manifest describing
+the members, so a case can be built "as runarchive would", with exactly one defect.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ class Member:
     payload: bytes | None = None
     unix: bool = True
     in_manifest: bool = True
+    extra: bytes = b""
+    dos: tuple[int, int] = (DOS_TIME, DOS_DATE)
 
     @property
     def raw_name(self) -> bytes:
@@ -110,15 +112,14 @@ class ZipBuilder:
             20,
             m.flags,
             m.method,
-            DOS_TIME,
-            DOS_DATE,
+            *m.dos,
             m.declared_crc,
             len(payload),
             m.declared_size,
             len(m.raw_name),
-            0,
+            len(m.extra),
         )
-        self.body += m.raw_name + payload
+        self.body += m.raw_name + m.extra + payload
         return offset
 
     def add_central(
@@ -133,13 +134,12 @@ class ZipBuilder:
                 20,
                 m.flags,
                 m.method,
-                DOS_TIME,
-                DOS_DATE,
+                *m.dos,
                 m.declared_crc if crc is None else crc,
                 len(m.compressed()) if csize is None else csize,
                 m.declared_size,
                 len(m.raw_name),
-                0,
+                len(m.extra),
                 0,
                 0,
                 0,
@@ -147,6 +147,7 @@ class ZipBuilder:
                 offset,
             )
             + m.raw_name
+            + m.extra
         )
 
     def add(self, m: Member) -> int:

@@ -160,8 +160,8 @@ def _item(
             raise UnsafeArchive(f"Entry {path!r} size differs from the manifest.")
         return PlanItem(entry, path, kind, m.mode & 0o777, m.mtime_ns, m.sha256, m.target)
     mode = stat.S_IMODE(entry.mode) & 0o777 or (0o755 if kind == DIR else 0o644)
-    when = entry.dos_mtime.timestamp() if entry.dos_mtime else 0.0
-    return PlanItem(entry, path, kind, mode, int(when * 1e9))
+    # Without our manifest the entry's own fields are all there is: UT, NTFS or local DOS time.
+    return PlanItem(entry, path, kind, mode, entry.mtime_ns or 0)
 
 
 def _check_parents(kinds: dict[str, str]) -> None:

@@ -6,8 +6,27 @@ entry at a time. Reading parses the central directory directly, which is what ``
 to stay fast, and checks every offset so that a hostile file cannot point entries at each other.
 
 Format notes: UTF-8 names (flag bit 11), Unix modes in the external attributes (host 3),
-an extended-timestamp extra (0x5455) so ``unzip`` restores mtimes, Zip64 records whenever a
-size, offset or the entry count would not fit the classic fields.
+Zip64 records whenever a size, offset or the entry count would not fit the classic fields.
+
+Timestamps. Every local and central header carries an entry's mtime three ways:
+
+- the DOS date and time fields, in the *local time* of this process (``time.localtime``), as
+  the spec says and as zip, 7-Zip, bsdtar and Python's zipfile write and read them: 2-second
+  steps (rounded down), 1980 to 2107, and no zone, so a reader elsewhere sees the writer's
+  wall clock;
+- the extended-timestamp extra (0x5455, "UT"): flags 1 and the mtime in UTC seconds, the
+  same in both headers (the spec lets the local one add atime and ctime; we store neither);
+- the NTFS extra (0x000a): tag 1 with the mtime as a FILETIME (UTC, 100 ns ticks) and zero
+  access and creation times, as 7-Zip writes it. unzip and bsdtar ignore it and read UT;
+  7-Zip prefers it, so it restores sub-second times. The writer takes float seconds, so a
+  tick or two can be lost to rounding; the manifest keeps the exact nanoseconds.
+
+Reading (``CentralEntry.mtime_ns``, from the central directory only): UT's mtime if present,
+else NTFS's, else the DOS fields read as local time of this process (``time.mktime``; in the
+repeated hour of a fall-back night it picks one of the two instants). An NTFS time within
+UT's second is the same instant with more digits and is taken instead (``mtime_source`` says
+which field won). UT is read unsigned, as 7-Zip and libarchive do. For our own archives the
+manifest, not these fields, is the authority.
 """
 
 from __future__ import annotations
@@ -15,8 +34,10 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
+from enum import StrEnum
 from typing import BinaryIO
 
 from .errors import InvalidArchive, LimitExceeded, UnsafeArchive
@@ -43,28 +64,112 @@ FLAG_ENCRYPTED = 0x1
 ZIP64_THRESHOLD = 0xF0000000
 
 
+# The DOS fields hold a local wall-clock time with 2-second steps, from 1980 to 2107.
+_DOS_MIN = (1980, 1, 1, 0, 0, 0)
+_DOS_MAX = (2107, 12, 31, 23, 59, 58)
+# FILETIME (NTFS extra) counts 100 ns ticks from 1601-01-01 UTC; this many lie before 1970.
+_FILETIME_EPOCH = 116_444_736_000_000_000
+# Past every date the DOS fields can hold in any zone, and still inside time.localtime's range.
+_LOCALTIME_MAX = 4_354_819_200 + 2 * 86_400
+
+
+class TimeSource(StrEnum):
+    """Which field of an entry its modification time was read from."""
+
+    UT = "ut"  # extended timestamp 0x5455: UTC seconds
+    NTFS = "ntfs"  # NTFS extra 0x000a: UTC, 100 ns ticks
+    DOS = "dos"  # the DOS date and time: local wall clock, 2-second steps
+
+
 def _dos_datetime(mtime: float) -> tuple[int, int]:
-    t = datetime.fromtimestamp(max(mtime, 315532800), UTC)
-    year = min(max(t.year, 1980), 2107)
-    return (
-        (t.hour << 11) | (t.minute << 5) | (t.second // 2),
-        ((year - 1980) << 9) | (t.month << 5) | t.day,
+    """Return the DOS time and date fields of ``mtime`` in the process's local zone."""
+    t = time.localtime(min(max(int(mtime), 0), _LOCALTIME_MAX))
+    y, mo, d, h, mi, s = max(_DOS_MIN, min(_DOS_MAX, tuple(t[:6])))
+    return (h << 11) | (mi << 5) | (s // 2), ((y - 1980) << 9) | (mo << 5) | d
+
+
+def _dos_to_ns(dtime: int, ddate: int) -> int | None:
+    """Read DOS fields as local wall-clock time; None for fields no calendar has."""
+    fields = (
+        ((ddate >> 9) & 0x7F) + 1980,
+        (ddate >> 5) & 0xF,
+        ddate & 0x1F,
+        (dtime >> 11) & 0x1F,
+        (dtime >> 5) & 0x3F,
+        (dtime & 0x1F) * 2,
     )
-
-
-def _dos_to_datetime(dtime: int, ddate: int) -> datetime | None:
     try:
-        return datetime(
-            ((ddate >> 9) & 0x7F) + 1980,
-            (ddate >> 5) & 0xF,
-            ddate & 0x1F,
-            (dtime >> 11) & 0x1F,
-            (dtime >> 5) & 0x3F,
-            (dtime & 0x1F) * 2,
-            tzinfo=UTC,
-        )
-    except ValueError:
+        datetime(*fields)  # mktime would roll month 13 or second 60 over instead of refusing
+        return int(time.mktime((*fields, 0, 0, -1))) * 1_000_000_000
+    except (ValueError, OverflowError):
         return None
+
+
+# The two fields as this writer lays them out, so that reading our own central directory
+# (100,000 entries for a big run) takes one unpack per entry instead of a walk of the fields.
+_OUR_TIMES = struct.Struct("<HHBIHHIHHQQQ")
+_OUR_TIMES_HEAD = struct.pack("<HHB", 0x5455, 5, 1)
+_OUR_NTFS_HEAD = struct.pack("<HHIHH", 0x000A, 32, 0, 0x0001, 24)
+
+
+def _time_extras(mtime: float) -> bytes:
+    """Return the UT (UTC seconds) and NTFS (UTC, 100 ns) extra fields carrying ``mtime``.
+
+    Both carry the modification time only: UT's flags say so, and the NTFS field's access and
+    creation slots are zero (not recorded), as 7-Zip writes them.
+    """
+    ticks = min(max(0, round(mtime * 1e7) + _FILETIME_EPOCH), 1 << 63)
+    seconds = int(max(0, min(mtime, _U32)))
+    return _OUR_TIMES.pack(0x5455, 5, 1, seconds, 0x000A, 32, 0, 0x0001, 24, ticks, 0, 0)
+
+
+def _extra_mtime(extra: bytes) -> tuple[int, TimeSource] | None:
+    """Return the mtime (ns since the epoch) of a UT or else an NTFS extra field, if any.
+
+    UT comes first, as unzip and bsdtar read it; an NTFS time within the same second is the
+    same instant with more digits (7-Zip writes it, and so do we), so it refines UT's second.
+    """
+    if extra[:5] == _OUR_TIMES_HEAD and extra[9:21] == _OUR_NTFS_HEAD:
+        seconds, ticks = _OUR_TIMES.unpack_from(extra)[3::6]
+        return _pick(seconds * 1_000_000_000, (ticks - _FILETIME_EPOCH) * 100 if ticks else None)
+    ut: int | None = None
+    ntfs: int | None = None
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, size = struct.unpack_from("<HH", extra, pos)
+        body = extra[pos + 4 : pos + 4 + size]
+        pos += 4 + size
+        if tag == 0x5455 and ut is None and len(body) >= 5 and body[0] & 1:
+            ut = struct.unpack_from("<I", body, 1)[0] * 1_000_000_000
+        elif tag == 0x000A and ntfs is None:
+            ntfs = _ntfs_mtime(body)
+    return _pick(ut, ntfs)
+
+
+def _pick(ut: int | None, ntfs: int | None) -> tuple[int, TimeSource] | None:
+    if ntfs is not None and (ut is None or ntfs // 1_000_000_000 * 1_000_000_000 == ut):
+        return ntfs, TimeSource.NTFS
+    return None if ut is None else (ut, TimeSource.UT)
+
+
+def _entry_mtime(extra: bytes, dtime: int, ddate: int) -> tuple[int | None, TimeSource | None]:
+    """Return an entry's mtime in ns since the epoch, from UT, else NTFS, else the DOS fields."""
+    found = _extra_mtime(extra)
+    if found is not None:
+        return found
+    dos_ns = _dos_to_ns(dtime, ddate)
+    return (None, None) if dos_ns is None else (dos_ns, TimeSource.DOS)
+
+
+def _ntfs_mtime(body: bytes) -> int | None:
+    pos = 4  # reserved
+    while pos + 4 <= len(body):
+        tag, size = struct.unpack_from("<HH", body, pos)
+        if tag == 0x0001 and size >= 24 and pos + 4 + 8 <= len(body):
+            ticks = struct.unpack_from("<Q", body, pos + 4)[0]
+            return (ticks - _FILETIME_EPOCH) * 100 if ticks else None
+        pos += 4 + size
+    return None
 
 
 @dataclass(slots=True)
@@ -91,9 +196,6 @@ class ZipWriter:
         self.patches: list[tuple[int, bytes]] = []
         self.pos = fh.tell()
 
-    def _extras(self, mtime: float) -> bytes:
-        return struct.pack("<HHBI", 0x5455, 5, 1, int(max(0, min(mtime, _U32))))
-
     def begin(
         self, name: str, method: int, mode: int, mtime: float, size_hint: int
     ) -> WrittenEntry:
@@ -107,7 +209,7 @@ class ZipWriter:
 
     def _local_header(self, entry: WrittenEntry) -> bytes:
         dtime, ddate = _dos_datetime(entry.mtime)
-        extra = self._extras(entry.mtime)
+        extra = _time_extras(entry.mtime)
         if entry.zip64_local:
             csize = usize = _U32
             extra += struct.pack("<HHQQ", 0x0001, 16, entry.usize, entry.csize)
@@ -159,7 +261,7 @@ class ZipWriter:
                 z64 = struct.pack("<QQQ", usize, csize, offset)
                 usize = csize = offset = _U32
                 z64 = struct.pack("<HH", 0x0001, len(z64)) + z64
-            extra = self._extras(e.mtime) + z64
+            extra = _time_extras(e.mtime) + z64
             dtime, ddate = _dos_datetime(e.mtime)
             dos_attr = 0x10 if stat.S_ISDIR(e.mode) else 0
             out += _CENTRAL.pack(
@@ -215,7 +317,8 @@ class CentralEntry:
     usize: int
     header_offset: int
     mode: int
-    dos_mtime: datetime | None
+    mtime_ns: int | None
+    mtime_source: TimeSource | None
     utf8: bool
 
     @property
@@ -383,6 +486,7 @@ def _parse_central(fd: int, count: int, cd_offset: int, cd_size: int) -> list[Ce
         mode = (ext_attr >> 16) & 0xFFFF if (made_by >> 8) == 3 else 0
         if mode == 0 and ext_attr & 0x10:
             mode = stat.S_IFDIR | 0o755
+        mtime_ns, mtime_source = _entry_mtime(extra, dtime, ddate)
         entries.append(
             CentralEntry(
                 name,
@@ -394,7 +498,8 @@ def _parse_central(fd: int, count: int, cd_offset: int, cd_size: int) -> list[Ce
                 usize,
                 offset,
                 mode,
-                _dos_to_datetime(dtime, ddate),
+                mtime_ns,
+                mtime_source,
                 utf8,
             )
         )
