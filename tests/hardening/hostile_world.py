@@ -117,8 +117,9 @@ class Guarded:
         self.secrets = dep.secrets
 
     def _checked(self, response: Any, where: str) -> Any:
-        self.secrets.check(response.get_data(), where)
+        self.secrets.check(response.get_data(), where)  # reads a streamed body whole
         self.secrets.check(str(response.headers), where)
+        response.close()
         return response
 
     def get(self, path: str, **kw: Any) -> Any:

@@ -165,6 +165,23 @@ def test_a_planted_journal_never_reaches_outside_the_attackers_run(
     assert (world.attacker / "archives" / world.attacker_archive).is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="jobs/enqueue.py _enqueue resolves the run but never reads its journal or state "
+    "folders: the API answers 202, claims the slot and the job fails in the worker with "
+    "UnsafeRun, instead of a 409 unsafe_run up front (delete is refused at once)",
+)
+def test_an_archive_or_restore_of_a_run_with_a_planted_journal_is_refused_at_once_with_409(
+    world: World,
+) -> None:
+    staging_id_climbs_to_the_victim(world)
+    for op, name in (("archive", None), ("restore-archive", world.attacker_archive)):
+        outcome = world.mutate(op, name)
+        world.assert_untouched()
+        assert (outcome.status, outcome.code) == (409, "unsafe_run"), outcome
+
+
 def archives_link_to_the_victims(world: World) -> None:
     archives = world.attacker / "archives"
     for child in archives.iterdir():
