@@ -98,12 +98,12 @@ def environment(**extra: str) -> dict[str, str]:
 
 
 def run_cli(
-    *args: str | bytes | Path, cwd: Path, timeout: float = 60, **env: str
+    *args: str | bytes | Path, cwd: Path, timeout: float = 60, stdin: bytes = b"", **env: str
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``runarchive ARGS`` as its own process from ``cwd`` (run dirs given relative)."""
     argv: list[str | bytes] = [*CLI, *(a if isinstance(a, bytes) else str(a) for a in args)]
     return subprocess.run(
-        argv, cwd=cwd, capture_output=True, timeout=timeout, env=environment(**env)
+        argv, cwd=cwd, input=stdin, capture_output=True, timeout=timeout, env=environment(**env)
     )
 
 
