@@ -516,3 +516,19 @@ def test_a_readonly_folder_in_a_replaced_tree_is_removed_without_following_links
     world.assert_untouched()
     assert not (world.attacker / "later.txt").exists()
     assert not (world.attacker / "ro").exists()
+
+
+def test_a_readonly_run_refuses_restore_and_delete_but_archives_and_lists(world: World) -> None:
+    from runarchive.core import ReadOnlyRun
+
+    name = create_archive(world.attacker).name
+    (world.attacker / "READONLY").write_bytes(b"")
+    before = snapshot(world.attacker)
+    with pytest.raises(ReadOnlyRun, match="Run attacker is read-only"):
+        restore_archive(world.attacker, name)
+    with pytest.raises(ReadOnlyRun, match="Run attacker is read-only"):
+        delete_archive(world.attacker, name)
+    assert snapshot(world.attacker) == before
+    second = create_archive(world.attacker).name
+    assert {i.name for i in list_archives(world.attacker)} == {name, second}
+    assert verify_archive(world.attacker, name).ok

@@ -166,12 +166,6 @@ def test_a_planted_journal_never_reaches_outside_the_attackers_run(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs/enqueue.py _enqueue resolves the run but never reads its journal or state "
-    "folders: the API answers 202, claims the slot and the job fails in the worker with "
-    "UnsafeRun, instead of a 409 unsafe_run up front (delete is refused at once)",
-)
 def test_an_archive_or_restore_of_a_run_with_a_planted_journal_is_refused_at_once_with_409(
     world: World,
 ) -> None:

@@ -15,11 +15,12 @@ from .errors import (
     Locked,
     NoSpace,
     NotFound,
+    ReadOnlyRun,
     RunArchiveError,
     UnsafeArchive,
     UnsafeRun,
 )
-from .journal import RecoverResult, purge_trash, recover_run
+from .journal import RecoverResult, check_run, purge_trash, recover_run
 from .limits import Limits
 from .names import (
     has_hidden_characters,
@@ -52,6 +53,7 @@ __all__ = [
     "Phase",
     "ProgressCallback",
     "ProgressEvent",
+    "ReadOnlyRun",
     "RecoverResult",
     "RestoreResult",
     "RunArchiveError",
@@ -59,6 +61,7 @@ __all__ = [
     "UnsafeArchive",
     "UnsafeRun",
     "VerifyReport",
+    "check_run",
     "create_archive",
     "delete_archive",
     "find_nodb_files",

@@ -156,6 +156,7 @@ def delete_archive(run_dir: Path, name: str) -> None:
     """Delete one archive of the run by its validated name."""
     validate_archive_name(name)
     with open_run(run_dir) as run, run_lock(run) as work:
+        run.require_writable()
         recover_locked(run, work)
         fd, st = open_archive_fd(run, name)
         os.close(fd)

@@ -86,6 +86,17 @@ class Busy(RunArchiveError):
     code = "busy"
 
 
+class ReadOnlyRun(RunArchiveError):
+    """The run holds a ``READONLY`` marker (as WEPPcloud marks them): no restore, no delete."""
+
+    exit_code = 3
+    http_status = 409
+    code = "read_only"
+
+    def __init__(self, runid: str) -> None:
+        super().__init__(f"Run {runid} is read-only")
+
+
 class Locked(RunArchiveError):
     """The host application holds locks on the run's state files."""
 

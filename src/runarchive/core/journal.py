@@ -390,3 +390,22 @@ def needs_recovery(run: RunDir) -> bool:
         return False
     with work:
         return work.exists(JOURNAL)
+
+
+def check_run(run: RunDir) -> None:
+    """Refuse (UnsafeRun) a run whose state a mutating operation would refuse, changing nothing.
+
+    Lets a caller answer at once — before it queues a job — what the job would find: our
+    folders not real folders, a journal that fails validation, a state folder that is a link.
+    """
+    archives = run.archives()
+    if archives is not None:
+        archives.close()
+    work = run.work()
+    if work is None:
+        return
+    with work:
+        read_journal(work)  # validates it, when there is one
+        for name in work.names():
+            if _state_dir_kind(name) is not None:
+                _require_folder_or_missing(work, name)

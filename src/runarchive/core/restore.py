@@ -96,6 +96,7 @@ def restore_archive(
     report = progress or ignore_progress
     lim = limits or Limits.from_env()
     with open_run(run_dir) as run, run_lock(run) as work:
+        run.require_writable()
         recover_locked(run, work)
         with open_archive(run, name, lim) as reader:
             plan = plan_restore(reader, lim, allow_external_links)

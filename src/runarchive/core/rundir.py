@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-from .errors import NotFound, UnsafeRun
+from .errors import NotFound, ReadOnlyRun, UnsafeRun
 from .names import ARCHIVES_DIR, WORK_DIR, run_id_of, split_relpath
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -297,6 +297,9 @@ def _unsafe(parent: Folder, name: str, exc: OSError) -> UnsafeRun:
     )
 
 
+READONLY_MARKER = "READONLY"
+
+
 class RunDir(Folder):
     """A run opened by handle: its id, and its ``archives/`` and ``.runarchive/`` folders."""
 
@@ -309,6 +312,15 @@ class RunDir(Folder):
 
     def __enter__(self) -> RunDir:
         return self
+
+    def require_writable(self) -> None:
+        """Refuse to change the run's content or archives when it is marked ``READONLY``.
+
+        WEPPcloud marks a read-only run with a ``READONLY`` file in the run folder (any kind
+        of entry counts: refusing is the safe reading of a marker that is a link).
+        """
+        if self.exists(READONLY_MARKER):
+            raise ReadOnlyRun(self.runid)
 
     def archives(self) -> Folder | None:
         """Open the real ``archives/`` folder, or None when the run has none yet."""

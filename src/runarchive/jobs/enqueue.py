@@ -27,6 +27,7 @@ from rq.job import JobStatus
 
 from runarchive.core import (
     NotFound,
+    check_run,
     normalize_comment,
     open_archive_fd,
     open_run,
@@ -74,8 +75,11 @@ def _enqueue(
 ) -> str:
     validate_runid(runid)
     run_dir = resolve_run(ctx.settings, runid)
-    if archive_name is not None:
-        with open_run(run_dir) as run:
+    # Refuse now what the job would refuse (409), before a job is queued or a slot taken.
+    with open_run(run_dir) as run:
+        check_run(run)
+        if archive_name is not None:
+            run.require_writable()
             os.close(open_archive_fd(run, archive_name)[0])  # NotFound when it is not there
     try:
         ensure_unlocked(ctx.clients.locks, runid, kind.verb)
