@@ -29,6 +29,7 @@ from flask import (
     Flask,
     current_app,
     g,
+    make_response,
     redirect,
     render_template,
     request,
@@ -140,8 +141,9 @@ def login_post() -> Response | tuple[str, int]:
     try:
         _throttle().check(name, address)
     except TooManyAttempts as exc:
-        page = render_template("login.html", error=str(exc), next=target)
-        return Response(page, status=429, headers={"Retry-After": str(exc.retry_after)})
+        page = make_response(render_template("login.html", error=str(exc), next=target), 429)
+        page.headers["Retry-After"] = str(exc.retry_after)
+        return page
     found = accounts.authenticate(db().session, name, password)
     if found is None:
         _throttle().failed(name, address)
