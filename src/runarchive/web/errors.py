@@ -10,8 +10,14 @@ with three exceptions chosen for the API's fixed set of codes (400/401/403/404/4
 * A Redis connection failure anywhere becomes **503** ``queue_unavailable``.
 
 ``Locked`` adds ``"locked_files"`` and ``JobRunning`` adds ``"job_id"`` to the error object.
-Pages (not the JSON API) get the same status with a short HTML message; anonymous visitors of a
-page are sent to the login form instead of a 401.
+
+Browsers get the same status as an HTML page instead (``error.html``: the layout, the status, the
+message and a link back): on the pages themselves (dashboard, runs, login) always, and on any
+other URL when the ``Accept`` header prefers ``text/html`` over ``application/json`` — a browser
+navigating. ``Accept: application/json``, ``*/*`` (a tie goes to JSON) or no ``Accept`` get the
+JSON document, so scripts and the dashboard's ``fetch`` calls see the API's contract unchanged.
+Anonymous visitors of a page are sent to the login form instead of a 401; an anonymous browser
+on an API URL gets the 401 page with a link to it.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ import logging
 from typing import Any
 
 import redis
-from flask import Flask, Response, jsonify, redirect, request, url_for
+from flask import Flask, Response, jsonify, redirect, render_template, request, url_for
 from flask_wtf.csrf import CSRFError  # type: ignore[import-untyped]
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
 
 from runarchive.core import InvalidArchive, Locked, NoSpace, RunArchiveError
 from runarchive.jobs import JobRunning
@@ -96,15 +103,44 @@ def error_body(exc: RunArchiveError) -> dict[str, Any]:
 
 
 def wants_page() -> bool:
-    """Tell whether the current request is for a browser page rather than the JSON API."""
-    return request.endpoint in PAGE_ENDPOINTS
+    """Tell whether to answer the current request with an HTML page rather than JSON.
+
+    The pages always; any other URL when the client prefers ``text/html`` over
+    ``application/json`` (a browser navigating). A tie — ``*/*``, or no ``Accept`` — is JSON.
+    """
+    if request.endpoint in PAGE_ENDPOINTS:
+        return True
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "text/html"
 
 
-def _page(status: int, message: str) -> Response:
-    html = (
-        "<!doctype html><meta charset='utf-8'><title>runarchive</title>"
-        f"<main><h1>{status}</h1><p>{escape(message)}</p><p><a href='/'>Your runs</a></p></main>"
-    )
+def this_page() -> str:
+    """Return the path and query of the current request, for a ``next`` parameter."""
+    return request.full_path.rstrip("?")
+
+
+def error_page(status: int, message: str) -> Response:
+    """Render the error page: the layout with the status, a short message and a link back."""
+    if status == 401:
+        link_url, link_text = url_for("auth.login", next=this_page()), "Log in"
+    else:
+        link_url, link_text = url_for("pages.index"), "Your runs"
+    title = HTTP_STATUS_CODES.get(status, "Error")
+    try:
+        html = render_template(
+            "error.html",
+            status=status,
+            title=title,
+            message=message,
+            link_url=link_url,
+            link_text=link_text,
+        )
+    except Exception:  # the layout needs the session and database: say it plainly without
+        log.exception("could not render the error page of a %s", status)
+        html = (
+            f"<!doctype html><meta charset='utf-8'><title>{escape(title)}</title>"
+            f"<h1>{status} {escape(title)}</h1><p>{escape(message)}</p>"
+        )
     return Response(html, status=status, mimetype="text/html")
 
 
@@ -112,9 +148,9 @@ def respond(exc: RunArchiveError) -> Response:
     """Turn a library or web error into the response the client gets."""
     status = status_of(exc)
     if wants_page():
-        if isinstance(exc, Unauthorized):
-            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))  # type: ignore[return-value]
-        response = _page(status, str(exc))
+        if isinstance(exc, Unauthorized) and request.endpoint in PAGE_ENDPOINTS:
+            return redirect(url_for("auth.login", next=this_page()))  # type: ignore[return-value]
+        response = error_page(status, str(exc))
     else:
         response = jsonify(error_body(exc))
         response.status_code = status
@@ -127,7 +163,7 @@ def respond(exc: RunArchiveError) -> Response:
 
 def _http(code: str, status: int, message: str) -> Response:
     if wants_page():
-        return _page(status, message)
+        return error_page(status, message)
     response = jsonify({"error": {"code": code, "message": message}})
     response.status_code = status
     return response
