@@ -16,8 +16,14 @@ message and a link back): on the pages themselves (dashboard, runs, login) alway
 other URL when the ``Accept`` header prefers ``text/html`` over ``application/json`` — a browser
 navigating. ``Accept: application/json``, ``*/*`` (a tie goes to JSON) or no ``Accept`` get the
 JSON document, so scripts and the dashboard's ``fetch`` calls see the API's contract unchanged.
-Anonymous visitors of a page are sent to the login form instead of a 401; an anonymous browser
-on an API URL gets the 401 page with a link to it.
+Anonymous visitors of a page are sent to the login form instead of a 401 — ours, or in a host
+app with an access policy the host's (its Flask-Login ``unauthorized()``: its login view with
+``next``, or its own answer); an anonymous browser on an API URL gets the 401 page.
+
+In runarchive's own app these handlers cover every URL; in a host app only our blueprints'
+(they are registered on each blueprint too), so the host's own errors stay the host's. An
+``abort()`` with a ready response (an access policy answering with the host's own page) is
+sent as it is.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import logging
 from typing import Any
 
 import redis
-from flask import Flask, Response, jsonify, redirect, render_template, request, url_for
+from flask import Response, current_app, jsonify, redirect, render_template, request, url_for
+from flask.sansio.scaffold import Scaffold
 from flask_wtf.csrf import CSRFError  # type: ignore[import-untyped]
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
@@ -34,6 +41,8 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from runarchive.core import InvalidArchive, Locked, NoSpace, RunArchiveError
 from runarchive.jobs import JobRunning
+
+from .mount import mount, template
 
 log = logging.getLogger(__name__)
 
@@ -115,20 +124,38 @@ def wants_page() -> bool:
 
 
 def this_page() -> str:
-    """Return the path and query of the current request, for a ``next`` parameter."""
-    return request.full_path.rstrip("?")
+    """Return the path and query of the current request, for a ``next`` parameter.
+
+    The script root is included: behind a dispatcher the path alone would lose the prefix.
+    """
+    return request.script_root + request.full_path.rstrip("?")
+
+
+def login_redirect() -> Response | None:
+    """Send an anonymous browser to the login: ours, else the host's (None: nobody's; 401)."""
+    if mount().own_login:
+        found: Response = redirect(url_for("auth.login", next=this_page()))  # type: ignore[assignment]
+        return found
+    manager = getattr(current_app, "login_manager", None)
+    if manager is None:
+        return None
+    try:
+        answer: Response = current_app.make_response(manager.unauthorized())
+    except HTTPException as exc:  # no login view: the host's 401 (or its ready response)
+        return exc.response if isinstance(exc.response, Response) else None
+    return answer
 
 
 def error_page(status: int, message: str) -> Response:
     """Render the error page: the layout with the status, a short message and a link back."""
-    if status == 401:
+    if status == 401 and mount().own_login:
         link_url, link_text = url_for("auth.login", next=this_page()), "Log in"
     else:
-        link_url, link_text = url_for("pages.index"), "Your runs"
+        link_url, link_text = url_for(mount().home_endpoint), "Your runs"
     title = HTTP_STATUS_CODES.get(status, "Error")
     try:
         html = render_template(
-            "error.html",
+            template("error.html"),
             status=status,
             title=title,
             message=message,
@@ -148,9 +175,10 @@ def respond(exc: RunArchiveError) -> Response:
     """Turn a library or web error into the response the client gets."""
     status = status_of(exc)
     if wants_page():
+        login = None
         if isinstance(exc, Unauthorized) and request.endpoint in PAGE_ENDPOINTS:
-            return redirect(url_for("auth.login", next=this_page()))  # type: ignore[return-value]
-        response = error_page(status, str(exc))
+            login = login_redirect()
+        response = login or error_page(status, str(exc))
     else:
         response = jsonify(error_body(exc))
         response.status_code = status
@@ -169,8 +197,11 @@ def _http(code: str, status: int, message: str) -> Response:
     return response
 
 
-def register_error_handlers(app: Flask) -> None:
-    """Install the handlers that give every error the JSON (or page) shape above."""
+def register_error_handlers(app: Scaffold) -> None:
+    """Install the handlers that give every error the JSON (or page) shape above.
+
+    ``app`` is our own Flask app (every URL) or one of our blueprints (its routes only).
+    """
 
     @app.errorhandler(RunArchiveError)
     def _library(exc: RunArchiveError) -> Response:
@@ -188,6 +219,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_exc(exc: HTTPException) -> Response:
+        if isinstance(exc.response, Response):  # abort(response): the answer is given
+            return exc.response
         status = exc.code or 500
         name = (exc.name or "error").lower().replace(" ", "_")
         response = _http(name, status, exc.description or exc.name)
