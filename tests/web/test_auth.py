@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from runarchive.web.db import db
 from runarchive.web.models import ApiToken, User
+from runarchive.web.throttle import human_duration
 from tests.web.webutil import PASSWORD, WebEnv, csrf_of, login
 
 
@@ -153,3 +156,47 @@ def test_repeated_failed_logins_are_throttled_with_429(web: WebEnv) -> None:
     assert refused.status_code == 429
     assert int(refused.headers["Retry-After"]) > 0
     assert "Too many failed logins" in refused.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [
+        (297, "5 minutes"),
+        (300, "5 minutes"),
+        (60, "1 minute"),
+        (61, "2 minutes"),
+        (40, "40 seconds"),
+        (1, "1 second"),
+        (3600, "1 hour"),
+        (5400, "2 hours"),
+    ],
+)
+def test_a_wait_is_said_in_words_rounded_up(seconds: int, words: str) -> None:
+    assert human_duration(seconds) == words
+
+
+def test_a_throttled_login_shows_the_login_page_as_html_saying_when_to_retry(web: WebEnv) -> None:
+    client = web.app.test_client()
+    for _ in range(3):  # the module's limit
+        token = csrf_of(client)
+        wrong = client.post(
+            "/login", data={"username": "mallory", "password": "guess-guess", "csrf_token": token}
+        )
+        assert wrong.status_code == 401
+    token = csrf_of(client)
+    refused = client.post(
+        "/login", data={"username": "mallory", "password": "guess-again", "csrf_token": token}
+    )
+    assert refused.status_code == 429
+    assert refused.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    page = refused.get_data(as_text=True)
+    assert 'href="/static/css/app.css"' in page and 'id="username"' in page  # the form
+    error = re.search(
+        r'<p class="alert alert-error" role="alert" id="login-error">([^<]*)</p>', page
+    )
+    assert error is not None
+    # The module's window is 60 s: "in 1 minute", or seconds once the clock has moved on.
+    assert re.fullmatch(
+        r"Too many failed logins; try again in (1 minute|[1-5]?[0-9] seconds?)\.", error.group(1)
+    ), error.group(1)

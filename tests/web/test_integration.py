@@ -63,3 +63,22 @@ def test_without_a_policy_the_header_means_nothing(web: WebEnv) -> None:
     client = web.fresh_browser(None)
     response = client.get(f"/runs/{run.runid}/archive/list", headers={"X-Host-User": "host-owner"})
     assert response.status_code == 401
+
+
+def test_a_policy_that_denies_refuses_even_the_runs_owner(web: WebEnv) -> None:
+    run = web.new_run(public=True)  # alice's, and public: "deny" still wins
+    web.app.config["RUNARCHIVE_ACCESS_POLICY"] = lambda runid: "deny"
+    try:
+        owner = web.as_role("owner")
+        listing = owner.get(f"/runs/{run.runid}/archive/list")
+        assert listing.status_code == 403
+        assert listing.get_json()["error"]["code"] == "forbidden"
+        page = owner.get(f"/runs/{run.runid}/archive")
+        assert page.status_code == 403 and page.mimetype == "text/html"
+        anonymous = web.as_role("anonymous").get(f"/runs/{run.runid}/archive/list")
+        assert anonymous.status_code == 403  # denied, not "log in"
+        refused = owner.post(f"/runs/{run.runid}/rq/api/archive", json={})
+        assert refused.status_code == 403
+        assert running_job(web.ctx, run.runid) is None
+    finally:
+        web.app.config.pop("RUNARCHIVE_ACCESS_POLICY")

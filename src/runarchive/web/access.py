@@ -5,10 +5,19 @@
   ``PUBLIC`` marker file.
 * **Write** (archive, restore, delete, job info with its traceback): owners and admins only.
 
-A host application can add its own rules with the ``RUNARCHIVE_ACCESS_POLICY`` app config: a
-callable ``policy(runid) -> "write" | "read" | None`` called inside the request (so it may read
-the host's own session or headers); ``"write"``/``"read"`` grant that access, ``None`` leaves
-the decision to the rules above. See ``docs/integration.md``.
+A host application can add its own rules with an access policy (``init_app(app,
+access_policy=…)``, or the ``RUNARCHIVE_ACCESS_POLICY`` app config of ``create_app``): a
+callable ``policy(runid) -> "write" | "read" | "deny" | None`` called inside the request (so it
+may read the host's own session or headers). ``"write"``/``"read"`` grant that access;
+``"deny"`` refuses (403), whatever the rules above say; ``None`` leaves the decision to the rules
+above — in a host app that uses its own login there are no runarchive users then, so ``None``
+means "anonymous": a ``PUBLIC`` run is readable, any other answers 401, which sends a browser
+to the host's login. The policy may also ``abort()`` with a response of its own, which is sent
+as it is. See ``docs/integration.md``.
+
+Who "the user" is: with runarchive's own login, the session's or API token's user; with the
+host's login, only the user of a personal API token (``Authorization: Bearer``) — the host's
+users reach runarchive through the policy alone.
 
 Order of checks, so nothing leaks to people who may not see the run: the run id is validated
 first (400, before any filesystem access); then the rule is applied (401 when nobody is logged
@@ -21,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import current_app
+from flask import current_app, g
 from flask_login import current_user  # type: ignore[import-untyped]
 
 from runarchive.core import NotFound, RunArchiveError, open_run, validate_runid
@@ -32,9 +41,12 @@ from .db import db
 from .deployment import deployment
 from .errors import Forbidden, Unauthorized
 from .models import User
+from .mount import mount
 
 PUBLIC_MARKER = "PUBLIC"
 POLICY = "RUNARCHIVE_ACCESS_POLICY"
+TOKEN_USER = "runarchive_token_user"  # g key: the API token's user, under the host's login
+DENY = "deny"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +58,14 @@ class RunView:
     public: bool
     can_read: bool
     can_write: bool
+    denied: bool = False  # the host's policy said "deny"
 
 
 def user() -> User | None:
     """Return the logged-in user (session or API token), or None."""
+    if not mount().own_login:  # the host's login: current_user is the host's, not ours
+        token_user: User | None = g.get(TOKEN_USER)
+        return token_user
     if current_user.is_authenticated:
         found: User = current_user._get_current_object()
         return found
@@ -85,12 +101,14 @@ def view(runid: str) -> RunView:
     run_dir = find_run(deployment().settings, runid)
     public = is_public(run_dir)
     grant = _host_grant(runid)
+    if grant == DENY:
+        return RunView(runid, run_dir, public, False, False, denied=True)
     write = grant == "write" or may_write(user(), runid)
     return RunView(runid, run_dir, public, write or public or grant == "read", write)
 
 
-def _refuse(runid: str, verb: str) -> None:
-    if user() is None:
+def _refuse(runid: str, verb: str, denied: bool) -> None:
+    if user() is None and not denied:
         raise Unauthorized("Log in, or send a personal API token (Authorization: Bearer …).")
     raise Forbidden(f"You may not {verb} run {runid}.")
 
@@ -99,7 +117,7 @@ def require_read(runid: str) -> RunView:
     """Return the run if the current user may read it; raise 400/401/403/404."""
     found = view(runid)
     if not found.can_read:
-        _refuse(runid, "read")
+        _refuse(runid, "read", found.denied)
     if found.run_dir is None:
         raise NotFound(f"Run {runid} not found.")
     return found
@@ -108,6 +126,7 @@ def require_read(runid: str) -> RunView:
 def require_write(runid: str) -> RunView:
     """Return the run if the current user may change it; raise 400/401/403/404."""
     validate_runid(runid)
-    if _host_grant(runid) != "write" and not may_write(user(), runid):
-        _refuse(runid, "change")
+    grant = _host_grant(runid)
+    if grant != "write" and (grant == DENY or not may_write(user(), runid)):
+        _refuse(runid, "change", grant == DENY)
     return require_read(runid)

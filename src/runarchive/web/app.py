@@ -1,16 +1,24 @@
-"""The app factory: settings, extensions and blueprints assembled into one Flask app.
+"""The app factory, and ``init_app``: runarchive's blueprints registered on a Flask app.
 
 Nothing is created at import time, so gunicorn builds one app per worker process after
 forking. Blueprints, one module per area: ``archive`` (dashboard, list, download), ``rq_api``
 (jobs and delete), ``status`` (websocket), ``auth`` (login, logout, tokens, CSRF), ``pages``
-(runs, health, OpenAPI). Settings come from the environment (``settings.py`` and the jobs
-layer's ``Settings``); see ``docs/configuration.md`` and ``docs/api.md``.
+(runs, health, OpenAPI), and ``runarchive`` (``mount.py``: templates and static files).
+Settings come from the environment (``settings.py`` and the jobs layer's ``Settings``); see
+``docs/configuration.md`` and ``docs/api.md``.
+
+``create_app`` builds runarchive's own app and mounts everything at ``/`` with ``init_app``'s
+machinery; a host application calls ``init_app`` itself (``docs/integration.md`` §1). The
+difference, recorded in the app's ``Mount``: in its own app runarchive owns the session
+cookie, every error page and every response header; in a host it touches only the requests
+of its blueprints, and with an access policy it uses the host's login and session.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from flask import Flask
@@ -21,11 +29,20 @@ from runarchive.jobs import Settings
 from runarchive.jobs.config import ENV as JOBS_ENV
 
 from . import archive, auth, db, deployment, errors, pages, rq_api, security, status
+from .access import POLICY
+from .mount import EXTENSION, Mount, assets
 from .settings import SETTINGS, WebSettings, default_database_url, secret_key_for
 
 # Settings a test_config may give by their environment variable name.
 _ENV_NAMES = frozenset(JOBS_ENV.values()) | {s.env for s in SETTINGS.values()}
 _ENV_NAMES |= {"RUNARCHIVE_REDIS_URL", "RUNARCHIVE_SECRET_KEY"}
+
+BLUEPRINTS = (assets, archive.bp, rq_api.bp, status.bp, pages.bp, auth.bp)
+
+# Errors raised in our views get our answers even in a host app, whose own handlers stay in
+# charge of its URLs. Blueprint handlers must be set before a blueprint is first registered.
+for _bp in BLUEPRINTS:
+    errors.register_error_handlers(_bp)
 
 
 def _environment(config: Mapping[str, Any]) -> dict[str, str]:
@@ -45,11 +62,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     env = _environment(config)
     jobs_settings: Settings = config.pop("JOBS_SETTINGS", None) or Settings.from_env(env)
     web: WebSettings = config.pop("WEB_SETTINGS", None) or WebSettings.from_env(env)
-    if jobs_settings.runs_root is None:
-        raise InvalidInput("No runs root configured: set RUNARCHIVE_RUNS_ROOT or --runs-root.")
+    _require_runs_root(jobs_settings)
     testing = bool(config.get("TESTING"))
 
-    app = Flask("runarchive.web")  # the package: templates/ and static/ live there
+    # Templates and static files come from the "runarchive" blueprint, as in a host app.
+    app = Flask("runarchive.web", static_folder=None, template_folder=None)
     app.config.from_mapping(
         SECRET_KEY=config.get("SECRET_KEY") or secret_key_for(web, jobs_settings.data_dir, testing),
         SESSION_COOKIE_NAME="runarchive_session",
@@ -57,12 +74,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SECURE=web.secure_cookies,
         MAX_CONTENT_LENGTH=64 * 1024,
-        WS_PING_INTERVAL=web.ws_ping_interval,
-        WS_MAX_SOCKETS_PER_USER=web.ws_max_sockets_per_user,
-        WS_BACKLOG_BYTES=web.ws_backlog_bytes,
-        POLL_INTERVAL_MS=1000,
-        LOGIN_MAX_FAILURES=web.login_max_failures,
-        LOGIN_WINDOW=web.login_window,
         DATABASE_URL=web.database_url or default_database_url(jobs_settings.data_dir),
     )
     app.config.update({k: v for k, v in config.items() if k not in _ENV_NAMES})
@@ -70,17 +81,89 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=web.proxy_hops, x_proto=web.proxy_hops, x_host=web.proxy_hops
         )
-
-    db.init_app(app, app.config["DATABASE_URL"])
-    dep = deployment.init_app(app, jobs_settings)
-    errors.register_error_handlers(app)
-    security.init_app(app)
-    auth.init_app(app)
-    app.register_blueprint(archive.bp)
-    app.register_blueprint(rq_api.bp)
-    app.register_blueprint(pages.bp)
-    status.init_app(app, dep, app.config.get("WS_MAX_SOCKETS", web.max_sockets))
+    errors.register_error_handlers(app)  # every URL of our own app: unknown ones too
+    _install(app, jobs_settings, web, Mount("", True, True, "pages.index"))
     return app
+
+
+def init_app(
+    app: Flask,
+    *,
+    url_prefix: str = "",
+    access_policy: Callable[[str], str | None] | None = None,
+    settings: Settings | None = None,
+    web_settings: WebSettings | None = None,
+    home_endpoint: str | None = None,
+) -> Mount:
+    """Register runarchive's dashboard, API, downloads and websocket on host app ``app``.
+
+    Every route answers under ``url_prefix`` (``""`` or ``"/name"``). With ``access_policy``
+    (``policy(runid) -> "write" | "read" | "deny" | None``, see ``access.py``) runarchive uses
+    the host's login and session: our login blueprint is not registered, anonymous browsers
+    get the host's Flask-Login ``unauthorized()`` (its login view, with ``next``), and the
+    policy may also ``abort()`` with the host's own response. Without a policy runarchive's
+    own accounts and login form serve under the prefix (the host must not use Flask-Login
+    then). ``settings``/``web_settings`` default to the environment; ``home_endpoint`` is
+    where our "Runs" links go (default: our runs page). The host must have a ``SECRET_KEY``.
+    """
+    if url_prefix and (not url_prefix.startswith("/") or url_prefix.endswith("/")):
+        raise ValueError(
+            f"url_prefix must be empty or '/name' without a trailing '/': {url_prefix!r}"
+        )
+    if not app.config.get("SECRET_KEY"):
+        raise ValueError(
+            "The host app needs a SECRET_KEY: runarchive signs its CSRF tokens with it."
+        )
+    own_login = access_policy is None
+    if own_login and getattr(app, "login_manager", None) is not None:
+        raise ValueError(
+            "The host app uses Flask-Login: pass access_policy=… to use the host's login."
+        )
+    jobs_settings = settings or Settings.from_env()
+    _require_runs_root(jobs_settings)
+    web = web_settings or WebSettings.from_env()
+    if access_policy is not None:
+        app.config[POLICY] = access_policy
+    mount = Mount(url_prefix, own_login, False, home_endpoint or "pages.index")
+    return _install(app, jobs_settings, web, mount)
+
+
+def _require_runs_root(settings: Settings) -> None:
+    if settings.runs_root is None:
+        raise InvalidInput("No runs root configured: set RUNARCHIVE_RUNS_ROOT or --runs-root.")
+
+
+def _install(app: Flask, jobs_settings: Settings, web: WebSettings, mount: Mount) -> Mount:
+    """Attach database, jobs, security, auth, blueprints and relay to ``app`` as ``mount``."""
+    for key, value in (
+        ("WS_PING_INTERVAL", web.ws_ping_interval),
+        ("WS_MAX_SOCKETS_PER_USER", web.ws_max_sockets_per_user),
+        ("WS_BACKLOG_BYTES", web.ws_backlog_bytes),
+        ("POLL_INTERVAL_MS", 1000),
+        ("LOGIN_MAX_FAILURES", web.login_max_failures),
+        ("LOGIN_WINDOW", web.login_window),
+    ):
+        app.config.setdefault(key, value)
+    ours = [bp for bp in BLUEPRINTS if bp is not auth.bp or mount.own_login]
+    mount = replace(mount, blueprints=frozenset(bp.name for bp in ours))
+    app.extensions[EXTENSION] = mount
+    app.jinja_env.globals["runarchive"] = mount
+    database_url = app.config["DATABASE_URL"] if mount.own_app else None
+    db.init_app(
+        app, database_url or web.database_url or default_database_url(jobs_settings.data_dir)
+    )
+    dep = deployment.init_app(app, jobs_settings)
+    security.init_app(app)
+    host_csrf = app.extensions.get("csrf")
+    if host_csrf is not None and host_csrf is not auth.csrf:
+        for blueprint in BLUEPRINTS:  # past the host's global CSRF check: we check our own
+            host_csrf.exempt(blueprint)
+    auth.init_app(app, own_login=mount.own_login, url_prefix=mount.url_prefix)
+    for blueprint in (assets, archive.bp, rq_api.bp, pages.bp):
+        app.register_blueprint(blueprint, url_prefix=mount.url_prefix)
+    max_sockets = app.config.get("WS_MAX_SOCKETS", web.max_sockets)
+    status.init_app(app, dep, max_sockets, url_prefix=mount.url_prefix)
+    return mount
 
 
 def shutdown(app: Flask) -> None:

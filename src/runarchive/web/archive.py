@@ -31,6 +31,7 @@ from runarchive.jobs import Event, Trigger, running_job
 
 from . import access
 from .deployment import jobs
+from .mount import mount, template
 
 bp = Blueprint("archive", __name__)
 
@@ -65,6 +66,7 @@ def dashboard_config(runid: str, can_write: bool) -> dict[str, Any]:
             # A path: the page picks ws:// or wss:// from its own location (werkzeug would
             # build an absolute ws:// URL, wrong behind TLS).
             "ws": urlsplit(url_for("status.archive_stream", runid=runid)).path,
+            "login": _login_url(),
         },
         "constants": {
             "triggers": {t.name: t.value for t in Trigger},
@@ -76,13 +78,21 @@ def dashboard_config(runid: str, can_write: bool) -> dict[str, Any]:
     }
 
 
+def _login_url() -> str | None:
+    """Return where a browser logs in: our form, else the host's Flask-Login view, if any."""
+    if mount().own_login:
+        return url_for("auth.login")
+    view = getattr(getattr(current_app, "login_manager", None), "login_view", None)
+    return url_for(view) if isinstance(view, str) else None
+
+
 @bp.get("/runs/<runid>/archive")
 def rq_archive_dashboard(runid: str) -> str:
     """Show the run's archive dashboard."""
     found = access.require_read(runid)
     config = dashboard_config(runid, found.can_write)
     return render_template(
-        "archive/dashboard.html",
+        template("archive/dashboard.html"),
         runid=runid,
         can_write=found.can_write,
         config_json=_json_for_script(config),

@@ -17,6 +17,10 @@
   ``runarchive tokens create``). Such requests ignore any session cookie, are exempt from CSRF
   (a cross-site page cannot set that header), and get 401 when the token is unknown.
 * Failed logins are throttled (``throttle.py``).
+* Mounted in a host app with an access policy, the host's login and session are used instead:
+  none of the above is installed but the API tokens and the CSRF check, and those only on
+  runarchive's own requests — the host's Flask-Login manager, CSRF setup and forms stay as
+  they are (its global CSRF check, if any, exempts our blueprints, which check their own).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from flask import (
     Flask,
     current_app,
     g,
+    make_response,
     redirect,
     render_template,
     request,
@@ -36,14 +41,15 @@ from flask import (
     url_for,
 )
 from flask_login import LoginManager, login_user, logout_user  # type: ignore[import-untyped]
-from flask_wtf.csrf import CSRFProtect  # type: ignore[import-untyped]
+from flask_wtf.csrf import CSRFProtect, generate_csrf  # type: ignore[import-untyped]
 from werkzeug.wrappers import Response
 
 from . import accounts
-from .access import POLICY, user
+from .access import POLICY, TOKEN_USER, user
 from .db import db
 from .errors import TooManyAttempts, Unauthorized
 from .models import User
+from .mount import is_ours, mount, template
 from .throttle import LoginThrottle
 
 bp = Blueprint("auth", __name__)
@@ -94,6 +100,8 @@ def _authenticate_request() -> None:
     credentials to abuse and gets the route's plain 401 — unless a host access policy is
     installed, which may trust the host's own cookies, so every browser POST is checked then.
     """
+    if not is_ours():
+        return
     if bearer_token() is not None:
         if user() is None:
             raise Unauthorized("Invalid API token.")
@@ -106,13 +114,30 @@ def _authenticate_request() -> None:
         csrf.protect()
 
 
+def _authenticate_host_request() -> None:
+    """Under the host's login: find an API token's user; check CSRF on every browser POST."""
+    if not is_ours():
+        return
+    token = bearer_token()
+    if token is not None:
+        found = accounts.user_for_token(db().session, token) if token else None
+        if found is None:
+            raise Unauthorized("Invalid API token.")
+        g.setdefault(TOKEN_USER, found)
+        g.api_token = True
+        return
+    if request.method in UNSAFE_METHODS:
+        csrf.protect()
+
+
 def safe_next(target: str | None) -> str:
-    """Return ``target`` if it is a path on this site, else ``/`` (no open redirects)."""
+    """Return ``target`` if it is a path on this site, else the runs page (no open redirects)."""
+    home: str = url_for(mount().home_endpoint)
     if not target or "\\" in target or any(ord(ch) < 32 for ch in target):
-        return "/"
+        return home
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return "/"
+        return home
     return target
 
 
@@ -127,7 +152,9 @@ def login() -> Response | str:
     target = request.args.get("next", "")
     if user() is not None:
         return redirect(safe_next(target))
-    return render_template("login.html", error=None, next=safe_next(target) if target else "")
+    return render_template(
+        template("login.html"), error=None, next=safe_next(target) if target else ""
+    )
 
 
 @bp.post("/login")
@@ -140,12 +167,17 @@ def login_post() -> Response | tuple[str, int]:
     try:
         _throttle().check(name, address)
     except TooManyAttempts as exc:
-        page = render_template("login.html", error=str(exc), next=target)
-        return Response(page, status=429, headers={"Retry-After": str(exc.retry_after)})
+        page = make_response(
+            render_template(template("login.html"), error=str(exc), next=target), 429
+        )
+        page.headers["Retry-After"] = str(exc.retry_after)
+        return page
     found = accounts.authenticate(db().session, name, password)
     if found is None:
         _throttle().failed(name, address)
-        return render_template("login.html", error="Wrong user name or password.", next=target), 401
+        return render_template(
+            template("login.html"), error="Wrong user name or password.", next=target
+        ), 401
     _throttle().succeeded(name)
     _new_session()
     login_user(found)
@@ -170,10 +202,24 @@ def logout() -> Response:
     return redirect(url_for("auth.login"))
 
 
-def init_app(app: Flask) -> None:
-    """Install sessions, API tokens, CSRF and login throttling on ``app``."""
-    app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in _authenticate_request
+def init_app(app: Flask, *, own_login: bool = True, url_prefix: str = "") -> None:
+    """Install sessions (own login only), API tokens, CSRF and login throttling on ``app``."""
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
+    if not own_login:
+        # The host's session carries the CSRF token; flask-wtf's settings without its global
+        # check (the host's own forms are the host's business).
+        for key, value in (
+            ("WTF_CSRF_ENABLED", True),
+            ("WTF_CSRF_METHODS", set(UNSAFE_METHODS)),
+            ("WTF_CSRF_FIELD_NAME", "csrf_token"),
+            ("WTF_CSRF_HEADERS", ["X-CSRFToken", "X-CSRF-Token"]),
+            ("WTF_CSRF_SSL_STRICT", True),
+        ):
+            app.config.setdefault(key, value)
+        app.jinja_env.globals.setdefault("csrf_token", generate_csrf)
+        app.before_request(_authenticate_host_request)
+        return
+    app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked in _authenticate_request
     login_manager.user_loader(_load_session_user)
     login_manager.request_loader(_load_token_user)
     login_manager.init_app(app)
@@ -182,4 +228,4 @@ def init_app(app: Flask) -> None:
         app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW"]
     )
     app.before_request(_authenticate_request)
-    app.register_blueprint(bp)
+    app.register_blueprint(bp, url_prefix=url_prefix)

@@ -10,8 +10,20 @@ with three exceptions chosen for the API's fixed set of codes (400/401/403/404/4
 * A Redis connection failure anywhere becomes **503** ``queue_unavailable``.
 
 ``Locked`` adds ``"locked_files"`` and ``JobRunning`` adds ``"job_id"`` to the error object.
-Pages (not the JSON API) get the same status with a short HTML message; anonymous visitors of a
-page are sent to the login form instead of a 401.
+
+Browsers get the same status as an HTML page instead (``error.html``: the layout, the status, the
+message and a link back): on the pages themselves (dashboard, runs, login) always, and on any
+other URL when the ``Accept`` header prefers ``text/html`` over ``application/json`` — a browser
+navigating. ``Accept: application/json``, ``*/*`` (a tie goes to JSON) or no ``Accept`` get the
+JSON document, so scripts and the dashboard's ``fetch`` calls see the API's contract unchanged.
+Anonymous visitors of a page are sent to the login form instead of a 401 — ours, or in a host
+app with an access policy the host's (its Flask-Login ``unauthorized()``: its login view with
+``next``, or its own answer); an anonymous browser on an API URL gets the 401 page.
+
+In runarchive's own app these handlers cover every URL; in a host app only our blueprints'
+(they are registered on each blueprint too), so the host's own errors stay the host's. An
+``abort()`` with a ready response (an access policy answering with the host's own page) is
+sent as it is.
 """
 
 from __future__ import annotations
@@ -20,13 +32,17 @@ import logging
 from typing import Any
 
 import redis
-from flask import Flask, Response, jsonify, redirect, request, url_for
+from flask import Response, current_app, jsonify, redirect, render_template, request, url_for
+from flask.sansio.scaffold import Scaffold
 from flask_wtf.csrf import CSRFError  # type: ignore[import-untyped]
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
 
 from runarchive.core import InvalidArchive, Locked, NoSpace, RunArchiveError
 from runarchive.jobs import JobRunning, QueueUnavailable
+
+from .mount import mount, template
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +112,62 @@ def error_body(exc: RunArchiveError) -> dict[str, Any]:
 
 
 def wants_page() -> bool:
-    """Tell whether the current request is for a browser page rather than the JSON API."""
-    return request.endpoint in PAGE_ENDPOINTS
+    """Tell whether to answer the current request with an HTML page rather than JSON.
+
+    The pages always; any other URL when the client prefers ``text/html`` over
+    ``application/json`` (a browser navigating). A tie — ``*/*``, or no ``Accept`` — is JSON.
+    """
+    if request.endpoint in PAGE_ENDPOINTS:
+        return True
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "text/html"
 
 
-def _page(status: int, message: str) -> Response:
-    html = (
-        "<!doctype html><meta charset='utf-8'><title>runarchive</title>"
-        f"<main><h1>{status}</h1><p>{escape(message)}</p><p><a href='/'>Your runs</a></p></main>"
-    )
+def this_page() -> str:
+    """Return the path and query of the current request, for a ``next`` parameter.
+
+    The script root is included: behind a dispatcher the path alone would lose the prefix.
+    """
+    return request.script_root + request.full_path.rstrip("?")
+
+
+def login_redirect() -> Response | None:
+    """Send an anonymous browser to the login: ours, else the host's (None: nobody's; 401)."""
+    if mount().own_login:
+        found: Response = redirect(url_for("auth.login", next=this_page()))  # type: ignore[assignment]
+        return found
+    manager = getattr(current_app, "login_manager", None)
+    if manager is None:
+        return None
+    try:
+        answer: Response = current_app.make_response(manager.unauthorized())
+    except HTTPException as exc:  # no login view: the host's 401 (or its ready response)
+        return exc.response if isinstance(exc.response, Response) else None
+    return answer
+
+
+def error_page(status: int, message: str) -> Response:
+    """Render the error page: the layout with the status, a short message and a link back."""
+    if status == 401 and mount().own_login:
+        link_url, link_text = url_for("auth.login", next=this_page()), "Log in"
+    else:
+        link_url, link_text = url_for(mount().home_endpoint), "Your runs"
+    title = HTTP_STATUS_CODES.get(status, "Error")
+    try:
+        html = render_template(
+            template("error.html"),
+            status=status,
+            title=title,
+            message=message,
+            link_url=link_url,
+            link_text=link_text,
+        )
+    except Exception:  # the layout needs the session and database: say it plainly without
+        log.exception("could not render the error page of a %s", status)
+        html = (
+            f"<!doctype html><meta charset='utf-8'><title>{escape(title)}</title>"
+            f"<h1>{status} {escape(title)}</h1><p>{escape(message)}</p>"
+        )
     return Response(html, status=status, mimetype="text/html")
 
 
@@ -112,9 +175,10 @@ def respond(exc: RunArchiveError) -> Response:
     """Turn a library or web error into the response the client gets."""
     status = status_of(exc)
     if wants_page():
-        if isinstance(exc, Unauthorized):
-            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))  # type: ignore[return-value]
-        response = _page(status, str(exc))
+        login = None
+        if isinstance(exc, Unauthorized) and request.endpoint in PAGE_ENDPOINTS:
+            login = login_redirect()
+        response = login or error_page(status, str(exc))
     else:
         response = jsonify(error_body(exc))
         response.status_code = status
@@ -127,14 +191,17 @@ def respond(exc: RunArchiveError) -> Response:
 
 def _http(code: str, status: int, message: str) -> Response:
     if wants_page():
-        return _page(status, message)
+        return error_page(status, message)
     response = jsonify({"error": {"code": code, "message": message}})
     response.status_code = status
     return response
 
 
-def register_error_handlers(app: Flask) -> None:
-    """Install the handlers that give every error the JSON (or page) shape above."""
+def register_error_handlers(app: Scaffold) -> None:
+    """Install the handlers that give every error the JSON (or page) shape above.
+
+    ``app`` is our own Flask app (every URL) or one of our blueprints (its routes only).
+    """
 
     @app.errorhandler(RunArchiveError)
     def _library(exc: RunArchiveError) -> Response:
@@ -154,6 +221,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_exc(exc: HTTPException) -> Response:
+        if isinstance(exc.response, Response):  # abort(response): the answer is given
+            return exc.response
         status = exc.code or 500
         name = (exc.name or "error").lower().replace(" ", "_")
         response = _http(name, status, exc.description or exc.name)

@@ -1,5 +1,8 @@
 """Blueprint ``pages``: the user's runs (``/``), the health check and the OpenAPI document.
 
+Under a host's login there are no runarchive users to list runs for (the host's policy answers
+per run and cannot be enumerated): ``/`` then says so and links nowhere but the host's home.
+
 ``/healthz`` answers without authentication and reveals nothing but whether the database and
 Redis answer and how many RQ workers serve the queue: 200 when both answer, 503 otherwise (so a
 load balancer takes an instance out while its Redis is gone).
@@ -20,6 +23,7 @@ from . import accounts, openapi
 from .access import is_public, user
 from .db import db
 from .deployment import deployment, jobs
+from .mount import mount, template
 
 log = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__)
@@ -30,6 +34,8 @@ def index() -> Response | str:
     """List the runs the logged-in user owns (anonymous visitors go to the login form)."""
     who = user()
     if who is None:
+        if not mount().own_login:
+            return render_template(template("index.html"), runs=None)
         found: Response = redirect(url_for("auth.login"))  # type: ignore[assignment]
         return found
     runs = []
@@ -45,7 +51,7 @@ def index() -> Response | str:
                 "dashboard_url": url_for("archive.rq_archive_dashboard", runid=runid),
             }
         )
-    return render_template("index.html", runs=runs)
+    return render_template(template("index.html"), runs=runs)
 
 
 @bp.get("/healthz")

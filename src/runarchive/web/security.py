@@ -8,12 +8,17 @@ site, and no framing. Inline ``style`` attributes stay allowed: they cannot run 
 Every HTML page is ``Cache-Control: no-store``: the pages show run names, archives and the
 session's CSRF token, which neither a shared cache nor the browser's disk (a shared machine,
 the back button after logout) may keep.
+
+In runarchive's own app the headers go on every response; mounted in a host app, only on the
+responses of runarchive's blueprints (the host's pages keep the host's own policy).
 """
 
 from __future__ import annotations
 
 from flask import Flask
 from werkzeug.wrappers import Response
+
+from .mount import is_ours
 
 CSP = "; ".join(
     [
@@ -42,6 +47,8 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _headers(response: Response) -> Response:
+        if not is_ours():
+            return response
         for name, value in HEADERS.items():
             response.headers.setdefault(name, value)
         if response.mimetype == "text/html":

@@ -256,8 +256,8 @@ def _limit_send_time(ws: Any) -> None:
         log.debug("could not set a send timeout on the websocket", exc_info=True)
 
 
-def init_app(app: Flask, dep: Deployment, max_sockets: int) -> Relay:
-    """Register the status blueprint and the process's relay on ``app``."""
+def init_app(app: Flask, dep: Deployment, max_sockets: int, url_prefix: str = "") -> Relay:
+    """Register the status blueprint (under ``url_prefix``) and the process's relay on ``app``."""
     per_user = int(app.config.get("WS_MAX_SOCKETS_PER_USER", MAX_PER_OWNER))
     hub = Relay(
         lambda: dep.context().settings.redis_url or "",
@@ -266,5 +266,5 @@ def init_app(app: Flask, dep: Deployment, max_sockets: int) -> Relay:
         encode=status_frame,
     )
     app.extensions[RELAY] = hub
-    app.register_blueprint(bp)
+    app.register_blueprint(bp, url_prefix=url_prefix)
     return hub

@@ -9,6 +9,7 @@ for strong passwords. A successful login clears its user name's count.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -18,6 +19,23 @@ from .errors import TooManyAttempts
 
 ADDRESS_FACTOR = 4
 MAX_KEYS = 10_000
+
+
+_UNITS = ((3600, "hour"), (60, "minute"), (1, "second"))
+
+
+def human_duration(seconds: float) -> str:
+    """Say a wait in words — "5 minutes", "1 minute", "40 seconds" — in its largest unit.
+
+    The count is rounded up (297 s is "5 minutes", 61 s "2 minutes"), so a user told to wait
+    that long is never refused again for trying too early.
+    """
+    whole = max(1, math.ceil(seconds))
+    for size, unit in _UNITS:
+        if whole >= size:
+            count = math.ceil(whole / size)
+            return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+    raise AssertionError("unreachable: the last unit is one second")
 
 
 class LoginThrottle:
@@ -55,7 +73,8 @@ class LoginThrottle:
                 if len(stamps) >= limit:
                     retry = max(1, int(stamps[0] + self.window - now) + 1)
                     raise TooManyAttempts(
-                        f"Too many failed logins; try again in {retry} s.", retry_after=retry
+                        f"Too many failed logins; try again in {human_duration(retry)}.",
+                        retry_after=retry,
                     )
 
     def failed(self, username: str, address: str) -> None:
