@@ -239,10 +239,14 @@
   function showApiError(err, context) {
     const prefix = context ? `${context}: ` : "";
     const box = showAlert("error", prefix + err.message, err.code);
-    if (err.status === 401) {
+    if (err.status === 401 && config.urls.login) {
+      // The login page the server named (ours, or the host's under init_app), never a guess.
       const next = encodeURIComponent(location.pathname);
+      const sep = config.urls.login.includes("?") ? "&" : "?";
       box.insertBefore(
-        el("a", { href: `/login?next=${next}`, className: "alert-link", text: "Log in again" }),
+        el("a", {
+          href: `${config.urls.login}${sep}next=${next}`, className: "alert-link", text: "Log in again",
+        }),
         box.lastChild,
       );
     }
