@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -67,8 +68,8 @@ def test_usage_errors_exit_2_and_say_what_is_wrong(run: Path) -> None:
     bad_name = cli("restore", run, "../../etc/passwd")
     assert bad_name.returncode == 2
     assert "Invalid archive name" in bad_name.stderr and "Traceback" not in bad_name.stderr
-    too_long = cli("archive", run, "--comment", "x" * 41)
-    assert too_long.returncode == 2 and "limit is 40" in too_long.stderr
+    hidden = cli("archive", run, "--comment", "evil\u202etxt")
+    assert hidden.returncode == 2 and "direction-changing" in hidden.stderr
     assert cli("archive").returncode == 2
     assert not (run / "archives").exists() or list((run / "archives").iterdir()) == []
 
@@ -83,7 +84,11 @@ def test_verify_of_a_damaged_archive_exits_1(run: Path) -> None:
     name = json.loads(cli("archive", run, "--json").stdout)["name"]
     path = run / "archives" / name
     data = bytearray(path.read_bytes())
-    data[len(data) // 3] ^= 0x55
+    # Inside the first entry's data, past its local header's name and extra fields.
+    head = data.index(b"PK\x03\x04")
+    name_len, extra_len = struct.unpack_from("<HH", data, head + 26)
+    at = head + 30 + name_len + extra_len + 2
+    data[at] ^= 0x55
     path.write_bytes(bytes(data))
     out = cli("verify", run, name)
     assert out.returncode == 1 and "DAMAGED" in out.stdout
@@ -120,3 +125,43 @@ def test_local_commands_without_a_redis_url_never_import_rq_redis_or_flask(run: 
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_long_comment_is_cut_to_40_characters_with_a_note_as_everywhere(run: Path) -> None:
+    made = cli("archive", run, "--comment", "calibrated against the 2019 gauge data, v2")
+    assert made.returncode == 0, made.stderr
+    assert (
+        "note: the comment was cut to 40 characters: 'calibrated against the 2019 gauge data,'"
+        in (made.stderr)
+    )
+    [row] = json.loads(cli("list", run, "--json").stdout)["archives"]
+    assert row["comment"] == "calibrated against the 2019 gauge data,"
+
+
+def test_list_prints_plain_aligned_uncut_columns_when_piped(run: Path) -> None:
+    long = "a comment of exactly forty characters ok"
+    names = [json.loads(cli("archive", run, "-c", c, "--json").stdout)["name"] for c in (long, "b")]
+    out = cli("list", run).stdout.splitlines()
+    assert out[0].split() == ["name", "comment", "size", "created", "(UTC)", "files", "ok"]
+    assert len(out) == 3 and long in out[2] and names[0] in out[2] and names[1] in out[1]
+    assert out[1].index(" b ") + 1 == out[0].index("comment")  # aligned under its heading
+    assert not any(ch in "\u2500\u2502\u2026" for line in out for ch in line)  # no box, no …
+
+
+def test_recover_says_what_it_checked_and_found(run: Path) -> None:
+    out = cli("recover", run)
+    assert out.returncode == 0
+    assert out.stdout.strip() == (
+        "recover: checked the journal, state folders and temp files: "
+        "no interrupted restore, nothing left over."
+    )
+
+
+def test_restore_says_how_many_newer_files_it_removes(run: Path) -> None:
+    name = json.loads(cli("archive", run, "--json").stdout)["name"]
+    (run / "made-later.txt").write_text("after the archive\n")
+    (run / "also-later.dat").write_bytes(b"x" * 2048)
+    done = cli("restore", run, name)
+    assert done.returncode == 0, done.stderr
+    assert "This restore removes 2 files created since the archive (2.0 KiB)" in done.stderr
+    assert not (run / "made-later.txt").exists()

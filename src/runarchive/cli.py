@@ -32,16 +32,20 @@ from . import __version__
 from .core import (
     ProgressCallback,
     ProgressEvent,
+    RecoverResult,
     RunArchiveError,
     create_archive,
     delete_archive,
     list_archives,
+    parse_comment,
+    preview_restore,
     purge_trash,
     recover_run,
     restore_archive,
     verify_archive,
 )
 from .core.fsutil import human_bytes
+from .core.names import MAX_COMMENT_CHARS
 
 F = TypeVar("F", bound=Callable[..., Any])
 err = Console(stderr=True, soft_wrap=True)
@@ -77,8 +81,8 @@ def reporting(as_json: bool, label: str) -> Iterator[ProgressCallback | None]:
             yield None
         else:
             with Progress(
-                TextColumn(label), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                console=err, transient=True,
+                TextColumn(label), BarColumn(), DownloadColumn(binary_units=True),
+                TimeRemainingColumn(), console=err, transient=True,
             ) as bar:  # fmt: skip
                 task = bar.add_task(label, total=None)
 
@@ -165,11 +169,12 @@ def archive(
     run_dir: Path, comment: str, redis_url: str | None, no_locks: bool, as_json: bool
 ) -> None:
     """Create a new archive of RUN_DIR under RUN_DIR/archives/."""
+    stored = _comment(comment, as_json)
     with (
         reporting(as_json, "archiving") as progress,
         service_rules(run_dir, "archive", redis_url, no_locks) as hold,
     ):
-        result = create_archive(run_dir, comment, progress=progress)
+        result = create_archive(run_dir, stored, progress=progress)
         if hold is not None:
             hold.archive_ready(result.name)
     text = f"Archive ready: {result.name} ({result.files} files, {human_bytes(result.size)})"
@@ -178,6 +183,18 @@ def archive(
     for skipped in result.skipped:
         text += f"\nwarning: skipped {skipped}"
     emit(as_json, result, text)
+
+
+def _comment(comment: str, as_json: bool) -> str:
+    """Apply the comment rule of every interface; say on stderr when the comment was cut."""
+    with reporting(as_json, ""):
+        parsed = parse_comment(comment)
+    if parsed.cut:
+        err.print(
+            f"note: the comment was cut to {MAX_COMMENT_CHARS} characters: {parsed.text!r}",
+            highlight=False, markup=False,
+        )  # fmt: skip
+    return parsed.text
 
 
 @cli.command("list")
@@ -190,15 +207,28 @@ def list_cmd(run_dir: Path, as_json: bool) -> None:
     if as_json:
         emit(True, {"archives": infos}, "")
         return
-    table = Table("comment", "size", "created (UTC)", "files", "ok")
+    if not infos:
+        click.echo("No archives yet.")
+        return
+    rows = [
+        (info.name, info.comment, human_bytes(info.size),
+         info.created.strftime("%Y-%m-%d %H:%M:%S"), str(info.files),
+         "yes" if info.readable else f"NO: {info.error}")
+        for info in infos
+    ]  # fmt: skip
+    heads = ("name", "comment", "size", "created (UTC)", "files", "ok")
+    out = Console()
+    if not out.is_terminal:
+        # Piped or redirected: plain aligned columns, nothing cut or wrapped, for scripts.
+        widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads))]
+        for row in [heads, *rows]:
+            click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        return
+    table = Table(*heads[1:])
     table.columns.insert(0, Column("name", no_wrap=True))
-    for info in infos:
-        table.add_row(
-            info.name, info.comment, human_bytes(info.size),
-            info.created.strftime("%Y-%m-%d %H:%M:%S"), str(info.files),
-            "yes" if info.readable else f"NO: {info.error}",
-        )  # fmt: skip
-    Console().print(table) if infos else click.echo("No archives yet.")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
 
 
 @cli.command()
@@ -223,13 +253,19 @@ def verify(run_dir: Path, name: str, as_json: bool) -> None:
     "--allow-external-links", is_flag=True,
     help="Restore symlinks that point outside the run (refused by default).",
 )  # fmt: skip
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before removing newer files.")
 @lock_options
 @json_option
 def restore(
-    run_dir: Path, name: str, allow_external_links: bool, redis_url: str | None,
+    run_dir: Path, name: str, allow_external_links: bool, yes: bool, redis_url: str | None,
     no_locks: bool, as_json: bool,
 ) -> None:  # fmt: skip
-    """Replace the content of RUN_DIR (all but archives/) with archive NAME."""
+    """Replace the content of RUN_DIR (all but archives/) with archive NAME.
+
+    Files of the run that the archive does not hold are removed; the command says how many
+    first, and asks on a terminal unless --yes.
+    """
+    _confirm_removals(run_dir, name, yes, as_json)
     with (
         reporting(as_json, "restoring") as progress,
         service_rules(run_dir, "restore", redis_url, no_locks, name) as hold,
@@ -246,6 +282,25 @@ def restore(
     sys.stdout.flush()
     # The user has the answer; deleting the replaced tree can take its time now.
     purge_trash(run_dir)
+
+
+def _confirm_removals(run_dir: Path, name: str, yes: bool, as_json: bool) -> None:
+    """Say how many files the restore removes; on a terminal ask, unless ``yes``."""
+    with reporting(as_json, ""):
+        preview = preview_restore(run_dir, name)
+    if preview.removes_files == 0 or as_json:
+        return
+    n = preview.removes_files
+    err.print(
+        f"This restore removes {n} file{'s' if n != 1 else ''} created since the archive "
+        f"({human_bytes(preview.removes_bytes)}), e.g. {', '.join(preview.sample[:3])}.",
+        highlight=False, markup=False,
+    )  # fmt: skip
+    if yes or not sys.stdin.isatty():
+        return
+    if not click.confirm("Restore anyway?", default=False, err=True):
+        err.print("Nothing was changed.", highlight=False)
+        sys.exit(1)
 
 
 @cli.command()
@@ -269,7 +324,22 @@ def recover(run_dir: Path, as_json: bool) -> None:
     """Finish or roll back an interrupted restore of RUN_DIR and remove stale temp files."""
     with reporting(as_json, ""):
         result = recover_run(run_dir)
-    emit(as_json, result, f"recover: {result.action} ({result.removed_temp} stale items removed)")
+    emit(as_json, result, _recover_text(result))
+
+
+_RECOVERED = {
+    "none": "no interrupted restore, nothing left over",
+    "rolled_back": "an interrupted restore had not begun its swap: undone, the run is as before",
+    "rolled_forward": "an interrupted restore was mid-swap: finished, the run is as the archive",
+    "cleaned": "a finished restore's leftovers were removed",
+}
+
+
+def _recover_text(result: RecoverResult) -> str:
+    """Say what recover checked and found, in words."""
+    found = _RECOVERED.get(result.action, result.action)
+    extra = f"; {result.removed_temp} stale temp item(s) removed" if result.removed_temp else ""
+    return f"recover: checked the journal, state folders and temp files: {found}{extra}."
 
 
 @cli.command()

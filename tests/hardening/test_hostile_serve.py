@@ -216,8 +216,8 @@ def pair(service: Service) -> Pair:
     victim_id, attacker_id = f"victim-{tag}", f"mallory-{tag}"
     create_archive(make_victim_run(service.runs, victim_id), "victim's own")
     attacker_archive = create_archive(make_small_run(service.runs, attacker_id), "first").name
-    service.cli("runs", "grant", victim_id, "victor")
-    service.cli("runs", "grant", attacker_id, "mallory")
+    service.cli("runs", "grant", victim_id, "victor", "--allow-missing")
+    service.cli("runs", "grant", attacker_id, "mallory", "--allow-missing")
     found = Pair(service, victim_id, attacker_id, attacker_archive)
     found.before = found.protected()
     return found

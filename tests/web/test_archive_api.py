@@ -250,10 +250,30 @@ def test_a_long_comment_is_cut_to_40_characters(web: WebEnv, workers: Workers) -
     comment = "  " + "c" * 38 + "-tail-that-is-cut  "
     response = owner.post(f"/runs/{run.runid}/rq/api/archive", json={"comment": comment})
     assert response.status_code == 202
+    body = response.get_json()
+    assert (body["comment"], body["comment_cut"]) == ("c" * 38 + "-t", True)
     assert workers.burst() == 0
     comments = [i.comment for i in list_archives(run.path)]
     assert comments[0] == ("c" * 38 + "-t")
     assert len(comments[0]) == 40
+
+
+def test_restore_preview_counts_the_files_a_restore_would_remove(web: WebEnv) -> None:
+    run = web.new_run()
+    (run.path / "new-since.txt").write_text("made after the archive\n")
+    (run.path / "output" / "later.dat").write_bytes(b"z" * 3000)
+    owner = web.as_role("owner")
+    url = f"/runs/{run.runid}/archive/{run.archive}/restore-preview"
+    preview = owner.get(url)
+    assert preview.status_code == 200
+    assert preview.get_json() == {
+        "name": run.archive,
+        "removes": {"files": 2, "bytes": 3000 + len("made after the archive\n")},
+        "sample": ["new-since.txt", "output/later.dat"],
+    }
+    assert (run.path / "new-since.txt").is_file()  # a preview changes nothing
+    assert web.as_role("other").get(url).status_code == 403
+    assert owner.get(f"/runs/{run.runid}/archive/nope.zip/restore-preview").status_code == 404
 
 
 def test_a_form_body_works_like_json(web: WebEnv) -> None:

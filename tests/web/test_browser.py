@@ -365,7 +365,7 @@ def make_run(service: Service) -> Iterator[Callable[..., Path]]:
         made.append(path)
         generate_run(path, seed=seed, target_bytes=target_bytes, files=files)
         if owner is not None:
-            service.cli("runs", "grant", runid, owner)
+            service.cli("runs", "grant", runid, owner, "--allow-missing")
         if public:
             (path / "PUBLIC").touch()
         return path

@@ -56,6 +56,7 @@ def test_accounts_are_managed_from_the_command_line(tmp_path: Path) -> None:
     added = run_cli("users", "add", "carol", "--admin", "--password-stdin", "--data-dir", data,
                     stdin="long enough password\n")  # fmt: skip
     assert added.returncode == 0, added.stderr
+    (data / "runs" / "run-1").mkdir(parents=True)  # grants name runs that exist
     granted = run_cli("runs", "grant", "run-1", "carol", "--data-dir", data)
     assert granted.returncode == 0 and "granted run-1 to carol" in granted.stdout
     created = run_cli("tokens", "create", "carol", "--data-dir", data)
@@ -89,7 +90,11 @@ def test_account_commands_refuse_bad_input_with_exit_2(tmp_path: Path) -> None:
     assert invoke("users", "add", "../x", "--password-stdin").exit_code == 2
     prompted = invoke("users", "add", "erin", stdin="long enough password\nlong enough password\n")
     assert prompted.exit_code == 0, prompted.output
-    assert invoke("runs", "grant", "run-1", "carol").exit_code == 0
+    ghost = invoke("runs", "grant", "run-1", "carol")
+    assert ghost.exit_code == 1 and "Run run-1 not found" in ghost.output
+    assert "--allow-missing" in ghost.output
+    assert invoke("runs", "grant", "run-1", "carol", "--allow-missing").exit_code == 0
+    (tmp_path / "data" / "runs" / "run-1").mkdir(parents=True)
     assert "already owns" in invoke("runs", "grant", "run-1", "carol").output
     assert invoke("runs", "grant", "../etc", "carol").exit_code == 2
     assert invoke("runs", "grant", "run-1", "nobody").exit_code == 1
@@ -185,7 +190,8 @@ def test_serve_runs_the_whole_service_and_leaves_no_process_behind(
            "RUNARCHIVE_WEB_THREADS": "4", "RUNARCHIVE_STOP_TIMEOUT": "5"}  # fmt: skip
     assert run_cli("users", "add", "olga", "--password-stdin", "--data-dir", data,
                    stdin="long enough password\n").returncode == 0  # fmt: skip
-    assert run_cli("runs", "grant", "run-serve", "olga", "--data-dir", data).returncode == 0
+    assert run_cli("runs", "grant", "run-serve", "olga", "--data-dir", data,
+                   "--runs-root", runs).returncode == 0  # fmt: skip
     token = run_cli("tokens", "create", "olga", "--data-dir", data).stdout.strip()
     port = free_port()
     base = f"http://127.0.0.1:{port}"

@@ -23,15 +23,17 @@ from .errors import (
 from .journal import RecoverResult, check_run, purge_trash, recover_run
 from .limits import Limits
 from .names import (
+    Comment,
     has_hidden_characters,
     is_archive_name,
     normalize_comment,
+    parse_comment,
     validate_archive_name,
     validate_runid,
 )
 from .progress import Phase, ProgressCallback, ProgressEvent
 from .reader import ArchiveReader, VerifyReport, open_archive, open_archive_fd, verify_archive
-from .restore import RestoreResult, restore_archive
+from .restore import RestorePreview, RestoreResult, preview_restore, restore_archive
 from .rundir import Folder, RunDir, open_run
 from .runlock import run_lock
 from .tree import find_nodb_files, nodb_files, scan_run
@@ -40,6 +42,7 @@ __all__ = [
     "ArchiveInfo",
     "ArchiveReader",
     "Busy",
+    "Comment",
     "CreateResult",
     "DamagedArchive",
     "Folder",
@@ -55,6 +58,7 @@ __all__ = [
     "ProgressEvent",
     "ReadOnlyRun",
     "RecoverResult",
+    "RestorePreview",
     "RestoreResult",
     "RunArchiveError",
     "RunDir",
@@ -73,6 +77,8 @@ __all__ = [
     "open_archive",
     "open_archive_fd",
     "open_run",
+    "parse_comment",
+    "preview_restore",
     "purge_trash",
     "recover_run",
     "restore_archive",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -85,21 +86,36 @@ def new_archive_name(runid: str, when: datetime, taken: set[str]) -> str:
     return name
 
 
-def normalize_comment(comment: str | None) -> str:
-    """Trim a comment and refuse one that is too long or holds control characters."""
+@dataclass(frozen=True, slots=True)
+class Comment:
+    """A comment as stored: trimmed, at most MAX_COMMENT_CHARS, and whether it was cut."""
+
+    text: str
+    cut: bool = False
+
+
+def parse_comment(comment: str | None) -> Comment:
+    """Apply the one comment rule of every interface (WEPPcloud's): trim, cut to 40 characters.
+
+    Cutting is reported, not refused; only what cannot be stored is refused — control,
+    invisible or direction-changing characters and unpaired surrogates (InvalidInput).
+    """
     if comment is None:
-        return ""
+        return Comment("")
     text = comment.strip()
-    if len(text) > MAX_COMMENT_CHARS:
-        raise InvalidInput(
-            f"Comment is {len(text)} characters long; the limit is {MAX_COMMENT_CHARS}."
-        )
     if has_hidden_characters(text):
         raise InvalidInput(
             "Comment may not contain control characters, line breaks, or invisible or "
             "direction-changing characters (such as bidi overrides and zero-width spaces)."
         )
-    return text
+    if len(text) > MAX_COMMENT_CHARS:
+        return Comment(text[:MAX_COMMENT_CHARS].rstrip(), cut=True)
+    return Comment(text)
+
+
+def normalize_comment(comment: str | None) -> str:
+    """Return the comment as it is stored (see ``parse_comment``)."""
+    return parse_comment(comment).text
 
 
 def has_hidden_characters(text: str) -> bool:

@@ -57,6 +57,7 @@ from .reader import ArchiveReader, open_archive
 from .rundir import Folder, RunDir, open_beneath, open_run
 from .runlock import run_lock
 from .safety import PlanItem, RestorePlan, plan_restore
+from .tree import scan_run
 
 BATCH_BYTES = 1 << 20
 BATCH_FILES = 32
@@ -119,6 +120,38 @@ def restore_archive(
     report(ProgressEvent("restore", Phase.DONE, total, total, size, size))
     return RestoreResult(
         name, plan.files, len(plan.items), size, plan.had_manifest, plan.warnings, extractor.reused
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RestorePreview:
+    """What a full restore would remove: files and links of the run the archive lacks."""
+
+    name: str
+    removes_files: int
+    removes_bytes: int
+    sample: list[str]
+
+
+def preview_restore(run_dir: Path, name: str, *, sample: int = 20) -> RestorePreview:
+    """Count the run's files and links that a restore of ``name`` would remove (one scan).
+
+    The archive's paths come from its manifest, or from its central directory for archives
+    of other tools; nothing is changed and no lock is taken.
+    """
+    with open_run(run_dir) as run, open_archive(run, name) as reader:
+        manifest = reader.manifest()
+        if manifest is not None:
+            kept = {e.path for e in manifest.entries}
+        else:
+            kept = {e.name.rstrip("/") for e in reader.content_entries()}
+        tree = scan_run(run)
+    gone = [e for e in tree.entries if e.type in (FILE, SYMLINK) and e.path not in kept]
+    return RestorePreview(
+        name,
+        len(gone),
+        sum(e.size for e in gone if e.type == FILE),
+        [e.path for e in gone[:sample]],
     )
 
 

@@ -25,7 +25,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from rq.job import JobStatus
 from werkzeug.wsgi import wrap_file
 
-from runarchive.core import ArchiveInfo, list_archives, open_archive_fd, open_run
+from runarchive.core import ArchiveInfo, list_archives, open_archive_fd, open_run, preview_restore
 from runarchive.core.names import MAX_COMMENT_CHARS
 from runarchive.jobs import Event, Trigger, running_job
 
@@ -59,6 +59,10 @@ def dashboard_config(runid: str, can_write: bool) -> dict[str, Any]:
             "archive": url_for("rq_api.api_archive", runid=runid),
             "restore": url_for("rq_api.api_restore_archive", runid=runid),
             "delete": url_for("rq_api.api_delete_archive", runid=runid),
+            # Archive names keep their characters in a URL path: the page appends the name.
+            "restore_preview": url_for("archive.rq_restore_preview", runid=runid, name="-")[
+                : -len("/-/restore-preview")
+            ],
             "jobstatus": job_prefix,
             "jobinfo": info_prefix,
             # Asked when the socket drops: no answer at all is "Offline", not "Polling".
@@ -143,6 +147,23 @@ def rq_archive_list(runid: str) -> Response:
         "job_kind": slot.kind if slot is not None else None,
     }
     response = jsonify(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/runs/<runid>/archive/<name>/restore-preview")
+def rq_restore_preview(runid: str, name: str) -> Response:
+    """Say what a restore of ``name`` would remove: the run's files the archive lacks."""
+    found = access.require_write(runid)
+    assert found.run_dir is not None
+    preview = preview_restore(found.run_dir, name)
+    response = jsonify(
+        {
+            "name": preview.name,
+            "removes": {"files": preview.removes_files, "bytes": preview.removes_bytes},
+            "sample": preview.sample,
+        }
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -224,12 +224,38 @@ def runs() -> None:
 @runs.command("grant")
 @click.argument("runid")
 @click.argument("user")
+@click.option(
+    "--runs-root", type=DIR, default=None,
+    help="Folder holding the runs [env RUNARCHIVE_RUNS_ROOT; the demo's <data dir>/runs].",
+)  # fmt: skip
+@click.option("--allow-missing", is_flag=True, help="Grant a run that does not exist (yet).")
 @database_options
-def runs_grant(runid: str, user: str, data_dir: Path | None, database_url: str | None) -> None:
-    """Make USER an owner of run RUNID (read and write)."""
+def runs_grant(
+    runid: str, user: str, runs_root: Path | None, allow_missing: bool,
+    data_dir: Path | None, database_url: str | None,
+) -> None:  # fmt: skip
+    """Make USER an owner of run RUNID (read and write).
+
+    A run that cannot be found under the runs root is refused (a typo would grant nothing,
+    silently) unless --allow-missing.
+    """
+    from runarchive.core import NotFound, validate_runid
+    from runarchive.jobs import Settings
+    from runarchive.jobs.runs import find_run
+
     from . import accounts
 
     with _reporting(), _session(data_dir, database_url) as session:
+        validate_runid(runid)
+        if not allow_missing:
+            settings = Settings.from_env(runs_root=runs_root, data_dir=data_dir)
+            if settings.runs_root is None:
+                settings = settings.with_overrides(runs_root=Path(settings.data_dir) / "runs")
+            if find_run(settings, runid) is None:
+                raise NotFound(
+                    f"Run {runid} not found under {settings.runs_root}; check the id, or pass "
+                    "--allow-missing to grant it before it exists."
+                )
         granted = accounts.grant_run(session, runid, accounts.require_user(session, user))
     click.echo(f"granted {runid} to {user}" if granted else f"{user} already owns {runid}")
 

@@ -153,6 +153,32 @@ SCHEMAS: dict[str, Any] = {
         "required": ["job_id"],
         "properties": {"job_id": {"type": "string"}},
     },
+    "ArchiveQueued": {
+        "type": "object",
+        "required": ["job_id", "comment", "comment_cut"],
+        "properties": {
+            "job_id": {"type": "string"},
+            "comment": {
+                "type": "string",
+                "maxLength": 40,
+                "description": "The comment as stored (trimmed, cut to 40).",
+            },
+            "comment_cut": {"type": "boolean", "description": "Whether it was cut."},
+        },
+    },
+    "RestorePreview": {
+        "type": "object",
+        "required": ["name", "removes", "sample"],
+        "properties": {
+            "name": {"type": "string"},
+            "removes": {
+                "type": "object",
+                "required": ["files", "bytes"],
+                "properties": {"files": {"type": "integer"}, "bytes": {"type": "integer"}},
+            },
+            "sample": {"type": "array", "items": {"type": "string"}, "maxItems": 20},
+        },
+    },
     "Deleted": {
         "type": "object",
         "required": ["deleted"],
@@ -244,10 +270,16 @@ def _paths() -> dict[str, Any]:
                                    **{code: {"description": r["description"]}
                                       for code, r in REFUSALS.items()}}},
         },
+        "/runs/{runid}/archive/{name}/restore-preview": {"get": {
+            "summary": "The run's files and links a restore of the archive would remove "
+                       "(the archive does not hold them). " + WRITE,
+            "parameters": [RUNID, ARCHIVE_NAME],
+            "responses": {"200": _json(_ref("RestorePreview"), "What would be removed."),
+                          **REFUSALS}}},
         "/runs/{runid}/rq/api/archive": {"post": {
             "summary": "Queue an archive job. " + WRITE, "parameters": [RUNID],
             "requestBody": _body(_ARCHIVE_BODY),
-            "responses": {"202": _json(_ref("JobId"), "Queued."), **REFUSALS, **BUSY}}},
+            "responses": {"202": _json(_ref("ArchiveQueued"), "Queued."), **REFUSALS, **BUSY}}},
         "/runs/{runid}/rq/api/restore-archive": {"post": {
             "summary": "Queue a restore job. " + WRITE, "parameters": [RUNID],
             "requestBody": _body(_NAME_BODY, required=True),

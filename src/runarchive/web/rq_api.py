@@ -3,8 +3,9 @@
 Bodies are JSON (``Content-Type: application/json``) or a form; a malformed JSON body or a
 field of the wrong type is 400. Every refusal of the jobs layer keeps its meaning: a held
 ``.nodb`` lock is 409 ``locked`` naming the files, a job already holding the run is 409
-``job_running`` naming the job, Redis down is 503. The comment is trimmed and cut to 40
-characters (as the dashboard's field allows) rather than refused for its length.
+``job_running`` naming the job, Redis down is 503. The comment follows the one rule of every
+interface (``core.parse_comment``): trimmed and cut to 40 characters, and the answer carries the
+stored ``comment`` and ``comment_cut``; only characters that cannot be stored are refused.
 
 Job routes look the job up first (404 when unknown or not one of ours), then apply the read
 rule (status) or the write rule (info with the traceback) to the job's run.
@@ -17,8 +18,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from runarchive.core import InvalidInput, NotFound
-from runarchive.core.names import MAX_COMMENT_CHARS
+from runarchive.core import InvalidInput, NotFound, parse_comment
 from runarchive.jobs import delete_archive, enqueue_archive, enqueue_restore, job_status
 
 from . import access
@@ -59,11 +59,10 @@ def _json(body: dict[str, Any], status: int) -> Response:
 def api_archive(runid: str) -> Response:
     """Queue an archive of the run; 202 with the job id."""
     access.require_write(runid)
-    comment = _text(_body(), "comment", required=False)
-    if comment is not None:
-        comment = comment.strip()[:MAX_COMMENT_CHARS]
-    job_id = enqueue_archive(jobs(), runid, comment)
-    return _json({"job_id": job_id}, 202)
+    comment = parse_comment(_text(_body(), "comment", required=False))
+    job_id = enqueue_archive(jobs(), runid, comment.text)
+    # The stored comment, so a client can tell the user when it was cut to 40 characters.
+    return _json({"job_id": job_id, "comment": comment.text, "comment_cut": comment.cut}, 202)
 
 
 @bp.post("/runs/<runid>/rq/api/restore-archive")

@@ -524,9 +524,22 @@
   }
 
   async function restoreArchive(name) {
+    let removes = "";
+    try {
+      // How many files of the run the archive does not hold: the restore removes them.
+      const preview = await api("GET", `${urls.restore_preview}/${name}/restore-preview`);
+      const n = preview.removes.files;
+      removes = n === 0
+        ? "\n\nNo file of the run is removed: the archive holds every one of them."
+        : `\n\n${n} file${n === 1 ? "" : "s"} created since the archive ` +
+          `(${humanSize(preview.removes.bytes)}) will be removed.`;
+    } catch (err) {
+      removes = "\n\n(Could not count the files this restore removes: " + err.message + ")";
+    }
     const question =
       `Restore run ${config.runid} from ${name}?\n\n` +
-      "Every file of the run, except its archives, is replaced by the archive's content.";
+      "Every file of the run, except its archives, is replaced by the archive's content." +
+      removes;
     if (!window.confirm(question)) return;
     const body = { archive_name: name };
     const data = await post(urls.restore, body, "Could not start the restore", name);
