@@ -82,10 +82,14 @@ def _enqueue(
             run.require_writable()
             os.close(open_archive_fd(run, archive_name)[0])  # NotFound when it is not there
     try:
-        ensure_unlocked(ctx.clients.locks, runid, kind.verb)
         reconcile(ctx, [runid])
-        job_id = str(uuid.uuid4())
         data = ctx.clients.data
+        # A job holding the run holds its locks too: name the job, the more useful answer.
+        holder = read_slot(data, ctx.keys, runid)
+        if holder is not None:
+            raise JobRunning(runid, holder.job_id)
+        ensure_unlocked(ctx.clients.locks, runid, kind.verb)
+        job_id = str(uuid.uuid4())
         if not claim_slot(data, ctx.keys, runid, job_id, kind.value, ttl=slot_ttl(ctx.settings)):
             holder = read_slot(data, ctx.keys, runid)
             raise JobRunning(runid, holder.job_id if holder is not None else "unknown")

@@ -10,7 +10,7 @@ from rq.results import Result
 from runarchive.core import NotFound
 
 from .context import JobsContext
-from .lifecycle import final_trigger
+from .lifecycle import final_trigger, reconcile
 from .slot import fetch_job
 
 
@@ -34,6 +34,14 @@ def job_status(ctx: JobsContext, job_id: str, *, with_exc_info: bool = False) ->
         raise NotFound(f"Job not found: {job_id}")
     meta = job.get_meta(refresh=False)
     status = job.get_status(refresh=False)
+    runid = meta.get("runid")
+    job_ctx = ctx.with_prefix(meta.get("prefix"))
+    # A page polling a job whose worker died learns it as soon as the job's lease has
+    # expired, not at the next maintenance of some worker a minute later.
+    unended = isinstance(runid, str) and final_trigger(job_ctx, job.id) is None
+    if unended and reconcile(job_ctx, [str(runid)]):
+        job = fetch_job(ctx.clients.rq, job_id) or job
+        status = job.get_status(refresh=False)
     info: dict[str, Any] = {
         "id": job.id,
         "runid": meta.get("runid"),
@@ -43,7 +51,7 @@ def job_status(ctx: JobsContext, job_id: str, *, with_exc_info: bool = False) ->
         "started_at": _iso(job.started_at),
         "ended_at": _iso(job.ended_at),
         "progress": meta.get("progress"),
-        "trigger": final_trigger(ctx.with_prefix(meta.get("prefix")), job.id),
+        "trigger": final_trigger(job_ctx, job.id),
     }
     if with_exc_info:
         result = job.latest_result()
