@@ -1,8 +1,9 @@
 """The restore journal and state folders as plain files, for tests that plant or inspect them.
 
 Tests write journals the way a crash (or someone with write access to the run) leaves them:
-as bytes in ``.runarchive/journal.json``. They never go through the library's own writer, so
-what the library reads back is exactly what is planted.
+as bytes in ``archives/.runarchive/journal.json``; a restore's transient folders sit at the
+run's top as ``.runarchive-stage-<id>`` and ``.runarchive-old-<id>``. They never go through
+the library's own writer, so what the library reads back is exactly what is planted.
 """
 
 from __future__ import annotations
@@ -13,22 +14,28 @@ from pathlib import Path
 from typing import Any
 
 from runarchive.core.journal import JOURNAL, SWAPPED, SWAPPING
-from runarchive.core.names import ARCHIVES_DIR, WORK_DIR
+from runarchive.core.names import ARCHIVES_DIR, STATE_DIR, is_reserved_top
 
 __all__ = [
     "SWAPPED",
     "SWAPPING",
+    "leftovers",
     "old_dir",
     "read_journal",
     "scratch_dir",
     "stage_dir",
     "top_level_names",
+    "work_dir",
     "write_journal",
 ]
 
 
+def work_dir(run: Path) -> Path:
+    return run / ARCHIVES_DIR / STATE_DIR
+
+
 def journal_file(run: Path) -> Path:
-    return run / WORK_DIR / JOURNAL
+    return work_dir(run) / JOURNAL
 
 
 def read_journal(run: Path) -> dict[str, Any] | None:
@@ -40,21 +47,29 @@ def read_journal(run: Path) -> dict[str, Any] | None:
 
 
 def write_journal(run: Path, state: dict[str, Any]) -> None:
-    (run / WORK_DIR).mkdir(mode=0o700, exist_ok=True)
+    work_dir(run).mkdir(mode=0o700, parents=True, exist_ok=True)
     journal_file(run).write_text(json.dumps(state))
 
 
 def stage_dir(run: Path, jid: str) -> Path:
-    return run / WORK_DIR / f"stage-{jid}"
+    return run / f".runarchive-stage-{jid}"
 
 
 def scratch_dir(run: Path, jid: str) -> Path:
-    return run / WORK_DIR / f"stage-{jid}.scratch"
+    return run / f".runarchive-stage-{jid}.scratch"
 
 
 def old_dir(run: Path, jid: str) -> Path:
-    return run / WORK_DIR / f"old-{jid}"
+    return run / f".runarchive-old-{jid}"
 
 
 def top_level_names(run: Path) -> list[str]:
-    return sorted(n for n in os.listdir(run) if n not in (ARCHIVES_DIR, WORK_DIR))
+    return sorted(n for n in os.listdir(run) if not is_reserved_top(n))
+
+
+def leftovers(run: Path) -> list[str]:
+    """Our transient folders at the run's top and everything but the lock in our state folder."""
+    top = [n for n in os.listdir(run) if n.startswith(".runarchive")]
+    work = work_dir(run)
+    inside = [n for n in os.listdir(work) if n != "lock"] if work.is_dir() else []
+    return sorted(top + inside)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runarchive.core import open_run, run_lock
-from tests.treeutil import File, build_tree
+from tests.treeutil import File, archive_files, build_tree
 
 # Local only: a Redis URL in the caller's environment would make the CLI consult that server.
 LOCAL_ENV = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RUNARCHIVE_REDIS_URL")}
@@ -71,7 +71,7 @@ def test_usage_errors_exit_2_and_say_what_is_wrong(run: Path) -> None:
     hidden = cli("archive", run, "--comment", "evil\u202etxt")
     assert hidden.returncode == 2 and "direction-changing" in hidden.stderr
     assert cli("archive").returncode == 2
-    assert not (run / "archives").exists() or list((run / "archives").iterdir()) == []
+    assert not (run / "archives").exists() or archive_files(run / "archives") == []
 
 
 def test_failed_operations_exit_1_with_a_json_error(run: Path) -> None:
@@ -106,7 +106,7 @@ def test_recover_reports_what_it_did(run: Path) -> None:
     out = cli("recover", run, "--json")
     assert out.returncode == 0
     assert json.loads(out.stdout) == {"action": "cleaned", "removed_temp": 1}
-    assert list((run / "archives").iterdir()) == []
+    assert archive_files(run / "archives") == []
 
 
 def test_local_commands_without_a_redis_url_never_import_rq_redis_or_flask(run: Path) -> None:

@@ -78,9 +78,18 @@ def snapshot(root: Path, *, with_dir_times: bool = True) -> dict[str, tuple[obje
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
-    """Map every regular file path under ``root`` (all of it) to its content."""
+    """Map every regular file path under ``root`` to its content.
+
+    A top-level ``.runarchive/`` (our lock and journal inside ``archives/``) is left out: the
+    archives a test compares are the zips, and the lock file is (re)made by every operation.
+    """
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink()
+        if p.is_file() and not p.is_symlink() and p.relative_to(root).parts[0] != ".runarchive"
     }
+
+
+def archive_files(folder: Path) -> list[str]:
+    """Return the names in an ``archives/`` folder but our own state folder, sorted."""
+    return sorted(n for n in os.listdir(folder) if n != ".runarchive")

@@ -5,7 +5,8 @@ at the Nth event of a phase, or arms a wrapper around ``os.rename`` at the SWAP 
 kills it after exactly K renames of the swap, or (for create) kills it around the ``os.link``
 that publishes the archive. A few kills come from outside at random times. Afterwards the run
 must be exactly as before the restore or exactly as the archive (never a mix), ``archives/``
-untouched, and ``.runarchive/`` free of stage, old tree, scratch and journal; a killed create
+untouched, and no stage, old tree, scratch or journal left (``archives/.runarchive`` holds
+only the lock); a killed create
 leaves no archive under a final name and its temp file is removed by recover or the next create.
 """
 
@@ -35,14 +36,16 @@ from runarchive.core import (
 from tests.journalfiles import (
     SWAPPED,
     SWAPPING,
+    leftovers,
     old_dir,
     read_journal,
     scratch_dir,
     stage_dir,
     top_level_names,
+    work_dir,
     write_journal,
 )
-from tests.treeutil import Dir, File, Link, Spec, build_tree, snapshot, tree_bytes
+from tests.treeutil import Dir, File, Link, Spec, archive_files, build_tree, snapshot, tree_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -173,7 +176,7 @@ def big_tree(flavour: str) -> Spec:
 
 
 def reset_run(run: Path, spec: Spec) -> None:
-    """Make the run hold exactly ``spec`` (archives/ kept, .runarchive/ wiped)."""
+    """Make the run hold exactly ``spec`` (archives/ kept, with our state inside)."""
     for name in os.listdir(run):
         if name == "archives":
             continue
@@ -219,13 +222,13 @@ class Scenario:
             self.made = created.name
 
     def assert_clean(self, *, allow_new_archive: bool = False) -> None:
-        work = self.run / ".runarchive"
-        assert sorted(os.listdir(work)) == ["lock"], "stage, old tree or journal left behind"
+        assert leftovers(self.run) == [], "stage, old tree or journal left behind"
         archives = tree_bytes(self.run / "archives")
         if allow_new_archive and hasattr(self, "made"):
             archives.pop(self.made)
         assert archives == self.archives
-        assert [n for n in os.listdir(self.run / "archives") if n.startswith(".")] == []
+        hidden = [n for n in archive_files(self.run / "archives") if n.startswith(".")]
+        assert hidden == []  # no temp archive left
 
 
 @pytest.fixture
@@ -387,7 +390,7 @@ def _rename_like_the_swap(run: Path, state: dict[str, Any], count: int) -> None:
 
 def _hand_made_swap(run: Path) -> dict[str, Any]:
     build_tree(run, SMALL_OLD)
-    (run / ".runarchive").mkdir(exist_ok=True)
+    work_dir(run).mkdir(parents=True, exist_ok=True)
     jid = "feedc0ffee01"
     build_tree(stage_dir(run, jid), SMALL_NEW)
     state: dict[str, Any] = {
@@ -416,7 +419,7 @@ def test_hand_written_swapping_journal_rolls_forward_from_every_split(
 
     assert result.action == "rolled_forward"
     assert snapshot(run_dir) == wanted
-    assert os.listdir(run_dir / ".runarchive") == ["lock"]
+    assert leftovers(run_dir) == []
 
 
 @pytest.mark.parametrize("trigger", ["list_archives", "create_archive"])
@@ -431,16 +434,16 @@ def test_hand_written_swapping_journal_is_finished_by_the_next_operation(
         assert list_archives(run_dir) == []
     else:
         created = create_archive(run_dir)
-        assert sorted(os.listdir(run_dir / "archives")) == [created.name]
+        assert archive_files(run_dir / "archives") == [created.name]
 
     assert snapshot(run_dir) == wanted
-    assert os.listdir(run_dir / ".runarchive") == ["lock"]
+    assert leftovers(run_dir) == []
 
 
 def test_hand_written_staging_journal_rolls_back(tmp_path: Path, run_dir: Path) -> None:
     build_tree(run_dir, SMALL_OLD)
     wanted = snapshot(run_dir)
-    (run_dir / ".runarchive").mkdir()
+    work_dir(run_dir).mkdir(parents=True)
     jid = "0123456789ab"
     build_tree(stage_dir(run_dir, jid), {"a.txt": File(b"half")})
     build_tree(scratch_dir(run_dir, jid), {"0/1": File(b"partial")})
@@ -448,13 +451,13 @@ def test_hand_written_staging_journal_rolls_back(tmp_path: Path, run_dir: Path) 
         run_dir,
         {"id": jid, "archive": "ambitious-pinecone.20240102T030405Z.zip", "state": "staging"},
     )
-    (run_dir / ".runarchive" / ".journal.json.tmp-4242").write_bytes(b'{"id"')
+    (work_dir(run_dir) / ".journal.json.tmp-4242").write_bytes(b'{"id"')
 
     result = recover_run(run_dir)
 
     assert result.action == "rolled_back"
     assert snapshot(run_dir) == wanted
-    assert os.listdir(run_dir / ".runarchive") == ["lock"]
+    assert leftovers(run_dir) == []
 
 
 def test_hand_written_swapped_journal_is_cleaned(tmp_path: Path, run_dir: Path) -> None:
@@ -465,7 +468,7 @@ def test_hand_written_swapped_journal_is_cleaned(tmp_path: Path, run_dir: Path) 
 
     assert recover_run(run_dir).action == "cleaned"
     assert snapshot(run_dir) == wanted
-    assert os.listdir(run_dir / ".runarchive") == ["lock"]
+    assert leftovers(run_dir) == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,7 +534,7 @@ class CreateScenario:
         self.files = sum(1 for node in spec.values() if isinstance(node, File))
 
     def temp_files(self) -> list[str]:
-        names = [n for n in os.listdir(self.run / "archives") if n.startswith(".")]
+        names = [n for n in archive_files(self.run / "archives") if n.startswith(".")]
         assert all(re.fullmatch(r"\.tmp-.+\.partial", n) for n in names), names
         return names
 
@@ -580,7 +583,7 @@ def test_create_killed_at_a_chosen_point_never_lists_a_partial_archive(
     assert snapshot(sc.run) == sc.before
     archives = tree_bytes(sc.run / "archives")
     assert {k: archives[k] for k in sc.archives} == sc.archives
-    assert os.listdir(sc.run / ".runarchive") == ["lock"]
+    assert leftovers(sc.run) == []
 
 
 def test_create_killed_from_outside_at_random_times_leaves_no_partial_archive(
@@ -591,7 +594,7 @@ def test_create_killed_from_outside_at_random_times_leaves_no_partial_archive(
     duration = _calibrate(lambda: start_child(sc.run, "create", {}))
     rng = random.Random(7)
     for fraction in (0.1, 0.5, 0.9):
-        for name in os.listdir(sc.run / "archives"):
+        for name in archive_files(sc.run / "archives"):
             os.unlink(sc.run / "archives" / name)
         _kill_at(start_child(sc.run, "create", {}), duration * fraction * rng.uniform(0.9, 1.1))
         for name in sc.listed():

@@ -38,7 +38,8 @@ from runarchive.core import (
     restore_archive,
 )
 from tests.core._zipcraft import build_zip, file, place
-from tests.treeutil import Dir, File, Link, Spec, build_tree, snapshot, tree_bytes
+from tests.journalfiles import leftovers
+from tests.treeutil import Dir, File, Link, Spec, archive_files, build_tree, snapshot, tree_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -99,8 +100,8 @@ def assert_clean_failure(proc: subprocess.CompletedProcess[str], pattern: str) -
 def assert_no_leftovers(run: Path) -> None:
     archives = run / "archives"
     if archives.exists():
-        assert [n for n in os.listdir(archives) if n.startswith(".")] == []
-    assert sorted(os.listdir(run / ".runarchive")) == ["lock"]
+        assert [n for n in archive_files(archives) if n.startswith(".")] == []
+    assert leftovers(run) == []
 
 
 def replace_content(run: Path, spec: Spec) -> None:
@@ -248,7 +249,7 @@ def test_create_refuses_up_front_when_the_disk_is_clearly_too_small(
 
     assert_clean_failure(proc, "Not enough disk space")
     assert snapshot(run) == before
-    assert os.listdir(run / "archives") == []
+    assert archive_files(run / "archives") == []
     assert_no_leftovers(run)
 
 
@@ -267,7 +268,7 @@ def test_create_running_out_of_space_midway_raises_no_space_and_keeps_nothing(
 
     assert_clean_failure(proc, "disk space")
     assert snapshot(run) == before
-    assert os.listdir(run / "archives") == []
+    assert archive_files(run / "archives") == []
     assert_no_leftovers(run)
     assert isinstance(caught.value, NoSpace), f"{type(caught.value).__name__}: {caught.value}"
 

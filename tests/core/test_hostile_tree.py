@@ -43,7 +43,7 @@ from runarchive.core import (
 from runarchive.core.limits import Limits
 from runarchive.core.zipformat import DEFLATED
 from tests.core._zipcraft import build_zip, file, place
-from tests.journalfiles import stage_dir, write_journal
+from tests.journalfiles import write_journal
 from tests.treeutil import Dir, File, Link, build_tree, snapshot, tree_bytes
 
 ARCHIVE = "attacker.20240102T030405Z.zip"
@@ -122,18 +122,40 @@ HOSTILE_JOURNALS = {
 }  # fmt: skip
 
 
+class StatePlace:
+    """Where state is planted: this version's (journal in ``archives/.runarchive``, transient
+    folders at the top, prefixed) or an older version's (all in a top-level ``.runarchive``),
+    which recover reads once to migrate it — the same attacks apply to both."""
+
+    def __init__(self, run: Path, legacy: bool) -> None:
+        self.legacy = legacy
+        self.work = run / ".runarchive" if legacy else run / "archives" / ".runarchive"
+        self.transient_in = self.work if legacy else run
+        self.prefix = "" if legacy else ".runarchive-"
+        self.work.mkdir(parents=True, exist_ok=True)
+
+    def transient(self, name: str) -> Path:
+        return self.transient_in / f"{self.prefix}{name}"
+
+    def journal(self, body: bytes) -> None:
+        (self.work / "journal.json").write_bytes(body)
+
+
+@pytest.fixture(params=["current", "legacy"])
+def state_place(request: pytest.FixtureRequest, world: World) -> StatePlace:
+    return StatePlace(world.attacker, request.param == "legacy")
+
+
 @pytest.mark.parametrize("case", sorted(HOSTILE_JOURNALS))
 def test_a_planted_journal_is_refused_and_reaches_nothing_outside_the_run(
-    world: World, case: str
+    world: World, state_place: StatePlace, case: str
 ) -> None:
     journal = HOSTILE_JOURNALS[case]
     if journal is None:
-        (world.attacker / ".runarchive").mkdir()
-        (world.attacker / ".runarchive" / "journal.json").write_bytes(b"{not json")
+        state_place.journal(b"{not json")
     else:
-        raw = json.loads(json.dumps(journal).replace("/outside/", f"{world.outside}/"))
-        write_journal(world.attacker, raw)
-    (world.attacker / ".runarchive" / "stage-x").mkdir()
+        state_place.journal(json.dumps(journal).replace("/outside/", f"{world.outside}/").encode())
+    state_place.transient("stage-x").mkdir()
     mine = snapshot(world.attacker)
 
     assert list_archives(world.attacker) == []  # list still answers
@@ -147,33 +169,51 @@ def test_a_planted_journal_is_refused_and_reaches_nothing_outside_the_run(
 
     world.assert_untouched()
     assert snapshot(world.attacker) == mine
+    assert (state_place.work / "journal.json").exists()  # refused means left as it was
 
 
-def test_a_journal_that_is_a_link_is_refused(world: World) -> None:
-    (world.attacker / ".runarchive").mkdir()
-    os.symlink(world.victim / "PRIVATE", world.attacker / ".runarchive" / "journal.json")
+def test_a_journal_that_is_a_link_is_refused(world: World, state_place: StatePlace) -> None:
+    os.symlink(world.victim / "PRIVATE", state_place.work / "journal.json")
     with pytest.raises(UnsafeRun, match="cannot be opened"):
         recover_run(world.attacker)
     world.assert_untouched()
 
 
-def test_a_stage_folder_that_is_a_link_to_another_run_is_never_emptied(world: World) -> None:
+def test_a_stage_folder_that_is_a_link_to_another_run_is_never_emptied(
+    world: World, state_place: StatePlace
+) -> None:
     jid = "0123456789ab"
-    write_journal(world.attacker, {"id": jid, "archive": ARCHIVE, "state": "staging"})
-    os.symlink(world.victim / "data", stage_dir(world.attacker, jid))
+    state_place.journal(json.dumps({"id": jid, "archive": ARCHIVE, "state": "staging"}).encode())
+    os.symlink(world.victim / "data", state_place.transient(f"stage-{jid}"))
     with pytest.raises(UnsafeRun, match="not a folder runarchive made"):
         recover_run(world.attacker)
     world.assert_untouched()
 
 
 @pytest.mark.parametrize("planted", ["trash-0123456789ab", "old-0123456789ab"])
-def test_a_state_folder_link_without_a_journal_is_refused(world: World, planted: str) -> None:
-    (world.attacker / ".runarchive").mkdir()
-    os.symlink(world.victim, world.attacker / ".runarchive" / planted)
+def test_a_state_folder_link_without_a_journal_is_refused(
+    world: World, state_place: StatePlace, planted: str
+) -> None:
+    os.symlink(world.victim, state_place.transient(planted))
     with pytest.raises(UnsafeRun):
         create_archive(world.attacker)
     world.assert_untouched()
     assert (world.victim / "data" / "v.txt").read_bytes() == b"victim data\n"
+
+
+def test_an_older_versions_state_folder_is_finished_and_retired(world: World) -> None:
+    legacy = StatePlace(world.attacker, legacy=True)
+    (legacy.work / "lock").write_bytes(b"")
+    build_tree(legacy.transient("trash-0123456789ab"), {"old.txt": File(b"replaced")})
+    (legacy.work / "someone-elses.txt").write_bytes(b"not ours")  # left where it is
+    result = recover_run(world.attacker)
+    assert result.removed_temp >= 1
+    assert sorted(os.listdir(legacy.work)) == ["someone-elses.txt"]
+    (legacy.work / "someone-elses.txt").unlink()
+    recover_run(world.attacker)
+    assert not legacy.work.exists()  # empty, so retired
+    assert sorted(os.listdir(world.attacker / "archives" / ".runarchive")) == ["lock"]
+    world.assert_untouched()
 
 
 def test_a_swapping_journal_naming_nothing_that_exists_is_refused(world: World) -> None:
@@ -206,9 +246,12 @@ def test_archives_as_a_link_to_another_runs_archives_is_refused_everywhere(world
     world.assert_untouched()
 
 
-def test_the_state_folder_as_a_link_is_refused(world: World) -> None:
-    (world.victim / ".runarchive").mkdir(exist_ok=True)
-    os.symlink(world.victim / ".runarchive", world.attacker / ".runarchive")
+@pytest.mark.parametrize("where", ["archives/.runarchive", ".runarchive"])
+def test_the_state_folder_as_a_link_is_refused(world: World, where: str) -> None:
+    (world.victim / where).mkdir(parents=True, exist_ok=True)
+    world.before = world.state()
+    (world.attacker / where).parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(world.victim / where, world.attacker / where)
     with pytest.raises(UnsafeRun, match=r"\.runarchive is a symbolic link"):
         create_archive(world.attacker)
     world.assert_untouched()
@@ -225,17 +268,16 @@ def test_archives_as_a_regular_file_gives_a_clear_error_not_a_crash(world: World
 def test_a_folder_named_like_a_temp_archive_does_not_break_list(world: World) -> None:
     create_archive(world.attacker)
     (world.attacker / "archives" / ".tmp-x.partial").mkdir()
-    (world.attacker / ".runarchive" / "journal.json").write_text(
-        json.dumps({"id": "0123456789ab", "archive": ARCHIVE, "state": "staging"})
-    )
+    write_journal(world.attacker, {"id": "0123456789ab", "archive": ARCHIVE, "state": "staging"})
     assert len(list_archives(world.attacker)) == 1
     assert len(list_archives(world.attacker)) == 1  # and again: nothing broke for good
     assert (world.attacker / "archives" / ".tmp-x.partial").is_dir()
 
 
 def test_a_lock_file_that_is_a_link_is_refused(world: World) -> None:
-    (world.attacker / ".runarchive").mkdir()
-    os.symlink(world.outside / "secret.key", world.attacker / ".runarchive" / "lock")
+    work = world.attacker / "archives" / ".runarchive"
+    work.mkdir(parents=True)
+    os.symlink(world.outside / "secret.key", work / "lock")
     with pytest.raises(UnsafeRun, match="lock"):
         create_archive(world.attacker)
     world.assert_untouched()

@@ -227,16 +227,16 @@ CASES = [
         "reserved archives/",
     ),
     Case(
-        "under-workdir-journal",
-        members(file(".runarchive/journal.json", b"{}")),
+        "into-a-restore-stage",
+        members(file(".runarchive-stage-0123456789ab/notes.txt")),
         (UnsafeArchive,),
-        r"reserved \.runarchive/",
+        r"reserved \.runarchive-stage-0123456789ab/",
     ),
     Case(
-        "under-workdir-stage",
-        members(file(".runarchive/stage-1/notes.txt")),
+        "into-a-replaced-tree",
+        members(file(".runarchive-old-0123456789ab/x.txt")),
         (UnsafeArchive,),
-        r"reserved \.runarchive/",
+        r"reserved \.runarchive-old-0123456789ab/",
     ),
     # Duplicates.
     Case(
@@ -645,7 +645,7 @@ def test_plain_link_zip_restores_external_link_only_when_allowed(world: Path) ->
     restore_archive(world, name, allow_external_links=True)
 
     assert os.readlink(world / "host") == "/etc/hostname"
-    assert sorted(os.listdir(world)) == [".runarchive", "archives", "host"]
+    assert sorted(os.listdir(world)) == ["archives", "host"]
 
 
 def _plain_zip(path: Path) -> None:
@@ -679,7 +679,7 @@ def test_plain_zip_from_another_tool_restores_after_checks_with_a_warning(world:
     assert len(result.warnings) == 1
     assert "no runarchive manifest" in result.warnings[0]
     assert "without sha256" in result.warnings[0]
-    assert sorted(os.listdir(world)) == [".runarchive", "archives", "readme.txt", "results"]
+    assert sorted(os.listdir(world)) == ["archives", "readme.txt", "results"]
     assert tree_bytes(world / "results") == {"summary.csv": b"year,runoff\n2001,12.5\n" * 100}
     assert (world / "readme.txt").read_bytes() == b"made elsewhere\n"
     assert stat.S_IMODE(os.stat(world / "readme.txt").st_mode) == 0o755
@@ -808,3 +808,18 @@ def test_deflate_helper_round_trips() -> None:
     """The corpus relies on these helpers producing what they claim."""
     assert zlib.decompress(deflate(TEXTY), -15) == TEXTY
     assert zlib.decompressobj(-15).decompress(zero_bomb(2)) == bytes(2 << 20)
+
+
+def test_an_archive_holding_our_state_folder_restores_without_it_and_says_so(
+    run_dir: Path,
+) -> None:
+    # What WEPPcloud's archiver makes of a run we touched: everything but archives/.
+    data = build_zip(
+        [file(".runarchive/lock"), file(".runarchive/journal.json", b"{}"), file("a.txt", b"a")],
+        with_manifest=False,
+    )
+    name = place(run_dir, data)
+    result = restore_archive(run_dir, name)
+    assert (run_dir / "a.txt").read_bytes() == b"a"
+    assert not (run_dir / ".runarchive").exists()
+    assert any("Skipped 2 entries under .runarchive/" in w for w in result.warnings)

@@ -174,9 +174,10 @@ def test_deferred_delete_parks_the_old_tree_until_purged(run_dir: Path) -> None:
     name = create_archive(run_dir).name
     (run_dir / "b.txt").write_text("b")
     restore_archive(run_dir, name, defer_delete=True)
-    parked = [p.name for p in (run_dir / ".runarchive").iterdir() if p.name.startswith("trash-")]
+    parked = [p.name for p in run_dir.iterdir() if p.name.startswith(".runarchive-trash-")]
     assert len(parked) == 1
-    assert (run_dir / ".runarchive" / parked[0] / "b.txt").read_text() == "b"
+    assert (run_dir / parked[0] / "b.txt").read_text() == "b"
     assert not (run_dir / "b.txt").exists()
     assert purge_trash(run_dir) == 1
-    assert sorted(p.name for p in (run_dir / ".runarchive").iterdir()) == ["lock"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["a.txt", "archives"]
+    assert sorted(p.name for p in (run_dir / "archives" / ".runarchive").iterdir()) == ["lock"]

@@ -240,7 +240,9 @@ def make_world(dep: Deployment) -> World:
     dep.grant(victim_id, "victor")
     dep.grant(attacker_id, "mallory")
     world = World(dep, victim_id, attacker_id, victim_archive, attacker_archive)
-    assert (victim / ".runarchive").is_dir() and (victim / "archives" / victim_archive).is_file()
+    assert (victim / "archives" / ".runarchive").is_dir() and (
+        victim / "archives" / victim_archive
+    ).is_file()
     dep.secrets.add((victim / "archives" / victim_archive).read_bytes()[-256:])
     time.sleep(0.01)  # mtimes of anything touched later differ from the snapshot's
     world.before = world.protected()

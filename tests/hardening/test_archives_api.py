@@ -29,6 +29,7 @@ from runarchive.jobs.status import Event, parse_line
 from tests.core._zipcraft import ZipBuilder, build_zip, file, folder
 from tests.core.test_malicious import CASES, TOKEN, Case
 from tests.jobs.conftest import Workers
+from tests.journalfiles import leftovers
 from tests.treeutil import snapshot, tree_bytes
 from tests.web.webutil import Run, WebEnv
 
@@ -79,11 +80,6 @@ def escaped(root: Path) -> list[str]:
     for dirpath, dirnames, filenames in os.walk(root):
         found += [os.path.join(dirpath, n) for n in dirnames + filenames if TOKEN in n]
     return found
-
-
-def leftovers(run: Path) -> list[str]:
-    work = run / ".runarchive"
-    return sorted(n for n in os.listdir(work) if n != "lock") if work.exists() else []
 
 
 @pytest.mark.slow

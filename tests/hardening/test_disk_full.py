@@ -27,6 +27,7 @@ from runarchive.core import create_archive
 from runarchive.jobs.status import Event, parse_line
 from tests.hardening.conftest import close_web_env, make_web_env, start_limited_worker
 from tests.jobs.conftest import WORKER_TIMEOUT, Workers
+from tests.journalfiles import leftovers
 from tests.treeutil import snapshot, tree_bytes
 from tests.web.webutil import Run, WebEnv
 
@@ -132,7 +133,7 @@ def assert_failed_cleanly(
     assert snapshot(run.path) == before
     assert tree_bytes(run.path / "archives") == archives
     assert [n for n in os.listdir(run.path / "archives") if n.startswith(".tmp-")] == []
-    assert [n for n in os.listdir(run.path / ".runarchive") if n != "lock"] == []
+    assert leftovers(run.path) == []
     listing = env.token_client("owner").get(f"/runs/{run.runid}/archive/list").get_json()
     assert listing["in_progress"] is False
     assert all(a["readable"] for a in listing["archives"])

@@ -100,7 +100,7 @@ def refused_restore(
     for word in words:
         assert word.encode() in done.stderr, done.stderr
     assert snapshot(world.attacker) == before
-    assert not [n for n in os.listdir(world.attacker / ".runarchive") if n.startswith("stage-")]
+    assert not [n for n in os.listdir(world.attacker) if n.startswith(".runarchive-stage-")]
     world.assert_untouched()
 
 

@@ -27,9 +27,15 @@ Planter = Callable[[World], None]
 
 
 def work(world: World) -> Path:
-    folder = world.attacker / ".runarchive"
-    folder.mkdir(mode=0o700, exist_ok=True)
+    """Where our lock and journal live: ``archives/.runarchive``."""
+    folder = world.attacker / "archives" / ".runarchive"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     return folder
+
+
+def transient(world: World, name: str) -> Path:
+    """A restore's transient folder, at the run's top."""
+    return world.attacker / f".runarchive-{name}"
 
 
 def write_journal(world: World, doc: dict[str, Any] | bytes) -> None:
@@ -43,36 +49,36 @@ def swapping(world: World, **fields: Any) -> dict[str, Any]:
 
 
 def staging_id_climbs_to_the_victim(world: World) -> None:
-    (work(world) / "stage-x").mkdir()
+    transient(world, "stage-x").mkdir()
     write_journal(world, {"id": f"x/../../../{world.victim_id}", "state": "staging"})
 
 
 def old_names_the_victim(world: World) -> None:
-    (work(world) / f"old-{JID}").mkdir()
+    transient(world, f"old-{JID}").mkdir()
     write_journal(world, swapping(world, old=[f"../{world.victim_id}"]))
 
 
 def new_names_the_victim(world: World) -> None:
-    (work(world) / f"stage-{JID}").mkdir()
+    transient(world, f"stage-{JID}").mkdir()
     (work(world) / world.victim_id).mkdir()
     (work(world) / world.victim_id / "evil.txt").write_text("mallory was here\n")
     write_journal(world, swapping(world, new=[f"../{world.victim_id}"]))
 
 
 def absolute_names(world: World) -> None:
-    (work(world) / f"stage-{JID}").mkdir()
+    transient(world, f"stage-{JID}").mkdir()
     write_journal(world, swapping(world, old=[str(world.victim / "README.md")],
                                   new=[str(world.victim / "output")]))  # fmt: skip
 
 
 def modes_setuid_an_outside_file(world: World) -> None:
-    (work(world) / f"stage-{JID}").mkdir()
+    transient(world, f"stage-{JID}").mkdir()
     secret = str(world.dep.outside / "secret.txt")
     write_journal(world, swapping(world, modes={secret: 0o4755}))
 
 
 def journal_is_a_link_to_a_planted_file(world: World) -> None:
-    (work(world) / "stage-x").mkdir()
+    transient(world, "stage-x").mkdir()
     notes = world.attacker / "notes.txt"
     notes.write_text(json.dumps({"id": f"x/../../../{world.victim_id}", "state": "staging"}))
     (work(world) / "journal.json").symlink_to("../notes.txt")
@@ -83,19 +89,20 @@ def journal_is_a_link_to_the_secret(world: World) -> None:
 
 
 def state_folder_is_the_victims(world: World) -> None:
-    (world.attacker / ".runarchive" / "lock").unlink()
-    (world.attacker / ".runarchive").rmdir()
-    (world.attacker / ".runarchive").symlink_to(f"../{world.victim_id}/.runarchive")
+    state = work(world)
+    (state / "lock").unlink()
+    state.rmdir()
+    state.symlink_to(f"../../{world.victim_id}/archives/.runarchive")
 
 
 def stage_is_a_link_to_the_victim(world: World) -> None:
-    (work(world) / f"stage-{JID}").symlink_to(world.victim)
+    transient(world, f"stage-{JID}").symlink_to(world.victim)
     write_journal(world, swapping(world, new=["output"]))
 
 
 def old_is_a_link_to_the_victim(world: World) -> None:
-    (work(world) / f"old-{JID}").symlink_to(world.victim)
-    (work(world) / f"stage-{JID}").mkdir()
+    transient(world, f"old-{JID}").symlink_to(world.victim)
+    transient(world, f"stage-{JID}").mkdir()
     write_journal(world, swapping(world, old=["empty"]))
 
 
@@ -142,7 +149,7 @@ def test_a_planted_journal_never_reaches_outside_the_attackers_run(
 ) -> None:
     (world.attacker / "PUBLIC").write_text("")
     plant(world)
-    attacker_journal = os.path.lexists(world.attacker / ".runarchive" / "journal.json")
+    attacker_journal = os.path.lexists(work(world) / "journal.json")
 
     first = list_answers(world, "mallory")  # a list recovers a pending journal first
     world.assert_untouched()
@@ -161,7 +168,7 @@ def test_a_planted_journal_never_reaches_outside_the_attackers_run(
 
     world.assert_untouched()
     # Refused means refused: the attacker's journal and her archive are still where she left them.
-    assert os.path.lexists(world.attacker / ".runarchive" / "journal.json") == attacker_journal
+    assert os.path.lexists(work(world) / "journal.json") == attacker_journal
     assert (world.attacker / "archives" / world.attacker_archive).is_file()
 
 
@@ -257,7 +264,7 @@ def test_a_folder_named_like_a_temp_archive_is_left_alone_and_breaks_nothing(
 def test_a_planted_lock_file_is_refused_and_creates_nothing_outside(
     world: World, kind: str
 ) -> None:
-    lock = world.attacker / ".runarchive" / "lock"
+    lock = work(world) / "lock"
     lock.unlink()
     made_outside = world.dep.outside / f"made-by-mallory-{world.attacker_id}"
     if kind == "dangling link out":
@@ -271,7 +278,7 @@ def test_a_planted_lock_file_is_refused_and_creates_nothing_outside(
     for args in (("recover",), ("archive",), ("delete", world.attacker_archive)):
         done = world.cli(args[0], world.rel_attacker, *args[1:], timeout=30)
         assert done.returncode == 1, (args, done.stderr)
-        assert b".runarchive/lock" in done.stderr
+        assert b"archives/.runarchive/lock" in done.stderr
     assert_refused_as_unsafe(world.mutate("restore-archive", world.attacker_archive))
     assert not os.path.lexists(made_outside)
     world.assert_untouched()

@@ -224,8 +224,8 @@ def pair(service: Service) -> Pair:
 
 
 def test_a_planted_journal_is_refused_over_http_and_the_victim_is_untouched(pair: Pair) -> None:
-    work = pair.attacker / ".runarchive"
-    (work / "stage-x").mkdir()
+    work = pair.attacker / "archives" / ".runarchive"
+    (pair.attacker / ".runarchive-stage-x").mkdir()
     (work / "journal.json").write_text(
         json.dumps({"id": f"x/../../../{pair.victim_id}", "state": "staging"})
     )

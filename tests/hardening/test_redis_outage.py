@@ -26,6 +26,7 @@ from runarchive.web.accounts import create_token, create_user, grant_run, requir
 from runarchive.web.db import db
 from runarchive.web.settings import WebSettings
 from tests.jobs.conftest import Workers, make_many_files_run, make_small_run, wait_until
+from tests.journalfiles import leftovers
 from tests.treeutil import snapshot, tree_bytes
 from tests.web.test_status import Peer
 from tests.web.webutil import Browser, LiveServer, upgrade_status
@@ -263,6 +264,5 @@ def test_a_job_running_through_a_redis_outage_keeps_its_outcome(
         assert (after == archived) == (trigger == "RESTORE_COMPLETE")
         assert tree_bytes(run / "archives") == archives_before
     # A job that failed before reaching the core never made the work folder at all.
-    work = run / ".runarchive"
-    assert not work.exists() or not [n for n in work.iterdir() if n.name != "lock"]
+    assert leftovers(run) == []
     assert json.dumps(listing)  # still answers after the outage

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from runarchive.core import Locked, create_archive, list_archives
+from runarchive.core import create_archive, list_archives
 from runarchive.jobs.config import Settings
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive, running_job
+from runarchive.jobs.errors import JobRunning
 from runarchive.jobs.lifecycle import reconcile
 from runarchive.jobs.locks import acquire_lock, lock_infos, lock_statuses
 from runarchive.jobs.slot import claim_slot, read_slot
@@ -162,8 +163,8 @@ def test_the_cli_holds_the_slot_and_locks_while_it_works_and_a_killed_cli_is_cle
             assert slot.job_id.startswith("local-") and slot.kind == "restore"
             locks = wait_until(lambda: lock_infos(ctx.clients.locks, runid), step=0.005)
             assert {p: i.job_id for p, i in locks.items()} == {"wepp.nodb": slot.job_id}
-            with pytest.raises(Locked, match=r"Cannot archive while files are locked: wepp\.nodb"):
-                enqueue_archive(ctx, runid)  # the service sees the CLI's lock …
+            with pytest.raises(JobRunning, match=slot.job_id):
+                enqueue_archive(ctx, runid)  # the service sees the CLI holding the run …
             holder = running_job(ctx, runid)  # … and its live slot, which reconcile keeps
             assert holder is not None and holder.job_id == slot.job_id
             assert not claim_slot(ctx.clients.data, ctx.keys, runid, "job-x", "archive", ttl=60)

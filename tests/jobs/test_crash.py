@@ -20,7 +20,7 @@ from runarchive.jobs.config import Settings
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import cancel_job, enqueue_archive, enqueue_restore, running_job
 from runarchive.jobs.locks import lock_statuses
-from tests.treeutil import snapshot
+from tests.treeutil import archive_files, snapshot
 
 from .conftest import Recorder, Workers, children, make_many_files_run, wait_until, worker_env
 
@@ -61,7 +61,7 @@ def test_sigkill_of_the_worker_mid_archive_frees_the_slot_and_leaves_no_partial_
     _kill_worker(proc)
     proc.wait(timeout=10)
     assert rec.triggers(job_id) == []  # nobody alive to say it
-    assert [p.name for p in (run / "archives").iterdir() if p.name.endswith(".zip")] == []
+    assert [n for n in archive_files(run / "archives") if n.endswith(".zip")] == []
     # The lease expires; the next worker to start finishes the job and recovers the run.
     wait_until(lambda: not ctx.clients.data.exists(ctx.keys.job_alive(job_id)), timeout=10)
     assert workers.burst() == 0, workers.log_text()
@@ -69,7 +69,7 @@ def test_sigkill_of_the_worker_mid_archive_frees_the_slot_and_leaves_no_partial_
     rec.wait_for(lambda x: x.startswith(f"rq:{job_id} TRIGGER"))
     _assert_clean_end(ctx, runid, job_id, "ARCHIVE_FAILED")
     assert list_archives(run) == []
-    assert os.listdir(run / "archives") == []  # the temp file is gone too
+    assert archive_files(run / "archives") == []  # the temp file is gone too
     assert snapshot(run, with_dir_times=False) == before
     # And the run works again.
     again = enqueue_archive(ctx, runid)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from rq.job import Job, JobStatus
 
-from runarchive.core import InvalidInput, NotFound, create_archive, list_archives
+from runarchive.core import InvalidInput, NotFound, UnsafeRun, create_archive, list_archives
 from runarchive.jobs import delete_archive, job_status
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive, enqueue_restore, running_job
@@ -162,9 +163,11 @@ def test_a_failed_jobs_error_line_names_no_server_path(
     ctx: JobsContext, runid: str, workers: Workers, record: Callable[[str], Recorder]
 ) -> None:
     run = make_small_run(Path(str(ctx.settings.runs_root)), runid)
-    (run / "archives").write_text("a file where the archives folder should be\n")
     rec = record(runid)
     job_id = enqueue_archive(ctx, runid)
+    # Broken after the enqueue (which would refuse it at once): the job itself meets it.
+    shutil.rmtree(run / "archives", ignore_errors=True)
+    (run / "archives").write_text("a file where the archives folder should be\n")
     assert workers.burst() == 0, workers.log_text()
     rec.wait_for(_is_trigger(job_id))
 
@@ -191,7 +194,14 @@ def test_enqueue_refuses_bad_names_and_unknown_runs_or_archives_before_claiming(
     with pytest.raises(InvalidInput):
         enqueue_archive(ctx, "../escape")
     with pytest.raises(InvalidInput):
-        enqueue_archive(ctx, runid, "x" * 41)
+        enqueue_archive(ctx, runid, "invisible\u200bcomment")
+    (Path(str(ctx.settings.runs_root)) / runid / "archives").mkdir(exist_ok=True)
+    (Path(str(ctx.settings.runs_root)) / runid / "archives" / ".runarchive").mkdir(exist_ok=True)
+    (
+        Path(str(ctx.settings.runs_root)) / runid / "archives" / ".runarchive" / "journal.json"
+    ).write_text("{")
+    with pytest.raises(UnsafeRun):  # refused at once, as the job would refuse it
+        enqueue_archive(ctx, runid)
     assert read_slot(ctx.clients.data, ctx.keys, runid) is None
     assert ctx.queue().count == 0
 

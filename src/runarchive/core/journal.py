@@ -1,23 +1,26 @@
 """The restore journal and ``recover``: a restore is all-or-nothing across crashes.
 
 A restore moves through three journal states, each written atomically (temp file, fsync,
-rename, fsync the folder) to ``.runarchive/journal.json``:
+rename, fsync the folder) to ``archives/.runarchive/journal.json``:
 
-``staging``   The archive is being extracted into ``.runarchive/stage-<id>/``; the run itself
-              has not been touched. Recover: delete the stage. Result: the run exactly as before.
+``staging``   The archive is being extracted into ``.runarchive-stage-<id>/`` at the run's top
+              (the same filesystem, so the swap is renames); the run itself has not been
+              touched. Recover: delete the stage. Result: the run exactly as before.
 ``swapping``  The stage is complete, verified and synced to disk. Its top-level names and the
               run's current top-level names are in the journal. The swap renames every old
-              top-level entry into ``.runarchive/old-<id>/``, then every staged one into the run.
-              Each rename is atomic and the roll-forward checks each name independently, so
-              recover simply finishes the swap. Result: the run exactly as the archive.
-``swapped``   The swap is durable; only ``old-<id>`` and the empty stage remain to be deleted.
-              Recover deletes them. A restore that defers the deletion renames ``old-<id>``
-              to ``trash-<id>`` and drops the journal; ``purge_trash`` (or any later recover)
-              deletes trash folders.
+              top-level entry into ``.runarchive-old-<id>/``, then every staged one into the
+              run. Each rename is atomic and the roll-forward checks each name independently,
+              so recover simply finishes the swap. Result: the run exactly as the archive.
+``swapped``   The swap is durable; only the old tree and the empty stage remain to be deleted.
+              Recover deletes them. A restore that defers the deletion renames the old tree to
+              ``.runarchive-trash-<id>`` and drops the journal; ``purge_trash`` (or any later
+              recover) deletes trash folders.
 
-``archives/`` and ``.runarchive/`` are never moved. Stray temp files (``archives/.tmp-*``)
+``archives/`` (with our state inside) is never moved. Stray temp files (``archives/.tmp-*``)
 from a killed create are removed by recover too; recover runs under the run lock, so no live
-writer can own them.
+writer can own them. Versions before 0.2 kept the lock, journal and transient folders in a
+``.runarchive/`` folder at the run's top: recover finishes a restore journalled there (same
+rules, their names without the prefix) and removes that folder.
 
 The journal lives in the run, so whoever can write into the run can write it: it is read back
 as hostile input (``parse_journal``). Its id must be the 12 hex digits we generate, its names
@@ -40,7 +43,7 @@ from typing import Any
 
 from .errors import UnsafeRun
 from .fsutil import atomic_write_bytes
-from .names import ARCHIVES_DIR, WORK_DIR, is_archive_name
+from .names import LEGACY_WORK_DIR, is_archive_name, is_reserved_top
 from .rundir import Folder, RunDir, open_run
 from .runlock import run_lock
 
@@ -55,7 +58,6 @@ _STATE_DIR_RE = re.compile(r"(stage|old|trash)-([0-9a-f]{12})(\.scratch)?")
 _TMP_ARCHIVE_RE = re.compile(r"\.tmp-.{1,240}\.partial")
 _JOURNAL_TMP_RE = re.compile(rf"\.{re.escape(JOURNAL)}\.tmp-[0-9]{{1,10}}")
 _KEYS = {"id", "archive", "state", "old", "new", "modes"}
-RESERVED_TOP = frozenset({ARCHIVES_DIR, WORK_DIR})
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,31 +86,51 @@ class Journal:
         return json.dumps(body).encode()
 
 
-def stage_name(jid: str) -> str:
-    """Return the name of restore ``jid``'s staging folder in ``.runarchive``."""
-    return f"stage-{jid}"
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where a restore's transient folders live and what they are called.
+
+    Today: the run's top, prefixed ``.runarchive-``; before 0.2: inside the top-level
+    ``.runarchive/`` folder, unprefixed. ``folder`` is borrowed, not owned.
+    """
+
+    folder: Folder
+    prefix: str
+
+    def stage(self, jid: str) -> str:
+        """The staging folder of restore ``jid``."""
+        return f"{self.prefix}stage-{jid}"
+
+    def scratch(self, jid: str) -> str:
+        """Where extract threads create files before moving them into the stage."""
+        return f"{self.prefix}stage-{jid}.scratch"
+
+    def old(self, jid: str) -> str:
+        """The folder the replaced tree of restore ``jid`` is moved into."""
+        return f"{self.prefix}old-{jid}"
+
+    def trash(self, jid: str) -> str:
+        """Where a finished restore parks the replaced tree until it is purged."""
+        return f"{self.prefix}trash-{jid}"
+
+    def kind(self, name: str) -> str | None:
+        """Return stage/old/trash when ``name`` is one of our transient folders, else None."""
+        if not name.startswith(self.prefix):
+            return None
+        match = _STATE_DIR_RE.fullmatch(name[len(self.prefix) :])
+        return match[1] if match else None
 
 
-def scratch_name(jid: str) -> str:
-    """Return where extract threads create files before moving them into the stage."""
-    return f"stage-{jid}.scratch"
-
-
-def trash_name(jid: str) -> str:
-    """Return where a finished restore parks the replaced tree until it is purged."""
-    return f"trash-{jid}"
-
-
-def old_name(jid: str) -> str:
-    """Return the folder the replaced tree of restore ``jid`` is moved into."""
-    return f"old-{jid}"
+def run_layout(run: RunDir) -> Layout:
+    """The layout of this version: transient folders at the run's top."""
+    return Layout(run, ".runarchive-")
 
 
 def _bad(reason: str) -> UnsafeRun:
     return UnsafeRun(
-        f"The restore journal .runarchive/{JOURNAL} is not one runarchive wrote ({reason}); "
-        "nothing was changed. Check the run, then remove that file (and any stage-/old- "
-        "folders beside it) and retry."
+        f"The restore journal archives/.runarchive/{JOURNAL} is not one runarchive wrote "
+        f"({reason}); nothing was changed. Check the run, then remove that file (and any "
+        ".runarchive-stage-/-old- folders at the run's top) and retry."
     )
 
 
@@ -123,7 +145,7 @@ def _names(raw: object, what: str) -> list[str]:
             or "/" in name
             or "\x00" in name
             or len(name.encode("utf-8", "surrogateescape")) > 255
-            or name in RESERVED_TOP
+            or is_reserved_top(name)
         ):
             raise _bad(f"{what} holds {name!r}, which is not a top-level name of the run")
     if len(set(names)) != len(names):
@@ -192,7 +214,12 @@ def read_journal(work: Folder) -> Journal | None:
 
 def top_level_names(run: RunDir) -> list[str]:
     """Return the run's top-level names that a restore replaces."""
-    return sorted(n for n in run.names() if n not in RESERVED_TOP)
+    return sorted(n for n in run.names() if not is_reserved_top(n))
+
+
+def folder_label(folder: Folder, name: str) -> str:
+    """Name ``name`` in ``folder`` for a message (relative to the run)."""
+    return f"{folder.label}/{name}" if folder.label else name
 
 
 def open_state_dir(work: Folder, name: str, *, create: bool = False) -> Folder | None:
@@ -206,16 +233,16 @@ def open_state_dir(work: Folder, name: str, *, create: bool = False) -> Folder |
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise UnsafeRun(
-                f".runarchive/{name} is not a folder runarchive made (a link or a file); "
-                "nothing was changed. Remove it and retry."
+                f"{folder_label(work, name)} is not a folder runarchive made (a link or a "
+                "file); nothing was changed. Remove it and retry."
             ) from None
         raise
 
 
-def roll_forward(run: RunDir, work: Folder, journal: Journal) -> None:
+def roll_forward(run: RunDir, work: Folder, layout: Layout, journal: Journal) -> None:
     """Finish a swap from any intermediate point; safe to repeat."""
-    stage = open_state_dir(work, stage_name(journal.id))
-    old = open_state_dir(work, old_name(journal.id), create=True)
+    stage = open_state_dir(layout.folder, layout.stage(journal.id))
+    old = open_state_dir(layout.folder, layout.old(journal.id), create=True)
     assert old is not None
     try:
         _check_names(run, old, stage, journal)
@@ -273,39 +300,37 @@ def _make_movable(run: RunDir, name: str) -> None:
         _chmod_dir(run, name, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)
 
 
-def finish(work: Folder, journal: Journal, *, defer_delete: bool = False) -> None:
+def finish(work: Folder, layout: Layout, journal: Journal, *, defer_delete: bool = False) -> None:
     """Delete what a completed swap left behind, then the journal.
 
-    With ``defer_delete`` the replaced tree is only renamed to ``trash-<id>`` (instant), so
+    With ``defer_delete`` the replaced tree is only renamed to the trash name (instant), so
     the caller can report success first and call ``purge_trash`` afterwards.
     """
-    jid = journal.id
-    for name in (old_name(jid), stage_name(jid), scratch_name(jid)):
-        _require_folder_or_missing(work, name)
-    if defer_delete and work.exists(old_name(jid)):
-        work.rename(old_name(jid), work, trash_name(jid))
-    for name in (old_name(jid), stage_name(jid), scratch_name(jid)):
-        work.remove_tree(name)
+    jid, folder = journal.id, layout.folder
+    transient = (layout.old(jid), layout.stage(jid), layout.scratch(jid))
+    for name in transient:
+        _require_folder_or_missing(folder, name)
+    if defer_delete and folder.exists(layout.old(jid)):
+        folder.rename(layout.old(jid), folder, layout.trash(jid))
+    for name in transient:
+        folder.remove_tree(name)
     clear_journal(work)
 
 
-def _require_folder_or_missing(work: Folder, name: str) -> None:
-    folder = open_state_dir(work, name)
-    if folder is not None:
-        folder.close()
+def _require_folder_or_missing(folder: Folder, name: str) -> None:
+    found = open_state_dir(folder, name)
+    if found is not None:
+        found.close()
 
 
 def purge_trash(run_path: os.PathLike[str] | str) -> int:
     """Delete the trees replaced by earlier restores; return how many were removed."""
     with open_run(run_path) as run:
-        work = run.work()
-        if work is None:
-            return 0
-        with work:
-            names = [n for n in work.names() if _state_dir_kind(n) == "trash"]
-            for name in names:
-                _require_folder_or_missing(work, name)
-                work.remove_tree(name)
+        layout = run_layout(run)
+        names = [n for n in run.names() if layout.kind(n) == "trash"]
+        for name in names:
+            _require_folder_or_missing(run, name)
+            run.remove_tree(name)
     return len(names)
 
 
@@ -316,12 +341,7 @@ def clear_journal(work: Folder) -> None:
     work.fsync()
 
 
-def _state_dir_kind(name: str) -> str | None:
-    match = _STATE_DIR_RE.fullmatch(name)
-    return match[1] if match else None
-
-
-def _remove_stale(run: RunDir, work: Folder) -> int:
+def _remove_stale(run: RunDir, work: Folder, layout: Layout) -> int:
     """Remove what killed operations left: temp archives, stage/old/trash folders, temp journals.
 
     Only names of the exact forms we create are touched; a state folder that is a link or a
@@ -336,12 +356,13 @@ def _remove_stale(run: RunDir, work: Folder) -> int:
                     with contextlib.suppress(FileNotFoundError):
                         archives.unlink(name)
                     removed += 1
-    for name in work.names():
-        if _state_dir_kind(name) is not None:
-            _require_folder_or_missing(work, name)
-            work.remove_tree(name)
+    for name in layout.folder.names():
+        if layout.kind(name) is not None:
+            _require_folder_or_missing(layout.folder, name)
+            layout.folder.remove_tree(name)
             removed += 1
-        elif _JOURNAL_TMP_RE.fullmatch(name) and _is_regular(work, name):
+    for name in work.names():
+        if _JOURNAL_TMP_RE.fullmatch(name) and _is_regular(work, name):
             work.unlink(name)
     return removed
 
@@ -353,25 +374,62 @@ def _is_regular(folder: Folder, name: str) -> bool:
         return False
 
 
+def _recover_journal(run: RunDir, work: Folder, layout: Layout) -> str:
+    """Finish or undo the restore journalled in ``work``; return what was done."""
+    journal = read_journal(work)
+    if journal is None:
+        return "none"
+    if journal.state == STAGING:
+        for name in (layout.stage(journal.id), layout.scratch(journal.id)):
+            _require_folder_or_missing(layout.folder, name)
+            layout.folder.remove_tree(name)
+        clear_journal(work)
+        return "rolled_back"
+    if journal.state == SWAPPING:
+        roll_forward(run, work, layout, journal)
+        finish(work, layout, journal)
+        return "rolled_forward"
+    finish(work, layout, journal)
+    return "cleaned"
+
+
+def _migrate_legacy(run: RunDir) -> tuple[str, int]:
+    """Finish a restore an older version journalled in ``<run>/.runarchive``, then retire it.
+
+    Only what we put there goes — the lock, temp journals, our transient folders (checked to
+    be real folders) — and the folder itself once empty; anything else is left in place
+    (the folder is never archived or replaced, so it does no harm).
+    """
+    legacy = run.legacy_work()
+    if legacy is None:
+        return "none", 0
+    removed = 0
+    with legacy:
+        layout = Layout(legacy, "")
+        action = _recover_journal(run, legacy, layout)
+        for name in legacy.names():
+            if layout.kind(name) is not None:
+                _require_folder_or_missing(legacy, name)
+                legacy.remove_tree(name)
+                removed += 1
+            elif (name == "lock" or _JOURNAL_TMP_RE.fullmatch(name)) and not stat.S_ISDIR(
+                legacy.lstat(name).st_mode
+            ):
+                legacy.unlink(name)  # a link is unlinked, never followed
+    with contextlib.suppress(OSError):  # not empty: something not ours is inside
+        os.rmdir(LEGACY_WORK_DIR, dir_fd=run.fd)
+        run.fsync()
+    return action, removed
+
+
 def recover_locked(run: RunDir, work: Folder) -> RecoverResult:
     """Finish or undo an interrupted restore; the caller holds the run lock."""
-    journal = read_journal(work)
-    action = "none"
-    if journal is not None:
-        if journal.state == STAGING:
-            for name in (stage_name(journal.id), scratch_name(journal.id)):
-                _require_folder_or_missing(work, name)
-                work.remove_tree(name)
-            clear_journal(work)
-            action = "rolled_back"
-        elif journal.state == SWAPPING:
-            roll_forward(run, work, journal)
-            finish(work, journal)
-            action = "rolled_forward"
-        else:
-            finish(work, journal)
-            action = "cleaned"
-    removed = _remove_stale(run, work)
+    action, removed = _migrate_legacy(run)
+    layout = run_layout(run)
+    current = _recover_journal(run, work, layout)
+    if current != "none":
+        action = current
+    removed += _remove_stale(run, work, layout)
     if action == "none" and removed:
         action = "cleaned"
     return RecoverResult(action, removed)
@@ -384,7 +442,12 @@ def recover_run(run_path: os.PathLike[str] | str) -> RecoverResult:
 
 
 def needs_recovery(run: RunDir) -> bool:
-    """Tell whether an interrupted restore left a journal behind."""
+    """Tell whether an interrupted restore (of this or an older version) left a journal."""
+    legacy = run.legacy_work()
+    if legacy is not None:
+        with legacy:
+            if legacy.exists(JOURNAL):
+                return True
     work = run.work()
     if work is None:
         return False
@@ -398,14 +461,20 @@ def check_run(run: RunDir) -> None:
     Lets a caller answer at once — before it queues a job — what the job would find: our
     folders not real folders, a journal that fails validation, a state folder that is a link.
     """
-    archives = run.archives()
-    if archives is not None:
-        archives.close()
+    for work, layout in _state_places(run):
+        with work:
+            read_journal(work)  # validates it, when there is one
+            for name in layout.folder.names():
+                if layout.kind(name) is not None:
+                    _require_folder_or_missing(layout.folder, name)
+
+
+def _state_places(run: RunDir) -> list[tuple[Folder, Layout]]:
+    places = []
+    legacy = run.legacy_work()
+    if legacy is not None:
+        places.append((legacy, Layout(legacy, "")))
     work = run.work()
-    if work is None:
-        return
-    with work:
-        read_journal(work)  # validates it, when there is one
-        for name in work.names():
-            if _state_dir_kind(name) is not None:
-                _require_folder_or_missing(work, name)
+    if work is not None:
+        places.append((work, run_layout(run)))
+    return places

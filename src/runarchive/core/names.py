@@ -15,7 +15,14 @@ from pathlib import Path
 from .errors import InvalidInput
 
 ARCHIVES_DIR = "archives"
-WORK_DIR = ".runarchive"
+# Our state that persists between operations (lock, journal) lives in ``archives/.runarchive``:
+# WEPPcloud's own archiver takes everything but ``archives/``, so nothing of ours gets into its
+# archives. Only a restore's transient folders sit at the run's top (same filesystem as the
+# run, for atomic renames), named ``.runarchive-(stage|old|trash)-<id>``.
+STATE_DIR = ".runarchive"
+LEGACY_WORK_DIR = ".runarchive"  # at the run's top: where versions before 0.2 kept it
+WORK_DIR = LEGACY_WORK_DIR  # the archive-entry prefix of our manifest is unchanged
+TRANSIENT_RE = re.compile(r"\.runarchive-(stage|old|trash)-([0-9a-f]{12})(\.scratch)?")
 MAX_COMMENT_CHARS = 40
 
 # Matched with ``fullmatch``: ``$`` would also accept a trailing newline.
@@ -116,6 +123,11 @@ def parse_comment(comment: str | None) -> Comment:
 def normalize_comment(comment: str | None) -> str:
     """Return the comment as it is stored (see ``parse_comment``)."""
     return parse_comment(comment).text
+
+
+def is_reserved_top(name: str) -> bool:
+    """Tell whether a top-level name of a run is ours (never archived, restored or replaced)."""
+    return name in (ARCHIVES_DIR, LEGACY_WORK_DIR) or TRANSIENT_RE.fullmatch(name) is not None
 
 
 def has_hidden_characters(text: str) -> bool:

@@ -45,8 +45,7 @@ from .journal import (
     finish,
     recover_locked,
     roll_forward,
-    scratch_name,
-    stage_name,
+    run_layout,
     top_level_names,
     write_journal,
 )
@@ -104,19 +103,19 @@ def restore_archive(
             needed = plan.total_bytes + (16 << 20)
             require_space(run.fd, needed, "restore the archive", reserve=lim.reserve_for(run.fd))
             extractor = _stage(run, work, reader, plan, report, threads)
-        journal = extractor.journal
+        journal, layout = extractor.journal, run_layout(run)
         # Regular files, as everywhere a count of files is shown (the list, the extract phase).
         total, size = plan.files, plan.total_bytes
         report(ProgressEvent("restore", Phase.SWAP, total, total, size, size))
         try:
-            roll_forward(run, work, journal)
+            roll_forward(run, work, layout, journal)
         except OSError as exc:
             raise RunArchiveError(
                 f"Restore of {name} stopped during the swap ({exc.strerror}). The journal holds "
                 f"the rest: fix the cause, then run `runarchive recover` on run {run.runid}."
             ) from exc
         report(ProgressEvent("restore", Phase.CLEANUP, total, total, size, size))
-        finish(work, journal, defer_delete=defer_delete)
+        finish(work, layout, journal, defer_delete=defer_delete)
     report(ProgressEvent("restore", Phase.DONE, total, total, size, size))
     return RestoreResult(
         name, plan.files, len(plan.items), size, plan.had_manifest, plan.warnings, extractor.reused
@@ -159,20 +158,21 @@ def _stage(run: RunDir, work: Folder, reader: ArchiveReader, plan: RestorePlan,
            report: ProgressCallback, threads: int) -> _Extractor:  # fmt: skip
     """Extract into a fresh stage and journal ``swapping``; on any failure leave no trace."""
     journal = Journal(secrets.token_hex(6), reader.name, STAGING)
+    layout = run_layout(run)
     write_journal(work, journal)
     try:
-        with work.make(stage_name(journal.id)) as stage:
-            with work.make(scratch_name(journal.id)) as scratch:
+        with run.make(layout.stage(journal.id)) as stage:
+            with run.make(layout.scratch(journal.id)) as scratch:
                 extractor = _Extractor(reader, plan, run, stage, scratch, report, journal)
                 extractor.build(threads)
-            work.remove_tree(scratch_name(journal.id))
+            run.remove_tree(layout.scratch(journal.id))
             sync_filesystem(stage.fd)
             journal.state = SWAPPING
             journal.old, journal.new = top_level_names(run), sorted(stage.names())
             journal.modes = extractor.deferred_modes
     except BaseException as exc:
-        work.remove_tree(stage_name(journal.id))
-        work.remove_tree(scratch_name(journal.id))
+        run.remove_tree(layout.stage(journal.id))
+        run.remove_tree(layout.scratch(journal.id))
         clear_journal(work)
         if isinstance(exc, OSError) and is_no_space(exc):
             raise NoSpace(

@@ -34,7 +34,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import NotFound, ReadOnlyRun, UnsafeRun
-from .names import ARCHIVES_DIR, WORK_DIR, run_id_of, split_relpath
+from .names import ARCHIVES_DIR, LEGACY_WORK_DIR, STATE_DIR, run_id_of, split_relpath
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SYS_OPENAT2 = 437  # the same number on every Linux architecture (unified syscall table)
@@ -163,6 +163,15 @@ class Folder:
             os.mkdir(_one(name), mode, dir_fd=self.fd)
         try:
             return self.open(name)
+        except OSError as exc:
+            raise _unsafe(self, name, exc) from None
+
+    def open_optional(self, name: str) -> Folder | None:
+        """Open the real folder ``name`` (None when missing; UnsafeRun for anything else)."""
+        try:
+            return self.open(name)
+        except FileNotFoundError:
+            return None
         except OSError as exc:
             raise _unsafe(self, name, exc) from None
 
@@ -324,27 +333,28 @@ class RunDir(Folder):
 
     def archives(self) -> Folder | None:
         """Open the real ``archives/`` folder, or None when the run has none yet."""
-        return self._optional(ARCHIVES_DIR)
+        return self.open_optional(ARCHIVES_DIR)
 
     def ensure_archives(self) -> Folder:
         """Open the real ``archives/`` folder, creating it when missing."""
         return self.ensure(ARCHIVES_DIR, 0o755)
 
     def work(self) -> Folder | None:
-        """Open the real ``.runarchive/`` state folder, or None when there is none."""
-        return self._optional(WORK_DIR)
+        """Open the real ``archives/.runarchive/`` state folder, or None when there is none."""
+        archives = self.archives()
+        if archives is None:
+            return None
+        with archives:
+            return archives.open_optional(STATE_DIR)
 
     def ensure_work(self) -> Folder:
-        """Open the real ``.runarchive/`` state folder, creating it private when missing."""
-        return self.ensure(WORK_DIR, 0o700)
+        """Open the real ``archives/.runarchive/`` state folder, creating it when missing."""
+        with self.ensure_archives() as archives:
+            return archives.ensure(STATE_DIR, 0o700)
 
-    def _optional(self, name: str) -> Folder | None:
-        try:
-            return self.open(name)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise _unsafe(self, name, exc) from None
+    def legacy_work(self) -> Folder | None:
+        """Open the state folder older versions kept at the run's top, if there is one."""
+        return self.open_optional(LEGACY_WORK_DIR)
 
 
 def open_run(path: os.PathLike[str] | str) -> RunDir:

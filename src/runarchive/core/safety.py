@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .errors import LimitExceeded, UnsafeArchive
 from .limits import Limits
 from .manifest import DIR, FILE, SYMLINK, ManifestEntry
-from .names import ARCHIVES_DIR, WORK_DIR
+from .names import ARCHIVES_DIR, LEGACY_WORK_DIR, TRANSIENT_RE
 from .reader import ArchiveReader
 from .tree import link_leaves_run
 from .zipformat import DEFLATED, STORED, CentralEntry
@@ -64,7 +64,7 @@ def check_entry_name(name: str) -> str:
         raise UnsafeArchive(f"Entry {name!r} has an empty, '.' or '..' path component.")
     if any(len(p.encode("utf-8", "surrogateescape")) > 255 for p in parts):
         raise UnsafeArchive(f"Entry {name[:80]!r}… has a name component longer than 255 bytes.")
-    if parts[0] in (ARCHIVES_DIR, WORK_DIR):
+    if parts[0] == ARCHIVES_DIR or TRANSIENT_RE.fullmatch(parts[0]):
         raise UnsafeArchive(f"Entry {name!r} would write into the reserved {parts[0]}/ folder.")
     return path
 
@@ -97,9 +97,15 @@ def plan_restore(
     by_path = manifest.by_path() if manifest else {}
     kinds: dict[str, str] = {}
     items: list[PlanItem] = []
+    skipped: list[str] = []
     for entry in content:
         _check_encoding(entry)
         path = check_entry_name(entry.name)
+        if path.split("/", 1)[0] == LEGACY_WORK_DIR:
+            # Another tool archived runarchive's state folder (WEPPcloud takes all but
+            # archives/): our state is never restored from an archive, so it is left out.
+            skipped.append(path)
+            continue
         if len(path) > limits.max_path_chars:
             raise UnsafeArchive(
                 f"Entry {path[:80]!r}… has a path longer than {limits.max_path_chars} characters."
@@ -142,9 +148,16 @@ def plan_restore(
         if manifest
         else [
             "Archive has no runarchive manifest (made by another tool): restored after the same "
-            "structural and CRC checks, without sha256 verification."
+            "structural and CRC checks, without sha256 verification. Empty folders it does not "
+            "record (zip tools often leave them out) are not restored."
         ]
     )
+    if skipped:
+        shown = ", ".join(skipped[:3]) + (" …" if len(skipped) > 3 else "")
+        warnings.append(
+            f"Skipped {len(skipped)} entries under {LEGACY_WORK_DIR}/ ({shown}): runarchive's "
+            "own state folder, archived by another tool, is never restored."
+        )
     return RestorePlan(items, total, manifest is not None, warnings)
 
 

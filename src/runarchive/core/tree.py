@@ -15,10 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .manifest import DIR, FILE, SYMLINK
-from .names import ARCHIVES_DIR, WORK_DIR
+from .names import is_reserved_top
 from .rundir import Folder, RunDir, is_unsafe_error, open_run
-
-EXCLUDED_TOP = frozenset({ARCHIVES_DIR, WORK_DIR})
 
 
 @dataclass(slots=True)
@@ -126,7 +124,7 @@ def scan_run(run: RunDir) -> Tree:
             children = sorted(folder.scandir(), key=lambda d: d.name)
             subdirs: list[str] = []
             for child in children:
-                if not rel_dir and child.name in EXCLUDED_TOP:
+                if not rel_dir and is_reserved_top(child.name):
                     continue
                 rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
                 if not _utf8_name(rel):
