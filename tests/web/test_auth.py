@@ -83,6 +83,29 @@ def test_logout_ends_the_session_and_needs_csrf(web: WebEnv) -> None:
     assert client.get("/").status_code == 302
 
 
+def test_a_page_without_a_csrf_token_is_told_what_to_add_and_can_fetch_one(web: WebEnv) -> None:
+    # A host page from before WEPPcloud's csrf_bootstrap.js posts with the session alone.
+    run = web.new_run()
+    browser = web.fresh_browser("alice")
+    url = f"/runs/{run.runid}/rq/api/delete-archive"
+    refused = browser.client.post(url, json={"archive_name": run.archive})
+    assert refused.status_code == 400
+    message = refused.get_json()["error"]["message"]
+    assert "X-CSRFToken" in message and "GET /csrf-token" in message
+    assert 'meta name="csrf-token"' in message and "Authorization: Bearer" in message
+    assert (run.path / "archives" / str(run.archive)).is_file()
+
+    got = browser.client.get("/csrf-token")
+    assert got.status_code == 200 and got.headers["Cache-Control"] == "no-store"
+    assert "Access-Control-Allow-Origin" not in got.headers
+    token = got.get_json()["csrf_token"]
+    done = browser.client.post(
+        url, json={"archive_name": run.archive}, headers={"X-CSRFToken": token}
+    )
+    assert done.status_code == 200
+    assert not (run.path / "archives" / str(run.archive)).exists()
+
+
 def test_json_post_from_a_session_needs_the_csrf_header(web: WebEnv) -> None:
     run = web.new_run()
     browser = web.fresh_browser("alice")

@@ -197,6 +197,17 @@ def _http(code: str, status: int, message: str) -> Response:
     return response
 
 
+def csrf_message(description: str) -> str:
+    """Say what a page must add to pass the CSRF check (pages from before WEPPcloud's
+    csrf_bootstrap.js send no token at all)."""
+    return (
+        f"CSRF check failed: {description} Send the session's token in the X-CSRFToken "
+        f"header (or a csrf_token form field): read it from GET {url_for('pages.csrf_token')} "
+        "or from the page's <meta name=\"csrf-token\">, as WEPPcloud's csrf_bootstrap.js "
+        "does — or call the API with a token (Authorization: Bearer …)."
+    )
+
+
 def register_error_handlers(app: Scaffold) -> None:
     """Install the handlers that give every error the JSON (or page) shape above.
 
@@ -211,7 +222,7 @@ def register_error_handlers(app: Scaffold) -> None:
 
     @app.errorhandler(CSRFError)
     def _csrf(exc: CSRFError) -> Response:
-        return _http("csrf_failed", 400, f"CSRF check failed: {exc.description}")
+        return _http("csrf_failed", 400, csrf_message(str(exc.description)))
 
     @app.errorhandler(redis.exceptions.ConnectionError)
     @app.errorhandler(redis.exceptions.TimeoutError)

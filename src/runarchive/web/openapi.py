@@ -232,6 +232,13 @@ def _paths() -> dict[str, Any]:
         "/healthz": {"get": {"summary": "Database and Redis health (no auth).", "security": [],
                              "responses": {"200": _json(_ref("Health"), "Healthy."),
                                            "503": _json(_ref("Health"), "Degraded.")}}},
+        "/csrf-token": {"get": {
+            "summary": "The CSRF token of this browser session, for pages that POST with the "
+                       "session cookie (send it as X-CSRFToken). Same-origin: no CORS.",
+            "responses": {"200": _json({"type": "object", "required": ["csrf_token", "header"],
+                                        "properties": {"csrf_token": {"type": "string"},
+                                                       "header": {"const": "X-CSRFToken"}}},
+                                       "The token.")}}},
         "/openapi.json": {"get": {"summary": "This document.", "security": [],
                                   "responses": {"200": {"description": "OpenAPI 3.1."}}}},
         "/login": {

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, url_for
+from flask_wtf.csrf import generate_csrf  # type: ignore[import-untyped]
 from rq import Worker
 from sqlalchemy import text
 
@@ -52,6 +53,19 @@ def index() -> Response | str:
             }
         )
     return render_template(template("index.html"), runs=runs)
+
+
+@bp.get("/csrf-token")
+def csrf_token() -> Response:
+    """Give a page of another origin's host (runarchive run as a separate service behind it)
+    the CSRF token of this browser session, to send as ``X-CSRFToken`` on its POSTs.
+
+    Same-origin only in effect: the browser sends our session cookie with the request, and the
+    answer is JSON that a cross-site page cannot read (no CORS headers are ever sent).
+    """
+    response = jsonify({"csrf_token": generate_csrf(), "header": "X-CSRFToken"})
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.get("/healthz")
