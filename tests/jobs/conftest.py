@@ -94,6 +94,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
             "RUNARCHIVE_LOCK_TTL": str(settings.lock_ttl),
             "RUNARCHIVE_NODB_CACHE_DB": str(settings.nodb_cache_db),
             "RUNARCHIVE_DATA_DIR": str(settings.data_dir),
+            "RUNARCHIVE_POST_RESTORE_HOOKS": ",".join(settings.post_restore_hooks) or "none",
         }
     )
     return env

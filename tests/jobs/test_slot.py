@@ -13,10 +13,11 @@ import pytest
 from rq.job import Job, JobStatus
 
 from runarchive.core import Locked
+from runarchive.jobs.cancel import CancelStatus, cancel_job
 from runarchive.jobs.config import Settings
 from runarchive.jobs.connection import make_client
 from runarchive.jobs.context import JobsContext
-from runarchive.jobs.enqueue import cancel_job, enqueue_archive, running_job
+from runarchive.jobs.enqueue import enqueue_archive, running_job
 from runarchive.jobs.errors import JobRunning
 from runarchive.jobs.keys import Keys
 from runarchive.jobs.lifecycle import finish_job, reconcile
@@ -155,7 +156,7 @@ def test_a_canceled_queued_job_frees_the_slot_with_a_failed_trigger(
 ) -> None:
     make_small_run(Path(str(ctx.settings.runs_root)), runid)
     job_id = enqueue_archive(ctx, runid)
-    assert cancel_job(ctx, job_id) == "canceled"
+    assert cancel_job(ctx, job_id, "tester") == CancelStatus.CANCELED
     assert running_job(ctx, runid) is None
     assert _triggers(ctx, runid) == [f"{job_id} ARCHIVE_FAILED"]
     assert Job.fetch(job_id, connection=ctx.clients.rq).get_status() == JobStatus.CANCELED

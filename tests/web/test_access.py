@@ -2,7 +2,7 @@
 
 Read routes (dashboard, list, download, job status, status websocket) are open to owners,
 admins and — on a run holding a ``PUBLIC`` file — everybody. Write routes (archive, restore,
-delete, job info) are for owners and admins only, public or not. Each case checks the answer
+delete, job info, cancel) are for owners and admins only, public or not. Each case checks the answer
 and what is stored: a refused write leaves no job and no change on disk.
 """
 
@@ -16,7 +16,7 @@ from runarchive.jobs import enqueue_archive, running_job
 from tests.web.webutil import WS_HEADERS, Browser, Run, WebEnv
 
 READ_ROUTES = ("dashboard", "list", "download", "jobstatus", "websocket")
-WRITE_ROUTES = ("archive", "restore", "delete", "jobinfo")
+WRITE_ROUTES = ("archive", "restore", "delete", "jobinfo", "canceljob")
 ROLES = ("anonymous", "other", "owner", "admin")
 
 
@@ -32,6 +32,8 @@ def call(web: WebEnv, browser: Browser, route: str, run: Run, job_id: str | None
         return browser.get(f"/rq/api/jobstatus/{job_id}")
     if route == "jobinfo":
         return browser.get(f"/rq/api/jobinfo/{job_id}")
+    if route == "canceljob":
+        return browser.post(f"/rq/api/canceljob/{job_id}")
     if route == "websocket":
         return browser.get(f"/status/{run.runid}:archive", headers=WS_HEADERS)
     if route == "archive":
@@ -58,7 +60,7 @@ def ok_status(route: str) -> int:
 def test_access_matrix(web: WebEnv, route: str, role: str, public: bool) -> None:
     run = web.new_run(public=public)
     job_id = None
-    if route in ("jobstatus", "jobinfo"):
+    if route in ("jobstatus", "jobinfo", "canceljob"):
         job_id = enqueue_archive(web.ctx, run.runid, "queued")
     response = call(web, web.as_role(role), route, run, job_id)
     response.close()  # a download's file handle
@@ -77,6 +79,9 @@ def test_access_matrix(web: WebEnv, route: str, role: str, public: bool) -> None
             assert not archive_file.exists()
         if route == "jobinfo":
             assert "exc_info" in response.get_json()
+        if route == "canceljob":
+            assert response.get_json() == {"job_id": job_id, "status": "canceled"}
+            assert running_job(web.ctx, run.runid) is None
         return
 
     expected = 401 if role == "anonymous" else 403

@@ -990,6 +990,37 @@ def test_reloading_during_a_job_resumes_watching_it(
     assert len(dashboard.finished()) == 1
 
 
+def test_the_cancel_button_shows_while_a_job_runs_and_cancels_it_leaving_no_archive(
+    page: Page, make_run: Callable[..., Path]
+) -> None:
+    run = make_run(target_bytes=40 * 2**20, files=800)
+    for copy in range(1, 9):  # ~350 MB: an archive long enough to cancel while it runs
+        shutil.copytree(run / "wepp" / "output", run / "wepp" / f"output-{copy}")
+    dashboard = Dashboard(page, run).open()
+    dashboard.wait_live()
+    cancel = page.locator("#ra-cancel-btn")
+    expect(cancel).to_be_hidden()  # no job, no button
+
+    dashboard.start_archive("to be canceled")
+    expect(page.locator("#ra-job-status")).to_have_attribute("data-status", "started")
+    page.wait_for_function("() => document.getElementById('ra-progress').value > 0")
+    expect(cancel).to_be_visible()
+    expect(cancel).to_be_enabled()
+    cancel.click()
+
+    event = dashboard.wait_finished(1)
+    assert event["ok"] is False and event["trigger"] == "ARCHIVE_FAILED", event
+    failure = page.locator("#ra-alerts [data-code=job_failed]")
+    expect(failure).to_contain_text("Archive failed: Canceled by admin")
+    expect(dashboard.activity).to_contain_text("Canceled by admin")
+    expect(cancel).to_be_hidden()
+    dashboard.wait_idle()
+    expect(dashboard.archive_button).to_be_enabled()
+    expect(page.locator("#ra-empty")).to_be_visible()
+    assert list((run / "archives").iterdir()) == []  # no archive, no temp file
+    assert _count(dashboard.log_lines(), " TRIGGER ") == 1
+
+
 def test_a_comment_with_markup_is_shown_as_text(page: Page, run: Path) -> None:
     markup = "<img src=x onerror=window.__xss=1>"
     dashboard = Dashboard(page, run).open()
@@ -1023,6 +1054,7 @@ def test_a_reader_of_a_public_run_can_download_but_not_change_anything(
     assert response.body() == (run / "archives" / name).read_bytes()
     expect(row.locator("button")).to_have_count(0)
     expect(page.locator("#ra-archive-form")).to_have_count(0)
+    expect(page.locator("#ra-cancel-btn")).to_have_count(0)  # no Cancel for readers either
     expect(page.locator("#ra-read-only-note")).to_be_visible()
 
 

@@ -8,9 +8,10 @@ chunk ends with a sync flush, so the concatenation is one valid deflate stream);
 is stored or deflated is decided by its extension, then by a probe of its first chunk.
 
 Failure semantics: the archive is written to ``archives/.tmp-*.partial``, fsynced, then hard
-linked to its final name (which fails rather than overwrite), and the directory fsynced. Any
-error removes the temp file; a kill leaves only the temp file, which ``recover`` removes. So a
-name matching the archive pattern always denotes a complete archive.
+linked to its final name (which fails rather than overwrite), and the directory fsynced. Just
+before the link ``before_publish`` is called, the caller's last chance to stop (a canceled job
+raises there). Any error removes the temp file; a kill leaves only the temp file, which
+``recover`` removes. So a name matching the archive pattern always denotes a complete archive.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 import secrets
 import stat
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -323,8 +324,13 @@ def create_archive(
     threads: int = 2,
     level: int = 1,
     limits: Limits | None = None,
+    before_publish: Callable[[], None] | None = None,
 ) -> CreateResult:
-    """Snapshot ``run_dir`` into a new archive under its ``archives/`` folder."""
+    """Snapshot ``run_dir`` into a new archive under its ``archives/`` folder.
+
+    ``before_publish`` is called once the archive is written and synced, before it is linked
+    to its name: if it raises, nothing is kept; once it returned, the archive is published.
+    """
     report = progress or ignore_progress
     text = normalize_comment(comment)
     lim = limits or Limits.from_env()
@@ -341,11 +347,12 @@ def create_archive(
         with run.ensure_archives() as folder:
             require_space(folder.fd, _estimate_size(tree.entries), "create the archive",
                           reserve=lim.reserve_for(folder.fd))  # fmt: skip
-            return _create_in(run, folder, tree, text, report, threads, level)
+            return _create_in(run, folder, tree, text, report, threads, level, before_publish)
 
 
 def _create_in(run: RunDir, folder: Folder, tree: Tree, text: str, report: ProgressCallback,
-               threads: int, level: int) -> CreateResult:  # fmt: skip
+               threads: int, level: int,
+               before_publish: Callable[[], None] | None = None) -> CreateResult:  # fmt: skip
     """Write the archive to a temp file in ``archives/``, then link it to its final name."""
     files_total, bytes_total = tree.file_count, tree.file_bytes
     created = datetime.now(UTC)
@@ -358,6 +365,8 @@ def _create_in(run: RunDir, folder: Folder, tree: Tree, text: str, report: Progr
     try:
         builder = _Builder(run, level, threads, report, files_total, bytes_total)
         size = _write(folder, tmp, builder, tree.entries, manifest, created)
+        if before_publish is not None:
+            before_publish()
         os.link(tmp, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd, follow_symlinks=False)
         folder.unlink(tmp)
         folder.fsync()

@@ -6,7 +6,9 @@ Order of work (see ``journal`` for the crash semantics of each step):
 2. ``plan_restore`` checks names, links, limits, overlaps and the manifest; a refusal here
    leaves the run and the disk untouched.
 3. Extract into ``.runarchive/stage-<id>/`` on the run's filesystem, checking CRC, size and
-   sha256 of every file as it streams (in parallel threads); syncfs the stage.
+   sha256 of every file as it streams (in parallel threads); syncfs the stage. Then call
+   ``before_swap``, the caller's last chance to stop (a canceled job raises there): any error
+   up to here removes the stage and leaves the run as it was.
 4. Journal ``swapping``; rename old top-level entries out and staged ones in; fsync.
 5. Journal ``swapped``; delete the old tree. Deleting last keeps it off the extract path,
    where on some filesystems freshly freed inodes make file creation much slower.
@@ -23,6 +25,7 @@ import os
 import secrets
 import stat
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,12 +89,15 @@ def restore_archive(
     allow_external_links: bool = False,
     threads: int = 4,
     defer_delete: bool = False,
+    before_swap: Callable[[], None] | None = None,
 ) -> RestoreResult:
     """Replace the run's content (all but ``archives/``) with archive ``name``.
 
     ``threads`` extract in parallel (file creation, not CPU, is the usual bottleneck).
     With ``defer_delete`` the replaced tree is parked in ``.runarchive/trash-<id>`` and the
-    caller runs ``purge_trash`` after reporting success.
+    caller runs ``purge_trash`` after reporting success. ``before_swap`` is called once the
+    stage is complete and synced, before the journal says swapping: if it raises, the restore
+    stops there and the run is as it was; once it returned, the restore finishes.
     """
     report = progress or ignore_progress
     lim = limits or Limits.from_env()
@@ -102,7 +108,7 @@ def restore_archive(
             plan = plan_restore(reader, lim, allow_external_links)
             needed = plan.total_bytes + (16 << 20)
             require_space(run.fd, needed, "restore the archive", reserve=lim.reserve_for(run.fd))
-            extractor = _stage(run, work, reader, plan, report, threads)
+            extractor = _stage(run, work, reader, plan, report, threads, before_swap)
         journal, layout = extractor.journal, run_layout(run)
         # Regular files, as everywhere a count of files is shown (the list, the extract phase).
         total, size = plan.files, plan.total_bytes
@@ -155,7 +161,8 @@ def preview_restore(run_dir: Path, name: str, *, sample: int = 20) -> RestorePre
 
 
 def _stage(run: RunDir, work: Folder, reader: ArchiveReader, plan: RestorePlan,
-           report: ProgressCallback, threads: int) -> _Extractor:  # fmt: skip
+           report: ProgressCallback, threads: int,
+           before_swap: Callable[[], None] | None = None) -> _Extractor:  # fmt: skip
     """Extract into a fresh stage and journal ``swapping``; on any failure leave no trace."""
     journal = Journal(secrets.token_hex(6), reader.name, STAGING)
     layout = run_layout(run)
@@ -170,6 +177,8 @@ def _stage(run: RunDir, work: Folder, reader: ArchiveReader, plan: RestorePlan,
             journal.state = SWAPPING
             journal.old, journal.new = top_level_names(run), sorted(stage.names())
             journal.modes = extractor.deferred_modes
+            if before_swap is not None:
+                before_swap()
     except BaseException as exc:
         run.remove_tree(layout.stage(journal.id))
         run.remove_tree(layout.scratch(journal.id))

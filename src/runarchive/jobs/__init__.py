@@ -6,20 +6,24 @@ sure every job, however it ends, publishes exactly one final trigger and frees i
 See ``docs/jobs.md``.
 """
 
+from .cancel import CancelStatus, cancel_job
 from .config import Settings
 from .context import JobsContext
 from .delete import delete_archive
-from .enqueue import cancel_job, enqueue_archive, enqueue_restore, running_job
-from .errors import JobRunning, QueueUnavailable
+from .enqueue import enqueue_archive, enqueue_restore, running_job
+from .errors import Canceled, JobRunning, NotCancelable, QueueUnavailable
 from .jobinfo import job_status
 from .locks import acquire_lock, ensure_unlocked, lock_statuses, release_lock
 from .status import Event, JobKind, Trigger, parse_line
 
 __all__ = [
+    "CancelStatus",
+    "Canceled",
     "Event",
     "JobKind",
     "JobRunning",
     "JobsContext",
+    "NotCancelable",
     "QueueUnavailable",
     "Settings",
     "Trigger",

@@ -1,12 +1,14 @@
 """Command-line entry points of the jobs layer (registered on ``runarchive`` by ``cli.py``).
 
-``runarchive worker``, ``enqueue-archive``, ``enqueue-restore``, ``job-status``, ``reconcile``.
+``runarchive worker``, ``enqueue-archive``, ``enqueue-restore``, ``job-status``, ``cancel``,
+``reconcile``.
 Every option also has an environment variable (see ``config.ENV``); options win. Exit codes as
 the core CLI: 0 ok, 1 failed, 2 usage, 3 refused (locked, busy, job running).
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import sys
@@ -20,6 +22,7 @@ import click
 
 from runarchive.core import RunArchiveError
 
+from .cancel import cancel_job
 from .config import Settings
 from .context import JobsContext
 from .enqueue import enqueue_archive, enqueue_restore
@@ -181,6 +184,26 @@ def job_status_cmd(job_id: str, exc_info: bool, **options: Any) -> None:
         click.echo(json.dumps(job_status(ctx, job_id, with_exc_info=exc_info)))
 
 
+def cli_user() -> str:
+    """Return the name a cancel from the command line is made in: the OS user, else ``cli``."""
+    try:
+        return getpass.getuser() or "cli"
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (a bare container)
+        return "cli"
+
+
+@click.command("cancel")
+@click.argument("job_id")
+@_json
+@deployment_options
+def cancel_cmd(job_id: str, as_json: bool, **options: Any) -> None:
+    """Cancel job JOB_ID (exit 0; 3 when it can no longer be canceled; 1 unknown job)."""
+    with _reporting(as_json), JobsContext.from_settings(_settings(options)) as ctx:
+        status = cancel_job(ctx, job_id, cli_user())
+        payload = {"job_id": job_id, "status": str(status)}
+        click.echo(json.dumps(payload) if as_json else f"{job_id} {status}")
+
+
 @click.command("reconcile")
 @deployment_options
 def reconcile_cmd(**options: Any) -> None:
@@ -197,6 +220,7 @@ COMMANDS: tuple[click.Command, ...] = (
     enqueue_archive_cmd,
     enqueue_restore_cmd,
     job_status_cmd,
+    cancel_cmd,
     reconcile_cmd,
 )
 

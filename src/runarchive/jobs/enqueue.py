@@ -21,12 +21,8 @@ from typing import Any
 
 import redis
 from rq import Callback
-from rq.command import send_stop_job_command
-from rq.exceptions import InvalidJobOperation
-from rq.job import JobStatus
 
 from runarchive.core import (
-    NotFound,
     check_run,
     normalize_comment,
     open_archive_fd,
@@ -38,10 +34,10 @@ from runarchive.core import (
 from .connection import redact
 from .context import JobsContext
 from .errors import JobRunning, QueueUnavailable
-from .lifecycle import end_abnormally, on_job_failure, on_job_stopped, reconcile
+from .lifecycle import on_job_failure, on_job_stopped, reconcile
 from .locks import ensure_unlocked
 from .runs import resolve_run
-from .slot import Slot, claim_slot, fetch_job, read_slot, release_slot, slot_ttl
+from .slot import Slot, claim_slot, read_slot, release_slot, slot_ttl
 from .status import Event, JobKind, job_line
 from .tasks import archive_rq, restore_archive_rq
 
@@ -137,22 +133,3 @@ def running_job(ctx: JobsContext, runid: str) -> Slot | None:
     validate_runid(runid)
     reconcile(ctx, [runid])
     return read_slot(ctx.clients.data, ctx.keys, runid)
-
-
-def cancel_job(ctx: JobsContext, job_id: str) -> str:
-    """Cancel a queued job or stop a running one; return what was done."""
-    job = fetch_job(ctx.clients.rq, job_id)
-    if job is None:
-        raise NotFound(f"Job not found: {job_id}")
-    status = job.get_status()
-    if status in {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}:
-        job.cancel()
-        end_abnormally(job, f"job {job_id} was canceled", ctx=ctx, recover=False)
-        return "canceled"
-    if status == JobStatus.STARTED:
-        try:
-            send_stop_job_command(ctx.clients.rq, job_id)
-        except InvalidJobOperation:
-            return "not running"
-        return "stopping"
-    return f"already {getattr(status, 'value', status)}"

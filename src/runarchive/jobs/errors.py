@@ -33,3 +33,27 @@ class QueueUnavailable(RunArchiveError):
     def __init__(self, message: str = MESSAGE, *, detail: str = "") -> None:
         super().__init__(message)
         self.detail = detail
+
+
+class Canceled(RunArchiveError):
+    """A user canceled the job before it changed the run; the message is ``Canceled by <user>``.
+
+    Raised inside the job (at a progress event, or when it starts), so it becomes the job's
+    ``Error:`` line and its ``*_FAILED`` trigger.
+    """
+
+    exit_code = 1
+    http_status = 409
+    code = "canceled"
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+        super().__init__(f"Canceled by {user}")
+
+
+class NotCancelable(RunArchiveError):
+    """The job can no longer be canceled: it ended, or its swap began (HTTP 409, exit 3)."""
+
+    exit_code = 3
+    http_status = 409
+    code = "not_cancelable"

@@ -69,6 +69,10 @@ class Keys:
         """Set once, by whoever publishes the job's final TRIGGER line (SET NX)."""
         return f"{self.prefix}:job:{job_id}:final"
 
+    def job_cancel(self, job_id: str) -> str:
+        """Who canceled the job, or the job's claim that its swap began (``jobs.cancel``)."""
+        return f"{self.prefix}:job:{job_id}:cancel"
+
     def status_log(self, runid: str) -> str:
         """Capped list of the channel's recent lines, replayed to late viewers."""
         return f"{self.prefix}:status:{runid}:{STATUS_CHANNEL_SUFFIX}"

@@ -10,10 +10,12 @@
    enqueue time), then take every ``.nodb`` lock of the run (for a restore: of the run and of
    the archive) so no writer can tear the snapshot or race the swap;
 4. call the core with a coalescing progress relay (``Adding``/``Restored``/``PROGRESS`` lines
-   and ``job.meta["progress"]``); after a restore, run the post-restore hooks;
+   and ``job.meta["progress"]``) behind a cancel watch (``cancel.CancelWatch``: a canceled job
+   raises ``Canceled`` at its next event, until the core's ``before_swap``/``before_publish``,
+   where the job claims its swap); after a restore, run the post-restore hooks;
 5. end through ``lifecycle.finish_job``: ``COMPLETED`` + ``TRIGGER … *_COMPLETE``, or on any
    exception (RQ's job timeout included) ``Error:`` + ``EXCEPTION`` + ``TRIGGER … *_FAILED``,
-   then re-raise so RQ records the traceback for ``jobinfo``.
+   then re-raise so RQ records the traceback for ``jobinfo``; then forget the cancel key.
 
 Deaths the function cannot see (SIGKILL, OOM) are finished by ``lifecycle``.
 """
@@ -39,7 +41,9 @@ from runarchive.core import (
     purge_trash,
     restore_archive,
 )
+from runarchive.core.progress import ProgressEvent
 
+from .cancel import CancelWatch
 from .context import JobsContext, current
 from .hooks import HookContext, load_hook
 from .lifecycle import begin_job, finish_job
@@ -104,6 +108,7 @@ class _JobRun:
         prefix = self.job.meta.get("prefix") if self.job is not None else None
         self.ctx = current().with_prefix(prefix)
         self.job_id = self.job.id if self.job is not None else f"sync-{uuid.uuid4().hex}"
+        self.cancel = CancelWatch(self.ctx, self.job_id)
         self.stream: StatusStream = self.ctx.stream(runid)
         self.archive_name = archive_name
         self.relay = ProgressRelay(
@@ -113,6 +118,11 @@ class _JobRun:
             rate=self.ctx.settings.status_rate,
             meta_sink=self._save_progress if self.job is not None else None,
         )
+
+    def progress(self, event: ProgressEvent) -> None:
+        """The core's progress callback: stop here if canceled, else relay the event."""
+        self.cancel(event)
+        self.relay(event)
 
     def _save_progress(self, progress: dict[str, Any]) -> None:
         assert self.job is not None
@@ -130,7 +140,12 @@ class _JobRun:
         )
 
     def begin(self) -> None:
-        """Hold the run's slot or raise JobRunning; label a job queued without our meta."""
+        """Hold the run's slot or raise JobRunning; label a job queued without our meta.
+
+        A job canceled while queued that a worker dequeued all the same ends here, before it
+        touches its slot, its final marker or its run.
+        """
+        self.cancel.check()
         begin_job(self.ctx, self.runid, self.job_id, self.kind)
         if self.job is not None and self.job.meta.get("runid") != self.runid:
             prefix = self.ctx.settings.key_prefix
@@ -149,9 +164,12 @@ class _JobRun:
             finish_job(self.ctx, self.runid, self.job_id, self.kind, ok=False, error=message)
         except Exception:
             log.exception("could not publish the end of job %s", self.job_id)
+            return
+        self.cancel.clear()
 
     def completed(self) -> None:
         finish_job(self.ctx, self.runid, self.job_id, self.kind, ok=True)
+        self.cancel.clear()
 
 
 def archive_rq(runid: str, comment: str | None = None) -> dict[str, Any]:
@@ -165,7 +183,9 @@ def archive_rq(runid: str, comment: str | None = None) -> dict[str, Any]:
             ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.ARCHIVE.verb)
             with frame.locks(find_nodb_files(run_dir)) as held:
                 heartbeat.locks.append(held)
-                result = create_archive(run_dir, comment, progress=frame.relay)
+                result = create_archive(
+                    run_dir, comment, progress=frame.progress, before_publish=frame.cancel.commit
+                )
                 frame.relay.flush()
             frame.stream.publish(archive_ready_line(result.name))
         except BaseException as exc:
@@ -205,7 +225,11 @@ def restore_archive_rq(runid: str, archive_name: str) -> dict[str, Any]:
             with frame.locks(nodb) as held:
                 heartbeat.locks.append(held)
                 result = restore_archive(
-                    run_dir, archive_name, progress=frame.relay, defer_delete=True
+                    run_dir,
+                    archive_name,
+                    progress=frame.progress,
+                    defer_delete=True,
+                    before_swap=frame.cancel.commit,
                 )
                 frame.relay.flush()
                 hook_ctx = HookContext(

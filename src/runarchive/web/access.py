@@ -3,7 +3,8 @@
 * **Read** (dashboard, list, download, status stream, job status): the run's owners
   (``RunAccess`` rows), admins, and anyone — logged in or not — when the run folder holds a
   ``PUBLIC`` marker file.
-* **Write** (archive, restore, delete, job info with its traceback): owners and admins only.
+* **Write** (archive, restore, delete, job info with its traceback, cancel): owners and admins
+  only.
 
 A host application can add its own rules with an access policy (``init_app(app,
 access_policy=…)``, or the ``RUNARCHIVE_ACCESS_POLICY`` app config of ``create_app``): a

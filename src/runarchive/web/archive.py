@@ -51,6 +51,7 @@ def dashboard_config(runid: str, can_write: bool) -> dict[str, Any]:
     """Return what the dashboard's script needs: URLs, vocabularies, limits."""
     job_prefix = url_for("rq_api.jobstatus", job_id="x")[:-1]
     info_prefix = url_for("rq_api.jobinfo", job_id="x")[:-1]
+    cancel_prefix = url_for("rq_api.canceljob", job_id="x")[:-1]
     return {
         "runid": runid,
         "can_write": can_write,
@@ -65,6 +66,7 @@ def dashboard_config(runid: str, can_write: bool) -> dict[str, Any]:
             ],
             "jobstatus": job_prefix,
             "jobinfo": info_prefix,
+            "canceljob": cancel_prefix,
             # Asked when the socket drops: no answer at all is "Offline", not "Polling".
             "health": url_for("pages.healthz"),
             # A path: the page picks ws:// or wss:// from its own location (werkzeug would

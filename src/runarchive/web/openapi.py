@@ -206,6 +206,19 @@ SCHEMAS: dict[str, Any] = {
             "trigger": {"type": ["string", "null"], "description": "Final trigger, once ended."},
         },
     },
+    "Canceled": {
+        "type": "object",
+        "required": ["job_id", "status"],
+        "properties": {
+            "job_id": {"type": "string"},
+            "status": {
+                "type": "string",
+                "enum": ["canceled", "canceling"],
+                "description": "canceled: it was queued and is over; canceling: it runs and "
+                "stops at its next progress event, leaving the run as it was.",
+            },
+        },
+    },
     "JobInfo": {
         "allOf": [
             _ref("JobStatus"),
@@ -304,6 +317,15 @@ def _paths() -> dict[str, Any]:
             "summary": "Status plus the traceback. Write access to the job's run.",
             "parameters": [JOB_ID],
             "responses": {"200": _json(_ref("JobInfo"), "Status and exc_info."), **REFUSALS,
+                          "503": BUSY["503"]}}},
+        "/rq/api/canceljob/{job_id}": {"post": {
+            "summary": "Cancel a queued or running job (write access to the job's run: its "
+                       "owners and admins; browser sessions send `X-CSRFToken`).",
+            "parameters": [JOB_ID],
+            "responses": {"200": _json(_ref("Canceled"), "Canceled, or stopping."),
+                          **REFUSALS,
+                          "409": _error("`not_cancelable`: the job ended, or a restore's swap "
+                                        "began (it will finish)."),
                           "503": BUSY["503"]}}},
         "/status/{runid}:archive": {"get": {
             "summary": "Websocket of the run's status lines (see docs/api.md). " + READ,

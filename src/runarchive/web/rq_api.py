@@ -1,4 +1,4 @@
-"""Blueprint ``rq_api``: start archive and restore jobs, delete archives, poll jobs.
+"""Blueprint ``rq_api``: start archive and restore jobs, delete archives, poll and cancel jobs.
 
 Bodies are JSON (``Content-Type: application/json``) or a form; a malformed JSON body or a
 field of the wrong type is 400. Every refusal of the jobs layer keeps its meaning: a held
@@ -8,7 +8,9 @@ interface (``core.parse_comment``): trimmed and cut to 40 characters, and the an
 stored ``comment`` and ``comment_cut``; only characters that cannot be stored are refused.
 
 Job routes look the job up first (404 when unknown or not one of ours), then apply the read
-rule (status) or the write rule (info with the traceback) to the job's run.
+rule (status) or the write rule (info with the traceback, cancel) to the job's run. A cancel is
+made in the name of the logged-in user (session or API token); 409 ``not_cancelable`` once
+the job ended or a restore's swap began.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from runarchive.core import InvalidInput, NotFound, parse_comment
-from runarchive.jobs import delete_archive, enqueue_archive, enqueue_restore, job_status
+from runarchive.jobs import (
+    cancel_job,
+    delete_archive,
+    enqueue_archive,
+    enqueue_restore,
+    job_status,
+)
 
 from . import access
 from .deployment import jobs
@@ -108,3 +116,14 @@ def jobinfo(job_id: str) -> Response:
     info = _job(job_id, with_exc_info=True)
     access.require_write(info["runid"])
     return _json(info, 200)
+
+
+@bp.post("/rq/api/canceljob/<job_id>")
+def canceljob(job_id: str) -> Response:
+    """Cancel a queued or running job (write access to its run); 200 with what was done."""
+    info = _job(job_id, with_exc_info=False)
+    access.require_write(info["runid"])
+    who = access.user()
+    # A host policy may grant write without a user of ours: the cancel is then the host's.
+    status = cancel_job(jobs(), job_id, who.name if who is not None else "host")
+    return _json({"job_id": job_id, "status": str(status)}, 200)

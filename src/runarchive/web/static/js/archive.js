@@ -32,6 +32,8 @@
  *     top stay the live region screen readers hear.
  *   - The connection reads Live, Polling (the socket is refused but HTTP answers) or Offline —
  *     retrying (the server does not answer at all).
+ *   - While a job is queued or running, users who may write the run see a Cancel button (see
+ *     "the Cancel button" below).
  */
 (() => {
   "use strict";
@@ -308,6 +310,7 @@
     for (const button of ui.rows.querySelectorAll("button[data-action]")) {
       button.disabled = busy;
     }
+    updateCancel();
   }
 
   // ---------------------------------------------------------------- the archive list
@@ -1196,6 +1199,50 @@
     probeServer();
     state.wsTimer = setTimeout(connectSocket, delay);
   }
+
+  // ---------------------------------------------------------------- the Cancel button
+  //
+  // Shown while the watched job is queued or running, to users who may write the run (the
+  // template renders it for them only). A click asks POST /rq/api/canceljob/<id>; the job then
+  // ends as every job does — its TRIGGER line or polling calls finishJob — and the failure
+  // alert carries its "Error:" line, "Canceled by <user>". A 409 means it can no longer be
+  // canceled (it ended, or a restore is swapping in and will finish): said as information,
+  // and the job is left to finish. The button hides when no job runs.
+
+  const cancelButton = $("ra-cancel-btn");
+  const cancelState = { pending: false, asked: null }; // asked: the job id a cancel was sent for
+
+  function updateCancel() {
+    if (!cancelButton) return;
+    const job = state.job && !state.job.done ? state.job : null;
+    cancelButton.hidden = !job;
+    const asked = Boolean(job) && cancelState.asked === job.id;
+    cancelButton.disabled = !job || cancelState.pending || asked;
+    cancelButton.textContent = cancelState.pending || asked ? "Canceling…" : "Cancel job";
+  }
+
+  async function cancelJob() {
+    const job = state.job;
+    if (!job || job.done || cancelState.pending) return;
+    cancelState.pending = true;
+    updateCancel();
+    try {
+      const data = await api("POST", urls.canceljob + encodeURIComponent(job.id));
+      if (state.job === job && !job.done) {
+        cancelState.asked = job.id;
+        ui.progressLabel.textContent =
+          data && data.status === "canceled" ? "Canceled" : "Canceling…";
+      }
+    } catch (err) {
+      if (err.status === 409) showAlert("info", err.message, err.code);
+      else showApiError(err, "Could not cancel the job");
+    } finally {
+      cancelState.pending = false;
+      updateCancel();
+    }
+  }
+
+  if (cancelButton) cancelButton.addEventListener("click", cancelJob);
 
   // ---------------------------------------------------------------- start
 
