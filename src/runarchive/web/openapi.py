@@ -83,7 +83,15 @@ BUSY = {
 
 _ARCHIVE_BODY = {
     "type": "object",
-    "properties": {"comment": {"type": ["string", "null"], "description": "Cut to 40 chars."}},
+    "properties": {
+        "comment": {"type": ["string", "null"], "description": "Cut to 40 chars."},
+        "links": {
+            "type": ["string", "null"],
+            "enum": ["store", "follow", None],
+            "description": "`store` keeps symlinks as links; `follow` archives links that "
+            "resolve inside the run as what they point to. Default: `RUNARCHIVE_LINKS`.",
+        },
+    },
 }
 _NAME_BODY = {
     "type": "object",
@@ -128,6 +136,7 @@ SCHEMAS: dict[str, Any] = {
             "size": {"type": "integer", "description": "Bytes."},
             "created": {"type": "string", "format": "date-time", "description": "UTC, `Z`."},
             "files": {"type": "integer"},
+            "links": {"type": "integer", "description": "Symlink entries the archive holds."},
             "readable": {"type": "boolean", "description": "False for a damaged archive."},
             "download_url": {"type": "string"},
         },
