@@ -227,6 +227,20 @@ def test_a_link_that_leaves_the_run_is_never_followed_and_no_outside_byte_is_arc
     assert len(result.external_links) == 4
 
 
+def test_links_into_the_archives_folder_or_to_nothing_stay_links(run_dir: Path) -> None:
+    build_tree(run_dir, {"a.txt": File(b"a"), "nowhere": Link("missing/file")})
+    first = create_archive(run_dir).name
+    os.symlink("archives", run_dir / "all-archives")
+    os.symlink(f"archives/{first}", run_dir / "first.zip")
+    result = create_archive(run_dir, links="follow")
+    with zipfile.ZipFile(result.path) as zf:
+        kinds = {i.filename: (i.external_attr >> 16) & 0o170000 for i in zf.infolist()}
+    assert {kinds[n] for n in ("all-archives", "first.zip", "nowhere")} == {0o120000}
+    assert not any(n.startswith("all-archives/") for n in kinds)
+    assert result.followed == 0
+    assert sum("points to nothing archived in the run" in w for w in result.warnings) == 3
+
+
 def test_folder_link_cycles_terminate_and_the_archive_restores(
     run_dir: Path, tmp_path: Path
 ) -> None:

@@ -19,7 +19,8 @@ What is never followed, and stays a link with a warning:
 
 * a link that leaves the run (absolute, ``..`` above the run, through other links): following
   it would read outside the run, which nothing in runarchive ever does;
-* a link into the top-level ``archives/`` or ``.runarchive/`` folders, or to nothing;
+* a link to nothing the scan archives (nothing there, ``archives/``, runarchive's state, a
+  fifo or device);
 * a folder link that loops back to a folder being copied (``sub/up -> ..``): cycles stop;
 * any link once the copy would pass ``Limits.max_entries`` entries or ``max_total_bytes``
   bytes (links to a big folder nested in each other grow exponentially).
@@ -38,7 +39,7 @@ from enum import StrEnum
 from .errors import InvalidInput
 from .limits import Limits
 from .manifest import DIR, FILE, SYMLINK
-from .tree import EXCLUDED_TOP, Tree, TreeEntry, link_leaves_run, resolve_in_run
+from .tree import Tree, TreeEntry, link_leaves_run, resolve_in_run
 
 LEAVES = "leaves the run and is never followed (that would read outside the run)"
 
@@ -152,12 +153,11 @@ class _Follower:
         if where is None:
             return self._keep(link, vpath, vdir, None, LEAVES)
         target = self.by_path.get(where)
-        if where.split("/")[0] in EXCLUDED_TOP:
-            return self._keep(link, vpath, vdir, where, "points into runarchive's own folders")
         if where in chain:
             return self._keep(link, vpath, vdir, where, "loops back to a folder that holds it")
         if target is None or target.type not in (FILE, DIR):
-            return self._keep(link, vpath, vdir, where, "points to nothing in the run")
+            # Also what the scan leaves out: archives/, our state, special files.
+            return self._keep(link, vpath, vdir, where, "points to nothing archived in the run")
         if self.stopped:
             return self._keep(link, vpath, vdir, where, None)
         copy = TreeEntry(
