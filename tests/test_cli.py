@@ -142,10 +142,38 @@ def test_list_prints_plain_aligned_uncut_columns_when_piped(run: Path) -> None:
     long = "a comment of exactly forty characters ok"
     names = [json.loads(cli("archive", run, "-c", c, "--json").stdout)["name"] for c in (long, "b")]
     out = cli("list", run).stdout.splitlines()
-    assert out[0].split() == ["name", "comment", "size", "created", "(UTC)", "files", "ok"]
+    assert out[0].split() == ["name", "comment", "size", "created", "(UTC)", "files", "links", "ok"]
     assert len(out) == 3 and long in out[2] and names[0] in out[2] and names[1] in out[1]
     assert out[1].index(" b ") + 1 == out[0].index("comment")  # aligned under its heading
     assert not any(ch in "\u2500\u2502\u2026" for line in out for ch in line)  # no box, no …
+
+
+def test_archive_links_follow_archives_link_targets_and_list_counts_the_links_kept(
+    run: Path,
+) -> None:
+    os.symlink("wepp/H1.loss.dat", run / "loss.dat")
+    os.symlink("/etc/hostname", run / "outside")
+    stored = json.loads(cli("archive", run, "-c", "store", "--json").stdout)
+    assert (stored["links"], stored["followed"]) == ("store", 0)
+    made = cli("archive", run, "-c", "follow", "--links", "follow")
+    assert made.returncode == 0, made.stderr
+    assert "followed 1 link\n" in made.stdout
+    assert "warning: outside -> /etc/hostname leaves the run and is never followed" in made.stdout
+    listed = json.loads(cli("list", run, "--json").stdout)["archives"]
+    assert {a["comment"]: a["links"] for a in listed} == {"store": 2, "follow": 1}
+
+
+def test_the_links_mode_comes_from_runarchive_links_and_a_bad_one_is_a_usage_error(
+    run: Path,
+) -> None:
+    os.symlink("wepp/H1.loss.dat", run / "loss.dat")
+    env = {**LOCAL_ENV, "RUNARCHIVE_LINKS": "follow"}
+    argv = [sys.executable, "-c", "from runarchive.cli import main; main()"]
+    done = subprocess.run([*argv, "archive", str(run), "--json"], capture_output=True,
+                          text=True, env=env, timeout=120)  # fmt: skip
+    assert json.loads(done.stdout)["followed"] == 1
+    bad = cli("archive", run, "--links", "copy")
+    assert bad.returncode == 2 and "'copy' is not one of 'store', 'follow'" in bad.stderr
 
 
 def test_recover_says_what_it_checked_and_found(run: Path) -> None:

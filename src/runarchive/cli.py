@@ -30,6 +30,7 @@ from rich.table import Column, Table
 
 from . import __version__
 from .core import (
+    LinkMode,
     ProgressCallback,
     ProgressEvent,
     RecoverResult,
@@ -163,23 +164,33 @@ def cli() -> None:
 @cli.command()
 @click.argument("run_dir", type=RUN_DIR)
 @click.option("--comment", "-c", default="", help="Up to 40 characters, shown by list.")
+@click.option(
+    "--links", type=click.Choice([m.value for m in LinkMode]), default=LinkMode.STORE.value,
+    envvar="RUNARCHIVE_LINKS", show_default=True, show_envvar=True,
+    help="store: symlinks as links; follow: links inside the run as what they point to.",
+)  # fmt: skip
 @lock_options
 @json_option
 def archive(
-    run_dir: Path, comment: str, redis_url: str | None, no_locks: bool, as_json: bool
+    run_dir: Path, comment: str, links: str, redis_url: str | None, no_locks: bool, as_json: bool
 ) -> None:
-    """Create a new archive of RUN_DIR under RUN_DIR/archives/."""
+    """Create a new archive of RUN_DIR under RUN_DIR/archives/.
+
+    With --links follow, links that leave the run stay links (never followed) and are named.
+    """
     stored = _comment(comment, as_json)
     with (
         reporting(as_json, "archiving") as progress,
         service_rules(run_dir, "archive", redis_url, no_locks) as hold,
     ):
-        result = create_archive(run_dir, stored, progress=progress)
+        result = create_archive(run_dir, stored, progress=progress, links=links)
         if hold is not None:
             hold.archive_ready(result.name)
     text = f"Archive ready: {result.name} ({result.files} files, {human_bytes(result.size)})"
-    for link in result.external_links:
-        text += f"\nwarning: link leaves the run: {link}"
+    if result.followed:
+        text += f"\nfollowed {result.followed} link{'s' if result.followed != 1 else ''}"
+    for warning in result.warnings:
+        text += f"\nwarning: {warning}"
     for skipped in result.skipped:
         text += f"\nwarning: skipped {skipped}"
     emit(as_json, result, text)
@@ -212,11 +223,11 @@ def list_cmd(run_dir: Path, as_json: bool) -> None:
         return
     rows = [
         (info.name, info.comment, human_bytes(info.size),
-         info.created.strftime("%Y-%m-%d %H:%M:%S"), str(info.files),
+         info.created.strftime("%Y-%m-%d %H:%M:%S"), str(info.files), str(info.links),
          "yes" if info.readable else f"NO: {info.error}")
         for info in infos
     ]  # fmt: skip
-    heads = ("name", "comment", "size", "created (UTC)", "files", "ok")
+    heads = ("name", "comment", "size", "created (UTC)", "files", "links", "ok")
     out = Console()
     if not out.is_terminal:
         # Piped or redirected: plain aligned columns, nothing cut or wrapped, for scripts.

@@ -17,6 +17,7 @@ def test_defaults_suit_a_production_deployment() -> None:
     assert s.nodb_cache_db == 13
     assert s.status_keep == 200
     assert s.post_restore_hooks == DEFAULT_HOOKS
+    assert s.links == "store"
 
 
 def test_it_reads_every_setting_from_the_environment() -> None:
@@ -31,6 +32,7 @@ def test_it_reads_every_setting_from_the_environment() -> None:
             "RUNARCHIVE_LOCK_DB": "0",
             "RUNARCHIVE_HEARTBEAT_TTL": "2.5",
             "RUNARCHIVE_POST_RESTORE_HOOKS": "a.b:c, d.e:f",
+            "RUNARCHIVE_LINKS": "follow",
         }
     )
     assert s.redis_url == "redis://h:1/2"
@@ -39,6 +41,7 @@ def test_it_reads_every_setting_from_the_environment() -> None:
     assert (s.queue, s.job_timeout, s.key_prefix, s.lock_db) == ("q", 100, "p", 0)
     assert s.heartbeat_ttl == 2.5
     assert s.post_restore_hooks == ("a.b:c", "d.e:f")
+    assert s.links == "follow"
 
 
 def test_options_override_the_environment_but_none_does_not() -> None:
@@ -58,6 +61,7 @@ def test_hooks_can_be_switched_off() -> None:
         {"RUNARCHIVE_RUN_LAYOUT": "nested"},
         {"RUNARCHIVE_KEY_PREFIX": "a b"},
         {"RUNARCHIVE_JOB_TIMEOUT": "0"},
+        {"RUNARCHIVE_LINKS": "copy"},
     ],
 )
 def test_it_refuses_invalid_values_with_the_variable_named(env: dict[str, str]) -> None:

@@ -39,6 +39,7 @@ def test_list_shows_archives_newest_first_with_their_details(web: WebEnv) -> Non
     assert ISO_Z.match(newest["created"])
     assert newest["download_url"] == f"/runs/{run.runid}/archive/download/{second.name}"
     assert newest["readable"] is True
+    assert newest["links"] == 0
 
 
 def test_download_urls_match_url_for_under_a_mount_prefix(web: WebEnv) -> None:
@@ -256,6 +257,49 @@ def test_a_long_comment_is_cut_to_40_characters(web: WebEnv, workers: Workers) -
     comments = [i.comment for i in list_archives(run.path)]
     assert comments[0] == ("c" * 38 + "-t")
     assert len(comments[0]) == 40
+
+
+@pytest.mark.parametrize("links", ["copy", "FOLLOW", 1, ["follow"]])
+def test_the_links_field_is_store_or_follow_and_anything_else_is_400(
+    web: WebEnv, links: object
+) -> None:
+    run = web.new_run()
+    response = web.as_role("owner").post(f"/runs/{run.runid}/rq/api/archive", json={"links": links})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_input"
+    assert running_job(web.ctx, run.runid) is None
+
+
+def test_an_archive_job_with_links_follow_archives_in_run_links_as_their_targets(
+    web: WebEnv, workers: Workers
+) -> None:
+    run = web.new_run()
+    (run.path / "climate").mkdir()
+    (run.path / "climate" / "station.cli").write_bytes(b"CLIMATE")
+    (run.path / "wepp").mkdir(exist_ok=True)
+    os.symlink("../climate/station.cli", run.path / "wepp" / "climate.cli")
+    os.symlink("climate", run.path / "climdir")
+    os.symlink("/etc/hostname", run.path / "outside")
+    owner = web.as_role("owner")
+    base = f"/runs/{run.runid}"
+    stored = owner.post(f"{base}/rq/api/archive", json={"comment": "store"})
+    assert stored.status_code == 202
+    assert workers.burst() == 0
+    time.sleep(1.05)  # names carry the second
+    followed = owner.post(f"{base}/rq/api/archive", json={"comment": "follow", "links": "follow"})
+    assert followed.status_code == 202
+    assert workers.burst() == 0
+    rows = {a["comment"]: a for a in owner.get(f"{base}/archive/list").get_json()["archives"]}
+    assert (rows["store"]["links"], rows["follow"]["links"]) == (3, 1)
+    download = owner.get(rows["follow"]["download_url"])
+    data = download.data
+    download.close()
+    with zipfile.ZipFile(BytesIO(data)) as zf:
+        assert zf.read("wepp/climate.cli") == b"CLIMATE"
+        assert zf.read("climdir/station.cli") == b"CLIMATE"
+        assert zf.read("outside") == b"/etc/hostname"  # a link that leaves the run stays one
+    info = owner.get(f"/rq/api/jobinfo/{followed.get_json()['job_id']}").get_json()
+    assert info["status"] == "finished", info
 
 
 def test_restore_preview_counts_the_files_a_restore_would_remove(web: WebEnv) -> None:

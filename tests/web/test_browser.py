@@ -1036,6 +1036,22 @@ def test_a_comment_with_markup_is_shown_as_text(page: Page, run: Path) -> None:
     assert page.evaluate("window.__xss") is None
 
 
+def test_an_archive_holding_links_shows_how_many_and_a_followed_one_shows_none(
+    page: Page, run: Path
+) -> None:
+    os.symlink("/etc/hostname", run / "outside")
+    links = sum(os.path.islink(os.path.join(d, n)) for d, ds, fs in os.walk(run) for n in ds + fs)
+    held = create_archive(run, "links kept").name
+    time.sleep(1.05)  # names carry the second
+    os.unlink(run / "outside")
+    followed = create_archive(run, "links followed", links="follow").name
+    dashboard = Dashboard(page, run).open()
+    expect(dashboard.row(held).locator(".cell-name .badge")).to_have_text(
+        f"{links} link{'s' if links != 1 else ''}"
+    )
+    expect(dashboard.row(followed).locator(".cell-name .badge")).to_have_count(0)
+
+
 def test_a_reader_of_a_public_run_can_download_but_not_change_anything(
     browsing: Callable[..., Browsing], make_run: Callable[..., Path]
 ) -> None:

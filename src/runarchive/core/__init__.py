@@ -22,6 +22,7 @@ from .errors import (
 )
 from .journal import RecoverResult, check_run, purge_trash, recover_run
 from .limits import Limits
+from .links import LinkMode, parse_link_mode
 from .names import (
     Comment,
     has_hidden_characters,
@@ -50,6 +51,7 @@ __all__ = [
     "InvalidInput",
     "LimitExceeded",
     "Limits",
+    "LinkMode",
     "Locked",
     "NoSpace",
     "NotFound",
@@ -78,6 +80,7 @@ __all__ = [
     "open_archive_fd",
     "open_run",
     "parse_comment",
+    "parse_link_mode",
     "preview_restore",
     "purge_trash",
     "recover_run",

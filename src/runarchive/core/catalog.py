@@ -48,6 +48,7 @@ class ArchiveInfo:
     entries: int
     readable: bool
     error: str | None = None
+    links: int = 0  # symlink entries: tools other than ours may restore them badly
 
 
 # One cache per run (by the archives folder's device and inode), least recently listed run
@@ -99,8 +100,9 @@ def _describe(archives: Folder, name: str, st: os.stat_result, limits: Limits) -
         os.close(fd)
     content = [e for e in directory.entries if e.name != MANIFEST_NAME]
     files = sum(1 for e in content if e.kind == "file")
+    links = sum(1 for e in content if e.kind == "symlink")
     comment = directory.comment.decode("utf-8", errors="replace")
-    return ArchiveInfo(name, comment, st.st_size, created, files, len(content), True)
+    return ArchiveInfo(name, comment, st.st_size, created, files, len(content), True, links=links)
 
 
 def list_archives(run_dir: Path, limits: Limits | None = None) -> list[ArchiveInfo]:

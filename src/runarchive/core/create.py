@@ -24,7 +24,7 @@ import stat
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from .errors import NoSpace, RunArchiveError
 from .fsutil import is_no_space, require_space
 from .journal import recover_locked
 from .limits import Limits
+from .links import LinkMode, follow_links, parse_link_mode
 from .manifest import DIR, FILE, MANIFEST_NAME, Manifest, ManifestEntry
 from .names import ARCHIVES_DIR, new_archive_name, normalize_comment
 from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress
@@ -68,6 +69,9 @@ class CreateResult:
     bytes_total: int
     external_links: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    links: str = LinkMode.STORE.value
+    followed: int = 0
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -113,14 +117,14 @@ def _read(chunk: _Chunk) -> bytes:
     outside the run, and nothing that is not a regular file, is ever read into an archive.
     """
     try:
-        fd = open_beneath(chunk.run_fd, chunk.entry.path)
+        fd = open_beneath(chunk.run_fd, chunk.entry.read_path)
     except OSError as exc:
         if is_unsafe_error(exc):
-            raise FileNotFoundError(exc.errno, exc.strerror, chunk.entry.path) from None
+            raise FileNotFoundError(exc.errno, exc.strerror, chunk.entry.read_path) from None
         raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise FileNotFoundError(chunk.entry.path)
+            raise FileNotFoundError(chunk.entry.read_path)
         return os.pread(fd, chunk.length, chunk.offset)
     finally:
         os.close(fd)
@@ -275,6 +279,7 @@ class _Builder:
                 entry.mode & 0o7777,
                 entry.mtime_ns,
                 target=entry.target,
+                followed_link=entry.followed_link,
             )
         )
 
@@ -308,7 +313,15 @@ class _Builder:
 
     def _close_entry(self, e: TreeEntry, size: int, digest: str) -> None:
         self.manifest_entries.append(
-            ManifestEntry(e.path, FILE, size, e.mode & 0o7777, e.mtime_ns, sha256=digest)
+            ManifestEntry(
+                e.path,
+                FILE,
+                size,
+                e.mode & 0o7777,
+                e.mtime_ns,
+                sha256=digest,
+                followed_link=e.followed_link,
+            )
         )
         self.files_done += 1
         event = ProgressEvent("archive", Phase.WRITE, self.files_done, self.files_total,
@@ -325,14 +338,18 @@ def create_archive(
     level: int = 1,
     limits: Limits | None = None,
     before_publish: Callable[[], None] | None = None,
+    links: LinkMode | str = LinkMode.STORE,
 ) -> CreateResult:
     """Snapshot ``run_dir`` into a new archive under its ``archives/`` folder.
 
     ``before_publish`` is called once the archive is written and synced, before it is linked
     to its name: if it raises, nothing is kept; once it returned, the archive is published.
+    ``links`` is ``store`` (every symlink archived as a link) or ``follow`` (links that
+    resolve inside the run archived as what they point to; see ``links``).
     """
     report = progress or ignore_progress
     text = normalize_comment(comment)
+    mode = parse_link_mode(links)
     lim = limits or Limits.from_env()
     with open_run(run_dir) as run, run_lock(run) as work:
         recover_locked(run, work)
@@ -343,11 +360,17 @@ def create_archive(
                 f"Cannot read {exc.filename}: {exc.strerror}. Fix its permissions and retry; "
                 "no archive was written."
             ) from exc
+        if mode is LinkMode.FOLLOW:
+            followed = follow_links(tree, lim)
+            tree, count, warnings = followed.tree, followed.followed, followed.warnings
+        else:
+            count, warnings = 0, [f"link leaves the run: {link}" for link in tree.external_links]
         report(ProgressEvent("archive", Phase.SCAN, 0, tree.file_count, 0, tree.file_bytes))
         with run.ensure_archives() as folder:
             require_space(folder.fd, _estimate_size(tree.entries), "create the archive",
                           reserve=lim.reserve_for(folder.fd))  # fmt: skip
-            return _create_in(run, folder, tree, text, report, threads, level, before_publish)
+            result = _create_in(run, folder, tree, text, report, threads, level, before_publish)
+    return replace(result, links=mode.value, followed=count, warnings=warnings)
 
 
 def _create_in(run: RunDir, folder: Folder, tree: Tree, text: str, report: ProgressCallback,

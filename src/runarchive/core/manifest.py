@@ -33,6 +33,8 @@ class ManifestEntry:
     mtime_ns: int
     sha256: str | None = None
     target: str | None = None
+    # The link's text when a followed link was archived as what it points to (--links=follow).
+    followed_link: str | None = None
 
 
 @dataclass(slots=True)
@@ -49,7 +51,11 @@ class Manifest:
 
     def to_json(self) -> bytes:
         """Serialize to compact UTF-8 JSON."""
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":")).encode()
+        raw = asdict(self)
+        for entry in raw["entries"]:
+            if entry["followed_link"] is None:
+                del entry["followed_link"]  # only followed links carry it
+        return json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode()
 
     def by_path(self) -> dict[str, ManifestEntry]:
         """Index the entries by path."""
@@ -88,6 +94,7 @@ def _parse_entry(raw: Any) -> ManifestEntry:
         if not isinstance(raw[key], int) or isinstance(raw[key], bool):
             raise ValueError(f"{key} of {raw['path']!r} is not an integer")
     target = raw.get("target")
+    followed = raw.get("followed_link")
     return ManifestEntry(
         path=str(raw["path"]),
         type=kind,
@@ -96,4 +103,5 @@ def _parse_entry(raw: Any) -> ManifestEntry:
         mtime_ns=raw["mtime_ns"],
         sha256=sha,
         target=None if target is None else str(target),
+        followed_link=None if followed is None else str(followed),
     )

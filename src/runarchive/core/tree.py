@@ -3,7 +3,9 @@
 Everything under the run is archived except the top-level ``archives/`` and ``.runarchive/``
 folders. Symlinks are stored as links and never followed; an absolute link that points inside
 the run is rewritten relative so the snapshot survives being moved; a link that leaves the run
-is kept as is and reported, because restoring it would reach outside the run.
+is kept as is and reported, because restoring it would reach outside the run. With
+``--links=follow``, ``links.follow_links`` turns the scanned tree's in-run links into what
+they point to.
 """
 
 from __future__ import annotations
@@ -29,6 +31,15 @@ class TreeEntry:
     mode: int
     mtime_ns: int
     target: str | None = None
+    # Set by ``links.follow_links`` on entries reached through a followed link: the run path
+    # whose content is archived under ``path``, and (on the link itself) the link's text.
+    source: str | None = None
+    followed_link: str | None = None
+
+    @property
+    def read_path(self) -> str:
+        """Return the run path to read this entry's bytes from (beneath the run's handle)."""
+        return self.path if self.source is None else self.source
 
 
 @dataclass(slots=True)
@@ -52,15 +63,22 @@ MAX_LINK_HOPS = 40
 
 
 def link_leaves_run(path: str, links: Mapping[str, str]) -> bool:
-    """Tell whether the link at ``path`` resolves outside the run.
+    """Tell whether the link at ``path`` resolves outside the run (see ``resolve_in_run``)."""
+    return resolve_in_run(path, links) is None
+
+
+def resolve_in_run(path: str, links: Mapping[str, str]) -> str | None:
+    """Return where the link at ``path`` lands inside the run, or None when it leaves it.
 
     Resolution is done on the tree itself, component by component, following the tree's
     other links (``sub/up -> ..`` makes ``x -> sub/up/..`` leave the run although its text
-    does not). Absolute targets, backslashes, NUL and link loops count as leaving.
+    does not). Absolute targets, backslashes, NUL and link loops count as leaving. The path
+    returned (``""`` for the run itself) has no link of ``links`` in any component, so it can
+    be opened with ``open_beneath``; whether anything is there is for the caller to check.
     """
     target = links[path]
     if target.startswith("/") or "\\" in target or "\x00" in target:
-        return True
+        return None
     position = path.split("/")[:-1]
     pending = deque(target.split("/"))
     hops = 0
@@ -70,7 +88,7 @@ def link_leaves_run(path: str, links: Mapping[str, str]) -> bool:
             continue
         if part == "..":
             if not position:
-                return True
+                return None
             position.pop()
             continue
         position.append(part)
@@ -79,10 +97,10 @@ def link_leaves_run(path: str, links: Mapping[str, str]) -> bool:
             continue
         hops += 1
         if hops > MAX_LINK_HOPS or inner.startswith("/") or "\\" in inner or "\x00" in inner:
-            return True
+            return None
         position.pop()
         pending.extendleft(reversed(inner.split("/")))
-    return False
+    return "/".join(position)
 
 
 def _link_target(run_root: str, rel: str, text: str) -> str:

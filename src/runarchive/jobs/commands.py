@@ -145,16 +145,31 @@ _json = click.option("--json", "as_json", is_flag=True, help="Print one JSON doc
 @click.command("enqueue-archive")
 @click.argument("runid")
 @click.option("--comment", "-c", default=None, help="Up to 40 characters.")
+@click.option(
+    "--links", type=click.Choice(["store", "follow"]), default=None,
+    help="How the archive holds symlinks [default: the RUNARCHIVE_LINKS setting, else store].",
+)  # fmt: skip
 @_wait
 @_timeout
 @_json
 @deployment_options
 def enqueue_archive_cmd(
-    runid: str, comment: str | None, wait: bool, timeout: float, as_json: bool, **options: Any
+    runid: str,
+    comment: str | None,
+    links: str | None,
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+    **options: Any,
 ) -> None:
     """Queue an archive job for run RUNID; print its job id."""
     _enqueue_command(
-        options, runid, lambda ctx: enqueue_archive(ctx, runid, comment), wait, timeout, as_json
+        options,
+        runid,
+        lambda ctx: enqueue_archive(ctx, runid, comment, links),
+        wait,
+        timeout,
+        as_json,
     )
 
 

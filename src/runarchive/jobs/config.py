@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from runarchive.core import LinkMode, parse_link_mode
 from runarchive.core.errors import InvalidInput
 
 from .keys import DEFAULT_PREFIX, Keys
@@ -40,6 +41,7 @@ ENV: dict[str, str] = {
     "max_connections": "RUNARCHIVE_MAX_CONNECTIONS",
     "post_restore_hooks": "RUNARCHIVE_POST_RESTORE_HOOKS",
     "data_dir": "RUNARCHIVE_DATA_DIR",
+    "links": "RUNARCHIVE_LINKS",
 }
 
 
@@ -74,6 +76,8 @@ class Settings:
     max_connections: int = 50
     post_restore_hooks: tuple[str, ...] = DEFAULT_HOOKS
     data_dir: Path = field(default_factory=default_data_dir)
+    # How an archive job holds the run's symlinks when its request does not say (store|follow).
+    links: str = LinkMode.STORE.value
 
     def __post_init__(self) -> None:
         if self.run_layout not in RUN_LAYOUTS:
@@ -88,6 +92,7 @@ class Settings:
         if self.heartbeat_ttl <= 0 or self.status_rate <= 0:
             raise InvalidInput("heartbeat_ttl and status_rate must be positive.")
         Keys(self.key_prefix)  # validates the prefix
+        parse_link_mode(self.links)
         # Absolute from here on: a relative path would mean something else to every process
         # and library that later resolves it against its own working directory.
         for name in ("runs_root", "data_dir"):

@@ -27,6 +27,7 @@ from runarchive.core import (
     normalize_comment,
     open_archive_fd,
     open_run,
+    parse_link_mode,
     validate_archive_name,
     validate_runid,
 )
@@ -47,10 +48,18 @@ def _unavailable(ctx: JobsContext, exc: Exception) -> QueueUnavailable:
     return QueueUnavailable(detail=f"Redis at {url}: {exc}")
 
 
-def enqueue_archive(ctx: JobsContext, runid: str, comment: str | None = None) -> str:
-    """Queue an archive of run ``runid``; return the job id."""
+def enqueue_archive(
+    ctx: JobsContext, runid: str, comment: str | None = None, links: str | None = None
+) -> str:
+    """Queue an archive of run ``runid``; return the job id.
+
+    ``links`` (``store``/``follow``, InvalidInput otherwise) defaults to the ``links``
+    setting; it is resolved here, so the job does what was asked whatever the worker's setting.
+    """
     text = normalize_comment(comment)
-    return _enqueue(ctx, JobKind.ARCHIVE, runid, archive_rq, (runid, text or None), None)
+    mode = parse_link_mode(ctx.settings.links if links is None else links)
+    args = (runid, text or None, mode.value)
+    return _enqueue(ctx, JobKind.ARCHIVE, runid, archive_rq, args, None)
 
 
 def enqueue_restore(ctx: JobsContext, runid: str, archive_name: str) -> str:

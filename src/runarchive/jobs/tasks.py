@@ -172,7 +172,7 @@ class _JobRun:
         self.cancel.clear()
 
 
-def archive_rq(runid: str, comment: str | None = None) -> dict[str, Any]:
+def archive_rq(runid: str, comment: str | None = None, links: str = "store") -> dict[str, Any]:
     """RQ job: snapshot run ``runid`` into a new archive, publishing its status lines."""
     frame = _JobRun(JobKind.ARCHIVE, runid)
     with Heartbeat(frame.ctx, frame.job_id) as heartbeat:
@@ -184,15 +184,23 @@ def archive_rq(runid: str, comment: str | None = None) -> dict[str, Any]:
             with frame.locks(find_nodb_files(run_dir)) as held:
                 heartbeat.locks.append(held)
                 result = create_archive(
-                    run_dir, comment, progress=frame.progress, before_publish=frame.cancel.commit
-                )
+                    run_dir, comment, progress=frame.progress, before_publish=frame.cancel.commit,
+                    links=links,
+                )  # fmt: skip
                 frame.relay.flush()
             frame.stream.publish(archive_ready_line(result.name))
         except BaseException as exc:
             frame.failed(exc)
             raise
         frame.completed()
-    return {"name": result.name, "size": result.size, "files": result.files}
+    return {
+        "name": result.name,
+        "size": result.size,
+        "files": result.files,
+        "links": result.links,
+        "followed": result.followed,
+        "warnings": result.warnings,
+    }
 
 
 def _archive_nodb_files(run_dir: Path, name: str) -> list[str]:

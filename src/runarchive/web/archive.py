@@ -125,6 +125,7 @@ def _row(info: ArchiveInfo) -> dict[str, Any]:
         "size": info.size,
         "created": _iso(info.created),
         "files": info.files,
+        "links": info.links,
         "readable": info.readable,
     }
 

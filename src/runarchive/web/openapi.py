@@ -81,9 +81,28 @@ BUSY = {
     "503": _error("Redis (the job queue) is unavailable, or no disk space."),
 }
 
+# What ``core.parse_comment`` refuses, as far as a pattern can say it (the rule is by Unicode
+# category: Cc, Cf, Cs, Co, Cn, Zl, Zp); the C0/C1 controls, bidi marks and zero-width ones.
+COMMENT_PATTERN = (
+    "^[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u200b-\\u200f\\u2028-\\u202e"
+    "\\u2060-\\u206f\\ufeff\\ufff9-\\ufffb]*$"
+)
 _ARCHIVE_BODY = {
     "type": "object",
-    "properties": {"comment": {"type": ["string", "null"], "description": "Cut to 40 chars."}},
+    "properties": {
+        "comment": {
+            "type": ["string", "null"],
+            "description": "Cut to 40 chars. Control, invisible and direction-changing "
+            "characters are refused (400); the pattern names the common ones.",
+            "pattern": COMMENT_PATTERN,
+        },
+        "links": {
+            "type": "string",
+            "enum": ["store", "follow"],
+            "description": "`store` keeps symlinks as links; `follow` archives links that "
+            "resolve inside the run as what they point to. Default: `RUNARCHIVE_LINKS`.",
+        },
+    },
 }
 _NAME_BODY = {
     "type": "object",
@@ -128,6 +147,7 @@ SCHEMAS: dict[str, Any] = {
             "size": {"type": "integer", "description": "Bytes."},
             "created": {"type": "string", "format": "date-time", "description": "UTC, `Z`."},
             "files": {"type": "integer"},
+            "links": {"type": "integer", "description": "Symlink entries the archive holds."},
             "readable": {"type": "boolean", "description": "False for a damaged archive."},
             "download_url": {"type": "string"},
         },

@@ -67,8 +67,11 @@ def _json(body: dict[str, Any], status: int) -> Response:
 def api_archive(runid: str) -> Response:
     """Queue an archive of the run; 202 with the job id."""
     access.require_write(runid)
-    comment = parse_comment(_text(_body(), "comment", required=False))
-    job_id = enqueue_archive(jobs(), runid, comment.text)
+    body = _body()
+    comment = parse_comment(_text(body, "comment", required=False))
+    # store|follow (400 otherwise, from the jobs layer); absent: the RUNARCHIVE_LINKS setting.
+    links = _text(body, "links", required=False)
+    job_id = enqueue_archive(jobs(), runid, comment.text, links)
     # The stored comment, so a client can tell the user when it was cut to 40 characters.
     return _json({"job_id": job_id, "comment": comment.text, "comment_cut": comment.cut}, 202)
 

@@ -406,6 +406,17 @@
         }),
       );
     }
+    const links = Number(archive.links) || 0;
+    if (links > 0) {
+      nameCell.append(
+        " ",
+        el("span", {
+          className: "badge badge-muted",
+          title: "Holds symbolic links: runarchive, unzip and bsdtar restore them as links",
+          text: `${links} link${links === 1 ? "" : "s"}`,
+        }),
+      );
+    }
     const comment = archive.comment ? String(archive.comment) : "";
     const actions = el("td", { className: "cell-actions", dataset: { label: "Actions" } });
     const href = sameOriginUrl(archive.download_url);
