@@ -12,7 +12,7 @@ import pytest
 
 from runarchive.core import create_archive, list_archives, recover_run, restore_archive
 from runarchive.core.progress import ProgressEvent
-from tests.treeutil import Dir, File, build_tree, snapshot
+from tests.treeutil import Dir, File, archive_files, build_tree, snapshot
 
 
 class Stop(Exception):
@@ -85,7 +85,7 @@ def test_an_archive_stopped_before_it_is_published_leaves_nothing(tmp_path: Path
         create_archive(run, "stopped", before_publish=_stop)
 
     assert list_archives(run) == []
-    assert list((run / "archives").iterdir()) == []
+    assert archive_files(run / "archives") == []
     assert snapshot(run) == before
 
 

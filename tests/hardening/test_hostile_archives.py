@@ -49,7 +49,7 @@ from tests.hardening.hostile_world import (
     world,
 )
 from tests.jobs.conftest import WORKER_CMD, worker_env
-from tests.treeutil import snapshot
+from tests.treeutil import archive_files, snapshot
 
 __all__ = ["deployment", "world"]
 
@@ -425,7 +425,7 @@ def test_links_to_etc_passwd_are_archived_as_links_and_never_restored_or_served_
     (world.attacker / "output" / "victims").symlink_to(world.victim / "output" / "H0.pass.dat")
     made = world.mutate("archive")
     assert made.trigger == "ARCHIVE_COMPLETE", made
-    (name,) = set(os.listdir(world.attacker / "archives")) - {world.attacker_archive}
+    (name,) = set(archive_files(world.attacker / "archives")) - {world.attacker_archive}
     got = world.as_user("mallory").get(world.url(f"archive/download/{name}"))
     assert got.status_code == 200 and got.get_data().startswith(b"PK")
     with zipfile.ZipFile(world.attacker / "archives" / name) as zf:

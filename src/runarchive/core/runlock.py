@@ -2,7 +2,7 @@
 
 The OS drops the lock when the holder dies (even by SIGKILL), so a crash never leaves a run
 stuck; the next operation then finds the journal and recovers. The lock file is opened by
-handle beneath the run's real ``.runarchive/`` folder with ``O_NOFOLLOW``: a planted link
+handle beneath the run's real ``archives/.runarchive/`` folder with ``O_NOFOLLOW``: a planted link
 cannot make us create or lock a file elsewhere, and a planted non-file is refused.
 """
 
@@ -29,12 +29,12 @@ def run_lock(run: RunDir) -> Iterator[Folder]:
             fd = work.open_file(LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise UnsafeRun(
-                f".runarchive/{LOCK_NAME} cannot be opened ({exc.strerror}): it is not the "
+                f"{work.label}/{LOCK_NAME} cannot be opened ({exc.strerror}): it is not the "
                 "lock file runarchive made. Remove it and retry."
             ) from None
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise UnsafeRun(f".runarchive/{LOCK_NAME} is not a regular file. Remove it.")
+                raise UnsafeRun(f"{work.label}/{LOCK_NAME} is not a regular file. Remove it.")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

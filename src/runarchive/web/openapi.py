@@ -267,7 +267,9 @@ def _paths() -> dict[str, Any]:
                                            "503": _json(_ref("Health"), "Degraded.")}}},
         "/csrf-token": {"get": {
             "summary": "The CSRF token of this browser session, for pages that POST with the "
-                       "session cookie (send it as X-CSRFToken). Same-origin: no CORS.",
+                       "session cookie (send it as X-CSRFToken). Same-origin: no CORS. Answers "
+                       "anyone: the token is bound to the caller's own session.",
+            "security": [],
             "responses": {"200": _json({"type": "object", "required": ["csrf_token", "header"],
                                         "properties": {"csrf_token": {"type": "string"},
                                                        "header": {"const": "X-CSRFToken"}}},
