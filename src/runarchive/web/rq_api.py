@@ -8,6 +8,10 @@ characters (as the dashboard's field allows) rather than refused for its length.
 
 Job routes look the job up first (404 when unknown or not one of ours), then apply the read
 rule (status) or the write rule (info with the traceback) to the job's run.
+
+The functions under the routes (``request_body``, ``start_archive``, ``start_restore``,
+``remove_archive``, ``find_job``) are the one implementation the WEPPcloud routes
+(``wepp.py``) adapt: only the URL, the access call and the answer's envelope differ.
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ from runarchive.core.names import MAX_COMMENT_CHARS
 from runarchive.jobs import delete_archive, enqueue_archive, enqueue_restore, job_status
 
 from . import access
+from .access import RunView
 from .deployment import jobs
 
 bp = Blueprint("rq_api", __name__)
 JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")  # fullmatch: "$" would let "id\n" through
 
 
-def _body() -> dict[str, Any]:
+def request_body() -> dict[str, Any]:
+    """Return the request's JSON object or form fields; 400 for anything else."""
     if request.is_json:
         data = request.get_json(silent=True)
         if not isinstance(data, dict):
@@ -48,45 +54,68 @@ def _text(body: dict[str, Any], field: str, *, required: bool) -> str | None:
     return value
 
 
-def _json(body: dict[str, Any], status: int) -> Response:
+def json_response(body: dict[str, Any], status: int) -> Response:
+    """Return ``body`` as JSON with ``status``, never cached."""
     response = jsonify(body)
     response.status_code = status
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
+def archive_name_of(body: dict[str, Any]) -> str:
+    """Return the body's ``archive_name`` (required, a string)."""
+    name = _text(body, "archive_name", required=True)
+    assert name is not None
+    return name
+
+
+def start_archive(run: RunView, body: dict[str, Any]) -> str:
+    """Queue an archive of a run the caller may write, with the body's comment; return the id."""
+    comment = _text(body, "comment", required=False)
+    if comment is not None:
+        comment = comment.strip()[:MAX_COMMENT_CHARS]
+    return enqueue_archive(jobs(), run.runid, comment)
+
+
+def start_restore(run: RunView, name: str) -> str:
+    """Queue a restore of a run the caller may write from archive ``name``; return the id."""
+    return enqueue_restore(jobs(), run.runid, name)
+
+
+def remove_archive(run: RunView, name: str) -> None:
+    """Delete archive ``name`` of a run the caller may write (refused as a job would be)."""
+    delete_archive(jobs(), run.runid, name)
+
+
 @bp.post("/runs/<runid>/rq/api/archive")
 def api_archive(runid: str) -> Response:
     """Queue an archive of the run; 202 with the job id."""
-    access.require_write(runid)
-    comment = _text(_body(), "comment", required=False)
-    if comment is not None:
-        comment = comment.strip()[:MAX_COMMENT_CHARS]
-    job_id = enqueue_archive(jobs(), runid, comment)
-    return _json({"job_id": job_id}, 202)
+    job_id = start_archive(access.require_write(runid), request_body())
+    return json_response({"job_id": job_id}, 202)
 
 
 @bp.post("/runs/<runid>/rq/api/restore-archive")
 def api_restore_archive(runid: str) -> Response:
     """Queue a restore of the run from ``archive_name``; 202 with the job id."""
-    access.require_write(runid)
-    name = _text(_body(), "archive_name", required=True)
-    assert name is not None
-    job_id = enqueue_restore(jobs(), runid, name)
-    return _json({"job_id": job_id}, 202)
+    run = access.require_write(runid)
+    job_id = start_restore(run, archive_name_of(request_body()))
+    return json_response({"job_id": job_id}, 202)
 
 
 @bp.post("/runs/<runid>/rq/api/delete-archive")
 def api_delete_archive(runid: str) -> Response:
     """Delete archive ``archive_name`` of the run now; 200 with its name."""
-    access.require_write(runid)
-    name = _text(_body(), "archive_name", required=True)
-    assert name is not None
-    delete_archive(jobs(), runid, name)
-    return _json({"deleted": name}, 200)
+    run = access.require_write(runid)
+    name = archive_name_of(request_body())
+    remove_archive(run, name)
+    return json_response({"deleted": name}, 200)
 
 
-def _job(job_id: str, *, with_exc_info: bool) -> dict[str, Any]:
+def find_job(job_id: str, *, with_exc_info: bool) -> dict[str, Any]:
+    """Return one of our jobs' status (and traceback); 400 for a bad id, 404 when unknown.
+
+    No access rule is applied here: the caller applies the read or write rule to the job's run.
+    """
     if not JOB_ID_RE.fullmatch(job_id):
         raise InvalidInput(f"Invalid job id {job_id!r}.")
     info = job_status(jobs(), job_id, with_exc_info=with_exc_info)
@@ -98,14 +127,14 @@ def _job(job_id: str, *, with_exc_info: bool) -> dict[str, Any]:
 @bp.get("/rq/api/jobstatus/<job_id>")
 def jobstatus(job_id: str) -> Response:
     """Return a job's status, times and progress (read access to its run)."""
-    info = _job(job_id, with_exc_info=False)
+    info = find_job(job_id, with_exc_info=False)
     access.require_read(info["runid"])
-    return _json(info, 200)
+    return json_response(info, 200)
 
 
 @bp.get("/rq/api/jobinfo/<job_id>")
 def jobinfo(job_id: str) -> Response:
     """Return the job's status plus ``exc_info`` (write access to its run)."""
-    info = _job(job_id, with_exc_info=True)
+    info = find_job(job_id, with_exc_info=True)
     access.require_write(info["runid"])
-    return _json(info, 200)
+    return json_response(info, 200)
