@@ -20,7 +20,7 @@ from runarchive.core import InvalidInput
 from runarchive.jobs import Settings
 from runarchive.jobs.config import ENV as JOBS_ENV
 
-from . import archive, auth, db, deployment, errors, pages, rq_api, security, status
+from . import archive, auth, db, deployment, errors, pages, rq_api, security, status, wepp
 from .settings import SETTINGS, WebSettings, default_database_url, secret_key_for
 
 # Settings a test_config may give by their environment variable name.
@@ -80,6 +80,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(rq_api.bp)
     app.register_blueprint(pages.bp)
     status.init_app(app, dep, app.config.get("WS_MAX_SOCKETS", web.max_sockets))
+    # WEPPcloud's URLs over the same routes (wepp.py); on unless WEPP_COMPAT is False.
+    if app.config.get("WEPP_COMPAT", True):
+        wepp.init_app(app)
     return app
 
 

@@ -141,6 +141,10 @@ def archive_stream(ws: Any, runid: str) -> None:
 
 
 sock.route("/status/<runid>:archive", bp=bp)(archive_stream)
+# WEPPcloud's StatusStream path, same stream (its relay sits behind /weppcloud-microservices).
+sock.route("/weppcloud-microservices/status/<runid>:archive", bp=bp, endpoint="wepp_stream")(
+    archive_stream
+)
 
 
 def encode_frame(message: dict[str, str]) -> bytes:
