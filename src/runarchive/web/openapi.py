@@ -244,12 +244,22 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+SINCE = {
+    "name": "since",
+    "in": "query",
+    "required": False,
+    "description": "Protocol version 2: also send the retained lines numbered above this seq "
+    "(0: all retained); without it, live lines only.",
+    "schema": {"type": "string", "pattern": r"^[0-9]{1,18}$"},
+}
+
+
 def _status_socket() -> dict[str, Any]:
     return {"get": {
         "summary": "Websocket of the run's status lines (see docs/api.md). " + READ,
-        "x-websocket": True, "parameters": [RUNID, *WS_HEADERS],
+        "x-websocket": True, "parameters": [RUNID, SINCE, *WS_HEADERS],
         "responses": {"101": {"description": "Switching protocols."},
-                      "400": _error("Not a websocket request, or invalid run id."),
+                      "400": _error("Not a websocket request, invalid run id or since."),
                       "401": REFUSALS["401"], "403": _error("Not allowed, or cross-origin."),
                       "404": REFUSALS["404"],
                       "503": _error("Redis unavailable, a socket cap is reached "
