@@ -274,6 +274,9 @@ CONFIG = {
     "description": "WEPPcloud's config segment; handed to a host access policy that takes it.",
     "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{1,128}$"},
 }
+# WEPPcloud answers an unknown job with 200 not_found whoever asks: credentials are optional
+# until a job is found (then the job's run's rule applies).
+ANY_OR_NONE: list[dict[str, list[str]]] = [{}, {"session": [], "csrfHeader": []}, {"bearer": []}]
 WEPP = "WEPPcloud console envelope: refusals are `WeppRefusal` with our HTTP status. "
 ENGINE = "WEPPcloud rq-engine: refusals are `EngineError` with 400/401/403/404/500. "
 
@@ -352,6 +355,7 @@ def _wepp_paths() -> dict[str, Any]:
     ):
         paths[f"/rq-engine/api/{route}/{{job_id}}"] = {
             "get": {
+                "security": ANY_OR_NONE,
                 "summary": ENGINE + what,
                 "parameters": [JOB_ID],
                 "responses": {
@@ -364,6 +368,7 @@ def _wepp_paths() -> dict[str, Any]:
         "post": {
             "summary": ENGINE + "Not served yet: 501 for a known job. Write access.",
             "parameters": [JOB_ID],
+            "security": ANY_OR_NONE,
             "responses": {
                 "200": _json(_ref("EngineJob"), "Unknown job: not_found."),
                 "501": _json(_ref("EngineError"), "Cancelling is not available yet."),
