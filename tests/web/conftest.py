@@ -9,11 +9,15 @@ test still gets fresh run ids, so no test sees another's runs, slots or status l
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from runarchive.jobs import JobsContext, Settings
 from runarchive.web import create_app, shutdown
@@ -24,6 +28,18 @@ from tests.jobs.conftest import Workers, redis_url
 from tests.web.webutil import PASSWORD, LiveServer, WebEnv
 
 __all__ = ["redis_url"]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +99,33 @@ def live(web: WebEnv) -> Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------------- the browser
+# One Playwright per process (its sync API cannot run twice in one thread): the browser tests'
+# modules share these.
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium, installed with apt when missing (a fresh CI machine)."""
+    if not CHROMIUM.exists():
+        if shutil.which("apt-get") is None or os.geteuid() != 0:
+            pytest.fail(f"{CHROMIUM} is missing and cannot be installed (needs apt-get as root)")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for step in (["update", "-qq"], ["install", "-y", "-qq", "chromium"]):
+            done = subprocess.run(
+                ["apt-get", *step], env=env, capture_output=True, text=True, timeout=900
+            )
+            assert done.returncode == 0, f"apt-get {step[0]} failed:\n{done.stderr[-3000:]}"
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def browser(chromium: Path) -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()

@@ -47,7 +47,6 @@ from playwright.sync_api import (
     Locator,
     Page,
     expect,
-    sync_playwright,
 )
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
@@ -58,17 +57,6 @@ from runarchive.jobs.locks import acquire_lock, release_lock
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PASSWORD = "correct horse battery staple"
 # Most scenarios act as the admin, so that no run needs a (slow, CLI) grant; alice owns the
 # runs granted to her, bob only reads public runs.
@@ -244,29 +232,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 # ------------------------------------------------------------------------- the browser
 
 
-@pytest.fixture(scope="session")
-def chromium() -> Path:
-    """Debian's Chromium, installed with apt when missing (a fresh CI machine)."""
-    if not CHROMIUM.exists():
-        if shutil.which("apt-get") is None or os.geteuid() != 0:
-            pytest.fail(f"{CHROMIUM} is missing and cannot be installed (needs apt-get as root)")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for step in (["update", "-qq"], ["install", "-y", "-qq", "chromium"]):
-            done = subprocess.run(
-                ["apt-get", *step], env=env, capture_output=True, text=True, timeout=900
-            )
-            assert done.returncode == 0, f"apt-get {step[0]} failed:\n{done.stderr[-3000:]}"
-    return CHROMIUM
-
-
-@pytest.fixture(scope="session")
-def browser(chromium: Path) -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+# Chromium and the session's browser are fixtures of conftest.py (shared with
+# test_wepp_browser.py: one Playwright per process).
 
 
 @dataclass

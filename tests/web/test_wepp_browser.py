@@ -22,24 +22,16 @@ from typing import Any
 
 import pytest
 import redis
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from runarchive.demo import generate_run
 from runarchive.jobs import Settings
 from runarchive.jobs.locks import acquire_lock, release_lock
 from tests.jobs.conftest import Workers
-from tests.web.test_browser import (  # the service helpers and Chromium of those tests
-    CHROMIUM_ARGS,
-    PASSWORD,
-    _free_port,
-    _runarchive,
-    _stop,
-    _wait_healthy,
-    chromium,
-)
+from tests.web.conftest import CHROMIUM_ARGS
+from tests.web.test_browser import PASSWORD, _free_port, _runarchive, _stop, _wait_healthy
 from tests.web.test_browser import Service as _Service
 
-__all__ = ["chromium"]
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600)]
 
 CLIENT = Path(__file__).with_name("wepp_client")
@@ -53,13 +45,13 @@ ARGS = [*CHROMIUM_ARGS, "--disable-features=LocalNetworkAccessChecks"]
 
 
 @pytest.fixture(scope="module")
-def browser(chromium: Path) -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(chromium), args=ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+def host_browser(browser: Browser, chromium: Path) -> Iterator[Browser]:
+    """A Chromium of its own, from the same Playwright as the dashboard tests' (one per process)."""
+    launched = browser.browser_type.launch(executable_path=str(chromium), args=ARGS)
+    try:
+        yield launched
+    finally:
+        launched.close()
 
 
 @dataclass
@@ -154,9 +146,9 @@ def run(wepp: Wepp) -> Path:
 
 
 @pytest.fixture
-def console(browser: Browser, wepp: Wepp) -> Iterator[Callable[[Path], Page]]:
+def console(host_browser: Browser, wepp: Wepp) -> Iterator[Callable[[Path], Page]]:
     """Open the test console of a run, logged in as the admin, on the service's origin."""
-    context = browser.new_context(base_url=wepp.service.url)
+    context = host_browser.new_context(base_url=wepp.service.url)
     errors: list[str] = []
     page = context.new_page()
     page.goto("/login")
