@@ -19,6 +19,8 @@ def test_our_keys_take_the_prefix() -> None:
     assert keys.job_final("j1") == "runarchive:job:j1:final"
     assert keys.job_cancel("j1") == "runarchive:job:j1:cancel"
     assert keys.status_log("abc") == "runarchive:status:abc:archive"
+    assert keys.status_seq("abc") == "runarchive:status-seq:abc:archive"
+    assert keys.status_feed("abc") == "runarchive:feed:abc:archive"
     assert keys.pending_recovery() == "runarchive:recover"
 
 

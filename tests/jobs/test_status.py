@@ -15,6 +15,7 @@ from runarchive.jobs.status import (
     error_line,
     item_line,
     job_line,
+    parse_entry,
     parse_line,
     progress_line,
     restore_complete_line,
@@ -154,6 +155,39 @@ def test_the_retained_list_keeps_the_last_lines_with_a_ttl(ctx: JobsContext, run
     assert len(recent) == ctx.settings.status_keep == 200
     assert recent[0] == "line 50" and recent[-1] == "line 249"
     assert 0 < ctx.clients.data.ttl(ctx.keys.status_log(runid)) <= ctx.settings.status_ttl
+
+
+def test_every_line_is_numbered_in_order_and_goes_plain_to_weppclouds_channel(
+    ctx: JobsContext, runid: str
+) -> None:
+    stream = ctx.stream(runid)
+    pubsub = ctx.clients.data.pubsub()
+    pubsub.subscribe(ctx.keys.status_channel(runid), ctx.keys.status_feed(runid))
+    try:
+        for _ in range(2):
+            assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+        for i in range(250):
+            stream.publish(f"line {i}")
+        numbered = stream.numbered()
+        assert [seq for seq, _ in numbered] == list(range(51, 251))  # trimmed, numbers kept
+        assert numbered[-1] == (250, "line 249")
+        assert 0 < ctx.clients.data.ttl(ctx.keys.status_seq(runid)) <= ctx.settings.status_ttl
+        got: dict[str, list[str]] = {}
+        while sum(len(v) for v in got.values()) < 500:
+            message = pubsub.get_message(timeout=5)
+            assert message is not None
+            got.setdefault(message["channel"], []).append(message["data"])
+        assert got[ctx.keys.status_channel(runid)] == [f"line {i}" for i in range(250)]
+        feed = [parse_entry(x) for x in got[ctx.keys.status_feed(runid)]]
+        assert feed == [(i + 1, f"line {i}") for i in range(250)]
+    finally:
+        pubsub.close()
+
+
+def test_an_entry_is_split_at_its_first_space_only() -> None:
+    assert parse_entry("7 Adding a b.txt") == (7, "Adding a b.txt")
+    assert parse_entry("12 line\nwith a break") == (12, "line\nwith a break")
+    assert parse_entry("rq:J STARTED archive_rq(R)") is None  # retained before numbering
 
 
 def test_the_relay_never_repeats_a_progress_line(ctx: JobsContext, runid: str) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from runarchive.jobs import JobsContext, Settings
 from runarchive.web import create_app, shutdown
@@ -24,6 +25,18 @@ from tests.jobs.conftest import Workers, redis_url
 from tests.web.webutil import PASSWORD, LiveServer, WebEnv
 
 __all__ = ["redis_url"]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +96,26 @@ def live(web: WebEnv) -> Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------------- the browser
+# One Playwright per process (its sync API cannot run twice in one thread): the browser tests'
+# modules share these.
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium, which `make sysdeps` installs (`make test` runs it first)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make sysdeps` (apt-get install chromium)")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def browser(chromium: Path) -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()

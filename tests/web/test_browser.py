@@ -47,7 +47,6 @@ from playwright.sync_api import (
     Locator,
     Page,
     expect,
-    sync_playwright,
 )
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
@@ -59,17 +58,6 @@ from tests.treeutil import archive_files
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PASSWORD = "correct horse battery staple"
 # Most scenarios act as the admin, so that no run needs a (slow, CLI) grant; alice owns the
 # runs granted to her, bob only reads public runs.
@@ -245,22 +233,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 # ------------------------------------------------------------------------- the browser
 
 
-@pytest.fixture(scope="session")
-def chromium() -> Path:
-    """Debian's Chromium, which `make sysdeps` installs (`make test` runs it first)."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make sysdeps` (apt-get install chromium)")
-    return CHROMIUM
-
-
-@pytest.fixture(scope="session")
-def browser(chromium: Path) -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+# Chromium and the session's browser are fixtures of conftest.py (shared with
+# test_wepp_browser.py: one Playwright per process).
 
 
 @dataclass

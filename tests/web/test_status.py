@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 import simple_websocket
 
-from runarchive.jobs.keys import Keys
-from runarchive.web.status import RELAY, merge_replay
+from runarchive.web.status import RELAY, lines_to_send
 from tests.jobs.conftest import wait_until
 from tests.web.webutil import LiveServer, WebEnv, login, upgrade_status
 
@@ -83,13 +82,15 @@ def peers() -> Iterator[list[Peer]]:
 
 
 def connect(live: LiveServer, web: WebEnv, runid: str, peers: list[Peer], role: str = "owner",
-            **headers: str) -> Peer:  # fmt: skip
-    peer = Peer(live.ws_url(runid), {"Authorization": f"Bearer {web.tokens[role]}", **headers})
+            since: int | None = 0, **headers: str) -> Peer:  # fmt: skip
+    """A peer asking for every retained line (``since=0``) unless told otherwise."""
+    url = live.ws_url(runid) + (f"?since={since}" if since is not None else "")
+    peer = Peer(url, {"Authorization": f"Bearer {web.tokens[role]}", **headers})
     peers.append(peer)
     return peer
 
 
-def test_it_replays_retained_lines_then_relays_new_ones(
+def test_since_zero_replays_retained_lines_then_relays_new_ones(
     web: WebEnv, live: LiveServer, peers: list[Peer]
 ) -> None:
     run = web.new_run()
@@ -118,7 +119,7 @@ def test_a_session_cookie_authenticates_the_websocket(
     web.ctx.stream(run.runid).publish("hello")
     # simple_websocket sends ``Host: 127.0.0.1`` (no port); a browser's Origin matches its Host.
     headers = {"Cookie": f"runarchive_session={cookie.value}", "Origin": "http://127.0.0.1"}
-    peer = Peer(live.ws_url(run.runid), headers)
+    peer = Peer(live.ws_url(run.runid) + "?since=0", headers)
     peers.append(peer)
     peer.wait_for(lambda f: f.get("data") == "hello")
 
@@ -128,7 +129,7 @@ def test_public_runs_stream_to_anonymous_viewers(
 ) -> None:
     run = web.new_run(public=True)
     web.ctx.stream(run.runid).publish("visible")
-    peer = Peer(live.ws_url(run.runid), {})
+    peer = Peer(live.ws_url(run.runid) + "?since=0", {})
     peers.append(peer)
     peer.wait_for(lambda f: f.get("data") == "visible")
 
@@ -150,7 +151,7 @@ def test_refused_viewers_get_an_http_error_and_no_upgrade(
     status, body = upgrade_status(live, run.runid, headers)
     assert status == expected
     assert body["error"]["code"] == code
-    assert web.app.extensions[RELAY].subscribers(Keys.status_channel(run.runid)) == 0
+    assert web.app.extensions[RELAY].subscribers(web.ctx.keys.status_feed(run.runid)) == 0
 
 
 def test_unknown_and_malformed_runs_are_refused(web: WebEnv, live: LiveServer) -> None:
@@ -166,17 +167,18 @@ def test_the_server_pings_and_drops_a_silent_peer(
 ) -> None:
     run = web.new_run()
     relay = web.app.extensions[RELAY]
-    channel = Keys.status_channel(run.runid)
+    channel = web.ctx.keys.status_feed(run.runid)
     answering = connect(live, web, run.runid, peers)
     silent = Peer(live.ws_url(run.runid), {"Authorization": f"Bearer {web.tokens['owner']}"},
                   silent=True)  # fmt: skip
     peers.append(silent)
     wait_until(lambda: relay.subscribers(channel) == 2, timeout=5)
     # 0.3 s ping interval: the silent peer is dropped after 3 intervals, the answering one stays.
-    silent.wait_for(lambda f: f["type"] == "hangup", timeout=5)
-    assert any(f["type"] == "ping" for f in silent.frames)
-    wait_until(lambda: relay.subscribers(channel) == 1, timeout=5)
     wait_until(lambda: not silent.ws.connected, timeout=5)
+    assert silent.ws.close_reason == 1011  # closed so that a live client would come back
+    assert any(f["type"] == "ping" for f in silent.frames)
+    assert not any(f["type"] == "hangup" for f in silent.frames)
+    wait_until(lambda: relay.subscribers(channel) == 1, timeout=5)
     time.sleep(1.2)  # four more intervals
     assert answering.ws.connected
     assert sum(f["type"] == "ping" for f in answering.frames) >= 5
@@ -192,14 +194,14 @@ def test_one_redis_subscription_serves_every_socket_of_the_process(
     for _ in range(3):
         connect(live, web, a.runid, peers)
     connect(live, web, b.runid, peers)
-    wait_until(lambda: relay.subscribers(Keys.status_channel(a.runid)) == 3, timeout=5)
+    wait_until(lambda: relay.subscribers(web.ctx.keys.status_feed(a.runid)) == 3, timeout=5)
     web.ctx.stream(a.runid).publish("to all three")
     for peer in peers[:3]:
         peer.wait_for(lambda f: f.get("data") == "to all three")
     data = web.ctx.clients.data
     relay_clients = [c for c in data.client_list() if c.get("name") == relay.client_name]
     assert len(relay_clients) == 1
-    channels = (Keys.status_channel(a.runid), Keys.status_channel(b.runid))
+    channels = (web.ctx.keys.status_feed(a.runid), web.ctx.keys.status_feed(b.runid))
     wait_until(lambda: dict(data.pubsub_numsub(*channels)) == dict.fromkeys(channels, 1))
     assert "to all three" not in peers[3].lines()
 
@@ -255,7 +257,7 @@ def test_a_peer_that_stops_reading_is_dropped_while_the_others_get_every_line(
     monkeypatch.setitem(web.app.config, "WS_BACKLOG_BYTES", 64 * 1024)
     run = web.new_run()
     relay = web.app.extensions[RELAY]
-    channel = Keys.status_channel(run.runid)
+    channel = web.ctx.keys.status_feed(run.runid)
     reader = connect(live, web, run.runid, peers)
     raw, reply = stalled_peer(live, run.runid, web.tokens["owner"])
     try:
@@ -296,7 +298,7 @@ def test_a_tls_socket_gets_every_line_through_its_own_thread(
         trust.check_hostname = False  # the certificate names no IP address; the CA is pinned
         run = web.new_run()
         auth = {"Authorization": f"Bearer {web.tokens['owner']}"}
-        peer = Peer(server.ws_url(run.runid), auth, tls=trust)
+        peer = Peer(server.ws_url(run.runid) + "?since=0", auth, tls=trust)
         peers.append(peer)
         stream = web.ctx.stream(run.runid)
         stream.publish("start")
@@ -309,19 +311,18 @@ def test_a_tls_socket_gets_every_line_through_its_own_thread(
         server.stop()
 
 
-def test_replay_overlap_is_not_sent_twice() -> None:
-    replay = ["a", "b", "c"]
-    assert merge_replay(replay, ["b", "c", "d"]) == ["a", "b", "c", "d"]
-    assert merge_replay(replay, ["c"]) == ["a", "b", "c"]
-    assert merge_replay(replay, ["d", "e"]) == ["a", "b", "c", "d", "e"]
-    assert merge_replay([], ["x"]) == ["x"]
-    assert merge_replay(replay, []) == replay
+def test_lines_seen_both_in_the_log_and_live_are_sent_once_in_order() -> None:
+    log = [(3, "c"), (4, "d"), (5, "e")]
+    live = [(4, "d"), (5, "e"), (6, "f")]
+    assert lines_to_send(log, live, since=0) == [(3, "c"), (4, "d"), (5, "e"), (6, "f")]
+    assert lines_to_send(log, live, since=4) == [(5, "e"), (6, "f")]
+    assert lines_to_send(log, [], since=5) == []
 
 
-def test_a_burst_longer_than_the_replay_is_sent_once_and_in_order() -> None:
-    """More lines arrived while subscribing than Redis retains: the live ones hold them all."""
-    published = [f"line {i}" for i in range(10)]
-    retained = published[4:8]  # the last 4 when the replay was read
-    early = published[1:]  # subscribed after line 0
-    assert merge_replay(retained, early) == early
-    assert merge_replay(published[-4:], early) == early  # overlap at the very end
+def test_a_plain_connect_gets_only_live_lines() -> None:
+    assert lines_to_send([(1, "old"), (2, "older job")], [(3, "live")], since=None) == [(3, "live")]
+
+
+def test_a_since_beyond_every_number_means_the_numbering_restarted() -> None:
+    """The log expired while the client was away: numbering began again at 1."""
+    assert lines_to_send([(1, "a"), (2, "b")], [], since=900) == [(1, "a"), (2, "b")]

@@ -77,6 +77,14 @@ class Keys:
         """Capped list of the channel's recent lines, replayed to late viewers."""
         return f"{self.prefix}:status:{runid}:{STATUS_CHANNEL_SUFFIX}"
 
+    def status_seq(self, runid: str) -> str:
+        """Counter numbering the channel's lines (``seq``), kept and expiring with the log."""
+        return f"{self.prefix}:status-seq:{runid}:{STATUS_CHANNEL_SUFFIX}"
+
+    def status_feed(self, runid: str) -> str:
+        """Pub/sub channel of the same lines as ``<seq> <line>``, for our own relay."""
+        return f"{self.prefix}:feed:{runid}:{STATUS_CHANNEL_SUFFIX}"
+
     def pending_recovery(self) -> str:
         """Set of run ids whose restore job died; a worker that can see the run recovers it."""
         return f"{self.prefix}:recover"

@@ -20,6 +20,11 @@ Who "the user" is: with runarchive's own login, the session's or API token's use
 host's login, only the user of a personal API token (``Authorization: Bearer``) — the host's
 users reach runarchive through the policy alone.
 
+A policy that takes a ``config`` keyword (or ``**kwargs``) is called ``policy(runid,
+config=config)``: the WEPPcloud routes (``wepp.py``) pass the URL's config segment
+(``/runs/<runid>/<config>/…``), our own routes pass ``None``; a policy taking only the run id
+keeps working unchanged.
+
 Order of checks, so nothing leaks to people who may not see the run: the run id is validated
 first (400, before any filesystem access); then the rule is applied (401 when nobody is logged
 in, 403 for another user); only a permitted caller learns that a run does not exist (404).
@@ -27,6 +32,7 @@ in, 403 for another user); only a permitted caller learns that a run does not ex
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,17 +97,35 @@ def may_write(who: User | None, runid: str) -> bool:
     return who.is_admin or accounts.owns_run(db().session, who, runid)
 
 
-def _host_grant(runid: str) -> str | None:
-    policy: Callable[[str], str | None] | None = current_app.config.get(POLICY)
-    return policy(runid) if policy is not None else None
+def takes_config(policy: Callable[..., str | None]) -> bool:
+    """Tell whether a host policy accepts the ``config`` keyword (or any keyword)."""
+    try:
+        params = inspect.signature(policy).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        return False
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return any(
+        p.kind is inspect.Parameter.VAR_KEYWORD or (p.name == "config" and p.kind in keyword)
+        for p in params
+    )
 
 
-def view(runid: str) -> RunView:
-    """Evaluate the rules for run ``runid`` (validated) and the current user."""
+def _host_grant(runid: str, config: str | None) -> str | None:
+    policy: Callable[..., str | None] | None = current_app.config.get(POLICY)
+    if policy is None:
+        return None
+    return policy(runid, config=config) if takes_config(policy) else policy(runid)
+
+
+def view(runid: str, *, config: str | None = None) -> RunView:
+    """Evaluate the rules for run ``runid`` (validated) and the current user.
+
+    ``config`` is the WEPPcloud URL's config segment, handed to a host policy that takes it.
+    """
     validate_runid(runid)
     run_dir = find_run(deployment().settings, runid)
     public = is_public(run_dir)
-    grant = _host_grant(runid)
+    grant = _host_grant(runid, config)
     if grant == DENY:
         return RunView(runid, run_dir, public, False, False, denied=True)
     write = grant == "write" or may_write(user(), runid)
@@ -114,9 +138,9 @@ def _refuse(runid: str, verb: str, denied: bool) -> None:
     raise Forbidden(f"You may not {verb} run {runid}.")
 
 
-def require_read(runid: str) -> RunView:
+def require_read(runid: str, *, config: str | None = None) -> RunView:
     """Return the run if the current user may read it; raise 400/401/403/404."""
-    found = view(runid)
+    found = view(runid, config=config)
     if not found.can_read:
         _refuse(runid, "read", found.denied)
     if found.run_dir is None:
@@ -124,10 +148,10 @@ def require_read(runid: str) -> RunView:
     return found
 
 
-def require_write(runid: str) -> RunView:
+def require_write(runid: str, *, config: str | None = None) -> RunView:
     """Return the run if the current user may change it; raise 400/401/403/404."""
     validate_runid(runid)
-    grant = _host_grant(runid)
+    grant = _host_grant(runid, config)
     if grant != "write" and (grant == DENY or not may_write(user(), runid)):
         _refuse(runid, "change", grant == DENY)
-    return require_read(runid)
+    return require_read(runid, config=config)

@@ -28,7 +28,7 @@ from runarchive.core import InvalidInput
 from runarchive.jobs import Settings
 from runarchive.jobs.config import ENV as JOBS_ENV
 
-from . import archive, auth, db, deployment, errors, pages, rq_api, security, status
+from . import archive, auth, db, deployment, errors, pages, rq_api, security, status, wepp
 from .access import POLICY
 from .mount import EXTENSION, Mount, assets
 from .settings import SETTINGS, WebSettings, default_database_url, secret_key_for
@@ -38,6 +38,9 @@ _ENV_NAMES = frozenset(JOBS_ENV.values()) | {s.env for s in SETTINGS.values()}
 _ENV_NAMES |= {"RUNARCHIVE_REDIS_URL", "RUNARCHIVE_SECRET_KEY"}
 
 BLUEPRINTS = (assets, archive.bp, rq_api.bp, status.bp, pages.bp, auth.bp)
+# WEPPcloud's URLs over the same routes (wepp.py): answers in WEPPcloud's envelopes, so they
+# keep their own error handlers; on unless the app config says WEPP_COMPAT = False.
+COMPAT_BLUEPRINTS = (wepp.bp, wepp.engine_bp)
 
 # Errors raised in our views get our answers even in a host app, whose own handlers stay in
 # charge of its URLs. Blueprint handlers must be set before a blueprint is first registered.
@@ -144,7 +147,9 @@ def _install(app: Flask, jobs_settings: Settings, web: WebSettings, mount: Mount
         ("LOGIN_WINDOW", web.login_window),
     ):
         app.config.setdefault(key, value)
+    compat = app.config.get("WEPP_COMPAT", True)
     ours = [bp for bp in BLUEPRINTS if bp is not auth.bp or mount.own_login]
+    ours += list(COMPAT_BLUEPRINTS) if compat else []
     mount = replace(mount, blueprints=frozenset(bp.name for bp in ours))
     app.extensions[EXTENSION] = mount
     app.jinja_env.globals["runarchive"] = mount
@@ -156,13 +161,15 @@ def _install(app: Flask, jobs_settings: Settings, web: WebSettings, mount: Mount
     security.init_app(app)
     host_csrf = app.extensions.get("csrf")
     if host_csrf is not None and host_csrf is not auth.csrf:
-        for blueprint in BLUEPRINTS:  # past the host's global CSRF check: we check our own
+        for blueprint in (*BLUEPRINTS, *COMPAT_BLUEPRINTS):  # we check CSRF ourselves
             host_csrf.exempt(blueprint)
     auth.init_app(app, own_login=mount.own_login, url_prefix=mount.url_prefix)
     for blueprint in (assets, archive.bp, rq_api.bp, pages.bp):
         app.register_blueprint(blueprint, url_prefix=mount.url_prefix)
     max_sockets = app.config.get("WS_MAX_SOCKETS", web.max_sockets)
     status.init_app(app, dep, max_sockets, url_prefix=mount.url_prefix)
+    if compat:
+        wepp.init_app(app, url_prefix=mount.url_prefix)
     return mount
 
 

@@ -10,6 +10,10 @@ Downloads are served from one open descriptor with conditional responses: ``ETag
 (206), and ``HEAD``. The archive is opened by handle under the run's real ``archives/`` folder
 (``core.open_archive_fd``) and the checked descriptor is the one sent: no symlink, swapped in
 at any moment, can redirect a download elsewhere.
+
+Rows carry ``created`` (ISO 8601, UTC) and ``modified`` (the same moment as WEPPcloud's lists
+show it: ``%Y-%m-%d %H:%M:%S`` in the server's local time). ``list_body`` is the one list the
+WEPPcloud route (``wepp.py``) answers too.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ from runarchive.core.names import MAX_COMMENT_CHARS
 from runarchive.jobs import Event, Trigger, running_job
 
 from . import access
+from .access import RunView
 from .deployment import jobs
 from .mount import mount, template
 
 bp = Blueprint("archive", __name__)
+MODIFIED_FORMAT = "%Y-%m-%d %H:%M:%S"  # WEPPcloud's, in the server's local time
 
 
 def _iso(moment: Any) -> str:
@@ -95,7 +101,12 @@ def _login_url() -> str | None:
 @bp.get("/runs/<runid>/archive")
 def rq_archive_dashboard(runid: str) -> str:
     """Show the run's archive dashboard."""
-    found = access.require_read(runid)
+    return dashboard_page(access.require_read(runid))
+
+
+def dashboard_page(found: RunView) -> str:
+    """Render the dashboard of a run the caller may read."""
+    runid = found.runid
     config = dashboard_config(runid, found.can_write)
     return render_template(
         template("archive/dashboard.html"),
@@ -124,6 +135,7 @@ def _row(info: ArchiveInfo) -> dict[str, Any]:
         "comment": shown_comment(info.comment),
         "size": info.size,
         "created": _iso(info.created),
+        "modified": info.created.astimezone().strftime(MODIFIED_FORMAT),
         "files": info.files,
         "links": info.links,
         "readable": info.readable,
@@ -133,25 +145,28 @@ def _row(info: ArchiveInfo) -> dict[str, Any]:
 @bp.get("/runs/<runid>/archive/list")
 def rq_archive_list(runid: str) -> Response:
     """List the run's archives, newest first, and whether a job is running."""
-    found = access.require_read(runid)
+    response = jsonify(list_body(access.require_read(runid)))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def list_body(found: RunView) -> dict[str, Any]:
+    """Return the list of a run the caller may read: its archives and the job holding it."""
     assert found.run_dir is not None
-    slot = running_job(jobs(), runid)
+    slot = running_job(jobs(), found.runid)
     # Archive names are validated to characters a URL path keeps as they are, so one url_for
     # serves every row (url_for per row was a third of the list's time with 500 archives).
-    download = url_for("archive.rq_archive_download", runid=runid, name="-")[:-1]
+    download = url_for("archive.rq_archive_download", runid=found.runid, name="-")[:-1]
     archives = [
         {**_row(info), "download_url": download + info.name}
         for info in list_archives(found.run_dir)
     ]
-    body = {
+    return {
         "archives": archives,
         "in_progress": slot is not None,
         "job_id": slot.job_id if slot is not None else None,
         "job_kind": slot.kind if slot is not None else None,
     }
-    response = jsonify(body)
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 @bp.get("/runs/<runid>/archive/<name>/restore-preview")

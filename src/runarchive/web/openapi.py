@@ -140,12 +140,18 @@ SCHEMAS: dict[str, Any] = {
     },
     "Archive": {
         "type": "object",
-        "required": ["name", "comment", "size", "created", "files", "download_url"],
+        "required": ["name", "comment", "size", "created", "modified", "files", "download_url"],
         "properties": {
             "name": {"type": "string"},
             "comment": {"type": "string"},
             "size": {"type": "integer", "description": "Bytes."},
             "created": {"type": "string", "format": "date-time", "description": "UTC, `Z`."},
+            "modified": {
+                "type": "string",
+                "pattern": r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$",
+                "description": "`created` as WEPPcloud shows it: `%Y-%m-%d %H:%M:%S`, the "
+                "server's local time.",
+            },
             "files": {"type": "integer"},
             "links": {"type": "integer", "description": "Symlink entries the archive holds."},
             "readable": {"type": "boolean", "description": "False for a damaged archive."},
@@ -245,6 +251,46 @@ SCHEMAS: dict[str, Any] = {
             {"type": "object", "properties": {"exc_info": {"type": ["string", "null"]}}},
         ]
     },
+    "WeppList": {
+        "allOf": [
+            _ref("ArchiveList"),
+            {"type": "object", "required": ["Success"], "properties": {"Success": {"const": True}}},
+        ]
+    },
+    "WeppSuccess": {
+        "type": "object",
+        "required": ["Success"],
+        "properties": {"Success": {"const": True}, "job_id": {"type": "string"}},
+    },
+    "WeppRefusal": {
+        "type": "object",
+        "required": ["Success", "Error"],
+        "properties": {
+            "Success": {"const": False},
+            "Error": {"type": "string", "description": "WEPPcloud's text (docs/api.md)."},
+        },
+    },
+    "EngineError": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "details", "code"],
+                "properties": {
+                    "message": {"type": "string", "description": "WEPPcloud's text."},
+                    "details": {"type": ["string", "null"], "description": "Ours, if reworded."},
+                    "code": {"type": "string"},
+                },
+            }
+        },
+    },
+    "EngineJob": {
+        "description": "Our job status plus `job_id`, or `{job_id, status: not_found}`.",
+        "type": "object",
+        "required": ["job_id", "status"],
+        "properties": {"job_id": {"type": "string"}, "status": {"type": "string"}},
+    },
     "Health": {
         "type": "object",
         "properties": {
@@ -255,6 +301,142 @@ SCHEMAS: dict[str, Any] = {
         },
     },
 }
+
+
+SINCE = {
+    "name": "since",
+    "in": "query",
+    "required": False,
+    "description": "Protocol version 2: also send the retained lines numbered above this seq "
+    "(0: all retained); without it, live lines only.",
+    "schema": {"type": "string", "pattern": r"^[0-9]{1,18}$"},
+}
+
+
+def _status_socket() -> dict[str, Any]:
+    return {"get": {
+        "summary": "Websocket of the run's status lines (see docs/api.md). " + READ,
+        "x-websocket": True, "parameters": [RUNID, SINCE, *WS_HEADERS],
+        "responses": {"101": {"description": "Switching protocols."},
+                      "400": _error("Not a websocket request, invalid run id or since."),
+                      "401": REFUSALS["401"], "403": _error("Not allowed, or cross-origin."),
+                      "404": REFUSALS["404"],
+                      "503": _error("Redis unavailable, a socket cap is reached "
+                                    "(`too_many_sockets`), or the server cannot upgrade "
+                                    "(`websocket_unavailable`): poll instead.")}}}  # fmt: skip
+
+
+CONFIG = {
+    "name": "config",
+    "in": "path",
+    "required": True,
+    "description": "WEPPcloud's config segment; handed to a host access policy that takes it.",
+    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{1,128}$"},
+}
+# WEPPcloud answers an unknown job with 200 not_found whoever asks: credentials are optional
+# until a job is found (then the job's run's rule applies).
+ANY_OR_NONE: list[dict[str, list[str]]] = [{}, {"session": [], "csrfHeader": []}, {"bearer": []}]
+WEPP = "WEPPcloud console envelope: refusals are `WeppRefusal` with our HTTP status. "
+ENGINE = "WEPPcloud rq-engine: refusals are `EngineError` with 400/401/403/404/500. "
+
+
+def _wepp_refusals(*codes: str) -> dict[str, Any]:
+    return {code: _json(_ref("WeppRefusal"), "Refused.") for code in codes}
+
+
+def _engine_refusals(*codes: str) -> dict[str, Any]:
+    return {code: _json(_ref("EngineError"), "Refused.") for code in codes}
+
+
+def _wepp_paths() -> dict[str, Any]:
+    """WEPPcloud's URL shapes (``wepp.py``), over the same code as ours."""
+    html = {"description": "HTML page.", "content": {"text/html": {}}}
+    base = "/runs/{runid}/{config}"
+    console = ("400", "401", "403", "404", "409", "503")
+    engine = ("400", "401", "403", "404", "500")
+    paths: dict[str, Any] = {
+        f"{base}/rq-archive-dashboard": {
+            "get": {
+                "summary": "Our dashboard at WEPPcloud's URL. " + READ,
+                "parameters": [RUNID, CONFIG],
+                "responses": {
+                    "200": html,
+                    "302": {"description": "Anonymous: to /login."},
+                    "400": html,
+                    "403": html,
+                    "404": html,
+                },
+            }
+        },
+        f"{base}/rq-archive-dashboard/archives": {
+            "get": {
+                "summary": WEPP + "The list, with `Success: true`. " + READ,
+                "parameters": [RUNID, CONFIG],
+                "responses": {
+                    "200": _json(_ref("WeppList"), "Archives, newest first."),
+                    **_wepp_refusals("400", "401", "403", "404", "503"),
+                },
+            }
+        },
+    }
+    for route, body, what in (
+        ("archive", _body(_ARCHIVE_BODY), "Queue an archive job."),
+        ("restore-archive", _body(_NAME_BODY, required=True), "Queue a restore job."),
+        ("delete-archive", _body(_NAME_BODY, required=True), "Delete an archive now."),
+    ):
+        paths[f"{base}/rq/api/{route}"] = {
+            "post": {
+                "summary": WEPP + what + " " + WRITE,
+                "parameters": [RUNID, CONFIG],
+                "requestBody": body,
+                "responses": {
+                    "200": _json(_ref("WeppSuccess"), "Done or queued."),
+                    **_wepp_refusals(*console),
+                },
+            }
+        }
+        done = (
+            _json(_ref("JobId"), "Queued.")
+            if route != "delete-archive"
+            else _json({"type": "object", "maxProperties": 0}, "Deleted.")
+        )
+        paths[f"/rq-engine/api/runs/{{runid}}/{{config}}/{route}"] = {
+            "post": {
+                "summary": ENGINE + what + " " + WRITE,
+                "parameters": [RUNID, CONFIG],
+                "requestBody": body,
+                "responses": {"200": done, **_engine_refusals(*engine)},
+            }
+        }
+    for route, what in (
+        ("jobstatus", "A job's status. Read access to the job's run."),
+        ("jobinfo", "Status plus the traceback. Write access."),
+    ):
+        paths[f"/rq-engine/api/{route}/{{job_id}}"] = {
+            "get": {
+                "security": ANY_OR_NONE,
+                "summary": ENGINE + what,
+                "parameters": [JOB_ID],
+                "responses": {
+                    "200": _json(_ref("EngineJob"), "Status, or not_found."),
+                    **_engine_refusals(*engine),
+                },
+            }
+        }
+    paths["/rq-engine/api/canceljob/{job_id}"] = {
+        "post": {
+            "summary": ENGINE + "Not served yet: 501 for a known job. Write access.",
+            "parameters": [JOB_ID],
+            "security": ANY_OR_NONE,
+            "responses": {
+                "200": _json(_ref("EngineJob"), "Unknown job: not_found."),
+                "409": _json(_ref("EngineError"), "The job ended, or a restore's swap began."),
+                **_engine_refusals(*engine),
+            },
+        }
+    }
+    paths["/weppcloud-microservices/status/{runid}:archive"] = _status_socket()
+    return paths  # fmt: skip
 
 
 def _paths() -> dict[str, Any]:
@@ -349,16 +531,7 @@ def _paths() -> dict[str, Any]:
                           "409": _error("`not_cancelable`: the job ended, or a restore's swap "
                                         "began (it will finish)."),
                           "503": BUSY["503"]}}},
-        "/status/{runid}:archive": {"get": {
-            "summary": "Websocket of the run's status lines (see docs/api.md). " + READ,
-            "x-websocket": True, "parameters": [RUNID, *WS_HEADERS],
-            "responses": {"101": {"description": "Switching protocols."},
-                          "400": _error("Not a websocket request, or invalid run id."),
-                          "401": REFUSALS["401"], "403": _error("Not allowed, or cross-origin."),
-                          "404": REFUSALS["404"],
-                          "503": _error("Redis unavailable, a socket cap is reached "
-                                        "(`too_many_sockets`), or the server cannot upgrade "
-                                        "(`websocket_unavailable`): poll instead.")}}},
+        "/status/{runid}:archive": _status_socket(),
     }  # fmt: skip
 
 
@@ -373,7 +546,7 @@ def document() -> dict[str, Any]:
             'Errors are `{"error": {"code", "message"}}`. See docs/api.md.',
         },
         "security": [{"session": [], "csrfHeader": []}, {"bearer": []}],
-        "paths": _paths(),
+        "paths": {**_paths(), **_wepp_paths()},
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {

@@ -6,8 +6,8 @@ one pub/sub connection for the whole process:
 
 * ``join(channel)`` registers a ``Subscriber`` (a bounded queue). The thread SUBSCRIBEs the
   channel when its first subscriber arrives and sets ``Subscriber.ready`` once Redis confirmed
-  it, so the caller can then replay the retained lines without a gap (lines published after the
-  confirmation arrive live; the caller drops duplicates of the replay's tail).
+  it, so the caller can then read the retained lines without a gap (lines published after the
+  confirmation arrive live; each carries its ``seq``, so the caller sends every line once).
 * Each message is encoded once (``encode``: the websocket frame, identical for every viewer)
   and handed to every subscriber of its channel. A subscriber with a ``Sink`` attached (a live
   socket, see ``outlet.py``) gets the bytes written at once by this thread; one still
@@ -15,8 +15,10 @@ one pub/sub connection for the whole process:
   peer that stopped reading) is hung up instead of slowing the others.
 * ``leave`` unregisters; the thread UNSUBSCRIBEs a channel ``LINGER`` seconds after its last
   subscriber left, so a page reload does not cost a round of UNSUBSCRIBE/SUBSCRIBE.
-* When the Redis connection fails, every subscriber is hung up (the page reconnects and
-  replays, or polls) and the thread reconnects with backoff.
+* When the Redis connection fails, every subscriber is hung up with ``REDIS_LOST`` (the
+  socket is closed with a code that makes the client come back and ask for what it missed) and
+  the thread reconnects with backoff; ``stop`` hangs up with ``STOPPING``. Neither is
+  ``final``: only the socket's own session hangs up for good (access revoked, run deleted).
 * ``reserve``/``release`` count the process's sockets against ``max_sockets``, and each
   user's (or anonymous client address's) against ``max_per_owner``.
 
@@ -46,6 +48,8 @@ LINGER = 5.0
 QUEUE_SIZE = 1000
 MAX_PER_OWNER = 8  # websockets one user may hold in one process (a few tabs)
 _WAKE = "\x00hangup"  # put on a queue to wake its reader at once; never a real status line
+STOPPING = "server stopping"
+REDIS_LOST = "connection to Redis lost"
 _names = itertools.count(1)
 
 
@@ -67,6 +71,7 @@ class Subscriber:
         self.lines: queue.Queue[str] = queue.Queue(maxsize)
         self.ready = threading.Event()
         self.hangup: str | None = None
+        self.final = False  # the client must not come back (see ``hang_up``)
         self._sink: Sink | None = None
         self._lock = threading.Lock()
 
@@ -96,10 +101,11 @@ class Subscriber:
                     return
             self._sink = sink
 
-    def hang_up(self, reason: str) -> None:
-        """Ask the socket's handler to say goodbye and close."""
+    def hang_up(self, reason: str, *, final: bool = False) -> None:
+        """Ask the socket's handler to close; ``final``: tell the client not to come back."""
         if self.hangup is None:
             self.hangup = reason
+            self.final = final
         self.ready.set()
         with contextlib.suppress(queue.Full):  # a full queue wakes its reader anyway
             self.lines.put_nowait(_WAKE)
@@ -205,7 +211,7 @@ class Relay:
         sub = Subscriber(channel, self.queue_size)
         with self._lock:
             if self._stopping.is_set():
-                sub.hang_up("server stopping")
+                sub.hang_up(STOPPING)
                 return sub
             state = self._channels.setdefault(channel, _Channel())
             state.subscribers.add(sub)
@@ -236,7 +242,7 @@ class Relay:
         with self._lock:
             for state in self._channels.values():
                 for sub in state.subscribers:
-                    sub.hang_up("server stopping")
+                    sub.hang_up(STOPPING)
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -276,7 +282,7 @@ class Relay:
                     backoff = 0.2
             except Exception as exc:  # Redis down, or a bug: never kill the relay
                 log.warning("status relay lost Redis (%s); reconnecting in %.1f s", exc, backoff)
-                self._drop_all("connection to Redis lost")
+                self._drop_all(REDIS_LOST)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:

@@ -11,16 +11,21 @@ Job routes look the job up first (404 when unknown or not one of ours), then app
 rule (status) or the write rule (info with the traceback, cancel) to the job's run. A cancel is
 made in the name of the logged-in user (session or API token); 409 ``not_cancelable`` once
 the job ended or a restore's swap began.
+
+The functions under the routes (``request_body``, ``start_archive``, ``start_restore``,
+``remove_archive``, ``find_job``, ``cancel``) are the one implementation the WEPPcloud routes
+(``wepp.py``) adapt: only the URL, the access call and the answer's envelope differ.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from runarchive.core import InvalidInput, NotFound, parse_comment
+from runarchive.core import Comment, InvalidInput, NotFound, parse_comment
 from runarchive.jobs import (
     cancel_job,
     delete_archive,
@@ -30,13 +35,15 @@ from runarchive.jobs import (
 )
 
 from . import access
+from .access import RunView
 from .deployment import jobs
 
 bp = Blueprint("rq_api", __name__)
 JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")  # fullmatch: "$" would let "id\n" through
 
 
-def _body() -> dict[str, Any]:
+def request_body() -> dict[str, Any]:
+    """Return the request's JSON object or form fields; 400 for anything else."""
     if request.is_json:
         data = request.get_json(silent=True)
         if not isinstance(data, dict):
@@ -56,47 +63,79 @@ def _text(body: dict[str, Any], field: str, *, required: bool) -> str | None:
     return value
 
 
-def _json(body: dict[str, Any], status: int) -> Response:
+def json_response(body: dict[str, Any], status: int) -> Response:
+    """Return ``body`` as JSON with ``status``, never cached."""
     response = jsonify(body)
     response.status_code = status
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-@bp.post("/runs/<runid>/rq/api/archive")
-def api_archive(runid: str) -> Response:
-    """Queue an archive of the run; 202 with the job id."""
-    access.require_write(runid)
-    body = _body()
+def archive_name_of(body: dict[str, Any]) -> str:
+    """Return the body's ``archive_name`` (required, a string)."""
+    name = _text(body, "archive_name", required=True)
+    assert name is not None
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedArchive:
+    """An archive job queued from a request: its id and the comment as stored."""
+
+    job_id: str
+    comment: Comment
+
+
+def start_archive(run: RunView, body: dict[str, Any]) -> QueuedArchive:
+    """Queue an archive of a run the caller may write, with the body's comment and links mode."""
     comment = parse_comment(_text(body, "comment", required=False))
     # store|follow (400 otherwise, from the jobs layer); absent: the RUNARCHIVE_LINKS setting.
     links = _text(body, "links", required=False)
-    job_id = enqueue_archive(jobs(), runid, comment.text, links)
+    return QueuedArchive(enqueue_archive(jobs(), run.runid, comment.text, links), comment)
+
+
+def start_restore(run: RunView, name: str) -> str:
+    """Queue a restore of a run the caller may write from archive ``name``; return the id."""
+    return enqueue_restore(jobs(), run.runid, name)
+
+
+def remove_archive(run: RunView, name: str) -> None:
+    """Delete archive ``name`` of a run the caller may write (refused as a job would be)."""
+    delete_archive(jobs(), run.runid, name)
+
+
+@bp.post("/runs/<runid>/rq/api/archive")
+def api_archive(runid: str) -> Response:
+    """Queue an archive of the run; 202 with the job id."""
+    queued = start_archive(access.require_write(runid), request_body())
     # The stored comment, so a client can tell the user when it was cut to 40 characters.
-    return _json({"job_id": job_id, "comment": comment.text, "comment_cut": comment.cut}, 202)
+    body = {"job_id": queued.job_id, "comment": queued.comment.text,
+            "comment_cut": queued.comment.cut}  # fmt: skip
+    return json_response(body, 202)
 
 
 @bp.post("/runs/<runid>/rq/api/restore-archive")
 def api_restore_archive(runid: str) -> Response:
     """Queue a restore of the run from ``archive_name``; 202 with the job id."""
-    access.require_write(runid)
-    name = _text(_body(), "archive_name", required=True)
-    assert name is not None
-    job_id = enqueue_restore(jobs(), runid, name)
-    return _json({"job_id": job_id}, 202)
+    run = access.require_write(runid)
+    job_id = start_restore(run, archive_name_of(request_body()))
+    return json_response({"job_id": job_id}, 202)
 
 
 @bp.post("/runs/<runid>/rq/api/delete-archive")
 def api_delete_archive(runid: str) -> Response:
     """Delete archive ``archive_name`` of the run now; 200 with its name."""
-    access.require_write(runid)
-    name = _text(_body(), "archive_name", required=True)
-    assert name is not None
-    delete_archive(jobs(), runid, name)
-    return _json({"deleted": name}, 200)
+    run = access.require_write(runid)
+    name = archive_name_of(request_body())
+    remove_archive(run, name)
+    return json_response({"deleted": name}, 200)
 
 
-def _job(job_id: str, *, with_exc_info: bool) -> dict[str, Any]:
+def find_job(job_id: str, *, with_exc_info: bool) -> dict[str, Any]:
+    """Return one of our jobs' status (and traceback); 400 for a bad id, 404 when unknown.
+
+    No access rule is applied here: the caller applies the read or write rule to the job's run.
+    """
     if not JOB_ID_RE.fullmatch(job_id):
         raise InvalidInput(f"Invalid job id {job_id!r}.")
     info = job_status(jobs(), job_id, with_exc_info=with_exc_info)
@@ -108,25 +147,29 @@ def _job(job_id: str, *, with_exc_info: bool) -> dict[str, Any]:
 @bp.get("/rq/api/jobstatus/<job_id>")
 def jobstatus(job_id: str) -> Response:
     """Return a job's status, times and progress (read access to its run)."""
-    info = _job(job_id, with_exc_info=False)
+    info = find_job(job_id, with_exc_info=False)
     access.require_read(info["runid"])
-    return _json(info, 200)
+    return json_response(info, 200)
 
 
 @bp.get("/rq/api/jobinfo/<job_id>")
 def jobinfo(job_id: str) -> Response:
     """Return the job's status plus ``exc_info`` (write access to its run)."""
-    info = _job(job_id, with_exc_info=True)
+    info = find_job(job_id, with_exc_info=True)
     access.require_write(info["runid"])
-    return _json(info, 200)
+    return json_response(info, 200)
+
+
+def cancel(info: dict[str, Any]) -> str:
+    """Cancel a found job the caller may write, in the caller's name; return what was done."""
+    access.require_write(info["runid"])
+    who = access.user()
+    # A host policy may grant write without a user of ours: the cancel is then the host's.
+    return str(cancel_job(jobs(), info["id"], who.name if who is not None else "host"))
 
 
 @bp.post("/rq/api/canceljob/<job_id>")
 def canceljob(job_id: str) -> Response:
     """Cancel a queued or running job (write access to its run); 200 with what was done."""
-    info = _job(job_id, with_exc_info=False)
-    access.require_write(info["runid"])
-    who = access.user()
-    # A host policy may grant write without a user of ours: the cancel is then the host's.
-    status = cancel_job(jobs(), job_id, who.name if who is not None else "host")
-    return _json({"job_id": job_id, "status": str(status)}, 200)
+    status = cancel(find_job(job_id, with_exc_info=False))
+    return json_response({"job_id": job_id, "status": status}, 200)

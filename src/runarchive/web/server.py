@@ -18,13 +18,13 @@ in its event loop, so clients sending headers slowly hold no thread). The data d
 0700 (tightened if it exists); the files in it are the owner's only (SQLite: ``db.py``; the
 embedded valkey's: ``jobs/connection.py``; the demo secret key: ``settings.py``).
 
-Stopping (SIGTERM or SIGINT to ``serve``): gunicorn stops its workers (their websockets get a
-``hangup`` first), then ``serve`` sends SIGTERM to the worker (RQ's warm shutdown: an idle
-worker exits at once, a busy one finishes its job), waits ``RUNARCHIVE_STOP_TIMEOUT``
-seconds, then asks again (RQ's cold shutdown: the job is stopped and ends as failed; restores
-are crash-safe), and finally kills the worker's whole process group. The worker's own exit
-stops the embedded valkey. The worker runs in its own session so a terminal's Ctrl-C reaches
-only ``serve``, which then stops things in that order.
+Stopping (SIGTERM or SIGINT to ``serve``): gunicorn stops its workers (their websockets are
+closed first with 1001, "going away", so clients reconnect), then ``serve`` sends SIGTERM to
+the worker (RQ's warm shutdown: an idle worker exits at once, a busy one finishes its job),
+waits ``RUNARCHIVE_STOP_TIMEOUT`` seconds, then asks again (RQ's cold shutdown: the job is
+stopped and ends as failed; restores are crash-safe), and finally kills the worker's whole
+process group. The worker's own exit stops the embedded valkey. The worker runs in its own
+session so a terminal's Ctrl-C reaches only ``serve``, which then stops things in that order.
 """
 
 from __future__ import annotations

@@ -8,7 +8,10 @@
  * Two sources report on a job, and either may be missing or late:
  *   - the websocket /status/<runid>:archive relays the run's status lines (PROGRESS lines move
  *     the bar; a TRIGGER line ends the job). It reconnects with exponential backoff and jitter,
- *     and the server may refuse it (socket cap), so it is never relied on;
+ *     and the server may refuse it (socket cap), so it is never relied on. Protocol version 2
+ *     (docs/api.md): the first connect asks for the retained lines (since=0), a reconnect only
+ *     for those after the last seq seen, so no line is shown twice; a "hangup" frame means
+ *     "do not come back" (access ended), any close without one means "reconnect";
  *   - polling /rq/api/jobstatus/<id> every poll_interval_ms fills the status and times, and
  *     ends the job too when the job reports its final trigger or a final RQ state.
  * Whichever arrives first calls finishJob(jobId, outcome); it acts only for the job being
@@ -142,6 +145,8 @@
     note: null, // the outcome shown at a row: {name, kind, text, index, jobId}
     offline: false, // the last request could not reach the server
     wsOpenedAt: 0,
+    wsSeq: 0, // seq of the last status line seen: a reconnect asks only for later ones
+    wsHungUp: false, // the server said hangup: do not reconnect
     lineJob: null, // the job the last rq:<id> line named: free-text lines belong to it
     jobLog: new Map(), // job id -> {kind, archive, files, bytes, fileCount, ended}
     lastJobId: null, // the latest job in the activity log
@@ -1144,6 +1149,7 @@
     const url = new URL(urls.ws, location.href);
     const secure = location.protocol === "https:" || url.protocol === "https:";
     url.protocol = secure || url.protocol === "wss:" ? "wss:" : "ws:";
+    url.searchParams.set("since", String(state.wsSeq)); // 0 at first: the retained lines
     return url.href;
   }
 
@@ -1172,11 +1178,14 @@
     ws.addEventListener("open", () => {
       openedAt = Date.now();
       state.wsOpenedAt = openedAt;
-      ui.log.replaceChildren(); // the server replays the recent lines on connect
-      if (ui.activity) ui.activity.replaceChildren();
-      state.lineJob = null;
-      state.lastJobId = null;
-      updateActivityNote();
+      if (state.wsSeq === 0) {
+        // First connect: the server sends the retained lines; a reconnect, only the missed.
+        ui.log.replaceChildren();
+        if (ui.activity) ui.activity.replaceChildren();
+        state.lineJob = null;
+        state.lastJobId = null;
+        updateActivityNote();
+      }
       setOffline(false);
       setConnection("live", "Live");
       armIdle(ws);
@@ -1189,14 +1198,24 @@
       } catch {
         return;
       }
-      if (frame.type === FRAME.STATUS) handleLine(String(frame.data));
-      else if (frame.type === FRAME.PING) ws.send(JSON.stringify({ type: FRAME.PONG }));
-      else if (frame.type === FRAME.HANGUP) ws.close();
+      if (frame.type === FRAME.STATUS) {
+        // The server sends each line once; a lower seq means its numbering restarted.
+        if (typeof frame.seq === "number") state.wsSeq = frame.seq;
+        handleLine(String(frame.data));
+      } else if (frame.type === FRAME.PING) ws.send(JSON.stringify({ type: FRAME.PONG }));
+      else if (frame.type === FRAME.HANGUP) {
+        state.wsHungUp = true; // access ended or the run is gone: do not come back
+        ws.close();
+      }
     });
     ws.addEventListener("close", () => {
       if (state.ws !== ws) return;
       state.ws = null;
       clearTimeout(state.wsIdleTimer);
+      if (state.wsHungUp) {
+        setConnection("polling", "Live updates ended by the server");
+        return;
+      }
       if (openedAt && Date.now() - openedAt >= WS_STABLE_MS) state.wsAttempts = 0;
       scheduleReconnect();
     });
