@@ -1,31 +1,44 @@
-"""Benchmark archive creation and restore against zip, unzip and stdlib zipfile.
+"""Benchmark archive creation and restore against zip, 7-Zip, stdlib zipfile, borg and restic.
 
-Run as ``python -m bench.engine [--size MiB] [--files N] [--raster MiB] [--repeat N]
-[--warmup N] [--out DIR]``. The ~2 GB run of the service benchmarks is
-``python -m bench.engine --size 2048 --files 30000 --raster 300 --repeat 1 --warmup 0
---name large``: the run's DEM is replaced by one 300 MiB raster (seeded random bytes, as
-incompressible as a real GeoTIFF), the rest of the 2 GiB generated as usual.
+Run as ``python -m bench.engine [--mixes demo,mixed,small] [--repeat N] [--warmup N]
+[--scale F] [--out DIR] [--name STEM]``; ``make bench`` runs the defaults.
 
-Method: one synthetic run (``runarchive.demo``, fixed seed) is written to a temp folder, and
-every tool works on that same tree in the same process run, round after round:
+Every tool runs as a **whole process**, timed from spawn to exit (interpreter start-up,
+imports and, for ours, the durability work included), as an operator would time it:
 
-1. ``zip -r -q`` at its default level (6), into a fresh file outside the run;
-2. stdlib ``zipfile`` with ZIP_DEFLATED level 6, walking the tree as WEPPcloud does;
-3. our ``create_archive`` with its defaults;
-4. ``unzip -q`` of the zip from step 1 into an empty folder;
-5. our ``restore_archive`` of the archive from step 3 back over the run, which still holds
-   the tree, as a real restore does (unchanged files are proven equal by sha256 and reused);
-6. the same restore into the run emptied beforehand (untimed), extracting every file: the
-   like-for-like comparison with ``unzip`` into an empty folder;
-7. the purge of the replaced tree, which our restores defer until after reporting success;
-   then the archive is deleted, untimed.
+create
+    ``runarchive archive RUN --json`` (ours, defaults: isal deflate level 1, 2 threads);
+    ``zip -r -q`` (level 6); stdlib ``zipfile`` deflate 6 in its own Python process, walking
+    the tree as WEPPcloud does; ``7zz a -tzip -mx1 -mmt2`` (7-Zip's fastest zip, two threads);
+    and, when installed, ``borg create`` (lz4, no encryption) and ``restic backup`` (its
+    default ``auto`` compression) into a fresh repository made untimed just before.
+restore
+    ``runarchive restore RUN NAME --yes --json`` into the run **emptied** beforehand (untimed;
+    ``archives/`` kept), which extracts and verifies every file, purge of the replaced tree
+    included; the same over the intact run (unchanged files proven by sha256 and kept); and
+    ``unzip -q``, ``7zz x``, ``borg extract`` and ``restic restore`` into an empty folder.
 
-Dropping the page cache needs root and would disturb the other work on this machine, so a
-first, discarded round warms it instead: every number is warm-cache. Times are medians over
-the rounds. Each tool runs in its own child process under GNU ``/usr/bin/time``, which
-reports that child's peak RSS alone (without it, RSS is left out rather than guessed).
-Python children time only the call itself, not interpreter start-up; zip and unzip are
-timed around the process.
+Data mixes (``runarchive.demo``, fixed seeds, so every run writes the same bytes):
+
+demo
+    ``generate_run`` as the demo makes it: ~200 MiB, ~3,000 files, a tenth of the bytes in
+    rasters and parquet (random bytes, named ``.tif``/``.parquet``).
+mixed
+    a WEPP-like run of ~200 MiB and ~3,000 files with ~20 % incompressible bytes, most in large
+    files: the demo tree at 176 MiB plus a 12 MiB float raster with no telling suffix
+    (``.flt``: only the compressibility probe can tell), an 8 MiB GeoTIFF, and two
+    parquet-like files whose 64 KiB pages alternate random and text-like bytes.
+small
+    30,000 files in ~100 MiB (average ~3 KiB): per-file cost dominates.
+
+Rounds alternate the tools: each round runs every tool once on the same tree, the order
+rotated from round to round, and the 1-minute load average is read before and after every
+sample. A discarded warm-up round first fills the page cache (dropping it needs root and
+would disturb the other work on this machine), so every number is warm-cache. Medians,
+minima and maxima over the timed rounds are reported; peak RSS comes from GNU
+``/usr/bin/time`` wrapped around each child (left out when it is missing). Python children
+get a private byte-code cache (``PYTHONPYCACHEPREFIX``) warmed by the first round, so a
+checkout run with ``PYTHONDONTWRITEBYTECODE`` is timed as an installed package would be.
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -41,196 +55,228 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from runarchive.demo import generate_run
 
-if TYPE_CHECKING:
-    from rich.console import Console
-
 SEED = 0
 RUN_NAME = "bench-run"
-# Kept out of the reference archives, as create_archive keeps them out of ours.
+# Kept out of the reference archives, as our archive keeps them out of its own.
 SKIP_DIRS = ("archives", ".runarchive")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
-CHILD = "import sys; from bench.engine import child_main; child_main(sys.argv[1:])"
+RUNARCHIVE = [sys.executable, "-c", "from runarchive.cli import main; main()"]
+MIXES = ("demo", "mixed", "small")
+
+
+def load_average() -> list[float]:
+    """Return the 1-, 5- and 15-minute load averages from /proc/loadavg."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One timed run of one tool."""
+    """One timed run of one tool: wall seconds, peak RSS, output size, 1-min load around it."""
 
     seconds: float
     rss_kib: int | None
-    size: int | None = None
+    size: int | None
+    load: tuple[float, float]
+
+
+@dataclass(slots=True)
+class MixReport:
+    """Everything measured on one data mix."""
+
+    mix: str
+    files: int
+    bytes: int
+    incompressible_bytes: int
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+    ratios: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
-class Row:
-    """A tool's samples reduced to what the table shows."""
+class Tool:
+    """One measured command: how to prepare (untimed), run (timed) and size its output."""
 
     key: str
     operation: str
-    tool: str
-    median_s: float
-    min_s: float
-    mib_per_s: float
-    size: int | None
-    peak_rss_mib: float | None
-    samples: list[Sample]
+    label: str
+    run: Callable[[Bench], Sample]
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
-    """Everything one benchmark run measured, as printed and as written to JSON."""
+class Bench:
+    """The temp folders of one mix and the commands that act on them."""
 
-    machine: dict[str, object]
-    settings: dict[str, object]
-    run_files: int
-    run_bytes: int
-    baseline_rss_kib: int | None
-    rows: list[Row]
-    ratios: dict[str, float]
+    def __init__(self, tmp: Path, run: Path, env: dict[str, str]) -> None:
+        self.tmp, self.run, self.env = tmp, run, env
+        self.out = tmp / "out"
+        self.out.mkdir(exist_ok=True)
+        self.ours = ""  # the name of our latest archive
 
+    def spawn(self, argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> Sample:
+        """Run ``argv`` to completion as a whole process; return its time and peak RSS."""
+        seconds, rss_kib, _ = self.spawn_raw(argv, cwd, env)
+        return Sample(seconds, rss_kib, None, (0.0, 0.0))
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Parse arguments, run the benchmark and write its report."""
-    parser = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__)
-    parser.add_argument("--size", type=int, default=200, help="run size in MiB (default 200)")
-    parser.add_argument("--files", type=int, default=3000, help="files in the run (default 3000)")
-    parser.add_argument(
-        "--raster", type=int, default=0, help="replace dem/dem.tif by a raster of MiB (default 0)"
-    )
-    parser.add_argument("--repeat", type=int, default=3, help="timed rounds (default 3)")
-    parser.add_argument(
-        "--warmup", type=int, default=1, help="discarded warm-up rounds first (default 1)"
-    )
-    parser.add_argument("--name", default="engine", help="report file stem (default engine)")
-    parser.add_argument("--out", type=Path, default=Path("bench/out"), help="report folder")
-    args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-    for tool in ("zip", "unzip"):
-        if shutil.which(tool) is None:
-            parser.error(f"{tool} is not installed (make sysdeps)")
+    def spawn_raw(
+        self, argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None
+    ) -> tuple[float, int | None, str]:
+        with tempfile.NamedTemporaryFile("r", prefix="rss-", suffix=".txt") as rss_file:
+            # GNU time is a small parent whose child starts with a clean RSS high-water mark
+            # (Linux keeps it across exec, so a child exec'd from us would report ours).
+            wrapper = [GNU_TIME, "-f", "%M", "-o", rss_file.name] if GNU_TIME else []
+            started = time.perf_counter()
+            proc = subprocess.run(
+                [*wrapper, *argv],
+                cwd=cwd,
+                env=env or self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                check=False,
+            )
+            seconds = time.perf_counter() - started
+            rss_kib = int(rss_file.read().split()[-1]) if GNU_TIME else None
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stdout}")
+        return seconds, rss_kib, proc.stdout
 
-    # Imported here, not at the top, so that measured children do not carry rich in their RSS.
-    from rich.console import Console
-
-    # Off a terminal rich assumes 80 columns, too narrow for the table in a log.
-    console = Console(width=None if sys.stdout.isatty() else 110)
-    with tempfile.TemporaryDirectory(prefix="runarchive-bench-") as tmp:
-        report = _bench(
-            Path(tmp), args.size, args.files, args.repeat, console, args.raster, args.warmup
-        )
-    args.out.mkdir(parents=True, exist_ok=True)
-    md, js = args.out / f"{args.name}.md", args.out / f"{args.name}.json"
-    js.write_text(json.dumps(asdict(report), indent=2) + "\n")
-    md.write_text(_markdown(report))
-    _print(report, console)
-    console.print(f"Wrote {md} and {js}")
+    def fresh(self, name: str) -> Path:
+        """Return an empty folder (or a missing path) ``name`` under the output folder."""
+        path = self.out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        return path
 
 
-def _bench(
-    tmp: Path,
-    size_mib: int,
-    files: int,
-    repeat: int,
-    console: Console,
-    raster_mib: int = 0,
-    warmup: int = 1,
-) -> Report:
-    run = tmp / RUN_NAME
-    out = tmp / "out"
-    out.mkdir()
-    started = time.perf_counter()
-    load_before = os.getloadavg()
-    generated = generate_run(
-        run, seed=SEED, target_bytes=(size_mib - raster_mib) * 2**20, files=files
-    )
-    run_bytes = generated.bytes
-    if raster_mib:
-        run_bytes += _big_raster(run / "dem" / "dem.tif", raster_mib)
-    console.print(
-        f"Generated {generated.files} files, {run_bytes / 2**20:.1f} MiB "
-        f"in {time.perf_counter() - started:.1f} s; {warmup} warm-up round(s), {repeat} timed"
-    )
-    samples: dict[str, list[Sample]] = {}
-    for round_no in range(warmup + repeat):
-        for key, sample in _round(run, out):
-            if round_no >= warmup:
-                samples.setdefault(key, []).append(sample)
-        console.print(f"  round {round_no + 1 - warmup if round_no >= warmup else 'warm-up'} done")
-    rows = [_row(key, found, run_bytes) for key, found in samples.items()]
-    machine = _machine(tmp)
-    machine["load_before"] = [round(x, 2) for x in load_before]
-    machine["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    return Report(
-        machine=machine,
-        settings={
-            "size_mib": size_mib,
-            "files_asked": files,
-            "raster_mib": raster_mib,
-            "repeat": repeat,
-            "seed": SEED,
-            "cache": f"{warmup} discarded warm-up round(s) first, page cache not dropped",
-            "rss": "peak RSS of each child from GNU time" if GNU_TIME else "RSS not measured",
-        },
-        run_files=generated.files,
-        run_bytes=run_bytes,
-        baseline_rss_kib=_spawn_python(["idle"]).rss_kib,
-        rows=rows,
-        ratios=_ratios({row.key: row for row in rows}),
-    )
+# --- create -------------------------------------------------------------------------------
 
 
-def _big_raster(path: Path, mib: int) -> int:
-    """Replace ``path`` by a seeded random raster of ``mib`` MiB; return the bytes added."""
-    import random
-
-    old = path.stat().st_size
-    rng = random.Random(SEED + 1)
-    with path.open("wb") as out:
-        out.write(b"II*\x00")
-        for _ in range(mib):
-            out.write(rng.randbytes(2**20))
-    return path.stat().st_size - old
-
-
-def _round(run: Path, out: Path) -> list[tuple[str, Sample]]:
-    from runarchive.core import delete_archive
-
-    ref_zip, std_zip, unzipped = out / "zip.zip", out / "stdlib.zip", out / "unzipped"
-    # zip adds to an existing archive, so every round starts from none.
-    for old in (ref_zip, std_zip):
-        old.unlink(missing_ok=True)
+def _zip(b: Bench) -> Sample:
+    target = b.fresh("zip.zip")  # zip adds to an existing archive: start from none
     excludes = [arg for skip in SKIP_DIRS for arg in ("-x", f"{skip}/*")]
-    zipped = _spawn(["zip", "-r", "-q", str(ref_zip), ".", *excludes], cwd=run)
-    stdlib = _spawn_python(["stdlib", str(run), str(std_zip)])
-    created, name = _spawn_python_named(["create", str(run)])
-    shutil.rmtree(unzipped, ignore_errors=True)
-    unzipped.mkdir()
-    unzip = _spawn(["unzip", "-q", str(ref_zip), "-d", str(unzipped)], cwd=out)
-    shutil.rmtree(unzipped)
-    restored = _spawn_python(["restore", str(run), name])
-    _empty_run(run)
-    restored_empty = _spawn_python(["restore", str(run), name])
-    purged = _spawn_python(["purge", str(run)])
-    delete_archive(run, name)
-    return [
-        ("zip", Sample(zipped.seconds, zipped.rss_kib, ref_zip.stat().st_size)),
-        ("stdlib", stdlib),
-        ("create", created),
-        ("unzip", unzip),
-        ("restore", restored),
-        ("restore-empty", restored_empty),
-        ("purge", purged),
-    ]
+    s = b.spawn(["zip", "-r", "-q", str(target), ".", *excludes], cwd=b.run)
+    return _sized(s, target)
+
+
+def _stdlib(b: Bench) -> Sample:
+    target = b.fresh("stdlib.zip")
+    code = "import sys; from bench.engine import stdlib_zip; stdlib_zip(sys.argv[1], sys.argv[2])"
+    s = b.spawn([sys.executable, "-c", code, str(b.run), str(target)], cwd=REPO_ROOT)
+    return _sized(s, target)
+
+
+def _7z(b: Bench) -> Sample:
+    target = b.fresh("7z.zip")
+    excludes = [f"-xr!{skip}" for skip in SKIP_DIRS]
+    s = b.spawn(["7zz", "a", "-tzip", "-mx1", "-mmt2", "-bd", "-bso0", str(target), ".",
+                 *excludes], cwd=b.run)  # fmt: skip
+    return _sized(s, target)
+
+
+def _ours_create(b: Bench) -> Sample:
+    if b.ours:
+        _delete_ours(b)
+    seconds, rss, output = b.spawn_raw([*RUNARCHIVE, "archive", str(b.run), "--json"], REPO_ROOT)
+    result = json.loads(output.strip().splitlines()[-1])
+    b.ours = result["name"]
+    return Sample(seconds, rss, int(result["size"]), (0.0, 0.0))
+
+
+def _delete_ours(b: Bench) -> None:
+    (b.run / "archives" / b.ours).unlink()
+    b.ours = ""
+
+
+def _borg_env(b: Bench) -> dict[str, str]:
+    return {**b.env, "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+            "BORG_BASE_DIR": str(b.tmp / "borg-home")}  # fmt: skip
+
+
+def _borg(b: Bench) -> Sample:
+    repo = b.fresh("borg-repo")
+    env = _borg_env(b)
+    b.spawn(["borg", "init", "-e", "none", str(repo)], cwd=b.run, env=env)
+    excludes = [arg for skip in SKIP_DIRS for arg in ("--exclude", skip)]
+    s = b.spawn(["borg", "create", "--compression", "lz4", f"{repo}::snap", ".", *excludes],
+                cwd=b.run, env=env)  # fmt: skip
+    return _sized(s, repo)
+
+
+def _restic_env(b: Bench) -> dict[str, str]:
+    return {**b.env, "RESTIC_PASSWORD": "bench", "RESTIC_CACHE_DIR": str(b.tmp / "restic-cache")}
+
+
+def _restic(b: Bench) -> Sample:
+    repo = b.fresh("restic-repo")
+    env = _restic_env(b)
+    b.spawn(["restic", "-q", "-r", str(repo), "init"], cwd=b.run, env=env)
+    excludes = [arg for skip in SKIP_DIRS for arg in ("--exclude", f"{b.run}/{skip}")]
+    s = b.spawn(["restic", "-q", "-r", str(repo), "backup", ".", *excludes], cwd=b.run, env=env)
+    return _sized(s, repo)
+
+
+def _sized(sample: Sample, path: Path) -> Sample:
+    if path.is_dir():
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    else:
+        size = path.stat().st_size
+    return Sample(sample.seconds, sample.rss_kib, size, sample.load)
+
+
+# --- restore ------------------------------------------------------------------------------
+
+
+def _unzip(b: Bench) -> Sample:
+    target = b.fresh("unzipped")
+    target.mkdir()
+    s = b.spawn(["unzip", "-q", str(b.out / "zip.zip"), "-d", str(target)], cwd=b.out)
+    shutil.rmtree(target)
+    return s
+
+
+def _7z_x(b: Bench) -> Sample:
+    target = b.fresh("7z-out")
+    target.mkdir()
+    s = b.spawn(["7zz", "x", "-bd", "-bso0", "-y", f"-o{target}", str(b.out / "7z.zip")],
+                cwd=b.out)  # fmt: skip
+    shutil.rmtree(target)
+    return s
+
+
+def _borg_x(b: Bench) -> Sample:
+    target = b.fresh("borg-out")
+    target.mkdir()
+    repo = b.out / "borg-repo"
+    s = b.spawn(["borg", "extract", f"{repo}::snap"], cwd=target, env=_borg_env(b))
+    shutil.rmtree(target)
+    return s
+
+
+def _restic_x(b: Bench) -> Sample:
+    target = b.fresh("restic-out")
+    target.mkdir()
+    repo = b.out / "restic-repo"
+    s = b.spawn(["restic", "-q", "-r", str(repo), "restore", "latest", "--target", str(target)],
+                cwd=b.out, env=_restic_env(b))  # fmt: skip
+    shutil.rmtree(target)
+    return s
+
+
+def _ours_restore_over(b: Bench) -> Sample:
+    return b.spawn([*RUNARCHIVE, "restore", str(b.run), b.ours, "--yes", "--json"], REPO_ROOT)
+
+
+def _ours_restore_empty(b: Bench) -> Sample:
+    _empty_run(b.run)
+    return b.spawn([*RUNARCHIVE, "restore", str(b.run), b.ours, "--yes", "--json"], REPO_ROOT)
 
 
 def _empty_run(run: Path) -> None:
@@ -244,136 +290,167 @@ def _empty_run(run: Path) -> None:
             child.unlink()
 
 
-def _spawn(argv: Sequence[str], cwd: Path) -> Sample:
-    """Run ``argv`` to completion; return its wall time and peak RSS."""
-    seconds, rss_kib, _ = _spawn_raw(argv, cwd)
-    return Sample(seconds, rss_kib)
+CREATE_TOOLS = (
+    Tool("ours", "create", "runarchive archive", _ours_create),
+    Tool("zip", "create", "zip -r -q (level 6)", _zip),
+    Tool("stdlib", "create", "python zipfile deflate 6", _stdlib),
+    Tool("7z", "create", "7zz a -tzip -mx1 -mmt2", _7z),
+    Tool("borg", "create", "borg create (lz4, no encryption)", _borg),
+    Tool("restic", "create", "restic backup (auto compression)", _restic),
+)
+RESTORE_TOOLS = (
+    Tool("ours-empty", "restore", "runarchive restore into emptied run", _ours_restore_empty),
+    Tool("unzip", "restore", "unzip -q into empty dir", _unzip),
+    Tool("7z-x", "restore", "7zz x into empty dir", _7z_x),
+    Tool("borg-x", "restore", "borg extract into empty dir", _borg_x),
+    Tool("restic-x", "restore", "restic restore into empty dir", _restic_x),
+    Tool("ours-over", "restore", "runarchive restore over the run (unchanged reused)",
+         _ours_restore_over),
+)  # fmt: skip
+NEEDS = {"7z": "7zz", "7z-x": "7zz", "borg": "borg", "borg-x": "borg", "restic": "restic",
+         "restic-x": "restic", "zip": "zip", "unzip": "unzip"}  # fmt: skip
+LABELS = {tool.key: (tool.operation, tool.label) for tool in CREATE_TOOLS + RESTORE_TOOLS}
 
 
-def _spawn_raw(argv: Sequence[str], cwd: Path) -> tuple[float, int | None, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    with tempfile.NamedTemporaryFile("r", prefix="rss-", suffix=".txt") as rss_file:
-        # A child exec'd straight from this process inherits its RSS high-water mark (Linux
-        # keeps it across exec), so a tiny zip would report our own 30 MiB; GNU time is a
-        # small parent whose child starts clean.
-        wrapper = [GNU_TIME, "-f", "%M", "-o", rss_file.name] if GNU_TIME else []
-        started = time.perf_counter()
-        proc = subprocess.run(
-            [*wrapper, *argv],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            check=False,
-        )
-        seconds = time.perf_counter() - started
-        rss_kib = int(rss_file.read().split()[-1]) if GNU_TIME else None
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stdout}")
-    return seconds, rss_kib, proc.stdout
+def _available(tools: Sequence[Tool]) -> list[Tool]:
+    return [t for t in tools if t.key not in NEEDS or shutil.which(NEEDS[t.key])]
 
 
-def _spawn_python(args: Sequence[str]) -> Sample:
-    return _spawn_python_named(args)[0]
+def _timed(tool: Tool, b: Bench) -> Sample:
+    before = os.getloadavg()[0]
+    sample = tool.run(b)
+    return Sample(sample.seconds, sample.rss_kib, sample.size, (before, os.getloadavg()[0]))
 
 
-def _spawn_python_named(args: Sequence[str]) -> tuple[Sample, str]:
-    """Run a ``child_main`` operation; return its own timing and the archive name, if any."""
-    _, rss_kib, output = _spawn_raw([sys.executable, "-c", CHILD, *args], cwd=REPO_ROOT)
-    result = json.loads(output.strip().splitlines()[-1])
-    return Sample(result["seconds"], rss_kib, result.get("size")), result.get("name", "")
+def _rotated(tools: list[Tool], by: int) -> list[Tool]:
+    """Rotate the order, keeping ``ours-over`` last (it needs the run our restore rebuilt)."""
+    head = [t for t in tools if t.key != "ours-over"]
+    by %= len(head)
+    return head[by:] + head[:by] + [t for t in tools if t.key == "ours-over"]
 
 
-def child_main(args: Sequence[str]) -> None:
-    """Run one measured operation in this (child) process and print its result as JSON."""
-    op, *rest = args
-    result: dict[str, object] = {}
-    started = time.perf_counter()
-    if op == "stdlib":
-        run, target = Path(rest[0]), Path(rest[1])
-        _stdlib_zip(run, target)
-        result["size"] = target.stat().st_size
-    elif op == "create":
-        from runarchive.core import create_archive
-
-        created = create_archive(Path(rest[0]))
-        result.update(size=created.size, name=created.name)
-    elif op == "restore":
-        from runarchive.core import restore_archive
-
-        restored = restore_archive(Path(rest[0]), rest[1], defer_delete=True)
-        result["reused"] = restored.reused
-    elif op == "purge":
-        from runarchive.core import purge_trash
-
-        purge_trash(Path(rest[0]))
-    elif op == "idle":
-        import runarchive.core  # noqa: F401  (the baseline: interpreter plus our imports)
-    else:
-        raise SystemExit(f"unknown operation {op!r}")
-    result["seconds"] = time.perf_counter() - started
-    print(json.dumps(result))
+# --- data mixes ---------------------------------------------------------------------------
 
 
-def _stdlib_zip(run: Path, target: Path) -> None:
+def make_mix(mix: str, run: Path, scale: float = 1.0) -> tuple[int, int, int]:
+    """Write mix ``mix`` into ``run``; return its files, bytes and incompressible bytes."""
+    mib = 2**20
+    if mix == "demo":
+        made = generate_run(run, seed=SEED, target_bytes=int(200 * mib * scale), files=3000)
+        return made.files, made.bytes, int(made.bytes * 0.10)
+    if mix == "small":
+        made = generate_run(run, seed=SEED + 2, target_bytes=int(100 * mib * scale), files=30000)
+        return made.files, made.bytes, int(made.bytes * 0.10)
+    if mix != "mixed":
+        raise SystemExit(f"unknown mix {mix!r}")
+    made = generate_run(run, seed=SEED + 1, target_bytes=int(176 * mib * scale), files=2996)
+    rng = random.Random(SEED + 3)
+    random_bytes = int(made.bytes * 0.10)
+    extra = 0
+    for rel, size, kind in (
+        ("rasters/burn_severity.flt", 12, "random"),
+        ("rasters/ndvi.tif", 8, "random"),
+        ("watershed/flowpaths.parquet", 3, "pages"),
+        ("wepp/output/interchange/totalwatsed3.parquet", 1, "pages"),
+    ):
+        data = _opaque(rng, int(size * mib * scale), kind)
+        path = run / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        extra += len(data)
+        random_bytes += len(data) if kind == "random" else len(data) // 2
+    return made.files + 4, made.bytes + extra, random_bytes
+
+
+def _opaque(rng: random.Random, size: int, kind: str) -> bytes:
+    """Random bytes, or parquet-like pages alternating random and repetitive text."""
+    if kind == "random":
+        return rng.randbytes(size)
+    page, parts, words = 64 << 10, [b"PAR1"], [b"hillslope", b"0.000", b"12.5", b"NaN", b";"]
+    total = 4
+    for i in range(size // page):
+        if i % 2:
+            parts.append(b"".join(rng.choice(words) for _ in range(page // 6))[:page])
+        else:
+            parts.append(rng.randbytes(page))
+        total += len(parts[-1])
+    parts.append(rng.randbytes(max(0, size - total)))
+    return b"".join(parts)
+
+
+def stdlib_zip(run: str, target: str) -> None:
     """Zip ``run`` the way WEPPcloud does today: os.walk and ZipFile.write, deflate level 6."""
+    root = Path(run)
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
-        for root, dirs, files in os.walk(run):
-            if Path(root) == run:
+        for folder, dirs, files in os.walk(root):
+            if Path(folder) == root:
                 dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
             for name in files:
-                path = os.path.join(root, name)
-                archive.write(path, os.path.relpath(path, run))
+                path = os.path.join(folder, name)
+                archive.write(path, os.path.relpath(path, root))
 
 
-_LABELS = {
-    "zip": ("create", "zip -r -q (level 6)"),
-    "stdlib": ("create", "zipfile deflate 6 (WEPPcloud)"),
-    "create": ("create", "runarchive create_archive"),
-    "unzip": ("restore", "unzip -q into empty dir"),
-    "restore": ("restore", "runarchive restore over the run (unchanged files reused)"),
-    "restore-empty": ("restore", "runarchive restore into emptied run (full extract)"),
-    "purge": ("restore", "runarchive purge of replaced tree (after success)"),
-}
+# --- the run ------------------------------------------------------------------------------
 
 
-def _row(key: str, samples: list[Sample], run_bytes: int) -> Row:
-    median = statistics.median(s.seconds for s in samples)
+def bench_mix(mix: str, tmp: Path, repeat: int, warmup: int, scale: float) -> MixReport:
+    """Generate ``mix`` and alternate every available tool over it for the rounds asked."""
+    run = tmp / RUN_NAME
+    started = time.perf_counter()
+    files, size, opaque = make_mix(mix, run, scale)
+    took = time.perf_counter() - started
+    print(f"[{mix}] {files} files, {size / 2**20:.1f} MiB ({opaque / size:.0%} incompressible) "
+          f"written in {took:.1f} s; load {load_average()}", flush=True)  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    for var in ("REDIS_URL", "RUNARCHIVE_REDIS_URL"):  # the local commands, no service rules
+        env.pop(var, None)
+    b = Bench(tmp, run, env)
+    # Compile our byte code into the private cache now, so no timed round pays for it.
+    b.spawn([*RUNARCHIVE, "--help"], REPO_ROOT)
+    b.spawn([*RUNARCHIVE, "list", str(run)], REPO_ROOT)
+    report = MixReport(mix, files, size, opaque)
+    creates, restores = _available(CREATE_TOOLS), _available(RESTORE_TOOLS)
+    for round_no in range(warmup + repeat):
+        for tool in [*_rotated(creates, round_no), *_rotated(restores, round_no)]:
+            sample = _timed(tool, b)
+            if round_no >= warmup:
+                report.samples.setdefault(tool.key, []).append(sample)
+        label = f"round {round_no + 1 - warmup}" if round_no >= warmup else "warm-up"
+        print(f"[{mix}] {label} done, load {load_average()}", flush=True)
+    shutil.rmtree(run)
+    shutil.rmtree(b.out)
+    report.ratios = _ratios(report.samples)
+    return report
+
+
+def _median(samples: list[Sample]) -> float:
+    return statistics.median(s.seconds for s in samples)
+
+
+def _size(samples: list[Sample]) -> int | None:
     sizes = [s.size for s in samples if s.size is not None]
-    rss = [s.rss_kib for s in samples if s.rss_kib is not None]
-    operation, tool = _LABELS[key]
-    return Row(
-        key=key,
-        operation=operation,
-        tool=tool,
-        median_s=median,
-        min_s=min(s.seconds for s in samples),
-        mib_per_s=run_bytes / 2**20 / median,
-        size=int(statistics.median(sizes)) if sizes else None,
-        peak_rss_mib=max(rss) / 1024 if rss else None,
-        samples=samples,
-    )
+    return int(statistics.median(sizes)) if sizes else None
 
 
-def _ratios(rows: dict[str, Row]) -> dict[str, float]:
-    ours, zipped, stdlib = rows["create"], rows["zip"], rows["stdlib"]
-    ratios = {
-        "create time ours/zip": ours.median_s / zipped.median_s,
-        "create time ours/stdlib": ours.median_s / stdlib.median_s,
-        "restore time ours/unzip (run holds the snapshot)": rows["restore"].median_s
-        / rows["unzip"].median_s,
-        "restore time ours/unzip (emptied run, full extract)": rows["restore-empty"].median_s
-        / rows["unzip"].median_s,
-    }
-    if ours.size and zipped.size and stdlib.size:
-        ratios["archive size ours/zip"] = ours.size / zipped.size
-        ratios["archive size ours/stdlib"] = ours.size / stdlib.size
+def _ratios(samples: dict[str, list[Sample]]) -> dict[str, float]:
+    ratios: dict[str, float] = {}
+    for ours, refs in (("ours", ("zip", "stdlib", "7z", "borg", "restic")),
+                       ("ours-empty", ("unzip", "7z-x", "borg-x", "restic-x")),
+                       ("ours-over", ("unzip",))):  # fmt: skip
+        for ref in refs:
+            if ours in samples and ref in samples:
+                ratios[f"time {ours}/{ref}"] = _median(samples[ours]) / _median(samples[ref])
+    for ref in ("zip", "stdlib", "7z", "borg", "restic"):
+        a, z = _size(samples.get("ours", [])), _size(samples.get(ref, []))
+        if a and z:
+            ratios[f"size ours/{ref}"] = a / z
     return ratios
 
 
-def _machine(tmp: Path) -> dict[str, object]:
+def _machine(tmp: Path | None = None) -> dict[str, object]:
+    """Describe the machine (and, given ``tmp``, where the temp files live)."""
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -382,69 +459,89 @@ def _machine(tmp: Path) -> dict[str, object]:
                 break
     except OSError:
         pass
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "temp_dir": str(tmp.parent),
-    }
+    versions = {}
+    for tool, flag in (("zip", "-v"), ("7zz", ""), ("borg", "--version"), ("restic", "version")):
+        if shutil.which(tool):
+            out = subprocess.run([tool, *filter(None, [flag])], capture_output=True, text=True)
+            lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
+            versions[tool] = lines[1 if tool == "zip" else 0].strip()[:80] if lines else "?"
+    machine: dict[str, object] = {"nproc": os.cpu_count(), "cpu": cpu,
+                                  "python": platform.python_version(),
+                                  "platform": platform.platform(), "tools": versions}  # fmt: skip
+    if tmp is not None:
+        machine["temp_dir"] = str(tmp.parent)
+    machine["date"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return machine
 
 
-_HEADERS = ("operation", "tool", "median s", "min s", "MiB/s", "archive MiB", "peak RSS MiB")
+def markdown(reports: list[MixReport], machine: dict[str, object]) -> str:
+    """Render the reports as the Markdown tables docs/benchmarks.md quotes."""
+    lines = ["# runarchive engine benchmark", "", f"- {machine}", ""]
+    for r in reports:
+        loads = [x for ss in r.samples.values() for s in ss for x in s.load]
+        lines += [f"## {r.mix}: {r.files} files, {r.bytes / 2**20:.1f} MiB, "
+                  f"{r.incompressible_bytes / r.bytes:.0%} incompressible", "",
+                  f"1-min load during samples: {min(loads):.2f}–{max(loads):.2f} "
+                  f"(median {statistics.median(loads):.2f})", "",
+                  "| operation | tool | median s | min s | max s | size MiB | peak RSS MiB "
+                  "| load 1-min |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for key, ss in r.samples.items():
+            op, label = LABELS[key]
+            size = _size(ss)
+            rss = [s.rss_kib for s in ss if s.rss_kib]
+            ld = [x for s in ss for x in s.load]
+            lines.append(
+                f"| {op} | {label} | {_median(ss):.2f} | {min(s.seconds for s in ss):.2f} | "
+                f"{max(s.seconds for s in ss):.2f} | "
+                f"{'' if size is None else f'{size / 2**20:.1f}'} | "
+                f"{max(rss) / 1024:.0f} | {min(ld):.1f}–{max(ld):.1f} |"
+                if rss
+                else f"| {op} | {label} | {_median(ss):.2f} | | | | | |"
+            )
+        lines += ["", "| ratio (< 1: ours wins) | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in r.ratios.items()]
+        lines.append("")
+    return "\n".join(lines)
 
 
-def _cells(row: Row) -> list[str]:
-    return [
-        row.operation,
-        row.tool,
-        f"{row.median_s:.2f}",
-        f"{row.min_s:.2f}",
-        f"{row.mib_per_s:.0f}",
-        f"{row.size / 2**20:.1f}" if row.size is not None else "",
-        f"{row.peak_rss_mib:.0f}" if row.peak_rss_mib is not None else "n/a",
-    ]
-
-
-def _summary(report: Report) -> list[str]:
-    machine, settings = report.machine, report.settings
-    baseline = f"{report.baseline_rss_kib / 1024:.0f} MiB" if report.baseline_rss_kib else "n/a"
-    return [
-        f"{machine['date']}, {machine['nproc']} x {machine['cpu']}, Python {machine['python']}",
-        f"run: {report.run_files} files, {report.run_bytes / 2**20:.1f} MiB "
-        f"(seed {settings['seed']}); medians of {settings['repeat']} rounds",
-        f"{settings['cache']}; {settings['rss']}",
-        f"load averages (1/5/15 min) before {machine.get('load_before')}, "
-        f"after {machine.get('load_after')} (2 cores shared with other engineers' tests)",
-        f"baseline RSS of a child with runarchive.core imported, before any work: {baseline}",
-    ]
-
-
-def _print(report: Report, console: Console) -> None:
-    from rich.table import Table
-
-    table = Table(title="runarchive engine benchmark", caption="\n".join(_summary(report)))
-    for header in _HEADERS:
-        table.add_column(header, justify="left" if header in ("operation", "tool") else "right")
-    for row in report.rows:
-        table.add_row(*_cells(row))
-    ratios = Table(title="ours / reference (< 1: ours wins)")
-    ratios.add_column("ratio")
-    ratios.add_column("value", justify="right")
-    for name, value in report.ratios.items():
-        ratios.add_row(name, f"{value:.2f}")
-    console.print(table)
-    console.print(ratios)
-
-
-def _markdown(report: Report) -> str:
-    lines = ["# runarchive engine benchmark", "", *(f"- {line}" for line in _summary(report)), ""]
-    lines += ["| " + " | ".join(_HEADERS) + " |", "|" + "---|" * len(_HEADERS)]
-    lines += ["| " + " | ".join(_cells(row)) + " |" for row in report.rows]
-    lines += ["", "| ours / reference | value |", "|---|---|"]
-    lines += [f"| {name} | {value:.2f} |" for name, value in report.ratios.items()]
-    return "\n".join(lines) + "\n"
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse arguments, run every mix and write ``{out}/{name}.md`` and ``.json``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.engine",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--mixes", default=",".join(MIXES), help="comma-separated mixes")
+    parser.add_argument("--repeat", type=int, default=3, help="timed rounds (default 3)")
+    parser.add_argument("--warmup", type=int, default=1, help="discarded rounds first (1)")
+    parser.add_argument("--scale", type=float, default=1.0, help="scale every mix's bytes")
+    parser.add_argument("--name", default="engine", help="report file stem (default engine)")
+    parser.add_argument("--out", type=Path, default=Path("bench/out"), help="report folder")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    for tool in ("zip", "unzip"):
+        if shutil.which(tool) is None:
+            parser.error(f"{tool} is not installed (make sysdeps)")
+    missing = sorted({NEEDS[k] for k in NEEDS if not shutil.which(NEEDS[k])})
+    if missing:
+        print(f"not installed, left out: {', '.join(missing)}")
+    machine = _machine()
+    machine["started"] = datetime.now(UTC).isoformat(timespec="seconds")
+    machine["load_before"] = load_average()
+    reports = []
+    for mix in args.mixes.split(","):
+        with tempfile.TemporaryDirectory(prefix="runarchive-bench-") as tmp:
+            reports.append(bench_mix(mix, Path(tmp), args.repeat, args.warmup, args.scale))
+    machine["load_after"] = load_average()
+    machine["ended"] = datetime.now(UTC).isoformat(timespec="seconds")
+    args.out.mkdir(parents=True, exist_ok=True)
+    md, js = args.out / f"{args.name}.md", args.out / f"{args.name}.json"
+    js.write_text(json.dumps({"machine": machine, "mixes": [asdict(r) for r in reports]},
+                             indent=1) + "\n")  # fmt: skip
+    md.write_text(markdown(reports, machine))
+    print(md.read_text())
+    print(f"Wrote {md} and {js}")
 
 
 if __name__ == "__main__":

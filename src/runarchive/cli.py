@@ -10,23 +10,28 @@ included.
 the run is held or a job holds the run, else holding the run's slot and locks while they work
 (``runarchive.jobs.local``). ``--no-locks`` skips that. Without a URL they are local only, and
 RQ and redis-py are not imported for them.
+
+Start-up is part of every local command's time, so this module imports only click and the
+core: rich (progress bar, table, styled errors) is imported when something is drawn on a
+terminal or an error is printed, and ``--help`` lists the service commands from
+``SERVICE_COMMANDS`` rather than importing RQ, redis-py and Flask (a test pins the table to
+the real commands).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
+from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Column, Table
 
 from . import __version__
 from .core import (
@@ -48,11 +53,32 @@ from .core import (
 from .core.fsutil import human_bytes
 from .core.names import MAX_COMMENT_CHARS
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 F = TypeVar("F", bound=Callable[..., Any])
-err = Console(stderr=True, soft_wrap=True)
 # Resolved here: the operator typed it (a link to a run is their choice); below the run,
 # the library follows no link at all.
 RUN_DIR = click.Path(exists=False, file_okay=False, path_type=Path, resolve_path=True)
+
+
+@cache
+def err() -> Console:
+    """The stderr console for progress, notes and errors (rich is imported on first use)."""
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
+
+
+# Environment variables with which rich treats a stream as a terminal when it is not a tty.
+_RICH_TERMINAL_ENV = ("FORCE_TERMINAL", "FORCE_COLOR", "TTY_COMPATIBLE")
+
+
+def _is_terminal(stream: IO[str], console: Callable[[], Console]) -> bool:
+    """Tell whether rich would draw on ``stream``, importing rich only if it might."""
+    if not stream.isatty() and not any(v in os.environ for v in _RICH_TERMINAL_ENV):
+        return False  # what rich's Console.is_terminal answers in this case, cheaply
+    return console().is_terminal
 
 
 def _jsonable(value: Any) -> Any:
@@ -78,12 +104,20 @@ def json_option(func: F) -> F:
 def reporting(as_json: bool, label: str) -> Iterator[ProgressCallback | None]:
     """Show a rich progress bar on a terminal; map library errors to exit codes."""
     try:
-        if as_json or not err.is_terminal:
+        if as_json or not _is_terminal(sys.stderr, err):
             yield None
         else:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
             with Progress(
                 TextColumn(label), BarColumn(), DownloadColumn(binary_units=True),
-                TimeRemainingColumn(), console=err, transient=True,
+                TimeRemainingColumn(), console=err(), transient=True,
             ) as bar:  # fmt: skip
                 task = bar.add_task(label, total=None)
 
@@ -95,7 +129,7 @@ def reporting(as_json: bool, label: str) -> Iterator[ProgressCallback | None]:
         if as_json:
             click.echo(json.dumps({"error": {"code": exc.code, "message": str(exc)}}))
         else:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err().print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(exc.exit_code)
 
 
@@ -133,11 +167,28 @@ def emit(as_json: bool, payload: Any, text: str) -> None:
     click.echo(json.dumps(_jsonable(payload), ensure_ascii=False) if as_json else text)
 
 
+# Every service command's name and the first paragraph of its help, so that ``--help`` can
+# list them without importing the jobs and web layers; tests/test_cli_startup.py pins it.
+SERVICE_COMMANDS = {
+    "cancel": "Cancel job JOB_ID (exit 0; 3 when it can no longer be canceled; 1 unknown job).",
+    "enqueue-archive": "Queue an archive job for run RUNID; print its job id.",
+    "enqueue-restore": "Queue a restore of run RUNID from archive NAME; print its job id.",
+    "job-status": "Print a job's status, times and progress as JSON.",
+    "reconcile": "Free the slots of jobs that died and recover the runs they left (this host's "
+    "view).",
+    "runs": "Grant and revoke run ownership.",
+    "serve": "Run the web service (gunicorn); without a Redis URL, also Redis and a worker.",
+    "tokens": "Manage personal API tokens.",
+    "users": "Manage user accounts.",
+    "worker": "Run RQ worker(s) on the runarchive queue (reconciles stale jobs at start).",
+}
+
+
 class _Commands(click.Group):
     """The ``runarchive`` group: the service commands (jobs, web) are imported when named.
 
-    A local command (``archive``, ``list`` …) so starts without importing RQ, redis-py or
-    Flask; ``--help`` and any service command import them.
+    A local command (``archive``, ``list`` …) and ``--help`` so start without importing RQ,
+    redis-py or Flask; running a service command imports them.
     """
 
     def _service(self) -> dict[str, click.Command]:
@@ -152,7 +203,12 @@ class _Commands(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         """Return every command name, local and service."""
-        return sorted({*self.commands, *self._service()})
+        return sorted({*self.commands, *SERVICE_COMMANDS})
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List the commands as click does, the service ones from ``SERVICE_COMMANDS``."""
+        stubs = {name: click.Command(name, help=text) for name, text in SERVICE_COMMANDS.items()}
+        click.Group(self.name, commands={**stubs, **self.commands}).format_commands(ctx, formatter)
 
 
 @click.group(cls=_Commands)
@@ -201,7 +257,7 @@ def _comment(comment: str, as_json: bool) -> str:
     with reporting(as_json, ""):
         parsed = parse_comment(comment)
     if parsed.cut:
-        err.print(
+        err().print(
             f"note: the comment was cut to {MAX_COMMENT_CHARS} characters: {parsed.text!r}",
             highlight=False, markup=False,
         )  # fmt: skip
@@ -228,18 +284,28 @@ def list_cmd(run_dir: Path, as_json: bool) -> None:
         for info in infos
     ]  # fmt: skip
     heads = ("name", "comment", "size", "created (UTC)", "files", "links", "ok")
-    out = Console()
-    if not out.is_terminal:
+    out = _stdout_console
+    if not _is_terminal(sys.stdout, out):
         # Piped or redirected: plain aligned columns, nothing cut or wrapped, for scripts.
         widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads))]
         for row in [heads, *rows]:
             click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         return
+    from rich.table import Column, Table
+
     table = Table(*heads[1:])
     table.columns.insert(0, Column("name", no_wrap=True))
     for row in rows:
         table.add_row(*row)
-    out.print(table)
+    out().print(table)
+
+
+@cache
+def _stdout_console() -> Console:
+    """The stdout console for tables and the demo tour (rich is imported on first use)."""
+    from rich.console import Console
+
+    return Console()
 
 
 @cli.command()
@@ -302,7 +368,7 @@ def _confirm_removals(run_dir: Path, name: str, yes: bool, as_json: bool) -> Non
     if preview.removes_files == 0 or as_json:
         return
     n = preview.removes_files
-    err.print(
+    err().print(
         f"This restore removes {n} file{'s' if n != 1 else ''} created since the archive "
         f"({human_bytes(preview.removes_bytes)}), e.g. {', '.join(preview.sample[:3])}.",
         highlight=False, markup=False,
@@ -310,7 +376,7 @@ def _confirm_removals(run_dir: Path, name: str, yes: bool, as_json: bool) -> Non
     if yes or not sys.stdin.isatty():
         return
     if not click.confirm("Restore anyway?", default=False, err=True):
-        err.print("Nothing was changed.", highlight=False)
+        err().print("Nothing was changed.", highlight=False)
         sys.exit(1)
 
 
@@ -360,7 +426,7 @@ def demo(base: Path) -> None:
     """Generate a WEPP-like run, archive it, damage it, restore it, verify it."""
     from .tour import run_demo
 
-    run_demo(base, Console())
+    run_demo(base, _stdout_console())
 
 
 def main() -> None:

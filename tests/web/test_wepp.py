@@ -238,15 +238,21 @@ def test_rq_engine_answers_an_unknown_job_with_status_not_found(web: WebEnv) -> 
     assert cancel.get_json() == {"job_id": "no-such-job", "status": "not_found"}
 
 
-def test_rq_engine_canceljob_of_a_known_job_is_501_and_leaves_it_running(web: WebEnv) -> None:
+def test_rq_engine_canceljob_cancels_a_queued_job_like_our_own_route(web: WebEnv) -> None:
     run = web.new_run()
-    job_id = enqueue_archive(web.ctx, run.runid, "keep me")
-    response = web.token_client("owner").post(f"/rq-engine/api/canceljob/{job_id}")
-    assert response.status_code == 501
-    assert response.get_json()["error"]["code"] == "not_implemented"
+    job_id = enqueue_archive(web.ctx, run.runid, "cancel me")
     assert web.token_client("other").post(f"/rq-engine/api/canceljob/{job_id}").status_code == 403
-    slot = running_job(web.ctx, run.runid)
-    assert slot is not None and slot.job_id == job_id
+    response = web.token_client("owner").post(f"/rq-engine/api/canceljob/{job_id}")
+    assert response.status_code == 200
+    assert response.get_json() == {"job_id": job_id, "status": "canceled"}
+    assert running_job(web.ctx, run.runid) is None  # the slot is free again
+    lines = web.ctx.stream(run.runid).recent()
+    assert [x for x in lines if " TRIGGER " in x] == [
+        f"rq:{job_id} TRIGGER   archive ARCHIVE_FAILED"
+    ]
+    assert any(x.startswith("Error: Canceled by ") for x in lines)
+    again = web.token_client("owner").post(f"/rq-engine/api/canceljob/{job_id}")
+    assert again.status_code == 400 and "already ended" in again.get_json()["error"]["details"]
 
 
 def test_rq_engine_job_routes_keep_the_read_and_write_rules(web: WebEnv) -> None:

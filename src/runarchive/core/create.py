@@ -226,10 +226,11 @@ class _Builder:
                 return fut
 
             try:
+                run_fd = self.run.fd
                 for entry in entries:
-                    chunks = list(_chunks(self.run.fd, entry)) if entry.type == FILE else []
-                    if len(chunks) == 1 and entry.size < CHUNK:
-                        batch.append(chunks[0])
+                    if entry.type == FILE and entry.size < CHUNK:
+                        # The common case, built inline: one chunk, no generator or list.
+                        batch.append(_Chunk(entry, run_fd, 0, 0, CHUNK, True))
                         batch_bytes += entry.size
                         if batch_bytes >= CHUNK or len(batch) >= BATCH_FILES:
                             submit(batch)
@@ -241,6 +242,7 @@ class _Builder:
                     if entry.type != FILE:
                         pending.append((entry, None))
                         continue
+                    chunks = list(_chunks(run_fd, entry))
                     first = submit(chunks[:1])
                     for chunk in chunks[1:]:
                         chunk.decision = first
@@ -324,9 +326,10 @@ class _Builder:
             )
         )
         self.files_done += 1
-        event = ProgressEvent("archive", Phase.WRITE, self.files_done, self.files_total,
-                              self.bytes_done, self.bytes_total, e.path)  # fmt: skip
-        self.progress(event)
+        if self.progress is not ignore_progress:  # no event built per file for nobody
+            event = ProgressEvent("archive", Phase.WRITE, self.files_done, self.files_total,
+                                  self.bytes_done, self.bytes_total, e.path)  # fmt: skip
+            self.progress(event)
 
 
 def create_archive(

@@ -9,7 +9,8 @@ directory gives where its bytes live.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from json.encoder import encode_basestring as _escape
 from typing import Any
 
 from .errors import InvalidArchive
@@ -50,16 +51,44 @@ class Manifest:
     format: str = FORMAT
 
     def to_json(self) -> bytes:
-        """Serialize to compact UTF-8 JSON."""
-        raw = asdict(self)
-        for entry in raw["entries"]:
-            if entry["followed_link"] is None:
-                del entry["followed_link"]  # only followed links carry it
-        return json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode()
+        """Serialize to compact UTF-8 JSON, keys in field order.
+
+        Written field by field with the C string escaper rather than through
+        ``dataclasses.asdict`` and ``json.dumps``: the deep copy and the generic encoder took
+        0.1 s for 3,000 entries. The bytes are those ``json.dumps(asdict(self),
+        ensure_ascii=False, separators=(",", ":"))`` gives; a test pins both.
+        """
+        head = (
+            f'{{"run_id":{_escape(self.run_id)},"created":{_escape(self.created)},'
+            f'"comment":{_escape(self.comment)},"tool_version":{_escape(self.tool_version)},'
+            '"entries":['
+        )
+        entries = ",".join([_entry_json(e) for e in self.entries])
+        links = ",".join([_escape(link) for link in self.external_links])
+        tail = f'],"external_links":[{links}],"format":{_escape(self.format)}}}'
+        return (head + entries + tail).encode()
 
     def by_path(self) -> dict[str, ManifestEntry]:
         """Index the entries by path."""
         return {e.path: e for e in self.entries}
+
+
+# _escape is the C quoting json.dumps uses with ensure_ascii=False (quotes, backslash,
+# control characters; everything else verbatim).
+def _opt(value: str | None) -> str:
+    return "null" if value is None else _escape(value)
+
+
+def _entry_json(e: ManifestEntry) -> str:
+    # int() keeps the JSON a number even if a caller passed a bool or an int subclass.
+    return (
+        f'{{"path":{_escape(e.path)},"type":{_escape(e.type)},"size":{int(e.size)},'
+        f'"mode":{int(e.mode)},"mtime_ns":{int(e.mtime_ns)},"sha256":{_opt(e.sha256)},'
+        f'"target":{_opt(e.target)}'
+        # Only entries made from a followed link carry it (manifests of store mode unchanged).
+        + (f',"followed_link":{_escape(e.followed_link)}' if e.followed_link is not None else "")
+        + "}"
+    )
 
 
 def parse_manifest(data: bytes) -> Manifest:

@@ -1,0 +1,55 @@
+"""The manifest's serializer: same bytes as the reflective one it replaced, and a round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from runarchive.core.manifest import DIR, FILE, SYMLINK, Manifest, ManifestEntry, parse_manifest
+
+
+def _sample() -> Manifest:
+    return Manifest(
+        run_id="wepp;;run-1",
+        created="2026-12-01T10:00:00Z",
+        comment='café ✓ "quoted" \\ tab\t',
+        tool_version="0.1.0",
+        entries=[
+            ManifestEntry("dem", DIR, 0, 0o755, 1_700_000_000_000_000_000),
+            ManifestEntry("dem/dem.tif", FILE, 12, 0o644, 1_700_000_000_123_456_789, "a" * 64),
+            ManifestEntry("wepp/é ü/H1.pass", FILE, 0, 0o600, 0, "0" * 64),
+            ManifestEntry("latest", SYMLINK, 4, 0o777, 5, target="dem/"),
+        ],
+        external_links=["escape -> /etc/passwd"],
+    )
+
+
+def _reflective_json(manifest: Manifest) -> bytes:
+    """The serializer before this change: ``dataclasses.asdict`` then compact ``json.dumps``."""
+    doc = dataclasses.asdict(manifest)
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "strict")
+
+
+def test_the_direct_serializer_writes_the_same_bytes_as_the_reflective_one() -> None:
+    manifest = _sample()
+    assert manifest.to_json() == _reflective_json(manifest)
+
+
+def test_an_empty_manifest_serializes_as_before() -> None:
+    manifest = Manifest("r", "2026-12-01T00:00:00Z", "", "0.1.0")
+    assert manifest.to_json() == _reflective_json(manifest)
+
+
+def test_parse_of_to_json_gives_the_manifest_back() -> None:
+    manifest = _sample()
+    assert parse_manifest(manifest.to_json()) == manifest
+
+
+def test_a_run_sized_manifest_serializes_as_before() -> None:
+    manifest = _sample()
+    manifest.entries = [
+        ManifestEntry(f"wepp/output/H{i}.pass", FILE, i * 977, 0o644, i * 10**9 + i, f"{i:064x}")
+        for i in range(3000)
+    ]
+    assert manifest.to_json() == _reflective_json(manifest)
+    assert parse_manifest(manifest.to_json()) == manifest
