@@ -252,7 +252,7 @@ def test_rq_engine_canceljob_cancels_a_queued_job_like_our_own_route(web: WebEnv
     ]
     assert any(x.startswith("Error: Canceled by ") for x in lines)
     again = web.token_client("owner").post(f"/rq-engine/api/canceljob/{job_id}")
-    assert again.status_code == 400 and "already ended" in again.get_json()["error"]["details"]
+    assert again.status_code == 400 and "already ended" in again.get_json()["error"]["message"]
 
 
 def test_rq_engine_job_routes_keep_the_read_and_write_rules(web: WebEnv) -> None:
