@@ -493,12 +493,17 @@ def test_archiving_streams_live_lines_moves_the_bar_and_lists_the_archive_with_i
     dashboard = Dashboard(page, run).open()
     dashboard.wait_live()
 
-    page.fill("#ra-comment", "x" * 55)  # the field stops at 40 characters
-    assert len(page.input_value("#ra-comment")) == 40
-    expect(page.locator("#ra-comment-count")).to_have_text("40/40")
+    # One comment rule everywhere: longer comments are cut to 40, and the page says so.
+    page.fill("#ra-comment", "x" * 55)
+    expect(page.locator("#ra-comment-count")).to_have_text("55/40 — will be cut to 40")
 
+    long = "calibrated v2 against the 2019 gauge data, second try"
+    stored = long[:40].rstrip()
     started = datetime.now(UTC)
-    dashboard.start_archive("   calibrated v2   ")
+    dashboard.start_archive(f"   {long}   ")
+    expect(page.locator(".alert", has_text="The comment was cut to 40 characters")).to_contain_text(
+        stored
+    )
     expect(dashboard.archive_button).to_be_disabled()
     event = dashboard.wait_finished(1)
     job_id = event["jobId"]
@@ -513,7 +518,7 @@ def test_archiving_streams_live_lines_moves_the_bar_and_lists_the_archive_with_i
     match = ARCHIVE_NAME.match(name)
     assert match and match["runid"] == run.name
     row = dashboard.row(name)
-    expect(row.locator("[data-label=Comment]")).to_have_text("calibrated v2")
+    expect(row.locator("[data-label=Comment]")).to_have_text(stored)
     on_disk = run / "archives" / name
     assert on_disk.is_file()
     expect(row.locator("[data-label=Size]")).to_have_attribute(

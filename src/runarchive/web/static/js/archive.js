@@ -530,13 +530,13 @@
   async function startArchive(event) {
     event.preventDefault();
     if (root.dataset.busy === "true") return;
+    // One rule in every interface: the server trims and cuts to MAX_COMMENT and says so.
     const comment = ui.comment.value.trim();
-    if (comment.length > MAX_COMMENT) {
-      showAlert("error", `The comment is longer than ${MAX_COMMENT} characters.`, "invalid");
-      return;
-    }
     const data = await post(urls.archive, { comment }, "Could not start the archive");
     if (!data) return;
+    if (data.comment_cut) {
+      showAlert("info", `The comment was cut to ${MAX_COMMENT} characters: “${data.comment}”`, "cut");
+    }
     ui.comment.value = "";
     updateCounter();
     watchJob(String(data.job_id), KIND.ARCHIVE);
@@ -590,7 +590,10 @@
   }
 
   function updateCounter() {
-    if (ui.commentCount) ui.commentCount.textContent = `${ui.comment.value.length}/${MAX_COMMENT}`;
+    if (!ui.commentCount) return;
+    const n = ui.comment.value.trim().length;
+    ui.commentCount.textContent =
+      n > MAX_COMMENT ? `${n}/${MAX_COMMENT} — will be cut to ${MAX_COMMENT}` : `${n}/${MAX_COMMENT}`;
   }
 
   // ---------------------------------------------------------------- the job panel
@@ -1277,7 +1280,6 @@
   // ---------------------------------------------------------------- start
 
   if (ui.form) {
-    ui.comment.maxLength = MAX_COMMENT;
     ui.comment.addEventListener("input", updateCounter);
     ui.form.addEventListener("submit", startArchive);
     updateCounter();
