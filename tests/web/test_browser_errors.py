@@ -10,29 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.web.webutil import PASSWORD, LiveServer, WebEnv
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
-@pytest.fixture(scope="module")
-def chromium_browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (see make sysdeps)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
 @pytest.fixture
-def page(chromium_browser: Browser, live: LiveServer) -> Iterator[Page]:
-    context = chromium_browser.new_context(base_url=f"http://127.0.0.1:{live.port}")
+def page(browser: Browser, live: LiveServer) -> Iterator[Page]:
+    context = browser.new_context(base_url=f"http://127.0.0.1:{live.port}")
     try:
         opened = context.new_page()
         opened.set_default_timeout(15_000)
