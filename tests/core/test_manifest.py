@@ -19,14 +19,21 @@ def _sample() -> Manifest:
             ManifestEntry("dem/dem.tif", FILE, 12, 0o644, 1_700_000_000_123_456_789, "a" * 64),
             ManifestEntry("wepp/é ü/H1.pass", FILE, 0, 0o600, 0, "0" * 64),
             ManifestEntry("latest", SYMLINK, 4, 0o777, 5, target="dem/"),
+            ManifestEntry(
+                "climate.cli", FILE, 3, 0o644, 6, "b" * 64, followed_link="../../climate/x.cli"
+            ),  # fmt: skip
         ],
         external_links=["escape -> /etc/passwd"],
     )
 
 
 def _reflective_json(manifest: Manifest) -> bytes:
-    """The serializer before this change: ``dataclasses.asdict`` then compact ``json.dumps``."""
+    """The serializer before this change: ``dataclasses.asdict`` then compact ``json.dumps``
+    (``followed_link`` dropped where unset, as that serializer did)."""
     doc = dataclasses.asdict(manifest)
+    for entry in doc["entries"]:
+        if entry["followed_link"] is None:
+            del entry["followed_link"]
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "strict")
 
 
