@@ -21,7 +21,7 @@ def _sample() -> Manifest:
             ManifestEntry("latest", SYMLINK, 4, 0o777, 5, target="dem/"),
             ManifestEntry(
                 "climate.cli", FILE, 3, 0o644, 6, "b" * 64, followed_link="../../climate/x.cli"
-            ),  # fmt: skip
+            ),
         ],
         external_links=["escape -> /etc/passwd"],
     )
