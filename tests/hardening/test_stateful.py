@@ -196,51 +196,6 @@ def make_machine(web: WebEnv, workers: Workers) -> type[RuleBasedStateMachine]:
             assert now == new or trigger == "RESTORE_FAILED"
             self.expected = now
 
-        @rule(delay=st.floats(0, 1.5), expire=st.booleans())
-        def archive_while_the_worker_dies_and_restarts_later(
-            self, delay: float, expire: bool
-        ) -> None:
-            """The whole worker dies mid-job; another starts after ``delay`` seconds, maybe
-            after RQ's own records of the execution expired (their TTL, ended early)."""
-            if self.lock is not None:
-                return
-            response = self.api("archive", {"comment": "dies"})
-            assert response.status_code == 202
-            job_id = response.get_json()["job_id"]
-            worker = workers.procs[-1]
-            # Once the job runs (its work horse exists): the whole worker dies with it. (A kill
-            # between RQ's dequeue and the job's start is RQ's own window, which its
-            # intermediate-queue cleanup closes a maintenance interval later.)
-            horses = []
-            deadline = time.monotonic() + 2.0
-            while not horses and time.monotonic() < deadline:
-                horses = children(worker.pid)
-                time.sleep(0.002)
-            killed = bool(horses)
-            if not killed:
-                assert self.wait(job_id) == "ARCHIVE_COMPLETE"
-                self.model.update({a["name"]: dict(self.expected) for a in self.listed()
-                                   if a["name"] not in self.model})  # fmt: skip
-                return
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.pid, signal.SIGKILL)
-            for pid in horses:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            worker.wait(timeout=10)
-            if expire:
-                rq = web.ctx.clients.rq
-                for key in rq.scan_iter(match=f"rq:execution:{job_id}:*".encode()):
-                    rq.delete(key)
-            time.sleep(delay)
-            workers.start()
-            trigger = self.wait(job_id)
-            assert trigger in ("ARCHIVE_FAILED", "ARCHIVE_COMPLETE")
-            assert len(self.triggers(job_id)) == 1
-            if trigger == "ARCHIVE_COMPLETE":
-                for info in self.listed():
-                    self.model.setdefault(info["name"], dict(self.expected))
-
         @rule(name=consumes(archives))
         def delete(self, name: str) -> None:
             if name not in self.model:
