@@ -372,8 +372,10 @@ def vm_hwm_kib(pid: int) -> int:
     raise AssertionError(f"no VmHWM for {pid}")
 
 
-MAXRSS = ("import atexit, resource, sys; atexit.register(lambda: sys.stderr.write("
-          "'MAXRSS=%d\\n' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)); "
+# The process's own peak (VmHWM of its memory map): ``ru_maxrss`` also counts the parent's
+# pages at fork time on Linux, so under a big pytest process it reported pytest, not the CLI.
+MAXRSS = ("import atexit, sys; atexit.register(lambda: sys.stderr.write('MAXRSS=%s\\n' % "
+          "[l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0])); "
           "from runarchive.cli import main; sys.argv[0] = 'runarchive'; main()")  # fmt: skip
 
 
