@@ -362,10 +362,15 @@ def restore(
 
 
 def _confirm_removals(run_dir: Path, name: str, yes: bool, as_json: bool) -> None:
-    """Say how many files the restore removes; on a terminal ask, unless ``yes``."""
+    """Say how many files the restore removes; on a terminal ask, unless ``yes``.
+
+    Skipped for ``--json``, which prints nothing of it: the preview is a scan of the run.
+    """
+    if as_json:
+        return
     with reporting(as_json, ""):
         preview = preview_restore(run_dir, name)
-    if preview.removes_files == 0 or as_json:
+    if preview.removes_files == 0:
         return
     n = preview.removes_files
     err().print(

@@ -21,7 +21,6 @@ ARCHIVES_DIR = "archives"
 # run, for atomic renames), named ``.runarchive-(stage|old|trash)-<id>``.
 STATE_DIR = ".runarchive"
 LEGACY_WORK_DIR = ".runarchive"  # at the run's top: where versions before 0.2 kept it
-WORK_DIR = LEGACY_WORK_DIR  # the archive-entry prefix of our manifest is unchanged
 TRANSIENT_RE = re.compile(r"\.runarchive-(stage|old|trash)-([0-9a-f]{12})(\.scratch)?")
 MAX_COMMENT_CHARS = 40
 
