@@ -83,9 +83,35 @@ class TimeSource(StrEnum):
 
 def _dos_datetime(mtime: float) -> tuple[int, int]:
     """Return the DOS time and date fields of ``mtime`` in the process's local zone."""
-    t = time.localtime(min(max(int(mtime), 0), _LOCALTIME_MAX))
-    y, mo, d, h, mi, s = max(_DOS_MIN, min(_DOS_MAX, tuple(t[:6])))
-    return (h << 11) | (mi << 5) | (s // 2), ((y - 1980) << 9) | (mo << 5) | d
+    second = min(max(int(mtime), 0), _LOCALTIME_MAX)
+    found = _DOS_CACHE.get(second)
+    if found is None:
+        t = time.localtime(second)
+        y, mo, d, h, mi, s = max(_DOS_MIN, min(_DOS_MAX, tuple(t[:6])))
+        found = (h << 11) | (mi << 5) | (s // 2), ((y - 1980) << 9) | (mo << 5) | d
+        if len(_DOS_CACHE) >= _DOS_CACHE_MAX:
+            _DOS_CACHE.clear()
+        _DOS_CACHE[second] = found
+    return found
+
+
+# Files of one run were mostly written within a few seconds, and ``localtime`` plus the
+# clamping cost ~2 µs per call, paid twice per entry (local and central header): a small map
+# from whole seconds to fields makes 30,000 entries cost one call per distinct second. The
+# cache belongs to one zone: every ``ZipWriter`` starts by checking that the zone (which
+# ``time.tzset`` may have changed since) is still the one the cache was filled in.
+_DOS_CACHE: dict[int, tuple[int, int]] = {}
+_DOS_CACHE_MAX = 4096
+_dos_zone: tuple[object, ...] = ()
+
+
+def _check_zone() -> None:
+    """Empty the DOS-field cache if the process's time zone changed since it was filled."""
+    global _dos_zone
+    zone = (time.timezone, time.altzone, time.daylight, time.tzname)
+    if zone != _dos_zone:
+        _DOS_CACHE.clear()
+        _dos_zone = zone
 
 
 def _dos_to_ns(dtime: int, ddate: int) -> int | None:
@@ -174,7 +200,11 @@ def _ntfs_mtime(body: bytes) -> int | None:
 
 @dataclass(slots=True)
 class WrittenEntry:
-    """What the central directory needs to know about one written entry."""
+    """What the central directory needs to know about one written entry.
+
+    The DOS fields and the time extras are computed once, when the entry is made, and used
+    by both headers.
+    """
 
     name: bytes
     method: int
@@ -185,12 +215,46 @@ class WrittenEntry:
     mode: int
     mtime: float
     zip64_local: bool
+    dtime: int = 0
+    ddate: int = 0
+    times: bytes = b""
+
+
+def new_entry(
+    name: str, method: int, mode: int, mtime: float, crc: int, csize: int, usize: int
+) -> WrittenEntry:
+    """Describe an entry whose sizes are known, at offset 0 (see ``ZipWriter.add_built``).
+
+    Safe to call from any thread: the pool threads of ``create`` build their entries' headers
+    themselves so the single writer thread only appends bytes.
+    """
+    dtime, ddate = _dos_datetime(mtime)
+    return WrittenEntry(
+        name.encode("utf-8"), method, crc, csize, usize, 0, mode, mtime,
+        usize >= ZIP64_THRESHOLD or csize >= ZIP64_THRESHOLD, dtime, ddate, _time_extras(mtime),
+    )  # fmt: skip
+
+
+def local_header(entry: WrittenEntry) -> bytes:
+    """Return the local header (with name and extras) of ``entry``."""
+    extra = entry.times
+    if entry.zip64_local:
+        csize = usize = _U32
+        extra += struct.pack("<HHQQ", 0x0001, 16, entry.usize, entry.csize)
+    else:
+        csize, usize = entry.csize, entry.usize
+    head = _LOCAL.pack(
+        LOCAL_SIG, 45 if entry.zip64_local else 20, FLAG_UTF8, entry.method, entry.dtime,
+        entry.ddate, entry.crc, csize, usize, len(entry.name), len(extra),
+    )  # fmt: skip
+    return head + entry.name + extra
 
 
 class ZipWriter:
     """Append entries to a seekable binary file, then write the central directory."""
 
     def __init__(self, fh: BinaryIO) -> None:
+        _check_zone()
         self.fh = fh
         self.entries: list[WrittenEntry] = []
         self.patches: list[tuple[int, bytes]] = []
@@ -200,26 +264,10 @@ class ZipWriter:
         self, name: str, method: int, mode: int, mtime: float, size_hint: int
     ) -> WrittenEntry:
         """Write a local header with placeholder sizes; ``finish`` patches them."""
-        entry = WrittenEntry(
-            name.encode("utf-8"), method, 0, 0, 0, self.pos, mode, mtime,
-            size_hint >= ZIP64_THRESHOLD,
-        )  # fmt: skip
-        self._write(self._local_header(entry))
+        entry = new_entry(name, method, mode, mtime, 0, 0, 0)
+        entry.offset, entry.zip64_local = self.pos, size_hint >= ZIP64_THRESHOLD
+        self._write(local_header(entry))
         return entry
-
-    def _local_header(self, entry: WrittenEntry) -> bytes:
-        dtime, ddate = _dos_datetime(entry.mtime)
-        extra = _time_extras(entry.mtime)
-        if entry.zip64_local:
-            csize = usize = _U32
-            extra += struct.pack("<HHQQ", 0x0001, 16, entry.usize, entry.csize)
-        else:
-            csize, usize = entry.csize, entry.usize
-        head = _LOCAL.pack(
-            LOCAL_SIG, 45 if entry.zip64_local else 20, FLAG_UTF8, entry.method, dtime, ddate,
-            entry.crc, csize, usize, len(entry.name), len(extra),
-        )  # fmt: skip
-        return head + entry.name + extra
 
     def _write(self, data: bytes | memoryview) -> None:
         self.fh.write(data)
@@ -235,20 +283,31 @@ class ZipWriter:
             raise InvalidArchive(f"Entry {entry.name!r} outgrew its header while being written.")
         entry.crc, entry.csize, entry.usize = crc, csize, usize
         # Patching at close with pwrite avoids a seek, which would flush the write buffer.
-        self.patches.append((entry.offset, self._local_header(entry)))
+        self.patches.append((entry.offset, local_header(entry)))
         self.entries.append(entry)
 
     def add(
         self, name: str, method: int, mode: int, mtime: float, data: bytes, crc: int, usize: int
     ) -> None:
         """Write a whole entry whose compressed bytes are already known."""
-        entry = WrittenEntry(
-            name.encode("utf-8"), method, crc, len(data), usize, self.pos, mode, mtime,
-            usize >= ZIP64_THRESHOLD or len(data) >= ZIP64_THRESHOLD,
-        )  # fmt: skip
-        self._write(self._local_header(entry))
+        entry = new_entry(name, method, mode, mtime, crc, len(data), usize)
+        entry.offset = self.pos
+        self._write(local_header(entry))
         self._write(data)
         self.entries.append(entry)
+
+    def add_built(self, entries: list[WrittenEntry], parts: list[bytes], size: int) -> None:
+        """Append ``parts`` (``size`` bytes): the local headers and data of ``entries``.
+
+        Each entry's ``offset`` is relative to the first part (as the pool thread that built
+        them knew it) and becomes absolute here.
+        """
+        base = self.pos
+        for entry in entries:
+            entry.offset += base
+        self.entries.extend(entries)
+        self.fh.writelines(parts)
+        self.pos += size
 
     def close(self, comment: bytes) -> None:
         """Write the central directory and end records."""
@@ -261,8 +320,7 @@ class ZipWriter:
                 z64 = struct.pack("<QQQ", usize, csize, offset)
                 usize = csize = offset = _U32
                 z64 = struct.pack("<HH", 0x0001, len(z64)) + z64
-            extra = _time_extras(e.mtime) + z64
-            dtime, ddate = _dos_datetime(e.mtime)
+            extra = e.times + z64
             dos_attr = 0x10 if stat.S_ISDIR(e.mode) else 0
             out += _CENTRAL.pack(
                 CENTRAL_SIG,
@@ -270,8 +328,8 @@ class ZipWriter:
                 45 if z64 else 20,
                 FLAG_UTF8,
                 e.method,
-                dtime,
-                ddate,
+                e.dtime,
+                e.ddate,
                 e.crc,
                 csize,
                 usize,
