@@ -34,27 +34,20 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 import click
 
 from . import __version__
-from .core import (
-    LinkMode,
-    ProgressCallback,
-    ProgressEvent,
-    RecoverResult,
-    RunArchiveError,
-    create_archive,
-    delete_archive,
-    list_archives,
-    parse_comment,
-    preview_restore,
-    purge_trash,
-    recover_run,
-    restore_archive,
-    verify_archive,
-)
+
+# Only what every command needs; each command imports the core module it runs (create,
+# catalog, reader, restore, journal) when it runs, so ``list`` loads no deflate library or
+# thread pool and ``--help`` none of them.
+from .core.errors import RunArchiveError
 from .core.fsutil import human_bytes
-from .core.names import MAX_COMMENT_CHARS
+from .core.links import LinkMode
+from .core.names import MAX_COMMENT_CHARS, parse_comment
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from .core.journal import RecoverResult
+    from .core.progress import ProgressCallback, ProgressEvent
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Resolved here: the operator typed it (a link to a run is their choice); below the run,
@@ -239,6 +232,8 @@ def archive(
         reporting(as_json, "archiving") as progress,
         service_rules(run_dir, "archive", redis_url, no_locks) as hold,
     ):
+        from .core.create import create_archive
+
         result = create_archive(run_dir, stored, progress=progress, links=links)
         if hold is not None:
             hold.archive_ready(result.name)
@@ -269,6 +264,8 @@ def _comment(comment: str, as_json: bool) -> str:
 @json_option
 def list_cmd(run_dir: Path, as_json: bool) -> None:
     """List the archives of RUN_DIR, newest first."""
+    from .core.catalog import list_archives
+
     with reporting(as_json, ""):
         infos = list_archives(run_dir)
     if as_json:
@@ -314,6 +311,8 @@ def _stdout_console() -> Console:
 @json_option
 def verify(run_dir: Path, name: str, as_json: bool) -> None:
     """Check every entry of archive NAME against its CRC and manifest sha256."""
+    from .core.reader import verify_archive
+
     with reporting(as_json, "verifying") as progress:
         report = verify_archive(run_dir, name, progress=progress)
     lines = [f"{name}: {'OK' if report.ok else 'DAMAGED'} ({report.entries} entries)"]
@@ -342,6 +341,9 @@ def restore(
     Files of the run that the archive does not hold are removed; the command says how many
     first, and asks on a terminal unless --yes.
     """
+    from .core.journal import purge_trash
+    from .core.restore import restore_archive
+
     _confirm_removals(run_dir, name, yes, as_json)
     with (
         reporting(as_json, "restoring") as progress,
@@ -368,6 +370,8 @@ def _confirm_removals(run_dir: Path, name: str, yes: bool, as_json: bool) -> Non
     """
     if as_json:
         return
+    from .core.restore import preview_restore
+
     with reporting(as_json, ""):
         preview = preview_restore(run_dir, name)
     if preview.removes_files == 0:
@@ -392,6 +396,8 @@ def _confirm_removals(run_dir: Path, name: str, yes: bool, as_json: bool) -> Non
 @json_option
 def delete(run_dir: Path, name: str, redis_url: str | None, no_locks: bool, as_json: bool) -> None:
     """Delete archive NAME of RUN_DIR."""
+    from .core.catalog import delete_archive
+
     with reporting(as_json, ""), service_rules(run_dir, "delete", redis_url, no_locks) as hold:
         delete_archive(run_dir, name)
         if hold is not None:
@@ -404,6 +410,8 @@ def delete(run_dir: Path, name: str, redis_url: str | None, no_locks: bool, as_j
 @json_option
 def recover(run_dir: Path, as_json: bool) -> None:
     """Finish or roll back an interrupted restore of RUN_DIR and remove stale temp files."""
+    from .core.journal import recover_run
+
     with reporting(as_json, ""):
         result = recover_run(run_dir)
     emit(as_json, result, _recover_text(result))

@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import array
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from .errors import NoSpace
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+if TYPE_CHECKING:
+    import ctypes
+
+
+@cache
+def _libc() -> ctypes.CDLL:
+    """Return the C library, loaded on first use.
+
+    Loaded lazily because most commands (``list``, ``verify``, ``--help``) never sync, and
+    by the process's own symbols (``CDLL(None)``, where CPython's libc already is) rather
+    than ``ctypes.util.find_library``, whose import pulls in ``subprocess`` and ``shutil``.
+    """
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def sync_filesystem(dir_fd: int) -> None:
@@ -20,7 +34,8 @@ def sync_filesystem(dir_fd: int) -> None:
 
     One syncfs is far cheaper than an fsync per file when thousands were just written.
     """
-    if getattr(_libc, "syncfs", None) is None or _libc.syncfs(dir_fd) != 0:
+    libc = _libc()
+    if getattr(libc, "syncfs", None) is None or libc.syncfs(dir_fd) != 0:
         os.sync()
 
 
@@ -32,9 +47,24 @@ def start_writeback(fd: int) -> None:
 
     The later syncfs then finds most data already on its way to disk.
     """
-    fn = getattr(_libc, "sync_file_range", None)
+    fn = _sync_file_range()
     if fn is not None:
-        fn(fd, ctypes.c_int64(0), ctypes.c_int64(0), _SYNC_FILE_RANGE_WRITE)
+        fn(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+
+
+@cache
+def _sync_file_range() -> Any:
+    """Return libc's ``sync_file_range`` with its argument types set (None if it has none).
+
+    Declared once: a restore calls it per file, and building ``c_int64`` arguments each
+    time cost more than the call.
+    """
+    import ctypes
+
+    fn = getattr(_libc(), "sync_file_range", None)
+    if fn is not None:
+        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return fn
 
 
 _FS_IOC_GETFLAGS = 0x80086601

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import os
 import stat
@@ -41,7 +40,9 @@ _SYS_OPENAT2 = 437  # the same number on every Linux architecture (unified sysca
 _RESOLVE = 0x02 | 0x04 | 0x08  # NO_MAGICLINKS | NO_SYMLINKS | BENEATH
 _UNSAFE_ERRNOS = frozenset({errno.ELOOP, errno.EXDEV, errno.ENOTDIR})
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+# The process's own symbols, where CPython's libc already is: ``ctypes.util.find_library``
+# would import ``subprocess`` and ``shutil`` into every command's start-up.
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class _OpenHow(ctypes.Structure):
