@@ -70,6 +70,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 RUNARCHIVE = [sys.executable, "-c", "from runarchive.cli import main; main()"]
 MIXES = ("demo", "mixed", "small")
+# Restores are measured in two states of the disk. ext4 without a journal (this machine's)
+# will not reuse an inode freed within the last 60 s (300 s while its inode-table block is
+# dirty) and reads inode tables to skip such inodes, so creating thousands of files right
+# after thousands were deleted is much slower than otherwise.
+#   deleted: every sample's output is deleted right after it, and the run is emptied by
+#            deleting its content just before our restore: each tool starts right after a
+#            large delete (what "empty the run, then restore" does).
+#   settled: nothing is deleted during the rounds (outputs and the run's content are moved
+#            aside and deleted afterwards), and the rounds start SETTLE_SECONDS after our
+#            last deletion, with a sync first (other processes on the machine may still
+#            delete; the load column says how busy it was).
+STATES = ("deleted", "settled")
+SETTLE_SECONDS = 65.0
 
 
 def load_average() -> list[float]:
@@ -117,6 +130,38 @@ class Bench:
         self.out = tmp / "out"
         self.out.mkdir(exist_ok=True)
         self.ours = ""  # the name of our latest archive
+        # In the "settled" state nothing is deleted: what a sample leaves is moved here (a
+        # rename) and deleted after the state's rounds (see ``STATES``).
+        self.settled = False
+        self.trash = tmp / "trash"
+        self.trash.mkdir(exist_ok=True)
+        self.trashed = 0
+        self.last_delete = time.monotonic()
+
+    def discard(self, path: Path) -> None:
+        """Delete ``path`` now ("deleted" state), or move it into the trash ("settled")."""
+        if self.settled:
+            self.trashed += 1
+            path.rename(self.trash / f"{self.trashed}-{path.name}")
+        elif path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+            self.last_delete = time.monotonic()
+        else:
+            path.unlink()
+
+    def empty_trash(self) -> None:
+        """Delete what the settled rounds set aside (untimed)."""
+        for child in self.trash.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        self.last_delete = time.monotonic()
+
+    def settle(self) -> None:
+        """Wait until no deletion of ours is in ext4's recent-deletion window (see STATES)."""
+        os.sync()  # clean inode-table buffers: ext4 then waits RECENTCY_MIN, not RECENTCY_DIRTY
+        wait = SETTLE_SECONDS - (time.monotonic() - self.last_delete)
+        if wait > 0:
+            print(f"settling {wait:.0f} s after the last deletion", flush=True)
+            time.sleep(wait)
 
     def spawn(self, argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> Sample:
         """Run ``argv`` to completion as a whole process; return its time and peak RSS."""
@@ -149,10 +194,8 @@ class Bench:
     def fresh(self, name: str) -> Path:
         """Return an empty folder (or a missing path) ``name`` under the output folder."""
         path = self.out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+        if path.is_dir() or path.exists():
+            self.discard(path)
         return path
 
 
@@ -238,7 +281,7 @@ def _unzip(b: Bench) -> Sample:
     target = b.fresh("unzipped")
     target.mkdir()
     s = b.spawn(["unzip", "-q", str(b.out / "zip.zip"), "-d", str(target)], cwd=b.out)
-    shutil.rmtree(target)
+    b.discard(target)
     return s
 
 
@@ -247,7 +290,7 @@ def _7z_x(b: Bench) -> Sample:
     target.mkdir()
     s = b.spawn(["7zz", "x", "-bd", "-bso0", "-y", f"-o{target}", str(b.out / "7z.zip")],
                 cwd=b.out)  # fmt: skip
-    shutil.rmtree(target)
+    b.discard(target)
     return s
 
 
@@ -256,7 +299,7 @@ def _borg_x(b: Bench) -> Sample:
     target.mkdir()
     repo = b.out / "borg-repo"
     s = b.spawn(["borg", "extract", f"{repo}::snap"], cwd=target, env=_borg_env(b))
-    shutil.rmtree(target)
+    b.discard(target)
     return s
 
 
@@ -266,7 +309,7 @@ def _restic_x(b: Bench) -> Sample:
     repo = b.out / "restic-repo"
     s = b.spawn(["restic", "-q", "-r", str(repo), "restore", "latest", "--target", str(target)],
                 cwd=b.out, env=_restic_env(b))  # fmt: skip
-    shutil.rmtree(target)
+    b.discard(target)
     return s
 
 
@@ -275,19 +318,15 @@ def _ours_restore_over(b: Bench) -> Sample:
 
 
 def _ours_restore_empty(b: Bench) -> Sample:
-    _empty_run(b.run)
+    _empty_run(b)
     return b.spawn([*RUNARCHIVE, "restore", str(b.run), b.ours, "--yes", "--json"], REPO_ROOT)
 
 
-def _empty_run(run: Path) -> None:
-    """Delete the run's content (untimed) so the next restore must extract every file."""
-    for child in run.iterdir():
-        if child.name in SKIP_DIRS:
-            continue
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
+def _empty_run(b: Bench) -> None:
+    """Take the run's content away (untimed) so the next restore must extract every file."""
+    for child in b.run.iterdir():
+        if child.name not in SKIP_DIRS:
+            b.discard(child)
 
 
 CREATE_TOOLS = (
@@ -393,7 +432,9 @@ def stdlib_zip(run: str, target: str) -> None:
 # --- the run ------------------------------------------------------------------------------
 
 
-def bench_mix(mix: str, tmp: Path, repeat: int, warmup: int, scale: float) -> MixReport:
+def bench_mix(
+    mix: str, tmp: Path, repeat: int, warmup: int, scale: float, states: Sequence[str] = STATES
+) -> MixReport:
     """Generate ``mix`` and alternate every available tool over it for the rounds asked."""
     run = tmp / RUN_NAME
     started = time.perf_counter()
@@ -412,13 +453,22 @@ def bench_mix(mix: str, tmp: Path, repeat: int, warmup: int, scale: float) -> Mi
     b.spawn([*RUNARCHIVE, "list", str(run)], REPO_ROOT)
     report = MixReport(mix, files, size, opaque)
     creates, restores = _available(CREATE_TOOLS), _available(RESTORE_TOOLS)
-    for round_no in range(warmup + repeat):
-        for tool in [*_rotated(creates, round_no), *_rotated(restores, round_no)]:
-            sample = _timed(tool, b)
-            if round_no >= warmup:
-                report.samples.setdefault(tool.key, []).append(sample)
-        label = f"round {round_no + 1 - warmup}" if round_no >= warmup else "warm-up"
-        print(f"[{mix}] {label} done, load {load_average()}", flush=True)
+    for index, state in enumerate(states):
+        b.settled = state == "settled"
+        if b.settled:
+            b.settle()
+        for round_no in range(warmup + repeat):
+            # Creates run in the first state only: the disk's state is a restore matter.
+            tools = [*_rotated(creates, round_no)] if index == 0 else []
+            for tool in [*tools, *_rotated(restores, round_no)]:
+                sample = _timed(tool, b)
+                if round_no >= warmup:
+                    key = tool.key if tool.operation == "create" else f"{tool.key}@{state}"
+                    report.samples.setdefault(key, []).append(sample)
+            label = f"round {round_no + 1 - warmup}" if round_no >= warmup else "warm-up"
+            print(f"[{mix}] {state}: {label} done, load {load_average()}", flush=True)
+        b.settled = False
+        b.empty_trash()
     shutil.rmtree(run)
     shutil.rmtree(b.out)
     report.ratios = _ratios(report.samples)
@@ -436,12 +486,18 @@ def _size(samples: list[Sample]) -> int | None:
 
 def _ratios(samples: dict[str, list[Sample]]) -> dict[str, float]:
     ratios: dict[str, float] = {}
-    for ours, refs in (("ours", ("zip", "stdlib", "7z", "borg", "restic")),
-                       ("ours-empty", ("unzip", "7z-x", "borg-x", "restic-x")),
-                       ("ours-over", ("unzip",))):  # fmt: skip
-        for ref in refs:
-            if ours in samples and ref in samples:
-                ratios[f"time {ours}/{ref}"] = _median(samples[ours]) / _median(samples[ref])
+    for ref in ("zip", "stdlib", "7z", "borg", "restic"):
+        if "ours" in samples and ref in samples:
+            ratios[f"time ours/{ref}"] = _median(samples["ours"]) / _median(samples[ref])
+    for state in STATES:
+        for ours, refs in ((f"ours-empty@{state}", ("unzip", "7z-x", "borg-x", "restic-x")),
+                           (f"ours-over@{state}", ("unzip",))):  # fmt: skip
+            for ref in refs:
+                theirs = f"{ref}@{state}"
+                if ours in samples and theirs in samples:
+                    ratios[f"time {ours}/{theirs}"] = _median(samples[ours]) / _median(
+                        samples[theirs]
+                    )
     for ref in ("zip", "stdlib", "7z", "borg", "restic"):
         a, z = _size(samples.get("ours", [])), _size(samples.get(ref, []))
         if a and z:
@@ -486,7 +542,9 @@ def markdown(reports: list[MixReport], machine: dict[str, object]) -> str:
                   "| operation | tool | median s | min s | max s | size MiB | peak RSS MiB "
                   "| load 1-min |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for key, ss in r.samples.items():
-            op, label = LABELS[key]
+            base, _, state = key.partition("@")
+            op, label = LABELS[base]
+            label = f"{label} ({state})" if state else label
             size = _size(ss)
             rss = [s.rss_kib for s in ss if s.rss_kib]
             ld = [x for s in ss for x in s.load]
@@ -515,11 +573,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed rounds (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="discarded rounds first (1)")
     parser.add_argument("--scale", type=float, default=1.0, help="scale every mix's bytes")
+    parser.add_argument(
+        "--states", default=",".join(STATES), help="restore disk states: deleted,settled (both)"
+    )
     parser.add_argument("--name", default="engine", help="report file stem (default engine)")
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="report folder")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    states = args.states.split(",")
+    if not states or set(states) - set(STATES):
+        parser.error(f"--states takes {', '.join(STATES)}")
     for tool in ("zip", "unzip"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} is not installed (make sysdeps)")
@@ -532,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     reports = []
     for mix in args.mixes.split(","):
         with tempfile.TemporaryDirectory(prefix="runarchive-bench-") as tmp:
-            reports.append(bench_mix(mix, Path(tmp), args.repeat, args.warmup, args.scale))
+            reports.append(bench_mix(mix, Path(tmp), args.repeat, args.warmup, args.scale, states))
     machine["load_after"] = load_average()
     machine["ended"] = datetime.now(UTC).isoformat(timespec="seconds")
     args.out.mkdir(parents=True, exist_ok=True)
