@@ -65,6 +65,9 @@ BATCH_BYTES = 1 << 20
 BATCH_FILES = 32
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY
+# A run file opened by its single name beneath its folder's handle: never a link, and a fifo
+# planted there cannot block the open.
+_O_PEEK = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +296,7 @@ class _Extractor:
             return sum(self._place(item) for item in batch)
         finally:
             self._drop_cached()
+            self._drop_run_parent()
 
     def _parent_fd(self, parent: str) -> int:
         """Return a handle of the stage folder ``parent``, cached per thread for runs of files."""
@@ -310,6 +314,33 @@ class _Extractor:
             os.close(cached[1])
             self.local.parent = None
 
+    def _run_parent_fd(self, parent: str) -> int | None:
+        """Return a handle of the run's folder ``parent``, cached per thread; None if absent.
+
+        Files come in archive order, so siblings follow each other: their folder is opened
+        once beneath the run (no link in any component) and each candidate by its one name
+        with ``O_NOFOLLOW`` relative to it, instead of walking the whole path per file. In a
+        run emptied before the restore, the folder's absence answers for all its files.
+        """
+        cached: tuple[str, int | None] | None = getattr(self.local, "run_parent", None)
+        if cached is not None and cached[0] == parent:
+            return cached[1]
+        self._drop_run_parent()
+        try:
+            fd: int | None = (
+                os.dup(self.run.fd) if not parent else open_beneath(self.run.fd, parent, _O_DIR)
+            )
+        except (OSError, ValueError):
+            fd = None
+        self.local.run_parent = (parent, fd)
+        return fd
+
+    def _drop_run_parent(self) -> None:
+        cached: tuple[str, int | None] | None = getattr(self.local, "run_parent", None)
+        if cached is not None and cached[1] is not None:
+            os.close(cached[1])
+        self.local.run_parent = None
+
     def _open_reusable(self, item: PlanItem) -> int | None:
         """Return an open handle of the run's copy of ``item`` if it is provably the same bytes.
 
@@ -319,9 +350,13 @@ class _Extractor:
         """
         if item.sha256 is None:
             return None
+        parent, _, base = item.path.rpartition("/")
+        parent_fd = self._run_parent_fd(parent)
+        if parent_fd is None:
+            return None
         try:
-            fd = open_beneath(self.run.fd, item.path)
-        except (OSError, ValueError):
+            fd = os.open(base, _O_PEEK, dir_fd=parent_fd)
+        except OSError:
             return None
         try:
             st = os.fstat(fd)
