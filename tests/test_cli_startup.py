@@ -14,8 +14,12 @@ from runarchive.cli import SERVICE_COMMANDS, cli
 SERVICE_MODULES = ("rq", "redis", "flask", "valkey", "sqlalchemy", "gunicorn")
 
 
-def _imports_after(args: list[str], env_extra: dict[str, str] | None = None) -> list[str]:
-    """Run the CLI with ``args`` in a fresh interpreter; return which heavy modules it loaded."""
+def _imports_after(
+    args: list[str],
+    env_extra: dict[str, str] | None = None,
+    heavy: tuple[str, ...] = (*SERVICE_MODULES, "rich"),
+) -> list[str]:
+    """Run the CLI with ``args`` in a fresh interpreter; return which ``heavy`` ones it loaded."""
     probe = (
         "import json, sys\n"
         "from runarchive.cli import cli\n"
@@ -23,7 +27,7 @@ def _imports_after(args: list[str], env_extra: dict[str, str] | None = None) -> 
         "    cli(sys.argv[1:])\n"
         "except SystemExit as exc:\n"
         "    assert not exc.code, exc.code\n"
-        f"heavy = {(*SERVICE_MODULES, 'rich')!r}\n"
+        f"heavy = {heavy!r}\n"
         "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n"
     )
     env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", **(env_extra or {})}
@@ -73,3 +77,28 @@ def test_list_and_archive_off_a_terminal_import_neither_the_service_layers_nor_r
 def test_a_service_command_still_runs_when_named() -> None:
     shown = CliRunner().invoke(cli, ["worker", "--help"])
     assert shown.exit_code == 0 and "Run RQ worker(s)" in shown.output
+
+
+# What only creating or restoring needs: the deflate library, the thread pool, the journal.
+ENGINE_MODULES = (
+    "runarchive.core.create",
+    "runarchive.core.restore",
+    "concurrent.futures",
+    "secrets",
+    "subprocess",
+)
+
+
+def test_help_and_list_load_neither_the_create_nor_the_restore_engine(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    assert _imports_after(["--help"], heavy=(*ENGINE_MODULES, "isal")) == []
+    assert _imports_after(["list", str(run)], heavy=ENGINE_MODULES) == []
+
+
+def test_archive_loads_the_create_engine_and_not_the_restore_one(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "a.txt").write_text("a")
+    loaded = _imports_after(["archive", str(run)], heavy=ENGINE_MODULES)
+    assert loaded == ["concurrent.futures", "runarchive.core.create", "secrets"]
