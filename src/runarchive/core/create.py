@@ -1,11 +1,16 @@
 """Creating an archive: walk, hash and compress in parallel, write, make durable, publish.
 
-Pipeline: the run is scanned once; every file becomes one or more 1 MiB chunks handed to a
-thread pool (isal's deflate and hashlib release the GIL, so threads scale). The calling thread
-is the only writer: it takes results in submission order, with a bounded number in flight so
-memory stays flat whatever the run's size. Multi-chunk files are deflated pigz-style (each
-chunk ends with a sync flush, so the concatenation is one valid deflate stream); whether a file
-is stored or deflated is decided by its extension, then by a probe of its first chunk.
+Pipeline: the run is scanned once; its entries are handed to a thread pool (isal's deflate
+and hashlib release the GIL, so threads scale). Files under one chunk (1 MiB), folders and
+links travel in batches of up to ``BATCH_FILES`` entries or a chunk of bytes, and the pool
+thread builds each entry whole: read (by single name beneath the folder's handle), CRC,
+sha256, deflate, local header, manifest entry. Bigger files become 1 MiB chunks, deflated
+pigz-style (each chunk ends with a sync flush, so the concatenation is one valid deflate
+stream). The calling thread is the only writer: it appends results in submission order, with
+a bounded number in flight so memory stays flat whatever the run's size; on a run of small
+files it does almost nothing per entry, which is why the headers are built in the pool.
+Whether a file is stored or deflated is decided by its extension, then by a probe of its
+first chunk (a single-chunk file: by its whole deflated size).
 
 Failure semantics: the archive is written to ``archives/.tmp-*.partial``, fsynced, then hard
 linked to its final name (which fails rather than overwrite), and the directory fsynced. Just
