@@ -567,6 +567,10 @@ def _parse_central(fd: int, count: int, cd_offset: int, cd_size: int) -> list[Ce
 
 
 def _apply_zip64(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int, int, int]:
+    if usize != _U32 and csize != _U32 and offset != _U32:
+        # Only fields saturated to 0xFFFFFFFF take a value from the zip64 extra (below), so
+        # with none saturated the walk of the extras cannot change anything: skip it.
+        return usize, csize, offset
     pos = 0
     while pos + 4 <= len(extra):
         tag, size = struct.unpack_from("<HH", extra, pos)
