@@ -25,7 +25,8 @@ list and counter expire ``status_ttl`` seconds after the last line), so a viewer
 what it missed; the plain line PUBLISHed on ``<runid>:archive`` (WEPPcloud's channel, unchanged)
 and ``<seq> <line>`` on ``<prefix>:feed:<runid>:archive`` (our relay's, which needs the number
 of each live line). Publishing is best effort: a Redis hiccup never fails a job, except for the
-final TRIGGER (see ``lifecycle.finish_job``).
+final lines, which go out with the job's final marker in one script (``publish_final``, used by
+``lifecycle.finish_job``).
 
 The core reports progress once per entry; ``ProgressRelay`` coalesces that: at most
 ``status_rate`` ``Adding``/``Restored`` lines a second (the newest path wins; the last one is
@@ -250,6 +251,25 @@ redis.call('PUBLISH', ARGV[4], ARGV[1])
 redis.call('PUBLISH', ARGV[5], entry)
 return seq
 """
+# KEYS: log, seq, final marker. ARGV: marker value, marker ttl, keep, ttl, channel, feed, lines….
+# The job's final lines and its final marker in one script: a process killed at any instant either
+# won the marker *and* published every line, or did neither (and a reconciler publishes them).
+_FINAL_LUA = """
+if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  return 0
+end
+for i = 7, #ARGV do
+  local seq = redis.call('INCR', KEYS[2])
+  local entry = seq .. ' ' .. ARGV[i]
+  redis.call('RPUSH', KEYS[1], entry)
+  redis.call('PUBLISH', ARGV[5], ARGV[i])
+  redis.call('PUBLISH', ARGV[6], entry)
+end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
 _ENTRY_RE = re.compile(r"(?P<seq>[0-9]{1,18}) (?P<line>.*)", re.DOTALL)
 
 
@@ -286,19 +306,40 @@ class StatusStream:
             self.feed,
         )
 
-    def publish(self, line: str, *, required: bool = False) -> bool:
-        """Publish ``line`` and retain it; errors are logged, or raised when ``required``."""
+    def publish(self, line: str) -> bool:
+        """Publish ``line`` and retain it; errors are logged, never raised (best effort)."""
         try:
             pipe = self.client.pipeline(transaction=False)
             self.add_to(pipe, line)
             pipe.execute()
         except redis.exceptions.RedisError:
-            if required:
-                raise
             log.warning("could not publish status line %r", line, exc_info=True)
             return False
         self.published += 1
         return True
+
+    def publish_final(self, marker: str, value: str, marker_ttl: int, lines: list[str]) -> bool:
+        """Claim the job's final ``marker`` (SET NX) and publish ``lines`` atomically.
+
+        Return whether this call won; errors are raised (nothing was claimed or published then).
+        """
+        won = self.client.eval(
+            _FINAL_LUA,
+            3,
+            self.log_key,
+            self.seq_key,
+            marker,
+            value,
+            marker_ttl,
+            self.keep,
+            self.ttl,
+            self.channel,
+            self.feed,
+            *lines,
+        )
+        if won:
+            self.published += len(lines)
+        return bool(won)
 
     def recent(self) -> list[str]:
         """Return the retained lines, oldest first."""
