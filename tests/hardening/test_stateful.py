@@ -4,9 +4,10 @@ Each example gets a fresh run; rules archive, restore, delete and list through t
 the owner's API token), take and release the host application's NoDb lock in Redis, and edit
 files of the run directly, as a user of the host application would; one rule restores while
 SIGKILLing the worker's work horse (the OOM killer's way), another archives while the whole
-worker dies and a new one starts after a random delay (maybe after RQ expired its records). A real ``runarchive worker`` runs
-the jobs. The model is small: the archives the run should have (each with the snapshot of
-the run it was made from), the snapshot the run should equal, and whether the lock is held.
+worker dies and a new one starts after a random delay (maybe after RQ expired its records).
+A real ``runarchive worker`` runs the jobs. The model is small: the archives the run should
+have (each with the snapshot of the run it was made from), the snapshot the run should equal,
+and whether the lock is held.
 
 Invariants after every step: the list shows exactly the model's archives, all readable (never a
 partial one), no job holds the run; the run equals the last restored archive plus later edits

@@ -487,6 +487,14 @@ def test_logging_in_leads_to_the_runs_and_then_the_dashboard(
     expect(page).to_have_url(re.compile(r"/login"))
 
 
+WATCH_DISABLED = """id => {
+  const button = document.getElementById(id);
+  window.__raWasDisabled = button.disabled;
+  new MutationObserver(() => { if (button.disabled) window.__raWasDisabled = true; })
+    .observe(button, {attributes: true});
+}"""
+
+
 def test_archiving_streams_live_lines_moves_the_bar_and_lists_the_archive_with_its_comment(
     page: Page, run: Path
 ) -> None:
@@ -500,12 +508,14 @@ def test_archiving_streams_live_lines_moves_the_bar_and_lists_the_archive_with_i
     long = "calibrated v2 against the 2019 gauge data, second try"
     stored = long[:40].rstrip()
     started = datetime.now(UTC)
+    # Seen by an observer, not polled afterwards: a quick job may end before a poll would look.
+    page.evaluate(WATCH_DISABLED, "ra-archive-btn")
     dashboard.start_archive(f"   {long}   ")
     expect(page.locator(".alert", has_text="The comment was cut to 40 characters")).to_contain_text(
         stored
     )
-    expect(dashboard.archive_button).to_be_disabled()
     event = dashboard.wait_finished(1)
+    assert page.evaluate("window.__raWasDisabled") is True  # no second click while it ran
     job_id = event["jobId"]
     assert event["ok"] is True
     assert event["trigger"] == "ARCHIVE_COMPLETE"

@@ -108,9 +108,14 @@ def record(page: Page) -> dict[str, Any]:
 def archive(page: Page, comment: str) -> str:
     """Click Archive with ``comment``; return the job id the console announced."""
     page.fill("#comment", comment)
+    said = len(record(page)["messages"])
     page.click("#archive-btn")
-    expect(page.locator("#message")).to_contain_text("Archiving (job ")
-    text = page.locator("#message").inner_text()
+    # From the console's record, not the message line: a quick job's "Archive complete" may
+    # already have replaced "Archiving (job …)" there.
+    page.wait_for_function(
+        "n => window.__wepp.messages.slice(n).some(m => m.startsWith('Archiving (job '))", arg=said
+    )
+    text = next(m for m in record(page)["messages"][said:] if m.startswith("Archiving (job "))
     match = re.search(r"job ([\w-]+)\)", text)
     assert match is not None, text
     return match.group(1)
