@@ -21,6 +21,7 @@ from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive, enqueue_restore, running_job
 from runarchive.jobs.errors import NotCancelable
 from runarchive.jobs.locks import lock_statuses
+from tests.journalfiles import leftovers
 from tests.treeutil import archive_files, snapshot
 
 from . import pausehook
@@ -42,13 +43,6 @@ def _triggers(ctx: JobsContext, runid: str, job_id: str) -> list[str]:
 
 def _errors(ctx: JobsContext, runid: str) -> list[str]:
     return [x for x in _lines(ctx, runid) if x.startswith("Error: ")]
-
-
-def _leftovers(run: Path) -> list[str]:
-    """Stage, scratch, trash folders or a journal a restore left in the run's state folder."""
-    state = run / ".runarchive"
-    names = [p.name for p in state.iterdir()] if state.is_dir() else []
-    return [n for n in names if n.startswith(("stage-", "scratch-", "trash-", "journal"))]
 
 
 def _restorable(ctx: JobsContext, runid: str, files: int) -> tuple[Path, str, Tree]:
@@ -133,7 +127,7 @@ def test_canceling_a_restore_mid_extraction_leaves_the_run_byte_identical_and_no
     assert _errors(ctx, runid) == ["Error: Canceled by alice"]
     assert not any(x.startswith("Restore complete") for x in _lines(ctx, runid))
     assert snapshot(run, with_dir_times=False) == before != archived
-    assert _leftovers(run) == []
+    assert leftovers(run) == []
     assert recover_run(run).action == "none"
     assert Job.fetch(job_id, connection=ctx.clients.rq).get_status() == JobStatus.FAILED
     _assert_ended_free(ctx, runid)

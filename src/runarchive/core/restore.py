@@ -94,7 +94,7 @@ def restore_archive(
     """Replace the run's content (all but ``archives/``) with archive ``name``.
 
     ``threads`` extract in parallel (file creation, not CPU, is the usual bottleneck).
-    With ``defer_delete`` the replaced tree is parked in ``.runarchive/trash-<id>`` and the
+    With ``defer_delete`` the replaced tree is parked in ``archives/.runarchive/trash-<id>`` and the
     caller runs ``purge_trash`` after reporting success. ``before_swap`` is called once the
     stage is complete and synced, before the journal says swapping: if it raises, the restore
     stops there and the run is as it was; once it returned, the restore finishes.
