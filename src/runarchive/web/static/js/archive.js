@@ -54,6 +54,9 @@
     stopped: false,
     canceled: false,
   });
+  // How far along RQ's states before the end a job is. A poll answered just before the worker
+  // took the job can arrive after the worker's STARTED line: the panel never moves back.
+  const PROGRESS_RANK = Object.freeze({ queued: 0, deferred: 0, scheduled: 0, started: 1 });
   const MAX_LOG_LINES = 400;
   const WS_BACKOFF_BASE_MS = 500;
   const WS_BACKOFF_MAX_MS = 30000;
@@ -603,6 +606,19 @@
     ui.jobStatus.dataset.status = status || text;
   }
 
+  /** Show the status a poll reported, unless the panel already shows a later one. */
+  function setPolledStatus(status) {
+    const shown = ui.jobStatus.dataset.status;
+    if (
+      Object.hasOwn(PROGRESS_RANK, shown) &&
+      Object.hasOwn(PROGRESS_RANK, status) &&
+      PROGRESS_RANK[status] < PROGRESS_RANK[shown]
+    ) {
+      return;
+    }
+    setJobStatus(status || "unknown");
+  }
+
   function resetJobPanel(jobId) {
     ui.jobId.textContent = jobId;
     ui.jobId.title = jobId;
@@ -717,7 +733,7 @@
       if (state.job !== job || job.done) return;
       job.pollDelay = POLL_MS;
       if (!job.kind && info.kind) job.kind = info.kind;
-      setJobStatus(info.status || "unknown");
+      setPolledStatus(info.status);
       renderTimes(info);
       fillTimes(jobId, info);
       renderProgress(info.progress);
