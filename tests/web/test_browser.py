@@ -1004,8 +1004,13 @@ def test_the_cancel_button_shows_while_a_job_runs_and_cancels_it_leaving_no_arch
 
     event = dashboard.wait_finished(1)
     assert event["ok"] is False and event["trigger"] == "ARCHIVE_FAILED", event
-    failure = page.locator("#ra-alerts [data-code=job_failed]")
-    expect(failure).to_contain_text("Archive failed: Canceled by admin")
+    # The user's own act, not a crash: said as such, no failure alert, no stack trace.
+    canceled = page.locator("#ra-alerts [data-code=job_canceled]")
+    expect(canceled).to_have_text(re.compile(r"Archive canceled \(canceled by admin\)\."))
+    expect(page.locator("#ra-alerts [data-code=job_failed]")).to_have_count(0)
+    expect(page.locator("#ra-job-status")).to_have_text("archive canceled")
+    expect(page.locator("#ra-progress-label")).to_have_text("Canceled")
+    expect(page.locator("#ra-trace-panel")).to_be_hidden()
     expect(dashboard.activity).to_contain_text("Canceled by admin")
     expect(cancel).to_be_hidden()
     dashboard.wait_idle()

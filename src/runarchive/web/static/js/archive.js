@@ -781,6 +781,14 @@
       setJobStatus(isArchive ? "archive complete" : "restore complete", "finished");
       showAlert("success", isArchive ? "Archive created." : "Restore complete.");
       if (atRow) setRowNote(atRow, "success", restoreDoneText(rec, atRow), { jobId });
+    } else if (outcome.ok === false && /^Canceled by /.test(job.lastError || "")) {
+      // A cancel is the user's own act, not a crash: say so, and no stack trace.
+      setJobStatus(isArchive ? "archive canceled" : "restore canceled", "failed");
+      ui.progressLabel.textContent = "Canceled";
+      const text = `${what} canceled (${job.lastError.replace(/^Canceled/, "canceled")}).`;
+      const box = showAlert("info", text);
+      box.dataset.code = "job_canceled";
+      if (atRow) setRowNote(atRow, "info", text, { jobId });
     } else if (outcome.ok === false) {
       setJobStatus(isArchive ? "archive failed" : "restore failed", "failed");
       if (job.fraction === 0) ui.progressLabel.textContent = "Failed before any progress";
@@ -794,7 +802,7 @@
       ui.progressLabel.textContent = "—";
       showAlert("info", "The server no longer knows this job; the list shows the current state.");
     }
-    if (outcome.ok === false) loadTrace(jobId);
+    if (outcome.ok === false && !/^Canceled by /.test(job.lastError || "")) loadTrace(jobId);
     else settleTimes(jobId, info);
     updateActivityNote();
     // Stay busy until the list shows the job's result (or a job someone started meanwhile).
@@ -978,7 +986,8 @@
     }
     match = /^Archive ready: (.+)$/.exec(text);
     if (match) {
-      const size = rec && rec.bytes ? `, ${humanSize(rec.bytes)}` : "";
+      // the bytes read from the run (the table shows the zip's own, compressed, size)
+      const size = rec && rec.bytes ? `, ${humanSize(rec.bytes)} of run data` : "";
       const files = rec && rec.files ? ` (${rec.files} files${size})` : "";
       return { text: `Archive ready: ${match[1]}${files}`, kind: "done", stamp: "ended" };
     }
