@@ -37,9 +37,18 @@ from runarchive.core import (
     list_archives,
     restore_archive,
 )
-from tests.core._zipcraft import build_zip, file, place
-from tests.journalfiles import leftovers
-from tests.treeutil import Dir, File, Link, Spec, archive_files, build_tree, snapshot, tree_bytes
+from tests.support.journal import leftovers
+from tests.support.tree import (
+    Dir,
+    File,
+    Link,
+    Spec,
+    archive_files,
+    build_tree,
+    snapshot,
+    tree_bytes,
+)
+from tests.support.zipcraft import build_zip, file, place
 
 pytestmark = pytest.mark.slow
 

@@ -25,11 +25,10 @@ import pytest
 
 from runarchive.core import create_archive
 from runarchive.jobs.status import Event, parse_line
-from tests.hardening.conftest import close_web_env, make_web_env, start_limited_worker
-from tests.jobs.conftest import WORKER_TIMEOUT, Workers
-from tests.journalfiles import leftovers
-from tests.treeutil import snapshot, tree_bytes
-from tests.web.webutil import Run, WebEnv
+from tests.support.journal import leftovers
+from tests.support.tree import snapshot, tree_bytes
+from tests.support.web import Run, WebEnv, close_web_env, make_web_env
+from tests.support.workers import WORKER_TIMEOUT, Workers, start_limited_worker
 
 pytestmark = pytest.mark.slow
 MIB = 1 << 20

@@ -40,9 +40,9 @@ from hypothesis.stateful import (
 
 from runarchive.jobs.locks import acquire_lock, release_lock
 from runarchive.jobs.status import Event, parse_line
-from tests.jobs.conftest import Workers, children
-from tests.treeutil import snapshot
-from tests.web.webutil import Browser, Run, WebEnv
+from tests.support.tree import snapshot
+from tests.support.web import Browser, Run, WebEnv
+from tests.support.workers import Workers, children
 
 pytestmark = pytest.mark.slow
 STATS: list[int] = []  # jobs each example ran

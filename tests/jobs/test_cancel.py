@@ -21,10 +21,13 @@ from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive, enqueue_restore, running_job
 from runarchive.jobs.errors import NotCancelable
 from runarchive.jobs.locks import lock_statuses
-from tests.treeutil import archive_files, snapshot
+from tests.support.channel import Recorder
+from tests.support.runs import make_many_files_run, make_small_run
+from tests.support.tree import archive_files, snapshot
+from tests.support.waiting import wait_until
+from tests.support.workers import Workers
 
 from . import pausehook
-from .conftest import Recorder, Workers, make_many_files_run, make_small_run, wait_until
 
 FILES = 5000  # a restore of these takes seconds: a cancel lands mid-extraction
 

@@ -14,8 +14,8 @@ from runarchive.jobs.connection import EmbeddedRedis, RedisClients, redact, reso
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive
 from runarchive.jobs.errors import QueueUnavailable
-
-from .conftest import Workers, make_small_run
+from tests.support.runs import make_small_run
+from tests.support.workers import Workers
 
 
 def test_the_embedded_server_is_found_by_other_processes_through_its_data_dir(

@@ -24,8 +24,7 @@ from runarchive.jobs.lifecycle import finish_job, reconcile
 from runarchive.jobs.locks import acquire_lock
 from runarchive.jobs.slot import claim_slot, read_slot, release_slot
 from runarchive.jobs.status import Event, JobKind, parse_line
-
-from .conftest import make_small_run
+from tests.support.runs import make_small_run
 
 
 def _triggers(ctx: JobsContext, runid: str) -> list[str]:

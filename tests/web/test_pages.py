@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from runarchive.web.security import CSP
-from tests.web.webutil import WebEnv
+from tests.support.web import WebEnv
 
 
 def test_health_reports_database_and_redis(web: WebEnv) -> None:

@@ -26,8 +26,9 @@ from runarchive.web.accounts import create_token, create_user, grant_run, requir
 from runarchive.web.db import db
 from runarchive.web.settings import WebSettings
 from runarchive.web.status import RELAY
-from tests.jobs.conftest import make_small_run, wait_until
-from tests.web.webutil import LiveServer, WebEnv
+from tests.support.runs import make_small_run
+from tests.support.waiting import wait_until
+from tests.support.web import LiveServer, WebEnv
 
 ALIAS = "/weppcloud-microservices/status/{runid}:archive"
 

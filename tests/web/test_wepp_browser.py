@@ -11,9 +11,7 @@ it wants jobs to run — so a job can wait, queued, across a restart of the serv
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,10 +25,9 @@ from playwright.sync_api import Browser, Page, expect
 from runarchive.demo import generate_run
 from runarchive.jobs import Settings
 from runarchive.jobs.locks import acquire_lock, release_lock
-from tests.jobs.conftest import Workers
+from tests.support.workers import Workers
 from tests.web.conftest import CHROMIUM_ARGS
-from tests.web.test_browser import PASSWORD, _free_port, _runarchive, _stop, _wait_healthy
-from tests.web.test_browser import Service as _Service
+from tests.web.test_browser import PASSWORD, Service
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -58,21 +55,12 @@ def host_browser(browser: Browser, chromium: Path) -> Iterator[Browser]:
 class Wepp:
     """``runarchive serve`` on an external Redis (no worker of its own) and its settings."""
 
-    service: _Service
+    service: Service
     settings: Settings
-    command: list[str]
     redis_url: str
 
     def start(self) -> None:
-        with self.service.log.open("ab") as log:
-            self.service.proc = subprocess.Popen(
-                self.command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.service.env,
-                start_new_session=True,
-            )
-        _wait_healthy(self.service, self.service.proc)
+        self.service.start_or_fail()
 
     def restart(self) -> None:
         self.service.stop()
@@ -93,18 +81,16 @@ class Wepp:
 @pytest.fixture(scope="module")
 def wepp(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Wepp]:
     base = tmp_path_factory.mktemp("wepp")
-    data_dir, runs_root = base / "data", base / "runs"
-    runs_root.mkdir()
     tag = uuid.uuid4().hex[:8]
+    service = Service(base)
     settings = Settings(
         redis_url=redis_url,
-        runs_root=runs_root,
+        runs_root=service.runs_root,
         queue=f"wepp-{tag}",
         key_prefix=f"ra-wepp-{tag}",
-        data_dir=data_dir,
+        data_dir=service.data_dir,
     )
-    env = {k: v for k, v in os.environ.items() if k != "RUNARCHIVE_DATABASE_URL"}
-    env.update(
+    service.env.update(
         {
             "REDIS_URL": redis_url,
             "RUNARCHIVE_QUEUE": settings.queue,
@@ -113,18 +99,14 @@ def wepp(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[W
             "RUNARCHIVE_WS_PING_INTERVAL": "1",
         }
     )
-    port = _free_port()
-    service = _Service(f"http://127.0.0.1:{port}", data_dir, runs_root, base / "serve.log", env)
-    command = [*_runarchive(), "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--data-dir", str(data_dir), "--runs-root", str(runs_root)]  # fmt: skip
-    found = Wepp(service, settings, command, redis_url)
+    service.stop_timeout = 30
+    found = Wepp(service, settings, redis_url)
     found.start()
     try:
-        service.cli("users", "add", "admin", "--admin", "--password-stdin", stdin=PASSWORD)
+        service.run_cli("users", "add", "admin", "--admin", "--password-stdin", stdin=PASSWORD)
         yield found
     finally:
-        if service.proc is not None:
-            _stop(service.proc)
+        service.stop()
 
 
 @pytest.fixture
