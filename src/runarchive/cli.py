@@ -35,6 +35,7 @@ import click
 
 from . import __version__
 from .core import (
+    MAX_COMMENT_CHARS,
     LinkMode,
     ProgressCallback,
     ProgressEvent,
@@ -42,6 +43,7 @@ from .core import (
     RunArchiveError,
     create_archive,
     delete_archive,
+    human_bytes,
     list_archives,
     parse_comment,
     preview_restore,
@@ -50,8 +52,6 @@ from .core import (
     restore_archive,
     verify_archive,
 )
-from .core.fsutil import human_bytes
-from .core.names import MAX_COMMENT_CHARS
 
 if TYPE_CHECKING:
     from rich.console import Console

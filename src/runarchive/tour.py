@@ -7,8 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .core import create_archive, list_archives, restore_archive, verify_archive
-from .core.fsutil import human_bytes
+from .core import create_archive, human_bytes, list_archives, restore_archive, verify_archive
 from .demo import generate_run
 
 DEMO_RUNID = "demo-pinecone"

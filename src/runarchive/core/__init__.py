@@ -20,10 +20,14 @@ from .errors import (
     UnsafeArchive,
     UnsafeRun,
 )
+from .fsutil import human_bytes
 from .journal import RecoverResult, check_run, purge_trash, recover_run
 from .limits import Limits
 from .links import LinkMode, parse_link_mode
 from .names import (
+    MAX_COMMENT_CHARS,
+    RUNID_RE,
+    SAFE_ARCHIVE_RE,
     Comment,
     has_hidden_characters,
     is_archive_name,
@@ -40,6 +44,9 @@ from .runlock import run_lock
 from .tree import find_nodb_files, nodb_files, scan_run
 
 __all__ = [
+    "MAX_COMMENT_CHARS",
+    "RUNID_RE",
+    "SAFE_ARCHIVE_RE",
     "ArchiveInfo",
     "ArchiveReader",
     "Busy",
@@ -72,6 +79,7 @@ __all__ = [
     "delete_archive",
     "find_nodb_files",
     "has_hidden_characters",
+    "human_bytes",
     "is_archive_name",
     "list_archives",
     "nodb_files",

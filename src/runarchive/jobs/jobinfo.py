@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from rq.job import JobStatus
 from rq.results import Result
 
 from runarchive.core import NotFound
@@ -12,6 +13,9 @@ from runarchive.core import NotFound
 from .context import JobsContext
 from .lifecycle import final_trigger, reconcile
 from .slot import fetch_job
+
+# Every state ``job_status`` may report (RQ's), for clients that keep them as constants.
+JOB_STATES: tuple[str, ...] = tuple(s.value for s in JobStatus)
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -47,6 +47,11 @@ class RunArchiveWorker(Worker):
         startup_recovery(current())
 
 
+def worker_count(ctx: JobsContext) -> int:
+    """Return how many workers listen on the deployment's queue (for health checks)."""
+    return int(Worker.count(queue=ctx.queue()))
+
+
 def startup_recovery(ctx: JobsContext) -> None:
     """Free stale slots and recover the pending runs this host can see; never raises."""
     try:

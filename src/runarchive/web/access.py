@@ -41,7 +41,7 @@ from flask import current_app, g
 from flask_login import current_user  # type: ignore[import-untyped]
 
 from runarchive.core import NotFound, RunArchiveError, open_run, validate_runid
-from runarchive.jobs.runs import find_run
+from runarchive.jobs import find_run
 
 from . import accounts
 from .db import db

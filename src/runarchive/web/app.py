@@ -25,8 +25,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from runarchive.core import InvalidInput
-from runarchive.jobs import Settings
-from runarchive.jobs.config import ENV as JOBS_ENV
+from runarchive.jobs import SETTINGS_ENV, Settings
 
 from . import archive, auth, db, deployment, errors, pages, rq_api, security, status, wepp
 from .access import POLICY
@@ -34,7 +33,7 @@ from .mount import EXTENSION, Mount, assets
 from .settings import SETTINGS, WebSettings, default_database_url, secret_key_for
 
 # Settings a test_config may give by their environment variable name.
-_ENV_NAMES = frozenset(JOBS_ENV.values()) | {s.env for s in SETTINGS.values()}
+_ENV_NAMES = frozenset(SETTINGS_ENV.values()) | {s.env for s in SETTINGS.values()}
 _ENV_NAMES |= {"RUNARCHIVE_REDIS_URL", "RUNARCHIVE_SECRET_KEY"}
 
 BLUEPRINTS = (assets, archive.bp, rq_api.bp, status.bp, pages.bp, auth.bp)

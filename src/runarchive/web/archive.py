@@ -26,12 +26,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
-from rq.job import JobStatus
 from werkzeug.wsgi import wrap_file
 
-from runarchive.core import ArchiveInfo, list_archives, open_archive_fd, open_run, preview_restore
-from runarchive.core.names import MAX_COMMENT_CHARS
-from runarchive.jobs import Event, Trigger, running_job
+from runarchive.core import (
+    MAX_COMMENT_CHARS,
+    ArchiveInfo,
+    list_archives,
+    open_archive_fd,
+    open_run,
+    preview_restore,
+)
+from runarchive.jobs import JOB_STATES, Event, Trigger, running_job
 
 from . import access
 from .access import RunView
@@ -83,7 +88,7 @@ def dashboard_config(runid: str, can_write: bool) -> dict[str, Any]:
         "constants": {
             "triggers": {t.name: t.value for t in Trigger},
             "events": {e.name: e.value for e in Event},
-            "job_states": [s.value for s in JobStatus],
+            "job_states": list(JOB_STATES),
             "max_comment": MAX_COMMENT_CHARS,
         },
         "poll_interval_ms": int(current_app.config["POLL_INTERVAL_MS"]),

@@ -240,8 +240,7 @@ def runs_grant(
     silently) unless --allow-missing.
     """
     from runarchive.core import NotFound, validate_runid
-    from runarchive.jobs import Settings
-    from runarchive.jobs.runs import find_run
+    from runarchive.jobs import Settings, find_run
 
     from . import accounts
 

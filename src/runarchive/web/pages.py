@@ -15,10 +15,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, url_for
 from flask_wtf.csrf import generate_csrf  # type: ignore[import-untyped]
-from rq import Worker
 from sqlalchemy import text
 
-from runarchive.jobs.runs import find_run
+from runarchive.jobs import find_run, worker_count
 
 from . import accounts, openapi
 from .access import is_public, user
@@ -82,7 +81,7 @@ def healthz() -> Response:
         ctx = jobs()
         ctx.clients.ping()
         checks["redis"] = "ok"
-        checks["workers"] = Worker.count(queue=ctx.queue())
+        checks["workers"] = worker_count(ctx)
     except Exception as exc:
         log.warning("health: redis: %s", exc)
         checks["redis"] = "unavailable"

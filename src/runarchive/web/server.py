@@ -47,8 +47,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
 from runarchive.core import RunArchiveError
-from runarchive.jobs import QueueUnavailable, Settings
-from runarchive.jobs.connection import embedded_url
+from runarchive.jobs import QueueUnavailable, Settings, embedded_url
 
 from .app import create_app, shutdown
 from .settings import WebSettings, secret_key_for

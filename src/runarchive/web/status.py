@@ -57,7 +57,7 @@ from flask_sock import Sock  # type: ignore[import-untyped]
 from wsproto.frame_protocol import FrameProtocol
 
 from runarchive.core import InvalidInput
-from runarchive.jobs.status import parse_entry
+from runarchive.jobs import parse_entry
 
 from . import access
 from .db import db
