@@ -60,7 +60,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from runarchive.demo import generate_run
+from runarchive.synthetic_run import generate_run
 
 SEED = 0
 RUN_NAME = "bench-run"

@@ -21,7 +21,7 @@ from typing import Any
 
 from tests.support.serve import Serve, runarchive_command
 
-from runarchive.demo import generate_run
+from runarchive.synthetic_run import generate_run
 
 WEB_THREADS = 256
 WS_MAX_SOCKETS = 220

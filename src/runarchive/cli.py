@@ -429,7 +429,7 @@ def _recover_text(result: RecoverResult) -> str:
               show_default=True, help="Where the demo run is generated.")  # fmt: skip
 def demo(base: Path) -> None:
     """Generate a WEPP-like run, archive it, damage it, restore it, verify it."""
-    from .tour import run_demo
+    from .demo import run_demo
 
     run_demo(base, _stdout_console())
 

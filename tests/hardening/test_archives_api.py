@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from runarchive.jobs.status import Event, parse_line
+from runarchive.jobs.lines import parse_line
+from runarchive.jobs.vocabulary import Event
 from tests.core.test_malicious import CASES, TOKEN, Case
 from tests.support.journal import leftovers
 from tests.support.tree import snapshot, tree_bytes

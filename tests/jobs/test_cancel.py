@@ -16,11 +16,11 @@ from rq.job import Job, JobStatus
 
 from runarchive.core import NotFound, create_archive, list_archives, recover_run
 from runarchive.jobs.cancel import SWAP_MARKER, CancelStatus, cancel_job
-from runarchive.jobs.config import Settings
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive, enqueue_restore, running_job
 from runarchive.jobs.errors import NotCancelable
 from runarchive.jobs.locks import lock_statuses
+from runarchive.jobs.settings import Settings
 from tests.support.channel import Recorder
 from tests.support.runs import make_many_files_run, make_small_run
 from tests.support.tree import archive_files, snapshot

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from runarchive.core import list_archives
-from runarchive.jobs.config import Settings
 from runarchive.jobs.connection import EmbeddedRedis, RedisClients, redact, resolve_url
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive
 from runarchive.jobs.errors import QueueUnavailable
+from runarchive.jobs.settings import Settings
 from tests.support.runs import make_small_run
 from tests.support.workers import Workers
 

@@ -14,16 +14,17 @@ from rq.job import Job, JobStatus
 
 from runarchive.core import Locked
 from runarchive.jobs.cancel import CancelStatus, cancel_job
-from runarchive.jobs.config import Settings
 from runarchive.jobs.connection import make_client
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive, running_job
 from runarchive.jobs.errors import JobRunning
 from runarchive.jobs.keys import Keys
 from runarchive.jobs.lifecycle import finish_job, reconcile
+from runarchive.jobs.lines import parse_line
 from runarchive.jobs.locks import acquire_lock
+from runarchive.jobs.settings import Settings
 from runarchive.jobs.slot import claim_slot, read_slot, release_slot
-from runarchive.jobs.status import Event, JobKind, parse_line
+from runarchive.jobs.vocabulary import Event, JobKind
 from tests.support.runs import make_small_run
 
 

@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable
 
 from runarchive.jobs import JobsContext
-from runarchive.jobs.status import Event, StatusLine, parse_line
+from runarchive.jobs.lines import StatusLine, parse_line
+from runarchive.jobs.vocabulary import Event
 
 
 class Recorder:

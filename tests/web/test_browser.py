@@ -45,9 +45,9 @@ from playwright.sync_api import (
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from runarchive.core import create_archive
-from runarchive.demo import generate_run
 from runarchive.jobs.connection import embedded_url
 from runarchive.jobs.locks import acquire_lock, release_lock
+from runarchive.synthetic_run import generate_run
 from tests.support.serve import Serve, ServeFailed
 from tests.support.tree import archive_files
 

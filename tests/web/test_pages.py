@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runarchive.web.security import CSP
+from runarchive.web.headers import CSP
 from tests.support.web import WebEnv
 
 

@@ -19,7 +19,7 @@ from runarchive.web.accounts import create_token, create_user, grant_run
 from runarchive.web.db import db
 from runarchive.web.relay import Relay
 from runarchive.web.settings import WebSettings
-from runarchive.web.status import RELAY
+from runarchive.web.websocket import RELAY
 from tests.support.runs import make_small_run
 from tests.support.waiting import wait_until
 from tests.support.web import LiveServer, upgrade_status

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from runarchive.web.status import RELAY, lines_to_send
+from runarchive.web.websocket import RELAY, lines_to_send
 from tests.support.clients import Peer
 from tests.support.waiting import wait_until
 from tests.support.web import LiveServer, WebEnv, login, upgrade_status

@@ -25,7 +25,7 @@ from runarchive.web import create_app, shutdown
 from runarchive.web.accounts import create_token, create_user, grant_run, require_user, revoke_run
 from runarchive.web.db import db
 from runarchive.web.settings import WebSettings
-from runarchive.web.status import RELAY
+from runarchive.web.websocket import RELAY
 from tests.support.runs import make_small_run
 from tests.support.waiting import wait_until
 from tests.support.web import LiveServer, WebEnv

@@ -22,9 +22,9 @@ import pytest
 import redis
 from playwright.sync_api import Browser, Page, expect
 
-from runarchive.demo import generate_run
 from runarchive.jobs import Settings
 from runarchive.jobs.locks import acquire_lock, release_lock
+from runarchive.synthetic_run import generate_run
 from tests.support.workers import Workers
 from tests.web.conftest import CHROMIUM_ARGS
 from tests.web.test_browser import PASSWORD, Service

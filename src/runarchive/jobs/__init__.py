@@ -7,17 +7,19 @@ See ``docs/jobs.md``.
 """
 
 from .cancel import CancelStatus, cancel_job
-from .config import ENV as SETTINGS_ENV
-from .config import Settings
 from .connection import embedded_url
 from .context import JobsContext
 from .delete import delete_archive
 from .enqueue import enqueue_archive, enqueue_restore, running_job
 from .errors import Canceled, JobRunning, NotCancelable, QueueUnavailable
 from .jobinfo import JOB_STATES, job_status
+from .lines import parse_line
 from .locks import acquire_lock, ensure_unlocked, lock_statuses, release_lock
 from .runs import find_run
-from .status import Event, JobKind, Trigger, parse_entry, parse_line
+from .settings import ENV as SETTINGS_ENV
+from .settings import Settings
+from .stream import parse_entry
+from .vocabulary import Event, JobKind, Trigger
 from .worker import worker_count
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 ``runarchive worker``, ``enqueue-archive``, ``enqueue-restore``, ``job-status``, ``cancel``,
 ``reconcile``.
-Every option also has an environment variable (see ``config.ENV``); options win. Exit codes as
+Every option also has an environment variable (see ``settings.ENV``); options win. Exit codes as
 the core CLI: 0 ok, 1 failed, 2 usage, 3 refused (locked, busy, job running).
 """
 
@@ -23,12 +23,13 @@ import click
 from runarchive.core import RunArchiveError
 
 from .cancel import cancel_job
-from .config import Settings
 from .context import JobsContext
 from .enqueue import enqueue_archive, enqueue_restore
 from .jobinfo import job_status
 from .lifecycle import final_trigger, reconcile, recover_pending
-from .status import Event, Trigger, parse_line
+from .lines import parse_line
+from .settings import Settings
+from .vocabulary import Event, Trigger
 from .worker import run_worker
 
 F = TypeVar("F", bound=Callable[..., Any])

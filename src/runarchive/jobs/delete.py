@@ -8,9 +8,9 @@ from runarchive.core import validate_archive_name
 from .context import JobsContext
 from .enqueue import running_job
 from .errors import JobRunning
+from .lines import archive_deleted_line
 from .locks import ensure_unlocked
 from .runs import resolve_run
-from .status import archive_deleted_line
 
 
 def delete_archive(ctx: JobsContext, runid: str, archive_name: str) -> None:

@@ -36,11 +36,12 @@ from .connection import redact
 from .context import JobsContext
 from .errors import JobRunning, QueueUnavailable
 from .lifecycle import on_job_failure, on_job_stopped, reconcile
+from .lines import job_line
 from .locks import ensure_unlocked
 from .runs import resolve_run
 from .slot import Slot, claim_slot, read_slot, release_slot, slot_ttl
-from .status import Event, JobKind, job_line
 from .tasks import archive_rq, restore_archive_rq
+from .vocabulary import Event, JobKind
 
 
 def _unavailable(ctx: JobsContext, exc: Exception) -> QueueUnavailable:

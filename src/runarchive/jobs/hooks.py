@@ -23,7 +23,7 @@ from typing import Any
 from runarchive.core import InvalidInput, find_nodb_files
 
 from .keys import Keys
-from .status import cache_cleared_line
+from .lines import cache_cleared_line
 
 
 @dataclass(frozen=True, slots=True)

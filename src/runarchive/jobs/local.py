@@ -33,14 +33,14 @@ import redis
 
 from runarchive.core import InvalidInput, find_nodb_files, validate_runid
 
-from .config import Settings
 from .connection import redact
 from .context import JobsContext
 from .errors import JobRunning, QueueUnavailable
 from .lifecycle import reconcile
+from .lines import archive_deleted_line, archive_ready_line, restore_complete_line
 from .locks import RunLocks, ensure_unlocked
+from .settings import Settings
 from .slot import LOCAL_HOLDER_PREFIX, claim_slot, read_slot, release_slot, slot_ttl
-from .status import archive_deleted_line, archive_ready_line, restore_complete_line
 from .tasks import Heartbeat, _archive_nodb_files
 
 log = logging.getLogger(__name__)

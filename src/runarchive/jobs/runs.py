@@ -20,7 +20,7 @@ from pathlib import Path
 from runarchive.core.errors import InvalidInput, NotFound
 from runarchive.core.names import validate_runid
 
-from .config import Settings
+from .settings import Settings
 
 
 def _candidates(root: Path, runid: str, layout: str) -> list[Path]:

@@ -38,8 +38,8 @@ from typing import Any
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from .config import Settings
 from .keys import Keys
+from .settings import Settings
 
 _CLAIM_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end

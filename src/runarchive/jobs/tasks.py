@@ -47,17 +47,12 @@ from .cancel import CancelWatch
 from .context import JobsContext, current
 from .hooks import HookContext, load_hook
 from .lifecycle import begin_job, finish_job
+from .lines import archive_ready_line, job_line, restore_complete_line
 from .locks import RunLocks, check_relpath, ensure_unlocked
+from .progress import ProgressRelay
 from .runs import resolve_run
-from .status import (
-    Event,
-    JobKind,
-    ProgressRelay,
-    StatusStream,
-    archive_ready_line,
-    job_line,
-    restore_complete_line,
-)
+from .stream import StatusStream
+from .vocabulary import Event, JobKind
 
 log = logging.getLogger(__name__)
 

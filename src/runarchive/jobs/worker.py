@@ -23,10 +23,10 @@ from typing import Any
 
 from rq import Worker
 
-from .config import Settings
 from .connection import EmbeddedRedis
 from .context import JobsContext, current, install
 from .lifecycle import on_horse_killed, reconcile, recover_pending
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -45,8 +45,8 @@ from runarchive.jobs import find_run
 
 from . import accounts
 from .db import db
-from .deployment import deployment
 from .errors import Forbidden, Unauthorized
+from .jobs_context import deployment
 from .models import User
 from .mount import mount
 

@@ -120,7 +120,7 @@ def serve(
         web = WebSettings.from_env(database_url=database_url, host=host, port=port, demo=demo)
         require_free_port(web.host, web.port)  # before any banner, Redis or worker
         if web.demo:
-            from .trial import banner, prepare_trial, trial_settings
+            from .demo_service import banner, prepare_trial, trial_settings
 
             jobs_settings = trial_settings(jobs_settings)
             click.echo(

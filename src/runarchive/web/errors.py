@@ -29,10 +29,11 @@ sent as it is.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
-from flask import Response, current_app, jsonify, redirect, render_template, request, url_for
+from flask import Response, current_app, jsonify, redirect, render_template, request
 from flask.sansio.scaffold import Scaffold
 from flask_wtf.csrf import CSRFError  # type: ignore[import-untyped]
 from markupsafe import escape
@@ -42,6 +43,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from runarchive.core import InvalidArchive, Locked, NoSpace, RunArchiveError
 from runarchive.jobs import JobRunning, QueueUnavailable
 
+from . import urls
 from .mount import mount, template
 
 log = logging.getLogger(__name__)
@@ -86,10 +88,20 @@ class WebsocketUnavailable(RunArchiveError):
     code = "websocket_unavailable"
 
 
-# Endpoints that render HTML for browsers (everything else answers JSON).
-PAGE_ENDPOINTS = frozenset(
-    {"archive.rq_archive_dashboard", "pages.index", "auth.login", "auth.login_post", "auth.logout"}
-)
+F = TypeVar("F", bound=Callable[..., Any])
+_HTML_PAGE = "runarchive_html_page"
+
+
+def html_page(view: F) -> F:
+    """Mark a view as a page for browsers: its errors are answered as HTML (``wants_page``)."""
+    setattr(view, _HTML_PAGE, True)
+    return view
+
+
+def is_html_page(endpoint: str | None) -> bool:
+    """Tell whether ``endpoint``'s view is marked ``html_page``."""
+    view = current_app.view_functions.get(endpoint) if endpoint is not None else None
+    return bool(getattr(view, _HTML_PAGE, False))
 
 
 def status_of(exc: RunArchiveError) -> int:
@@ -117,7 +129,7 @@ def wants_page() -> bool:
     The pages always; any other URL when the client prefers ``text/html`` over
     ``application/json`` (a browser navigating). A tie — ``*/*``, or no ``Accept`` — is JSON.
     """
-    if request.endpoint in PAGE_ENDPOINTS:
+    if is_html_page(request.endpoint):
         return True
     best = request.accept_mimetypes.best_match(["application/json", "text/html"])
     return best == "text/html"
@@ -134,7 +146,7 @@ def this_page() -> str:
 def login_redirect() -> Response | None:
     """Send an anonymous browser to the login: ours, else the host's (None: nobody's; 401)."""
     if mount().own_login:
-        found: Response = redirect(url_for("auth.login", next=this_page()))  # type: ignore[assignment]
+        found: Response = redirect(urls.login(this_page()))  # type: ignore[assignment]
         return found
     manager = getattr(current_app, "login_manager", None)
     if manager is None:
@@ -149,9 +161,9 @@ def login_redirect() -> Response | None:
 def error_page(status: int, message: str) -> Response:
     """Render the error page: the layout with the status, a short message and a link back."""
     if status == 401 and mount().own_login:
-        link_url, link_text = url_for("auth.login", next=this_page()), "Log in"
+        link_url, link_text = urls.login(this_page()), "Log in"
     else:
-        link_url, link_text = url_for(mount().home_endpoint), "Your runs"
+        link_url, link_text = urls.home(), "Your runs"
     title = HTTP_STATUS_CODES.get(status, "Error")
     try:
         html = render_template(
@@ -176,7 +188,7 @@ def respond(exc: RunArchiveError) -> Response:
     status = status_of(exc)
     if wants_page():
         login = None
-        if isinstance(exc, Unauthorized) and request.endpoint in PAGE_ENDPOINTS:
+        if isinstance(exc, Unauthorized) and is_html_page(request.endpoint):
             login = login_redirect()
         response = login or error_page(status, str(exc))
     else:
@@ -202,7 +214,7 @@ def csrf_message(description: str) -> str:
     csrf_bootstrap.js send no token at all)."""
     return (
         f"CSRF check failed: {description} Send the session's token in the X-CSRFToken "
-        f"header (or a csrf_token form field): read it from GET {url_for('pages.csrf_token')} "
+        f"header (or a csrf_token form field): read it from GET {urls.csrf_token()} "
         "or from the page's <meta name=\"csrf-token\">, as WEPPcloud's csrf_bootstrap.js "
         "does — or call the API with a token (Authorization: Bearer …)."
     )

@@ -51,7 +51,7 @@ from runarchive.jobs import QueueUnavailable, Settings, embedded_url
 
 from .app import create_app, shutdown
 from .settings import WebSettings, secret_key_for
-from .status import RELAY
+from .websocket import RELAY
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Blueprint ``rq_api``: start archive and restore jobs, delete archives, poll and cancel jobs.
+"""Blueprint ``rq_api`` (the jobs API): start archive and restore jobs, delete, poll, cancel.
 
 Bodies are JSON (``Content-Type: application/json``) or a form; a malformed JSON body or a
 field of the wrong type is 400. Every refusal of the jobs layer keeps its meaning: a held
@@ -36,7 +36,7 @@ from runarchive.jobs import (
 
 from . import access
 from .access import RunView
-from .deployment import jobs
+from .jobs_context import jobs
 
 bp = Blueprint("rq_api", __name__)
 JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")  # fullmatch: "$" would let "id\n" through
