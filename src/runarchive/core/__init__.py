@@ -21,6 +21,7 @@ from .errors import (
     UnsafeRun,
 )
 from .fsutil import human_bytes
+from .isotime import iso_utc
 from .journal import RecoverResult, check_run, purge_trash, recover_run
 from .limits import Limits
 from .links import LinkMode, parse_link_mode
@@ -29,8 +30,11 @@ from .names import (
     RUNID_RE,
     SAFE_ARCHIVE_RE,
     Comment,
+    display_comment,
+    has_control_characters,
     has_hidden_characters,
     is_archive_name,
+    is_dot_component,
     normalize_comment,
     parse_comment,
     validate_archive_name,
@@ -77,10 +81,14 @@ __all__ = [
     "check_run",
     "create_archive",
     "delete_archive",
+    "display_comment",
     "find_nodb_files",
+    "has_control_characters",
     "has_hidden_characters",
     "human_bytes",
     "is_archive_name",
+    "is_dot_component",
+    "iso_utc",
     "list_archives",
     "nodb_files",
     "normalize_comment",

@@ -37,7 +37,7 @@ from .journal import recover_locked
 from .limits import Limits
 from .links import LinkMode, follow_links, parse_link_mode
 from .manifest import DIR, FILE, MANIFEST_NAME, Manifest, ManifestEntry
-from .names import ARCHIVES_DIR, new_archive_name, normalize_comment
+from .names import ARCHIVES_DIR, Comment, new_archive_name, normalize_comment
 from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress
 from .rundir import Folder, RunDir, is_unsafe_error, open_beneath, open_run
 from .runlock import run_lock
@@ -334,7 +334,7 @@ class _Builder:
 
 def create_archive(
     run_dir: Path,
-    comment: str | None = None,
+    comment: str | Comment | None = None,
     *,
     progress: ProgressCallback | None = None,
     threads: int = 2,

@@ -34,7 +34,14 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import NotFound, ReadOnlyRun, UnsafeRun
-from .names import ARCHIVES_DIR, LEGACY_WORK_DIR, STATE_DIR, run_id_of, split_relpath
+from .names import (
+    ARCHIVES_DIR,
+    LEGACY_WORK_DIR,
+    STATE_DIR,
+    is_dot_component,
+    run_id_of,
+    split_relpath,
+)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SYS_OPENAT2 = 437  # the same number on every Linux architecture (unified syscall table)
@@ -246,7 +253,7 @@ class Folder:
 
 def _one(name: str) -> str:
     """Refuse anything but a single plain path component."""
-    if not name or name in (".", "..") or "/" in name or "\x00" in name:
+    if not name or is_dot_component(name) or "/" in name or "\x00" in name:
         raise ValueError(f"not a single path component: {name!r}")
     return name
 

@@ -23,6 +23,7 @@ import redis
 from rq import Callback
 
 from runarchive.core import (
+    Comment,
     check_run,
     normalize_comment,
     open_archive_fd,
@@ -50,7 +51,7 @@ def _unavailable(ctx: JobsContext, exc: Exception) -> QueueUnavailable:
 
 
 def enqueue_archive(
-    ctx: JobsContext, runid: str, comment: str | None = None, links: str | None = None
+    ctx: JobsContext, runid: str, comment: str | Comment | None = None, links: str | None = None
 ) -> str:
     """Queue an archive of run ``runid``; return the job id.
 

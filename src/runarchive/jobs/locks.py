@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from runarchive.core.errors import InvalidInput, Locked
+from runarchive.core import InvalidInput, Locked, has_control_characters, is_dot_component
 
 from .keys import Keys
 
@@ -65,8 +65,8 @@ def check_relpath(relpath: str) -> str:
         not relpath
         or relpath.startswith("/")
         or "\\" in relpath
-        or any(part in {"", ".", ".."} for part in parts)
-        or any(ord(ch) < 32 for ch in relpath)
+        or any(not part or is_dot_component(part) for part in parts)
+        or has_control_characters(relpath)
     ):
         raise InvalidInput(f"Invalid lock path {relpath!r}: need a relative posix path.")
     return relpath

@@ -17,15 +17,14 @@ import os
 import stat
 from pathlib import Path
 
-from runarchive.core.errors import InvalidInput, NotFound
-from runarchive.core.names import validate_runid
+from runarchive.core import InvalidInput, NotFound, is_dot_component, validate_runid
 
 from .settings import Settings
 
 
 def _candidates(root: Path, runid: str, layout: str) -> list[Path]:
     shard = runid[:2]
-    sharded = [] if shard in {".", ".."} else [root / shard / runid]
+    sharded = [] if is_dot_component(shard) else [root / shard / runid]
     if layout == "flat":
         return [root / runid]
     if layout == "sharded" or len(runid) <= 2:

@@ -30,6 +30,8 @@ from werkzeug.wsgi import wrap_file
 from runarchive.core import (
     MAX_COMMENT_CHARS,
     ArchiveInfo,
+    display_comment,
+    iso_utc,
     list_archives,
     open_archive_fd,
     open_run,
@@ -45,11 +47,6 @@ from .mount import template
 
 bp = Blueprint("archive", __name__)
 MODIFIED_FORMAT = "%Y-%m-%d %H:%M:%S"  # WEPPcloud's, in the server's local time
-
-
-def _iso(moment: Any) -> str:
-    text: str = moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return text
 
 
 def _json_for_script(value: Any) -> str:
@@ -107,25 +104,14 @@ def dashboard_page(found: RunView) -> str:
     )
 
 
-def shown_comment(comment: str) -> str:
-    """Cut a zip comment to what the dashboard shows: 40 characters, no control characters.
-
-    Our archives carry at most 40, but a zip copied into ``archives/`` by hand may carry up to
-    64 KiB of anything; the list stays small and printable whatever it holds.
-    """
-    cut = comment[:MAX_COMMENT_CHARS]
-    cut = "".join("\ufffd" if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in cut)
-    return cut + "\u2026" if len(comment) > MAX_COMMENT_CHARS else cut
-
-
 @functools.lru_cache(maxsize=20_000)
 def _row(info: ArchiveInfo) -> dict[str, Any]:
     """The JSON fields of one archive (cached: an archive's info is immutable; callers copy)."""
     return {
         "name": info.name,
-        "comment": shown_comment(info.comment),
+        "comment": display_comment(info.comment),
         "size": info.size,
-        "created": _iso(info.created),
+        "created": iso_utc(info.created),
         "modified": info.created.astimezone().strftime(MODIFIED_FORMAT),
         "files": info.files,
         "links": info.links,

@@ -43,6 +43,8 @@ from flask_login import LoginManager, login_user, logout_user  # type: ignore[im
 from flask_wtf.csrf import CSRFProtect, generate_csrf  # type: ignore[import-untyped]
 from werkzeug.wrappers import Response
 
+from runarchive.core import has_control_characters
+
 from . import accounts, urls
 from .access import POLICY, TOKEN_USER, user
 from .db import db
@@ -132,7 +134,7 @@ def _authenticate_host_request() -> None:
 def safe_next(target: str | None) -> str:
     """Return ``target`` if it is a path on this site, else the runs page (no open redirects)."""
     home = urls.home()
-    if not target or "\\" in target or any(ord(ch) < 32 for ch in target):
+    if not target or "\\" in target or has_control_characters(target):
         return home
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):

@@ -91,7 +91,7 @@ def start_archive(run: RunView, body: dict[str, Any]) -> QueuedArchive:
     comment = parse_comment(_text(body, "comment", required=False))
     # store|follow (400 otherwise, from the jobs layer); absent: the RUNARCHIVE_LINKS setting.
     links = _text(body, "links", required=False)
-    return QueuedArchive(enqueue_archive(jobs(), run.runid, comment.text, links), comment)
+    return QueuedArchive(enqueue_archive(jobs(), run.runid, comment, links), comment)
 
 
 def start_restore(run: RunView, name: str) -> str:

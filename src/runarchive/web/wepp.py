@@ -55,7 +55,7 @@ from runarchive.jobs import JobRunning, QueueUnavailable
 from . import access, jobs_api, urls
 from .access import RunView
 from .archives import dashboard_page, list_body
-from .errors import Unauthorized, status_of
+from .errors import Unauthorized, WebError, status_of
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,13 @@ NOT_FOUND_STATUS = "not_found"
 DASHBOARD = "wepp.dashboard"
 
 
-class Refusal(RunArchiveError):
+class Refusal(WebError):
     """One of our errors, worded as WEPPcloud words it; ``cause`` keeps ours."""
 
     def __init__(self, text: str, cause: RunArchiveError) -> None:
-        super().__init__(text)
+        super().__init__(text, http_status=status_of(cause))
         self.cause = cause
         self.code = cause.code
-        self.http_status = status_of(cause)
 
 
 def refusal_text(exc: RunArchiveError) -> str:
@@ -244,8 +243,7 @@ def _as_library_error(exc: Exception) -> RunArchiveError:
         log.warning("Redis unavailable: %s", exc)
         return QueueUnavailable()
     if isinstance(exc, HTTPException):
-        failure = RunArchiveError(exc.description or exc.name)
-        failure.http_status = exc.code or 500
+        failure = WebError(exc.description or exc.name, http_status=exc.code or 500)
         failure.code = (exc.name or "error").lower().replace(" ", "_")
         return failure
     log.exception("unhandled error on %s %s", request.method, request.path)
