@@ -29,7 +29,9 @@ from .names import (
     MAX_COMMENT_CHARS,
     RUNID_RE,
     SAFE_ARCHIVE_RE,
+    ArchiveRef,
     Comment,
+    archive_ref,
     display_comment,
     has_control_characters,
     has_hidden_characters,
@@ -43,9 +45,9 @@ from .names import (
 from .progress import Phase, ProgressCallback, ProgressEvent
 from .reader import ArchiveReader, VerifyReport, open_archive, open_archive_fd, verify_archive
 from .restore import RestorePreview, RestoreResult, preview_restore, restore_archive
-from .rundir import Folder, RunDir, open_run
+from .rundir import Folder, RunDir, RunRef, open_run
 from .runlock import run_lock
-from .tree import find_nodb_files, nodb_files, scan_run
+from .tree import Tree, find_nodb_files, nodb_files, scan_run
 
 __all__ = [
     "MAX_COMMENT_CHARS",
@@ -53,6 +55,7 @@ __all__ = [
     "SAFE_ARCHIVE_RE",
     "ArchiveInfo",
     "ArchiveReader",
+    "ArchiveRef",
     "Busy",
     "Comment",
     "CreateResult",
@@ -75,9 +78,12 @@ __all__ = [
     "RestoreResult",
     "RunArchiveError",
     "RunDir",
+    "RunRef",
+    "Tree",
     "UnsafeArchive",
     "UnsafeRun",
     "VerifyReport",
+    "archive_ref",
     "check_run",
     "create_archive",
     "delete_archive",

@@ -59,6 +59,25 @@ def validate_archive_name(name: str) -> str:
     return name
 
 
+@dataclass(frozen=True, slots=True)
+class ArchiveRef:
+    """An archive name validated once, at the edge (``archive_ref``), then handed down as is.
+
+    Functions that take ``str | ArchiveRef`` validate a string and trust a reference, so a name
+    that crossed the API, the queue or the command line is checked exactly once per process.
+    """
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def archive_ref(name: str | ArchiveRef) -> ArchiveRef:
+    """Return ``name`` as a validated reference (InvalidInput for a bad name)."""
+    return name if isinstance(name, ArchiveRef) else ArchiveRef(validate_archive_name(name))
+
+
 def is_archive_name(name: str) -> bool:
     """Tell whether ``name`` is a listable archive name (ours or any safe ``*.zip``)."""
     return len(name) <= 255 and SAFE_ARCHIVE_RE.fullmatch(name) is not None

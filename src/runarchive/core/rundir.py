@@ -30,6 +30,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -316,6 +317,21 @@ def _unsafe(parent: Folder, name: str, exc: OSError) -> UnsafeRun:
 READONLY_MARKER = "READONLY"
 
 
+@dataclass(frozen=True, slots=True)
+class RunRef:
+    """A run found at the edge: its validated id and its folder, handed down as one value.
+
+    Made where a run id from outside is resolved (``jobs.runs.locate_run``); ``open_run`` takes
+    it without validating the id again. A path (``os.fspath``), so path-taking functions take it.
+    """
+
+    runid: str
+    path: Path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
 class RunDir(Folder):
     """A run opened by handle: its id, and its ``archives/`` and ``.runarchive/`` folders."""
 
@@ -368,11 +384,15 @@ def open_run(path: os.PathLike[str] | str) -> RunDir:
     """Open the run folder at ``path`` by handle (it must be a real folder, not a link).
 
     The folders above the run are the operator's (the runs root, a shard): they are
-    resolved as given. The run folder itself is opened with ``O_NOFOLLOW``.
+    resolved as given. The run folder itself is opened with ``O_NOFOLLOW``. A ``RunRef``'s id
+    was validated when it was made; a plain path's name is validated here.
     """
-    run = Path(path)
+    if isinstance(path, RunRef):
+        run, runid = path.path, path.runid
+    else:
+        run = Path(path)
+        runid = run_id_of(run)
     parent = os.path.realpath(run.parent)
-    runid = run_id_of(run)
     try:
         parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
