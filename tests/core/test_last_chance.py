@@ -12,8 +12,8 @@ import pytest
 
 from runarchive.core import create_archive, list_archives, recover_run, restore_archive
 from runarchive.core.progress import ProgressEvent
-from tests.journalfiles import leftovers
-from tests.treeutil import Dir, File, archive_files, build_tree, snapshot
+from tests.support.journal import leftovers
+from tests.support.tree import Dir, File, archive_files, build_tree, snapshot
 
 
 class Stop(Exception):

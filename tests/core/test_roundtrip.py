@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runarchive.core import create_archive, restore_archive, verify_archive
-from tests.treeutil import Dir, File, Link, Spec, build_tree, snapshot
+from tests.support.tree import Dir, File, Link, Spec, build_tree, snapshot
 
 NAME_CHARS = st.characters(
     blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\\x00", min_codepoint=32

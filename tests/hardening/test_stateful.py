@@ -40,11 +40,12 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from runarchive.jobs.lines import parse_line
 from runarchive.jobs.locks import acquire_lock, release_lock
-from runarchive.jobs.status import Event, parse_line
-from tests.jobs.conftest import Workers, children
-from tests.treeutil import snapshot
-from tests.web.webutil import Browser, Run, WebEnv
+from runarchive.jobs.vocabulary import Event
+from tests.support.tree import snapshot
+from tests.support.web import Browser, Run, WebEnv
+from tests.support.workers import Workers, children
 
 pytestmark = pytest.mark.slow
 STATS: list[int] = []  # jobs each example ran

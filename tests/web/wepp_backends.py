@@ -9,7 +9,7 @@
   host's own login; the console page is the host's, with the host's CSRF token.
 
 Both run on an external Redis with no worker of their own: the tests start ``runarchive
-worker`` processes (``tests.jobs.conftest.Workers``) when they want jobs to run, so a job can
+worker`` processes (``tests.support.workers.Workers``) when they want jobs to run, so a job can
 wait, queued, across a restart of the back-end.
 """
 
@@ -32,14 +32,16 @@ import pytest
 import redis
 from playwright.sync_api import BrowserContext, Page
 
-from runarchive.demo import generate_run
 from runarchive.jobs import Settings
 from runarchive.jobs.locks import acquire_lock, release_lock
-from tests.jobs.conftest import worker_env
-from tests.web.test_browser import PASSWORD, _free_port, _runarchive, _stop
+from runarchive.synthetic_run import generate_run
+from tests.support.processes import free_port, stop_session
+from tests.support.serve import runarchive_command
+from tests.support.workers import worker_env
 from tests.web.wepp_host import CLIENT, PREFIX
 
 REPO = Path(__file__).resolve().parents[2]
+PASSWORD = "correct horse battery staple"
 CONFIG = "disturbed9002"
 HOST_USER = "ana"
 HOST_RUNS = 16  # run ids the host's user owns, declared when the host starts
@@ -92,7 +94,7 @@ class Backend:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop(self.proc)
+            stop_session(self.proc)
 
     def restart(self) -> None:
         self.stop()
@@ -224,14 +226,14 @@ def start_serve(base: Path, redis_url: str) -> Serve:
     """Start ``runarchive serve`` with an admin account."""
     settings = _settings(base, redis_url, "serve")
     env = _env(settings) | {"SECRET_KEY": uuid.uuid4().hex * 2}
-    port = _free_port()
+    port = free_port()
     data = ["--data-dir", str(settings.data_dir)]
-    command = [*_runarchive(), "serve", "--host", "127.0.0.1", "--port", str(port), *data,
+    command = [*runarchive_command(), "serve", "--host", "127.0.0.1", "--port", str(port), *data,
                "--runs-root", str(settings.runs_root)]  # fmt: skip
     found = Serve("runarchive serve", f"http://127.0.0.1:{port}", settings, redis_url, command,
                   env, base / "serve.log", "/healthz")  # fmt: skip
     found.start()
-    add = [*_runarchive(), "users", "add", "admin", "--admin", "--password-stdin", *data]
+    add = [*runarchive_command(), "users", "add", "admin", "--admin", "--password-stdin", *data]
     done = subprocess.run(add, input=PASSWORD, capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     return found
@@ -250,7 +252,7 @@ def start_host(base: Path, redis_url: str) -> Host:
         "HOST_POLICY_LOG": str(policy_log),
         "RUNARCHIVE_WEB_THREADS": "8",  # gunicorn's --threads: websockets take at most half
     }
-    port = _free_port()
+    port = free_port()
     # As the example's docs say: runarchive's gunicorn hooks as the config, gthread threads for
     # the websockets. No control socket: its default path is per user, shared by every host.
     command = [sys.executable, "-m", "gunicorn", "-c", "python:runarchive.web.gunicorn_hooks",

@@ -21,7 +21,7 @@ from isal import isal_zlib
 from .errors import DamagedArchive, InvalidArchive, LimitExceeded, NotFound, UnsafeArchive
 from .limits import Limits
 from .manifest import FILE, MANIFEST_NAME, SYMLINK, Manifest, ManifestEntry, parse_manifest
-from .names import validate_archive_name
+from .names import ArchiveRef, archive_ref
 from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress
 from .rundir import RunDir, open_run
 from .zipformat import (
@@ -38,14 +38,14 @@ READ_BLOCK = 1 << 20
 MAX_MANIFEST_BYTES = 1 << 30
 
 
-def open_archive_fd(run: RunDir, name: str) -> tuple[int, os.stat_result]:
+def open_archive_fd(run: RunDir, name: str | ArchiveRef) -> tuple[int, os.stat_result]:
     """Open archive ``name`` of the run by handle; return the descriptor and its fstat.
 
     The name is validated, ``archives/`` must be the run's real folder, the archive is opened
     with ``O_NOFOLLOW`` and the *opened* file must be a regular file: what was checked is
     what the caller reads or sends.
     """
-    validate_archive_name(name)
+    name = archive_ref(name).name
     archives = run.archives()
     if archives is None:
         raise NotFound(f"Archive not found: {name}")
@@ -65,10 +65,12 @@ def open_archive_fd(run: RunDir, name: str) -> tuple[int, os.stat_result]:
     return fd, st
 
 
-def open_archive(run: RunDir, name: str, limits: Limits | None = None) -> ArchiveReader:
+def open_archive(
+    run: RunDir, name: str | ArchiveRef, limits: Limits | None = None
+) -> ArchiveReader:
     """Open archive ``name`` of the run for reading (see ``open_archive_fd``)."""
     fd, _ = open_archive_fd(run, name)
-    return ArchiveReader(fd, name, limits)
+    return ArchiveReader(fd, str(name), limits)
 
 
 class ArchiveReader:

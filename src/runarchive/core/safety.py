@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from .errors import LimitExceeded, UnsafeArchive
 from .limits import Limits
 from .manifest import DIR, FILE, SYMLINK, ManifestEntry
-from .names import ARCHIVES_DIR, LEGACY_WORK_DIR, TRANSIENT_RE
+from .names import (
+    ARCHIVES_DIR,
+    LEGACY_WORK_DIR,
+    TRANSIENT_RE,
+    has_control_characters,
+    is_dot_component,
+)
 from .reader import ArchiveReader
 from .tree import link_leaves_run
 from .zipformat import DEFLATED, STORED, CentralEntry
@@ -52,7 +58,7 @@ class RestorePlan:
 
 def check_entry_name(name: str) -> str:
     """Return the entry's relative path without a trailing slash, or raise UnsafeArchive."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if has_control_characters(name):
         raise UnsafeArchive(f"Entry {name!r} has control characters in its name.")
     if "\\" in name:
         raise UnsafeArchive(f"Entry {name!r} contains a backslash.")
@@ -60,7 +66,7 @@ def check_entry_name(name: str) -> str:
         raise UnsafeArchive(f"Entry {name!r} has an absolute path.")
     path = name[:-1] if name.endswith("/") else name
     parts = path.split("/")
-    if not path or any(p in ("", ".", "..") for p in parts):
+    if not path or any(not p or is_dot_component(p) for p in parts):
         raise UnsafeArchive(f"Entry {name!r} has an empty, '.' or '..' path component.")
     if any(len(p.encode("utf-8", "surrogateescape")) > 255 for p in parts):
         raise UnsafeArchive(f"Entry {name[:80]!r}… has a name component longer than 255 bytes.")

@@ -48,11 +48,12 @@ from rq.utils import now as rq_now
 
 from runarchive.core import Busy, RunArchiveError, recover_run
 
-from .config import Settings
 from .context import JobsContext, current
 from .errors import JobRunning
+from .lines import error_line, job_line, trigger_line
 from .locks import release_job_locks
 from .runs import find_run, run_dir_candidates
+from .settings import Settings
 from .slot import (
     Slot,
     fetch_job,
@@ -64,7 +65,7 @@ from .slot import (
     stale_reason,
     take_slot,
 )
-from .status import Event, JobKind, error_line, job_line, trigger_line
+from .vocabulary import Event, JobKind
 
 log = logging.getLogger(__name__)
 

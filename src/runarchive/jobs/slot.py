@@ -41,8 +41,8 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
-from .config import Settings
 from .keys import Keys
+from .settings import Settings
 
 _CLAIM_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end

@@ -35,7 +35,7 @@ from typing import Any
 from flask import Flask
 
 from .app import shutdown
-from .status import RELAY
+from .websocket import RELAY
 
 
 def _stop_relay_soon(app: Any) -> None:

@@ -45,9 +45,7 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
-from runarchive.core import RunArchiveError
-from runarchive.jobs import QueueUnavailable, Settings
-from runarchive.jobs.connection import embedded_url
+from runarchive.jobs import QueueUnavailable, Settings, embedded_url
 
 from . import gunicorn_hooks
 from .app import create_app, shutdown
@@ -210,12 +208,7 @@ def _ensure_dirs(settings: Settings) -> None:
 
 def run_serve(
     web: WebSettings, jobs_settings: Settings, host: str, port: int, worker: bool | None
-) -> int:
-    """``serve`` for the CLI: return an exit code instead of raising library errors."""
+) -> None:
+    """``serve`` for the CLI: make the data dir (owner only), then serve until stopped."""
     _ensure_dirs(jobs_settings)
-    try:
-        serve(web, jobs_settings, host=host, port=port, worker=worker)
-    except RunArchiveError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+    serve(web, jobs_settings, host=host, port=port, worker=worker)

@@ -45,7 +45,7 @@
   const FRAME = Object.freeze({ STATUS: "status", PING: "ping", PONG: "pong", HANGUP: "hangup" });
   // Job kinds, as jobstatus reports them.
   const KIND = Object.freeze({ ARCHIVE: "archive", RESTORE: "restore" });
-  // Free-text status lines the page reacts to (see runarchive.jobs.status).
+  // Free-text status lines the page reacts to (see runarchive.jobs.lines).
   const LINE_PREFIX = Object.freeze({ ERROR: "Error: ", DELETED: "Archive deleted: " });
   // Used only when the server sends no trigger: RQ's final states and what they mean.
   const DEFAULT_FINAL_STATES = Object.freeze({
@@ -890,7 +890,7 @@
   const TRIGGER_REST = /^\S+ ([A-Z_]+)$/;
   const PROGRESS_REST = /^(\w+) (\d+)\/(\d+) files (\d+)\/(\d+) bytes$/;
 
-  /** Parse a status line like runarchive.jobs.status.parse_line. */
+  /** Parse a status line like runarchive.jobs.lines.parse_line. */
   function parseLine(text) {
     const match = JOB_LINE.exec(text);
     if (!match || !EVENT_NAMES.has(match[2])) return { text };

@@ -33,8 +33,11 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from . import __version__
-from .core import (
+from runarchive import __version__
+from runarchive.cli.exits import exit_with
+from runarchive.core import (
+    MAX_COMMENT_CHARS,
+    Comment,
     LinkMode,
     ProgressCallback,
     ProgressEvent,
@@ -42,6 +45,8 @@ from .core import (
     RunArchiveError,
     create_archive,
     delete_archive,
+    human_bytes,
+    iso_utc,
     list_archives,
     parse_comment,
     preview_restore,
@@ -50,8 +55,6 @@ from .core import (
     restore_archive,
     verify_archive,
 )
-from .core.fsutil import human_bytes
-from .core.names import MAX_COMMENT_CHARS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -85,7 +88,7 @@ def _jsonable(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
         return {k: _jsonable(v) for k, v in asdict(value).items()}
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        return iso_utc(value)
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, dict):
@@ -130,7 +133,7 @@ def reporting(as_json: bool, label: str) -> Iterator[ProgressCallback | None]:
             click.echo(json.dumps({"error": {"code": exc.code, "message": str(exc)}}))
         else:
             err().print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(exc.exit_code)
+        exit_with(exc)
 
 
 def lock_options(func: F) -> F:
@@ -156,7 +159,7 @@ def service_rules(
     if no_locks or not redis_url or not run_dir.is_dir():  # a missing run: the core says so
         yield None
         return
-    from .jobs.local import hold_run  # only now: local-only commands never load RQ/redis
+    from runarchive.jobs.local import hold_run  # only now: local-only commands never load RQ/redis
 
     with hold_run(redis_url, run_dir, verb, archive) as hold:
         yield hold
@@ -192,8 +195,8 @@ class _Commands(click.Group):
     """
 
     def _service(self) -> dict[str, click.Command]:
-        from .jobs.commands import COMMANDS
-        from .web.commands import COMMANDS as WEB_COMMANDS
+        from .jobs_commands import COMMANDS
+        from .web_commands import COMMANDS as WEB_COMMANDS
 
         return {command.name or "": command for command in COMMANDS + WEB_COMMANDS}
 
@@ -252,8 +255,8 @@ def archive(
     emit(as_json, result, text)
 
 
-def _comment(comment: str, as_json: bool) -> str:
-    """Apply the comment rule of every interface; say on stderr when the comment was cut."""
+def _comment(comment: str, as_json: bool) -> Comment:
+    """Apply the comment rule of every interface once; say on stderr when it was cut."""
     with reporting(as_json, ""):
         parsed = parse_comment(comment)
     if parsed.cut:
@@ -261,7 +264,7 @@ def _comment(comment: str, as_json: bool) -> str:
             f"note: the comment was cut to {MAX_COMMENT_CHARS} characters: {parsed.text!r}",
             highlight=False, markup=False,
         )  # fmt: skip
-    return parsed.text
+    return parsed
 
 
 @cli.command("list")
@@ -429,7 +432,7 @@ def _recover_text(result: RecoverResult) -> str:
               show_default=True, help="Where the demo run is generated.")  # fmt: skip
 def demo(base: Path) -> None:
     """Generate a WEPP-like run, archive it, damage it, restore it, verify it."""
-    from .tour import run_demo
+    from runarchive.demo import run_demo
 
     run_demo(base, _stdout_console())
 

@@ -16,7 +16,7 @@ Before the upgrade (plain HTTP answers, so a refused page falls back to polling)
 After the upgrade (the status stream protocol, version 2; ``docs/api.md``):
 
 * ``{"type": "status", "data": "<line>", "seq": <n>}`` — each new line as it is published;
-  ``seq`` numbers the run's lines, increasing by one (``jobs/status.py``). **No replay unless
+  ``seq`` numbers the run's lines, increasing by one (``jobs/stream.py``). **No replay unless
   asked**: a plain connect gets live lines only (WEPPcloud's StatusStream expects nothing
   else); ``?since=<n>`` first sends the retained lines numbered above ``n``, oldest first, and
   then live ones, each line once (``since=0``: everything retained). A ``since`` above the
@@ -65,14 +65,15 @@ from flask_sock import Sock  # type: ignore[import-untyped]
 from wsproto.frame_protocol import FrameProtocol
 
 from runarchive.core import InvalidInput
-from runarchive.jobs.status import parse_entry
+from runarchive.jobs import parse_entry
 
 from . import access
 from .db import db
-from .deployment import Deployment, jobs
 from .errors import Forbidden, SocketsFull, WebsocketUnavailable
+from .jobs_context import Deployment, jobs
 from .outlet import Outlet
-from .relay import MAX_PER_OWNER, REDIS_LOST, STOPPING, Relay, Subscriber
+from .quotas import MAX_PER_OWNER
+from .relay import REDIS_LOST, STOPPING, Relay, Subscriber
 
 log = logging.getLogger(__name__)
 
