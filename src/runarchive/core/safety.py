@@ -76,6 +76,16 @@ def _check_encoding(entry: CentralEntry) -> None:
         raise UnsafeArchive(f"Entry {entry.raw_name!r} has a non-UTF-8 (legacy code page) name.")
 
 
+def entry_path(entry: CentralEntry) -> str:
+    """Return the run path an entry would restore to, or raise UnsafeArchive.
+
+    The one rule for which names are paths of the run: restore refuses an archive holding any
+    other, and browsing (``inside``) leaves such entries out, so both see the same tree.
+    """
+    _check_encoding(entry)
+    return check_entry_name(entry.name)
+
+
 def plan_restore(
     reader: ArchiveReader, limits: Limits, allow_external_links: bool = False
 ) -> RestorePlan:
@@ -99,8 +109,7 @@ def plan_restore(
     items: list[PlanItem] = []
     skipped: list[str] = []
     for entry in content:
-        _check_encoding(entry)
-        path = check_entry_name(entry.name)
+        path = entry_path(entry)
         if path.split("/", 1)[0] == LEGACY_WORK_DIR:
             # Another tool archived runarchive's state folder (WEPPcloud takes all but
             # archives/): our state is never restored from an archive, so it is left out.

@@ -1,0 +1,567 @@
+"""Inside an archive: its tree of entries, one folder's listing, and one file's bytes.
+
+``read_contents`` parses an open archive once (central directory, and the manifest when the
+archive has one) into ``Contents``, the tree that browsing, single-file reads and diffs share;
+a caller holding an ``ArchiveReader`` builds it once and asks it as many questions as it likes.
+
+Which entries are shown. The archive is hostile input, and what we show must be what a restore
+would write, so the tree holds exactly the entries whose names are run paths by restore's own
+rule (``safety.entry_path``: UTF-8, relative, no ``.``/``..``/empty components, no control
+characters or backslashes, nothing under ``archives/`` or a transient folder). Every other
+entry is left out and counted in ``hidden``, and so are: a path that appears more than once
+(which of two should be served?), entries beneath a non-folder (``a`` a link or a file and
+``a/x`` an entry), and anything under ``.runarchive/`` (our manifest, or runarchive's state
+archived by another tool; restore skips it too). Folders the archive does not record (other
+zip tools often leave them out) are shown as folders with no mode and no mtime.
+
+Facts of an entry: its type and size come from the central directory (they describe the bytes
+that are served); mode, mtime and sha256 from the manifest when the archive has one and its
+entry agrees with the zip on type and size, else mode and mtime from the central directory
+(mtime from the UT or NTFS extra, else the DOS fields: ``zipformat``) and no sha256. A link's
+target is the manifest's, else the entry's data (read only for rows asked for, at most 4 KiB).
+
+Memory is bounded by the reader's limits: the central directory is refused before parsing
+when it claims more entries than ``Limits.max_entries`` allows, and the tree is a dict of the
+entries it parsed. Folder totals (files and bytes of each subtree) are summed in one pass over
+the sorted paths, deepest first.
+
+Reading one file (``open_member``) streams its bytes from the archive's descriptor, one bounded
+piece at a time: stored data by ``pread`` at the range's start, deflated data inflated from the
+entry's start and discarded up to the range's start. Header lies are caught as in
+``reader.ArchiveReader.stream``: never more bytes than declared, never beyond the ratio limit,
+the CRC checked whenever the bytes read cover the entry to its end from its first byte. A
+damage found after bytes were handed out raises ``DamagedArchive`` from the read that finds it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from isal import isal_zlib
+
+from .errors import (
+    DamagedArchive,
+    EntryNotFound,
+    InvalidArchive,
+    InvalidInput,
+    LimitExceeded,
+    UnsafeArchive,
+)
+from .limits import Limits
+from .manifest import DIR, FILE, MANIFEST_NAME, SYMLINK, ManifestEntry
+from .names import LEGACY_WORK_DIR
+from .paging import Key, check_limit, decode_cursor, encode_cursor, take_page
+from .reader import READ_BLOCK, ArchiveReader
+from .safety import entry_path
+from .zipformat import DEFLATED, STORED, CentralEntry
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+MAX_LINK_BYTES = 4096
+# Paths from outside longer than this cannot name an entry (restore refuses longer ones).
+MAX_PATH_CHARS = Limits().max_path_chars
+
+
+def check_path(path: str, *, folder: bool = False) -> str:
+    """Return a path from outside (a URL, a command line) naming something inside an archive.
+
+    The result has no trailing slash; ``folder=True`` accepts one, and ``""`` for the top.
+    ``..``, ``.``, empty components, absolute paths, backslashes, NUL and other control
+    characters are refused (``InvalidInput``): no path climbs, whatever the archive holds.
+    """
+    if not isinstance(path, str):
+        raise InvalidInput("Invalid path: expected text.")
+    if folder and path in ("", "/"):
+        return ""
+    rel = path[:-1] if folder and path.endswith("/") else path
+    if len(rel) > MAX_PATH_CHARS:
+        raise InvalidInput(f"Invalid path: longer than {MAX_PATH_CHARS} characters.")
+    if any(ord(c) < 32 or ord(c) == 127 for c in rel) or "\\" in rel:
+        raise InvalidInput("Invalid path: control characters and backslashes are not allowed.")
+    if rel.startswith("/"):
+        raise InvalidInput(f"Invalid path {rel!r}: it must be relative to the run.")
+    if any(part in ("", ".", "..") for part in rel.split("/")):
+        raise InvalidInput(f"Invalid path {rel!r}: empty, '.' and '..' components are refused.")
+    return rel
+
+
+def iso_utc(mtime_ns: int | None) -> str | None:
+    """Return ``mtime_ns`` as ISO 8601 UTC with microseconds when not whole, else None."""
+    if mtime_ns is None:
+        return None
+    seconds, rest = divmod(mtime_ns, 1_000_000_000)
+    try:
+        when = datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=rest // 1000)
+    except (OverflowError, OSError, ValueError):
+        return None  # a hostile manifest's mtime no calendar holds
+    text = when.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{when.microsecond:06d}Z" if when.microsecond else f"{text}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One path inside an archive, as a listing row (folders carry their subtree's totals)."""
+
+    path: str
+    type: str  # file, dir, symlink, special (fifo, device, socket: shown, never served)
+    size: int
+    mode: int | None  # permission bits; None when the archive records none
+    mtime_ns: int | None
+    sha256: str | None = None
+    target: str | None = None
+    files: int | None = None  # folders: files in the subtree
+    bytes: int | None = None  # folders: bytes of those files
+
+    @property
+    def name(self) -> str:
+        return self.path.rpartition("/")[2]
+
+    def as_json(self) -> dict[str, object]:
+        """Return the row as the API and ``--json`` give it (mtime as ISO 8601 UTC)."""
+        row: dict[str, object] = {
+            "path": self.path,
+            "type": self.type,
+            "size": self.size,
+            "mode": self.mode,
+            "mtime": iso_utc(self.mtime_ns),
+            "sha256": self.sha256,
+            "target": self.target,
+        }
+        if self.type == DIR:
+            row["files"], row["bytes"] = self.files, self.bytes
+        return row
+
+
+@dataclass(slots=True)
+class Node:
+    """One path of the tree (read-only once ``read_contents`` returns)."""
+
+    path: str
+    type: str
+    central: CentralEntry | None  # None: a folder the archive does not record
+    meta: ManifestEntry | None  # the manifest's entry, when there is one that agrees
+    files: int = 0
+    bytes: int = 0
+
+    @property
+    def size(self) -> int:
+        return 0 if self.central is None or self.type == DIR else self.central.usize
+
+    @property
+    def mode(self) -> int | None:
+        if self.meta is not None:
+            return self.meta.mode & 0o7777
+        if self.central is None or not self.central.mode:
+            return None
+        return stat.S_IMODE(self.central.mode)
+
+    @property
+    def mtime_ns(self) -> int | None:
+        if self.meta is not None:
+            return self.meta.mtime_ns
+        return None if self.central is None else self.central.mtime_ns
+
+    @property
+    def sha256(self) -> str | None:
+        return self.meta.sha256 if self.meta is not None and self.type == FILE else None
+
+
+def _tree_key(path: str) -> str:
+    # "/" sorts after "-" and "."; as \x01 (no entry path holds a control character) every
+    # folder's subtree is contiguous and follows the folder: a pre-order walk of the tree.
+    return path.replace("/", "\x01")
+
+
+class Contents:
+    """An archive's tree as browsing and diffs see it (see the module doc)."""
+
+    def __init__(self, reader: ArchiveReader, nodes: dict[str, Node], hidden: int) -> None:
+        self.reader = reader
+        self.nodes = nodes
+        self.hidden = hidden
+        self.keys = sorted(_tree_key(p) for p in nodes)  # pre-order
+        self.children: dict[str, list[str]] = {}
+        self.files = self.bytes = 0
+        for key in reversed(self.keys):  # children before their folder: totals in one pass
+            node = nodes[key.replace("\x01", "/")]
+            parent = node.path.rpartition("/")[0]
+            self.children.setdefault(parent, []).append(node.path)
+            files, size = (1, node.size) if node.type == FILE else (node.files, node.bytes)
+            above = nodes.get(parent) if parent else None
+            if above is None:
+                self.files += files
+                self.bytes += size
+            else:
+                above.files += files
+                above.bytes += size
+
+    @property
+    def name(self) -> str:
+        return self.reader.name
+
+    @property
+    def has_manifest(self) -> bool:
+        return self.reader.manifest() is not None
+
+    def find(self, path: str, kind: str | None = None) -> Node:
+        """Return the node at ``path`` (validated); EntryNotFound if absent or not ``kind``."""
+        rel = check_path(path, folder=kind != FILE)
+        node = self.nodes.get(rel)
+        if node is None:
+            raise EntryNotFound(f"The archive {self.name} holds nothing at {rel!r}.")
+        if kind is not None and node.type != kind:
+            raise EntryNotFound(
+                f"{rel!r} in the archive {self.name} is a {node.type}, not a {kind}."
+            )
+        return node
+
+    def entry(self, node: Node) -> Entry:
+        """Return the listing row of ``node`` (a link's target read if the manifest lacks it)."""
+        target = None
+        if node.type == SYMLINK:
+            target = node.meta.target if node.meta is not None else self._link_target(node)
+        folder = node.type == DIR
+        return Entry(
+            node.path, node.type, node.size, node.mode, node.mtime_ns, node.sha256, target,
+            node.files if folder else None, node.bytes if folder else None,
+        )  # fmt: skip
+
+    def _link_target(self, node: Node) -> str | None:
+        entry = node.central
+        if entry is None or not 0 < entry.usize <= MAX_LINK_BYTES:
+            return None
+        try:
+            return b"".join(self.reader.stream(entry)).decode("utf-8")
+        except (InvalidArchive, UnicodeDecodeError, OSError):
+            return None  # shown without a target; restore would refuse the archive
+
+    def under(self, prefix: str) -> list[str]:
+        """Return every path below folder ``prefix`` (``""``: all), in pre-order."""
+        if not prefix:
+            return [k.replace("\x01", "/") for k in self.keys]
+        low = _tree_key(prefix) + "\x01"
+        start = bisect.bisect_left(self.keys, low)
+        stop = bisect.bisect_left(self.keys, _tree_key(prefix) + "\x02", lo=start)
+        return [k.replace("\x01", "/") for k in self.keys[start:stop]]
+
+
+def read_contents(reader: ArchiveReader) -> Contents:
+    """Build the archive's tree from its central directory and manifest (one parse of each)."""
+    manifest = reader.manifest()
+    by_path = manifest.by_path() if manifest is not None else {}
+    found: dict[str, Node] = {}
+    seen_twice: set[str] = set()
+    hidden = 0
+    for entry in reader.entries:
+        if entry.name == MANIFEST_NAME:
+            continue
+        try:
+            path = entry_path(entry)
+        except UnsafeArchive:
+            hidden += 1
+            continue
+        if path.split("/", 1)[0] == LEGACY_WORK_DIR or len(path) > MAX_PATH_CHARS:
+            hidden += 1
+            continue
+        if path in found:
+            seen_twice.add(path)
+            hidden += 1
+            continue
+        kind = entry.kind
+        meta = by_path.get(path)
+        if meta is not None and (meta.type != kind or (kind != DIR and meta.size != entry.usize)):
+            meta = None  # a manifest that disagrees with its zip vouches for nothing here
+        found[path] = Node(path, kind, entry, meta)
+    for path in seen_twice:
+        del found[path]
+        hidden += 1
+    nodes: dict[str, Node] = {}
+    for key in sorted(_tree_key(p) for p in found):  # parents before their children
+        path = key.replace("\x01", "/")
+        if _beneath_non_folder(path, found, nodes):
+            hidden += 1
+            continue
+        nodes[path] = found[path]
+    return Contents(reader, nodes, hidden)
+
+
+def _beneath_non_folder(path: str, found: dict[str, Node], nodes: dict[str, Node]) -> bool:
+    """Tell whether ``path`` lies beneath a non-folder; add the folders it implies to ``nodes``.
+
+    Ancestors are visited only up to the first one already known, so each folder is created
+    and checked once (paths come in pre-order: a recorded ancestor has been placed already).
+    """
+    missing: list[str] = []
+    parent = path.rpartition("/")[0]
+    while parent:
+        known = nodes.get(parent)
+        if known is not None:
+            if known.type != DIR:
+                return True
+            break
+        if parent in found:  # recorded but left out: it lies beneath a non-folder itself
+            return True
+        missing.append(parent)
+        parent = parent.rpartition("/")[0]
+    for folder in missing:
+        nodes[folder] = Node(folder, DIR, None, None)
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One page of a folder's listing (or of its whole subtree)."""
+
+    prefix: str
+    entries: tuple[Entry, ...]
+    next: str | None
+    total: int
+    hidden: int  # entries of the archive left out (see the module doc)
+
+    def as_json(self) -> dict[str, object]:
+        """Return the page as the API and ``--json`` give it."""
+        return {
+            "entries": [e.as_json() for e in self.entries],
+            "next": self.next,
+            "total": self.total,
+            "hidden": self.hidden,
+        }
+
+
+def list_entries(
+    contents: Contents,
+    prefix: str = "",
+    *,
+    cursor: str | None = None,
+    limit: int | None = None,
+    recursive: bool = False,
+) -> Listing:
+    """Return one page of the direct children of folder ``prefix`` (``""``: the top).
+
+    Folders come first, then everything else, each by name; folder rows carry the files and
+    bytes of their subtree. ``recursive`` lists the whole subtree instead, in pre-order
+    (each folder before its content). ``limit`` is 1 to 1000 (default 200); ``next`` is the
+    cursor of the following page, None on the last one.
+    """
+    size = check_limit(limit)
+    folder = check_path(prefix, folder=True)
+    if folder:
+        contents.find(folder, DIR)
+    scope = f"entries\x00{contents.name}\x00{folder}\x00{int(recursive)}"
+    after = decode_cursor(cursor, scope, ranks=2)
+    if recursive:
+        paths = contents.under(folder)
+
+        def row_key(path: str) -> Key:
+            return (0, _tree_key(path))
+    else:
+        paths = contents.children.get(folder, [])
+        nodes = contents.nodes
+
+        def row_key(path: str) -> Key:
+            return (0 if nodes[path].type == DIR else 1, path.rpartition("/")[2])
+
+    page, last = take_page(paths, row_key, after, size)
+    rows = tuple(contents.entry(contents.nodes[p]) for p in page)
+    more = None if last is None else encode_cursor(scope, last)
+    return Listing(folder, rows, more, len(paths), contents.hidden)
+
+
+def stat_entry(contents: Contents, path: str) -> Entry:
+    """Return the row of the entry at ``path`` (EntryNotFound when the tree does not hold it)."""
+    return contents.entry(contents.find(path))
+
+
+def open_member(
+    contents: Contents,
+    path: str,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    owns_reader: bool = False,
+) -> MemberStream:
+    """Open the file at ``path`` for reading its bytes ``start`` to ``stop`` (default: the end).
+
+    Everything that can be checked before a byte is handed out is checked here: the path, that
+    it is a file of the tree, encryption, method, the local header, that the data lies before
+    the central directory, the range. ``owns_reader`` closes the reader with the stream (for a
+    caller, such as a streamed HTTP response, that outlives the code that opened the archive).
+    """
+    node = contents.find(path, FILE)
+    entry = node.central
+    assert entry is not None  # files are always recorded
+    end = entry.usize if stop is None else stop
+    if not isinstance(start, int) or not isinstance(end, int) or not 0 <= start <= end:
+        raise InvalidInput(f"Invalid range {start}-{end} of {node.path!r}.")
+    if end > entry.usize:
+        raise InvalidInput(f"Range {start}-{end} ends past {node.path!r} ({entry.usize} bytes).")
+    reader = contents.reader
+    if entry.flags & 0x1:
+        raise InvalidArchive(f"Entry {entry.name!r} is encrypted; not supported.")
+    if entry.method not in (STORED, DEFLATED):
+        raise InvalidArchive(
+            f"Entry {entry.name!r} uses unsupported compression method {entry.method}."
+        )
+    data_start = reader.data_offset(entry)
+    if data_start + entry.csize > reader.directory.cd_offset:
+        raise InvalidArchive(f"Entry {entry.name!r} runs into the central directory.")
+    if entry.method == STORED and entry.csize != entry.usize:
+        raise DamagedArchive(f"Entry {entry.name!r} is stored but its sizes differ.")
+    return MemberStream(reader, entry, data_start, start, end, owns_reader)
+
+
+class MemberStream(io.RawIOBase):
+    """A file's bytes ``start`` to ``stop``, read from the archive piece by piece (see module)."""
+
+    def __init__(
+        self,
+        reader: ArchiveReader,
+        entry: CentralEntry,
+        data_start: int,
+        start: int,
+        stop: int,
+        owns_reader: bool,
+    ) -> None:
+        super().__init__()
+        self.reader, self.entry = reader, entry
+        self.start, self.stop = start, stop
+        self._data_start = data_start
+        self._owns_reader = owns_reader
+        self._limits = reader.limits
+        deflated = entry.method == DEFLATED
+        self._inflater = isal_zlib.decompressobj(-15) if deflated else None
+        self._tail = b""  # compressed bytes read but not yet inflated
+        self._read = 0  # compressed bytes read from the archive
+        # Stored data is read from the range's start; deflated data from the entry's start.
+        self._produced = 0 if deflated else start  # entry bytes produced so far
+        self._crc = 0
+        self._pending = b""  # produced bytes of the range not yet handed out, from _pos
+        self._pos = 0
+        self._finished = False
+        # Whether the CRC is checked once the range is read: only when every byte from the
+        # entry's first to its last passes through us.
+        self.checks_crc = stop == entry.usize and (deflated or start == 0)
+
+    @property
+    def size(self) -> int:
+        """Return how many bytes the stream yields."""
+        return self.stop - self.start
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        """Fill ``buffer`` with the next bytes of the range; 0 at its end."""
+        if self.closed:
+            raise ValueError("I/O operation on closed stream.")
+        out = memoryview(buffer).cast("B")
+        while self._pos >= len(self._pending) and self._produced < self.stop:
+            self._pending, self._pos = self._next_piece(len(out)), 0
+        n = min(len(out), len(self._pending) - self._pos)
+        if n > 0:
+            out[:n] = memoryview(self._pending)[self._pos : self._pos + n]
+            self._pos += n
+        if self._pos >= len(self._pending) and self._produced >= self.stop:
+            self._finish()
+        return n
+
+    def chunks(self, size: int = READ_BLOCK) -> Iterator[bytes]:
+        """Yield the range in pieces of at most ``size`` bytes (for a streamed response)."""
+        while True:
+            piece = self.read(size)
+            if not piece:
+                return
+            yield piece
+
+    def _next_piece(self, want: int) -> bytes:
+        """Produce the next bytes of the entry; return the part that lies inside the range."""
+        begin = self._produced
+        if self._inflater is None:
+            n = min(max(want, 1), READ_BLOCK, self.stop - begin)
+            piece = os.pread(self.reader.fd, n, self._data_start + begin)
+            if len(piece) != n:
+                raise InvalidArchive(f"Archive is truncated inside {self.entry.name!r}.")
+        else:
+            piece = self._inflate(READ_BLOCK)
+            if not piece:
+                raise DamagedArchive(
+                    f"Entry {self.entry.name!r} has {begin} bytes, "
+                    f"its header says {self.entry.usize}."
+                )
+        self._produced = begin + len(piece)
+        if self.checks_crc:
+            self._crc = isal_zlib.crc32(piece, self._crc)
+        lo = max(self.start - begin, 0)
+        hi = min(self.stop - begin, len(piece))
+        return piece[lo:hi] if lo < hi else b""
+
+    def _inflate(self, room: int) -> bytes:
+        """Inflate up to ``room`` more bytes (b"" at the stream's end), within the bounds.
+
+        Never more bytes than the header declares, never beyond the ratio limit: a bomb is
+        stopped with at most one bounded piece in memory.
+        """
+        inflater, entry = self._inflater, self.entry
+        assert inflater is not None
+        while not inflater.eof:
+            if not self._tail:
+                if self._read >= entry.csize:
+                    raise DamagedArchive(
+                        f"Entry {entry.name!r} ends before its compressed stream does."
+                    )
+                n = min(READ_BLOCK, entry.csize - self._read)
+                self._tail = os.pread(self.reader.fd, n, self._data_start + self._read)
+                if len(self._tail) != n:
+                    raise InvalidArchive(f"Archive is truncated inside {entry.name!r}.")
+                self._read += n
+            limit = max(1, min(room, entry.usize - self._produced + 1))
+            try:
+                piece = inflater.decompress(self._tail, limit)
+            except (isal_zlib.error, ValueError) as exc:  # type: ignore[misc]
+                raise DamagedArchive(
+                    f"Entry {entry.name!r} is not valid deflate data: {exc}"
+                ) from exc
+            self._tail = b"" if inflater.eof else inflater.unconsumed_tail
+            if piece:
+                self._check_bounds(self._produced + len(piece))
+                return bytes(piece)
+        return b""
+
+    def _check_bounds(self, produced: int) -> None:
+        entry, limit = self.entry, self._limits
+        if produced > entry.usize:
+            raise DamagedArchive(
+                f"Entry {entry.name!r} holds more data than its declared "
+                f"{entry.usize} bytes (possible zip bomb)."
+            )
+        used = self._read - len(self._tail)
+        if produced > limit.ratio_min_bytes and produced > used * limit.max_ratio:
+            raise LimitExceeded(
+                f"Entry {entry.name!r} inflates more than {limit.max_ratio:.0f}:1 "
+                "(possible zip bomb); raise RUNARCHIVE_MAX_RATIO if it is genuine."
+            )
+
+    def _finish(self) -> None:
+        """At the end of a range that reaches the entry's end: the stream ends, the CRC holds."""
+        if self._finished or not self.checks_crc:
+            return
+        self._finished = True
+        if self._inflater is not None:
+            # The last byte is out: the rest of the stream must end it and yield nothing more
+            # (``_inflate`` raises on a byte past the declared size).
+            self._inflate(1)
+        if self._crc != self.entry.crc:
+            raise DamagedArchive(f"CRC mismatch in {self.entry.name!r}: the archive is damaged.")
+
+    def close(self) -> None:
+        if not self.closed and self._owns_reader:
+            self.reader.close()
+        super().close()
