@@ -174,7 +174,7 @@ class Node:
         return self.meta.sha256 if self.meta is not None and self.type == FILE else None
 
 
-def _tree_key(path: str) -> str:
+def tree_key(path: str) -> str:
     # "/" sorts after "-" and "."; as \x01 (no entry path holds a control character) every
     # folder's subtree is contiguous and follows the folder: a pre-order walk of the tree.
     return path.replace("/", "\x01")
@@ -187,7 +187,7 @@ class Contents:
         self.reader = reader
         self.nodes = nodes
         self.hidden = hidden
-        self.keys = sorted(_tree_key(p) for p in nodes)  # pre-order
+        self.keys = sorted(tree_key(p) for p in nodes)  # pre-order
         self.children: dict[str, list[str]] = {}
         self.files = self.bytes = 0
         for key in reversed(self.keys):  # children before their folder: totals in one pass
@@ -247,9 +247,9 @@ class Contents:
         """Return every path below folder ``prefix`` (``""``: all), in pre-order."""
         if not prefix:
             return [k.replace("\x01", "/") for k in self.keys]
-        low = _tree_key(prefix) + "\x01"
+        low = tree_key(prefix) + "\x01"
         start = bisect.bisect_left(self.keys, low)
-        stop = bisect.bisect_left(self.keys, _tree_key(prefix) + "\x02", lo=start)
+        stop = bisect.bisect_left(self.keys, tree_key(prefix) + "\x02", lo=start)
         return [k.replace("\x01", "/") for k in self.keys[start:stop]]
 
 
@@ -284,7 +284,7 @@ def read_contents(reader: ArchiveReader) -> Contents:
         del found[path]
         hidden += 1
     nodes: dict[str, Node] = {}
-    for key in sorted(_tree_key(p) for p in found):  # parents before their children
+    for key in sorted(tree_key(p) for p in found):  # parents before their children
         path = key.replace("\x01", "/")
         if _beneath_non_folder(path, found, nodes):
             hidden += 1
@@ -361,7 +361,7 @@ def list_entries(
         paths = contents.under(folder)
 
         def row_key(path: str) -> Key:
-            return (0, _tree_key(path))
+            return (0, tree_key(path))
     else:
         paths = contents.children.get(folder, [])
         nodes = contents.nodes
