@@ -35,6 +35,7 @@ from runarchive.core.errors import EntryNotFound, InvalidCursor
 from runarchive.core.inside import (
     Contents,
     Entry,
+    check_path,
     iso_utc,
     list_entries,
     open_member,
@@ -527,3 +528,60 @@ def test_a_foreign_entry_without_unix_mode_has_none_and_is_still_served(run_dir:
     assert rows["dos.txt"].mode is None and rows["dos.txt"].type == "file"
     assert rows["d"].type == "dir"
     assert stat.S_IFMT(os.stat(run_dir / "archives" / name).st_mode) == stat.S_IFREG
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    path=st.one_of(
+        st.text(max_size=40),
+        st.lists(
+            st.sampled_from(["..", ".", "", "wepp", "output", "/", "\x00", "\\", "README.md"]),
+            max_size=6,
+        ).map("/".join),
+    )
+)
+def test_any_path_from_outside_is_refused_or_names_a_plain_path_inside(path: str) -> None:
+    try:
+        rel = check_path(path, folder=True)
+    except InvalidInput:
+        return
+    parts = rel.split("/") if rel else []
+    assert all(p not in ("", ".", "..") and "\x00" not in p and "\\" not in p for p in parts)
+    assert not rel.startswith("/")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    names=st.lists(
+        st.one_of(
+            st.binary(min_size=1, max_size=12),
+            st.lists(
+                st.sampled_from([b"..", b".", b"", b"a", b"b", b"/", b"\\", b"\x00", b"archives"]),
+                min_size=1,
+                max_size=4,
+            ).map(b"/".join),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_an_archive_of_any_entry_names_lists_only_plain_paths_and_serves_only_those(
+    tmp_path_factory: pytest.TempPathFactory, names: list[bytes]
+) -> None:
+    run = tmp_path_factory.mktemp("runs") / "r1"
+    run.mkdir()
+    members = [file(raw, raw) for raw in names if raw]
+    name = place(run, build_zip(members, with_manifest=False))
+    with opened(run, name) as contents:
+        page = list_entries(contents, recursive=True, limit=1000)
+        shown = {e.path for e in page.entries}
+        for row in page.entries:
+            assert check_path(row.path) == row.path
+            assert row.path.split("/")[0] not in ("archives", ".runarchive")
+        for member in members:
+            raw = member.raw_name.decode("utf-8", "replace")
+            if raw in shown and member.mode & 0o170000 == 0o100000:
+                with open_member(contents, raw) as stream:
+                    assert stream.read() == member.data
+        recorded = [n for n in contents.nodes.values() if n.central is not None]
+    assert len(recorded) + page.hidden == len(members)  # every entry shown or counted hidden
