@@ -27,6 +27,7 @@ from runarchive.core import (
     InvalidInput,
     LimitExceeded,
     Limits,
+    UnsafeArchive,
     create_archive,
     open_archive,
     open_run,
@@ -38,10 +39,12 @@ from runarchive.core.inside import (
     check_path,
     iso_utc,
     list_entries,
+    open_contents,
     open_member,
     read_contents,
     stat_entry,
 )
+from runarchive.core.safety import check_entry_name
 from tests.core._zipcraft import (
     DEFLATED,
     Member,
@@ -585,3 +588,51 @@ def test_an_archive_of_any_entry_names_lists_only_plain_paths_and_serves_only_th
                     assert stream.read() == member.data
         recorded = [n for n in contents.nodes.values() if n.central is not None]
     assert len(recorded) + page.hidden == len(members)  # every entry shown or counted hidden
+
+
+def test_an_archive_is_parsed_once_and_again_when_its_file_changes(
+    archived: tuple[Path, str],
+) -> None:
+    run, name = archived
+    with open_run(run) as handle:
+        with open_contents(handle, name) as first, open_contents(handle, name) as second:
+            assert second.tree is first.tree  # the same file: not parsed again
+            assert second.reader.fd != first.reader.fd  # but opened and checked each time
+        other = create_archive(run).name
+        os.replace(run / "archives" / other, run / "archives" / name)  # same name, new file
+        (run / "README.md").write_bytes(b"changed")
+        with open_contents(handle, name) as third:
+            assert third.tree is not first.tree
+            assert stat_entry(third, "README.md").sha256 == sha(b"# run\n")
+        path = run / "archives" / name
+        data = bytearray(path.read_bytes())
+        before = os.stat(path)
+        at = data.index(b"# run\n")
+        data[at] = ord("!")  # same size; mtime put back: only the ctime tells
+        path.write_bytes(bytes(data))
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        with open_contents(handle, name) as fourth:
+            assert fourth.tree is not third.tree
+            with open_member(fourth, "README.md") as stream, pytest.raises(DamagedArchive):
+                stream.read()
+
+
+@settings(max_examples=400, deadline=None)
+@given(name=st.text(st.sampled_from("ab./\\\x00\x7f\x01:é"), max_size=10))
+def test_the_entry_name_rule_is_the_plain_component_rule(name: str) -> None:
+    path = name[:-1] if name.endswith("/") else name
+    parts = path.split("/")
+    plain = (
+        bool(path)
+        and not any(ord(c) < 32 or ord(c) == 127 for c in name)
+        and "\\" not in name
+        and not name.startswith("/")
+        and not (len(name) > 1 and name[1] == ":" and name[0].isascii() and name[0].isalpha())
+        and all(p not in ("", ".", "..") for p in parts)
+    )
+    try:
+        got = check_entry_name(name)
+    except UnsafeArchive:
+        assert not plain
+    else:
+        assert plain and got == path

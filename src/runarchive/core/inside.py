@@ -39,9 +39,12 @@ import bisect
 import io
 import os
 import stat
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 from isal import isal_zlib
@@ -55,12 +58,13 @@ from .errors import (
     UnsafeArchive,
 )
 from .limits import Limits
-from .manifest import DIR, FILE, MANIFEST_NAME, SYMLINK, ManifestEntry
+from .manifest import DIR, FILE, MANIFEST_NAME, SYMLINK, Manifest, ManifestEntry
 from .names import LEGACY_WORK_DIR
 from .paging import Key, check_limit, decode_cursor, encode_cursor, take_page
-from .reader import READ_BLOCK, ArchiveReader
+from .reader import READ_BLOCK, ArchiveReader, open_archive_fd
+from .rundir import RunDir
 from .safety import entry_path
-from .zipformat import DEFLATED, STORED, CentralEntry
+from .zipformat import DEFLATED, STORED, CentralEntry, Directory
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -180,18 +184,20 @@ def tree_key(path: str) -> str:
     return path.replace("/", "\x01")
 
 
-class Contents:
-    """An archive's tree as browsing and diffs see it (see the module doc)."""
+class Tree:
+    """The archive's paths in pre-order with folder totals; never changed once built."""
 
-    def __init__(self, reader: ArchiveReader, nodes: dict[str, Node], hidden: int) -> None:
-        self.reader = reader
-        self.nodes = nodes
+    __slots__ = ("_keys", "bytes", "children", "files", "hidden", "nodes", "order")
+
+    def __init__(self, order: list[Node], hidden: int) -> None:
+        self.order = order  # pre-order: each folder before its content
+        self.nodes = {node.path: node for node in order}
         self.hidden = hidden
-        self.keys = sorted(tree_key(p) for p in nodes)  # pre-order
         self.children: dict[str, list[str]] = {}
         self.files = self.bytes = 0
-        for key in reversed(self.keys):  # children before their folder: totals in one pass
-            node = nodes[key.replace("\x01", "/")]
+        self._keys: list[str] | None = None
+        nodes = self.nodes
+        for node in reversed(order):  # content before its folder: totals in one pass
             parent = node.path.rpartition("/")[0]
             self.children.setdefault(parent, []).append(node.path)
             files, size = (1, node.size) if node.type == FILE else (node.files, node.bytes)
@@ -202,6 +208,32 @@ class Contents:
             else:
                 above.files += files
                 above.bytes += size
+
+    @property
+    def keys(self) -> list[str]:
+        """Return the sort keys of ``order`` (built on first use: only subtree walks need it)."""
+        if self._keys is None:
+            self._keys = [tree_key(node.path) for node in self.order]
+        return self._keys
+
+
+class Contents:
+    """An archive's tree as browsing and diffs see it, with the reader it came from."""
+
+    def __init__(self, reader: ArchiveReader, tree: Tree) -> None:
+        self.reader = reader
+        self.tree = tree
+        self.nodes = tree.nodes
+        self.children = tree.children
+        self.hidden = tree.hidden
+
+    def __enter__(self) -> Contents:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.reader.close()
 
     @property
     def name(self) -> str:
@@ -245,16 +277,86 @@ class Contents:
 
     def under(self, prefix: str) -> list[str]:
         """Return every path below folder ``prefix`` (``""``: all), in pre-order."""
+        order = self.tree.order
         if not prefix:
-            return [k.replace("\x01", "/") for k in self.keys]
-        low = tree_key(prefix) + "\x01"
-        start = bisect.bisect_left(self.keys, low)
-        stop = bisect.bisect_left(self.keys, tree_key(prefix) + "\x02", lo=start)
-        return [k.replace("\x01", "/") for k in self.keys[start:stop]]
+            return [node.path for node in order]
+        keys = self.tree.keys
+        start = bisect.bisect_left(keys, tree_key(prefix) + "\x01")
+        stop = bisect.bisect_left(keys, tree_key(prefix) + "\x02", lo=start)
+        return [node.path for node in order[start:stop]]
+
+
+# Parsed archives, by the identity of the file they were parsed from. Published archives never
+# change (a name matching the pattern is always a complete archive, written once and linked),
+# and the key holds the inode, size, mtime and ctime: any write to the file, or a new file
+# under the name, changes the ctime, which no user can set back. So a cached tree is the tree
+# of the file now open. Bounded in entries, least recently used first out.
+_Key = tuple[int, int, int, int, int, int]
+_Parsed = tuple[Directory, Manifest | None, Tree]
+_cache: OrderedDict[_Key, _Parsed] = OrderedDict()
+_cache_lock = threading.Lock()
+CACHE_MAX_ENTRIES = 250_000
+
+
+def _cache_key(st: os.stat_result, limits: Limits) -> _Key:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, limits.max_entries)
+
+
+def _cached(key: _Key) -> _Parsed | None:
+    with _cache_lock:
+        found = _cache.get(key)
+        if found is not None:
+            _cache.move_to_end(key)
+        return found
+
+
+def _remember(key: _Key, parsed: _Parsed) -> None:
+    size = len(parsed[0].entries)
+    if size > CACHE_MAX_ENTRIES:
+        return
+    with _cache_lock:
+        _cache[key] = parsed
+        total = sum(len(p[0].entries) for p in _cache.values())
+        while total > CACHE_MAX_ENTRIES:
+            _, dropped = _cache.popitem(last=False)
+            total -= len(dropped[0].entries)
+
+
+def open_contents(run: RunDir, name: str, limits: Limits | None = None) -> Contents:
+    """Open archive ``name`` of the run and return its tree (close it, or use ``with``).
+
+    The archive is opened by handle and checked like a download (``open_archive_fd``); an
+    archive parsed before (same inode, size, mtime and ctime) is not parsed again.
+    """
+    lim = limits or Limits.from_env()
+    fd, st = open_archive_fd(run, name)
+    key = _cache_key(st, lim)
+    hit = _cached(key)
+    if hit is not None:
+        return Contents(ArchiveReader(fd, name, lim, (hit[0], hit[1])), hit[2])
+    reader = ArchiveReader(fd, name, lim)
+    try:
+        tree = _build_tree(reader)
+    except BaseException:
+        reader.close()
+        raise
+    _remember(key, (reader.directory, reader.manifest(), tree))
+    return Contents(reader, tree)
 
 
 def read_contents(reader: ArchiveReader) -> Contents:
-    """Build the archive's tree from its central directory and manifest (one parse of each)."""
+    """Return the tree of an archive a caller already holds open (parsed once, then cached)."""
+    key = _cache_key(os.fstat(reader.fd), reader.limits)
+    hit = _cached(key)
+    if hit is not None and hit[0].cd_offset == reader.directory.cd_offset:
+        return Contents(reader, hit[2])
+    tree = _build_tree(reader)
+    _remember(key, (reader.directory, reader.manifest(), tree))
+    return Contents(reader, tree)
+
+
+def _build_tree(reader: ArchiveReader) -> Tree:
+    """Build the tree from the central directory and the manifest (see the module doc)."""
     manifest = reader.manifest()
     by_path = manifest.by_path() if manifest is not None else {}
     found: dict[str, Node] = {}
@@ -283,26 +385,30 @@ def read_contents(reader: ArchiveReader) -> Contents:
     for path in seen_twice:
         del found[path]
         hidden += 1
-    nodes: dict[str, Node] = {}
-    for key in sorted(tree_key(p) for p in found):  # parents before their children
-        path = key.replace("\x01", "/")
-        if _beneath_non_folder(path, found, nodes):
+    placed: dict[str, Node] = {}
+    order: list[Node] = []
+    for path in sorted(found, key=tree_key):  # each folder before its content
+        if _beneath_non_folder(path, found, placed, order):
             hidden += 1
             continue
-        nodes[path] = found[path]
-    return Contents(reader, nodes, hidden)
+        node = placed[path] = found[path]
+        order.append(node)
+    return Tree(order, hidden)
 
 
-def _beneath_non_folder(path: str, found: dict[str, Node], nodes: dict[str, Node]) -> bool:
-    """Tell whether ``path`` lies beneath a non-folder; add the folders it implies to ``nodes``.
+def _beneath_non_folder(
+    path: str, found: dict[str, Node], placed: dict[str, Node], order: list[Node]
+) -> bool:
+    """Tell whether ``path`` lies beneath a non-folder; place the folders it implies.
 
-    Ancestors are visited only up to the first one already known, so each folder is created
-    and checked once (paths come in pre-order: a recorded ancestor has been placed already).
+    Ancestors are visited only up to the first one already placed, so each folder is created
+    and checked once (paths come in pre-order: a recorded ancestor has been placed already,
+    and a folder the archive does not record goes just before its first content).
     """
     missing: list[str] = []
     parent = path.rpartition("/")[0]
     while parent:
-        known = nodes.get(parent)
+        known = placed.get(parent)
         if known is not None:
             if known.type != DIR:
                 return True
@@ -311,8 +417,9 @@ def _beneath_non_folder(path: str, found: dict[str, Node], nodes: dict[str, Node
             return True
         missing.append(parent)
         parent = parent.rpartition("/")[0]
-    for folder in missing:
-        nodes[folder] = Node(folder, DIR, None, None)
+    for folder in reversed(missing):
+        node = placed[folder] = Node(folder, DIR, None, None)
+        order.append(node)
     return False
 
 
