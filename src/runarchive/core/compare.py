@@ -31,13 +31,13 @@ beneath the run's handle with no link on the way and read only when they are reg
 (``rundir``); one the scan saw but that is gone or replaced by a link when read counts as
 removed.
 
-The text diff (``diff_text``) works on files of at most 1 MiB on both sides that are text
-(valid UTF-8 without NUL); its output is cut at 2,000 lines, with a note saying so.
+The text diff (``diff_text``; ``textdiff``: difflib's format, anchored on unique lines)
+works on files of at most 1 MiB on both sides that are text (valid UTF-8 without NUL); its
+output is cut at 2,000 lines, with a note saying so.
 """
 
 from __future__ import annotations
 
-import difflib
 import errno
 import hashlib
 import os
@@ -56,6 +56,7 @@ from .names import is_reserved_top
 from .paging import check_limit, decode_cursor, encode_cursor, take_page
 from .reader import READ_BLOCK
 from .rundir import RunDir, is_unsafe_error, open_beneath
+from .textdiff import unified_lines
 from .tree import TreeEntry, scan_run
 
 BUCKETS = ("added", "removed", "modified", "type_changed")
@@ -436,7 +437,7 @@ def diff_text(
         raise EntryNotFound(f"Neither side holds a file at {rel!r}.")
     lines: list[str] = []
     cut = False
-    diff = difflib.unified_diff(
+    diff = unified_lines(
         _lines(old or ""), _lines(new or ""),
         "/dev/null" if old is None else f"a/{rel}", "/dev/null" if new is None else f"b/{rel}",
     )  # fmt: skip
