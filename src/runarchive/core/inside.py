@@ -144,38 +144,33 @@ class Entry:
         return row
 
 
-@dataclass(slots=True)
 class Node:
-    """One path of the tree (read-only once ``read_contents`` returns)."""
+    """One path of the tree, its facts settled once (read-only once the tree is built)."""
 
-    path: str
-    type: str
-    central: CentralEntry | None  # None: a folder the archive does not record
-    meta: ManifestEntry | None  # the manifest's entry, when there is one that agrees
-    files: int = 0
-    bytes: int = 0
+    __slots__ = ("bytes", "central", "files", "meta", "mode", "mtime_ns", "path", "sha256",
+                 "size", "type")  # fmt: skip
 
-    @property
-    def size(self) -> int:
-        return 0 if self.central is None or self.type == DIR else self.central.usize
+    def __init__(
+        self, path: str, kind: str, central: CentralEntry | None, meta: ManifestEntry | None
+    ) -> None:
+        self.path, self.type = path, kind
+        self.central = central  # None: a folder the archive does not record
+        self.meta = meta  # the manifest's entry, when there is one that agrees with the zip
+        self.files = self.bytes = 0  # folders: their subtree's totals
+        self.size = 0 if central is None or kind == DIR else central.usize
+        self.sha256 = meta.sha256 if meta is not None and kind == FILE else None
+        self.mode: int | None
+        self.mtime_ns: int | None
+        if meta is not None:
+            self.mode, self.mtime_ns = meta.mode & 0o7777, meta.mtime_ns
+        elif central is not None:
+            self.mode = stat.S_IMODE(central.mode) if central.mode else None
+            self.mtime_ns = central.mtime_ns
+        else:
+            self.mode = self.mtime_ns = None
 
-    @property
-    def mode(self) -> int | None:
-        if self.meta is not None:
-            return self.meta.mode & 0o7777
-        if self.central is None or not self.central.mode:
-            return None
-        return stat.S_IMODE(self.central.mode)
-
-    @property
-    def mtime_ns(self) -> int | None:
-        if self.meta is not None:
-            return self.meta.mtime_ns
-        return None if self.central is None else self.central.mtime_ns
-
-    @property
-    def sha256(self) -> str | None:
-        return self.meta.sha256 if self.meta is not None and self.type == FILE else None
+    def __repr__(self) -> str:
+        return f"Node({self.path!r}, {self.type!r})"
 
 
 def tree_key(path: str) -> str:
@@ -388,7 +383,11 @@ def _build_tree(reader: ArchiveReader) -> Tree:
     placed: dict[str, Node] = {}
     order: list[Node] = []
     for path in sorted(found, key=tree_key):  # each folder before its content
-        if _beneath_non_folder(path, found, placed, order):
+        parent = path.rpartition("/")[0]
+        above = placed.get(parent) if parent else None
+        # The common case inline: the parent is a folder already placed, or there is none.
+        settled = not parent or (above is not None and above.type == DIR)
+        if not settled and _beneath_non_folder(path, found, placed, order):
             hidden += 1
             continue
         node = placed[path] = found[path]
