@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runarchive.core import InvalidInput, create_archive, open_archive, open_run
+from runarchive.core import InvalidInput, compare, create_archive, open_archive, open_run
 from runarchive.core.compare import (
     BUCKETS,
     Diff,
@@ -395,3 +395,29 @@ def test_a_diff_lists_exactly_the_edits_against_the_run_and_against_an_archive(
     assert _sorted(archives_diff(run, first, second)) == expected
     assert run_diff(run, second).changes == 0
     shutil.rmtree(run.parent)
+
+
+def test_a_file_or_folder_swapped_for_a_link_after_the_scan_is_never_read_through(
+    base: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run, name = base
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "a.txt").write_bytes(b"alpha\n" * 10)  # a.txt's very bytes: a read would match
+    (outside / "c.txt").write_bytes(b"gamma\n")
+    os.utime(run / "a.txt", ns=(T0 + 1, T0 + 1))  # so that a.txt must be read to be proven
+    os.utime(run / "dir/c.txt", ns=(T0 + 1, T0 + 1))
+    real_scan = compare.scan_run
+
+    def scan_then_swap(handle: RunDir) -> object:
+        tree = real_scan(handle)  # the real scan; then the run changes under the diff
+        (run / "a.txt").unlink()
+        os.symlink(outside / "a.txt", run / "a.txt")
+        shutil.rmtree(run / "dir")
+        os.symlink(outside, run / "dir")
+        return tree
+
+    monkeypatch.setattr(compare, "scan_run", scan_then_swap)
+    diff = run_diff(run, name)
+    assert paths(diff)["removed"] == ["a.txt", "dir/c.txt"]
+    assert diff.hashed_files == 0
