@@ -60,7 +60,7 @@ from .errors import (
 from .limits import Limits
 from .manifest import DIR, FILE, MANIFEST_NAME, SYMLINK, Manifest, ManifestEntry
 from .names import LEGACY_WORK_DIR
-from .paging import Key, check_limit, decode_cursor, encode_cursor, take_page
+from .paging import Key, check_limit, decode_cursor, encode_cursor
 from .reader import READ_BLOCK, ArchiveReader, open_archive_fd
 from .rundir import RunDir
 from .safety import entry_path
@@ -182,7 +182,7 @@ def tree_key(path: str) -> str:
 class Tree:
     """The archive's paths in pre-order with folder totals; never changed once built."""
 
-    __slots__ = ("_keys", "bytes", "children", "files", "hidden", "nodes", "order")
+    __slots__ = ("_keys", "_listings", "bytes", "children", "files", "hidden", "nodes", "order")
 
     def __init__(self, order: list[Node], hidden: int) -> None:
         self.order = order  # pre-order: each folder before its content
@@ -191,6 +191,7 @@ class Tree:
         self.children: dict[str, list[str]] = {}
         self.files = self.bytes = 0
         self._keys: list[str] | None = None
+        self._listings: dict[str, tuple[list[Key], list[str]]] = {}
         nodes = self.nodes
         for node in reversed(order):  # content before its folder: totals in one pass
             parent = node.path.rpartition("/")[0]
@@ -210,6 +211,31 @@ class Tree:
         if self._keys is None:
             self._keys = [tree_key(node.path) for node in self.order]
         return self._keys
+
+    def span(self, folder: str) -> tuple[int, int]:
+        """Return where ``folder``'s subtree (``""``: everything) lies in ``order``."""
+        if not folder:
+            return 0, len(self.order)
+        keys = self.keys
+        start = bisect.bisect_left(keys, tree_key(folder) + "\x01")
+        return start, bisect.bisect_left(keys, tree_key(folder) + "\x02", lo=start)
+
+    def listing(self, folder: str) -> tuple[list[Key], list[str]]:
+        """Return a folder's children in listing order with their keys, sorted once and kept.
+
+        The tree never changes, so a page of a big folder is a bisect and a slice: the sort of
+        10,000 names is paid by the folder's first page only. Racing threads may both sort;
+        both results are the same.
+        """
+        found = self._listings.get(folder)
+        if found is None:
+            nodes = self.nodes
+            rows = sorted(
+                ((0 if nodes[p].type == DIR else 1, p.rpartition("/")[2]), p)
+                for p in self.children.get(folder, [])
+            )
+            found = self._listings[folder] = ([k for k, _ in rows], [p for _, p in rows])
+        return found
 
 
 class Contents:
@@ -272,13 +298,8 @@ class Contents:
 
     def under(self, prefix: str) -> list[str]:
         """Return every path below folder ``prefix`` (``""``: all), in pre-order."""
-        order = self.tree.order
-        if not prefix:
-            return [node.path for node in order]
-        keys = self.tree.keys
-        start = bisect.bisect_left(keys, tree_key(prefix) + "\x01")
-        stop = bisect.bisect_left(keys, tree_key(prefix) + "\x02", lo=start)
-        return [node.path for node in order[start:stop]]
+        start, stop = self.tree.span(prefix)
+        return [node.path for node in self.tree.order[start:stop]]
 
 
 # Parsed archives, by the identity of the file they were parsed from. Published archives never
@@ -463,22 +484,24 @@ def list_entries(
         contents.find(folder, DIR)
     scope = f"entries\x00{contents.name}\x00{folder}\x00{int(recursive)}"
     after = decode_cursor(cursor, scope, ranks=2)
-    if recursive:
-        paths = contents.under(folder)
-
-        def row_key(path: str) -> Key:
-            return (0, tree_key(path))
+    tree = contents.tree
+    if recursive:  # pre-order keys: a page is a bisect and a slice of the tree's order
+        start, stop = tree.span(folder)
+        first = start if after is None else bisect.bisect_right(tree.keys, after[1], start, stop)
+        end = min(first + size, stop)
+        page = [node.path for node in tree.order[first:end]]
+        last: Key | None = (0, tree.keys[end - 1]) if end < stop else None
+        total = stop - start
     else:
-        paths = contents.children.get(folder, [])
-        nodes = contents.nodes
-
-        def row_key(path: str) -> Key:
-            return (0 if nodes[path].type == DIR else 1, path.rpartition("/")[2])
-
-    page, last = take_page(paths, row_key, after, size)
+        keys, paths = tree.listing(folder)
+        first = 0 if after is None else bisect.bisect_right(keys, after)
+        end = min(first + size, len(keys))
+        page = paths[first:end]
+        last = keys[end - 1] if end < len(keys) else None
+        total = len(keys)
     rows = tuple(contents.entry(contents.nodes[p]) for p in page)
     more = None if last is None else encode_cursor(scope, last)
-    return Listing(folder, rows, more, len(paths), contents.hidden)
+    return Listing(folder, rows, more, total, contents.hidden)
 
 
 def stat_entry(contents: Contents, path: str) -> Entry:

@@ -9,8 +9,9 @@ key is a harmless place to start a page.
 
 Keys rather than offsets: the live run a diff compares with may change between two pages, and
 a key keeps the page boundary where the reader left it (no row shown twice when rows appear
-before it). Each page is picked with a bounded heap (``heapq.nsmallest``), so a listing of a
-million rows is never sorted whole to serve 200 of them.
+before it). Listings of an archive's tree sort each folder once and keep it (the tree never
+changes), so a page is a bisect and a slice; a diff's page is picked with a bounded heap
+(``take_page``: ``heapq.nsmallest``), never sorting the whole to serve 200 rows.
 """
 
 from __future__ import annotations
