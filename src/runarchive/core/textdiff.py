@@ -15,7 +15,6 @@ than difflib.
 from __future__ import annotations
 
 import bisect
-import difflib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 
@@ -83,6 +82,8 @@ def _anchors(a: Sequence[str], b: Sequence[str]) -> list[tuple[int, int]]:
 
 def _opcodes(a: Sequence[str], b: Sequence[str]) -> list[Opcode]:
     """Return difflib-style opcodes turning ``a`` into ``b``, matched around the anchors."""
+    import difflib  # here, not at the top: every CLI command imports the core, few diff text
+
     codes: list[Opcode] = []
 
     def add(tag: str, i1: int, i2: int, j1: int, j2: int) -> None:
