@@ -44,7 +44,8 @@ from runarchive.core.inside import (
     read_contents,
     stat_entry,
 )
-from runarchive.core.safety import check_entry_name
+from runarchive.core.safety import check_entry_name, entry_path
+from runarchive.core.zipformat import CentralEntry
 from tests.core._zipcraft import (
     DEFLATED,
     Member,
@@ -636,3 +637,22 @@ def test_the_entry_name_rule_is_the_plain_component_rule(name: str) -> None:
         assert not plain
     else:
         assert plain and got == path
+
+
+@settings(max_examples=500, deadline=None)
+@given(name=st.text(st.sampled_from("ab_./-+\\\x00:é"), max_size=12))
+def test_the_fast_path_for_plain_names_agrees_with_the_full_rule(name: str) -> None:
+    entry = CentralEntry(name, name.encode(), 0x800, 0, 0, 0, 0, 0, 0o100644, None, None, True)
+    try:
+        expected: str | None = check_entry_name(name)
+    except UnsafeArchive:
+        expected = None
+    try:
+        got: str | None = entry_path(entry)
+    except UnsafeArchive:
+        got = None
+    assert got == expected
+    long = "x" * 256
+    assert check_entry_name("a/" + "x" * 255) == "a/" + "x" * 255
+    with pytest.raises(UnsafeArchive):
+        entry_path(CentralEntry(long, long.encode(), 0x800, 0, 0, 0, 0, 0, 0, None, None, True))
