@@ -656,3 +656,21 @@ def test_the_fast_path_for_plain_names_agrees_with_the_full_rule(name: str) -> N
     assert check_entry_name("a/" + "x" * 255) == "a/" + "x" * 255
     with pytest.raises(UnsafeArchive):
         entry_path(CentralEntry(long, long.encode(), 0x800, 0, 0, 0, 0, 0, 0, None, None, True))
+
+
+def test_the_tree_cache_stays_within_its_entry_bound(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runarchive.core import inside
+
+    monkeypatch.setattr(inside, "CACHE_MAX_ENTRIES", 25)
+    monkeypatch.setattr(inside, "_cache", inside.OrderedDict())
+    names = []
+    for i in range(3):
+        build_tree(run_dir, {f"f{i}-{j}.txt": File(b"x") for j in range(10)})
+        names.append(create_archive(run_dir).name)  # 11, 21 and 31 entries (manifest too)
+    with open_run(run_dir) as handle:
+        for name in names:
+            open_contents(handle, name).reader.close()
+    held = [len(parsed[0].entries) for parsed in inside._cache.values()]
+    assert held == [21]  # the 31-entry archive is never kept; the 11 made room for the 21

@@ -49,7 +49,6 @@ from isal import isal_zlib
 
 from .errors import EntryNotFound, NotText
 from .inside import Contents, MemberStream, Node, check_path, iso_utc, open_member, tree_key
-from .limits import Limits
 from .links import LinkMode, follow_links
 from .manifest import DIR, FILE, SYMLINK
 from .names import is_reserved_top
@@ -214,7 +213,7 @@ def diff_against_run(contents: Contents, run: RunDir, *, links: LinkMode | None 
     mode = links if links is not None else _links_of(contents)
     tree = scan_run(run)
     if mode is LinkMode.FOLLOW:
-        tree = follow_links(tree, Limits.from_env()).tree
+        tree = follow_links(tree, contents.reader.limits).tree
     live = {e.path: e for e in tree.entries}
     out = _Collector()
     for path, a in contents.nodes.items():
