@@ -37,6 +37,7 @@ from runarchive.core.inside import (
     Contents,
     Entry,
     check_path,
+    extract_files,
     iso_utc,
     list_entries,
     open_contents,
@@ -674,3 +675,74 @@ def test_the_tree_cache_stays_within_its_entry_bound(
             open_contents(handle, name).reader.close()
     held = [len(parsed[0].entries) for parsed in inside._cache.values()]
     assert held == [21]  # the 31-entry archive is never kept; the 11 made room for the 21
+
+
+def test_extract_writes_files_and_folders_with_their_modes_and_times(
+    archived: tuple[Path, str], tmp_path: Path
+) -> None:
+    run, name = archived
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with open_run(run) as handle, open_contents(handle, name) as contents:
+        done = extract_files(contents, ["README.md", "wepp/output"], dest, run_path=run)
+    assert done.files == ("README.md", "wepp/output/H1.pass.dat", "wepp/output/H2.pass.dat")
+    assert done.bytes == 6 + 2400 + 800
+    h1 = dest / "wepp/output/H1.pass.dat"
+    assert h1.read_bytes() == b"0.0 1.0\n" * 300
+    assert (stat.S_IMODE(h1.stat().st_mode), h1.stat().st_mtime_ns) == (0o640, T0 + 1)
+    assert sorted(p.name for p in dest.rglob("*")) == [
+        "H1.pass.dat",
+        "H2.pass.dat",
+        "README.md",
+        "output",
+        "wepp",
+    ]  # fmt: skip  (no temporary file left)
+
+
+def test_extract_refuses_the_run_itself_unless_asked_and_never_overwrites_unless_asked(
+    archived: tuple[Path, str],
+) -> None:
+    run, name = archived
+    with open_run(run) as handle, open_contents(handle, name) as contents:
+        for dest in (run, run / "wepp"):
+            with pytest.raises(InvalidInput, match="inside the run"):
+                extract_files(contents, ["README.md"], dest, run_path=run)
+        (run / "README.md").write_bytes(b"edited")
+        with pytest.raises(InvalidInput, match="exists"):
+            extract_files(contents, ["README.md"], run, run_path=run, into_run=True)
+        assert (run / "README.md").read_bytes() == b"edited"
+        extract_files(contents, ["README.md"], run, run_path=run, into_run=True, overwrite=True)
+    assert (run / "README.md").read_bytes() == b"# run\n"
+    assert sorted(p.name for p in run.iterdir() if p.name.endswith(".part")) == []
+
+
+def test_extract_never_follows_a_link_planted_in_the_destination(
+    archived: tuple[Path, str], tmp_path: Path
+) -> None:
+    run, name = archived
+    dest, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    dest.mkdir()
+    elsewhere.mkdir()
+    os.symlink(elsewhere, dest / "wepp")
+    with open_run(run) as handle, open_contents(handle, name) as contents:
+        with pytest.raises(InvalidInput, match="never followed"):
+            extract_files(contents, ["wepp/runs.txt"], dest)
+        with pytest.raises(EntryNotFound):
+            extract_files(contents, ["latest"], dest)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_extract_of_a_damaged_file_leaves_nothing_behind(run_dir: Path, tmp_path: Path) -> None:
+    noise = random.Random(5).randbytes(100_000)
+    build_tree(run_dir, {"noise.bin": File(noise)})
+    name = create_archive(run_dir).name
+    _flip(run_dir, name, noise[50_000:50_032])
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with (
+        open_run(run_dir) as handle,
+        open_contents(handle, name) as contents,
+        pytest.raises(DamagedArchive),
+    ):
+        extract_files(contents, ["noise.bin"], dest)
+    assert list(dest.iterdir()) == []

@@ -36,6 +36,7 @@ damage found after bytes were handed out raises ``DamagedArchive`` from the read
 from __future__ import annotations
 
 import bisect
+import contextlib
 import io
 import os
 import stat
@@ -44,6 +45,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -694,3 +696,124 @@ class MemberStream(io.RawIOBase):
         if not self.closed and self._owns_reader:
             self.reader.close()
         super().close()
+
+
+@dataclass(frozen=True, slots=True)
+class Extracted:
+    """What ``extract_files`` wrote: the files (paths relative to the destination), bytes."""
+
+    files: tuple[str, ...]
+    bytes: int
+
+
+def extract_files(
+    contents: Contents,
+    paths: list[str],
+    dest: os.PathLike[str] | str,
+    *,
+    run_path: os.PathLike[str] | str | None = None,
+    into_run: bool = False,
+    overwrite: bool = False,
+) -> Extracted:
+    """Write the files at ``paths`` (a folder: every file below it) into folder ``dest``.
+
+    Each lands at its archive path below ``dest``, reached by handle from ``dest`` with no link
+    in any component (a link planted in ``dest`` is refused, never followed), written to a
+    temporary name, CRC-checked, then given its mode (no setuid, setgid or sticky bit) and mtime
+    and linked to its name: an existing file is refused (``overwrite=False``) or replaced
+    whole, never half-written. ``dest`` inside ``run_path`` (the run the archive belongs to) is
+    refused unless ``into_run``: a partial restore goes through restore, not here.
+    """
+    target = Path(dest)
+    if run_path is not None and not into_run:
+        run_real, dest_real = os.path.realpath(run_path), os.path.realpath(target)
+        if dest_real == run_real or dest_real.startswith(run_real.rstrip("/") + "/"):
+            raise InvalidInput(
+                f"{target} is inside the run; extract into the run only when asked to "
+                "(restore replaces the run's files)."
+            )
+    wanted: list[str] = []
+    for path in paths:
+        node = contents.find(path)
+        if node.type == DIR:
+            wanted.extend(p for p in contents.under(node.path) if contents.nodes[p].type == FILE)
+        elif node.type == FILE:
+            wanted.append(node.path)
+        else:
+            raise EntryNotFound(f"{node.path!r} is a {node.type}; only files are extracted.")
+    try:
+        root = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InvalidInput(f"Cannot open {target} as a folder: {exc.strerror}.") from None
+    written: list[str] = []
+    total = 0
+    try:
+        for path in dict.fromkeys(wanted):  # once each, in order
+            total += _extract_one(contents, contents.nodes[path], root, overwrite)
+            written.append(path)
+    finally:
+        os.close(root)
+    return Extracted(tuple(written), total)
+
+
+def _extract_one(contents: Contents, node: Node, root: int, overwrite: bool) -> int:
+    parent, _, leaf = node.path.rpartition("/")
+    folder = _make_folders(root, parent)
+    tmp = f".{leaf[:200]}.runarchive-{os.urandom(4).hex()}.part"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=folder)  # fmt: skip
+        try:
+            with open_member(contents, node.path) as stream:
+                for piece in stream.chunks():
+                    os.write(fd, piece)
+            os.fchmod(fd, (node.mode if node.mode is not None else 0o644) & 0o777)
+            if node.mtime_ns is not None:
+                os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
+        finally:
+            os.close(fd)
+        if overwrite:
+            os.replace(tmp, leaf, src_dir_fd=folder, dst_dir_fd=folder)
+        else:
+            try:
+                os.link(tmp, leaf, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
+            except FileExistsError:
+                raise InvalidInput(
+                    f"{node.path} exists in the destination; nothing of it was changed."
+                ) from None
+            os.unlink(tmp, dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=folder)
+        raise
+    finally:
+        if folder != root:
+            os.close(folder)
+    return node.size
+
+
+def _make_folders(root: int, rel: str) -> int:
+    """Open folder ``rel`` below ``root``, making what is missing; a link on the way refuses."""
+    if not rel:
+        return root
+    current = root
+    try:
+        for part in rel.split("/"):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=current)
+            try:
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              dir_fd=current)  # fmt: skip
+            except OSError as exc:
+                raise InvalidInput(
+                    f"Cannot extract below {rel!r}: {part!r} in the destination is not a "
+                    f"folder ({exc.strerror}); links there are never followed."
+                ) from None
+            if current != root:
+                os.close(current)
+            current = nxt
+    except BaseException:
+        if current != root:
+            os.close(current)
+        raise
+    return current
