@@ -41,7 +41,8 @@ from typing import TypeVar
 
 from runarchive.core import create_archive, inside, open_run
 from runarchive.core.compare import diff_against_run, diff_text
-from runarchive.core.inside import list_entries, open_contents, open_member
+from runarchive.core.inside import list_entries, open_contents
+from runarchive.core.member import open_member
 
 T = TypeVar("T")
 

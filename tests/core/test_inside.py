@@ -37,14 +37,13 @@ from runarchive.core.inside import (
     Contents,
     Entry,
     check_path,
-    extract_files,
     iso_utc,
     list_entries,
     open_contents,
-    open_member,
     read_contents,
     stat_entry,
 )
+from runarchive.core.member import extract_files, open_member
 from runarchive.core.safety import check_entry_name, entry_path
 from runarchive.core.zipformat import CentralEntry
 from tests.core._zipcraft import (
@@ -358,6 +357,7 @@ HOSTILE_NAMES = [b"../evil.txt", b"/abs.txt", b"a\\b.txt", b"nul\x00.txt", b"ctl
 def test_hostile_entry_names_are_hidden_counted_and_never_reachable(run_dir: Path) -> None:
     members = [file(raw) for raw in HOSTILE_NAMES]
     members += [file("ok.txt", b"fine"), file("dup.txt", b"one"), file("dup.txt", b"two")]
+    members += [file("twice", b"1"), file("twice", b"2"), file("twice/below.txt")]
     members += [symlink("lnk", "/etc"), file("lnk/passwd", b"root:x:0:0")]
     members += [file("f", b"a file"), file("f/g/h.txt", b"beneath a file")]
     legacy = file(b"caf\x82.txt", flags=0)  # a cp437 name: restore refuses it too
@@ -366,9 +366,9 @@ def test_hostile_entry_names_are_hidden_counted_and_never_reachable(run_dir: Pat
     with opened(run_dir, name) as contents:
         page = list_entries(contents, recursive=True)
         assert [e.path for e in page.entries] == ["f", "lnk", "ok.txt"]
-        assert page.hidden == len(HOSTILE_NAMES) + 2 + 1 + 1 + 1
-        for path in ("dup.txt", "lnk/passwd", "f/g/h.txt", "f/g", "evil.txt", "abs.txt",
-                     "archives/x.zip", ".runarchive/journal"):  # fmt: skip
+        assert page.hidden == len(HOSTILE_NAMES) + 2 + 3 + 1 + 1 + 1
+        for path in ("dup.txt", "twice", "twice/below.txt", "lnk/passwd", "f/g/h.txt", "f/g",
+                     "evil.txt", "abs.txt", "archives/x.zip", ".runarchive/journal"):  # fmt: skip
             with pytest.raises(EntryNotFound):
                 open_member(contents, path)
         with open_member(contents, "ok.txt") as stream:

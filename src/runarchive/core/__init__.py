@@ -37,19 +37,16 @@ from .errors import (
 from .inside import (
     Contents,
     Entry,
-    Extracted,
     Listing,
-    MemberStream,
-    extract_files,
     list_entries,
     open_contents,
-    open_member,
     read_contents,
     stat_entry,
 )
 from .journal import RecoverResult, check_run, purge_trash, recover_run
 from .limits import Limits
 from .links import LinkMode, parse_link_mode
+from .member import Extracted, MemberStream, extract_files, open_member
 from .names import (
     Comment,
     has_hidden_characters,

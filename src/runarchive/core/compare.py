@@ -48,9 +48,10 @@ from enum import StrEnum
 from isal import isal_zlib
 
 from .errors import EntryNotFound, NotText
-from .inside import Contents, MemberStream, Node, check_path, iso_utc, open_member, tree_key
+from .inside import Contents, Node, check_path, iso_utc, tree_key
 from .links import LinkMode, follow_links
 from .manifest import DIR, FILE, SYMLINK
+from .member import MemberStream, open_member
 from .names import is_reserved_top
 from .paging import check_limit, decode_cursor, encode_cursor, take_page
 from .reader import READ_BLOCK
