@@ -26,6 +26,24 @@ class NotFound(RunArchiveError):
     code = "not_found"
 
 
+class EntryNotFound(NotFound):
+    """The archive holds no entry of the kind asked for at that path (a file, a folder)."""
+
+    code = "entry_not_found"
+
+
+class InvalidCursor(InvalidInput):
+    """A paging cursor is malformed or was made for another listing; ask for page one again."""
+
+    code = "invalid_cursor"
+
+
+class NotText(InvalidInput):
+    """A text diff was asked for a file that is binary, not UTF-8 or over the size cap."""
+
+    code = "not_text"
+
+
 class UnsafeRun(RunArchiveError):
     """Something in the run's tree (our state, ``archives/``, a journal) is not what we made.
 

@@ -6,7 +6,7 @@ one moment reads the same everywhere. A naive ``datetime`` is taken to be UTC (R
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 
 def iso_utc(moment: datetime) -> str:
@@ -14,3 +14,16 @@ def iso_utc(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def iso_from_ns(mtime_ns: int | None) -> str | None:
+    """Return a file time in nanoseconds as ``iso_utc`` writes it; None when absent or beyond any
+    calendar (a hostile manifest's mtime)."""
+    if mtime_ns is None:
+        return None
+    seconds, rest = divmod(mtime_ns, 1_000_000_000)
+    try:
+        when = datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=rest // 1000)
+    except (OverflowError, OSError, ValueError):
+        return None  # a hostile manifest's mtime no calendar holds
+    return iso_utc(when)

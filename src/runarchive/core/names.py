@@ -158,6 +158,10 @@ def has_hidden_characters(text: str) -> bool:
     return any(unicodedata.category(ch) in _HIDDEN_CATEGORIES for ch in text)
 
 
+# Exactly Unicode's ``Cc``: C0, DEL and C1.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def is_control_character(ch: str) -> bool:
     """Tell whether ``ch`` is a control character: C0 (incl. NUL, newline), DEL or C1 (``Cc``)."""
     return unicodedata.category(ch) == "Cc"
@@ -166,7 +170,7 @@ def is_control_character(ch: str) -> bool:
 def has_control_characters(text: str) -> bool:
     """Tell whether ``text`` holds a control character: the one rule for paths, lock names,
     redirect targets and archive entry names (text that reaches a terminal or a log)."""
-    return any(is_control_character(ch) for ch in text)
+    return _CONTROL_RE.search(text) is not None  # one regex search: names are checked by the 30,000
 
 
 def is_dot_component(part: str) -> bool:

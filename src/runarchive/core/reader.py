@@ -79,19 +79,33 @@ class ArchiveReader:
     It owns ``fd`` (closed with the reader) and never reopens the archive by name.
     """
 
-    def __init__(self, fd: int, name: str, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        fd: int,
+        name: str,
+        limits: Limits | None = None,
+        parsed: tuple[Directory, Manifest | None] | None = None,
+    ) -> None:
+        """Parse the central directory of ``fd``, or take ``parsed``: the directory and
+        manifest read before from this very file (the caller proves it by its fstat identity:
+        ``inside`` caches them for archives, which never change once published).
+        """
         self.fd = fd
         self.name = name
         self.limits = limits or Limits.from_env()
-        try:
-            size = os.fstat(fd).st_size
-            self.directory: Directory = read_directory(fd, size, self.limits.max_entries)
-        except BaseException:
-            os.close(self.fd)
-            raise
         self._manifest: Manifest | None = None
         self._manifest_read = False
         self._data_offsets: dict[int, int] = {}
+        if parsed is not None:
+            self.directory: Directory = parsed[0]
+            self._manifest, self._manifest_read = parsed[1], True
+            return
+        try:
+            size = os.fstat(fd).st_size
+            self.directory = read_directory(fd, size, self.limits.max_entries)
+        except BaseException:
+            os.close(self.fd)
+            raise
 
     def __enter__(self) -> ArchiveReader:
         return self
