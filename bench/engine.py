@@ -60,7 +60,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from runarchive.demo import generate_run
+from runarchive.synthetic_run import generate_run
 
 SEED = 0
 RUN_NAME = "bench-run"
@@ -505,7 +505,7 @@ def _ratios(samples: dict[str, list[Sample]]) -> dict[str, float]:
     return ratios
 
 
-def _machine(tmp: Path | None = None) -> dict[str, object]:
+def machine(tmp: Path | None = None) -> dict[str, object]:
     """Describe the machine (and, given ``tmp``, where the temp files live)."""
     cpu = "unknown"
     try:
@@ -590,20 +590,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     missing = sorted({NEEDS[k] for k in NEEDS if not shutil.which(NEEDS[k])})
     if missing:
         print(f"not installed, left out: {', '.join(missing)}")
-    machine = _machine()
-    machine["started"] = datetime.now(UTC).isoformat(timespec="seconds")
-    machine["load_before"] = load_average()
+    facts = machine()
+    facts["started"] = datetime.now(UTC).isoformat(timespec="seconds")
+    facts["load_before"] = load_average()
     reports = []
     for mix in args.mixes.split(","):
         with tempfile.TemporaryDirectory(prefix="runarchive-bench-") as tmp:
             reports.append(bench_mix(mix, Path(tmp), args.repeat, args.warmup, args.scale, states))
-    machine["load_after"] = load_average()
-    machine["ended"] = datetime.now(UTC).isoformat(timespec="seconds")
+    facts["load_after"] = load_average()
+    facts["ended"] = datetime.now(UTC).isoformat(timespec="seconds")
     args.out.mkdir(parents=True, exist_ok=True)
     md, js = args.out / f"{args.name}.md", args.out / f"{args.name}.json"
-    js.write_text(json.dumps({"machine": machine, "mixes": [asdict(r) for r in reports]},
+    js.write_text(json.dumps({"machine": facts, "mixes": [asdict(r) for r in reports]},
                              indent=1) + "\n")  # fmt: skip
-    md.write_text(markdown(reports, machine))
+    md.write_text(markdown(reports, facts))
     print(md.read_text())
     print(f"Wrote {md} and {js}")
 

@@ -38,264 +38,42 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import importlib.util
 import json
 import math
 import multiprocessing
 import os
 import re
-import secrets
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from bench.engine import _machine
-from runarchive.demo import generate_run
+from bench.engine import machine
+from bench.harness import (
+    WEB_THREADS,
+    WS_MAX_SOCKETS,
+    Service,
+    load,
+    make_run,
+    running_service,
+    stats_ms,
+)
 
 ITEMS = ("list", "ws", "throughput", "volume", "load")
-WEB_THREADS = 256
-WS_MAX_SOCKETS = 220
 PER_PROCESS = 50
 # Leaf frames of threads that wait for work, not do it (gunicorn's pool waits in _worker).
 IDLE = re.compile(r"\b(wait|select|poll|_wait_for_tstate_lock|accept)\b|^_worker \(concurrent/")
 TRIGGER = re.compile(r"^rq:(?P<id>\S+) TRIGGER +\S+ (?P<trigger>\S+)$")
-
-
-# ---------------------------------------------------------------------------- the service
-
-
-def _runarchive() -> list[str]:
-    script = Path(sys.executable).with_name("runarchive")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "runarchive"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Service:
-    """A real ``runarchive serve`` in a temp folder, an admin user and its API token."""
-
-    def __init__(self, base: Path, web_workers: int = 1) -> None:
-        self.data_dir, self.runs_root = base / "data", base / "runs"
-        self.runs_root.mkdir(parents=True)
-        self.port = _free_port()
-        self.log = base / "serve.log"
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in {"REDIS_URL", "RUNARCHIVE_DATABASE_URL", "RUNARCHIVE_RUNS_ROOT"}
-        }
-        self.env.update(
-            SECRET_KEY=secrets.token_hex(32),
-            RUNARCHIVE_WEB_WORKERS=str(web_workers),
-            RUNARCHIVE_WEB_THREADS=str(WEB_THREADS),
-            RUNARCHIVE_WS_MAX_SOCKETS=str(WS_MAX_SOCKETS),
-            RUNARCHIVE_WS_MAX_SOCKETS_PER_USER=str(WS_MAX_SOCKETS),
-        )
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.token = ""
-        self.redis_url = ""
-
-    def cli(self, *args: str, stdin: str | None = None) -> str:
-        done = subprocess.run(
-            [*_runarchive(), *args, "--data-dir", str(self.data_dir)],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=120,
-            check=True,
-        )
-        return done.stdout
-
-    def start(self) -> None:
-        command = [
-            *_runarchive(),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.data_dir),
-            "--runs-root",
-            str(self.runs_root),
-        ]
-        self.procs.append(self._spawn(command, self.log))
-        self.wait_healthy(workers=1)
-        self.cli("users", "add", "admin", "--admin", "--password-stdin", stdin="pw-" * 8)
-        self.token = self.cli("tokens", "create", "admin").strip().splitlines()[-1]
-        self.redis_url = (self.data_dir / "valkey.url").read_text().strip()
-
-    def _spawn(self, command: list[str], log: Path) -> subprocess.Popen[bytes]:
-        with log.open("ab") as out:
-            return subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
-            )
-
-    def add_worker(self) -> subprocess.Popen[bytes]:
-        command = [
-            *_runarchive(),
-            "worker",
-            "--data-dir",
-            str(self.data_dir),
-            "--runs-root",
-            str(self.runs_root),
-        ]
-        proc = self._spawn(command, self.log.with_name("worker2.log"))
-        self.procs.append(proc)
-        self.wait_healthy(workers=2)
-        return proc
-
-    def wait_healthy(self, workers: int, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError, http.client.HTTPException, ValueError):
-                status, body, _ = self.request("GET", "/healthz", auth=False)
-                if status == 200 and json.loads(body).get("workers", 0) >= workers:
-                    return
-            time.sleep(0.25)
-        raise RuntimeError(f"service not healthy with {workers} workers:\n{self.log_tail()}")
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
-
-    def connection(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None = None,
-        *,
-        auth: bool = True,
-        conn: http.client.HTTPConnection | None = None,
-    ) -> tuple[int, bytes, float]:
-        """Send one request; return status, body and seconds until the body was read."""
-        own = conn is None
-        c = conn or self.connection()
-        headers = {"Authorization": f"Bearer {self.token}"} if auth else {}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        try:
-            started = time.perf_counter()
-            c.request(method, path, body=payload, headers=headers)
-            response = c.getresponse()
-            data = response.read()
-            return response.status, data, time.perf_counter() - started
-        finally:
-            if own:
-                c.close()
-
-    def archive(self, runid: str) -> str:
-        status, body, _ = self.request("POST", f"/runs/{runid}/rq/api/archive", {})
-        if status != 202:
-            raise RuntimeError(f"archive {runid}: {status} {body[:300]!r}")
-        return str(json.loads(body)["job_id"])
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        status, body, _ = self.request("GET", f"/rq/api/jobstatus/{job_id}")
-        if status != 200:
-            raise RuntimeError(f"jobstatus {job_id}: {status} {body[:300]!r}")
-        found: dict[str, Any] = json.loads(body)
-        return found
-
-    def wait_job(self, job_id: str, timeout: float = 900) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            info = self.job(job_id)
-            if info.get("trigger"):
-                return info
-            time.sleep(0.2)
-        raise RuntimeError(f"job {job_id} did not finish")
-
-    def web_worker_pids(self) -> list[int]:
-        """The gunicorn workers: the serve children whose command line is serve's own."""
-        master = self.procs[0].pid
-        mine = Path(f"/proc/{master}/cmdline").read_bytes()
-        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-        found = []
-        for child in children:
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{child}/cmdline").read_bytes() == mine:
-                    found.append(int(child))
-        if not found:
-            raise RuntimeError("no gunicorn worker found")
-        return found
-
-    def web_worker_pid(self) -> int:
-        """The first gunicorn worker (the only one with the default ``--web-workers 1``)."""
-        return self.web_worker_pids()[0]
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=40)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)  # the session we created, nothing else
-
-
-@contextlib.contextmanager
-def running_service(base: Path, web_workers: int = 1) -> Iterator[Service]:
-    service = Service(base, web_workers)
-    try:
-        service.start()
-        yield service
-    finally:
-        service.stop()
-
-
-# ---------------------------------------------------------------------------- helpers
-
-
-def stats_ms(seconds: Sequence[float]) -> dict[str, float]:
-    """Return n, p50, p95, p99 and max of ``seconds``, in milliseconds."""
-    ms = sorted(s * 1000 for s in seconds)
-    if not ms:
-        return {"n": 0}
-    cuts = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else [ms[0]] * 99
-    return {
-        "n": len(ms),
-        "p50": round(cuts[49], 2),
-        "p95": round(cuts[94], 2),
-        "p99": round(cuts[98], 2),
-        "max": round(ms[-1], 2),
-    }
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def make_run(service: Service, runid: str, mib: float, files: int, seed: int = 0) -> Path:
-    run = service.runs_root / runid
-    generate_run(run, seed=seed, target_bytes=int(mib * 2**20), files=files)
-    return run
 
 
 # ---------------------------------------------------------------------------- 2: list
@@ -856,7 +634,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         tempfile.TemporaryDirectory(prefix="runarchive-svc-") as tmp,
         running_service(Path(tmp), args.web_workers) as service,
     ):
-        report["machine"] = _machine(Path(tmp))
+        report["machine"] = machine(Path(tmp))
         report["settings"] = {
             "web_workers": args.web_workers,
             "web_threads": WEB_THREADS,

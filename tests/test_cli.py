@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runarchive.core import open_run, run_lock
-from tests.treeutil import File, archive_files, build_tree
+from tests.support.tree import File, archive_files, build_tree
 
 # Local only: a Redis URL in the caller's environment would make the CLI consult that server.
 LOCAL_ENV = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RUNARCHIVE_REDIS_URL")}

@@ -40,8 +40,8 @@ def _imports_after(
 
 
 def test_the_help_table_of_service_commands_matches_the_real_commands() -> None:
-    from runarchive.jobs.commands import COMMANDS
-    from runarchive.web.commands import COMMANDS as WEB_COMMANDS
+    from runarchive.cli.jobs_commands import COMMANDS
+    from runarchive.cli.web_commands import COMMANDS as WEB_COMMANDS
 
     real = {c.name: (c.help or "").split("\n\n")[0].strip() for c in COMMANDS + WEB_COMMANDS}
     assert real == SERVICE_COMMANDS
@@ -51,8 +51,8 @@ def test_the_help_table_of_service_commands_matches_the_real_commands() -> None:
 def test_help_lists_every_command_as_click_would_with_the_real_ones() -> None:
     import click
 
-    from runarchive.jobs.commands import COMMANDS
-    from runarchive.web.commands import COMMANDS as WEB_COMMANDS
+    from runarchive.cli.jobs_commands import COMMANDS
+    from runarchive.cli.web_commands import COMMANDS as WEB_COMMANDS
 
     shown = CliRunner().invoke(cli, ["--help"], terminal_width=100).output
     every = {c.name or "": c for c in COMMANDS + WEB_COMMANDS} | cli.commands

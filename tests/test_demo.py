@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runarchive.demo import NODB_NAMES, GeneratedRun, generate_run
+from runarchive.synthetic_run import NODB_NAMES, GeneratedRun, generate_run
 
 TARGET = 2 * 2**20
 FILES = 150

@@ -8,18 +8,28 @@ and session; runarchive's dashboard, JSON API, downloads and status websocket an
 Serve it from a WSGI entry point of your own, with ``runarchive worker`` processes on the same
 Redis (``RUNARCHIVE_RUNS_ROOT``, ``REDIS_URL`` and ``HOST_SECRET_KEY`` in the environment)::
 
+    # wsgi.py
     from werkzeug.security import generate_password_hash
     from host_app import HostUser, create_app
 
     app = create_app({"ana": HostUser("ana", generate_password_hash("…"), {"run-1"})})
 
-then log in at ``/login`` and open ``/archive-svc/runs/run-1/archive``.
+under gunicorn with threads (an open status websocket holds one; ``RUNARCHIVE_WEB_THREADS``
+tells runarchive how many there are, so that websockets take at most half of them) and
+runarchive's hooks as the config (``runarchive/web/gunicorn_hooks.py``: without them a stop
+waits the whole graceful timeout for the open websockets, then cuts them)::
+
+    RUNARCHIVE_WEB_THREADS=8 gunicorn -c python:runarchive.web.gunicorn_hooks \
+        --worker-class gthread --threads 8 --bind 127.0.0.1:8000 wsgi:app
+
+then log in at ``/login`` and open ``/archive-svc/runs/run-1/archive``. The browser tests serve
+it this way, with a WEPPcloud-like console page added (``tests/web/wepp_host.py``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,9 +83,17 @@ def access_policy(runid: str) -> str | None:
 
 
 def create_app(
-    users: Mapping[str, HostUser], settings: Settings | None = None, **config: Any
+    users: Mapping[str, HostUser],
+    settings: Settings | None = None,
+    *,
+    policy: Callable[..., str | None] = access_policy,
+    **config: Any,
 ) -> Flask:
-    """Build the host app; ``settings`` default to the environment (``Settings.from_env``)."""
+    """Build the host app; ``settings`` default to the environment (``Settings.from_env``).
+
+    ``policy`` is the host's access policy (default ``access_policy`` above); a WEPPcloud host
+    gives one taking ``config=`` to be told the config segment of its URLs.
+    """
     app = Flask(__name__)
     app.config["SECRET_KEY"] = os.environ.get("HOST_SECRET_KEY")  # sessions need a key
     app.config.update(config)
@@ -109,7 +127,7 @@ def create_app(
     runarchive.web.init_app(
         app,
         url_prefix="/archive-svc",
-        access_policy=access_policy,
+        access_policy=policy,
         settings=settings,  # None: RUNARCHIVE_RUNS_ROOT, REDIS_URL … from the environment
         home_endpoint="home",  # the "Runs" links of runarchive's pages go to the host's list
     )

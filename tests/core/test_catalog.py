@@ -17,7 +17,7 @@ from runarchive.core import (
     restore_archive,
     verify_archive,
 )
-from tests.treeutil import File, build_tree
+from tests.support.tree import File, build_tree
 
 TEXT = b"".join(b"%6d %9.4f\n" % (i, i / 3) for i in range(20_000))
 

@@ -33,7 +33,7 @@ from runarchive.core import (
     recover_run,
     verify_archive,
 )
-from tests.journalfiles import (
+from tests.support.journal import (
     SWAPPED,
     SWAPPING,
     leftovers,
@@ -45,7 +45,16 @@ from tests.journalfiles import (
     work_dir,
     write_journal,
 )
-from tests.treeutil import Dir, File, Link, Spec, archive_files, build_tree, snapshot, tree_bytes
+from tests.support.tree import (
+    Dir,
+    File,
+    Link,
+    Spec,
+    archive_files,
+    build_tree,
+    snapshot,
+    tree_bytes,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from runarchive.core import (
 )
 from runarchive.core.manifest import MANIFEST_NAME
 from runarchive.core.names import new_archive_name
-from tests.treeutil import File, Link, archive_files, build_tree
+from tests.support.tree import File, Link, archive_files, build_tree
 
 WEPP_TEXT = b"".join(
     b"%5d %8.3f %8.3f %10.4f\n" % (i, i * 0.37, i / 7, i * 1.5) for i in range(4000)

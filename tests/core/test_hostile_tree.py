@@ -42,9 +42,9 @@ from runarchive.core import (
 )
 from runarchive.core.limits import Limits
 from runarchive.core.zipformat import DEFLATED
-from tests.core._zipcraft import build_zip, file, place
-from tests.journalfiles import write_journal
-from tests.treeutil import Dir, File, Link, build_tree, snapshot, tree_bytes
+from tests.support.journal import write_journal
+from tests.support.tree import Dir, File, Link, build_tree, snapshot, tree_bytes
+from tests.support.zipcraft import build_zip, file, place
 
 ARCHIVE = "attacker.20240102T030405Z.zip"
 

@@ -12,7 +12,8 @@ import pytest
 
 from runarchive.core import create_archive, list_archives, recover_run, restore_archive
 from runarchive.core.progress import ProgressEvent
-from tests.treeutil import Dir, File, archive_files, build_tree, snapshot
+from tests.support.journal import leftovers
+from tests.support.tree import Dir, File, archive_files, build_tree, snapshot
 
 
 class Stop(Exception):
@@ -34,12 +35,6 @@ def _run(tmp_path: Path) -> Path:
     )
 
 
-def _state_folder(run: Path) -> list[str]:
-    state = run / ".runarchive"
-    names = sorted(p.name for p in state.iterdir()) if state.is_dir() else []
-    return [n for n in names if n.startswith(("stage-", "scratch-", "trash-", "journal"))]
-
-
 def test_a_restore_stopped_before_its_swap_leaves_the_run_exactly_as_it_was(
     tmp_path: Path,
 ) -> None:
@@ -53,7 +48,7 @@ def test_a_restore_stopped_before_its_swap_leaves_the_run_exactly_as_it_was(
         restore_archive(run, name, before_swap=_stop)
 
     assert snapshot(run) == before
-    assert _state_folder(run) == []
+    assert leftovers(run) == []
     assert recover_run(run).action == "none"
 
 

@@ -28,7 +28,7 @@ from runarchive.core import (
     restore_archive,
     verify_archive,
 )
-from tests.treeutil import File, Link, Spec, build_tree, snapshot
+from tests.support.tree import File, Link, Spec, build_tree, snapshot
 
 SECRET = b"TOP-SECRET-OUTSIDE-THE-RUN"
 RUN: Spec = {

@@ -36,7 +36,8 @@ from runarchive.core import (
     verify_archive,
 )
 from runarchive.core.manifest import MANIFEST_NAME
-from tests.core._zipcraft import (
+from tests.support.tree import Dir, File, Link, build_tree, snapshot, tree_bytes
+from tests.support.zipcraft import (
     DEFLATED,
     Member,
     ZipBuilder,
@@ -49,7 +50,6 @@ from tests.core._zipcraft import (
     symlink,
     zero_bomb,
 )
-from tests.treeutil import Dir, File, Link, build_tree, snapshot, tree_bytes
 
 TOKEN = "runarchive-evil-7f3a"
 OLD_RUN = {

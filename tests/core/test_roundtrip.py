@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runarchive.core import create_archive, restore_archive, verify_archive
-from tests.treeutil import Dir, File, Link, Spec, build_tree, snapshot
+from tests.support.tree import Dir, File, Link, Spec, build_tree, snapshot
 
 NAME_CHARS = st.characters(
     blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\\x00", min_codepoint=32
@@ -174,10 +174,12 @@ def test_deferred_delete_parks_the_old_tree_until_purged(run_dir: Path) -> None:
     name = create_archive(run_dir).name
     (run_dir / "b.txt").write_text("b")
     restore_archive(run_dir, name, defer_delete=True)
-    parked = [p.name for p in run_dir.iterdir() if p.name.startswith(".runarchive-trash-")]
+    # Out of the run's tree at once: the run is exactly the archive before the purge.
+    assert sorted(p.name for p in run_dir.iterdir()) == ["a.txt", "archives"]
+    work = run_dir / "archives" / ".runarchive"
+    parked = [p.name for p in work.iterdir() if p.name.startswith("trash-")]
     assert len(parked) == 1
-    assert (run_dir / parked[0] / "b.txt").read_text() == "b"
-    assert not (run_dir / "b.txt").exists()
+    assert (work / parked[0] / "b.txt").read_text() == "b"
     assert purge_trash(run_dir) == 1
     assert sorted(p.name for p in run_dir.iterdir()) == ["a.txt", "archives"]
     assert sorted(p.name for p in (run_dir / "archives" / ".runarchive").iterdir()) == ["lock"]

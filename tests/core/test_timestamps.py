@@ -25,8 +25,8 @@ import pytest
 
 from runarchive.core import create_archive
 from runarchive.core.zipformat import TimeSource, read_directory
-from tests.core._zipcraft import ARCHIVE_NAME, build_zip, file, place
-from tests.treeutil import File, build_tree, snapshot
+from tests.support.tree import File, build_tree, snapshot
+from tests.support.zipcraft import ARCHIVE_NAME, build_zip, file, place
 
 LA, KOLKATA = "America/Los_Angeles", "Asia/Kolkata"
 CHATHAM, LORD_HOWE = "Pacific/Chatham", "Australia/Lord_Howe"  # +12:45/+13:45, +10:30/+11

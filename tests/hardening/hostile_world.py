@@ -36,8 +36,10 @@ from tests.hardening.hostile import (
     make_victim_run,
     run_cli,
 )
-from tests.jobs.conftest import Workers, make_small_run, wait_until
-from tests.web.webutil import PASSWORD
+from tests.support.runs import make_small_run
+from tests.support.waiting import wait_until
+from tests.support.web import PASSWORD
+from tests.support.workers import Workers
 
 FINAL = {"finished", "failed", "stopped", "canceled"}
 

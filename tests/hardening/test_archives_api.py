@@ -25,13 +25,14 @@ from pathlib import Path
 
 import pytest
 
-from runarchive.jobs.status import Event, parse_line
-from tests.core._zipcraft import ZipBuilder, build_zip, file, folder
+from runarchive.jobs.lines import parse_line
+from runarchive.jobs.vocabulary import Event
 from tests.core.test_malicious import CASES, TOKEN, Case
-from tests.jobs.conftest import Workers
-from tests.journalfiles import leftovers
-from tests.treeutil import snapshot, tree_bytes
-from tests.web.webutil import Run, WebEnv
+from tests.support.journal import leftovers
+from tests.support.tree import snapshot, tree_bytes
+from tests.support.web import Run, WebEnv
+from tests.support.workers import Workers
+from tests.support.zipcraft import ZipBuilder, build_zip, file, folder
 
 STAMP = "20240102T030405Z"
 # the core tests' own custom-limit cases need limits a worker does not take from a request

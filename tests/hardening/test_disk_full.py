@@ -24,12 +24,12 @@ from pathlib import Path
 import pytest
 
 from runarchive.core import create_archive
-from runarchive.jobs.status import Event, parse_line
-from tests.hardening.conftest import close_web_env, make_web_env, start_limited_worker
-from tests.jobs.conftest import WORKER_TIMEOUT, Workers
-from tests.journalfiles import leftovers
-from tests.treeutil import snapshot, tree_bytes
-from tests.web.webutil import Run, WebEnv
+from runarchive.jobs.lines import parse_line
+from runarchive.jobs.vocabulary import Event
+from tests.support.journal import leftovers
+from tests.support.tree import snapshot, tree_bytes
+from tests.support.web import Run, WebEnv, close_web_env, make_web_env
+from tests.support.workers import WORKER_TIMEOUT, Workers, start_limited_worker
 
 pytestmark = pytest.mark.slow
 MIB = 1 << 20

@@ -16,7 +16,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, positive_data_acceptance
 
-from tests.web.webutil import WebEnv
+from tests.support.web import WebEnv
 
 pytestmark = pytest.mark.slow
 MAX_EXAMPLES = 25

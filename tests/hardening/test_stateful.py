@@ -3,9 +3,11 @@
 Each example gets a fresh run; rules archive, restore, delete and list through the Flask app (as
 the owner's API token), take and release the host application's NoDb lock in Redis, and edit
 files of the run directly, as a user of the host application would; one rule restores while
-SIGKILLing the worker's work horse (the OOM killer's way). A real ``runarchive worker`` runs
-the jobs. The model is small: the archives the run should have (each with the snapshot of
-the run it was made from), the snapshot the run should equal, and whether the lock is held.
+SIGKILLing the worker's work horse (the OOM killer's way), another archives while the whole
+worker dies and a new one starts after a random delay (maybe after RQ expired its records).
+A real ``runarchive worker`` runs the jobs. The model is small: the archives the run should
+have (each with the snapshot of the run it was made from), the snapshot the run should equal,
+and whether the lock is held.
 
 Invariants after every step: the list shows exactly the model's archives, all readable (never a
 partial one), no job holds the run; the run equals the last restored archive plus later edits
@@ -38,11 +40,12 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from runarchive.jobs.lines import parse_line
 from runarchive.jobs.locks import acquire_lock, release_lock
-from runarchive.jobs.status import Event, parse_line
-from tests.jobs.conftest import Workers, children
-from tests.treeutil import snapshot
-from tests.web.webutil import Browser, Run, WebEnv
+from runarchive.jobs.vocabulary import Event
+from tests.support.tree import snapshot
+from tests.support.web import Browser, Run, WebEnv
+from tests.support.workers import Workers, children
 
 pytestmark = pytest.mark.slow
 STATS: list[int] = []  # jobs each example ran
@@ -195,6 +198,50 @@ def make_machine(web: WebEnv, workers: Workers) -> type[RuleBasedStateMachine]:
             assert now in (old, new)
             assert now == new or trigger == "RESTORE_FAILED"
             self.expected = now
+
+        @rule(delay=st.floats(0, 1.5), expire=st.booleans())
+        def archive_while_the_worker_dies_and_restarts_later(
+            self, delay: float, expire: bool
+        ) -> None:
+            """The whole worker dies mid-job; another starts after ``delay`` seconds, maybe
+            after RQ's own records of the execution expired (their TTL, ended early)."""
+            if self.lock is not None:
+                return
+            response = self.api("archive", {"comment": "dies"})
+            assert response.status_code == 202
+            job_id = response.get_json()["job_id"]
+            worker = workers.procs[-1]
+            # Once a work horse exists the whole worker dies with it: before the horse marked
+            # the job started, while it runs, or while it publishes its end.
+            horses = []
+            deadline = time.monotonic() + 2.0
+            while not horses and time.monotonic() < deadline:
+                horses = children(worker.pid)
+                time.sleep(0.002)
+            killed = bool(horses)
+            if not killed:
+                assert self.wait(job_id) == "ARCHIVE_COMPLETE"
+                self.model.update({a["name"]: dict(self.expected) for a in self.listed()
+                                   if a["name"] not in self.model})  # fmt: skip
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGKILL)
+            for pid in horses:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            worker.wait(timeout=10)
+            if expire:
+                rq = web.ctx.clients.rq
+                for key in rq.scan_iter(match=f"rq:execution:{job_id}:*".encode()):
+                    rq.delete(key)
+            time.sleep(delay)
+            workers.start()
+            trigger = self.wait(job_id)
+            assert trigger in ("ARCHIVE_FAILED", "ARCHIVE_COMPLETE")
+            assert len(self.triggers(job_id)) == 1
+            if trigger == "ARCHIVE_COMPLETE":
+                for info in self.listed():
+                    self.model.setdefault(info["name"], dict(self.expected))
 
         @rule(name=consumes(archives))
         def delete(self, name: str) -> None:

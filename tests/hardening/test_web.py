@@ -15,10 +15,11 @@ import pytest
 from runarchive.jobs import Settings
 from runarchive.web import create_app, shutdown
 from runarchive.web.settings import WebSettings
-from runarchive.web.status import RELAY
-from tests.jobs.conftest import Workers, wait_until
-from tests.web.test_status import Peer
-from tests.web.webutil import WS_HEADERS, LiveServer, WebEnv, csrf_of, upgrade_status
+from runarchive.web.websocket import RELAY
+from tests.support.clients import Peer
+from tests.support.waiting import wait_until
+from tests.support.web import WS_HEADERS, LiveServer, WebEnv, csrf_of, upgrade_status
+from tests.support.workers import Workers
 
 BIG = b"x" * (1 << 20)
 

@@ -14,17 +14,23 @@ from pathlib import Path
 import pytest
 from rq.job import Job, JobStatus
 
+from runarchive.cli.exits import exit_code_of
 from runarchive.core import NotFound, create_archive, list_archives, recover_run
 from runarchive.jobs.cancel import SWAP_MARKER, CancelStatus, cancel_job
-from runarchive.jobs.config import Settings
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive, enqueue_restore, running_job
 from runarchive.jobs.errors import NotCancelable
 from runarchive.jobs.locks import lock_statuses
-from tests.treeutil import archive_files, snapshot
+from runarchive.jobs.settings import Settings
+from runarchive.web.errors import status_of
+from tests.support.channel import Recorder
+from tests.support.journal import leftovers
+from tests.support.runs import make_many_files_run, make_small_run
+from tests.support.tree import archive_files, snapshot
+from tests.support.waiting import wait_until
+from tests.support.workers import Workers
 
 from . import pausehook
-from .conftest import Recorder, Workers, make_many_files_run, make_small_run, wait_until
 
 FILES = 5000  # a restore of these takes seconds: a cancel lands mid-extraction
 
@@ -42,13 +48,6 @@ def _triggers(ctx: JobsContext, runid: str, job_id: str) -> list[str]:
 
 def _errors(ctx: JobsContext, runid: str) -> list[str]:
     return [x for x in _lines(ctx, runid) if x.startswith("Error: ")]
-
-
-def _leftovers(run: Path) -> list[str]:
-    """Stage, scratch, trash folders or a journal a restore left in the run's state folder."""
-    state = run / ".runarchive"
-    names = [p.name for p in state.iterdir()] if state.is_dir() else []
-    return [n for n in names if n.startswith(("stage-", "scratch-", "trash-", "journal"))]
 
 
 def _restorable(ctx: JobsContext, runid: str, files: int) -> tuple[Path, str, Tree]:
@@ -133,7 +132,7 @@ def test_canceling_a_restore_mid_extraction_leaves_the_run_byte_identical_and_no
     assert _errors(ctx, runid) == ["Error: Canceled by alice"]
     assert not any(x.startswith("Restore complete") for x in _lines(ctx, runid))
     assert snapshot(run, with_dir_times=False) == before != archived
-    assert _leftovers(run) == []
+    assert leftovers(run) == []
     assert recover_run(run).action == "none"
     assert Job.fetch(job_id, connection=ctx.clients.rq).get_status() == JobStatus.FAILED
     _assert_ended_free(ctx, runid)
@@ -177,7 +176,8 @@ def test_a_cancel_after_the_swap_began_is_refused_and_the_restore_completes(
 
         with pytest.raises(NotCancelable, match="already swapping in; it will finish"):
             cancel_job(ctx, job_id, "alice")
-        assert NotCancelable.exit_code == 3 and NotCancelable.http_status == 409
+        refused = NotCancelable()
+        assert exit_code_of(refused) == 3 and status_of(refused) == 409  # the CLI's, the web's
 
         data.set(pausehook.go_key(runid), "1", ex=60)
         assert proc.wait(timeout=60) == 0, workers.log_text()

@@ -12,11 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runarchive.jobs.config import Settings
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive, running_job
-
-from .conftest import Workers, make_small_run
+from runarchive.jobs.settings import Settings
+from tests.support.runs import make_small_run
+from tests.support.workers import Workers
 
 
 def _lines(ctx: JobsContext, runid: str) -> list[str]:

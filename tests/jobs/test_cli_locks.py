@@ -22,16 +22,17 @@ from pathlib import Path
 import pytest
 
 from runarchive.core import create_archive, list_archives
-from runarchive.jobs.config import Settings
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive, running_job
 from runarchive.jobs.errors import JobRunning
 from runarchive.jobs.lifecycle import reconcile
 from runarchive.jobs.locks import acquire_lock, lock_infos, lock_statuses
+from runarchive.jobs.settings import Settings
 from runarchive.jobs.slot import claim_slot, read_slot
-from tests.treeutil import snapshot
-
-from .conftest import Recorder, make_many_files_run, make_small_run, wait_until
+from tests.support.channel import Recorder
+from tests.support.runs import make_many_files_run, make_small_run
+from tests.support.tree import snapshot
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "runarchive"]

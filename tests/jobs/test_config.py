@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from runarchive.core import InvalidInput
-from runarchive.jobs.config import DEFAULT_HOOKS, Settings
+from runarchive.jobs.settings import DEFAULT_HOOKS, Settings
 
 
 def test_defaults_suit_a_production_deployment() -> None:

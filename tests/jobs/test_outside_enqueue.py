@@ -21,9 +21,10 @@ from runarchive.jobs.enqueue import enqueue_archive, enqueue_restore
 from runarchive.jobs.locks import acquire_lock, lock_statuses, release_lock
 from runarchive.jobs.slot import read_slot
 from runarchive.jobs.tasks import archive_rq, restore_archive_rq
-from tests.treeutil import snapshot
-
-from .conftest import Recorder, Workers, make_small_run
+from tests.support.channel import Recorder
+from tests.support.runs import make_small_run
+from tests.support.tree import snapshot
+from tests.support.workers import Workers
 
 pytestmark = pytest.mark.slow
 

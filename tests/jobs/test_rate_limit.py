@@ -12,9 +12,10 @@ from runarchive.core import list_archives
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive
 from runarchive.jobs.locks import acquire_lock, lock_infos, lock_statuses
-from runarchive.jobs.status import Event
-
-from .conftest import Recorder, Workers, make_many_files_run
+from runarchive.jobs.vocabulary import Event
+from tests.support.channel import Recorder
+from tests.support.runs import make_many_files_run
+from tests.support.workers import Workers
 
 pytestmark = pytest.mark.slow
 

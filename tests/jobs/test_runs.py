@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from runarchive.core import InvalidInput, NotFound
-from runarchive.jobs.config import Settings
 from runarchive.jobs.runs import find_run, resolve_run
+from runarchive.jobs.settings import Settings
 
 
 def _settings(root: Path, layout: str = "auto") -> Settings:

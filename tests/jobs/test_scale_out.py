@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from runarchive.core import list_archives
-from runarchive.demo import generate_run
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive, enqueue_restore
 from runarchive.jobs.slot import iter_slots
-from tests.treeutil import snapshot
-
-from .conftest import Recorder, Workers, wait_until
+from runarchive.synthetic_run import generate_run
+from tests.support.channel import Recorder
+from tests.support.tree import snapshot
+from tests.support.waiting import wait_until
+from tests.support.workers import Workers
 
 pytestmark = pytest.mark.slow
 

@@ -12,20 +12,22 @@ from typing import Any
 import pytest
 from rq.job import Job, JobStatus
 
+from runarchive.cli.exits import exit_code_of
 from runarchive.core import Locked
 from runarchive.jobs.cancel import CancelStatus, cancel_job
-from runarchive.jobs.config import Settings
 from runarchive.jobs.connection import make_client
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive, running_job
 from runarchive.jobs.errors import JobRunning
 from runarchive.jobs.keys import Keys
 from runarchive.jobs.lifecycle import finish_job, reconcile
+from runarchive.jobs.lines import parse_line
 from runarchive.jobs.locks import acquire_lock
+from runarchive.jobs.settings import Settings
 from runarchive.jobs.slot import claim_slot, read_slot, release_slot
-from runarchive.jobs.status import Event, JobKind, parse_line
-
-from .conftest import make_small_run
+from runarchive.jobs.vocabulary import Event, JobKind
+from runarchive.web.errors import status_of
+from tests.support.runs import make_small_run
 
 
 def _triggers(ctx: JobsContext, runid: str) -> list[str]:
@@ -120,7 +122,7 @@ def test_enqueue_is_refused_while_a_nodb_file_is_locked(ctx: JobsContext, runid:
     with pytest.raises(Locked) as info:
         enqueue_archive(ctx, runid)
     assert str(info.value) == "Cannot archive while files are locked: soils.nodb, wepp.nodb"
-    assert info.value.http_status == 409 and info.value.exit_code == 3
+    assert status_of(info.value) == 409 and exit_code_of(info.value) == 3  # the web's, the CLI's
     assert read_slot(ctx.clients.data, ctx.keys, runid) is None
     assert ctx.queue().count == 0
 

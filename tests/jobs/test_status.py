@@ -4,24 +4,22 @@ from __future__ import annotations
 
 from runarchive.core import Phase, ProgressEvent
 from runarchive.jobs.context import JobsContext
-from runarchive.jobs.status import (
-    Event,
-    JobKind,
-    ProgressRelay,
-    Trigger,
+from runarchive.jobs.lines import (
     archive_deleted_line,
     archive_ready_line,
     cache_cleared_line,
     error_line,
     item_line,
     job_line,
-    parse_entry,
     parse_line,
     progress_line,
     restore_complete_line,
     scrub_paths,
     trigger_line,
 )
+from runarchive.jobs.progress import ProgressRelay
+from runarchive.jobs.stream import parse_entry
+from runarchive.jobs.vocabulary import Event, JobKind, Trigger
 
 
 def test_lines_are_exactly_weppcloud_shaped() -> None:

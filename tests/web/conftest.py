@@ -21,10 +21,8 @@ from runarchive.web import create_app, shutdown
 from runarchive.web.accounts import create_token, create_user
 from runarchive.web.db import db
 from runarchive.web.settings import WebSettings
-from tests.jobs.conftest import Workers, redis_url
-from tests.web.webutil import PASSWORD, LiveServer, WebEnv
-
-__all__ = ["redis_url"]
+from tests.support.web import PASSWORD, LiveServer, WebEnv
+from tests.support.workers import Workers
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from runarchive.jobs import enqueue_archive, running_job
-from tests.web.webutil import WS_HEADERS, Browser, Run, WebEnv
+from tests.support.web import WS_HEADERS, Browser, Run, WebEnv
 
 READ_ROUTES = ("dashboard", "list", "download", "jobstatus", "websocket")
 WRITE_ROUTES = ("archive", "restore", "delete", "jobinfo", "canceljob")

@@ -18,8 +18,8 @@ from flask import url_for
 
 from runarchive.core import create_archive, list_archives
 from runarchive.jobs import acquire_lock, enqueue_archive, release_lock, running_job
-from tests.jobs.conftest import Workers
-from tests.web.webutil import WebEnv
+from tests.support.web import WebEnv
+from tests.support.workers import Workers
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from runarchive.web.db import db
 from runarchive.web.models import ApiToken, User
 from runarchive.web.throttle import human_duration
-from tests.web.webutil import PASSWORD, WebEnv, csrf_of, login
+from tests.support.web import PASSWORD, WebEnv, csrf_of, login
 
 
 def test_login_page_carries_a_csrf_token_and_the_next_target(web: WebEnv) -> None:

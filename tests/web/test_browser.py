@@ -23,13 +23,7 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
@@ -51,10 +45,11 @@ from playwright.sync_api import (
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from runarchive.core import create_archive
-from runarchive.demo import generate_run
 from runarchive.jobs.connection import embedded_url
 from runarchive.jobs.locks import acquire_lock, release_lock
-from tests.treeutil import archive_files
+from runarchive.synthetic_run import generate_run
+from tests.support.serve import Serve, ServeFailed
+from tests.support.tree import archive_files
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -90,32 +85,8 @@ PROBE_JS = """
 # ------------------------------------------------------------------------- the service
 
 
-def _runarchive() -> list[str]:
-    script = Path(sys.executable).with_name("runarchive")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "runarchive"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Service:
-    """A running ``runarchive serve`` and the folders it was given."""
-
-    url: str
-    data_dir: Path
-    runs_root: Path
-    log: Path
-    env: dict[str, str]
-    proc: subprocess.Popen[bytes] | None = None
-
-    def stop(self) -> None:
-        """Stop serve and everything it started (its valkey and worker)."""
-        if self.proc is not None:
-            _stop(self.proc)
+class Service(Serve):
+    """The dashboard tests' ``runarchive serve`` (the shared launcher) and its accounts."""
 
     @contextlib.contextmanager
     def nodb_lock(self, runid: str, relpath: str) -> Iterator[None]:
@@ -131,89 +102,39 @@ class Service:
         finally:
             client.close()
 
-    def cli(self, *args: str, stdin: str | None = None) -> str:
-        """Run ``runarchive ARGS --data-dir DATA`` against the service's database."""
-        done = subprocess.run(
-            [*_runarchive(), *args, "--data-dir", str(self.data_dir)],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=60,
-        )
+    def run_cli(self, *args: str, stdin: str | None = None) -> str:
+        """Run ``runarchive ARGS --data-dir DATA``; fail the test unless it succeeds."""
+        done = self.cli(*args, stdin=stdin, timeout=60)
         assert done.returncode == 0, f"runarchive {' '.join(args)}: {done.stdout}{done.stderr}"
         return done.stdout
 
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def _wait_healthy(service: Service, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"runarchive serve exited with {proc.returncode}:\n{service.log_tail()}")
-        with (
-            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
-            urllib.request.urlopen(f"{service.url}/healthz", timeout=2) as response,
-        ):
-            if response.status == 200:
-                return
-        time.sleep(0.25)
-    pytest.fail(f"runarchive serve did not become healthy:\n{service.log_tail()}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop serve (it stops its valkey and worker), then anything left in its process group."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+    def start_or_fail(self) -> None:
+        """Start serve; a serve that exits or never gets healthy fails the test with its log."""
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # the group we created for serve, nothing else
+            self.start()
+        except ServeFailed as exc:
+            pytest.fail(str(exc))
 
 
 @contextlib.contextmanager
 def serving(base: Path, users: dict[str, list[str]]) -> Iterator[Service]:
     """Run ``runarchive serve`` on a free port with its data under ``base`` and ``users``."""
-    data_dir, runs_root = base / "data", base / "runs"
-    runs_root.mkdir()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"REDIS_URL", "RUNARCHIVE_DATABASE_URL", "RUNARCHIVE_RUNS_ROOT"}
-    }
-    env["SECRET_KEY"] = secrets.token_hex(32)
-    env["RUNARCHIVE_WS_PING_INTERVAL"] = str(PING_INTERVAL)  # silent for 3 pings: dropped
-    port = _free_port()
-    service = Service(f"http://127.0.0.1:{port}", data_dir, runs_root, base / "serve.log", env)
-    command = [
-        *_runarchive(),
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        "--runs-root",
-        str(runs_root),
-    ]
-    with service.log.open("wb") as log:
-        proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    service.proc = proc
+    # Silent for 3 pings: dropped.
+    service = Service(base, {"SECRET_KEY": secrets.token_hex(32),
+                             "RUNARCHIVE_WS_PING_INTERVAL": str(PING_INTERVAL)})  # fmt: skip
+    service.stop_timeout = 30
     try:
-        _wait_healthy(service, proc)
+        service.start_or_fail()
         with ThreadPoolExecutor() as pool:  # each CLI start costs seconds: overlap them
             added = [
                 pool.submit(
-                    service.cli, "users", "add", user, *flags, "--password-stdin", stdin=PASSWORD
+                    service.run_cli,
+                    "users",
+                    "add",
+                    user,
+                    *flags,
+                    "--password-stdin",
+                    stdin=PASSWORD,
                 )
                 for user, flags in users.items()
             ]
@@ -221,7 +142,7 @@ def serving(base: Path, users: dict[str, list[str]]) -> Iterator[Service]:
                 future.result()
         yield service
     finally:
-        _stop(proc)
+        service.stop()
 
 
 @pytest.fixture(scope="session")
@@ -340,7 +261,7 @@ def make_run(service: Service) -> Iterator[Callable[..., Path]]:
         made.append(path)
         generate_run(path, seed=seed, target_bytes=target_bytes, files=files)
         if owner is not None:
-            service.cli("runs", "grant", runid, owner, "--allow-missing")
+            service.run_cli("runs", "grant", runid, owner, "--allow-missing")
         if public:
             (path / "PUBLIC").touch()
         return path
@@ -487,6 +408,14 @@ def test_logging_in_leads_to_the_runs_and_then_the_dashboard(
     expect(page).to_have_url(re.compile(r"/login"))
 
 
+WATCH_DISABLED = """id => {
+  const button = document.getElementById(id);
+  window.__raWasDisabled = button.disabled;
+  new MutationObserver(() => { if (button.disabled) window.__raWasDisabled = true; })
+    .observe(button, {attributes: true});
+}"""
+
+
 def test_archiving_streams_live_lines_moves_the_bar_and_lists_the_archive_with_its_comment(
     page: Page, run: Path
 ) -> None:
@@ -500,12 +429,14 @@ def test_archiving_streams_live_lines_moves_the_bar_and_lists_the_archive_with_i
     long = "calibrated v2 against the 2019 gauge data, second try"
     stored = long[:40].rstrip()
     started = datetime.now(UTC)
+    # Seen by an observer, not polled afterwards: a quick job may end before a poll would look.
+    page.evaluate(WATCH_DISABLED, "ra-archive-btn")
     dashboard.start_archive(f"   {long}   ")
     expect(page.locator(".alert", has_text="The comment was cut to 40 characters")).to_contain_text(
         stored
     )
-    expect(dashboard.archive_button).to_be_disabled()
     event = dashboard.wait_finished(1)
+    assert page.evaluate("window.__raWasDisabled") is True  # no second click while it ran
     job_id = event["jobId"]
     assert event["ok"] is True
     assert event["trigger"] == "ARCHIVE_COMPLETE"
@@ -994,8 +925,13 @@ def test_the_cancel_button_shows_while_a_job_runs_and_cancels_it_leaving_no_arch
 
     event = dashboard.wait_finished(1)
     assert event["ok"] is False and event["trigger"] == "ARCHIVE_FAILED", event
-    failure = page.locator("#ra-alerts [data-code=job_failed]")
-    expect(failure).to_contain_text("Archive failed: Canceled by admin")
+    # The user's own act, not a crash: said as such, no failure alert, no stack trace.
+    canceled = page.locator("#ra-alerts [data-code=job_canceled]")
+    expect(canceled).to_have_text(re.compile(r"Archive canceled \(canceled by admin\)\."))
+    expect(page.locator("#ra-alerts [data-code=job_failed]")).to_have_count(0)
+    expect(page.locator("#ra-job-status")).to_have_text("archive canceled")
+    expect(page.locator("#ra-progress-label")).to_have_text("Canceled")
+    expect(page.locator("#ra-trace-panel")).to_be_hidden()
     expect(dashboard.activity).to_contain_text("Canceled by admin")
     expect(cancel).to_be_hidden()
     dashboard.wait_idle()

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.web.webutil import PASSWORD, LiveServer, WebEnv
+from tests.support.web import PASSWORD, LiveServer, WebEnv
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

@@ -14,9 +14,11 @@ import pytest
 
 from runarchive.jobs import enqueue_archive, enqueue_restore, running_job
 from tests.jobs import pausehook
-from tests.jobs.conftest import Workers, make_many_files_run, wait_until
-from tests.treeutil import archive_files, snapshot
-from tests.web.webutil import Run, WebEnv
+from tests.support.runs import make_many_files_run
+from tests.support.tree import archive_files, snapshot
+from tests.support.waiting import wait_until
+from tests.support.web import Run, WebEnv
+from tests.support.workers import Workers
 
 
 def _lines(web: WebEnv, runid: str) -> list[str]:

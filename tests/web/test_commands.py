@@ -10,13 +10,9 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,28 +22,9 @@ from click.testing import CliRunner
 
 from runarchive.cli import cli
 from runarchive.web.accounts import hash_token
-from tests.jobs.conftest import make_small_run, wait_until
-
-CLI = [sys.executable, "-m", "runarchive"]
-CLEARED = ("REDIS_URL", "RUNARCHIVE_REDIS_URL", "RUNARCHIVE_DATABASE_URL", "SECRET_KEY",
-           "RUNARCHIVE_SECRET_KEY", "RUNARCHIVE_DEMO", "RUNARCHIVE_RUNS_ROOT")  # fmt: skip
-
-
-def environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in CLEARED}
-    env.update(extra)
-    return env
-
-
-def run_cli(*args: str | Path, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *map(str, args)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environment(**env),
-    )
+from tests.support.processes import CLI, alive, descendants, environment, free_port, http, run_cli
+from tests.support.runs import make_small_run
+from tests.support.waiting import wait_until
 
 
 @pytest.mark.slow
@@ -127,56 +104,6 @@ def test_serve_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
 
 
 # --- serve, for real ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (gunicorn workers, the job worker, valkey)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def http(url: str, *, token: str | None = None, body: Any = None) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(url, data=data, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read() or b"null")
-    except (urllib.error.URLError, ConnectionError):
-        return 0, None
 
 
 @pytest.mark.slow

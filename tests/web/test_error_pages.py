@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from tests.web.webutil import WebEnv
+from tests.support.web import WebEnv
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 API_ACCEPTS = [{"Accept": "application/json"}, {"Accept": "*/*"}, {}]

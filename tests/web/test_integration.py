@@ -8,7 +8,7 @@ import pytest
 from flask import request
 
 from runarchive.jobs import running_job
-from tests.web.webutil import WebEnv, csrf_of
+from tests.support.web import WebEnv, csrf_of
 
 
 def host_policy(runid: str) -> str | None:

@@ -9,10 +9,8 @@ prefix), and ``create_app`` behind werkzeug's dispatcher keeps its prefix in ``n
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import re
-import sys
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -31,22 +29,13 @@ import runarchive.web
 from runarchive.jobs import Settings
 from runarchive.web.accounts import create_user, grant_run
 from runarchive.web.db import db
-from tests.jobs.conftest import Workers, make_small_run
-from tests.web.webutil import META_CSRF, PASSWORD
+from tests.support.runs import make_small_run
+from tests.support.web import META_CSRF, PASSWORD
+from tests.support.workers import Workers
+from tests.web.wepp_host import load_example
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "docs" / "examples" / "host_app.py"
 PREFIX = "/archive-svc"
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
-
-
-def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("host_app_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
 
 
 def make_settings(root: Path, redis_url: str) -> Settings:

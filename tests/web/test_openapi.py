@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 
 from runarchive.web.openapi import document
-from tests.web.webutil import WebEnv
+from tests.support.web import WebEnv
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 IGNORED = {"/static/{filename}"}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from runarchive.web.security import CSP
-from tests.web.webutil import WebEnv
+from runarchive.web.headers import CSP
+from tests.support.web import WebEnv
 
 
 def test_health_reports_database_and_redis(web: WebEnv) -> None:

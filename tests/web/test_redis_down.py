@@ -20,8 +20,8 @@ from runarchive.web import create_app, shutdown
 from runarchive.web.accounts import create_token, create_user, grant_run
 from runarchive.web.db import db
 from runarchive.web.settings import WebSettings
-from tests.jobs.conftest import make_small_run
-from tests.web.webutil import WS_HEADERS, Browser
+from tests.support.runs import make_small_run
+from tests.support.web import WS_HEADERS, Browser
 
 pytestmark = pytest.mark.slow
 

@@ -19,9 +19,10 @@ from runarchive.web.accounts import create_token, create_user, grant_run
 from runarchive.web.db import db
 from runarchive.web.relay import Relay
 from runarchive.web.settings import WebSettings
-from runarchive.web.status import RELAY
-from tests.jobs.conftest import make_small_run, wait_until
-from tests.web.webutil import LiveServer, upgrade_status
+from runarchive.web.websocket import RELAY
+from tests.support.runs import make_small_run
+from tests.support.waiting import wait_until
+from tests.support.web import LiveServer, upgrade_status
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from runarchive.cli import cli
 from runarchive.web.accounts import create_token, create_user, find_user
 from runarchive.web.db import Database, add_missing_columns, db
 from runarchive.web.models import User
-from tests.web.test_commands import CLI, environment, http
-from tests.web.webutil import PASSWORD, LiveServer, WebEnv, csrf_of, login
+from tests.support.processes import CLI, environment, http
+from tests.support.web import PASSWORD, LiveServer, WebEnv, csrf_of, login
 
 COOKIE = "runarchive_session"
 NEW_PASSWORD = "a different long password"

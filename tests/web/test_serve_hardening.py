@@ -24,9 +24,10 @@ from pathlib import Path
 import pytest
 
 from runarchive.web.httpworker import HEAD_TIMEOUT
-from tests.jobs.conftest import make_small_run, wait_until
-from tests.web.test_commands import CLI, alive, descendants, environment, free_port, http, run_cli
-from tests.web.test_trial import Browserless
+from tests.support.clients import Browserless
+from tests.support.processes import CLI, alive, descendants, environment, free_port, http, run_cli
+from tests.support.runs import make_small_run
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

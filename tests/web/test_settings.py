@@ -10,7 +10,7 @@ import pytest
 
 from runarchive.core import InvalidInput
 from runarchive.jobs import Settings
-from runarchive.jobs.config import ENV as JOBS_ENV
+from runarchive.jobs.settings import ENV as JOBS_ENV
 from runarchive.web import create_app, shutdown
 from runarchive.web.settings import SETTINGS, WebSettings, default_database_url
 

@@ -6,69 +6,19 @@ module's app; lines are published through the jobs layer's real status stream.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import simple_websocket
 
-from runarchive.web.status import RELAY, lines_to_send
-from tests.jobs.conftest import wait_until
-from tests.web.webutil import LiveServer, WebEnv, login, upgrade_status
-
-
-class Peer:
-    """A websocket client whose thread collects frames and, unless ``silent``, answers pings."""
-
-    def __init__(
-        self, url: str, headers: dict[str, str], *, silent: bool = False, tls: Any = None
-    ) -> None:
-        self.ws = simple_websocket.Client.connect(url, headers=headers, ssl_context=tls)
-        self.silent = silent
-        self.frames: list[dict[str, Any]] = []
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                raw = self.ws.receive(timeout=0.05)
-            except simple_websocket.ConnectionClosed:
-                return
-            if raw is None:
-                if not self.ws.connected and not self.ws.input_buffer:
-                    return
-                continue  # frames may have arrived together with the close
-            frame = json.loads(raw)
-            self.frames.append(frame)
-            if frame["type"] == "ping" and not self.silent:
-                with contextlib.suppress(Exception):  # closing meanwhile
-                    self.ws.send(json.dumps({"type": "pong"}))
-
-    def wait_for(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for frame in list(self.frames):
-                if predicate(frame):
-                    return frame
-            time.sleep(0.02)
-        raise AssertionError(f"no matching frame in {timeout} s; got {self.frames[-10:]}")
-
-    def lines(self) -> list[str]:
-        return [f["data"] for f in list(self.frames) if f["type"] == "status"]
-
-    def close(self) -> None:
-        if self.ws.connected:
-            self.ws.close()
-        self._thread.join(timeout=5)
+from runarchive.web.websocket import RELAY, lines_to_send
+from tests.support.clients import Peer
+from tests.support.waiting import wait_until
+from tests.support.web import LiveServer, WebEnv, login, upgrade_status
 
 
 @pytest.fixture

@@ -10,41 +10,17 @@ import re
 import signal
 import subprocess
 import time
-import urllib.parse
-import urllib.request
-from http.cookiejar import CookieJar
 from pathlib import Path
 
 import pytest
 
 from runarchive.core import create_archive
 from runarchive.web.server import GRACEFUL_TIMEOUT
-from tests.jobs.conftest import wait_until
-from tests.web.test_commands import CLI, alive, descendants, environment, free_port, http
+from tests.support.clients import Browserless
+from tests.support.processes import CLI, alive, descendants, environment, free_port, http
+from tests.support.waiting import wait_until
 
 BANNER = re.compile(r"username\s+(\S+)\s+password\s+(\S+)")
-
-
-class Browserless:
-    """A cookie-keeping HTTP client that logs in through the real form, CSRF token included."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
-
-    def get(self, path: str) -> str:
-        with self.opener.open(self.base + path, timeout=10) as response:
-            return str(response.read().decode())
-
-    def login(self, username: str, password: str) -> str:
-        page = self.get("/login")
-        token = re.search(r'name="csrf-token" content="([^"]+)"', page)
-        assert token, page[:500]
-        form = urllib.parse.urlencode(
-            {"username": username, "password": password, "csrf_token": token[1], "next": "/"}
-        ).encode()
-        with self.opener.open(self.base + "/login", data=form, timeout=10) as response:
-            return str(response.read().decode())
 
 
 def start(

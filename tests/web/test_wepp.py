@@ -18,8 +18,8 @@ import pytest
 from runarchive.core import list_archives
 from runarchive.jobs import acquire_lock, enqueue_archive, release_lock, running_job
 from runarchive.web.access import POLICY
-from tests.jobs.conftest import Workers
-from tests.web.webutil import Browser, Run, WebEnv, csrf_of
+from tests.support.web import Browser, Run, WebEnv, csrf_of
+from tests.support.workers import Workers
 
 MODIFIED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 CONFIG = "disturbed9002"

@@ -1,46 +1,37 @@
-"""A WEPPcloud-like console page in a real browser against `runarchive serve`.
+"""A WEPPcloud-like console page in a real browser, against `runarchive serve` and a host app.
 
 The page (``tests/web/wepp_client/``: a StatusStream-like client and a console, written from
-WEPPcloud's documented behaviour) is served by Playwright on the service's own origin, as a
-host page mounted beside runarchive would be, with the session's CSRF token in its
-``<meta name="csrf-token">``. Everything else is real: ``runarchive serve`` (gunicorn, its
-websocket relay) on the tests' valkey, and ``runarchive worker`` processes the test starts when
-it wants jobs to run — so a job can wait, queued, across a restart of the service.
+WEPPcloud's documented behaviour) runs the same scenarios against two back-ends
+(``tests/web/wepp_backends.py``), each a real server in a process of its own on the tests'
+valkey: ``runarchive serve``, with the page on the service's origin carrying the session's
+CSRF token; and a host Flask app that mounts runarchive with ``init_app`` under
+``/archive-svc`` (the documented example, served by gunicorn), whose user logs in through the
+host's login and whose own page carries the host's CSRF token and points every URL, the
+websocket's too, under the mount. ``runarchive worker`` processes are started when a test
+wants jobs to run — so a job can wait, queued, across a restart of the back-end.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import subprocess
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from playwright.sync_api import Browser, Page, expect
 
-from runarchive.demo import generate_run
-from runarchive.jobs import Settings
-from runarchive.jobs.locks import acquire_lock, release_lock
-from tests.jobs.conftest import Workers
+from tests.support.workers import Workers
 from tests.web.conftest import CHROMIUM_ARGS
-from tests.web.test_browser import PASSWORD, _free_port, _runarchive, _stop, _wait_healthy
-from tests.web.test_browser import Service as _Service
+from tests.web.wepp_backends import CONFIG, STARTERS, Backend, Host
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600)]
 
-CLIENT = Path(__file__).with_name("wepp_client")
-CONFIG = "disturbed9002"
 MODIFIED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 JOB_MS = 60_000
-# The page is served by Playwright, which Chromium's Local Network Access checks count as a
-# public origin: its websocket to 127.0.0.1 would be blocked. A host page really served beside
-# runarchive is on the same address and is not blocked.
+# Against serve the page is served by Playwright, which Chromium's Local Network Access checks
+# count as a public origin: its websocket to 127.0.0.1 would be blocked. A host page really
+# served beside runarchive (the host back-end) is on the same address and is not blocked.
 ARGS = [*CHROMIUM_ARGS, "--disable-features=LocalNetworkAccessChecks"]
 
 
@@ -54,84 +45,22 @@ def host_browser(browser: Browser, chromium: Path) -> Iterator[Browser]:
         launched.close()
 
 
-@dataclass
-class Wepp:
-    """``runarchive serve`` on an external Redis (no worker of its own) and its settings."""
-
-    service: _Service
-    settings: Settings
-    command: list[str]
-    redis_url: str
-
-    def start(self) -> None:
-        with self.service.log.open("ab") as log:
-            self.service.proc = subprocess.Popen(
-                self.command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.service.env,
-                start_new_session=True,
-            )
-        _wait_healthy(self.service, self.service.proc)
-
-    def restart(self) -> None:
-        self.service.stop()
-        self.start()
-
-    @contextlib.contextmanager
-    def nodb_lock(self, runid: str, relpath: str) -> Iterator[None]:
-        client = redis.Redis.from_url(self.redis_url)
-        try:
-            token = acquire_lock(client, runid, relpath, ttl=300, owner="host-app:1")
-            assert token is not None
-            yield
-            release_lock(client, runid, relpath, token)
-        finally:
-            client.close()
-
-
-@pytest.fixture(scope="module")
-def wepp(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Wepp]:
-    base = tmp_path_factory.mktemp("wepp")
-    data_dir, runs_root = base / "data", base / "runs"
-    runs_root.mkdir()
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        redis_url=redis_url,
-        runs_root=runs_root,
-        queue=f"wepp-{tag}",
-        key_prefix=f"ra-wepp-{tag}",
-        data_dir=data_dir,
-    )
-    env = {k: v for k, v in os.environ.items() if k != "RUNARCHIVE_DATABASE_URL"}
-    env.update(
-        {
-            "REDIS_URL": redis_url,
-            "RUNARCHIVE_QUEUE": settings.queue,
-            "RUNARCHIVE_KEY_PREFIX": settings.key_prefix,
-            "SECRET_KEY": uuid.uuid4().hex * 2,
-            "RUNARCHIVE_WS_PING_INTERVAL": "1",
-        }
-    )
-    port = _free_port()
-    service = _Service(f"http://127.0.0.1:{port}", data_dir, runs_root, base / "serve.log", env)
-    command = [*_runarchive(), "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--data-dir", str(data_dir), "--runs-root", str(runs_root)]  # fmt: skip
-    found = Wepp(service, settings, command, redis_url)
-    found.start()
+@pytest.fixture(scope="module", params=sorted(STARTERS))
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_url: str
+) -> Iterator[Backend]:
+    found = STARTERS[request.param](tmp_path_factory.mktemp(f"wepp-{request.param}"), redis_url)
     try:
-        service.cli("users", "add", "admin", "--admin", "--password-stdin", stdin=PASSWORD)
         yield found
     finally:
-        if service.proc is not None:
-            _stop(service.proc)
+        found.stop()
 
 
 @pytest.fixture
-def workers(wepp: Wepp, tmp_path: Path) -> Iterator[Workers]:
+def workers(backend: Backend, tmp_path: Path) -> Iterator[Workers]:
     logs = tmp_path / "worker-logs"
     logs.mkdir()
-    pool = Workers(wepp.settings, logs)
+    pool = Workers(backend.settings, logs)
     try:
         yield pool
     finally:
@@ -139,45 +68,22 @@ def workers(wepp: Wepp, tmp_path: Path) -> Iterator[Workers]:
 
 
 @pytest.fixture
-def run(wepp: Wepp) -> Path:
-    path = wepp.service.runs_root / f"wepp-{uuid.uuid4().hex[:10]}"
-    generate_run(path, seed=3, target_bytes=256 * 1024, files=40)
-    return path
+def run(backend: Backend) -> Path:
+    return backend.new_run()
 
 
 @pytest.fixture
-def console(host_browser: Browser, wepp: Wepp) -> Iterator[Callable[[Path], Page]]:
-    """Open the test console of a run, logged in as the admin, on the service's origin."""
-    context = host_browser.new_context(base_url=wepp.service.url)
+def console(host_browser: Browser, backend: Backend) -> Iterator[Callable[[Path], Page]]:
+    """Open the test console of a run, logged in, on the back-end's origin."""
+    context = host_browser.new_context(base_url=backend.url)
     errors: list[str] = []
-    page = context.new_page()
-    page.goto("/login")
-    page.fill("#username", "admin")
-    page.fill("#password", PASSWORD)
-    with page.expect_navigation():
-        page.click("form[action='/login'] button[type=submit]")
-    page.goto("/")
-    csrf = page.locator('meta[name="csrf-token"]').get_attribute("content")
-    assert csrf
-    script = (CLIENT / "console.js").read_text()
+    opener = backend.log_in(context)
 
     def open_console(run: Path) -> Page:
-        html = (CLIENT / "console.html").read_text()
-        for key, value in {"csrf": csrf, "script": "/__wepp/console.js", "runid": run.name,
-                           "config": CONFIG}.items():  # fmt: skip
-            html = html.replace("{{" + key + "}}", value)
         fresh = context.new_page()
         fresh.set_default_timeout(15_000)
         fresh.on("pageerror", lambda exc: errors.append(str(exc)))
-
-        def serve(route: Any) -> None:
-            if route.request.url.endswith("/console.js"):
-                route.fulfill(body=script, content_type="text/javascript")
-            else:
-                route.fulfill(body=html, content_type="text/html")
-
-        fresh.route("**/__wepp/**", serve)
-        fresh.goto(f"/__wepp/console/{run.name}")
+        opener(fresh, run)
         wait_for(fresh, "window.__wepp.opens >= 1 && window.__wepp.lists >= 1")
         return fresh
 
@@ -202,16 +108,21 @@ def record(page: Page) -> dict[str, Any]:
 def archive(page: Page, comment: str) -> str:
     """Click Archive with ``comment``; return the job id the console announced."""
     page.fill("#comment", comment)
+    said = len(record(page)["messages"])
     page.click("#archive-btn")
-    expect(page.locator("#message")).to_contain_text("Archiving (job ")
-    text = page.locator("#message").inner_text()
+    # From the console's record, not the message line: a quick job's "Archive complete" may
+    # already have replaced "Archiving (job …)" there.
+    page.wait_for_function(
+        "n => window.__wepp.messages.slice(n).some(m => m.startsWith('Archiving (job '))", arg=said
+    )
+    text = next(m for m in record(page)["messages"][said:] if m.startswith("Archiving (job "))
     match = re.search(r"job ([\w-]+)\)", text)
     assert match is not None, text
     return match.group(1)
 
 
 def test_the_console_archives_lists_restores_and_deletes_through_the_compat_routes(
-    console: Callable[[Path], Page], run: Path, workers: Workers
+    console: Callable[[Path], Page], run: Path, backend: Backend, workers: Workers
 ) -> None:
     workers.start()
     page = console(run)
@@ -244,17 +155,25 @@ def test_the_console_archives_lists_restores_and_deletes_through_the_compat_rout
     assert seen["triggers"][0]["jobId"] == job_id
     assert all(p["answer"]["Success"] is True for p in seen["posts"])  # CSRF header accepted
     assert seen["opens"] == 1 and seen["closes"] == []
+    socket = f"ws://{backend.url.removeprefix('http://')}{backend.prefix}"
+    assert seen["sockets"] == [f"{socket}/weppcloud-microservices/status/{run.name}:archive"]
+    if isinstance(backend, Host):
+        # Every URL of the console carries the config segment, and the host's policy is told
+        # it; the websocket (no config in its path) asks the policy with config=None.
+        calls = backend.policy_calls(run.name)
+        assert calls.count(CONFIG) >= 6, calls  # list, archive, list, restore, list, delete …
+        assert set(calls) == {CONFIG, None}, calls
 
 
 def test_a_locked_run_is_refused_with_weppclouds_text_on_the_console(
-    console: Callable[[Path], Page], run: Path, wepp: Wepp
+    console: Callable[[Path], Page], run: Path, backend: Backend
 ) -> None:
     page = console(run)
-    with wepp.nodb_lock(run.name, "wepp.nodb"):
+    with backend.nodb_lock(run.name, "wepp.nodb"), backend.nodb_lock(run.name, "climate.nodb"):
         page.fill("#comment", "locked")
         page.click("#archive-btn")
         expect(page.locator("#message")).to_have_text(
-            "Cannot archive while files are locked: wepp.nodb"
+            "Cannot archive while files are locked: climate.nodb, wepp.nodb"
         )
     (post,) = record(page)["posts"]
     assert post["status"] == 409 and post["answer"]["Success"] is False
@@ -262,12 +181,12 @@ def test_a_locked_run_is_refused_with_weppclouds_text_on_the_console(
 
 
 def test_a_restart_mid_job_makes_the_page_reconnect_and_finish_the_job(
-    console: Callable[[Path], Page], run: Path, wepp: Wepp, workers: Workers
+    console: Callable[[Path], Page], run: Path, backend: Backend, workers: Workers
 ) -> None:
     page = console(run)
     job_id = archive(page, "across a restart")  # no worker yet: the job waits, queued
     expect(page.locator("#log")).to_contain_text(f"rq:{job_id} ENQUEUED")
-    wepp.restart()
+    backend.restart()
     wait_for(page, "window.__wepp.opens >= 2")
     seen = record(page)
     assert 1001 in seen["closes"]  # going away: reconnect

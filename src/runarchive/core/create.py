@@ -42,9 +42,9 @@ from .journal import recover_locked
 from .limits import Limits
 from .links import LinkMode, follow_links, parse_link_mode
 from .manifest import DIR, FILE, MANIFEST_NAME, Manifest, ManifestEntry
-from .names import ARCHIVES_DIR, new_archive_name, normalize_comment
+from .names import ARCHIVES_DIR, Comment, new_archive_name, normalize_comment
 from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress
-from .rundir import Folder, RunDir, is_unsafe_error, open_beneath, open_run
+from .rundir import Folder, RunDir, RunRef, is_unsafe_error, open_beneath, open_run
 from .runlock import run_lock
 from .tree import Tree, TreeEntry, scan_run
 from .zipformat import DEFLATED, STORED, WrittenEntry, ZipWriter, local_header, new_entry
@@ -489,8 +489,8 @@ class _Builder:
 
 
 def create_archive(
-    run_dir: Path,
-    comment: str | None = None,
+    run_dir: Path | RunRef,
+    comment: str | Comment | None = None,
     *,
     progress: ProgressCallback | None = None,
     threads: int = 2,
@@ -498,13 +498,16 @@ def create_archive(
     limits: Limits | None = None,
     before_publish: Callable[[], None] | None = None,
     links: LinkMode | str = LinkMode.STORE,
+    on_scan: Callable[[Tree], None] | None = None,
 ) -> CreateResult:
     """Snapshot ``run_dir`` into a new archive under its ``archives/`` folder.
 
     ``before_publish`` is called once the archive is written and synced, before it is linked
     to its name: if it raises, nothing is kept; once it returned, the archive is published.
     ``links`` is ``store`` (every symlink archived as a link) or ``follow`` (links that
-    resolve inside the run archived as what they point to; see ``links``).
+    resolve inside the run archived as what they point to; see ``links``). ``on_scan`` sees
+    the run's tree once it is scanned, before anything is read (the job locks the ``.nodb``
+    files it lists there: one walk of the run per archive).
     """
     report = progress or ignore_progress
     text = normalize_comment(comment)
@@ -519,6 +522,8 @@ def create_archive(
                 f"Cannot read {exc.filename}: {exc.strerror}. Fix its permissions and retry; "
                 "no archive was written."
             ) from exc
+        if on_scan is not None:
+            on_scan(tree)
         if mode is LinkMode.FOLLOW:
             followed = follow_links(tree, lim)
             tree, count, warnings = followed.tree, followed.followed, followed.warnings

@@ -1,8 +1,8 @@
-"""The errors the core raises, each mapping one-to-one to a CLI exit code and an HTTP status.
+"""The errors the core raises: a class per way an operation can fail, each named by ``code``.
 
-Callers act on the class, not the message: the CLI turns ``exit_code`` into the process status,
-the web layer turns ``http_status``/``code`` into a JSON error. Messages name the problem and,
-where there is one, what to do about it.
+Callers act on the class (or its ``code``), not the message: the CLI owns the exit codes
+(``cli/exits.py``), the web layer the HTTP statuses (``web/errors.py``); the core only names
+what went wrong. Messages name the problem and, where there is one, what to do about it.
 """
 
 from __future__ import annotations
@@ -11,25 +11,37 @@ from __future__ import annotations
 class RunArchiveError(Exception):
     """Base of every error the library raises on purpose."""
 
-    exit_code = 1
-    http_status = 500
     code = "error"
 
 
 class InvalidInput(RunArchiveError):
     """A name, comment or path from outside failed validation; nothing was touched."""
 
-    exit_code = 2
-    http_status = 400
     code = "invalid_input"
 
 
 class NotFound(RunArchiveError):
     """The run or the archive does not exist."""
 
-    exit_code = 1
-    http_status = 404
     code = "not_found"
+
+
+class EntryNotFound(NotFound):
+    """The archive holds no entry of the kind asked for at that path (a file, a folder)."""
+
+    code = "entry_not_found"
+
+
+class InvalidCursor(InvalidInput):
+    """A paging cursor is malformed or was made for another listing; ask for page one again."""
+
+    code = "invalid_cursor"
+
+
+class NotText(InvalidInput):
+    """A text diff was asked for a file that is binary, not UTF-8 or over the size cap."""
+
+    code = "not_text"
 
 
 class UnsafeRun(RunArchiveError):
@@ -39,16 +51,12 @@ class UnsafeRun(RunArchiveError):
     state folder that is not ours. Nothing was changed; the message says what to remove.
     """
 
-    exit_code = 1
-    http_status = 409
     code = "unsafe_run"
 
 
 class InvalidArchive(RunArchiveError):
     """The archive cannot be read (truncated, not a zip, damaged central directory)."""
 
-    exit_code = 1
-    http_status = 422
     code = "invalid_archive"
 
 
@@ -73,24 +81,18 @@ class DamagedArchive(InvalidArchive):
 class NoSpace(RunArchiveError):
     """Not enough free disk space to finish; nothing was changed."""
 
-    exit_code = 1
-    http_status = 507
     code = "no_space"
 
 
 class Busy(RunArchiveError):
     """Another operation holds the run (OS file lock or job slot)."""
 
-    exit_code = 3
-    http_status = 409
     code = "busy"
 
 
 class ReadOnlyRun(RunArchiveError):
     """The run holds a ``READONLY`` marker (as WEPPcloud marks them): no restore, no delete."""
 
-    exit_code = 3
-    http_status = 409
     code = "read_only"
 
     def __init__(self, runid: str) -> None:
@@ -100,8 +102,6 @@ class ReadOnlyRun(RunArchiveError):
 class Locked(RunArchiveError):
     """The host application holds locks on the run's state files."""
 
-    exit_code = 3
-    http_status = 409
     code = "locked"
 
     def __init__(self, verb: str, paths: list[str]) -> None:

@@ -13,8 +13,9 @@ rename, fsync the folder) to ``archives/.runarchive/journal.json``:
               so recover simply finishes the swap. Result: the run exactly as the archive.
 ``swapped``   The swap is durable; only the old tree and the empty stage remain to be deleted.
               Recover deletes them. A restore that defers the deletion renames the old tree to
-              ``.runarchive-trash-<id>`` and drops the journal; ``purge_trash`` (or any later
-              recover) deletes trash folders.
+              ``archives/.runarchive/trash-<id>`` (out of the run's tree: from the final
+              trigger on the run is exactly the archive) and drops the journal; ``purge_trash``
+              (or any later recover) deletes trash folders.
 
 ``archives/`` (with our state inside) is never moved. Stray temp files (``archives/.tmp-*``)
 from a killed create are removed by recover too; recover runs under the run lock, so no live
@@ -54,6 +55,9 @@ SWAPPED = "swapped"
 STATES = (STAGING, SWAPPING, SWAPPED)
 MAX_JOURNAL_BYTES = 64 << 20
 _ID_RE = re.compile(r"[0-9a-f]{12}")
+# A finished restore's replaced tree, parked in our state folder until purged (``_park``).
+WORK_TRASH_PREFIX = "trash-"
+_WORK_TRASH_RE = re.compile(r"trash-[0-9a-f]{12}")
 _STATE_DIR_RE = re.compile(r"(stage|old|trash)-([0-9a-f]{12})(\.scratch)?")
 _TMP_ARCHIVE_RE = re.compile(r"\.tmp-.{1,240}\.partial")
 _JOURNAL_TMP_RE = re.compile(rf"\.{re.escape(JOURNAL)}\.tmp-[0-9]{{1,10}}")
@@ -311,10 +315,31 @@ def finish(work: Folder, layout: Layout, journal: Journal, *, defer_delete: bool
     for name in transient:
         _require_folder_or_missing(folder, name)
     if defer_delete and folder.exists(layout.old(jid)):
-        folder.rename(layout.old(jid), folder, layout.trash(jid))
+        _park(folder, layout, work, jid)
     for name in transient:
         folder.remove_tree(name)
     clear_journal(work)
+
+
+def _park(folder: Folder, layout: Layout, work: Folder, jid: str) -> None:
+    """Move the replaced tree out of the run's own tree until it is purged.
+
+    Into ``archives/.runarchive/trash-<id>`` (a rename, instant): from the final trigger on, the
+    run holds exactly the archive, and a host that walks the run (WEPPcloud's own archiver
+    takes everything but ``archives/``) never sees the old tree. When ``archives/`` is another
+    filesystem the rename cannot cross, it is parked at the run's top as before.
+    """
+    try:
+        folder.rename(layout.old(jid), work, f"{WORK_TRASH_PREFIX}{jid}")
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        folder.rename(layout.old(jid), folder, layout.trash(jid))
+
+
+def _work_trash(work: Folder) -> list[str]:
+    """The parked trees in our state folder (exact names only)."""
+    return [n for n in work.names() if _WORK_TRASH_RE.fullmatch(n)]
 
 
 def _require_folder_or_missing(folder: Folder, name: str) -> None:
@@ -331,7 +356,15 @@ def purge_trash(run_path: os.PathLike[str] | str) -> int:
         for name in names:
             _require_folder_or_missing(run, name)
             run.remove_tree(name)
-    return len(names)
+        parked = 0
+        work = run.work()
+        if work is not None:
+            with work:
+                for name in _work_trash(work):
+                    _require_folder_or_missing(work, name)
+                    work.remove_tree(name)
+                    parked += 1
+    return len(names) + parked
 
 
 def clear_journal(work: Folder) -> None:
@@ -364,6 +397,10 @@ def _remove_stale(run: RunDir, work: Folder, layout: Layout) -> int:
     for name in work.names():
         if _JOURNAL_TMP_RE.fullmatch(name) and _is_regular(work, name):
             work.unlink(name)
+    for name in _work_trash(work):
+        _require_folder_or_missing(work, name)
+        work.remove_tree(name)
+        removed += 1
     return removed
 
 

@@ -41,7 +41,7 @@ STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 
 def validate_runid(runid: str) -> str:
     """Return ``runid`` if it is a safe run id, else raise InvalidInput."""
-    if not isinstance(runid, str) or not RUNID_RE.fullmatch(runid) or runid in {".", ".."}:
+    if not isinstance(runid, str) or not RUNID_RE.fullmatch(runid) or is_dot_component(runid):
         raise InvalidInput(f"Invalid run id {runid!r}: use letters, digits and _ . ; - only.")
     if len(runid) > 200:
         raise InvalidInput("Invalid run id: longer than 200 characters.")
@@ -57,6 +57,25 @@ def validate_archive_name(name: str) -> str:
             "shows them."
         )
     return name
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveRef:
+    """An archive name validated once, at the edge (``archive_ref``), then handed down as is.
+
+    Functions that take ``str | ArchiveRef`` validate a string and trust a reference, so a name
+    that crossed the API, the queue or the command line is checked exactly once per process.
+    """
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def archive_ref(name: str | ArchiveRef) -> ArchiveRef:
+    """Return ``name`` as a validated reference (InvalidInput for a bad name)."""
+    return name if isinstance(name, ArchiveRef) else ArchiveRef(validate_archive_name(name))
 
 
 def is_archive_name(name: str) -> bool:
@@ -100,7 +119,7 @@ class Comment:
     cut: bool = False
 
 
-def parse_comment(comment: str | None) -> Comment:
+def parse_comment(comment: str | Comment | None) -> Comment:
     """Apply the one comment rule of every interface (WEPPcloud's): trim, cut to 40 characters.
 
     Cutting is reported, not refused; only what cannot be stored is refused — control,
@@ -108,6 +127,8 @@ def parse_comment(comment: str | None) -> Comment:
     """
     if comment is None:
         return Comment("")
+    if isinstance(comment, Comment):  # parsed at the edge already: the value is handed down
+        return comment
     text = comment.strip()
     if has_hidden_characters(text):
         raise InvalidInput(
@@ -119,7 +140,7 @@ def parse_comment(comment: str | None) -> Comment:
     return Comment(text)
 
 
-def normalize_comment(comment: str | None) -> str:
+def normalize_comment(comment: str | Comment | None) -> str:
     """Return the comment as it is stored (see ``parse_comment``)."""
     return parse_comment(comment).text
 
@@ -130,14 +151,48 @@ def is_reserved_top(name: str) -> bool:
 
 
 def has_hidden_characters(text: str) -> bool:
-    """Tell whether ``text`` holds a control, invisible, bidi or unpaired-surrogate character."""
+    """Tell whether ``text`` holds a control, invisible, bidi or unpaired-surrogate character.
+
+    The rule for text people read (comments): stricter than ``has_control_characters``.
+    """
     return any(unicodedata.category(ch) in _HIDDEN_CATEGORIES for ch in text)
+
+
+# Exactly Unicode's ``Cc``: C0, DEL and C1.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def is_control_character(ch: str) -> bool:
+    """Tell whether ``ch`` is a control character: C0 (incl. NUL, newline), DEL or C1 (``Cc``)."""
+    return unicodedata.category(ch) == "Cc"
+
+
+def has_control_characters(text: str) -> bool:
+    """Tell whether ``text`` holds a control character: the one rule for paths, lock names,
+    redirect targets and archive entry names (text that reaches a terminal or a log)."""
+    return _CONTROL_RE.search(text) is not None  # one regex search: names are checked by the 30,000
+
+
+def is_dot_component(part: str) -> bool:
+    """Tell whether a path component is ``.`` or ``..``: never a name, whatever the context."""
+    return part in (".", "..")
+
+
+def display_comment(comment: str) -> str:
+    """Return a stored zip comment as lists show it: at most 40 characters (then ``…``), control
+    characters replaced (U+FFFD).
+
+    Our archives carry at most 40 (``parse_comment``), but a zip copied into ``archives/`` by
+    hand may carry up to 64 KiB of anything; a list stays small and printable whatever it holds.
+    """
+    cut = "".join("\ufffd" if is_control_character(c) else c for c in comment[:MAX_COMMENT_CHARS])
+    return cut + "\u2026" if len(comment) > MAX_COMMENT_CHARS else cut
 
 
 def split_relpath(rel: str) -> list[str]:
     """Return the parts of a relative POSIX path; refuse empty, ``.``, ``..`` and NUL parts."""
     parts = rel.split("/")
-    if not rel or any(p in ("", ".", "..") or "\x00" in p for p in parts):
+    if not rel or any(not p or is_dot_component(p) or "\x00" in p for p in parts):
         raise ValueError(f"not a relative path of plain components: {rel!r}")
     return parts
 

@@ -21,7 +21,7 @@ from isal import isal_zlib
 from .errors import DamagedArchive, InvalidArchive, LimitExceeded, NotFound, UnsafeArchive
 from .limits import Limits
 from .manifest import FILE, MANIFEST_NAME, SYMLINK, Manifest, ManifestEntry, parse_manifest
-from .names import validate_archive_name
+from .names import ArchiveRef, archive_ref
 from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress
 from .rundir import RunDir, open_run
 from .zipformat import (
@@ -38,14 +38,14 @@ READ_BLOCK = 1 << 20
 MAX_MANIFEST_BYTES = 1 << 30
 
 
-def open_archive_fd(run: RunDir, name: str) -> tuple[int, os.stat_result]:
+def open_archive_fd(run: RunDir, name: str | ArchiveRef) -> tuple[int, os.stat_result]:
     """Open archive ``name`` of the run by handle; return the descriptor and its fstat.
 
     The name is validated, ``archives/`` must be the run's real folder, the archive is opened
     with ``O_NOFOLLOW`` and the *opened* file must be a regular file: what was checked is
     what the caller reads or sends.
     """
-    validate_archive_name(name)
+    name = archive_ref(name).name
     archives = run.archives()
     if archives is None:
         raise NotFound(f"Archive not found: {name}")
@@ -65,10 +65,12 @@ def open_archive_fd(run: RunDir, name: str) -> tuple[int, os.stat_result]:
     return fd, st
 
 
-def open_archive(run: RunDir, name: str, limits: Limits | None = None) -> ArchiveReader:
+def open_archive(
+    run: RunDir, name: str | ArchiveRef, limits: Limits | None = None
+) -> ArchiveReader:
     """Open archive ``name`` of the run for reading (see ``open_archive_fd``)."""
     fd, _ = open_archive_fd(run, name)
-    return ArchiveReader(fd, name, limits)
+    return ArchiveReader(fd, str(name), limits)
 
 
 class ArchiveReader:
@@ -77,19 +79,33 @@ class ArchiveReader:
     It owns ``fd`` (closed with the reader) and never reopens the archive by name.
     """
 
-    def __init__(self, fd: int, name: str, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        fd: int,
+        name: str,
+        limits: Limits | None = None,
+        parsed: tuple[Directory, Manifest | None] | None = None,
+    ) -> None:
+        """Parse the central directory of ``fd``, or take ``parsed``: the directory and
+        manifest read before from this very file (the caller proves it by its fstat identity:
+        ``inside`` caches them for archives, which never change once published).
+        """
         self.fd = fd
         self.name = name
         self.limits = limits or Limits.from_env()
-        try:
-            size = os.fstat(fd).st_size
-            self.directory: Directory = read_directory(fd, size, self.limits.max_entries)
-        except BaseException:
-            os.close(self.fd)
-            raise
         self._manifest: Manifest | None = None
         self._manifest_read = False
         self._data_offsets: dict[int, int] = {}
+        if parsed is not None:
+            self.directory: Directory = parsed[0]
+            self._manifest, self._manifest_read = parsed[1], True
+            return
+        try:
+            size = os.fstat(fd).st_size
+            self.directory = read_directory(fd, size, self.limits.max_entries)
+        except BaseException:
+            os.close(self.fd)
+            raise
 
     def __enter__(self) -> ArchiveReader:
         return self

@@ -19,6 +19,7 @@ nanosecond from the manifest (folders last, deepest first, so children don't dis
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
@@ -54,9 +55,10 @@ from .journal import (
 )
 from .limits import Limits
 from .manifest import DIR, FILE, SYMLINK
+from .names import ArchiveRef
 from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress
 from .reader import ArchiveReader, open_archive
-from .rundir import Folder, RunDir, open_beneath, open_run
+from .rundir import Folder, RunDir, RunRef, open_beneath, open_run
 from .runlock import run_lock
 from .safety import PlanItem, RestorePlan, plan_restore
 from .tree import scan_run
@@ -81,11 +83,14 @@ class RestoreResult:
     had_manifest: bool
     warnings: list[str] = field(default_factory=list)
     reused: int = 0
+    # The ``.nodb`` state files now in the run (the restored ones): what a post-restore hook
+    # needs, known from the plan without walking the run again.
+    nodb_files: list[str] = field(default_factory=list)
 
 
 def restore_archive(
-    run_dir: Path,
-    name: str,
+    run_dir: Path | RunRef,
+    name: str | ArchiveRef,
     *,
     progress: ProgressCallback | None = None,
     limits: Limits | None = None,
@@ -93,21 +98,27 @@ def restore_archive(
     threads: int = 4,
     defer_delete: bool = False,
     before_swap: Callable[[], None] | None = None,
+    reader: ArchiveReader | None = None,
 ) -> RestoreResult:
     """Replace the run's content (all but ``archives/``) with archive ``name``.
 
     ``threads`` extract in parallel (file creation, not CPU, is the usual bottleneck).
-    With ``defer_delete`` the replaced tree is parked in ``.runarchive/trash-<id>`` and the
+    With ``defer_delete`` the replaced tree is parked in ``archives/.runarchive/trash-<id>`` and the
     caller runs ``purge_trash`` after reporting success. ``before_swap`` is called once the
     stage is complete and synced, before the journal says swapping: if it raises, the restore
-    stops there and the run is as it was; once it returned, the restore finishes.
+    stops there and the run is as it was; once it returned, the restore finishes. ``reader``
+    is archive ``name`` already open (the caller read its central directory to know what to
+    lock): it is used, not reopened, and stays the caller's to close.
     """
     report = progress or ignore_progress
     lim = limits or Limits.from_env()
     with open_run(run_dir) as run, run_lock(run) as work:
         run.require_writable()
         recover_locked(run, work)
-        with open_archive(run, name, lim) as reader:
+        opened = (
+            contextlib.nullcontext(reader) if reader is not None else open_archive(run, name, lim)
+        )
+        with opened as reader:
             plan = plan_restore(reader, lim, allow_external_links)
             needed = plan.total_bytes + (16 << 20)
             require_space(run.fd, needed, "restore the archive", reserve=lim.reserve_for(run.fd))
@@ -126,9 +137,9 @@ def restore_archive(
         report(ProgressEvent("restore", Phase.CLEANUP, total, total, size, size))
         finish(work, layout, journal, defer_delete=defer_delete)
     report(ProgressEvent("restore", Phase.DONE, total, total, size, size))
-    return RestoreResult(
-        name, plan.files, len(plan.items), size, plan.had_manifest, plan.warnings, extractor.reused
-    )
+    nodb = sorted(i.path for i in plan.items if i.type == FILE and i.path.endswith(".nodb"))
+    return RestoreResult(str(name), plan.files, len(plan.items), size, plan.had_manifest,
+                         plan.warnings, extractor.reused, nodb)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,11 +29,19 @@ import errno
 import os
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from .errors import NotFound, ReadOnlyRun, UnsafeRun
-from .names import ARCHIVES_DIR, LEGACY_WORK_DIR, STATE_DIR, run_id_of, split_relpath
+from .names import (
+    ARCHIVES_DIR,
+    LEGACY_WORK_DIR,
+    STATE_DIR,
+    is_dot_component,
+    run_id_of,
+    split_relpath,
+)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SYS_OPENAT2 = 437  # the same number on every Linux architecture (unified syscall table)
@@ -247,7 +255,7 @@ class Folder:
 
 def _one(name: str) -> str:
     """Refuse anything but a single plain path component."""
-    if not name or name in (".", "..") or "/" in name or "\x00" in name:
+    if not name or is_dot_component(name) or "/" in name or "\x00" in name:
         raise ValueError(f"not a single path component: {name!r}")
     return name
 
@@ -310,6 +318,21 @@ def _unsafe(parent: Folder, name: str, exc: OSError) -> UnsafeRun:
 READONLY_MARKER = "READONLY"
 
 
+@dataclass(frozen=True, slots=True)
+class RunRef:
+    """A run found at the edge: its validated id and its folder, handed down as one value.
+
+    Made where a run id from outside is resolved (``jobs.runs.locate_run``); ``open_run`` takes
+    it without validating the id again. A path (``os.fspath``), so path-taking functions take it.
+    """
+
+    runid: str
+    path: Path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
 class RunDir(Folder):
     """A run opened by handle: its id, and its ``archives/`` and ``.runarchive/`` folders."""
 
@@ -362,11 +385,15 @@ def open_run(path: os.PathLike[str] | str) -> RunDir:
     """Open the run folder at ``path`` by handle (it must be a real folder, not a link).
 
     The folders above the run are the operator's (the runs root, a shard): they are
-    resolved as given. The run folder itself is opened with ``O_NOFOLLOW``.
+    resolved as given. The run folder itself is opened with ``O_NOFOLLOW``. A ``RunRef``'s id
+    was validated when it was made; a plain path's name is validated here.
     """
-    run = Path(path)
+    if isinstance(path, RunRef):
+        run, runid = path.path, path.runid
+    else:
+        run = Path(path)
+        runid = run_id_of(run)
     parent = os.path.realpath(run.parent)
-    runid = run_id_of(run)
     try:
         parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:

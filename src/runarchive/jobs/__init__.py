@@ -7,16 +7,24 @@ See ``docs/jobs.md``.
 """
 
 from .cancel import CancelStatus, cancel_job
-from .config import Settings
+from .connection import embedded_url
 from .context import JobsContext
 from .delete import delete_archive
 from .enqueue import enqueue_archive, enqueue_restore, running_job
 from .errors import Canceled, JobRunning, NotCancelable, QueueUnavailable
-from .jobinfo import job_status
+from .jobinfo import JOB_STATES, job_status
+from .lines import parse_line
 from .locks import acquire_lock, ensure_unlocked, lock_statuses, release_lock
-from .status import Event, JobKind, Trigger, parse_line
+from .runs import find_run
+from .settings import ENV as SETTINGS_ENV
+from .settings import Settings
+from .stream import parse_entry
+from .vocabulary import Event, JobKind, Trigger
+from .worker import worker_count
 
 __all__ = [
+    "JOB_STATES",
+    "SETTINGS_ENV",
     "CancelStatus",
     "Canceled",
     "Event",
@@ -30,12 +38,16 @@ __all__ = [
     "acquire_lock",
     "cancel_job",
     "delete_archive",
+    "embedded_url",
     "enqueue_archive",
     "enqueue_restore",
     "ensure_unlocked",
+    "find_run",
     "job_status",
     "lock_statuses",
+    "parse_entry",
     "parse_line",
     "release_lock",
     "running_job",
+    "worker_count",
 ]

@@ -1,5 +1,9 @@
-"""``python -m runarchive.jobs worker …``: the jobs commands without the main CLI."""
+"""``python -m runarchive.jobs worker …``: the job commands without the rest of the CLI.
 
-from .commands import jobs_cli
+An entry point, not part of the jobs library: it runs the CLI's job commands (the one
+exception the layers contract allows).
+"""
+
+from runarchive.cli.jobs_commands import jobs_cli
 
 jobs_cli()

@@ -50,7 +50,7 @@ from .context import JobsContext
 from .errors import Canceled, NotCancelable
 from .lifecycle import finish_job
 from .slot import fetch_job
-from .status import JobKind
+from .vocabulary import JobKind
 
 log = logging.getLogger(__name__)
 

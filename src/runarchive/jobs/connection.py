@@ -29,8 +29,8 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from .config import Settings
 from .errors import QueueUnavailable
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from types import TracebackType
 
 from rq import Queue
 
-from .config import Settings
 from .connection import RedisClients, resolve_url
 from .keys import Keys
-from .status import StatusStream
+from .settings import Settings
+from .stream import StatusStream
 
 
 @dataclass

@@ -3,7 +3,9 @@
 ``enqueue_archive``/``enqueue_restore`` do, in order:
 
 1. validate the run id (and the archive name or comment) and resolve the run (InvalidInput,
-   NotFound); for a restore, check the archive exists (NotFound);
+   NotFound) — once, into a ``JobRequest`` (``archive_request``/``restore_request``; a caller
+   that resolved the run already passes its ``RunRef``, an ``ArchiveRef``, a ``Comment``);
+   for a restore, check the archive exists (NotFound);
 2. refuse while any ``.nodb`` lock of the run is held (Locked, HTTP 409);
 3. reconcile the run's slot (a slot whose job died is finished and freed here);
 4. claim the slot atomically with a fresh job id (JobRunning, HTTP 409, names the holder);
@@ -17,18 +19,23 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 from rq import Callback
 
 from runarchive.core import (
+    ArchiveRef,
+    Comment,
+    LinkMode,
+    RunRef,
+    archive_ref,
     check_run,
-    normalize_comment,
     open_archive_fd,
     open_run,
+    parse_comment,
     parse_link_mode,
-    validate_archive_name,
     validate_runid,
 )
 
@@ -36,11 +43,12 @@ from .connection import redact
 from .context import JobsContext
 from .errors import JobRunning, QueueUnavailable
 from .lifecycle import on_job_failure, on_job_stopped, reconcile
+from .lines import job_line
 from .locks import ensure_unlocked
-from .runs import resolve_run
+from .runs import locate_run
 from .slot import Slot, claim_slot, read_slot, release_slot, slot_ttl
-from .status import Event, JobKind, job_line
 from .tasks import archive_rq, restore_archive_rq
+from .vocabulary import Event, JobKind
 
 
 def _unavailable(ctx: JobsContext, exc: Exception) -> QueueUnavailable:
@@ -48,44 +56,87 @@ def _unavailable(ctx: JobsContext, exc: Exception) -> QueueUnavailable:
     return QueueUnavailable(detail=f"Redis at {url}: {exc}")
 
 
-def enqueue_archive(
-    ctx: JobsContext, runid: str, comment: str | None = None, links: str | None = None
-) -> str:
-    """Queue an archive of run ``runid``; return the job id.
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """One job to start, every argument parsed once: the kind, the located run, and the
+    archive (restore) or the comment and links mode (archive)."""
 
-    ``links`` (``store``/``follow``, InvalidInput otherwise) defaults to the ``links``
-    setting; it is resolved here, so the job does what was asked whatever the worker's setting.
-    """
-    text = normalize_comment(comment)
-    mode = parse_link_mode(ctx.settings.links if links is None else links)
-    args = (runid, text or None, mode.value)
-    return _enqueue(ctx, JobKind.ARCHIVE, runid, archive_rq, args, None)
+    kind: JobKind
+    run: RunRef
+    archive: ArchiveRef | None = None
+    comment: Comment | None = None
+    links: LinkMode = LinkMode.STORE
+
+    @property
+    def runid(self) -> str:
+        return self.run.runid
+
+    @property
+    def call(self) -> str:
+        """The job's call as status lines and the RQ description spell it."""
+        return self.kind.call(self.runid, self.archive.name if self.archive else None)
+
+    def job(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """Return the RQ job function and its arguments (plain values: they cross Redis)."""
+        if self.archive is not None:
+            return restore_archive_rq, (self.runid, self.archive.name)
+        text = self.comment.text if self.comment is not None else ""
+        return archive_rq, (self.runid, text or None, self.links.value)
 
 
-def enqueue_restore(ctx: JobsContext, runid: str, archive_name: str) -> str:
-    """Queue a restore of run ``runid`` from ``archive_name``; return the job id."""
-    validate_archive_name(archive_name)
-    return _enqueue(
-        ctx, JobKind.RESTORE, runid, restore_archive_rq, (runid, archive_name), archive_name
-    )
-
-
-def _enqueue(
+def archive_request(
     ctx: JobsContext,
-    kind: JobKind,
-    runid: str,
-    func: Callable[..., Any],
-    args: tuple[Any, ...],
-    archive_name: str | None,
+    run: str | RunRef,
+    comment: str | Comment | None = None,
+    links: str | LinkMode | None = None,
+) -> JobRequest:
+    """Parse an archive job's arguments (InvalidInput, NotFound).
+
+    ``links`` (``store``/``follow``) defaults to the ``links`` setting; it is resolved here, so
+    the job does what was asked whatever the worker's setting.
+    """
+    parsed = parse_comment(comment)
+    mode = parse_link_mode(ctx.settings.links if links is None else links)
+    return JobRequest(JobKind.ARCHIVE, _located(ctx, run), comment=parsed, links=mode)
+
+
+def restore_request(
+    ctx: JobsContext, run: str | RunRef, archive_name: str | ArchiveRef
+) -> JobRequest:
+    """Parse a restore job's arguments (InvalidInput, NotFound)."""
+    archive = archive_ref(archive_name)  # a bad name is refused before the run is looked up
+    return JobRequest(JobKind.RESTORE, _located(ctx, run), archive=archive)
+
+
+def _located(ctx: JobsContext, run: str | RunRef) -> RunRef:
+    """The run a caller located already, else looked up now (once)."""
+    return run if isinstance(run, RunRef) else locate_run(ctx.settings, run)
+
+
+def enqueue_archive(
+    ctx: JobsContext,
+    run: str | RunRef,
+    comment: str | Comment | None = None,
+    links: str | LinkMode | None = None,
 ) -> str:
-    validate_runid(runid)
-    run_dir = resolve_run(ctx.settings, runid)
+    """Queue an archive of run ``run``; return the job id."""
+    return enqueue(ctx, archive_request(ctx, run, comment, links))
+
+
+def enqueue_restore(ctx: JobsContext, run: str | RunRef, archive_name: str | ArchiveRef) -> str:
+    """Queue a restore of run ``run`` from ``archive_name``; return the job id."""
+    return enqueue(ctx, restore_request(ctx, run, archive_name))
+
+
+def enqueue(ctx: JobsContext, request: JobRequest) -> str:
+    """Start the job ``request`` describes (steps 2–5 above); return its id."""
+    runid = request.runid
     # Refuse now what the job would refuse (409), before a job is queued or a slot taken.
-    with open_run(run_dir) as run:
+    with open_run(request.run) as run:
         check_run(run)
-        if archive_name is not None:
+        if request.archive is not None:
             run.require_writable()
-            os.close(open_archive_fd(run, archive_name)[0])  # NotFound when it is not there
+            os.close(open_archive_fd(run, request.archive)[0])  # NotFound when it is not there
     try:
         reconcile(ctx, [runid])
         data = ctx.clients.data
@@ -93,13 +144,14 @@ def _enqueue(
         holder = read_slot(data, ctx.keys, runid)
         if holder is not None:
             raise JobRunning(runid, holder.job_id)
-        ensure_unlocked(ctx.clients.locks, runid, kind.verb)
+        ensure_unlocked(ctx.clients.locks, runid, request.kind.verb)
         job_id = str(uuid.uuid4())
-        if not claim_slot(data, ctx.keys, runid, job_id, kind.value, ttl=slot_ttl(ctx.settings)):
+        kind = request.kind.value
+        if not claim_slot(data, ctx.keys, runid, job_id, kind, ttl=slot_ttl(ctx.settings)):
             holder = read_slot(data, ctx.keys, runid)
             raise JobRunning(runid, holder.job_id if holder is not None else "unknown")
         try:
-            _push(ctx, kind, runid, func, args, archive_name, job_id)
+            _push(ctx, request, job_id)
         except BaseException:
             release_slot(data, ctx.keys, runid, job_id)
             raise
@@ -108,17 +160,10 @@ def _enqueue(
     return job_id
 
 
-def _push(
-    ctx: JobsContext,
-    kind: JobKind,
-    runid: str,
-    func: Callable[..., Any],
-    args: tuple[Any, ...],
-    archive_name: str | None,
-    job_id: str,
-) -> None:
+def _push(ctx: JobsContext, request: JobRequest, job_id: str) -> None:
     settings = ctx.settings
-    call = kind.call(runid, archive_name)
+    func, args = request.job()
+    meta = {"runid": request.runid, "kind": request.kind.value, "prefix": settings.key_prefix}
     with ctx.clients.rq.pipeline() as pipe:
         ctx.queue().enqueue_call(
             func,
@@ -127,13 +172,13 @@ def _push(
             timeout=settings.job_timeout,
             result_ttl=settings.result_ttl,
             failure_ttl=settings.result_ttl,
-            description=call,
-            meta={"runid": runid, "kind": kind.value, "prefix": settings.key_prefix},
+            description=request.call,
+            meta=meta,
             on_failure=Callback(on_job_failure),
             on_stopped=Callback(on_job_stopped),
             pipeline=pipe,
         )
-        ctx.stream(runid).add_to(pipe, job_line(job_id, Event.ENQUEUED, call))
+        ctx.stream(request.runid).add_to(pipe, job_line(job_id, Event.ENQUEUED, request.call))
         pipe.execute()
 
 

@@ -1,4 +1,7 @@
-"""Errors of the jobs layer, in the core's hierarchy so the CLI and the web map them alike."""
+"""Errors of the jobs layer, in the core's hierarchy so the CLI and the web map them alike.
+
+Exit codes are the CLI's (``cli/exits.py``), HTTP statuses the web layer's (``web/errors.py``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from runarchive.core.errors import Busy, RunArchiveError
 
 
 class JobRunning(Busy):
-    """The run's slot is held by another job; ``job_id`` names it (HTTP 409, exit 3)."""
+    """The run's slot is held by another job; ``job_id`` names it."""
 
     code = "job_running"
 
@@ -19,14 +22,12 @@ class JobRunning(Busy):
 
 
 class QueueUnavailable(RunArchiveError):
-    """Redis (and so the job queue) cannot be reached (HTTP 503, exit 1).
+    """Redis (and so the job queue) cannot be reached (the service cannot do it now).
 
     The message is what clients see, so it names no host, port, socket path or data dir;
     ``detail`` carries those for the server log and for an operator's command line.
     """
 
-    exit_code = 1
-    http_status = 503
     code = "queue_unavailable"
     MESSAGE = "The job queue (Redis) is unavailable; retry."
 
@@ -42,8 +43,6 @@ class Canceled(RunArchiveError):
     ``Error:`` line and its ``*_FAILED`` trigger.
     """
 
-    exit_code = 1
-    http_status = 409
     code = "canceled"
 
     def __init__(self, user: str) -> None:
@@ -52,8 +51,6 @@ class Canceled(RunArchiveError):
 
 
 class NotCancelable(RunArchiveError):
-    """The job can no longer be canceled: it ended, or its swap began (HTTP 409, exit 3)."""
+    """The job can no longer be canceled: it ended, or its swap began."""
 
-    exit_code = 3
-    http_status = 409
     code = "not_cancelable"

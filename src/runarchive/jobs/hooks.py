@@ -23,7 +23,7 @@ from typing import Any
 from runarchive.core import InvalidInput, find_nodb_files
 
 from .keys import Keys
-from .status import cache_cleared_line
+from .lines import cache_cleared_line
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,9 @@ class HookContext:
     archive_name: str
     cache_client: Any
     data_client: Any
+    # The run's .nodb files after the restore, when the caller knows them (the job does: the
+    # restored ones); else the hook walks the run for them.
+    nodb_files: tuple[str, ...] | None = None
 
 
 Hook = Callable[[HookContext], "str | None"]
@@ -55,7 +58,7 @@ def load_hook(spec: str) -> Hook:
 def clear_nodb_cache(ctx: HookContext) -> str:
     """Delete the NoDb cache entries of the run's ``.nodb`` files (present and cached)."""
     client = ctx.cache_client
-    relpaths = find_nodb_files(ctx.run_dir)
+    relpaths = ctx.nodb_files if ctx.nodb_files is not None else find_nodb_files(ctx.run_dir)
     keys: set[str] = set()
     # The host may have cached under the resolved path or the path it was configured with.
     for run in dict.fromkeys([ctx.run_dir.resolve(), ctx.run_dir.absolute()]):

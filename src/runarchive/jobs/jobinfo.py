@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from rq.job import JobStatus
 from rq.results import Result
 
-from runarchive.core import NotFound
+from runarchive.core import NotFound, iso_utc
 
 from .context import JobsContext
 from .lifecycle import final_trigger, reconcile
 from .slot import fetch_job
 
+# Every state ``job_status`` may report (RQ's), for clients that keep them as constants.
+JOB_STATES: tuple[str, ...] = tuple(s.value for s in JobStatus)
+
 
 def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return None if moment is None else iso_utc(moment)
 
 
 def job_status(ctx: JobsContext, job_id: str, *, with_exc_info: bool = False) -> dict[str, Any]:

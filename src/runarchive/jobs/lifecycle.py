@@ -16,9 +16,11 @@ abandoned (whole worker died)          RQ's ``on_failure`` callback, from the re
 canceled while queued, lost by Redis   ``reconcile`` (worker start, every claim, periodically)
 =====================================  =========================================================
 
-``finish_job`` first claims ``<prefix>:job:<id>:final`` with SET NX; only the winner publishes
-the ``EXCEPTION``/``COMPLETED`` line and the TRIGGER, so there is exactly one final trigger per
-job however many of these paths race. It then frees the slot (compare-and-delete on the job id).
+``finish_job`` claims ``<prefix>:job:<id>:final`` with SET NX and, in the same server-side
+script, publishes the ``EXCEPTION``/``COMPLETED`` line and the TRIGGER: only the winner publishes,
+and a process killed at any instant has done both or neither, so there is exactly one final
+trigger per job however many of these paths race and whenever they die. It then frees the
+slot (compare-and-delete on the job id).
 
 When a job died rather than ended, its run may hold a half-written temp archive or an
 interrupted restore: the run id goes into ``<prefix>:recover`` and a process that can see the
@@ -38,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis
+from rq import Queue
 from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
 from rq.registry import StartedJobRegistry
@@ -46,11 +48,12 @@ from rq.utils import now as rq_now
 
 from runarchive.core import Busy, RunArchiveError, recover_run
 
-from .config import Settings
 from .context import JobsContext, current
 from .errors import JobRunning
+from .lines import error_line, job_line, trigger_line
 from .locks import release_job_locks
 from .runs import find_run, run_dir_candidates
+from .settings import Settings
 from .slot import (
     Slot,
     fetch_job,
@@ -62,7 +65,7 @@ from .slot import (
     stale_reason,
     take_slot,
 )
-from .status import Event, JobKind, error_line, job_line, trigger_line
+from .vocabulary import Event, JobKind
 
 log = logging.getLogger(__name__)
 
@@ -81,26 +84,23 @@ def finish_job(
     data = ctx.clients.data
     keys = ctx.keys
     trigger = kind.trigger(ok)
-    won = bool(data.set(keys.job_final(job_id), trigger.value, nx=True, ex=ctx.settings.result_ttl))
-    if won:
-        # The lines go out first: nothing that can fail after the marker is won (RQ's own
-        # bookkeeping in ``on_won`` included) may keep the final trigger from being published.
-        stream = ctx.stream(runid)
+    lines = []
+    if error and not ok:
+        lines.append(error_line(error, server_paths(ctx.settings, runid)))
+    lines.append(job_line(job_id, Event.COMPLETED if ok else Event.EXCEPTION, kind.call(runid)))
+    lines.append(trigger_line(job_id, trigger))
+    # Marker and lines in one script: a process killed at any instant has published all of
+    # them or none (the slot stays held and a later reconcile publishes them); a Redis error
+    # raises with nothing claimed. Nothing after it (RQ's bookkeeping in ``on_won``
+    # included) can keep the final trigger from going out.
+    won = ctx.stream(runid).publish_final(
+        keys.job_final(job_id), trigger.value, ctx.settings.result_ttl, lines
+    )
+    if won and on_won is not None:
         try:
-            if error and not ok:
-                stream.publish(error_line(error, server_paths(ctx.settings, runid)))
-            event = Event.COMPLETED if ok else Event.EXCEPTION
-            stream.publish(job_line(job_id, event, kind.call(runid)))
-            stream.publish(trigger_line(job_id, trigger), required=True)
-        except redis.exceptions.RedisError:
-            # Leave the slot held and the marker unset: a later reconcile publishes it.
-            data.delete(keys.job_final(job_id))
-            raise
-        if on_won is not None:
-            try:
-                on_won()
-            except Exception:
-                log.exception("job %s: bookkeeping after its final trigger failed", job_id)
+            on_won()
+        except Exception:
+            log.exception("job %s: bookkeeping after its final trigger failed", job_id)
     release_slot(data, keys, runid, job_id)
     data.delete(keys.job_alive(job_id))
     return won
@@ -152,7 +152,7 @@ def final_trigger(ctx: JobsContext, job_id: str) -> str | None:
 
 
 def mark_failed(ctx: JobsContext, job: Job, reason: str) -> None:
-    """Move a job whose process died from STARTED to FAILED in RQ (registry and result).
+    """Move a job whose process died from STARTED (or taken but QUEUED) to FAILED in RQ.
 
     The started registry's members are ``<job id>:<execution id>``; they are found by that
     prefix, not through the execution hashes, which RQ may already have expired (a worker
@@ -168,6 +168,8 @@ def mark_failed(ctx: JobsContext, job: Job, reason: str) -> None:
     with rq.pipeline() as pipe:
         if members:
             pipe.zrem(registry.key, *members)
+        # a job taken but never started is still in RQ's intermediate queue
+        pipe.lrem(Queue(job.origin, connection=rq).intermediate_queue_key, 0, job.id)
         pipe.hset(job.key, "ended_at", job.ended_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
         record_job_failure(job, f"Abandoned: {reason}", pipe)
         pipe.execute()
@@ -240,7 +242,8 @@ def reap(ctx: JobsContext, slot: Slot, reason: str) -> Reaped:
     died = status in {None, JobStatus.STARTED, JobStatus.FAILED, JobStatus.STOPPED}
 
     def fail_in_rq() -> None:
-        if job is not None and status == JobStatus.STARTED:
+        # QUEUED here means taken by a worker that died before the start (see stale_reason)
+        if job is not None and status in (JobStatus.STARTED, JobStatus.QUEUED):
             mark_failed(ctx, job, reason)
 
     published = finish_job(

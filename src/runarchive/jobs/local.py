@@ -31,17 +31,24 @@ from pathlib import Path
 
 import redis
 
-from runarchive.core import InvalidInput, find_nodb_files, validate_runid
+from runarchive.core import (
+    InvalidInput,
+    RunArchiveError,
+    find_nodb_files,
+    open_archive,
+    open_run,
+    validate_runid,
+)
 
-from .config import Settings
 from .connection import redact
 from .context import JobsContext
 from .errors import JobRunning, QueueUnavailable
 from .lifecycle import reconcile
-from .locks import RunLocks, ensure_unlocked
+from .lines import archive_deleted_line, archive_ready_line, restore_complete_line
+from .locks import RunLocks, archive_nodb_files, ensure_unlocked
+from .settings import Settings
 from .slot import LOCAL_HOLDER_PREFIX, claim_slot, read_slot, release_slot, slot_ttl
-from .status import archive_deleted_line, archive_ready_line, restore_complete_line
-from .tasks import Heartbeat, _archive_nodb_files
+from .tasks import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +96,16 @@ def _unreachable(settings: Settings, exc: Exception) -> QueueUnavailable:
         f"Cannot reach Redis at {redact(settings.redis_url or '')} to check the run's locks and "
         f"jobs ({exc}). Start it, or pass --no-locks to skip the check."
     )
+
+
+def _archive_nodb_files(run_dir: Path, name: str) -> list[str]:
+    """The ``.nodb`` paths archive ``name`` would restore ([] when it cannot be read: the
+    restore then reports why)."""
+    try:
+        with open_run(run_dir) as run, open_archive(run, name) as reader:
+            return archive_nodb_files(reader)
+    except RunArchiveError:
+        return []
 
 
 @contextmanager

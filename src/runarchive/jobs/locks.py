@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from runarchive.core.errors import InvalidInput, Locked
+from runarchive.core import (
+    ArchiveReader,
+    InvalidInput,
+    Locked,
+    has_control_characters,
+    is_dot_component,
+)
 
 from .keys import Keys
 
@@ -65,11 +71,27 @@ def check_relpath(relpath: str) -> str:
         not relpath
         or relpath.startswith("/")
         or "\\" in relpath
-        or any(part in {"", ".", ".."} for part in parts)
-        or any(ord(ch) < 32 for ch in relpath)
+        or any(not part or is_dot_component(part) for part in parts)
+        or has_control_characters(relpath)
     ):
         raise InvalidInput(f"Invalid lock path {relpath!r}: need a relative posix path.")
     return relpath
+
+
+def archive_nodb_files(reader: ArchiveReader) -> list[str]:
+    """Return the ``.nodb`` paths an open archive would restore, from its central directory.
+
+    Names that are no clean relative path are left out: the core refuses them with its own,
+    better message.
+    """
+    found = []
+    for entry in reader.content_entries():
+        if entry.name.endswith(".nodb") and not entry.name.startswith("archives/"):
+            try:
+                found.append(check_relpath(entry.name))
+            except InvalidInput:
+                continue
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,15 +17,14 @@ import os
 import stat
 from pathlib import Path
 
-from runarchive.core.errors import InvalidInput, NotFound
-from runarchive.core.names import validate_runid
+from runarchive.core import InvalidInput, NotFound, RunRef, is_dot_component, validate_runid
 
-from .config import Settings
+from .settings import Settings
 
 
 def _candidates(root: Path, runid: str, layout: str) -> list[Path]:
     shard = runid[:2]
-    sharded = [] if shard in {".", ".."} else [root / shard / runid]
+    sharded = [] if is_dot_component(shard) else [root / shard / runid]
     if layout == "flat":
         return [root / runid]
     if layout == "sharded" or len(runid) <= 2:
@@ -41,20 +40,31 @@ def run_dir_candidates(settings: Settings, runid: str) -> list[Path]:
     return _candidates(Path(settings.runs_root), runid, settings.run_layout)
 
 
-def resolve_run(settings: Settings, runid: str) -> Path:
-    """Return the directory of run ``runid``; raise InvalidInput or NotFound."""
+def locate_run(settings: Settings, runid: str | RunRef) -> RunRef:
+    """Validate run id ``runid`` and find its folder, once; raise InvalidInput or NotFound.
+
+    The ``RunRef`` made here is what the layers below are handed (a ``RunRef`` given is
+    returned as it is: it was located already).
+    """
+    if isinstance(runid, RunRef):
+        return runid
     root = Path(settings.runs_root or ".")
     for candidate in run_dir_candidates(settings, runid):
         shard_ok = candidate.parent == root or _is_real_dir(candidate.parent)
         if shard_ok and _is_real_dir(candidate):
-            return candidate
+            return RunRef(runid, candidate)
     raise NotFound(f"Run {runid} not found.")  # not where: clients must not learn server paths
 
 
-def find_run(settings: Settings, runid: str) -> Path | None:
-    """Return the run directory when this host can see it, else None (never raises)."""
+def resolve_run(settings: Settings, runid: str) -> Path:
+    """Return the directory of run ``runid``; raise InvalidInput or NotFound."""
+    return locate_run(settings, runid).path
+
+
+def find_run(settings: Settings, runid: str) -> RunRef | None:
+    """Return the run when this host can see it, else None (never raises)."""
     try:
-        return resolve_run(settings, runid)
+        return locate_run(settings, runid)
     except (InvalidInput, NotFound):
         return None
 

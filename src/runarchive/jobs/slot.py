@@ -19,7 +19,9 @@ A slot is **stale** when its job can no longer finish by itself (``stale_reason`
 * a local operation (``local-…`` holder, see ``jobs.local``) stopped renewing its lease;
 * the RQ job is started but its liveness lease (``<prefix>:job:<id>:alive``, renewed by the
   running job every ``heartbeat_ttl/5`` s) has expired: the process running it died (SIGKILL,
-  OOM, host lost).
+  OOM, host lost);
+* the RQ job is queued but a worker took it (RQ recorded an execution) more than
+  ``heartbeat_ttl`` ago and it never started: that worker died between dequeue and start.
 
 Stale slots are finished and freed by ``lifecycle.reconcile`` (worker start, every claim, and
 periodically in every worker). As a last resort the slot key expires after the job timeout
@@ -37,9 +39,10 @@ from typing import Any
 
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 
-from .config import Settings
 from .keys import Keys
+from .settings import Settings
 
 _CLAIM_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -179,4 +182,37 @@ def stale_reason(
         started_age = _age(job.started_at, now)
         if started_age > settings.heartbeat_ttl:
             return "job process died"
+    if status == JobStatus.QUEUED and not data_client.exists(settings.keys.job_alive(job.id)):
+        # Taken by a worker (an execution is recorded) but never started: the worker died
+        # between its dequeue and the work horse's start. RQ would notice only a maintenance
+        # interval or an execution TTL later; a live worker starts it within milliseconds.
+        taken = _taken_age(rq_client, job, now)
+        if taken is not None and taken > settings.heartbeat_ttl:
+            return "worker died before the job started"
     return None
+
+
+def _taken_age(rq_client: Any, job: Job, now: float) -> float | None:
+    """Seconds since a worker took the job (its oldest RQ execution), None if none did.
+
+    The started registry's members are ``<job id>:<execution id>``; an execution whose hash
+    RQ already expired counts as taken long ago.
+    """
+    registry = StartedJobRegistry(job.origin, connection=rq_client)
+    prefix = f"{job.id}:".encode()
+    members = [m for m, _ in rq_client.zscan_iter(registry.key, match=prefix + b"*")]
+    ages = []
+    for member in members:
+        if not member.startswith(prefix):
+            continue
+        created = rq_client.hget(b"rq:execution:" + member, "created_at")
+        ages.append(now - _timestamp(created) if created else float("inf"))
+    return max(ages) if ages else None
+
+
+def _timestamp(value: bytes) -> float:
+    """RQ's execution ``created_at`` (a POSIX timestamp); unreadable counts as long ago."""
+    try:
+        return float(value)
+    except ValueError:
+        return float("-inf")

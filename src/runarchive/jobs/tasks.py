@@ -6,9 +6,14 @@
 2. publish ``rq:<id> STARTED <call>``, then hold the run's slot (``lifecycle.begin_job``: ours,
    or free and claimed now for a job started outside ``enqueue``); another job's slot ends this
    one at once (``Error:`` naming the holder, ``TRIGGER … *_FAILED``), the run untouched;
-3. resolve the run, refuse if any ``.nodb`` lock is held (checked again here, not only at
-   enqueue time), then take every ``.nodb`` lock of the run (for a restore: of the run and of
-   the archive) so no writer can tear the snapshot or race the swap;
+3. locate the run and parse the archive name once (``RunRef``, ``ArchiveRef``: the arguments
+   crossed Redis, so the job is an edge of its own), refuse if any ``.nodb`` lock is held
+   (checked again here, not only at enqueue time), then take every ``.nodb`` lock of the run
+   (for a restore: of the run and of the archive) so no writer can tear the snapshot or race
+   the swap. One walk of the run and one central-directory parse per job: an archive locks
+   what the core's scan names (``create_archive(on_scan=…)``) before a file is read; a
+   restore walks the run for its ``.nodb`` files, opens the archive once for its own and
+   hands that reader to ``restore_archive``;
 4. call the core with a coalescing progress relay (``Adding``/``Restored``/``PROGRESS`` lines
    and ``job.meta["progress"]``) behind a cancel watch (``cancel.CancelWatch``: a canceled job
    raises ``Canceled`` at its next event, until the core's ``before_swap``/``before_publish``,
@@ -25,7 +30,8 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -33,31 +39,32 @@ from rq import get_current_job
 from rq.job import Job
 
 from runarchive.core import (
+    ArchiveReader,
+    ArchiveRef,
+    ProgressEvent,
     RunArchiveError,
+    RunDir,
+    Tree,
+    archive_ref,
     create_archive,
-    find_nodb_files,
+    nodb_files,
     open_archive,
     open_run,
     purge_trash,
     restore_archive,
+    scan_run,
 )
-from runarchive.core.progress import ProgressEvent
 
 from .cancel import CancelWatch
 from .context import JobsContext, current
 from .hooks import HookContext, load_hook
 from .lifecycle import begin_job, finish_job
-from .locks import RunLocks, check_relpath, ensure_unlocked
-from .runs import resolve_run
-from .status import (
-    Event,
-    JobKind,
-    ProgressRelay,
-    StatusStream,
-    archive_ready_line,
-    job_line,
-    restore_complete_line,
-)
+from .lines import archive_ready_line, job_line, restore_complete_line
+from .locks import RunLocks, archive_nodb_files, ensure_unlocked
+from .progress import ProgressRelay
+from .runs import locate_run
+from .stream import StatusStream
+from .vocabulary import Event, JobKind
 
 log = logging.getLogger(__name__)
 
@@ -179,13 +186,18 @@ def archive_rq(runid: str, comment: str | None = None, links: str = "store") -> 
         frame.started()
         try:
             frame.begin()
-            run_dir = resolve_run(frame.ctx.settings, runid)
+            run = locate_run(frame.ctx.settings, runid)  # the job's edge: its arguments
             ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.ARCHIVE.verb)
-            with frame.locks(find_nodb_files(run_dir)) as held:
-                heartbeat.locks.append(held)
+            with ExitStack() as held:
+
+                def lock_nodb(tree: Tree) -> None:
+                    # The core's one walk of the run names the .nodb files: they are locked
+                    # before any file is read, and stay locked until the archive is published.
+                    heartbeat.locks.append(held.enter_context(frame.locks(nodb_files(tree))))
+
                 result = create_archive(
-                    run_dir, comment, progress=frame.progress, before_publish=frame.cancel.commit,
-                    links=links,
+                    run, comment, progress=frame.progress, before_publish=frame.cancel.commit,
+                    links=links, on_scan=lock_nodb,
                 )  # fmt: skip
                 frame.relay.flush()
             frame.stream.publish(archive_ready_line(result.name))
@@ -203,62 +215,70 @@ def archive_rq(runid: str, comment: str | None = None, links: str = "store") -> 
     }
 
 
-def _archive_nodb_files(run_dir: Path, name: str) -> list[str]:
-    """Return the ``.nodb`` paths the archive would restore (unsafe names are left to the core)."""
-    found = []
-    try:
-        with open_run(run_dir) as run, open_archive(run, name) as reader:
-            for entry in reader.content_entries():
-                if entry.name.endswith(".nodb") and not entry.name.startswith("archives/"):
-                    try:
-                        found.append(check_relpath(entry.name))
-                    except RunArchiveError:
-                        continue
-    except RunArchiveError:
-        return []  # restore_archive reports the problem with its own, better message
-    return found
-
-
 def restore_archive_rq(runid: str, archive_name: str) -> dict[str, Any]:
-    """RQ job: replace run ``runid``'s content with archive ``archive_name``."""
+    """RQ job: replace run ``runid``'s content with archive ``archive_name``.
+
+    The archive is opened once: its central directory names the ``.nodb`` files it would
+    restore (locked with the run's own before anything changes), and the same open reader is
+    handed to the core; the post-restore hooks get the restored ``.nodb`` files from the core.
+    """
     frame = _JobRun(JobKind.RESTORE, runid, archive_name)
     with Heartbeat(frame.ctx, frame.job_id) as heartbeat:
         frame.started()
         try:
             frame.begin()
             settings = frame.ctx.settings
-            run_dir = resolve_run(settings, runid)
+            run = locate_run(settings, runid)  # the job's edge: its arguments
+            archive = archive_ref(archive_name)
             ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.RESTORE.verb)
-            nodb = find_nodb_files(run_dir) + _archive_nodb_files(run_dir, archive_name)
-            with frame.locks(nodb) as held:
-                heartbeat.locks.append(held)
-                result = restore_archive(
-                    run_dir,
-                    archive_name,
-                    progress=frame.progress,
-                    defer_delete=True,
-                    before_swap=frame.cancel.commit,
-                )
-                frame.relay.flush()
-                hook_ctx = HookContext(
-                    runid=runid,
-                    run_dir=run_dir,
-                    archive_name=archive_name,
-                    cache_client=frame.ctx.clients.cache,
-                    data_client=frame.ctx.clients.data,
-                )
-                for spec in settings.post_restore_hooks:
-                    line = _run_hook(spec, hook_ctx)
-                    if line:
-                        frame.stream.publish(line)
+            with open_run(run) as opened, _open_reader(opened, archive) as reader:
+                nodb = nodb_files(scan_run(opened))  # the job's one walk of the run
+                if reader is not None:
+                    nodb += archive_nodb_files(reader)
+                with frame.locks(nodb) as held:
+                    heartbeat.locks.append(held)
+                    result = restore_archive(
+                        run,
+                        archive,
+                        progress=frame.progress,
+                        defer_delete=True,
+                        before_swap=frame.cancel.commit,
+                        reader=reader,
+                    )
+                    frame.relay.flush()
+                    hook_ctx = HookContext(
+                        runid=runid,
+                        run_dir=run.path,
+                        archive_name=archive.name,
+                        cache_client=frame.ctx.clients.cache,
+                        data_client=frame.ctx.clients.data,
+                        nodb_files=tuple(result.nodb_files),
+                    )
+                    for spec in settings.post_restore_hooks:
+                        line = _run_hook(spec, hook_ctx)
+                        if line:
+                            frame.stream.publish(line)
             frame.stream.publish(restore_complete_line(result.name))
         except BaseException as exc:
             frame.failed(exc)
             raise
         frame.completed()
     # The replaced tree is deleted after the final trigger, off the user's critical path.
-    purge_trash(run_dir)
+    purge_trash(run)
     return {"name": result.name, "files": result.files, "warnings": list(result.warnings)}
+
+
+@contextmanager
+def _open_reader(run: RunDir, archive: ArchiveRef) -> Iterator[ArchiveReader | None]:
+    """Open the archive, or yield None when it cannot be read: ``restore_archive`` then opens
+    it itself and reports the problem with its own, better message."""
+    try:
+        reader = open_archive(run, archive)
+    except RunArchiveError:
+        yield None
+        return
+    with reader:
+        yield reader
 
 
 def _run_hook(spec: str, hook_ctx: HookContext) -> str | None:

@@ -23,10 +23,10 @@ from typing import Any
 
 from rq import Worker
 
-from .config import Settings
 from .connection import EmbeddedRedis
 from .context import JobsContext, current, install
 from .lifecycle import on_horse_killed, reconcile, recover_pending
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,11 @@ class RunArchiveWorker(Worker):
         """Run RQ's maintenance (abandoned jobs …), then free stale slots and recover runs."""
         super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
         startup_recovery(current())
+
+
+def worker_count(ctx: JobsContext) -> int:
+    """Return how many workers listen on the deployment's queue (for health checks)."""
+    return int(Worker.count(queue=ctx.queue()))
 
 
 def startup_recovery(ctx: JobsContext) -> None:

@@ -28,6 +28,10 @@ keeps working unchanged.
 Order of checks, so nothing leaks to people who may not see the run: the run id is validated
 first (400, before any filesystem access); then the rule is applied (401 when nobody is logged
 in, 403 for another user); only a permitted caller learns that a run does not exist (404).
+
+Each check runs once per request: the id is validated once, the host policy and the ownership
+query are asked once, the run folder is looked up once, and the ``RunView`` returned carries
+the located run (``RunView.run``, a ``RunRef``) down to the jobs layer.
 """
 
 from __future__ import annotations
@@ -40,13 +44,13 @@ from pathlib import Path
 from flask import current_app, g
 from flask_login import current_user  # type: ignore[import-untyped]
 
-from runarchive.core import NotFound, RunArchiveError, open_run, validate_runid
-from runarchive.jobs.runs import find_run
+from runarchive.core import NotFound, RunArchiveError, RunRef, open_run, validate_runid
+from runarchive.jobs import find_run
 
 from . import accounts
 from .db import db
-from .deployment import deployment
 from .errors import Forbidden, Unauthorized
+from .jobs_context import deployment
 from .models import User
 from .mount import mount
 
@@ -61,11 +65,16 @@ class RunView:
     """A run as the current user may see it."""
 
     runid: str
-    run_dir: Path | None
+    run: RunRef | None  # None: this host cannot see the run
     public: bool
     can_read: bool
     can_write: bool
     denied: bool = False  # the host's policy said "deny"
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The run's folder, or None when this host cannot see it."""
+        return self.run.path if self.run is not None else None
 
 
 def user() -> User | None:
@@ -79,7 +88,7 @@ def user() -> User | None:
     return None
 
 
-def is_public(run_dir: Path | None) -> bool:
+def is_public(run_dir: RunRef | Path | None) -> bool:
     """Tell whether the run folder holds the ``PUBLIC`` marker."""
     if run_dir is None:
         return False
@@ -117,19 +126,26 @@ def _host_grant(runid: str, config: str | None) -> str | None:
     return policy(runid, config=config) if takes_config(policy) else policy(runid)
 
 
+def _grant(runid: str, config: str | None) -> tuple[str | None, bool]:
+    """Ask the host policy and the ownership rule, once: return the grant and write access."""
+    grant = _host_grant(runid, config)
+    if grant == DENY:
+        return grant, False
+    return grant, grant == "write" or may_write(user(), runid)
+
+
 def view(runid: str, *, config: str | None = None) -> RunView:
     """Evaluate the rules for run ``runid`` (validated) and the current user.
 
     ``config`` is the WEPPcloud URL's config segment, handed to a host policy that takes it.
     """
     validate_runid(runid)
-    run_dir = find_run(deployment().settings, runid)
-    public = is_public(run_dir)
-    grant = _host_grant(runid, config)
+    run = find_run(deployment().settings, runid)
+    public = is_public(run)
+    grant, write = _grant(runid, config)
     if grant == DENY:
-        return RunView(runid, run_dir, public, False, False, denied=True)
-    write = grant == "write" or may_write(user(), runid)
-    return RunView(runid, run_dir, public, write or public or grant == "read", write)
+        return RunView(runid, run, public, False, False, denied=True)
+    return RunView(runid, run, public, write or public or grant == "read", write)
 
 
 def _refuse(runid: str, verb: str, denied: bool) -> None:
@@ -143,15 +159,21 @@ def require_read(runid: str, *, config: str | None = None) -> RunView:
     found = view(runid, config=config)
     if not found.can_read:
         _refuse(runid, "read", found.denied)
-    if found.run_dir is None:
+    if found.run is None:
         raise NotFound(f"Run {runid} not found.")
     return found
 
 
 def require_write(runid: str, *, config: str | None = None) -> RunView:
-    """Return the run if the current user may change it; raise 400/401/403/404."""
+    """Return the run if the current user may change it; raise 400/401/403/404.
+
+    The write rule is decided before the filesystem is touched, as for reading.
+    """
     validate_runid(runid)
-    grant = _host_grant(runid, config)
-    if grant != "write" and (grant == DENY or not may_write(user(), runid)):
+    grant, write = _grant(runid, config)
+    if not write:
         _refuse(runid, "change", grant == DENY)
-    return require_read(runid, config=config)
+    run = find_run(deployment().settings, runid)
+    if run is None:
+        raise NotFound(f"Run {runid} not found.")
+    return RunView(runid, run, is_public(run), True, True)

@@ -1,9 +1,12 @@
 """The app factory, and ``init_app``: runarchive's blueprints registered on a Flask app.
 
 Nothing is created at import time, so gunicorn builds one app per worker process after
-forking. Blueprints, one module per area: ``archive`` (dashboard, list, download), ``rq_api``
-(jobs and delete), ``status`` (websocket), ``auth`` (login, logout, tokens, CSRF), ``pages``
-(runs, health, OpenAPI), and ``runarchive`` (``mount.py``: templates and static files).
+forking. Blueprints, one module per area (the blueprint's name, which prefixes its endpoint
+names, in brackets; kept as they were, since a host app's ``url_for`` uses them):
+``archives.py`` [``archive``] (dashboard, list, download), ``jobs_api.py`` [``rq_api``] (jobs
+and delete), ``websocket.py`` [``status``] (the status websocket), ``auth.py`` (login, logout,
+tokens, CSRF), ``pages.py`` (runs, health, OpenAPI), and ``mount.py`` [``runarchive``]
+(templates and static files).
 Settings come from the environment (``settings.py`` and the jobs layer's ``Settings``); see
 ``docs/configuration.md`` and ``docs/api.md``.
 
@@ -25,19 +28,18 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from runarchive.core import InvalidInput
-from runarchive.jobs import Settings
-from runarchive.jobs.config import ENV as JOBS_ENV
+from runarchive.jobs import SETTINGS_ENV, Settings
 
-from . import archive, auth, db, deployment, errors, pages, rq_api, security, status, wepp
+from . import archives, auth, db, errors, headers, jobs_api, jobs_context, pages, websocket, wepp
 from .access import POLICY
 from .mount import EXTENSION, Mount, assets
 from .settings import SETTINGS, WebSettings, default_database_url, secret_key_for
 
 # Settings a test_config may give by their environment variable name.
-_ENV_NAMES = frozenset(JOBS_ENV.values()) | {s.env for s in SETTINGS.values()}
+_ENV_NAMES = frozenset(SETTINGS_ENV.values()) | {s.env for s in SETTINGS.values()}
 _ENV_NAMES |= {"RUNARCHIVE_REDIS_URL", "RUNARCHIVE_SECRET_KEY"}
 
-BLUEPRINTS = (assets, archive.bp, rq_api.bp, status.bp, pages.bp, auth.bp)
+BLUEPRINTS = (assets, archives.bp, jobs_api.bp, websocket.bp, pages.bp, auth.bp)
 # WEPPcloud's URLs over the same routes (wepp.py): answers in WEPPcloud's envelopes, so they
 # keep their own error handlers; on unless the app config says WEPP_COMPAT = False.
 COMPAT_BLUEPRINTS = (wepp.bp, wepp.engine_bp)
@@ -157,17 +159,17 @@ def _install(app: Flask, jobs_settings: Settings, web: WebSettings, mount: Mount
     db.init_app(
         app, database_url or web.database_url or default_database_url(jobs_settings.data_dir)
     )
-    dep = deployment.init_app(app, jobs_settings)
-    security.init_app(app)
+    dep = jobs_context.init_app(app, jobs_settings)
+    headers.init_app(app)
     host_csrf = app.extensions.get("csrf")
     if host_csrf is not None and host_csrf is not auth.csrf:
         for blueprint in (*BLUEPRINTS, *COMPAT_BLUEPRINTS):  # we check CSRF ourselves
             host_csrf.exempt(blueprint)
     auth.init_app(app, own_login=mount.own_login, url_prefix=mount.url_prefix)
-    for blueprint in (assets, archive.bp, rq_api.bp, pages.bp):
+    for blueprint in (assets, archives.bp, jobs_api.bp, pages.bp):
         app.register_blueprint(blueprint, url_prefix=mount.url_prefix)
     max_sockets = app.config.get("WS_MAX_SOCKETS", web.max_sockets)
-    status.init_app(app, dep, max_sockets, url_prefix=mount.url_prefix)
+    websocket.init_app(app, dep, max_sockets, url_prefix=mount.url_prefix)
     if compat:
         wepp.init_app(app, url_prefix=mount.url_prefix)
     return mount
@@ -175,10 +177,10 @@ def _install(app: Flask, jobs_settings: Settings, web: WebSettings, mount: Mount
 
 def shutdown(app: Flask) -> None:
     """Hang up the app's websockets and close its Redis and database connections."""
-    status_relay = app.extensions.get(status.RELAY)
+    status_relay = app.extensions.get(websocket.RELAY)
     if status_relay is not None:
         status_relay.stop()
-    dep = app.extensions.get(deployment.EXTENSION)
+    dep = app.extensions.get(jobs_context.EXTENSION)
     if dep is not None:
         dep.close()
     database = app.extensions.get(db.EXTENSION)

@@ -38,18 +38,19 @@ from flask import (
     render_template,
     request,
     session,
-    url_for,
 )
 from flask_login import LoginManager, login_user, logout_user  # type: ignore[import-untyped]
 from flask_wtf.csrf import CSRFProtect, generate_csrf  # type: ignore[import-untyped]
 from werkzeug.wrappers import Response
 
-from . import accounts
+from runarchive.core import has_control_characters
+
+from . import accounts, urls
 from .access import POLICY, TOKEN_USER, user
 from .db import db
-from .errors import TooManyAttempts, Unauthorized
+from .errors import TooManyAttempts, Unauthorized, html_page
 from .models import User
-from .mount import is_ours, mount, template
+from .mount import is_ours, template
 from .throttle import LoginThrottle
 
 bp = Blueprint("auth", __name__)
@@ -132,8 +133,8 @@ def _authenticate_host_request() -> None:
 
 def safe_next(target: str | None) -> str:
     """Return ``target`` if it is a path on this site, else the runs page (no open redirects)."""
-    home: str = url_for(mount().home_endpoint)
-    if not target or "\\" in target or any(ord(ch) < 32 for ch in target):
+    home = urls.home()
+    if not target or "\\" in target or has_control_characters(target):
         return home
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
@@ -147,6 +148,7 @@ def _throttle() -> LoginThrottle:
 
 
 @bp.get("/login")
+@html_page
 def login() -> Response | str:
     """Show the login form (or go on, when already logged in)."""
     target = request.args.get("next", "")
@@ -158,6 +160,7 @@ def login() -> Response | str:
 
 
 @bp.post("/login")
+@html_page
 def login_post() -> Response | tuple[str, int]:
     """Check the user name and password; start a session."""
     name = request.form.get("username", "").strip()
@@ -192,6 +195,7 @@ def _new_session() -> None:
 
 
 @bp.post("/logout")
+@html_page
 def logout() -> Response:
     """End every session of the user (all copies of their cookies) and clear this one."""
     who = user()
@@ -199,7 +203,7 @@ def logout() -> Response:
         accounts.end_sessions(db().session, who)
     logout_user()
     _new_session()
-    return redirect(url_for("auth.login"))
+    return redirect(urls.login())
 
 
 def init_app(app: Flask, *, own_login: bool = True, url_prefix: str = "") -> None:

@@ -1,13 +1,16 @@
 """Every failure a client sees, as ``{"error": {"code", "message"}}`` with a fitting status.
 
-The core's and jobs layer's errors carry ``http_status``/``code`` and are used as they are,
-with three exceptions chosen for the API's fixed set of codes (400/401/403/404/409/503):
+The core and the jobs layer name their errors (``code``); this module owns their HTTP statuses
+(``HTTP_STATUSES``, looked up along the error's class hierarchy), from the API's fixed set
+(400/401/403/404/409/503):
 
-* ``InvalidArchive`` and its subclasses (422 in the core) become **409**: the request was
-  well formed but the archive's state (damaged, unsafe) does not allow it; ``code`` keeps the
-  precise reason (``invalid_archive``, ``unsafe_archive`` …).
-* ``NoSpace`` (507) becomes **503**: the server cannot do it now; retry when space is freed.
+* ``InvalidArchive`` and its subclasses are **409**: the request was well formed but the
+  archive's state (damaged, unsafe) does not allow it; ``code`` keeps the precise reason
+  (``invalid_archive``, ``unsafe_archive`` …).
+* ``NoSpace`` is **503**: the server cannot do it now; retry when space is freed.
 * A Redis connection failure anywhere becomes **503** ``queue_unavailable``.
+
+The web layer's own errors (``WebError``: 401, 403, 429, 503) carry their status.
 
 ``Locked`` adds ``"locked_files"`` and ``JobRunning`` adds ``"job_id"`` to the error object.
 
@@ -29,39 +32,62 @@ sent as it is.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
-from flask import Response, current_app, jsonify, redirect, render_template, request, url_for
+from flask import Response, current_app, jsonify, redirect, render_template, request
 from flask.sansio.scaffold import Scaffold
 from flask_wtf.csrf import CSRFError  # type: ignore[import-untyped]
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
-from runarchive.core import InvalidArchive, Locked, NoSpace, RunArchiveError
-from runarchive.jobs import JobRunning, QueueUnavailable
+from runarchive.core import (
+    Busy,
+    InvalidArchive,
+    InvalidInput,
+    Locked,
+    NoSpace,
+    NotFound,
+    ReadOnlyRun,
+    RunArchiveError,
+    UnsafeRun,
+)
+from runarchive.jobs import Canceled, JobRunning, NotCancelable, QueueUnavailable
 
+from . import urls
 from .mount import mount, template
 
 log = logging.getLogger(__name__)
 
 
-class Unauthorized(RunArchiveError):
+class WebError(RunArchiveError):
+    """An error of the web layer itself, which carries its HTTP status."""
+
+    http_status = 500
+
+    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+        super().__init__(message)
+        if http_status is not None:
+            self.http_status = http_status
+
+
+class Unauthorized(WebError):
     """No user is logged in (and no valid API token was sent)."""
 
     http_status = 401
     code = "unauthorized"
 
 
-class Forbidden(RunArchiveError):
+class Forbidden(WebError):
     """The user is known but may not do this to this run."""
 
     http_status = 403
     code = "forbidden"
 
 
-class TooManyAttempts(RunArchiveError):
+class TooManyAttempts(WebError):
     """Too many failed logins; ``retry_after`` seconds until the next try."""
 
     http_status = 429
@@ -72,33 +98,61 @@ class TooManyAttempts(RunArchiveError):
         super().__init__(message)
 
 
-class SocketsFull(RunArchiveError):
+class SocketsFull(WebError):
     """This process has as many websockets as it may hold; the page polls instead."""
 
     http_status = 503
     code = "too_many_sockets"
 
 
-class WebsocketUnavailable(RunArchiveError):
+class WebsocketUnavailable(WebError):
     """The server running the app hands it no socket to upgrade (not werkzeug/gunicorn …)."""
 
     http_status = 503
     code = "websocket_unavailable"
 
 
-# Endpoints that render HTML for browsers (everything else answers JSON).
-PAGE_ENDPOINTS = frozenset(
-    {"archive.rq_archive_dashboard", "pages.index", "auth.login", "auth.login_post", "auth.logout"}
-)
+F = TypeVar("F", bound=Callable[..., Any])
+_HTML_PAGE = "runarchive_html_page"
+
+
+def html_page(view: F) -> F:
+    """Mark a view as a page for browsers: its errors are answered as HTML (``wants_page``)."""
+    setattr(view, _HTML_PAGE, True)
+    return view
+
+
+def is_html_page(endpoint: str | None) -> bool:
+    """Tell whether ``endpoint``'s view is marked ``html_page``."""
+    view = current_app.view_functions.get(endpoint) if endpoint is not None else None
+    return bool(getattr(view, _HTML_PAGE, False))
+
+
+# The library's errors (named by the core and the jobs layer) and their statuses; the first
+# class of an error's hierarchy found here wins, so a subclass maps like its parent.
+HTTP_STATUSES: dict[type[RunArchiveError], int] = {
+    InvalidInput: 400,
+    NotFound: 404,
+    UnsafeRun: 409,
+    InvalidArchive: 409,  # and UnsafeArchive, LimitExceeded, DamagedArchive
+    NoSpace: 503,
+    Busy: 409,  # and JobRunning
+    ReadOnlyRun: 409,
+    Locked: 409,
+    QueueUnavailable: 503,
+    Canceled: 409,
+    NotCancelable: 409,
+}
 
 
 def status_of(exc: RunArchiveError) -> int:
-    """Return the HTTP status of a library error under this API's mapping."""
-    if isinstance(exc, InvalidArchive):
-        return 409
-    if isinstance(exc, NoSpace):
-        return 503
-    return exc.http_status
+    """Return the HTTP status of an error: its own (``WebError``), else ``HTTP_STATUSES``'."""
+    if isinstance(exc, WebError):
+        return exc.http_status
+    for cls in type(exc).__mro__:
+        if cls in HTTP_STATUSES:
+            return HTTP_STATUSES[cls]
+    return 500
 
 
 def error_body(exc: RunArchiveError) -> dict[str, Any]:
@@ -117,7 +171,7 @@ def wants_page() -> bool:
     The pages always; any other URL when the client prefers ``text/html`` over
     ``application/json`` (a browser navigating). A tie — ``*/*``, or no ``Accept`` — is JSON.
     """
-    if request.endpoint in PAGE_ENDPOINTS:
+    if is_html_page(request.endpoint):
         return True
     best = request.accept_mimetypes.best_match(["application/json", "text/html"])
     return best == "text/html"
@@ -134,7 +188,7 @@ def this_page() -> str:
 def login_redirect() -> Response | None:
     """Send an anonymous browser to the login: ours, else the host's (None: nobody's; 401)."""
     if mount().own_login:
-        found: Response = redirect(url_for("auth.login", next=this_page()))  # type: ignore[assignment]
+        found: Response = redirect(urls.login(this_page()))  # type: ignore[assignment]
         return found
     manager = getattr(current_app, "login_manager", None)
     if manager is None:
@@ -149,9 +203,9 @@ def login_redirect() -> Response | None:
 def error_page(status: int, message: str) -> Response:
     """Render the error page: the layout with the status, a short message and a link back."""
     if status == 401 and mount().own_login:
-        link_url, link_text = url_for("auth.login", next=this_page()), "Log in"
+        link_url, link_text = urls.login(this_page()), "Log in"
     else:
-        link_url, link_text = url_for(mount().home_endpoint), "Your runs"
+        link_url, link_text = urls.home(), "Your runs"
     title = HTTP_STATUS_CODES.get(status, "Error")
     try:
         html = render_template(
@@ -176,7 +230,7 @@ def respond(exc: RunArchiveError) -> Response:
     status = status_of(exc)
     if wants_page():
         login = None
-        if isinstance(exc, Unauthorized) and request.endpoint in PAGE_ENDPOINTS:
+        if isinstance(exc, Unauthorized) and is_html_page(request.endpoint):
             login = login_redirect()
         response = login or error_page(status, str(exc))
     else:
@@ -202,7 +256,7 @@ def csrf_message(description: str) -> str:
     csrf_bootstrap.js send no token at all)."""
     return (
         f"CSRF check failed: {description} Send the session's token in the X-CSRFToken "
-        f"header (or a csrf_token form field): read it from GET {url_for('pages.csrf_token')} "
+        f"header (or a csrf_token form field): read it from GET {urls.csrf_token()} "
         "or from the page's <meta name=\"csrf-token\">, as WEPPcloud's csrf_bootstrap.js "
         "does — or call the API with a token (Authorization: Bearer …)."
     )

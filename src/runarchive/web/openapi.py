@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from runarchive import __version__
-from runarchive.core.names import RUNID_RE, SAFE_ARCHIVE_RE
+from runarchive.core import RUNID_RE, SAFE_ARCHIVE_RE
 
 JSON = "application/json"
 

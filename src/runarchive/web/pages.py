@@ -13,17 +13,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, redirect, render_template, url_for
+from flask import Blueprint, Response, jsonify, redirect, render_template
 from flask_wtf.csrf import generate_csrf  # type: ignore[import-untyped]
-from rq import Worker
 from sqlalchemy import text
 
-from runarchive.jobs.runs import find_run
+from runarchive.jobs import find_run, worker_count
 
-from . import accounts, openapi
+from . import accounts, openapi, urls
 from .access import is_public, user
 from .db import db
-from .deployment import deployment, jobs
+from .errors import html_page
+from .jobs_context import deployment, jobs
 from .mount import mount, template
 
 log = logging.getLogger(__name__)
@@ -31,13 +31,14 @@ bp = Blueprint("pages", __name__)
 
 
 @bp.get("/")
+@html_page
 def index() -> Response | str:
     """List the runs the logged-in user owns (anonymous visitors go to the login form)."""
     who = user()
     if who is None:
         if not mount().own_login:
             return render_template(template("index.html"), runs=None)
-        found: Response = redirect(url_for("auth.login"))  # type: ignore[assignment]
+        found: Response = redirect(urls.login())  # type: ignore[assignment]
         return found
     runs = []
     settings = deployment().settings
@@ -49,7 +50,7 @@ def index() -> Response | str:
                 "public": is_public(run_dir),
                 "can_write": True,
                 "exists": run_dir is not None,
-                "dashboard_url": url_for("archive.rq_archive_dashboard", runid=runid),
+                "dashboard_url": urls.dashboard(runid),
             }
         )
     return render_template(template("index.html"), runs=runs)
@@ -82,7 +83,7 @@ def healthz() -> Response:
         ctx = jobs()
         ctx.clients.ping()
         checks["redis"] = "ok"
-        checks["workers"] = Worker.count(queue=ctx.queue())
+        checks["workers"] = worker_count(ctx)
     except Exception as exc:
         log.warning("health: redis: %s", exc)
         checks["redis"] = "unavailable"

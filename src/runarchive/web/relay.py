@@ -19,8 +19,8 @@ one pub/sub connection for the whole process:
   socket is closed with a code that makes the client come back and ask for what it missed) and
   the thread reconnects with backoff; ``stop`` hangs up with ``STOPPING``. Neither is
   ``final``: only the socket's own session hangs up for good (access revoked, run deleted).
-* ``reserve``/``release`` count the process's sockets against ``max_sockets``, and each
-  user's (or anonymous client address's) against ``max_per_owner``.
+* ``reserve``/``release`` ask the process's socket quota (``quotas.SocketQuota``: the
+  process's and each user's cap); a stopping relay reserves nothing.
 
 Only the thread touches the pub/sub object (redis-py's is not thread-safe); other threads
 only change the channel table under a lock. Nothing here knows Flask.
@@ -41,12 +41,13 @@ from typing import Any, Protocol
 
 import redis
 
+from .quotas import MAX_PER_OWNER, SocketQuota
+
 log = logging.getLogger(__name__)
 
 POLL = 0.1
 LINGER = 5.0
 QUEUE_SIZE = 1000
-MAX_PER_OWNER = 8  # websockets one user may hold in one process (a few tabs)
 _WAKE = "\x00hangup"  # put on a queue to wake its reader at once; never a real status line
 STOPPING = "server stopping"
 REDIS_LOST = "connection to Redis lost"
@@ -158,51 +159,46 @@ class Relay:
     ) -> None:
         self._url = url
         self._encode = encode
-        self.max_sockets = max_sockets
-        self.max_per_owner = max_per_owner
+        self.quota = SocketQuota(max_sockets, max_per_owner)
         self.queue_size = queue_size
         self.linger = linger
         self.client_name = f"runarchive-relay-{os.getpid()}-{next(_names)}"
         self._channels: dict[str, _Channel] = {}
         self._lock = threading.Lock()
-        self._sockets = 0
-        self._owners: dict[str, int] = {}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
-    # --- socket budget ------------------------------------------------------------------------
+    # --- socket budget (the quota's; the settings and tests adjust its caps here) -----------
 
     @property
     def sockets(self) -> int:
         """Sockets currently counted against the cap."""
-        return self._sockets
+        return self.quota.sockets
+
+    @property
+    def max_sockets(self) -> int:
+        return self.quota.max_sockets
+
+    @max_sockets.setter
+    def max_sockets(self, value: int) -> None:
+        self.quota.max_sockets = value
+
+    @property
+    def max_per_owner(self) -> int:
+        return self.quota.max_per_owner
+
+    @max_per_owner.setter
+    def max_per_owner(self, value: int) -> None:
+        self.quota.max_per_owner = value
 
     def reserve(self, owner: str = "") -> bool:
-        """Count one more socket of ``owner``; return False (and count nothing) at a cap.
-
-        Two caps: the process's ``max_sockets`` (threads stay free for HTTP) and
-        ``max_per_owner`` per user (or per client address for anonymous viewers), so one
-        client opening tabs in a loop cannot take every socket of the process.
-        """
-        with self._lock:
-            if self._stopping.is_set() or self._sockets >= self.max_sockets:
-                return False
-            if self._owners.get(owner, 0) >= self.max_per_owner:
-                return False
-            self._sockets += 1
-            self._owners[owner] = self._owners.get(owner, 0) + 1
-            return True
+        """Count one more socket of ``owner`` (``quotas``); False at a cap or when stopping."""
+        return not self._stopping.is_set() and self.quota.reserve(owner)
 
     def release(self, owner: str = "") -> None:
         """Give back a socket reserved for ``owner``."""
-        with self._lock:
-            self._sockets = max(0, self._sockets - 1)
-            left = self._owners.get(owner, 0) - 1
-            if left > 0:
-                self._owners[owner] = left
-            else:
-                self._owners.pop(owner, None)
+        self.quota.release(owner)
 
     # --- subscriptions ------------------------------------------------------------------------
 

@@ -19,12 +19,13 @@ in its event loop, so clients sending headers slowly hold no thread). The data d
 embedded valkey's: ``jobs/connection.py``; the demo secret key: ``settings.py``).
 
 Stopping (SIGTERM or SIGINT to ``serve``): gunicorn stops its workers (their websockets are
-closed first with 1001, "going away", so clients reconnect), then ``serve`` sends SIGTERM to
-the worker (RQ's warm shutdown: an idle worker exits at once, a busy one finishes its job),
-waits ``RUNARCHIVE_STOP_TIMEOUT`` seconds, then asks again (RQ's cold shutdown: the job is
-stopped and ends as failed; restores are crash-safe), and finally kills the worker's whole
-process group. The worker's own exit stops the embedded valkey. The worker runs in its own
-session so a terminal's Ctrl-C reaches only ``serve``, which then stops things in that order.
+closed first with 1001, "going away", so clients reconnect: ``gunicorn_hooks.py``), then
+``serve`` sends SIGTERM to the worker (RQ's warm shutdown: an idle worker exits at once, a busy
+one finishes its job), waits ``RUNARCHIVE_STOP_TIMEOUT`` seconds, then asks again (RQ's cold
+shutdown: the job is stopped and ends as failed; restores are crash-safe), and finally kills
+the worker's whole process group. The worker's own exit stops the embedded valkey. The worker
+runs in its own session so a terminal's Ctrl-C reaches only ``serve``, which then stops things
+in that order.
 """
 
 from __future__ import annotations
@@ -34,25 +35,21 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
-from runarchive.core import RunArchiveError
-from runarchive.jobs import QueueUnavailable, Settings
-from runarchive.jobs.connection import embedded_url
+from runarchive.jobs import QueueUnavailable, Settings, embedded_url
 
+from . import gunicorn_hooks
 from .app import create_app, shutdown
 from .settings import WebSettings, secret_key_for
-from .status import RELAY
 
 log = logging.getLogger(__name__)
 
@@ -80,55 +77,6 @@ class WebServer(BaseApplication):  # type: ignore[misc]
         return self.factory()
 
 
-def _stop_relay_soon(app: Any) -> None:
-    relay = getattr(app, "extensions", {}).get(RELAY)
-    if relay is not None:  # never block inside a signal handler
-        threading.Thread(target=relay.stop, name="relay-stop", daemon=True).start()
-
-
-def _post_worker_init(worker: Any) -> None:
-    """Adjust the worker's signals: websockets hung up on SIGTERM, one quick stop only.
-
-    Ctrl-C in a terminal signals the whole process group, so a worker got SIGINT from the
-    terminal and then SIGQUIT from the arbiter. gunicorn's gthread worker re-entered its quit
-    handler while the first call held the thread pool's shutdown lock and deadlocked until the
-    arbiter killed it after the graceful timeout (seen twice in about fifteen stops). Workers now
-    leave SIGINT to the arbiter and act on the first quit only.
-    """
-    app = worker.wsgi
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        _stop_relay_soon(app)
-        if callable(previous):
-            previous(signum, frame)
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    quit_handler = signal.getsignal(signal.SIGQUIT)
-    quitting: list[int] = []
-
-    def on_quit(signum: int, frame: FrameType | None) -> None:
-        if quitting:
-            return
-        quitting.append(signum)
-        if callable(quit_handler):
-            quit_handler(signum, frame)
-
-    signal.signal(signal.SIGQUIT, on_quit)
-
-
-def _worker_int(worker: Any) -> None:
-    """On SIGINT/SIGQUIT (quick stop), hang up the worker's websockets."""
-    _stop_relay_soon(worker.wsgi)
-
-
-def _worker_exit(server: Any, worker: Any) -> None:
-    app = getattr(worker, "wsgi", None)
-    if isinstance(app, Flask):
-        shutdown(app)
-
-
 def gunicorn_options(web: WebSettings, host: str, port: int) -> dict[str, Any]:
     """Return the gunicorn settings of ``serve``."""
     return {
@@ -145,9 +93,11 @@ def gunicorn_options(web: WebSettings, host: str, port: int) -> dict[str, Any]:
         "errorlog": "-",
         "proc_name": "runarchive",
         "control_socket_disable": True,
-        "post_worker_init": _post_worker_init,
-        "worker_int": _worker_int,
-        "worker_exit": _worker_exit,
+        # websockets hung up with 1001 at SIGTERM, connections closed at exit (one owner for
+        # serve and for hosts that run gunicorn themselves)
+        "post_worker_init": gunicorn_hooks.post_worker_init,
+        "worker_int": gunicorn_hooks.worker_int,
+        "worker_exit": gunicorn_hooks.worker_exit,
     }
 
 
@@ -258,12 +208,7 @@ def _ensure_dirs(settings: Settings) -> None:
 
 def run_serve(
     web: WebSettings, jobs_settings: Settings, host: str, port: int, worker: bool | None
-) -> int:
-    """``serve`` for the CLI: return an exit code instead of raising library errors."""
+) -> None:
+    """``serve`` for the CLI: make the data dir (owner only), then serve until stopped."""
     _ensure_dirs(jobs_settings)
-    try:
-        serve(web, jobs_settings, host=host, port=port, worker=worker)
-    except RunArchiveError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+    serve(web, jobs_settings, host=host, port=port, worker=worker)

@@ -1,7 +1,7 @@
 """Settings of the web service, read from the environment once, in one place.
 
 Every web setting is a row of ``SETTINGS`` (environment variable, default, meaning); the jobs
-layer's own settings (``runarchive.jobs.config.ENV``: ``REDIS_URL``, ``RUNARCHIVE_RUNS_ROOT``,
+layer's own settings (``runarchive.jobs.SETTINGS_ENV``: ``REDIS_URL``, ``RUNARCHIVE_RUNS_ROOT``,
 ``RUNARCHIVE_DATA_DIR`` …) are read by ``runarchive.jobs.Settings`` and apply to the web service
 unchanged. ``docs/configuration.md`` documents both tables; a test fails when a name is missing
 there. ``runarchive serve`` options override the environment.
@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from runarchive.core.errors import InvalidInput
+from runarchive.core import InvalidInput
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """WEPPcloud's URLs and answers over our own routes' code: a drop-in backend for its front-end.
 
 Two blueprints, one per envelope WEPPcloud's pages and services expect; each route is a thin
-adapter over the functions our own routes use (``rq_api``, ``archive``): only the URL, the
+adapter over the functions our own routes use (``jobs_api``, ``archives``): only the URL, the
 access call (with the config segment) and the answer's shape differ.
 
 * ``wepp`` — the console's URLs, which carry a config segment:
@@ -32,7 +32,7 @@ while files are locked: a.nodb, b.nodb`` (already WEPPcloud's).
 
 The config segment is validated (``CONFIG_RE``) and handed to the host's access policy
 (``access.py``: ``policy(runid, config=config)`` when the policy takes it). The status stream's
-WEPPcloud path ``/weppcloud-microservices/status/<runid>:archive`` is served by ``status.py``.
+WEPPcloud path ``/weppcloud-microservices/status/<runid>:archive`` is served by ``websocket.py``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
-from flask import Blueprint, Flask, Response, redirect, request, url_for
+from flask import Blueprint, Flask, Response, redirect, request
 from flask_wtf.csrf import CSRFError  # type: ignore[import-untyped]
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
@@ -52,9 +52,10 @@ from werkzeug.exceptions import HTTPException
 from runarchive.core import InvalidInput, NotFound, RunArchiveError
 from runarchive.jobs import JobRunning, QueueUnavailable
 
-from . import access, archive, rq_api
+from . import access, jobs_api, urls
 from .access import RunView
-from .errors import Unauthorized, status_of
+from .archives import dashboard_page, list_body
+from .errors import Unauthorized, WebError, status_of
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +68,13 @@ NOT_FOUND_STATUS = "not_found"
 DASHBOARD = "wepp.dashboard"
 
 
-class Refusal(RunArchiveError):
+class Refusal(WebError):
     """One of our errors, worded as WEPPcloud words it; ``cause`` keeps ours."""
 
     def __init__(self, text: str, cause: RunArchiveError) -> None:
-        super().__init__(text)
+        super().__init__(text, http_status=status_of(cause))
         self.cause = cause
         self.code = cause.code
-        self.http_status = status_of(cause)
 
 
 def refusal_text(exc: RunArchiveError) -> str:
@@ -121,41 +121,41 @@ def _no_store(response: Response) -> Response:
 @bp.get("/runs/<runid>/<config>/rq-archive-dashboard")
 def dashboard(runid: str, config: str) -> str:
     """Show our dashboard of the run at WEPPcloud's URL."""
-    return archive.dashboard_page(_readable(runid, config))
+    return dashboard_page(_readable(runid, config))
 
 
 @bp.get("/runs/<runid>/<config>/rq-archive-dashboard/archives")
 def archives(runid: str, config: str) -> Response:
     """List the run's archives (rows with ``modified``), ``in_progress`` and ``job_id``."""
-    body = archive.list_body(_readable(runid, config))
-    return rq_api.json_response({"Success": True, **body}, 200)
+    body = list_body(_readable(runid, config))
+    return jobs_api.json_response({"Success": True, **body}, 200)
 
 
 @bp.post("/runs/<runid>/<config>/rq/api/archive")
 def legacy_archive(runid: str, config: str) -> Response:
     """Queue an archive: ``{"Success": true, "job_id"}``."""
-    job_id = rq_api.start_archive(_writable(runid, config), rq_api.request_body()).job_id
-    return rq_api.json_response({"Success": True, "job_id": job_id}, 200)
+    job_id = jobs_api.start_archive(_writable(runid, config), jobs_api.request_body()).job_id
+    return jobs_api.json_response({"Success": True, "job_id": job_id}, 200)
 
 
 @bp.post("/runs/<runid>/<config>/rq/api/restore-archive")
 def legacy_restore(runid: str, config: str) -> Response:
     """Queue a restore from ``archive_name``: ``{"Success": true, "job_id"}``."""
     run = _writable(runid, config)
-    name = rq_api.archive_name_of(rq_api.request_body())
+    name = jobs_api.archive_name_of(jobs_api.request_body())
     with worded(runid=runid, archive_name=name):
-        job_id = rq_api.start_restore(run, name)
-    return rq_api.json_response({"Success": True, "job_id": job_id}, 200)
+        job_id = jobs_api.start_restore(run, name)
+    return jobs_api.json_response({"Success": True, "job_id": job_id}, 200)
 
 
 @bp.post("/runs/<runid>/<config>/rq/api/delete-archive")
 def legacy_delete(runid: str, config: str) -> Response:
     """Delete archive ``archive_name`` now: ``{"Success": true}``."""
     run = _writable(runid, config)
-    name = rq_api.archive_name_of(rq_api.request_body())
+    name = jobs_api.archive_name_of(jobs_api.request_body())
     with worded(runid=runid, archive_name=name):
-        rq_api.remove_archive(run, name)
-    return rq_api.json_response({"Success": True}, 200)
+        jobs_api.remove_archive(run, name)
+    return jobs_api.json_response({"Success": True}, 200)
 
 
 # --------------------------------------------------------------------------- rq-engine
@@ -164,41 +164,41 @@ def legacy_delete(runid: str, config: str) -> Response:
 @engine_bp.post("/rq-engine/api/runs/<runid>/<config>/archive")
 def engine_archive(runid: str, config: str) -> Response:
     """Queue an archive: 200 ``{"job_id"}``."""
-    job_id = rq_api.start_archive(_writable(runid, config), rq_api.request_body()).job_id
-    return rq_api.json_response({"job_id": job_id}, 200)
+    job_id = jobs_api.start_archive(_writable(runid, config), jobs_api.request_body()).job_id
+    return jobs_api.json_response({"job_id": job_id}, 200)
 
 
 @engine_bp.post("/rq-engine/api/runs/<runid>/<config>/restore-archive")
 def engine_restore(runid: str, config: str) -> Response:
     """Queue a restore from ``archive_name``: 200 ``{"job_id"}``."""
     run = _writable(runid, config)
-    name = rq_api.archive_name_of(rq_api.request_body())
+    name = jobs_api.archive_name_of(jobs_api.request_body())
     with worded(runid=runid, archive_name=name):
-        job_id = rq_api.start_restore(run, name)
-    return rq_api.json_response({"job_id": job_id}, 200)
+        job_id = jobs_api.start_restore(run, name)
+    return jobs_api.json_response({"job_id": job_id}, 200)
 
 
 @engine_bp.post("/rq-engine/api/runs/<runid>/<config>/delete-archive")
 def engine_delete(runid: str, config: str) -> Response:
     """Delete archive ``archive_name`` now: 200 ``{}``."""
     run = _writable(runid, config)
-    name = rq_api.archive_name_of(rq_api.request_body())
+    name = jobs_api.archive_name_of(jobs_api.request_body())
     with worded(runid=runid, archive_name=name):
-        rq_api.remove_archive(run, name)
-    return rq_api.json_response({}, 200)
+        jobs_api.remove_archive(run, name)
+    return jobs_api.json_response({}, 200)
 
 
 def _known_job(job_id: str, *, with_exc_info: bool) -> dict[str, Any] | None:
     """Return our job's status, or None for a job nobody knows (WEPPcloud's 200 answer)."""
     try:
-        info = rq_api.find_job(job_id, with_exc_info=with_exc_info)
+        info = jobs_api.find_job(job_id, with_exc_info=with_exc_info)
     except NotFound:
         return None
     return {"job_id": info["id"], **info}
 
 
 def _not_found(job_id: str) -> Response:
-    return rq_api.json_response({"job_id": job_id, "status": NOT_FOUND_STATUS}, 200)
+    return jobs_api.json_response({"job_id": job_id, "status": NOT_FOUND_STATUS}, 200)
 
 
 @engine_bp.get("/rq-engine/api/jobstatus/<job_id>")
@@ -208,7 +208,7 @@ def engine_jobstatus(job_id: str) -> Response:
     if info is None:
         return _not_found(job_id)
     access.require_read(info["runid"])
-    return rq_api.json_response(info, 200)
+    return jobs_api.json_response(info, 200)
 
 
 @engine_bp.get("/rq-engine/api/jobinfo/<job_id>")
@@ -218,7 +218,7 @@ def engine_jobinfo(job_id: str) -> Response:
     if info is None:
         return _not_found(job_id)
     access.require_write(info["runid"])
-    return rq_api.json_response(info, 200)
+    return jobs_api.json_response(info, 200)
 
 
 @engine_bp.post("/rq-engine/api/canceljob/<job_id>")
@@ -227,7 +227,7 @@ def engine_canceljob(job_id: str) -> Response:
     info = _known_job(job_id, with_exc_info=False)
     if info is None:
         return _not_found(job_id)
-    return rq_api.json_response({"job_id": job_id, "status": rq_api.cancel(info)}, 200)
+    return jobs_api.json_response({"job_id": job_id, "status": jobs_api.cancel(info)}, 200)
 
 
 # --------------------------------------------------------------------------- refusals
@@ -243,8 +243,7 @@ def _as_library_error(exc: Exception) -> RunArchiveError:
         log.warning("Redis unavailable: %s", exc)
         return QueueUnavailable()
     if isinstance(exc, HTTPException):
-        failure = RunArchiveError(exc.description or exc.name)
-        failure.http_status = exc.code or 500
+        failure = WebError(exc.description or exc.name, http_status=exc.code or 500)
         failure.code = (exc.name or "error").lower().replace(" ", "_")
         return failure
     log.exception("unhandled error on %s %s", request.method, request.path)
@@ -256,7 +255,7 @@ def _console_refusal(exc: Exception) -> Response:
     status = status_of(failure)
     if request.endpoint == DASHBOARD:
         if isinstance(failure, Unauthorized):
-            target = url_for("auth.login", next=request.full_path.rstrip("?"))
+            target = urls.login(request.full_path.rstrip("?"))
             found: Response = redirect(target)  # type: ignore[assignment]
             return found
         html = (
@@ -265,7 +264,7 @@ def _console_refusal(exc: Exception) -> Response:
         )
         return Response(html, status=status, mimetype="text/html")
     body = {"Success": False, "Error": refusal_text(failure)}
-    return _no_store(rq_api.json_response(body, status))
+    return _no_store(jobs_api.json_response(body, status))
 
 
 def engine_status(status: int) -> int:
@@ -284,7 +283,7 @@ def _engine_refusal(exc: Exception) -> Response:
         "details": str(cause) if str(cause) != text else None,
         "code": failure.code,
     }
-    return rq_api.json_response({"error": error}, engine_status(status_of(failure)))
+    return jobs_api.json_response({"error": error}, engine_status(status_of(failure)))
 
 
 for _exc in (RunArchiveError, CSRFError, HTTPException, redis.exceptions.RedisError, Exception):

@@ -18,7 +18,7 @@
 
   const record = (window.__wepp = {
     opens: 0, closes: [], hangups: 0, statuses: [], triggers: [], reconnectDelays: [],
-    posts: [], messages: [], lists: 0,
+    posts: [], messages: [], lists: 0, sockets: [],
   });
 
   // ------------------------------------------------------------- fetch with the CSRF token
@@ -53,6 +53,7 @@
 
     connect() {
       const ws = new WebSocket(this.url());
+      record.sockets.push(ws.url);
       this.ws = ws;
       ws.addEventListener("open", () => {
         record.opens += 1;

@@ -45,7 +45,7 @@
   const FRAME = Object.freeze({ STATUS: "status", PING: "ping", PONG: "pong", HANGUP: "hangup" });
   // Job kinds, as jobstatus reports them.
   const KIND = Object.freeze({ ARCHIVE: "archive", RESTORE: "restore" });
-  // Free-text status lines the page reacts to (see runarchive.jobs.status).
+  // Free-text status lines the page reacts to (see runarchive.jobs.lines).
   const LINE_PREFIX = Object.freeze({ ERROR: "Error: ", DELETED: "Archive deleted: " });
   // Used only when the server sends no trigger: RQ's final states and what they mean.
   const DEFAULT_FINAL_STATES = Object.freeze({
@@ -54,6 +54,9 @@
     stopped: false,
     canceled: false,
   });
+  // How far along RQ's states before the end a job is. A poll answered just before the worker
+  // took the job can arrive after the worker's STARTED line: the panel never moves back.
+  const PROGRESS_RANK = Object.freeze({ queued: 0, deferred: 0, scheduled: 0, started: 1 });
   const MAX_LOG_LINES = 400;
   const WS_BACKOFF_BASE_MS = 500;
   const WS_BACKOFF_MAX_MS = 30000;
@@ -603,6 +606,19 @@
     ui.jobStatus.dataset.status = status || text;
   }
 
+  /** Show the status a poll reported, unless the panel already shows a later one. */
+  function setPolledStatus(status) {
+    const shown = ui.jobStatus.dataset.status;
+    if (
+      Object.hasOwn(PROGRESS_RANK, shown) &&
+      Object.hasOwn(PROGRESS_RANK, status) &&
+      PROGRESS_RANK[status] < PROGRESS_RANK[shown]
+    ) {
+      return;
+    }
+    setJobStatus(status || "unknown");
+  }
+
   function resetJobPanel(jobId) {
     ui.jobId.textContent = jobId;
     ui.jobId.title = jobId;
@@ -717,7 +733,7 @@
       if (state.job !== job || job.done) return;
       job.pollDelay = POLL_MS;
       if (!job.kind && info.kind) job.kind = info.kind;
-      setJobStatus(info.status || "unknown");
+      setPolledStatus(info.status);
       renderTimes(info);
       fillTimes(jobId, info);
       renderProgress(info.progress);
@@ -765,6 +781,14 @@
       setJobStatus(isArchive ? "archive complete" : "restore complete", "finished");
       showAlert("success", isArchive ? "Archive created." : "Restore complete.");
       if (atRow) setRowNote(atRow, "success", restoreDoneText(rec, atRow), { jobId });
+    } else if (outcome.ok === false && /^Canceled by /.test(job.lastError || "")) {
+      // A cancel is the user's own act, not a crash: say so, and no stack trace.
+      setJobStatus(isArchive ? "archive canceled" : "restore canceled", "failed");
+      ui.progressLabel.textContent = "Canceled";
+      const text = `${what} canceled (${job.lastError.replace(/^Canceled/, "canceled")}).`;
+      const box = showAlert("info", text);
+      box.dataset.code = "job_canceled";
+      if (atRow) setRowNote(atRow, "info", text, { jobId });
     } else if (outcome.ok === false) {
       setJobStatus(isArchive ? "archive failed" : "restore failed", "failed");
       if (job.fraction === 0) ui.progressLabel.textContent = "Failed before any progress";
@@ -778,7 +802,7 @@
       ui.progressLabel.textContent = "—";
       showAlert("info", "The server no longer knows this job; the list shows the current state.");
     }
-    if (outcome.ok === false) loadTrace(jobId);
+    if (outcome.ok === false && !/^Canceled by /.test(job.lastError || "")) loadTrace(jobId);
     else settleTimes(jobId, info);
     updateActivityNote();
     // Stay busy until the list shows the job's result (or a job someone started meanwhile).
@@ -866,7 +890,7 @@
   const TRIGGER_REST = /^\S+ ([A-Z_]+)$/;
   const PROGRESS_REST = /^(\w+) (\d+)\/(\d+) files (\d+)\/(\d+) bytes$/;
 
-  /** Parse a status line like runarchive.jobs.status.parse_line. */
+  /** Parse a status line like runarchive.jobs.lines.parse_line. */
   function parseLine(text) {
     const match = JOB_LINE.exec(text);
     if (!match || !EVENT_NAMES.has(match[2])) return { text };
@@ -962,7 +986,8 @@
     }
     match = /^Archive ready: (.+)$/.exec(text);
     if (match) {
-      const size = rec && rec.bytes ? `, ${humanSize(rec.bytes)}` : "";
+      // the bytes read from the run (the table shows the zip's own, compressed, size)
+      const size = rec && rec.bytes ? `, ${humanSize(rec.bytes)} of run data` : "";
       const files = rec && rec.files ? ` (${rec.files} files${size})` : "";
       return { text: `Archive ready: ${match[1]}${files}`, kind: "done", stamp: "ended" };
     }

@@ -16,7 +16,7 @@ Before the upgrade (plain HTTP answers, so a refused page falls back to polling)
 After the upgrade (the status stream protocol, version 2; ``docs/api.md``):
 
 * ``{"type": "status", "data": "<line>", "seq": <n>}`` — each new line as it is published;
-  ``seq`` numbers the run's lines, increasing by one (``jobs/status.py``). **No replay unless
+  ``seq`` numbers the run's lines, increasing by one (``jobs/stream.py``). **No replay unless
   asked**: a plain connect gets live lines only (WEPPcloud's StatusStream expects nothing
   else); ``?since=<n>`` first sends the retained lines numbered above ``n``, oldest first, and
   then live ones, each line once (``since=0``: everything retained). A ``since`` above the
@@ -32,6 +32,13 @@ After the upgrade (the status stream protocol, version 2; ``docs/api.md``):
   the user reloaded, no longer lets it read (logged out, access revoked, token revoked), or the
   run is gone.
 
+Closing: our close frame, then up to ``CLOSE_TIMEOUT`` seconds for the peer's answering one
+(read by simple-websocket's reader thread), then the TCP connection is shut down both ways by us
+(``close_socket``), as RFC 6455 asks of a server. The WSGI server's own end of the request must
+not be left to do it: werkzeug reads whatever the peer sent after the handler returned with a
+blocking 10 MB read, and the peer's close answer landing there held the connection until the
+client gave up (10 s for the ``websockets`` library); a peer that kept sending held it forever.
+
 Lines come from the process's single Redis subscription (``relay.py``); a socket never opens
 its own. Live lines are written by the relay thread itself, one encoded frame for all viewers,
 without waiting on any of them (``outlet.py``); per-message compression is not negotiated.
@@ -45,6 +52,7 @@ import logging
 import re
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 from enum import IntEnum
@@ -57,14 +65,15 @@ from flask_sock import Sock  # type: ignore[import-untyped]
 from wsproto.frame_protocol import FrameProtocol
 
 from runarchive.core import InvalidInput
-from runarchive.jobs.status import parse_entry
+from runarchive.jobs import parse_entry
 
 from . import access
 from .db import db
-from .deployment import Deployment, jobs
 from .errors import Forbidden, SocketsFull, WebsocketUnavailable
+from .jobs_context import Deployment, jobs
 from .outlet import Outlet
-from .relay import MAX_PER_OWNER, REDIS_LOST, STOPPING, Relay, Subscriber
+from .quotas import MAX_PER_OWNER
+from .relay import REDIS_LOST, STOPPING, Relay, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +82,7 @@ sock = Sock()
 RELAY = "runarchive.relay"
 SUBSCRIBE_TIMEOUT = 5.0
 SEND_TIMEOUT = 10
+CLOSE_TIMEOUT = 2.0  # seconds a peer has to answer our close frame before we cut it off
 DEAD_AFTER_PINGS = 3
 RECHECK_INTERVAL = 30.0  # seconds between re-applications of the read rule to an open socket
 _SINCE_RE = re.compile(r"[0-9]{1,18}")  # fullmatch
@@ -179,8 +189,26 @@ def archive_stream(ws: Any, runid: str) -> None:
         with contextlib.suppress(OSError):
             outlet.flush()
         outlet.close()
-        with contextlib.suppress(Exception):  # already closed by the peer
-            ws.close(reason=session.close_code(), message=sub.hangup or "")
+        close_socket(ws, session.close_code(), sub.hangup or "")
+
+
+def close_socket(ws: Any, code: int, message: str, timeout: float = CLOSE_TIMEOUT) -> None:
+    """Send the close frame, give the peer ``timeout`` s to answer, then end the connection.
+
+    simple-websocket's reader thread ends when the peer's close frame arrives (or the peer
+    goes), having read every byte the peer sent before it. The shutdown then makes any later
+    read of the connection — the WSGI server's drain after the response, that reader thread
+    when the peer never answered — see the end at once, so nothing can wait on the peer.
+    """
+    with contextlib.suppress(Exception):  # already closed by the peer, or reset
+        ws.close(reason=code, message=message)
+    reader = getattr(ws, "thread", None)
+    if isinstance(reader, threading.Thread) and reader is not threading.current_thread():
+        reader.join(timeout)
+    raw = getattr(ws, "sock", None)
+    if raw is not None:
+        with contextlib.suppress(OSError):  # closed already (the reader closes it when done)
+            raw.shutdown(socket.SHUT_RDWR)
 
 
 def _still_readable(runid: str) -> bool:

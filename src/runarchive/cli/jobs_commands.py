@@ -1,9 +1,9 @@
-"""Command-line entry points of the jobs layer (registered on ``runarchive`` by ``cli.py``).
+"""The service's job commands (registered on ``runarchive`` by ``cli/__init__.py`` when named).
 
 ``runarchive worker``, ``enqueue-archive``, ``enqueue-restore``, ``job-status``, ``cancel``,
 ``reconcile``.
-Every option also has an environment variable (see ``config.ENV``); options win. Exit codes as
-the core CLI: 0 ok, 1 failed, 2 usage, 3 refused (locked, busy, job running).
+Every option also has an environment variable (see ``settings.ENV``); options win. Exit codes as
+the rest of the CLI (``exits.py``).
 """
 
 from __future__ import annotations
@@ -13,23 +13,23 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from runarchive.core import RunArchiveError
+from runarchive.jobs.cancel import cancel_job
+from runarchive.jobs.context import JobsContext
+from runarchive.jobs.enqueue import enqueue_archive, enqueue_restore
+from runarchive.jobs.jobinfo import job_status
+from runarchive.jobs.lifecycle import final_trigger, reconcile, recover_pending
+from runarchive.jobs.lines import parse_line
+from runarchive.jobs.settings import Settings
+from runarchive.jobs.vocabulary import Event, Trigger
+from runarchive.jobs.worker import run_worker
 
-from .cancel import cancel_job
-from .config import Settings
-from .context import JobsContext
-from .enqueue import enqueue_archive, enqueue_restore
-from .jobinfo import job_status
-from .lifecycle import final_trigger, reconcile, recover_pending
-from .status import Event, Trigger, parse_line
-from .worker import run_worker
+from .exits import reporting
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,20 +69,6 @@ def _settings(options: dict[str, Any]) -> Settings:
     )
 
 
-@contextmanager
-def _reporting(as_json: bool = False) -> Iterator[None]:
-    try:
-        yield
-    except RunArchiveError as exc:
-        detail = getattr(exc, "detail", "")  # the operator may see what clients may not
-        message = f"{exc} ({detail})" if detail else str(exc)
-        if as_json:
-            click.echo(json.dumps({"error": {"code": exc.code, "message": message}}))
-        else:
-            click.echo(f"error: {message}", err=True)
-        sys.exit(exc.exit_code)
-
-
 @click.command()
 @deployment_options
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
@@ -91,7 +77,7 @@ def _reporting(as_json: bool = False) -> Iterator[None]:
 def worker(burst: bool, workers: int, name: str | None, **options: Any) -> None:
     """Run RQ worker(s) on the runarchive queue (reconciles stale jobs at start)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    with _reporting():
+    with reporting():
         run_worker(_settings(options), burst=burst, workers=workers, name=name)
 
 
@@ -130,7 +116,7 @@ def _enqueue_command(
     options: dict[str, Any], runid: str, start: Callable[[JobsContext], str], wait: bool,
     timeout: float, as_json: bool,
 ) -> None:  # fmt: skip
-    with _reporting(as_json), JobsContext.from_settings(_settings(options)) as ctx:
+    with reporting(as_json), JobsContext.from_settings(_settings(options)) as ctx:
         if wait:
             sys.exit(_watch(ctx, runid, lambda: start(ctx), timeout))
         job_id = start(ctx)
@@ -195,7 +181,7 @@ def enqueue_restore_cmd(
 @deployment_options
 def job_status_cmd(job_id: str, exc_info: bool, **options: Any) -> None:
     """Print a job's status, times and progress as JSON."""
-    with _reporting(True), JobsContext.from_settings(_settings(options)) as ctx:
+    with reporting(True), JobsContext.from_settings(_settings(options)) as ctx:
         click.echo(json.dumps(job_status(ctx, job_id, with_exc_info=exc_info)))
 
 
@@ -213,7 +199,7 @@ def cli_user() -> str:
 @deployment_options
 def cancel_cmd(job_id: str, as_json: bool, **options: Any) -> None:
     """Cancel job JOB_ID (exit 0; 3 when it can no longer be canceled; 1 unknown job)."""
-    with _reporting(as_json), JobsContext.from_settings(_settings(options)) as ctx:
+    with reporting(as_json), JobsContext.from_settings(_settings(options)) as ctx:
         status = cancel_job(ctx, job_id, cli_user())
         payload = {"job_id": job_id, "status": str(status)}
         click.echo(json.dumps(payload) if as_json else f"{job_id} {status}")
@@ -223,7 +209,7 @@ def cancel_cmd(job_id: str, as_json: bool, **options: Any) -> None:
 @deployment_options
 def reconcile_cmd(**options: Any) -> None:
     """Free the slots of jobs that died and recover the runs they left (this host's view)."""
-    with _reporting(), JobsContext.from_settings(_settings(options)) as ctx:
+    with reporting(), JobsContext.from_settings(_settings(options)) as ctx:
         for reaped in reconcile(ctx):
             click.echo(f"freed {reaped.runid}: job {reaped.job_id} ({reaped.reason})")
         for runid, action in recover_pending(ctx).items():

@@ -1,12 +1,12 @@
-"""Command-line entry points of the web layer (registered on ``runarchive`` by ``cli.py``).
+"""The web commands (registered on ``runarchive`` by ``cli/__init__.py`` when named).
 
 ``runarchive serve`` runs the service; ``users add``/``passwd``/``remove``, ``runs
 grant``/``revoke`` and ``tokens create``/``list``/``revoke`` manage accounts in the same database
 the service uses (``--data-dir`` or ``--database-url``, also from the environment). A change is
 a committed database write that every web process sees on its next request (no process caches
-accounts). Exit codes as the rest of the CLI: 0 ok, 1 failed (e.g. no such user or token),
-2 bad input (bad names, a short password, an ambiguous token prefix, no way to ask for a
-password).
+accounts). Exit codes as the rest of the CLI (``exits.py``): 0 ok, 1 failed (e.g. no such
+user or token), 2 bad input (bad names, a short password, an ambiguous token prefix, no way
+to ask for a password).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 
 import click
 
-from runarchive.core import InvalidInput, RunArchiveError
+from runarchive.core import InvalidInput
+
+from .exits import reporting
 
 F = TypeVar("F", bound=Callable[..., Any])
 DIR = click.Path(file_okay=False, path_type=Path)
@@ -49,20 +51,10 @@ def database_options(func: F) -> F:
 
 
 @contextmanager
-def _reporting() -> Iterator[None]:
-    try:
-        yield
-    except RunArchiveError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-
-
-@contextmanager
 def _session(data_dir: Path | None, database_url: str | None) -> Iterator[Any]:
     from runarchive.jobs import Settings
-
-    from .db import Database
-    from .settings import WebSettings, default_database_url
+    from runarchive.web.db import Database
+    from runarchive.web.settings import WebSettings, default_database_url
 
     web = WebSettings.from_env(database_url=database_url)
     url = web.database_url or default_database_url(Settings.from_env(data_dir=data_dir).data_dir)
@@ -107,20 +99,19 @@ def serve(
 ) -> None:
     """Run the web service (gunicorn); without a Redis URL, also Redis and a worker."""
     from runarchive.jobs import Settings
-
-    from .ports import require_free_port
-    from .server import run_serve
-    from .settings import WebSettings
+    from runarchive.web.ports import require_free_port
+    from runarchive.web.server import run_serve
+    from runarchive.web.settings import WebSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    with _reporting():
+    with reporting(detail=False):
         jobs_settings = Settings.from_env(
             redis_url=redis_url, runs_root=runs_root, data_dir=data_dir
         )
         web = WebSettings.from_env(database_url=database_url, host=host, port=port, demo=demo)
         require_free_port(web.host, web.port)  # before any banner, Redis or worker
         if web.demo:
-            from .trial import banner, prepare_trial, trial_settings
+            from runarchive.web.demo_service import banner, prepare_trial, trial_settings
 
             jobs_settings = trial_settings(jobs_settings)
             click.echo(
@@ -128,7 +119,8 @@ def serve(
                     prepare_trial(jobs_settings, web), web.host, web.port, jobs_settings.data_dir
                 )
             )
-    sys.exit(run_serve(web, jobs_settings, web.host, web.port, worker))
+    with reporting(detail=False):  # the CLI's exit code for the library's errors
+        run_serve(web, jobs_settings, web.host, web.port, worker)
 
 
 def _no_terminal() -> bool:
@@ -178,12 +170,12 @@ def users_add(
     name: str, admin: bool, password_stdin: bool, data_dir: Path | None, database_url: str | None
 ) -> None:
     """Add user NAME (asks for the password unless --password-stdin)."""
-    from . import accounts
+    from runarchive.web import accounts
 
-    with _reporting():
+    with reporting(detail=False):
         accounts.validate_username(name)
         password = _new_password(password_stdin)
-    with _reporting(), _session(data_dir, database_url) as session:
+    with reporting(detail=False), _session(data_dir, database_url) as session:
         accounts.create_user(session, name, password, admin=admin)
     click.echo(f"added user {name}" + (" (admin)" if admin else ""))
 
@@ -196,9 +188,9 @@ def users_passwd(
     name: str, password_stdin: bool, data_dir: Path | None, database_url: str | None
 ) -> None:
     """Set user NAME's password and end all their sessions (their API tokens stay valid)."""
-    from . import accounts
+    from runarchive.web import accounts
 
-    with _reporting(), _session(data_dir, database_url) as session:
+    with reporting(detail=False), _session(data_dir, database_url) as session:
         found = accounts.require_user(session, name)
         accounts.set_password(session, found, _new_password(password_stdin))
     click.echo(f"changed the password of {name}; their sessions have ended")
@@ -209,9 +201,9 @@ def users_passwd(
 @database_options
 def users_remove(name: str, data_dir: Path | None, database_url: str | None) -> None:
     """Remove user NAME with their run grants, API tokens and sessions."""
-    from . import accounts
+    from runarchive.web import accounts
 
-    with _reporting(), _session(data_dir, database_url) as session:
+    with reporting(detail=False), _session(data_dir, database_url) as session:
         accounts.remove_user(session, accounts.require_user(session, name))
     click.echo(f"removed user {name}")
 
@@ -240,12 +232,10 @@ def runs_grant(
     silently) unless --allow-missing.
     """
     from runarchive.core import NotFound, validate_runid
-    from runarchive.jobs import Settings
-    from runarchive.jobs.runs import find_run
+    from runarchive.jobs import Settings, find_run
+    from runarchive.web import accounts
 
-    from . import accounts
-
-    with _reporting(), _session(data_dir, database_url) as session:
+    with reporting(detail=False), _session(data_dir, database_url) as session:
         validate_runid(runid)
         if not allow_missing:
             settings = Settings.from_env(runs_root=runs_root, data_dir=data_dir)
@@ -266,9 +256,9 @@ def runs_grant(
 @database_options
 def runs_revoke(runid: str, user: str, data_dir: Path | None, database_url: str | None) -> None:
     """Remove USER's ownership of run RUNID."""
-    from . import accounts
+    from runarchive.web import accounts
 
-    with _reporting(), _session(data_dir, database_url) as session:
+    with reporting(detail=False), _session(data_dir, database_url) as session:
         revoked = accounts.revoke_run(session, runid, accounts.require_user(session, user))
     click.echo(f"revoked {runid} from {user}" if revoked else f"{user} did not own {runid}")
 
@@ -283,9 +273,9 @@ def tokens() -> None:
 @database_options
 def tokens_create(user: str, data_dir: Path | None, database_url: str | None) -> None:
     """Create an API token for USER and print it (it cannot be shown again)."""
-    from . import accounts
+    from runarchive.web import accounts
 
-    with _reporting(), _session(data_dir, database_url) as session:
+    with reporting(detail=False), _session(data_dir, database_url) as session:
         token = accounts.create_token(session, accounts.require_user(session, user))
     click.echo(token)
 
@@ -295,9 +285,9 @@ def tokens_create(user: str, data_dir: Path | None, database_url: str | None) ->
 @database_options
 def tokens_list(user: str, data_dir: Path | None, database_url: str | None) -> None:
     """List USER's API tokens: id, prefix (not the token) and creation time (UTC)."""
-    from . import accounts
+    from runarchive.web import accounts
 
-    with _reporting(), _session(data_dir, database_url) as session:
+    with reporting(detail=False), _session(data_dir, database_url) as session:
         rows = accounts.tokens_of(session, accounts.require_user(session, user))
         if not rows:
             click.echo(f"{user} has no tokens")
@@ -316,9 +306,9 @@ def tokens_revoke(
     user: str, token_prefix: str | None, data_dir: Path | None, database_url: str | None
 ) -> None:
     """Revoke USER's token starting with TOKEN_PREFIX, or all of USER's tokens without it."""
-    from . import accounts
+    from runarchive.web import accounts
 
-    with _reporting(), _session(data_dir, database_url) as session:
+    with reporting(detail=False), _session(data_dir, database_url) as session:
         count = accounts.revoke_tokens(session, accounts.require_user(session, user), token_prefix)
     click.echo(f"revoked {count} token{'' if count == 1 else 's'} of {user}")
 

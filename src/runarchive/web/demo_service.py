@@ -12,8 +12,8 @@ import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from runarchive.demo import generate_run
 from runarchive.jobs import Settings
+from runarchive.synthetic_run import generate_run
 
 from . import accounts
 from .db import Database

@@ -1,4 +1,4 @@
-"""The jobs deployment behind one app: its settings and, opened on first use, its Redis clients.
+"""The lazily opened jobs context behind one app: its settings and, on first use, its Redis clients.
 
 The context is opened lazily and per process: gunicorn builds the app in each worker after the
 fork, and an app must start (and answer ``/healthz`` with 503) while Redis is still down. A

@@ -17,9 +17,11 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from runarchive.core import create_archive
 from runarchive.jobs import JobsContext, Settings
-from runarchive.web.accounts import grant_run, require_user
+from runarchive.web import create_app, shutdown
+from runarchive.web.accounts import create_token, create_user, grant_run, require_user
 from runarchive.web.db import db
-from tests.jobs.conftest import make_small_run
+from runarchive.web.settings import WebSettings
+from tests.support.runs import make_small_run
 
 PASSWORD = "correct horse battery"
 ROLES = ("anonymous", "other", "owner", "admin")
@@ -162,3 +164,29 @@ def upgrade_status(live: LiveServer, runid: str, headers: dict[str, str]) -> tup
         return response.status, json.loads(body)
     except ValueError:
         return response.status, body
+
+
+def make_web_env(root: Path, redis_url: str, runs: Path) -> WebEnv:
+    """A deployment of its own (app, jobs context, ``alice`` with an owner token) on ``runs``."""
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        redis_url=redis_url,
+        runs_root=runs,
+        queue=f"hard-{tag}",
+        key_prefix=f"ra-hard-{tag}",
+        heartbeat_ttl=2.0,
+        slot_grace=2.0,
+        data_dir=root / "data",
+    )
+    websettings = WebSettings(database_url=f"sqlite:///{root / 'accounts.sqlite3'}")
+    app = create_app({"TESTING": True, "JOBS_SETTINGS": settings, "WEB_SETTINGS": websettings})
+    env = WebEnv(app, settings, JobsContext.from_settings(settings), root)
+    with app.app_context():
+        session = db().session
+        env.tokens["owner"] = create_token(session, create_user(session, "alice", PASSWORD))
+    return env
+
+
+def close_web_env(env: WebEnv) -> None:
+    shutdown(env.app)
+    env.ctx.close()

@@ -1,4 +1,4 @@
-"""Blueprint ``archive``: a run's dashboard page, its archive list and archive downloads.
+"""Blueprint ``archive`` (a run's archives): its dashboard page, archive list and downloads.
 
 ``in_progress`` in the list comes from the jobs layer's slot (``running_job``, which first frees
 the slot of a job that died), never from a flag stored on disk that a crash could leave behind.
@@ -23,28 +23,30 @@ import json
 import os
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
-from rq.job import JobStatus
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from werkzeug.wsgi import wrap_file
 
-from runarchive.core import ArchiveInfo, list_archives, open_archive_fd, open_run, preview_restore
-from runarchive.core.names import MAX_COMMENT_CHARS
-from runarchive.jobs import Event, Trigger, running_job
+from runarchive.core import (
+    MAX_COMMENT_CHARS,
+    ArchiveInfo,
+    display_comment,
+    iso_utc,
+    list_archives,
+    open_archive_fd,
+    open_run,
+    preview_restore,
+)
+from runarchive.jobs import JOB_STATES, Event, Trigger, running_job
 
-from . import access
+from . import access, urls
 from .access import RunView
-from .deployment import jobs
-from .mount import mount, template
+from .errors import html_page
+from .jobs_context import jobs
+from .mount import template
 
 bp = Blueprint("archive", __name__)
 MODIFIED_FORMAT = "%Y-%m-%d %H:%M:%S"  # WEPPcloud's, in the server's local time
-
-
-def _iso(moment: Any) -> str:
-    text: str = moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return text
 
 
 def _json_for_script(value: Any) -> str:
@@ -55,50 +57,36 @@ def _json_for_script(value: Any) -> str:
 
 def dashboard_config(runid: str, can_write: bool) -> dict[str, Any]:
     """Return what the dashboard's script needs: URLs, vocabularies, limits."""
-    job_prefix = url_for("rq_api.jobstatus", job_id="x")[:-1]
-    info_prefix = url_for("rq_api.jobinfo", job_id="x")[:-1]
-    cancel_prefix = url_for("rq_api.canceljob", job_id="x")[:-1]
     return {
         "runid": runid,
         "can_write": can_write,
         "urls": {
-            "list": url_for("archive.rq_archive_list", runid=runid),
-            "archive": url_for("rq_api.api_archive", runid=runid),
-            "restore": url_for("rq_api.api_restore_archive", runid=runid),
-            "delete": url_for("rq_api.api_delete_archive", runid=runid),
+            "list": urls.archive_list(runid),
+            "archive": urls.start_archive(runid),
+            "restore": urls.start_restore(runid),
+            "delete": urls.delete_archive(runid),
             # Archive names keep their characters in a URL path: the page appends the name.
-            "restore_preview": url_for("archive.rq_restore_preview", runid=runid, name="-")[
-                : -len("/-/restore-preview")
-            ],
-            "jobstatus": job_prefix,
-            "jobinfo": info_prefix,
-            "canceljob": cancel_prefix,
+            "restore_preview": urls.restore_preview_base(runid),
+            "jobstatus": urls.job_status_prefix(),
+            "jobinfo": urls.job_info_prefix(),
+            "canceljob": urls.cancel_prefix(),
             # Asked when the socket drops: no answer at all is "Offline", not "Polling".
-            "health": url_for("pages.healthz"),
-            # A path: the page picks ws:// or wss:// from its own location (werkzeug would
-            # build an absolute ws:// URL, wrong behind TLS).
-            "ws": urlsplit(url_for("status.archive_stream", runid=runid)).path,
-            "login": _login_url(),
+            "health": urls.health(),
+            "ws": urls.status_stream_path(runid),
+            "login": urls.browser_login(),
         },
         "constants": {
             "triggers": {t.name: t.value for t in Trigger},
             "events": {e.name: e.value for e in Event},
-            "job_states": [s.value for s in JobStatus],
+            "job_states": list(JOB_STATES),
             "max_comment": MAX_COMMENT_CHARS,
         },
         "poll_interval_ms": int(current_app.config["POLL_INTERVAL_MS"]),
     }
 
 
-def _login_url() -> str | None:
-    """Return where a browser logs in: our form, else the host's Flask-Login view, if any."""
-    if mount().own_login:
-        return url_for("auth.login")
-    view = getattr(getattr(current_app, "login_manager", None), "login_view", None)
-    return url_for(view) if isinstance(view, str) else None
-
-
 @bp.get("/runs/<runid>/archive")
+@html_page
 def rq_archive_dashboard(runid: str) -> str:
     """Show the run's archive dashboard."""
     return dashboard_page(access.require_read(runid))
@@ -116,25 +104,14 @@ def dashboard_page(found: RunView) -> str:
     )
 
 
-def shown_comment(comment: str) -> str:
-    """Cut a zip comment to what the dashboard shows: 40 characters, no control characters.
-
-    Our archives carry at most 40, but a zip copied into ``archives/`` by hand may carry up to
-    64 KiB of anything; the list stays small and printable whatever it holds.
-    """
-    cut = comment[:MAX_COMMENT_CHARS]
-    cut = "".join("\ufffd" if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in cut)
-    return cut + "\u2026" if len(comment) > MAX_COMMENT_CHARS else cut
-
-
 @functools.lru_cache(maxsize=20_000)
 def _row(info: ArchiveInfo) -> dict[str, Any]:
     """The JSON fields of one archive (cached: an archive's info is immutable; callers copy)."""
     return {
         "name": info.name,
-        "comment": shown_comment(info.comment),
+        "comment": display_comment(info.comment),
         "size": info.size,
-        "created": _iso(info.created),
+        "created": iso_utc(info.created),
         "modified": info.created.astimezone().strftime(MODIFIED_FORMAT),
         "files": info.files,
         "links": info.links,
@@ -154,9 +131,7 @@ def list_body(found: RunView) -> dict[str, Any]:
     """Return the list of a run the caller may read: its archives and the job holding it."""
     assert found.run_dir is not None
     slot = running_job(jobs(), found.runid)
-    # Archive names are validated to characters a URL path keeps as they are, so one url_for
-    # serves every row (url_for per row was a third of the list's time with 500 archives).
-    download = url_for("archive.rq_archive_download", runid=found.runid, name="-")[:-1]
+    download = urls.download_prefix(found.runid)  # one url_for for every row (urls.py)
     archives = [
         {**_row(info), "download_url": download + info.name}
         for info in list_archives(found.run_dir)

@@ -33,21 +33,26 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from . import __version__
+from runarchive import __version__
+from runarchive.cli.exits import exit_with
 
-# Only what every command needs; each command imports the core module it runs (create,
-# catalog, reader, restore, journal) when it runs, so ``list`` loads no deflate library or
-# thread pool and ``--help`` none of them.
-from .core.errors import RunArchiveError
-from .core.fsutil import human_bytes
-from .core.links import LinkMode
-from .core.names import MAX_COMMENT_CHARS, parse_comment
+# Only what every command needs. Each command imports, from the same face, the operation
+# it runs when it runs: ``runarchive.core`` loads its modules on first use, so ``list``
+# loads no deflate library or thread pool and ``--help`` neither engine.
+from runarchive.core import (
+    MAX_COMMENT_CHARS,
+    Comment,
+    LinkMode,
+    RunArchiveError,
+    human_bytes,
+    iso_utc,
+    parse_comment,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .core.journal import RecoverResult
-    from .core.progress import ProgressCallback, ProgressEvent
+    from runarchive.core import ProgressCallback, ProgressEvent, RecoverResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Resolved here: the operator typed it (a link to a run is their choice); below the run,
@@ -78,7 +83,7 @@ def _jsonable(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
         return {k: _jsonable(v) for k, v in asdict(value).items()}
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        return iso_utc(value)
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, dict):
@@ -123,7 +128,7 @@ def reporting(as_json: bool, label: str) -> Iterator[ProgressCallback | None]:
             click.echo(json.dumps({"error": {"code": exc.code, "message": str(exc)}}))
         else:
             err().print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(exc.exit_code)
+        exit_with(exc)
 
 
 def lock_options(func: F) -> F:
@@ -149,7 +154,7 @@ def service_rules(
     if no_locks or not redis_url or not run_dir.is_dir():  # a missing run: the core says so
         yield None
         return
-    from .jobs.local import hold_run  # only now: local-only commands never load RQ/redis
+    from runarchive.jobs.local import hold_run  # only now: local-only commands never load RQ/redis
 
     with hold_run(redis_url, run_dir, verb, archive) as hold:
         yield hold
@@ -185,8 +190,8 @@ class _Commands(click.Group):
     """
 
     def _service(self) -> dict[str, click.Command]:
-        from .jobs.commands import COMMANDS
-        from .web.commands import COMMANDS as WEB_COMMANDS
+        from .jobs_commands import COMMANDS
+        from .web_commands import COMMANDS as WEB_COMMANDS
 
         return {command.name or "": command for command in COMMANDS + WEB_COMMANDS}
 
@@ -232,7 +237,7 @@ def archive(
         reporting(as_json, "archiving") as progress,
         service_rules(run_dir, "archive", redis_url, no_locks) as hold,
     ):
-        from .core.create import create_archive
+        from runarchive.core import create_archive
 
         result = create_archive(run_dir, stored, progress=progress, links=links)
         if hold is not None:
@@ -247,8 +252,8 @@ def archive(
     emit(as_json, result, text)
 
 
-def _comment(comment: str, as_json: bool) -> str:
-    """Apply the comment rule of every interface; say on stderr when the comment was cut."""
+def _comment(comment: str, as_json: bool) -> Comment:
+    """Apply the comment rule of every interface once; say on stderr when it was cut."""
     with reporting(as_json, ""):
         parsed = parse_comment(comment)
     if parsed.cut:
@@ -256,7 +261,7 @@ def _comment(comment: str, as_json: bool) -> str:
             f"note: the comment was cut to {MAX_COMMENT_CHARS} characters: {parsed.text!r}",
             highlight=False, markup=False,
         )  # fmt: skip
-    return parsed.text
+    return parsed
 
 
 @cli.command("list")
@@ -264,9 +269,9 @@ def _comment(comment: str, as_json: bool) -> str:
 @json_option
 def list_cmd(run_dir: Path, as_json: bool) -> None:
     """List the archives of RUN_DIR, newest first."""
-    from .core.catalog import list_archives
-
     with reporting(as_json, ""):
+        from runarchive.core import list_archives
+
         infos = list_archives(run_dir)
     if as_json:
         emit(True, {"archives": infos}, "")
@@ -311,9 +316,9 @@ def _stdout_console() -> Console:
 @json_option
 def verify(run_dir: Path, name: str, as_json: bool) -> None:
     """Check every entry of archive NAME against its CRC and manifest sha256."""
-    from .core.reader import verify_archive
-
     with reporting(as_json, "verifying") as progress:
+        from runarchive.core import verify_archive
+
         report = verify_archive(run_dir, name, progress=progress)
     lines = [f"{name}: {'OK' if report.ok else 'DAMAGED'} ({report.entries} entries)"]
     lines += [f"  {p}" for p in report.problems]
@@ -341,14 +346,13 @@ def restore(
     Files of the run that the archive does not hold are removed; the command says how many
     first, and asks on a terminal unless --yes.
     """
-    from .core.journal import purge_trash
-    from .core.restore import restore_archive
-
     _confirm_removals(run_dir, name, yes, as_json)
     with (
         reporting(as_json, "restoring") as progress,
         service_rules(run_dir, "restore", redis_url, no_locks, name) as hold,
     ):
+        from runarchive.core import purge_trash, restore_archive
+
         result = restore_archive(
             run_dir, name, progress=progress, allow_external_links=allow_external_links,
             defer_delete=True,
@@ -370,9 +374,9 @@ def _confirm_removals(run_dir: Path, name: str, yes: bool, as_json: bool) -> Non
     """
     if as_json:
         return
-    from .core.restore import preview_restore
-
     with reporting(as_json, ""):
+        from runarchive.core import preview_restore
+
         preview = preview_restore(run_dir, name)
     if preview.removes_files == 0:
         return
@@ -396,9 +400,9 @@ def _confirm_removals(run_dir: Path, name: str, yes: bool, as_json: bool) -> Non
 @json_option
 def delete(run_dir: Path, name: str, redis_url: str | None, no_locks: bool, as_json: bool) -> None:
     """Delete archive NAME of RUN_DIR."""
-    from .core.catalog import delete_archive
-
     with reporting(as_json, ""), service_rules(run_dir, "delete", redis_url, no_locks) as hold:
+        from runarchive.core import delete_archive
+
         delete_archive(run_dir, name)
         if hold is not None:
             hold.archive_deleted(name)
@@ -410,9 +414,9 @@ def delete(run_dir: Path, name: str, redis_url: str | None, no_locks: bool, as_j
 @json_option
 def recover(run_dir: Path, as_json: bool) -> None:
     """Finish or roll back an interrupted restore of RUN_DIR and remove stale temp files."""
-    from .core.journal import recover_run
-
     with reporting(as_json, ""):
+        from runarchive.core import recover_run
+
         result = recover_run(run_dir)
     emit(as_json, result, _recover_text(result))
 
@@ -437,7 +441,7 @@ def _recover_text(result: RecoverResult) -> str:
               show_default=True, help="Where the demo run is generated.")  # fmt: skip
 def demo(base: Path) -> None:
     """Generate a WEPP-like run, archive it, damage it, restore it, verify it."""
-    from .tour import run_demo
+    from runarchive.demo import run_demo
 
     run_demo(base, _stdout_console())
 

@@ -1,4 +1,4 @@
-"""Blueprint ``rq_api``: start archive and restore jobs, delete archives, poll and cancel jobs.
+"""Blueprint ``rq_api`` (the jobs API): start archive and restore jobs, delete, poll, cancel.
 
 Bodies are JSON (``Content-Type: application/json``) or a form; a malformed JSON body or a
 field of the wrong type is 400. Every refusal of the jobs layer keeps its meaning: a held
@@ -25,7 +25,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from runarchive.core import Comment, InvalidInput, NotFound, parse_comment
+from runarchive.core import Comment, InvalidInput, NotFound, RunRef, archive_ref, parse_comment
 from runarchive.jobs import (
     cancel_job,
     delete_archive,
@@ -36,7 +36,7 @@ from runarchive.jobs import (
 
 from . import access
 from .access import RunView
-from .deployment import jobs
+from .jobs_context import jobs
 
 bp = Blueprint("rq_api", __name__)
 JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")  # fullmatch: "$" would let "id\n" through
@@ -91,17 +91,26 @@ def start_archive(run: RunView, body: dict[str, Any]) -> QueuedArchive:
     comment = parse_comment(_text(body, "comment", required=False))
     # store|follow (400 otherwise, from the jobs layer); absent: the RUNARCHIVE_LINKS setting.
     links = _text(body, "links", required=False)
-    return QueuedArchive(enqueue_archive(jobs(), run.runid, comment.text, links), comment)
+    return QueuedArchive(enqueue_archive(jobs(), _located(run), comment, links), comment)
 
 
 def start_restore(run: RunView, name: str) -> str:
-    """Queue a restore of a run the caller may write from archive ``name``; return the id."""
-    return enqueue_restore(jobs(), run.runid, name)
+    """Queue a restore of a run the caller may write from archive ``name``; return the id.
+
+    The name is parsed here, once (400 for a bad one); the jobs layer gets the reference.
+    """
+    return enqueue_restore(jobs(), _located(run), archive_ref(name))
 
 
 def remove_archive(run: RunView, name: str) -> None:
     """Delete archive ``name`` of a run the caller may write (refused as a job would be)."""
-    delete_archive(jobs(), run.runid, name)
+    delete_archive(jobs(), _located(run), archive_ref(name))
+
+
+def _located(run: RunView) -> RunRef:
+    """The run ``access`` located (``require_write`` never returns a view without one)."""
+    assert run.run is not None
+    return run.run
 
 
 @bp.post("/runs/<runid>/rq/api/archive")

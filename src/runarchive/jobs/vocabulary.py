@@ -1,0 +1,72 @@
+"""The closed vocabulary of jobs: their kinds, the events of status lines, the final triggers.
+
+Shared as values by the worker, the API and (as constants) the dashboard's JavaScript; the
+status-line grammar that spells them is ``lines``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from runarchive.core import Phase
+
+TRIGGER_GROUP = "archive"
+
+
+class Event(StrEnum):
+    """Job lifecycle words of ``rq:<id> <EVENT> ...`` lines."""
+
+    ENQUEUED = "ENQUEUED"
+    STARTED = "STARTED"
+    COMPLETED = "COMPLETED"
+    EXCEPTION = "EXCEPTION"
+    TRIGGER = "TRIGGER"
+    PROGRESS = "PROGRESS"
+
+
+class Trigger(StrEnum):
+    """Final events; exactly one is published per job."""
+
+    ARCHIVE_COMPLETE = "ARCHIVE_COMPLETE"
+    ARCHIVE_FAILED = "ARCHIVE_FAILED"
+    RESTORE_COMPLETE = "RESTORE_COMPLETE"
+    RESTORE_FAILED = "RESTORE_FAILED"
+
+
+class JobKind(StrEnum):
+    """The two job kinds; each knows its RQ function name and its triggers."""
+
+    ARCHIVE = "archive"
+    RESTORE = "restore"
+
+    @property
+    def func_name(self) -> str:
+        """Name of the RQ job function, as shown in the status lines."""
+        return "archive_rq" if self is JobKind.ARCHIVE else "restore_archive_rq"
+
+    @property
+    def verb(self) -> str:
+        """Verb of the Locked message: ``Cannot <verb> while files are locked``."""
+        return self.value
+
+    def trigger(self, ok: bool) -> Trigger:
+        """Return the final trigger for success or failure."""
+        if self is JobKind.ARCHIVE:
+            return Trigger.ARCHIVE_COMPLETE if ok else Trigger.ARCHIVE_FAILED
+        return Trigger.RESTORE_COMPLETE if ok else Trigger.RESTORE_FAILED
+
+    def call(self, runid: str, archive_name: str | None = None) -> str:
+        """Return ``func(runid)`` or, for a restore with a name, ``func(runid, name)``."""
+        if self is JobKind.RESTORE and archive_name:
+            return f"{self.func_name}({runid}, {archive_name})"
+        return f"{self.func_name}({runid})"
+
+    @property
+    def item_phase(self) -> Phase:
+        """Phase whose per-entry events become ``Adding``/``Restored`` lines."""
+        return Phase.WRITE if self is JobKind.ARCHIVE else Phase.EXTRACT
+
+    @property
+    def item_word(self) -> str:
+        """First word of the per-entry line."""
+        return "Adding" if self is JobKind.ARCHIVE else "Restored"

@@ -1,0 +1,34 @@
+"""Small and many-file runs written straight to disk, with ``.nodb`` state files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def make_small_run(root: Path, runid: str, nodb: tuple[str, ...] = ("wepp.nodb",)) -> Path:
+    """Write a small run with a few files, an empty folder and ``.nodb`` state files."""
+    run = root / runid
+    (run / "output").mkdir(parents=True)
+    (run / "empty").mkdir()
+    (run / "README.md").write_text("a small run\n")
+    for i in range(5):
+        (run / "output" / f"H{i}.pass.dat").write_text(f"hillslope {i}\n" * 200)
+    for name in nodb:
+        path = run / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('{"state": 1}\n')
+    return run
+
+
+def make_many_files_run(root: Path, runid: str, files: int) -> Path:
+    """Write a run of ``files`` small files in 100 folders (fast to generate, slow to archive)."""
+    run = root / runid
+    per_dir = max(1, files // 100)
+    payload = b"x" * 64
+    for i in range(files):
+        folder = run / f"d{i // per_dir:03d}"
+        if i % per_dir == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{i:05d}.txt").write_bytes(payload + str(i).encode())
+    (run / "wepp.nodb").write_text('{"state": 1}\n')
+    return run
