@@ -96,6 +96,12 @@ def test_help_and_list_load_neither_the_create_nor_the_restore_engine(tmp_path: 
     assert _imports_after(["list", str(run)], heavy=ENGINE_MODULES) == []
 
 
+def test_help_loads_no_run_code_at_all() -> None:
+    # Naming the link modes for --links must not load the tree scan and the run handles.
+    run_code = ("runarchive.core.tree", "runarchive.core.rundir", "runarchive.core.manifest")
+    assert _imports_after(["--help"], heavy=run_code) == []
+
+
 def test_archive_loads_the_create_engine_and_not_the_restore_one(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()

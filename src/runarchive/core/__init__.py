@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # what mypy and readers see; at run time ``__getattr__`` impo
     from .isotime import iso_utc
     from .journal import RecoverResult, check_run, purge_trash, recover_run
     from .limits import Limits
-    from .links import LinkMode, parse_link_mode
+    from .linkmode import LinkMode, parse_link_mode
     from .member import Extracted, MemberStream, extract_files, open_member
     from .names import (
         MAX_COMMENT_CHARS,
@@ -105,7 +105,7 @@ _EXPORTS = {
     "InvalidInput": "errors",
     "LimitExceeded": "errors",
     "Limits": "limits",
-    "LinkMode": "links",
+    "LinkMode": "linkmode",
     "Listing": "inside",
     "Locked": "errors",
     "MAX_COMMENT_CHARS": "names",
@@ -159,7 +159,7 @@ _EXPORTS = {
     "open_run": "rundir",
     "page_diff": "compare",
     "parse_comment": "names",
-    "parse_link_mode": "links",
+    "parse_link_mode": "linkmode",
     "preview_restore": "restore",
     "purge_trash": "journal",
     "read_contents": "inside",

@@ -50,7 +50,8 @@ from isal import isal_zlib
 from .errors import EntryNotFound, NotText
 from .inside import Contents, Node, check_path, tree_key
 from .isotime import iso_from_ns
-from .links import LinkMode, follow_links
+from .linkmode import LinkMode
+from .links import follow_links
 from .manifest import DIR, FILE, SYMLINK
 from .member import MemberStream, open_member
 from .names import is_reserved_top

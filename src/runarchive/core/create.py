@@ -40,7 +40,8 @@ from .errors import NoSpace, RunArchiveError
 from .fsutil import is_no_space, require_space
 from .journal import recover_locked
 from .limits import Limits
-from .links import LinkMode, follow_links, parse_link_mode
+from .linkmode import LinkMode, parse_link_mode
+from .links import follow_links
 from .manifest import DIR, FILE, MANIFEST_NAME, Manifest, ManifestEntry
 from .names import ARCHIVES_DIR, Comment, new_archive_name, normalize_comment
 from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress

@@ -34,30 +34,12 @@ from __future__ import annotations
 import posixpath
 from collections import defaultdict
 from dataclasses import dataclass, field
-from enum import StrEnum
 
-from .errors import InvalidInput
 from .limits import Limits
 from .manifest import DIR, FILE, SYMLINK
 from .tree import Tree, TreeEntry, link_leaves_run, resolve_in_run
 
 LEAVES = "leaves the run and is never followed (that would read outside the run)"
-
-
-class LinkMode(StrEnum):
-    """How an archive holds the run's symlinks."""
-
-    STORE = "store"
-    FOLLOW = "follow"
-
-
-def parse_link_mode(value: str) -> LinkMode:
-    """Return the link mode named ``value``; InvalidInput for anything else."""
-    try:
-        return LinkMode(value)
-    except ValueError:
-        choices = ", ".join(repr(m.value) for m in LinkMode)
-        raise InvalidInput(f"Invalid links mode {value!r}: use {choices}.") from None
 
 
 @dataclass(slots=True)
