@@ -35,6 +35,7 @@ import click
 
 from runarchive import __version__
 from runarchive.cli.exits import exit_with
+from runarchive.cli.inside_commands import COMMANDS as INSIDE_COMMANDS
 from runarchive.core import (
     MAX_COMMENT_CHARS,
     Comment,
@@ -218,6 +219,10 @@ class _Commands(click.Group):
 @click.version_option(__version__, prog_name="runarchive")
 def cli() -> None:
     """Crash-safe, verified snapshots of model run directories."""
+
+
+for _command in INSIDE_COMMANDS:  # ls, cat, extract, diff: inside one archive
+    cli.add_command(_command)
 
 
 @cli.command()
