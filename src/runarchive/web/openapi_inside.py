@@ -10,13 +10,17 @@ from typing import Any
 from .openapi import ARCHIVE_NAME, READ, REFUSALS, RUNID, _error, _json, _ref
 
 BASE = "/runs/{runid}/archive/{name}"
+# core.inside.check_path as a pattern: components that are not empty, `.` or `..`, without
+# backslashes or control characters (C0 and DEL), joined by single slashes.
+_COMPONENT = r"(?!\.\.?(?:/|$))[^/\\\u0000-\u001f\u007f]+"
+_PATH_PATTERN = rf"{_COMPONENT}(?:/{_COMPONENT})*"
 PATH = {
     "name": "path",
     "in": "path",
     "required": True,
     "description": "A file's path inside the archive (relative; no `.`/`..`/empty components, "
     "backslashes or control characters; at most 1,024 characters).",
-    "schema": {"type": "string", "maxLength": 1024},
+    "schema": {"type": "string", "maxLength": 1024, "pattern": f"^{_PATH_PATTERN}$"},
 }
 CURSOR = {
     "name": "cursor",
@@ -139,7 +143,8 @@ def paths() -> dict[str, Any]:
             "parameters": [RUNID, ARCHIVE_NAME,
                            {"name": "prefix", "in": "query", "required": False,
                             "description": "The folder (`dir/`; empty: the top).",
-                            "schema": {"type": "string", "maxLength": 1025}},
+                            "schema": {"type": "string", "maxLength": 1025,
+                                       "pattern": f"^(?:{_PATH_PATTERN}/?)?$"}},
                            CURSOR, LIMIT,
                            {"name": "recursive", "in": "query", "required": False,
                             "description": "1: the whole subtree in pre-order.",
