@@ -10,6 +10,7 @@ import hashlib
 import http.client
 import os
 import random
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -367,3 +368,24 @@ def test_a_text_diff_never_reads_through_a_link_in_the_run(web: WebEnv, tmp_path
     response = web.as_role("owner").get(api(run, "diff/file/secret.txt"))
     assert response.status_code == 404
     assert "top secret" not in response.get_data(as_text=True)
+
+
+def test_an_info_zip_archive_is_served_without_etag_and_diffs_by_crc(web: WebEnv) -> None:
+    run = web.new_run(archive=False)
+    (run.path / "archives").mkdir()
+    made = subprocess.run(["zip", "-qr", "archives/made-by-zip.zip", "README.md", "output"],
+                          cwd=run.path, capture_output=True)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    run.archive = "made-by-zip.zip"
+    owner = web.as_role("owner")
+    rows = owner.get(api(run, "entries?prefix=output")).get_json()["entries"]
+    assert len(rows) == 5 and all(r["sha256"] is None for r in rows)
+    got = owner.get(api(run, "file/output/H3.pass.dat"))
+    assert got.status_code == 200 and got.get_data() == b"hillslope 3\n" * 200
+    assert "ETag" not in got.headers
+    (run.path / "output" / "H3.pass.dat").write_text("hillslope 3\n" * 199 + "hillslope X\n")
+    body = owner.get(api(run, "diff")).get_json()
+    assert [(r["path"], r["reason"]) for r in body["modified"]] == [
+        ("output/H3.pass.dat", "content")
+    ]
+    assert body["unchanged_by"]["crc32_size"] == 5  # README.md and the four other files
