@@ -42,7 +42,6 @@ from runarchive.core import (
     InvalidArchive,
     InvalidInput,
     MemberStream,
-    RunDir,
     RunRef,
     diff_against_run,
     diff_archives,
@@ -148,13 +147,13 @@ def rq_archive_file(runid: str, name: str, path: str) -> Response:
     with open_run(run_ref) as run:
         contents = open_contents(run, name)
     try:
-        return _file_response(contents, path, run)
+        return _file_response(contents, path, run_ref.runid)
     except BaseException:
-        contents.reader.close()
+        contents.reader.close()  # idempotent: a stream that took it over closed it already
         raise
 
 
-def _file_response(contents: Contents, path: str, run: RunDir) -> Response:
+def _file_response(contents: Contents, path: str, runid: str) -> Response:
     """Answer for the file at ``path``; the stream, when there is one, owns the reader."""
     entry = stat_entry(contents, path)
     if entry.type != "file":
@@ -190,7 +189,7 @@ def _file_response(contents: Contents, path: str, run: RunDir) -> Response:
         except BaseException:
             stream.close()
             raise
-        response.response = _Body(stream, first, f"{run.runid}/{contents.name}:{entry.path}")
+        response.response = _Body(stream, first, f"{runid}/{contents.name}:{entry.path}")
         response.direct_passthrough = True
     response.content_length = stop - start
     return response
