@@ -1,9 +1,10 @@
 """The access matrix: every route × anonymous, another user, the owner, an admin × private/public.
 
-Read routes (dashboard, list, download, job status, status websocket) are open to owners,
-admins and — on a run holding a ``PUBLIC`` file — everybody. Write routes (archive, restore,
-delete, job info, cancel) are for owners and admins only, public or not. Each case checks the answer
-and what is stored: a refused write leaves no job and no change on disk.
+Read routes (dashboard, list, download, inside an archive, job status, status websocket) are
+open to owners, admins and — on a run holding a ``PUBLIC`` file — everybody. Write routes
+(archive, restore, delete, job info, cancel) are for owners and admins only, public or not.
+Each case checks the answer and what is stored: a refused write leaves no job and no change on
+disk; an allowed inside-an-archive read, the data it gives.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import pytest
 from runarchive.jobs import enqueue_archive, running_job
 from tests.support.web import WS_HEADERS, Browser, Run, WebEnv
 
-READ_ROUTES = ("dashboard", "list", "download", "jobstatus", "websocket")
+INSIDE_ROUTES = ("entries", "file", "diff", "diff_file")
+READ_ROUTES = ("dashboard", "list", "download", *INSIDE_ROUTES, "jobstatus", "websocket")
 WRITE_ROUTES = ("archive", "restore", "delete", "jobinfo", "canceljob")
 ROLES = ("anonymous", "other", "owner", "admin")
 
@@ -28,6 +30,8 @@ def call(web: WebEnv, browser: Browser, route: str, run: Run, job_id: str | None
         return browser.get(f"{base}/archive/list")
     if route == "download":
         return browser.get(f"{base}/archive/download/{run.archive}")
+    if route in INSIDE_ROUTES:
+        return browser.get(inside_url(run, route))
     if route == "jobstatus":
         return browser.get(f"/rq/api/jobstatus/{job_id}")
     if route == "jobinfo":
@@ -42,6 +46,26 @@ def call(web: WebEnv, browser: Browser, route: str, run: Run, job_id: str | None
         return browser.post(f"{base}/rq/api/restore-archive", json={"archive_name": run.archive})
     assert route == "delete"
     return browser.post(f"{base}/rq/api/delete-archive", json={"archive_name": run.archive})
+
+
+def inside_url(run: Run, route: str) -> str:
+    tail = {"entries": "entries?prefix=output", "file": "file/README.md", "diff": "diff",
+            "diff_file": "diff/file/README.md"}[route]  # fmt: skip
+    return f"/runs/{run.runid}/archive/{run.archive}/{tail}"
+
+
+def check_inside(route: str, response: Any) -> None:
+    """The data an allowed inside route must give (of the small run, unchanged since)."""
+    if route == "file":
+        assert response.get_data() == b"a small run\n"
+        return
+    body = response.get_json()
+    if route == "entries":
+        assert [e["path"] for e in body["entries"]][:1] == ["output/H0.pass.dat"]
+    elif route == "diff":
+        assert body["total"] == 0 and body["unchanged"] > 0
+    else:
+        assert body["note"] == "No differences."
 
 
 def allowed(route: str, role: str, public: bool) -> bool:
@@ -63,6 +87,7 @@ def test_access_matrix(web: WebEnv, route: str, role: str, public: bool) -> None
     if route in ("jobstatus", "jobinfo", "canceljob"):
         job_id = enqueue_archive(web.ctx, run.runid, "queued")
     response = call(web, web.as_role(role), route, run, job_id)
+    response.get_data()  # buffered now: closing ends a streamed body
     response.close()  # a download's file handle
     archive_file = run.path / "archives" / str(run.archive)
 
@@ -75,6 +100,8 @@ def test_access_matrix(web: WebEnv, route: str, role: str, public: bool) -> None
         if route in ("archive", "restore"):
             slot = running_job(web.ctx, run.runid)
             assert slot is not None and slot.job_id == response.get_json()["job_id"]
+        if route in INSIDE_ROUTES:
+            check_inside(route, response)
         if route == "delete":
             assert not archive_file.exists()
         if route == "jobinfo":
@@ -105,6 +132,23 @@ def test_api_tokens_get_the_same_answers_as_sessions(web: WebEnv, role: str) -> 
     assert client.get(f"/runs/{run.runid}/archive/list").status_code == expected_read
     response = client.post(f"/runs/{run.runid}/rq/api/archive", json={"comment": "via token"})
     assert response.status_code == (403 if role == "other" else 202)
+
+
+@pytest.mark.parametrize("role", ["other", "owner", "admin"])
+@pytest.mark.parametrize("route", INSIDE_ROUTES)
+def test_api_tokens_read_inside_archives_as_sessions_do(web: WebEnv, route: str, role: str) -> None:
+    run = web.new_run()
+    response = web.token_client(role).get(inside_url(run, route))
+    if role == "other":
+        assert response.status_code == 403
+        assert response.get_json()["error"]["code"] == "forbidden"
+    else:
+        assert response.status_code == 200
+        check_inside(route, response)
+    bogus = web.app.test_client().get(
+        inside_url(run, route), headers={"Authorization": "Bearer not-a-token"}
+    )
+    assert bogus.status_code == 401
 
 
 def test_unknown_run_is_404_for_an_admin_and_403_for_others(web: WebEnv) -> None:

@@ -35,6 +35,7 @@ import click
 
 from runarchive import __version__
 from runarchive.cli.exits import exit_with
+from runarchive.cli.inside_commands import COMMANDS as INSIDE_COMMANDS
 
 # Only what every command needs. Each command imports, from the same face, the operation
 # it runs when it runs: ``runarchive.core`` loads its modules on first use, so ``list``
@@ -213,6 +214,10 @@ class _Commands(click.Group):
 @click.version_option(__version__, prog_name="runarchive")
 def cli() -> None:
     """Crash-safe, verified snapshots of model run directories."""
+
+
+for _command in INSIDE_COMMANDS:  # ls, cat, extract, diff: inside one archive
+    cli.add_command(_command)
 
 
 @cli.command()

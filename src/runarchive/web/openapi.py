@@ -537,6 +537,8 @@ def _paths() -> dict[str, Any]:
 
 def document() -> dict[str, Any]:
     """Return the OpenAPI 3.1 document."""
+    from . import openapi_inside  # it builds on this module's parameters: imported after it
+
     return {
         "openapi": "3.1.0",
         "info": {
@@ -546,9 +548,9 @@ def document() -> dict[str, Any]:
             'Errors are `{"error": {"code", "message"}}`. See docs/api.md.',
         },
         "security": [{"session": [], "csrfHeader": []}, {"bearer": []}],
-        "paths": {**_paths(), **_wepp_paths()},
+        "paths": {**_paths(), **openapi_inside.paths(), **_wepp_paths()},
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **openapi_inside.SCHEMAS},
             "securitySchemes": {
                 "session": {"type": "apiKey", "in": "cookie", "name": "runarchive_session"},
                 "csrfHeader": {
