@@ -141,6 +141,9 @@ def test_the_dashboard_under_the_prefix_builds_every_url_under_it(host: Host) ->
     assert '<a href="/">Runs</a>' in page
     urls = re.findall(r'"(?:list|archive|restore|delete|jobstatus|jobinfo|ws)":"([^"]*)"', page)
     assert len(urls) == 7 and all(url.startswith(f"{PREFIX}/") for url in urls), urls
+    inside = re.findall(r'"(?:entries|file|diff|diff_file)":"([^"]*)"', page)
+    assert len(inside) == 4, inside
+    assert all(url.startswith(f"{PREFIX}/runs/{runid}/archive/{{name}}/") for url in inside)
     assert 'action="/logout"' not in page and 'action="/login"' not in page
     for asset in ("css/app.css", "js/archive.js", "favicon.svg"):
         with client.get(f"{PREFIX}/static/{asset}") as served:

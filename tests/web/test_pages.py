@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from runarchive.web.headers import CSP
 from tests.support.web import WebEnv
 
@@ -69,3 +71,29 @@ def test_every_page_showing_run_data_is_never_stored_by_a_cache(web: WebEnv) -> 
         assert response.headers["Cache-Control"] == "no-store", response.request.path
     assert run.runid in owner.get("/").get_data(as_text=True)
     assert run.runid in owner.get(f"/runs/{run.runid}/archive").get_data(as_text=True)
+
+
+def _config_of(page: str) -> dict[str, object]:
+    start = page.index('<script type="application/json" id="ra-config">') + len(
+        '<script type="application/json" id="ra-config">'
+    )
+    return dict(json.loads(page[start : page.index("</script>", start)]))
+
+
+def test_the_dashboard_gets_templates_of_the_inside_routes_that_reach_them(web: WebEnv) -> None:
+    run = web.new_run()
+    client = web.as_role("owner")
+    config = _config_of(client.get(f"/runs/{run.runid}/archive").get_data(as_text=True))
+    inside = config["urls"]["inside"]  # type: ignore[index]
+    base = f"/runs/{run.runid}/archive/{{name}}"
+    assert inside == {
+        "entries": f"{base}/entries",
+        "file": f"{base}/file/{{path}}",
+        "diff": f"{base}/diff",
+        "diff_file": f"{base}/diff/file/{{path}}",
+    }
+    assert run.archive is not None
+    listing = client.get(inside["entries"].replace("{name}", run.archive)).get_json()
+    assert "output" in [e["path"] for e in listing["entries"]]
+    url = inside["file"].replace("{name}", run.archive).replace("{path}", "output/H1.pass.dat")
+    assert client.get(url).data == (run.path / "output" / "H1.pass.dat").read_bytes()

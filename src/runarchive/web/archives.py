@@ -74,6 +74,8 @@ def dashboard_config(runid: str, can_write: bool) -> dict[str, Any]:
             "health": urls.health(),
             "ws": urls.status_stream_path(runid),
             "login": urls.browser_login(),
+            # Inside one archive: templates with {name} (and {path}) for the page to fill in.
+            "inside": urls.inside_templates(runid),
         },
         "constants": {
             "triggers": {t.name: t.value for t in Trigger},

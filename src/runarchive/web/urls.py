@@ -7,6 +7,11 @@ archive's name to the download prefix. Run ids, archive names and job ids are va
 characters a URL path keeps as they are, so one ``url_for`` serves every row (``url_for`` per
 row was a third of the list's time with 500 archives). A prefix is the URL built with a
 placeholder, cut where the placeholder starts (``_prefix``), never by counting characters.
+
+The routes inside one archive take an archive name *and* a path within it, so they are handed
+out as *templates* (``_template``): the URL built with placeholders that are then written
+``{name}`` and ``{path}``; the page puts in the name and the path, each component
+percent-encoded (entry names, unlike run ids and archive names, may hold any character).
 """
 
 from __future__ import annotations
@@ -27,6 +32,17 @@ def _prefix(endpoint: str, field: str, **values: Any) -> str:
     head, found, _ = url.partition(_PLACEHOLDER)
     assert found, f"{endpoint} has no {field} in its path"
     return head
+
+
+def _template(endpoint: str, fields: tuple[str, ...], **values: Any) -> str:
+    """Return the URL of ``endpoint`` with ``{field}`` where each of ``fields``' values goes."""
+    markers = {field: f"{_PLACEHOLDER}-{field.upper()}" for field in fields}
+    url = url_for(endpoint, **{**values, **markers})
+    for field, marker in markers.items():
+        head, found, tail = url.partition(marker)
+        assert found and "?" not in head, f"{endpoint} has no {field} in its path"
+        url = head + "{" + field + "}" + tail
+    return url
 
 
 # --- pages ---------------------------------------------------------------------------------
@@ -72,6 +88,16 @@ def download_prefix(runid: str) -> str:
 def restore_preview_base(runid: str) -> str:
     """What the page puts ``/<name>/restore-preview`` after (no trailing slash)."""
     return _prefix("archive.rq_restore_preview", "name", runid=runid).removesuffix("/")
+
+
+def inside_templates(runid: str) -> dict[str, str]:
+    """The routes inside one archive of the run, as templates the dashboard fills in."""
+    return {
+        "entries": _template("inside.rq_archive_entries", ("name",), runid=runid),
+        "file": _template("inside.rq_archive_file", ("name", "path"), runid=runid),
+        "diff": _template("inside.rq_archive_diff", ("name",), runid=runid),
+        "diff_file": _template("inside.rq_archive_diff_file", ("name", "path"), runid=runid),
+    }
 
 
 def start_archive(runid: str) -> str:
