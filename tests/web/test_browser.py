@@ -395,7 +395,10 @@ def test_logging_in_leads_to_the_runs_and_then_the_dashboard(
     scripts = page.locator("script").evaluate_all(
         "nodes => nodes.map(s => ({src: s.getAttribute('src'), type: s.type}))"
     )
-    assert [s["src"] for s in scripts if s["src"]] == ["/static/js/archive.js"]
+    assert [s["src"] for s in scripts if s["src"]] == [
+        "/static/js/archive.js",
+        "/static/js/inside.js",
+    ]
     assert all(s["src"] or s["type"] == "application/json" for s in scripts), scripts
     assert page.locator("[onclick], [onload], [onerror], [onsubmit]").count() == 0
     csrf = page.locator("meta[name=csrf-token]").get_attribute("content")
@@ -988,7 +991,8 @@ def test_a_reader_of_a_public_run_can_download_but_not_change_anything(
     response = page.request.get(str(link.get_attribute("href")))  # with bob's session cookie
     assert response.status == 200
     assert response.body() == (run / "archives" / name).read_bytes()
-    expect(row.locator("button")).to_have_count(0)
+    expect(row.locator("button[data-action]")).to_have_count(0)  # no Restore, no Delete
+    expect(row.locator("button")).to_have_text(["Browse"])  # looking inside is reading
     expect(page.locator("#ra-archive-form")).to_have_count(0)
     expect(page.locator("#ra-cancel-btn")).to_have_count(0)  # no Cancel for readers either
     expect(page.locator("#ra-read-only-note")).to_be_visible()

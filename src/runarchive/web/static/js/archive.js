@@ -440,6 +440,18 @@
         }),
       );
     }
+    if (archive.readable !== false) {
+      // Opened by static/js/inside.js; not a data-action: browsing stays possible mid-job.
+      actions.append(
+        el("button", {
+          type: "button",
+          className: "button button-small",
+          dataset: { inside: "browse", name },
+          "aria-label": `Browse ${name}`,
+          text: "Browse",
+        }),
+      );
+    }
     if (canWrite) {
       actions.append(
         el("button", {
@@ -1324,4 +1336,6 @@
   });
   connectSocket();
   refreshList();
+  // What static/js/inside.js shares with this page (one copy of each rule).
+  window.raDashboard = Object.freeze({ api, el, humanSize, timeNode, sameOriginUrl, showApiError });
 })();

@@ -1,0 +1,438 @@
+/*
+ * Inside one archive (issue 14): a row's "Browse" opens a <dialog> with the archive's folder
+ * tree and a compare, with the current run or with another archive of the run.
+ *
+ * The routes (docs/api.md, "Inside an archive") reach the page as templates in #ra-config
+ * (urls.inside: {name} and {path} filled in here, each path component percent-encoded). The
+ * helpers shared with the rest of the dashboard come from archive.js (window.raDashboard).
+ *
+ *   - The tree is lazy: a folder's children are fetched (`entries?prefix=<folder>/`) when it is
+ *     first expanded, one page at a time ("Load more" while the answer has `next`). Files get a
+ *     download link to `file/<path>`; links and special entries are shown, never linked.
+ *   - Compare asks `diff` (against the run, or `?against=<other>`): the summary's counts per
+ *     bucket, then the changed paths grouped by folder (more pages on "Load more"). A file that
+ *     changed, appeared or went gets "Show diff" (`diff/file/<path>`): its unified diff, each
+ *     line keeping its +/-/space mark and a class; `not_text` says there is no text diff.
+ *   - Entry names are hostile input: everything from the server is put in the page as text.
+ *   - The dialog is modal: focus moves in, Escape (or Close) closes it, and focus goes back to
+ *     the Browse button of the archive's row (found again by name: the list may have been
+ *     re-rendered meanwhile).
+ */
+(() => {
+  "use strict";
+
+  const shared = window.raDashboard;
+  const configNode = document.getElementById("ra-config");
+  const dialog = document.getElementById("ra-inside");
+  const rows = document.getElementById("ra-archive-rows");
+  if (!shared || !configNode || !dialog || !rows) return;
+  const templates = (JSON.parse(configNode.textContent).urls || {}).inside;
+  if (!templates) return;
+  const { api, el, humanSize, timeNode, showApiError } = shared;
+
+  const PAGE = 200; // entries per listing page
+  const DIFF_PAGE = 500; // changed paths per diff page
+  const TOP = "(top folder)";
+  // The diff's buckets, in the order the API pages them, with what people read.
+  const BUCKETS = Object.freeze([
+    ["added", "Added"],
+    ["removed", "Removed"],
+    ["modified", "Modified"],
+    ["type_changed", "Type changed"],
+  ]);
+  const RUN = ""; // the compare target "current run" (no ?against=)
+
+  const ui = {
+    name: document.getElementById("ra-inside-name"),
+    title: document.getElementById("ra-inside-title"),
+    close: document.getElementById("ra-inside-close"),
+    tree: document.getElementById("ra-inside-tree"),
+    hidden: document.getElementById("ra-inside-hidden"),
+    form: document.getElementById("ra-compare-form"),
+    against: document.getElementById("ra-compare-with"),
+    compare: document.getElementById("ra-compare"),
+  };
+  // The archive shown; seq (per opening) and compareSeq (per compare) drop stale answers.
+  const view = { name: null, seq: 0, compareSeq: 0 };
+
+  // ---------------------------------------------------------------- URLs
+
+  function encodePath(path) {
+    return String(path).split("/").map(encodeURIComponent).join("/");
+  }
+
+  function fill(template, name, path, query) {
+    let url = template.replace("{name}", () => encodeURIComponent(name));
+    if (path !== undefined) url = url.replace("{path}", () => encodePath(path));
+    const params = new URLSearchParams();
+    for (const [key, value] of Object.entries(query || {})) {
+      if (value !== undefined && value !== null && value !== "") params.set(key, value);
+    }
+    const text = params.toString();
+    return text ? `${url}?${text}` : url;
+  }
+
+  function leaf(path) {
+    return String(path).split("/").pop();
+  }
+
+  function folderOf(path) {
+    const text = String(path);
+    const cut = text.lastIndexOf("/");
+    return cut < 0 ? "" : text.slice(0, cut);
+  }
+
+  function plural(n, word) {
+    return `${n} ${word}${n === 1 ? "" : "s"}`;
+  }
+
+  // ---------------------------------------------------------------- the tree
+
+  function entrySize(entry) {
+    if (entry.type === "dir") {
+      return `${plural(Number(entry.files) || 0, "file")}, ${humanSize(entry.bytes)}`;
+    }
+    if (entry.type === "file") return humanSize(entry.size);
+    return "—";
+  }
+
+  function entryRow(entry) {
+    const path = String(entry.path);
+    const name = leaf(path);
+    const item = el("li", { className: "entry", dataset: { path, type: String(entry.type) } });
+    let nameNode;
+    let action = el("span", { className: "entry-action" });
+    if (entry.type === "dir") {
+      nameNode = el("button", {
+        type: "button",
+        className: "entry-toggle entry-name",
+        "aria-expanded": "false",
+        text: name,
+      });
+      nameNode.addEventListener("click", () => toggleFolder(item, nameNode, path));
+    } else {
+      nameNode = el("span", { className: "entry-name", text: name });
+      if (entry.type === "symlink") {
+        nameNode.append(" → ", el("span", { text: String(entry.target ?? "") }), " ");
+        nameNode.append(el("span", { className: "badge badge-muted", text: "link" }));
+      } else if (entry.type === "special") {
+        nameNode.append(" ", el("span", { className: "badge badge-muted", text: "special" }));
+      } else if (entry.type === "file") {
+        action = el("a", {
+          className: "entry-action button button-small",
+          href: fill(templates.file, view.name, path),
+          download: name,
+          "aria-label": `Download ${path}`,
+          text: "Download",
+        });
+      }
+    }
+    const size = el("span", { className: "entry-size", text: entrySize(entry) });
+    if (entry.type === "file") size.title = `${entry.size} bytes`;
+    const mtime = el("span", { className: "entry-mtime" }, [timeNode(entry.mtime)]);
+    item.append(el("div", { className: "entry-row" }, [nameNode, size, mtime, action]));
+    return item;
+  }
+
+  /** Fetch one page of folder ``prefix``'s children into ``list`` ("Load more" when there are more). */
+  async function loadPage(list, prefix, cursor) {
+    const seq = view.seq;
+    const query = { prefix: prefix ? `${prefix}/` : "", cursor, limit: PAGE };
+    const data = await api("GET", fill(templates.entries, view.name, undefined, query));
+    if (seq !== view.seq) return;
+    if (!prefix && data.hidden) {
+      ui.hidden.hidden = false;
+      ui.hidden.textContent =
+        `${plural(Number(data.hidden), "entry")} of this archive cannot be shown ` +
+        "(names a restore would refuse).";
+    }
+    const entries = Array.isArray(data.entries) ? data.entries : [];
+    list.append(...entries.map(entryRow));
+    if (!entries.length && !cursor) {
+      list.append(el("li", { className: "hint entry-empty", text: "Empty folder" }));
+    }
+    if (data.next) {
+      const more = el("button", {
+        type: "button",
+        className: "button button-small button-quiet load-more",
+        text: "Load more",
+      });
+      more.addEventListener("click", async () => {
+        more.disabled = true;
+        try {
+          await loadPage(list, prefix, data.next);
+          more.parentElement.remove();
+        } catch (err) {
+          more.disabled = false;
+          showApiError(err, "Could not list the archive");
+        }
+      });
+      list.append(el("li", { className: "entry-more" }, [more]));
+    }
+  }
+
+  async function toggleFolder(item, button, path) {
+    let list = item.querySelector(":scope > ul");
+    if (button.getAttribute("aria-expanded") === "true") {
+      button.setAttribute("aria-expanded", "false");
+      if (list) list.hidden = true;
+      return;
+    }
+    button.setAttribute("aria-expanded", "true");
+    if (list) {
+      list.hidden = false;
+      return;
+    }
+    list = el("ul", { "aria-label": path });
+    item.append(list);
+    item.setAttribute("aria-busy", "true");
+    try {
+      await loadPage(list, path, null);
+    } catch (err) {
+      list.remove();
+      button.setAttribute("aria-expanded", "false");
+      showApiError(err, "Could not list the archive");
+    } finally {
+      item.removeAttribute("aria-busy");
+    }
+  }
+
+  // ---------------------------------------------------------------- compare
+
+  function targetLabel(against) {
+    return against === RUN ? "the current run" : against;
+  }
+
+  function fillTargets() {
+    const names = [...rows.querySelectorAll("tr[data-name]")]
+      .map((tr) => tr.dataset.name)
+      .filter((name) => name !== view.name);
+    ui.against.replaceChildren(
+      el("option", { value: RUN, text: "Current run" }),
+      ...names.map((name) => el("option", { value: name, text: name })),
+    );
+  }
+
+  function summaryNode(data) {
+    const summary = data.summary || {};
+    const cells = BUCKETS.map(([key, label]) => {
+      const bucket = summary[key] || {};
+      const n = Number(bucket.entries) || 0;
+      return el("div", { dataset: { bucket: key } }, [
+        el("dt", { text: label }),
+        el("dd", { text: `${n} (${humanSize(bucket.bytes || 0)})` }),
+      ]);
+    });
+    cells.push(
+      el("div", { dataset: { bucket: "unchanged" } }, [
+        el("dt", { text: "Unchanged" }),
+        el("dd", { text: String(Number(data.unchanged) || 0) }),
+      ]),
+    );
+    return el("dl", { className: "compare-summary", "aria-label": "Changes per kind" }, cells);
+  }
+
+  function diffLines(text) {
+    const lines = String(text).split("\n");
+    if (lines[lines.length - 1] === "") lines.pop();
+    return lines.map((line) => {
+      let kind = "diff-ctx";
+      if (line.startsWith("+++") || line.startsWith("---")) kind = "diff-file";
+      else if (line.startsWith("@@")) kind = "diff-hunk";
+      else if (line.startsWith("+")) kind = "diff-add";
+      else if (line.startsWith("-")) kind = "diff-del";
+      return el("span", { className: `diff-line ${kind}`, text: line });
+    });
+  }
+
+  async function showDiff(row, button, path, against) {
+    const open = row.querySelector(".diff-view, .diff-note");
+    if (open) {
+      open.remove();
+      button.textContent = "Show diff";
+      button.setAttribute("aria-expanded", "false");
+      return;
+    }
+    button.disabled = true;
+    const seq = view.seq;
+    try {
+      const url = fill(templates.diff_file, view.name, path, { against });
+      let node;
+      try {
+        const data = await api("GET", url);
+        if (data.diff) {
+          node = el("pre", { className: "diff-view", tabindex: "0", "aria-label": `Diff of ${path}` });
+          node.append(...diffLines(data.diff));
+          if (data.note) row.append(el("p", { className: "hint diff-note", text: String(data.note) }));
+        } else {
+          node = el("p", { className: "hint diff-note", text: String(data.note || "No differences.") });
+        }
+      } catch (err) {
+        if (err.code !== "not_text") throw err;
+        node = el("p", { className: "hint diff-note", text: "Binary file — no text diff" });
+      }
+      if (seq !== view.seq) return;
+      row.append(node);
+      button.textContent = "Hide diff";
+      button.setAttribute("aria-expanded", "true");
+    } catch (err) {
+      showApiError(err, "Could not show the diff");
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function changeRow(change, bucket, against) {
+    const path = String(change.path);
+    const label = BUCKETS.find(([key]) => key === bucket)[1];
+    const sizes =
+      bucket === "added"
+        ? humanSize(change.size_b)
+        : bucket === "removed"
+          ? humanSize(change.size_a)
+          : `${humanSize(change.size_a)} → ${humanSize(change.size_b)}`;
+    const row = el("li", { className: "change-row", dataset: { path, bucket } }, [
+      el("span", { className: `badge change-${bucket}`, text: label }),
+      el("span", { className: "entry-name", text: leaf(path) }),
+      el("span", { className: "entry-size", text: sizes }),
+    ]);
+    if (bucket === "type_changed") {
+      row.append(el("span", { className: "hint", text: `${change.type_a} → ${change.type}` }));
+    } else if (bucket === "modified" && change.reason) {
+      row.append(el("span", { className: "hint", text: `(${change.reason})` }));
+    }
+    if (change.type === "file" && bucket !== "type_changed") {
+      const button = el("button", {
+        type: "button",
+        className: "button button-small",
+        "aria-expanded": "false",
+        "aria-label": `Show diff of ${path}`,
+        text: "Show diff",
+      });
+      button.addEventListener("click", () => showDiff(row, button, path, against));
+      row.append(button);
+    }
+    return row;
+  }
+
+  /** Put the rows of one diff page in their folder groups (made on first use, by folder). */
+  function addChanges(groups, data, against) {
+    for (const [bucket] of BUCKETS) {
+      for (const change of Array.isArray(data[bucket]) ? data[bucket] : []) {
+        const folder = folderOf(change.path);
+        let group = groups.get(folder);
+        if (!group) {
+          group = el("ul", { className: "compare-list" });
+          const section = el("section", { className: "compare-group", dataset: { folder } }, [
+            el("h4", { text: folder || TOP }),
+            group,
+          ]);
+          groups.set(folder, group);
+          groups.box.append(section);
+        }
+        group.append(changeRow(change, bucket, against));
+      }
+    }
+  }
+
+  async function compare(event) {
+    event.preventDefault();
+    const against = ui.against.value;
+    const opened = view.seq;
+    const seq = ++view.compareSeq;
+    const stale = () => seq !== view.compareSeq || opened !== view.seq;
+    const button = ui.form.querySelector("button[type=submit]");
+    button.disabled = true;
+    ui.compare.replaceChildren(el("p", { className: "hint", text: "Comparing…" }));
+    try {
+      const url = (cursor) =>
+        fill(templates.diff, view.name, undefined, { against, cursor, limit: DIFF_PAGE });
+      const data = await api("GET", url(null));
+      if (stale()) return;
+      const heading = el("p", {
+        className: "compare-heading",
+        text: `Changes from ${view.name} to ${targetLabel(against)}`,
+      });
+      const box = el("div", { className: "compare-groups" });
+      const groups = new Map();
+      groups.box = box;
+      addChanges(groups, data, against);
+      const nodes = [heading, summaryNode(data), box];
+      if (!Number(data.total)) nodes.push(el("p", { className: "hint", text: "No changes." }));
+      let next = data.next;
+      if (next) {
+        const more = el("button", {
+          type: "button",
+          className: "button button-small button-quiet load-more",
+          text: "Load more",
+        });
+        more.addEventListener("click", async () => {
+          more.disabled = true;
+          try {
+            const page = await api("GET", url(next));
+            if (stale()) return;
+            addChanges(groups, page, against);
+            next = page.next;
+            more.hidden = !next;
+          } catch (err) {
+            showApiError(err, "Could not compare");
+          } finally {
+            more.disabled = false;
+          }
+        });
+        nodes.push(more);
+      }
+      ui.compare.replaceChildren(...nodes);
+    } catch (err) {
+      if (stale()) return;
+      ui.compare.replaceChildren(
+        el("p", { className: "alert alert-error", role: "alert", text: `Could not compare: ${err.message}` }),
+      );
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ---------------------------------------------------------------- the dialog
+
+  async function openView(name) {
+    view.name = name;
+    view.seq += 1;
+    ui.name.textContent = name;
+    ui.tree.replaceChildren();
+    ui.hidden.hidden = true;
+    ui.compare.replaceChildren();
+    fillTargets();
+    dialog.dataset.name = name;
+    dialog.showModal();
+    ui.title.focus();
+    ui.tree.setAttribute("aria-busy", "true");
+    try {
+      await loadPage(ui.tree, "", null);
+    } catch (err) {
+      ui.tree.append(
+        el("li", { className: "alert alert-error", role: "alert", text: `Could not list: ${err.message}` }),
+      );
+    } finally {
+      ui.tree.removeAttribute("aria-busy");
+    }
+  }
+
+  function returnFocus() {
+    const name = view.name;
+    view.name = null;
+    view.seq += 1;
+    const button = [...rows.querySelectorAll('button[data-inside="browse"]')].find(
+      (node) => node.dataset.name === name,
+    );
+    if (button) button.focus();
+  }
+
+  rows.addEventListener("click", (event) => {
+    const button = event.target.closest('button[data-inside="browse"]');
+    if (button) openView(button.dataset.name);
+  });
+  ui.close.addEventListener("click", () => dialog.close());
+  dialog.addEventListener("close", returnFocus);
+  ui.form.addEventListener("submit", compare);
+})();
