@@ -212,6 +212,28 @@ def test_browse_lists_the_archive_folders_and_sizes_and_a_download_gives_the_fil
     assert view.shown(folder) == rows
 
 
+def test_a_long_folder_comes_a_page_at_a_time_and_load_more_shows_all_of_it_in_order(
+    web: WebEnv, open_page: Callable[..., Page]
+) -> None:
+    made = web.new_run(archive=False)
+    many = made.path / "many"
+    many.mkdir()
+    for i in range(205):  # one page is 200 rows
+        (many / f"f{i:03d}.txt").write_text(f"{i}\n")
+    (many / "sub").mkdir()
+    archive = create_archive(made.path, "many")
+    view = InsideView(open_page(), made.path).open_dashboard()
+    view.browse(archive.name)
+    view.expand("many")
+    expect(view.children("many")).to_have_count(200)
+    more = view.entry("many").get_by_role("button", name="Load more")
+    more.click()
+    expect(view.children("many")).to_have_count(206)
+    expect(more).to_have_count(0)
+    files = sorted(p for p in zip_children(archive.path, "many") if p != "many/sub")
+    assert [row["path"] for row in view.shown("many")] == ["many/sub", *files]  # folders first
+
+
 def test_a_hostile_entry_name_is_shown_as_text_and_its_download_gives_its_bytes(
     web: WebEnv, open_page: Callable[..., Page]
 ) -> None:

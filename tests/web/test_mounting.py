@@ -145,7 +145,9 @@ def test_the_dashboard_under_the_prefix_builds_every_url_under_it(host: Host) ->
     assert len(inside) == 4, inside
     assert all(url.startswith(f"{PREFIX}/runs/{runid}/archive/{{name}}/") for url in inside)
     assert 'action="/logout"' not in page and 'action="/login"' not in page
-    for asset in ("css/app.css", "js/archive.js", "favicon.svg"):
+    assert f'<script src="{PREFIX}/static/js/inside.js" defer></script>' in page
+    assert f'<link rel="stylesheet" href="{PREFIX}/static/css/inside.css">' in page
+    for asset in ("css/app.css", "css/inside.css", "js/archive.js", "js/inside.js", "favicon.svg"):
         with client.get(f"{PREFIX}/static/{asset}") as served:
             assert served.status_code == 200
     # The host's links to the dashboard, built with url_for, carry the prefix too.
