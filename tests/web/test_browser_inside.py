@@ -234,6 +234,24 @@ def test_a_long_folder_comes_a_page_at_a_time_and_load_more_shows_all_of_it_in_o
     assert [row["path"] for row in view.shown("many")] == ["many/sub", *files]  # folders first
 
 
+def test_entries_a_restore_would_refuse_are_counted_and_not_listed(
+    web: WebEnv, open_page: Callable[..., Page]
+) -> None:
+    made = web.new_run(archive=False)
+    name = f"{made.runid}.20260101T000000Z.zip"  # made by another tool: no manifest
+    (made.path / "archives").mkdir()
+    with zipfile.ZipFile(made.path / "archives" / name, "w") as zf:
+        zf.writestr("kept.txt", "kept\n")
+        zf.writestr("../escape.txt", "out\n")
+        zf.writestr("archives/inner.zip", "no\n")
+    view = InsideView(open_page(), made.path).open_dashboard()
+    view.browse(name)
+    assert [row["path"] for row in view.shown("")] == ["kept.txt"]
+    expect(view.page.locator("#ra-inside-hidden")).to_have_text(
+        "2 entries of this archive cannot be shown (names a restore would refuse)."
+    )
+
+
 def test_a_hostile_entry_name_is_shown_as_text_and_its_download_gives_its_bytes(
     web: WebEnv, open_page: Callable[..., Page]
 ) -> None:
@@ -313,6 +331,57 @@ def test_compare_between_two_archives_lists_what_the_later_one_changed(
     changed = view.change("output/H0.pass.dat")
     changed.get_by_role("button", name="Show diff of output/H0.pass.dat").click()
     expect(changed.locator(".diff-add")).to_have_text(["+rewritten"])
+
+
+def test_a_long_diff_comes_a_page_at_a_time_and_its_pages_join_their_folder_groups(
+    web: WebEnv, open_page: Callable[..., Page]
+) -> None:
+    made = web.new_run(archive=False)
+    for folder in ("a", "b"):  # 2 x 260 changes: the first page (500) ends inside "b"
+        (made.path / folder).mkdir()
+        for i in range(260):
+            (made.path / folder / f"{i:03d}.txt").write_text("before\n")
+    archive = create_archive(made.path, "before").name
+    for folder in ("a", "b"):
+        for i in range(260):
+            (made.path / folder / f"{i:03d}.txt").write_text("after, longer\n")
+    view = InsideView(open_page(), made.path).open_dashboard()
+    view.browse(archive)
+    view.compare()
+    assert view.count("modified") == 520
+    rows = view.compare_box.locator(".change-row")
+    expect(rows).to_have_count(500)
+    view.compare_box.get_by_role("button", name="Load more").click()
+    expect(rows).to_have_count(520)
+    expect(view.compare_box.get_by_role("button", name="Load more")).to_have_count(0)
+    headings = view.compare_box.locator(".compare-group h4")
+    expect(headings).to_have_text(["a", "b"])  # the second page joined "b", no new group
+    shown = rows.evaluate_all("rs => rs.map(r => r.dataset.path)")
+    assert shown == [f"{folder}/{i:03d}.txt" for folder in ("a", "b") for i in range(260)]
+
+
+def test_a_reader_of_a_public_run_can_browse_and_compare_it(
+    web: WebEnv, browser: Browser, live: LiveServer
+) -> None:
+    made = web.new_run(public=True)  # owned by alice; bob only reads it
+    assert made.archive is not None
+    (made.path / "README.md").write_text("changed by the owner\n")
+    context = browser.new_context(base_url=f"http://127.0.0.1:{live.port}")
+    try:
+        page = context.new_page()
+        page.goto("/login")
+        page.fill("#username", "bob")
+        page.fill("#password", PASSWORD)
+        with page.expect_navigation():
+            page.click("form[action='/login'] button[type=submit]")
+        view = InsideView(page, made.path).open_dashboard()
+        view.browse(made.archive)
+        expect(view.entry("README.md").locator("a[download]")).to_be_visible()
+        view.compare()
+        assert view.count("modified") == 1
+        expect(view.change("README.md")).to_be_visible()
+    finally:
+        context.close()
 
 
 def test_the_view_opens_and_closes_from_the_keyboard_and_focus_returns_to_its_button(

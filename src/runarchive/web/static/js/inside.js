@@ -82,8 +82,8 @@
     return cut < 0 ? "" : text.slice(0, cut);
   }
 
-  function plural(n, word) {
-    return `${n} ${word}${n === 1 ? "" : "s"}`;
+  function plural(n, word, many = `${word}s`) {
+    return `${n} ${n === 1 ? word : many}`;
   }
 
   // ---------------------------------------------------------------- the tree
@@ -143,7 +143,7 @@
     if (!prefix && data.hidden) {
       ui.hidden.hidden = false;
       ui.hidden.textContent =
-        `${plural(Number(data.hidden), "entry")} of this archive cannot be shown ` +
+        `${plural(Number(data.hidden), "entry", "entries")} of this archive cannot be shown ` +
         "(names a restore would refuse).";
     }
     const entries = Array.isArray(data.entries) ? data.entries : [];
@@ -204,8 +204,9 @@
   }
 
   function fillTargets() {
-    const names = [...rows.querySelectorAll("tr[data-name]")]
-      .map((tr) => tr.dataset.name)
+    // The archives that can be browsed (an unreadable one has no Browse), newest first.
+    const names = [...rows.querySelectorAll('button[data-inside="browse"]')]
+      .map((button) => button.dataset.name)
       .filter((name) => name !== view.name);
     ui.against.replaceChildren(
       el("option", { value: RUN, text: "Current run" }),
@@ -373,7 +374,7 @@
             if (stale()) return;
             addChanges(groups, page, against);
             next = page.next;
-            more.hidden = !next;
+            if (!next) more.remove(); // (.button's display would outdo a hidden attribute)
           } catch (err) {
             showApiError(err, "Could not compare");
           } finally {
