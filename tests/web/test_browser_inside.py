@@ -252,6 +252,22 @@ def test_entries_a_restore_would_refuse_are_counted_and_not_listed(
     )
 
 
+def test_an_archive_deleted_while_browsed_says_so_in_the_view(
+    web: WebEnv, open_page: Callable[..., Page]
+) -> None:
+    made = web.new_run()
+    assert made.archive is not None
+    view = InsideView(open_page(), made.path).open_dashboard()
+    view.browse(made.archive)
+    (made.path / "archives" / made.archive).unlink()
+    toggle = view.entry("output").locator(":scope > .entry-row .entry-toggle")
+    toggle.click()
+    alert = view.dialog.locator("#ra-inside-alerts [role=alert]")
+    expect(alert).to_contain_text("Could not list the archive: ")
+    assert alert.get_attribute("data-code") == "not_found"
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+
+
 def test_a_hostile_entry_name_is_shown_as_text_and_its_download_gives_its_bytes(
     web: WebEnv, open_page: Callable[..., Page]
 ) -> None:

@@ -28,7 +28,7 @@
   if (!shared || !configNode || !dialog || !rows) return;
   const templates = (JSON.parse(configNode.textContent).urls || {}).inside;
   if (!templates) return;
-  const { api, el, humanSize, timeNode, showApiError } = shared;
+  const { api, el, humanSize, timeNode } = shared;
 
   const PAGE = 200; // entries per listing page
   const DIFF_PAGE = 500; // changed paths per diff page
@@ -51,6 +51,7 @@
     form: document.getElementById("ra-compare-form"),
     against: document.getElementById("ra-compare-with"),
     compare: document.getElementById("ra-compare"),
+    alerts: document.getElementById("ra-inside-alerts"),
   };
   // The archive shown; seq (per opening) and compareSeq (per compare) drop stale answers.
   const view = { name: null, seq: 0, compareSeq: 0 };
@@ -70,6 +71,24 @@
     }
     const text = params.toString();
     return text ? `${url}?${text}` : url;
+  }
+
+  /** Say what failed inside the dialog (the page's alerts are behind the modal dialog). */
+  function showError(err, context) {
+    const close = el("button", {
+      type: "button",
+      className: "alert-close",
+      "aria-label": "Dismiss",
+      text: "×",
+    });
+    const text = el("span", { className: "alert-text", text: `${context}: ${err.message}` });
+    const box = el(
+      "div",
+      { className: "alert alert-error", role: "alert", dataset: { code: err.code || "" } },
+      [text, close],
+    );
+    close.addEventListener("click", () => box.remove());
+    ui.alerts.replaceChildren(box);
   }
 
   function leaf(path) {
@@ -134,7 +153,7 @@
     return item;
   }
 
-  /** Fetch one page of folder ``prefix``'s children into ``list`` ("Load more" when there are more). */
+  /** Fetch a page of folder ``prefix``'s children into ``list`` (then "Load more" if more). */
   async function loadPage(list, prefix, cursor) {
     const seq = view.seq;
     const query = { prefix: prefix ? `${prefix}/` : "", cursor, limit: PAGE };
@@ -164,7 +183,7 @@
           more.parentElement.remove();
         } catch (err) {
           more.disabled = false;
-          showApiError(err, "Could not list the archive");
+          showError(err, "Could not list the archive");
         }
       });
       list.append(el("li", { className: "entry-more" }, [more]));
@@ -191,7 +210,7 @@
     } catch (err) {
       list.remove();
       button.setAttribute("aria-expanded", "false");
-      showApiError(err, "Could not list the archive");
+      showError(err, "Could not list the archive");
     } finally {
       item.removeAttribute("aria-busy");
     }
@@ -246,6 +265,14 @@
     });
   }
 
+  function note(text) {
+    return el("p", { className: "hint diff-note", text });
+  }
+
+  function failure(text, tag) {
+    return el(tag, { className: "alert alert-error", role: "alert", text });
+  }
+
   async function showDiff(row, button, path, against) {
     const open = row.querySelector(".diff-view, .diff-note");
     if (open) {
@@ -262,22 +289,23 @@
       try {
         const data = await api("GET", url);
         if (data.diff) {
-          node = el("pre", { className: "diff-view", tabindex: "0", "aria-label": `Diff of ${path}` });
+          const label = `Diff of ${path}`;
+          node = el("pre", { className: "diff-view", tabindex: "0", "aria-label": label });
           node.append(...diffLines(data.diff));
-          if (data.note) row.append(el("p", { className: "hint diff-note", text: String(data.note) }));
+          if (data.note) row.append(note(String(data.note)));
         } else {
-          node = el("p", { className: "hint diff-note", text: String(data.note || "No differences.") });
+          node = note(String(data.note || "No differences."));
         }
       } catch (err) {
         if (err.code !== "not_text") throw err;
-        node = el("p", { className: "hint diff-note", text: "Binary file — no text diff" });
+        node = note("Binary file — no text diff");
       }
       if (seq !== view.seq) return;
       row.append(node);
       button.textContent = "Hide diff";
       button.setAttribute("aria-expanded", "true");
     } catch (err) {
-      showApiError(err, "Could not show the diff");
+      showError(err, "Could not show the diff");
     } finally {
       button.disabled = false;
     }
@@ -376,7 +404,7 @@
             next = page.next;
             if (!next) more.remove(); // (.button's display would outdo a hidden attribute)
           } catch (err) {
-            showApiError(err, "Could not compare");
+            showError(err, "Could not compare");
           } finally {
             more.disabled = false;
           }
@@ -387,7 +415,7 @@
     } catch (err) {
       if (stale()) return;
       ui.compare.replaceChildren(
-        el("p", { className: "alert alert-error", role: "alert", text: `Could not compare: ${err.message}` }),
+        failure(`Could not compare: ${err.message}`, "p"),
       );
     } finally {
       button.disabled = false;
@@ -403,6 +431,7 @@
     ui.tree.replaceChildren();
     ui.hidden.hidden = true;
     ui.compare.replaceChildren();
+    ui.alerts.replaceChildren();
     fillTargets();
     dialog.dataset.name = name;
     dialog.showModal();
@@ -412,7 +441,7 @@
       await loadPage(ui.tree, "", null);
     } catch (err) {
       ui.tree.append(
-        el("li", { className: "alert alert-error", role: "alert", text: `Could not list: ${err.message}` }),
+        failure(`Could not list: ${err.message}`, "li"),
       );
     } finally {
       ui.tree.removeAttribute("aria-busy");
