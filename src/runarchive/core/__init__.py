@@ -29,6 +29,7 @@ from .errors import (
     NoSpace,
     NotFound,
     NotText,
+    Pinned,
     ReadOnlyRun,
     RunArchiveError,
     UnsafeArchive,
@@ -66,21 +67,36 @@ from .names import (
     validate_archive_name,
     validate_runid,
 )
+from .pins import pinned_names, set_pinned
 from .progress import Phase, ProgressCallback, ProgressEvent
+from .prune import plan_prune, prune_archives
 from .reader import ArchiveReader, VerifyReport, open_archive, open_archive_fd, verify_archive
 from .restore import RestorePreview, RestoreResult, preview_restore, restore_archive
+from .retention import (
+    POLICY_ENV,
+    Candidate,
+    Kept,
+    Plan,
+    Policy,
+    parse_policy,
+    plan_retention,
+    policy_from_env,
+)
 from .rundir import Folder, RunDir, RunRef, open_run
 from .runlock import run_lock
+from .runpolicy import effective_policy, run_policy, set_run_policy
 from .tree import Tree, find_nodb_files, nodb_files, scan_run
 
 __all__ = [
     "MAX_COMMENT_CHARS",
+    "POLICY_ENV",
     "RUNID_RE",
     "SAFE_ARCHIVE_RE",
     "ArchiveInfo",
     "ArchiveReader",
     "ArchiveRef",
     "Busy",
+    "Candidate",
     "Change",
     "Comment",
     "Contents",
@@ -94,6 +110,7 @@ __all__ = [
     "InvalidArchive",
     "InvalidCursor",
     "InvalidInput",
+    "Kept",
     "LimitExceeded",
     "Limits",
     "LinkMode",
@@ -104,6 +121,9 @@ __all__ = [
     "NotFound",
     "NotText",
     "Phase",
+    "Pinned",
+    "Plan",
+    "Policy",
     "ProgressCallback",
     "ProgressEvent",
     "Proof",
@@ -128,6 +148,7 @@ __all__ = [
     "diff_archives",
     "diff_text",
     "display_comment",
+    "effective_policy",
     "extract_files",
     "find_nodb_files",
     "has_control_characters",
@@ -148,13 +169,22 @@ __all__ = [
     "page_diff",
     "parse_comment",
     "parse_link_mode",
+    "parse_policy",
+    "pinned_names",
+    "plan_prune",
+    "plan_retention",
+    "policy_from_env",
     "preview_restore",
+    "prune_archives",
     "purge_trash",
     "read_contents",
     "recover_run",
     "restore_archive",
     "run_lock",
+    "run_policy",
     "scan_run",
+    "set_pinned",
+    "set_run_policy",
     "stat_entry",
     "validate_archive_name",
     "validate_runid",
