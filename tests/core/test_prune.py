@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +16,6 @@ from runarchive.core import (
     Pinned,
     Policy,
     UnsafeRun,
-    create_archive,
     delete_archive,
     list_archives,
     pinned_names,
@@ -28,6 +26,7 @@ from runarchive.core import (
     set_run_policy,
     verify_archive,
 )
+from tests.support.runs import copy_archives
 from tests.support.tree import File, build_tree
 from tests.support.waiting import wait_until
 
@@ -35,16 +34,8 @@ DAYS = [f"202601{d:02d}T120000Z" for d in range(1, 11)]  # ten days, one archive
 
 
 def make_archives(run_dir: Path, stamps: list[str] = DAYS) -> list[str]:
-    """One real archive, copied under our names for each stamp (oldest first)."""
     build_tree(run_dir, {"a.txt": File(b"alpha\n" * 1000), "w.nodb": File(b"{}")})
-    first = create_archive(run_dir, "seed").path
-    names = []
-    for stamp in stamps:
-        name = f"{run_dir.name}.{stamp}.zip"
-        shutil.copyfile(first, run_dir / "archives" / name)
-        names.append(name)
-    first.unlink()
-    return names
+    return copy_archives(run_dir, stamps)
 
 
 def archive_names(run_dir: Path) -> set[str]:
