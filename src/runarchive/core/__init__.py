@@ -73,6 +73,7 @@ from .prune import plan_prune, prune_archives
 from .reader import ArchiveReader, VerifyReport, open_archive, open_archive_fd, verify_archive
 from .restore import RestorePreview, RestoreResult, preview_restore, restore_archive
 from .retention import (
+    MAX_KEEP,
     POLICY_ENV,
     Candidate,
     Kept,
@@ -82,6 +83,7 @@ from .retention import (
     plan_retention,
     policy_from_env,
 )
+from .retention import RULES as RETENTION_RULES
 from .rundir import Folder, RunDir, RunRef, open_run
 from .runlock import run_lock
 from .runpolicy import effective_policy, run_policy, set_run_policy
@@ -89,7 +91,9 @@ from .tree import Tree, find_nodb_files, nodb_files, scan_run
 
 __all__ = [
     "MAX_COMMENT_CHARS",
+    "MAX_KEEP",
     "POLICY_ENV",
+    "RETENTION_RULES",
     "RUNID_RE",
     "SAFE_ARCHIVE_RE",
     "ArchiveInfo",
