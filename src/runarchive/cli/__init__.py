@@ -5,11 +5,11 @@ configured but unreachable), 2 usage error (bad arguments or names), 3 refused b
 is busy or locked. With ``--json`` every command prints one JSON document on stdout, errors
 included.
 
-``archive``, ``restore`` and ``delete`` obey the service's rules when a Redis URL is configured
-(``--redis-url``, ``REDIS_URL`` or ``RUNARCHIVE_REDIS_URL``): refused while a ``.nodb`` lock of
-the run is held or a job holds the run, else holding the run's slot and locks while they work
-(``runarchive.jobs.local``). ``--no-locks`` skips that. Without a URL they are local only, and
-RQ and redis-py are not imported for them.
+``archive``, ``restore``, ``delete`` and ``prune`` obey the service's rules when a Redis URL is
+configured (``--redis-url``, ``REDIS_URL`` or ``RUNARCHIVE_REDIS_URL``): refused while a
+``.nodb`` lock of the run is held or a job holds the run, else holding the run's slot and
+locks while they work (``runarchive.jobs.local``). ``--no-locks`` skips that. Without a URL
+they are local only, and RQ and redis-py are not imported for them.
 
 Start-up is part of every local command's time, so this module imports only click and the
 core: rich (progress bar, table, styled errors) is imported when something is drawn on a
@@ -37,8 +37,10 @@ from runarchive import __version__
 from runarchive.cli.exits import exit_with
 from runarchive.core import (
     MAX_COMMENT_CHARS,
+    MAX_KEEP,
     Comment,
     LinkMode,
+    Plan,
     ProgressCallback,
     ProgressEvent,
     RecoverResult,
@@ -49,10 +51,15 @@ from runarchive.core import (
     iso_utc,
     list_archives,
     parse_comment,
+    parse_policy,
+    plan_prune,
+    policy_from_env,
     preview_restore,
+    prune_archives,
     purge_trash,
     recover_run,
     restore_archive,
+    set_pinned,
     verify_archive,
 )
 
@@ -400,6 +407,90 @@ def delete(run_dir: Path, name: str, redis_url: str | None, no_locks: bool, as_j
         if hold is not None:
             hold.archive_deleted(name)
     emit(as_json, {"deleted": name}, f"Archive deleted: {name}")
+
+
+def _pin(run_dir: Path, name: str, pinned: bool, as_json: bool) -> None:
+    with reporting(as_json, ""):
+        now = set_pinned(run_dir, name, pinned)
+    word = "pinned" if now else "unpinned"
+    emit(as_json, {"name": name, "pinned": now}, f"Archive {word}: {name}")
+
+
+@cli.command()
+@click.argument("run_dir", type=RUN_DIR)
+@click.argument("name")
+@json_option
+def pin(run_dir: Path, name: str, as_json: bool) -> None:
+    """Pin archive NAME of RUN_DIR: never pruned, and not deleted until unpinned."""
+    _pin(run_dir, name, True, as_json)
+
+
+@cli.command()
+@click.argument("run_dir", type=RUN_DIR)
+@click.argument("name")
+@json_option
+def unpin(run_dir: Path, name: str, as_json: bool) -> None:
+    """Unpin archive NAME of RUN_DIR."""
+    _pin(run_dir, name, False, as_json)
+
+
+def _keep_option(rule: str, text: str) -> Callable[[F], F]:
+    flag = "--" + rule.replace("_", "-")
+    return click.option(flag, rule, type=click.IntRange(0, MAX_KEEP), default=None, help=text)
+
+
+@cli.command()
+@click.argument("run_dir", type=RUN_DIR)
+@_keep_option("keep_last", "Keep the N newest archives.")
+@_keep_option("keep_daily", "Keep the newest archive of each of the last N UTC days with one.")
+@_keep_option("keep_weekly", "Keep the newest archive of each of the last N ISO weeks with one.")
+@_keep_option("keep_monthly", "Keep the newest archive of each of the last N months with one.")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@lock_options
+@json_option
+def prune(
+    run_dir: Path,
+    dry_run: bool,
+    redis_url: str | None,
+    no_locks: bool,
+    as_json: bool,
+    **keep: int | None,
+) -> None:
+    """Remove the archives of RUN_DIR that the retention policy does not keep.
+
+    The --keep-* options, when any is given, are the policy (a missing one is 0); else the
+    run's own policy, else the site default (RUNARCHIVE_KEEP_*); with none nothing is removed.
+    Pinned archives are always kept. Days, weeks and months are UTC calendar ones.
+    """
+    with reporting(as_json, ""):
+        given = {rule: value for rule, value in keep.items() if value is not None}
+        policy = parse_policy(given, partial=True) if given else None
+        site = policy_from_env()
+        if dry_run:
+            plan = plan_prune(run_dir, policy=policy, site_default=site)
+        else:
+            with service_rules(run_dir, "prune", redis_url, no_locks) as hold:
+                announce = hold.archive_pruned if hold is not None else None
+                plan = prune_archives(
+                    run_dir,
+                    policy=policy,
+                    site_default=site,
+                    on_removed=(lambda name, size: announce(name)) if announce else None,
+                )
+    payload = {**plan.to_dict(), "dry_run": dry_run,
+               "reasons": {k.name: list(k.reasons) for k in plan.keep}}  # fmt: skip
+    emit(as_json, payload, _prune_text(plan, dry_run))
+
+
+def _prune_text(plan: Plan, dry_run: bool) -> str:
+    lines = [f"keep {len(plan.keep)} archive(s):"]
+    lines += [f"  {k.name}  ({', '.join(k.reasons)})" for k in plan.keep]
+    verb = "would remove" if dry_run else "removed"
+    lines.append(f"{verb} {len(plan.remove)} archive(s):")
+    lines += [f"  {c.name}" for c in plan.remove]
+    freed = "would free" if dry_run else "freed"
+    lines.append(f"{freed} {human_bytes(plan.bytes_freed)}")
+    return "\n".join(lines)
 
 
 @cli.command()
