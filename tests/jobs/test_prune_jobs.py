@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +24,8 @@ from runarchive.jobs.locks import acquire_lock
 from runarchive.jobs.settings import Settings
 from tests.support.channel import Recorder
 from tests.support.runs import copy_archives, make_small_run
-from tests.support.workers import Workers
+from tests.support.waiting import wait_until
+from tests.support.workers import Workers, children
 
 pytestmark = pytest.mark.slow
 
@@ -143,3 +146,43 @@ def test_a_prune_is_refused_on_a_read_only_run_and_while_a_nodb_lock_is_held(
         enqueue_prune(ctx, runid)
     assert running_job(ctx, runid) is None
     assert _files(run) == set(names)
+
+
+HOLD = Path(__file__).parent / "holdline"
+
+
+def test_a_worker_killed_mid_prune_leaves_whole_archives_and_one_prune_failed(
+    ctx: JobsContext, runid: str, workers: Workers, record: Callable[[str], Recorder]
+) -> None:
+    run = make_small_run(Path(str(ctx.settings.runs_root)), runid)
+    names = copy_archives(run, STAMPS)
+    before = {n: (run / "archives" / n).read_bytes() for n in names}
+    set_run_policy(run, Policy(keep_last=2))
+    rec = record(runid)
+    job_id = enqueue_prune(ctx, runid)
+    hold = {"PYTHONPATH": os.pathsep.join([str(HOLD), os.environ.get("PYTHONPATH", "")]),
+            "RUNARCHIVE_TEST_HOLD_AFTER": "Archive pruned: "}  # fmt: skip
+    proc = workers.start("--burst", env=hold)
+    rec.wait_for(lambda x: x == f"Archive pruned: {names[0]}")  # the job holds right after
+    horses = children(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    for pid in horses:
+        os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+    left = _files(run)
+    assert left == set(names[1:])  # the oldest went, the rest whole and listed
+    assert {i.name for i in list_archives(run)} == left
+    assert all((run / "archives" / n).read_bytes() == before[n] for n in left)
+    assert rec.triggers(job_id) == []
+    wait_until(lambda: not ctx.clients.data.exists(ctx.keys.job_alive(job_id)), timeout=10)
+    assert workers.burst() == 0, workers.log_text()  # reaps the dead job: its one trigger
+    rec.wait_for(_trigger(job_id))
+    assert rec.triggers(job_id) == ["PRUNE_FAILED"]
+    assert running_job(ctx, runid) is None
+
+    again = enqueue_prune(ctx, runid)  # and a later prune finishes the work
+    assert workers.burst() == 0, workers.log_text()
+    rec.wait_for(_trigger(again))
+    assert _files(run) == set(names[-2:])
+    assert rec.triggers(job_id) == ["PRUNE_FAILED"]

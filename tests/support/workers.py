@@ -53,11 +53,12 @@ class Workers:
         self.logs = logs
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start a worker; ``env`` adds to (or overrides) its environment."""
         log = open(self.logs / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [*WORKER_CMD, *args],
-            env=worker_env(self.settings),
+            env={**worker_env(self.settings), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
