@@ -67,6 +67,8 @@ def test_pinning_a_name_that_is_no_archive_is_refused(web: WebEnv, name: str, st
         {"keep_last": -1},
         {"keep_last": True},
         {"keep_last": "2"},
+        {"keep_last": 2.5},
+        {"keep_last": 1e9},
         {"keep_hourly": 1},
         [1, 2],
         "keep",
@@ -84,7 +86,7 @@ def test_a_stored_policy_is_answered_and_a_dry_run_prune_touches_nothing(web: We
     names = with_archives(run)
     owner = web.as_role("owner")
     base = f"/runs/{run.runid}/archive"
-    stored = owner.put(f"{base}/policy", json={"keep_daily": 2})
+    stored = owner.put(f"{base}/policy", json={"keep_daily": 2.0})  # JSON's 2.0 is 2
     expected = {"keep_last": 0, "keep_daily": 2, "keep_weekly": 0, "keep_monthly": 0}
     assert stored.status_code == 200 and stored.get_json() == expected
     assert owner.get(f"{base}/policy").get_json() == expected

@@ -79,9 +79,16 @@ def put_policy(runid: str) -> Response:
     body = request.get_json(silent=True) if request.is_json else None
     if body is None:
         raise InvalidInput("The policy must be a JSON object (Content-Type: application/json).")
-    policy = parse_policy(body, partial=True)
+    policy = parse_policy(_whole_numbers(body), partial=True)
     set_run_policy(found.run, policy)
     return json_response(policy.to_dict(), 200)
+
+
+def _whole_numbers(body: object) -> object:
+    """JSON's ``3.0`` is the integer 3 (as JSON Schema says); ``2.5`` stays a refusal."""
+    if not isinstance(body, dict):
+        return body
+    return {k: int(v) if type(v) is float and v.is_integer() else v for k, v in body.items()}
 
 
 def _dry_run() -> bool:
