@@ -15,6 +15,7 @@ from runarchive.core import (
     NotFound,
     Pinned,
     Policy,
+    ReadOnlyRun,
     UnsafeRun,
     delete_archive,
     list_archives,
@@ -188,3 +189,12 @@ def test_prune_killed_midway_leaves_only_whole_archives_a_consistent_list_and_fi
     assert not [p for p in (run_dir / "archives").iterdir() if p.name.startswith(".tmp")]
     prune_archives(run_dir, policy=Policy(keep_last=2))  # the lock died with the process
     assert archive_names(run_dir) == set(names[-2:])
+
+
+def test_a_read_only_run_is_pruned_only_when_there_is_nothing_to_remove(run_dir: Path) -> None:
+    names = make_archives(run_dir, DAYS[:3])
+    (run_dir / "READONLY").write_text("")
+    assert prune_archives(run_dir, policy=Policy(keep_last=5)).remove == ()
+    with pytest.raises(ReadOnlyRun):
+        prune_archives(run_dir, policy=Policy(keep_last=1))
+    assert archive_names(run_dir) == set(names)

@@ -3,10 +3,11 @@
 ``plan_prune`` answers what a prune would do (a dry run: nothing is touched, no lock taken).
 ``prune_archives`` does it under the run lock:
 
-1. refuse a read-only run; recover a pending restore first (as every mutating operation);
+1. recover a pending restore first (as every mutating operation);
 2. read the pins and the run's policy (strictly, ``pins``/``runpolicy``: a file that fails
    validation refuses the prune with ``UnsafeRun`` and nothing is removed), scan ``archives/``
-   once by handle and plan (``retention.plan_retention``);
+   once by handle and plan (``retention.plan_retention``); with something to remove, refuse a
+   read-only run (``ReadOnlyRun``);
 3. remove the planned archives one at a time, oldest first: each is unlinked only if the name
    still names the file that was planned (same inode: a file swapped in meanwhile is left),
    then the folder is fsynced and ``on_removed(name, size)`` is called.
@@ -80,11 +81,11 @@ def prune_archives(
     cancel there). Archives are removed oldest first.
     """
     with open_run(run_dir) as run, run_lock(run) as work:
-        run.require_writable()
         recover_locked(run, work)
         plan, stats = _plan(run, policy, site_default)
         if not plan.remove:
-            return plan
+            return plan  # nothing to do, so nothing to refuse (a read-only run archives too)
+        run.require_writable()
         if before_remove is not None:
             before_remove()
         archives = run.archives()

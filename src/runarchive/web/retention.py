@@ -20,6 +20,7 @@ from flask import Blueprint, Response, request
 
 from runarchive.core import (
     InvalidInput,
+    Policy,
     archive_ref,
     effective_policy,
     parse_policy,
@@ -28,7 +29,6 @@ from runarchive.core import (
     set_pinned,
     set_run_policy,
 )
-from runarchive.core import Policy as _Policy
 from runarchive.jobs import enqueue_prune
 
 from . import access
@@ -58,7 +58,7 @@ def unpin_archive(runid: str, name: str) -> Response:
     return json_response(pin(access.require_write(runid), name, False), 200)
 
 
-def _site() -> _Policy | None:
+def _site() -> Policy | None:
     return jobs().settings.site_policy
 
 
@@ -67,7 +67,7 @@ def get_policy(runid: str) -> Response:
     """Answer the retention policy that applies to the run."""
     found = access.require_read(runid)
     assert found.run is not None
-    policy = effective_policy(run_policy(found.run), _site()) or _Policy()
+    policy = effective_policy(run_policy(found.run), _site()) or Policy()
     return json_response(policy.to_dict(), 200)
 
 
