@@ -127,3 +127,31 @@ def test_with_redis_a_held_nodb_lock_refuses_the_prune(
     assert refused.returncode == 3, refused.stderr
     assert "Cannot prune while files are locked: ron.nodb" in refused.stderr
     assert names_on_disk(run_dir) == set(names)
+
+
+def test_archive_applies_the_runs_policy_after_the_new_archive(
+    run: tuple[Path, list[str]],
+) -> None:
+    run_dir, names = run
+    set_run_policy(run_dir, Policy(keep_last=2))
+    made = run_cli("archive", run_dir, "-c", "newest", "--json")
+    assert made.returncode == 0, made.stderr
+    body = json.loads(made.stdout)
+    assert body["pruned"] == names[:4]  # oldest first; the new one and the newest copy stay
+    assert names_on_disk(run_dir) == {body["name"], names[4]}
+    text = run_cli("archive", run_dir)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.splitlines()[-1] == f"Archive pruned: {names[4]}"
+
+
+def test_a_failing_prune_after_archive_is_a_warning_and_the_archive_stands(
+    run: tuple[Path, list[str]],
+) -> None:
+    run_dir, names = run
+    (run_dir / "archives" / ".runarchive" / "pins.json").write_text("planted")
+    made = run_cli("archive", run_dir, "--json", RUNARCHIVE_KEEP_LAST="1")
+    assert made.returncode == 0, made.stderr
+    body = json.loads(made.stdout)
+    assert body["pruned"] == []
+    assert any(w.startswith("prune failed (the archive is kept):") for w in body["warnings"])
+    assert names_on_disk(run_dir) == {*names, body["name"]}

@@ -41,6 +41,7 @@ from runarchive.core import (
     Comment,
     LinkMode,
     Plan,
+    Policy,
     ProgressCallback,
     ProgressEvent,
     RecoverResult,
@@ -245,6 +246,9 @@ def archive(
     With --links follow, links that leave the run stay links (never followed) and are named.
     """
     stored = _comment(comment, as_json)
+    with reporting(as_json, ""):
+        site = policy_from_env()  # a bad RUNARCHIVE_KEEP_* is a usage error before any work
+    pruned: list[str] = []
     with (
         reporting(as_json, "archiving") as progress,
         service_rules(run_dir, "archive", redis_url, no_locks) as hold,
@@ -252,14 +256,37 @@ def archive(
         result = create_archive(run_dir, stored, progress=progress, links=links)
         if hold is not None:
             hold.archive_ready(result.name)
+        prune_error = _prune_after_archive(run_dir, site, hold, pruned)
     text = f"Archive ready: {result.name} ({result.files} files, {human_bytes(result.size)})"
     if result.followed:
         text += f"\nfollowed {result.followed} link{'s' if result.followed != 1 else ''}"
-    for warning in result.warnings:
+    warnings = list(result.warnings)
+    if prune_error is not None:
+        warnings.append(f"prune failed (the archive is kept): {prune_error}")
+    for warning in warnings:
         text += f"\nwarning: {warning}"
     for skipped in result.skipped:
         text += f"\nwarning: skipped {skipped}"
-    emit(as_json, result, text)
+    text += "".join(f"\nArchive pruned: {name}" for name in pruned)
+    emit(as_json, {**_jsonable(result), "warnings": warnings, "pruned": pruned}, text)
+
+
+def _prune_after_archive(
+    run_dir: Path, site: Policy | None, hold: Any, pruned: list[str]
+) -> str | None:
+    """Apply the retention policy after an archive, as the service's archive job does; return
+    why it failed (the archive stands either way), or None."""
+
+    def removed(name: str, size: int) -> None:
+        pruned.append(name)
+        if hold is not None:
+            hold.archive_pruned(name)
+
+    try:
+        prune_archives(run_dir, site_default=site, on_removed=removed)
+    except RunArchiveError as exc:
+        return str(exc)
+    return None
 
 
 def _comment(comment: str, as_json: bool) -> Comment:
