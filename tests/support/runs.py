@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+
+from runarchive.core import create_archive
 
 
 def make_small_run(root: Path, runid: str, nodb: tuple[str, ...] = ("wepp.nodb",)) -> Path:
@@ -32,3 +35,18 @@ def make_many_files_run(root: Path, runid: str, files: int) -> Path:
         (folder / f"f{i:05d}.txt").write_bytes(payload + str(i).encode())
     (run / "wepp.nodb").write_text('{"state": 1}\n')
     return run
+
+
+def copy_archives(run: Path, stamps: list[str]) -> list[str]:
+    """Give ``run`` one real archive per UTC stamp (``YYYYMMDDTHHMMSSZ``), oldest first.
+
+    One archive is made of the run as it is; the others are byte copies of it under our names.
+    """
+    seed = create_archive(run, "seed").path
+    names = []
+    for stamp in stamps:
+        name = f"{run.name}.{stamp}.zip"
+        shutil.copyfile(seed, run / "archives" / name)
+        names.append(name)
+    seed.unlink()
+    return names

@@ -67,6 +67,12 @@ class Browser:
             headers.setdefault("X-CSRFToken", self.csrf)
         return self.client.post(path, json=json, headers=headers, **kwargs)
 
+    def put(self, path: str, json: Any = None, **kwargs: Any) -> Any:
+        headers = dict(kwargs.pop("headers", {}))
+        if self.csrf is not None:
+            headers.setdefault("X-CSRFToken", self.csrf)
+        return self.client.put(path, json=json, headers=headers, **kwargs)
+
 
 @dataclass
 class Run:

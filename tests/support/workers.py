@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from runarchive.core import POLICY_ENV
 from runarchive.jobs import Settings
 
 WORKER_TIMEOUT = 90
@@ -21,6 +22,10 @@ def worker_env(settings: Settings) -> dict[str, str]:
     env.pop("RUNARCHIVE_REDIS_URL", None)
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url
+    for rule, var in POLICY_ENV.items():  # the site's retention default, when a test sets one
+        env.pop(var, None)
+        if getattr(settings, rule):
+            env[var] = str(getattr(settings, rule))
     env.update(
         {
             "RUNARCHIVE_RUNS_ROOT": str(settings.runs_root),
@@ -48,11 +53,12 @@ class Workers:
         self.logs = logs
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start a worker; ``env`` adds to (or overrides) its environment."""
         log = open(self.logs / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [*WORKER_CMD, *args],
-            env=worker_env(self.settings),
+            env={**worker_env(self.settings), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -1,10 +1,11 @@
 """The access matrix: every route × anonymous, another user, the owner, an admin × private/public.
 
-Read routes (dashboard, list, download, inside an archive, job status, status websocket) are
-open to owners, admins and — on a run holding a ``PUBLIC`` file — everybody. Write routes
-(archive, restore, delete, job info, cancel) are for owners and admins only, public or not.
-Each case checks the answer and what is stored: a refused write leaves no job and no change on
-disk; an allowed inside-an-archive read, the data it gives.
+Read routes (dashboard, list, download, inside an archive, job status, status websocket,
+retention policy) are open to owners, admins and — on a run holding a ``PUBLIC`` file —
+everybody. Write routes (archive, restore, delete, job info, cancel, pin, unpin, setting the
+policy, prune and its dry run) are for owners and admins only, public or not. Each case checks
+the answer and what is stored: a refused write leaves no job and no change on disk; an allowed
+inside-an-archive read, the data it gives.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from typing import Any
 
 import pytest
 
+from runarchive.core import Policy, pinned_names, run_policy, set_pinned
 from runarchive.jobs import enqueue_archive, running_job
 from tests.support.web import WS_HEADERS, Browser, Run, WebEnv
 
 INSIDE_ROUTES = ("entries", "file", "diff", "diff_file")
-READ_ROUTES = ("dashboard", "list", "download", *INSIDE_ROUTES, "jobstatus", "websocket")
+READ_ROUTES = ("dashboard", "list", "download", *INSIDE_ROUTES, "jobstatus", "websocket", "policy")
 WRITE_ROUTES = ("archive", "restore", "delete", "jobinfo", "canceljob")
+RETENTION_ROUTES = ("pin", "unpin", "set_policy", "prune_dry_run", "prune")
 ROLES = ("anonymous", "other", "owner", "admin")
 
 
@@ -44,6 +47,16 @@ def call(web: WebEnv, browser: Browser, route: str, run: Run, job_id: str | None
         return browser.post(f"{base}/rq/api/archive", json={"comment": "matrix"})
     if route == "restore":
         return browser.post(f"{base}/rq/api/restore-archive", json={"archive_name": run.archive})
+    if route == "policy":
+        return browser.get(f"{base}/archive/policy")
+    if route in ("pin", "unpin"):
+        return browser.post(f"{base}/archive/{run.archive}/{route}")
+    if route == "set_policy":
+        return browser.put(f"{base}/archive/policy", json={"keep_last": 3})
+    if route == "prune_dry_run":
+        return browser.post(f"{base}/archive/prune?dry_run=1")
+    if route == "prune":
+        return browser.post(f"{base}/archive/prune")
     assert route == "delete"
     return browser.post(f"{base}/rq/api/delete-archive", json={"archive_name": run.archive})
 
@@ -75,17 +88,20 @@ def allowed(route: str, role: str, public: bool) -> bool:
 
 
 def ok_status(route: str) -> int:
-    return {"archive": 202, "restore": 202}.get(route, 200)
+    return {"archive": 202, "restore": 202, "prune": 202}.get(route, 200)
 
 
 @pytest.mark.parametrize("public", [False, True], ids=["private", "public"])
 @pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize("route", READ_ROUTES + WRITE_ROUTES)
+@pytest.mark.parametrize("route", READ_ROUTES + WRITE_ROUTES + RETENTION_ROUTES)
 def test_access_matrix(web: WebEnv, route: str, role: str, public: bool) -> None:
     run = web.new_run(public=public)
     job_id = None
     if route in ("jobstatus", "jobinfo", "canceljob"):
         job_id = enqueue_archive(web.ctx, run.runid, "queued")
+    if route == "unpin":
+        set_pinned(run.path, str(run.archive), True)
+    pins_before = pinned_names(run.path)
     response = call(web, web.as_role(role), route, run, job_id)
     response.get_data()  # buffered now: closing ends a streamed body
     response.close()  # a download's file handle
@@ -109,6 +125,18 @@ def test_access_matrix(web: WebEnv, route: str, role: str, public: bool) -> None
         if route == "canceljob":
             assert response.get_json() == {"job_id": job_id, "status": "canceled"}
             assert running_job(web.ctx, run.runid) is None
+        if route in ("pin", "unpin"):
+            assert response.get_json() == {"name": run.archive, "pinned": route == "pin"}
+            assert pinned_names(run.path) == ({run.archive} if route == "pin" else set())
+        if route == "set_policy":
+            assert run_policy(run.path) == Policy(keep_last=3)
+        if route == "policy":
+            assert response.get_json() == Policy().to_dict()
+        if route in ("prune_dry_run", "prune"):
+            body = response.get_json()
+            assert (body["keep"], body["remove"], body["bytes_freed"]) == ([run.archive], [], 0)
+            slot = running_job(web.ctx, run.runid)
+            assert (slot.job_id if slot else None) == body.get("job_id")
         return
 
     expected = 401 if role == "anonymous" else 403
@@ -120,6 +148,7 @@ def test_access_matrix(web: WebEnv, route: str, role: str, public: bool) -> None
         if route != "dashboard":
             assert response.get_json()["error"]["code"] in ("unauthorized", "forbidden")
     assert archive_file.is_file()  # nothing was deleted
+    assert pinned_names(run.path) == pins_before and run_policy(run.path) is None
     slot = running_job(web.ctx, run.runid)
     assert (slot.job_id if slot else None) == job_id  # no job was started
 

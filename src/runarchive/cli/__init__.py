@@ -5,11 +5,11 @@ configured but unreachable), 2 usage error (bad arguments or names), 3 refused b
 is busy or locked. With ``--json`` every command prints one JSON document on stdout, errors
 included.
 
-``archive``, ``restore`` and ``delete`` obey the service's rules when a Redis URL is configured
-(``--redis-url``, ``REDIS_URL`` or ``RUNARCHIVE_REDIS_URL``): refused while a ``.nodb`` lock of
-the run is held or a job holds the run, else holding the run's slot and locks while they work
-(``runarchive.jobs.local``). ``--no-locks`` skips that. Without a URL they are local only, and
-RQ and redis-py are not imported for them.
+``archive``, ``restore``, ``delete`` and ``prune`` obey the service's rules when a Redis URL is
+configured (``--redis-url``, ``REDIS_URL`` or ``RUNARCHIVE_REDIS_URL``): refused while a
+``.nodb`` lock of the run is held or a job holds the run, else holding the run's slot and
+locks while they work (``runarchive.jobs.local``). ``--no-locks`` skips that. Without a URL
+they are local only, and RQ and redis-py are not imported for them.
 
 Start-up is part of every local command's time, so this module imports only click and the
 core: rich (progress bar, table, styled errors) is imported when something is drawn on a
@@ -42,6 +42,7 @@ from runarchive.cli.inside_commands import COMMANDS as INSIDE_COMMANDS
 # loads no deflate library or thread pool and ``--help`` neither engine.
 from runarchive.core import (
     MAX_COMMENT_CHARS,
+    MAX_KEEP,
     Comment,
     LinkMode,
     RunArchiveError,
@@ -53,7 +54,7 @@ from runarchive.core import (
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from runarchive.core import ProgressCallback, ProgressEvent, RecoverResult
+    from runarchive.core import Plan, Policy, ProgressCallback, ProgressEvent, RecoverResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Resolved here: the operator typed it (a link to a run is their choice); below the run,
@@ -237,7 +238,12 @@ def archive(
 
     With --links follow, links that leave the run stay links (never followed) and are named.
     """
+    from runarchive.core import policy_from_env
+
     stored = _comment(comment, as_json)
+    with reporting(as_json, ""):
+        site = policy_from_env()  # a bad RUNARCHIVE_KEEP_* is a usage error before any work
+    pruned: list[str] = []
     with (
         reporting(as_json, "archiving") as progress,
         service_rules(run_dir, "archive", redis_url, no_locks) as hold,
@@ -247,14 +253,38 @@ def archive(
         result = create_archive(run_dir, stored, progress=progress, links=links)
         if hold is not None:
             hold.archive_ready(result.name)
+        prune_error = _prune_after_archive(run_dir, site, hold, pruned)
     text = f"Archive ready: {result.name} ({result.files} files, {human_bytes(result.size)})"
     if result.followed:
         text += f"\nfollowed {result.followed} link{'s' if result.followed != 1 else ''}"
-    for warning in result.warnings:
+    warnings = list(result.warnings)
+    if prune_error is not None:
+        warnings.append(f"prune failed (the archive is kept): {prune_error}")
+    for warning in warnings:
         text += f"\nwarning: {warning}"
     for skipped in result.skipped:
         text += f"\nwarning: skipped {skipped}"
-    emit(as_json, result, text)
+    text += "".join(f"\nArchive pruned: {name}" for name in pruned)
+    emit(as_json, {**_jsonable(result), "warnings": warnings, "pruned": pruned}, text)
+
+
+def _prune_after_archive(
+    run_dir: Path, site: Policy | None, hold: Any, pruned: list[str]
+) -> str | None:
+    """Apply the retention policy after an archive, as the service's archive job does; return
+    why it failed (the archive stands either way), or None."""
+    from runarchive.core import prune_archives
+
+    def removed(name: str, size: int) -> None:
+        pruned.append(name)
+        if hold is not None:
+            hold.archive_pruned(name)
+
+    try:
+        prune_archives(run_dir, site_default=site, on_removed=removed)
+    except RunArchiveError as exc:
+        return str(exc)
+    return None
 
 
 def _comment(comment: str, as_json: bool) -> Comment:
@@ -412,6 +442,94 @@ def delete(run_dir: Path, name: str, redis_url: str | None, no_locks: bool, as_j
         if hold is not None:
             hold.archive_deleted(name)
     emit(as_json, {"deleted": name}, f"Archive deleted: {name}")
+
+
+def _pin(run_dir: Path, name: str, pinned: bool, as_json: bool) -> None:
+    from runarchive.core import set_pinned
+
+    with reporting(as_json, ""):
+        now = set_pinned(run_dir, name, pinned)
+    word = "pinned" if now else "unpinned"
+    emit(as_json, {"name": name, "pinned": now}, f"Archive {word}: {name}")
+
+
+@cli.command()
+@click.argument("run_dir", type=RUN_DIR)
+@click.argument("name")
+@json_option
+def pin(run_dir: Path, name: str, as_json: bool) -> None:
+    """Pin archive NAME of RUN_DIR: never pruned, and not deleted until unpinned."""
+    _pin(run_dir, name, True, as_json)
+
+
+@cli.command()
+@click.argument("run_dir", type=RUN_DIR)
+@click.argument("name")
+@json_option
+def unpin(run_dir: Path, name: str, as_json: bool) -> None:
+    """Unpin archive NAME of RUN_DIR."""
+    _pin(run_dir, name, False, as_json)
+
+
+def _keep_option(rule: str, text: str) -> Callable[[F], F]:
+    flag = "--" + rule.replace("_", "-")
+    return click.option(flag, rule, type=click.IntRange(0, MAX_KEEP), default=None, help=text)
+
+
+@cli.command()
+@click.argument("run_dir", type=RUN_DIR)
+@_keep_option("keep_last", "Keep the N newest archives.")
+@_keep_option("keep_daily", "Keep the newest archive of each of the last N UTC days with one.")
+@_keep_option("keep_weekly", "Keep the newest archive of each of the last N ISO weeks with one.")
+@_keep_option("keep_monthly", "Keep the newest archive of each of the last N months with one.")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@lock_options
+@json_option
+def prune(
+    run_dir: Path,
+    dry_run: bool,
+    redis_url: str | None,
+    no_locks: bool,
+    as_json: bool,
+    **keep: int | None,
+) -> None:
+    """Remove the archives of RUN_DIR that the retention policy does not keep.
+
+    The --keep-* options, when any is given, are the policy (a missing one is 0); else the
+    run's own policy, else the site default (RUNARCHIVE_KEEP_*); with none nothing is removed.
+    Pinned archives are always kept. Days, weeks and months are UTC calendar ones.
+    """
+    from runarchive.core import parse_policy, plan_prune, policy_from_env, prune_archives
+
+    with reporting(as_json, ""):
+        given = {rule: value for rule, value in keep.items() if value is not None}
+        policy = parse_policy(given, partial=True) if given else None
+        site = policy_from_env()
+        if dry_run:
+            plan = plan_prune(run_dir, policy=policy, site_default=site)
+        else:
+            with service_rules(run_dir, "prune", redis_url, no_locks) as hold:
+                announce = hold.archive_pruned if hold is not None else None
+                plan = prune_archives(
+                    run_dir,
+                    policy=policy,
+                    site_default=site,
+                    on_removed=(lambda name, size: announce(name)) if announce else None,
+                )
+    payload = {**plan.to_dict(), "dry_run": dry_run,
+               "reasons": {k.name: list(k.reasons) for k in plan.keep}}  # fmt: skip
+    emit(as_json, payload, _prune_text(plan, dry_run))
+
+
+def _prune_text(plan: Plan, dry_run: bool) -> str:
+    lines = [f"keep {len(plan.keep)} archive(s):"]
+    lines += [f"  {k.name}  ({', '.join(k.reasons)})" for k in plan.keep]
+    verb = "would remove" if dry_run else "removed"
+    lines.append(f"{verb} {len(plan.remove)} archive(s):")
+    lines += [f"  {c.name}" for c in plan.remove]
+    freed = "would free" if dry_run else "freed"
+    lines.append(f"{freed} {human_bytes(plan.bytes_freed)}")
+    return "\n".join(lines)
 
 
 @cli.command()

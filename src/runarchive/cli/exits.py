@@ -3,7 +3,7 @@
 0 success; 1 the operation failed (damage found, unsafe archive, no space, Redis configured but
 unreachable…); 2 bad input (arguments, names, a short password); 3 refused because something
 holds the run (another operation, a job, the host's ``.nodb`` locks, a read-only marker, a job
-past the point of canceling).
+past the point of canceling) or the archive is pinned.
 
 The library names its errors (each class's ``code``); the codes are looked up along the error's
 class hierarchy, so a subclass with a name of its own (``job_running`` is a ``busy``) maps like
@@ -31,6 +31,7 @@ EXIT_CODES: dict[str, int] = {
     "invalid_input": BAD_INPUT,
     "busy": REFUSED,  # and job_running, its subclass
     "read_only": REFUSED,
+    "pinned": REFUSED,  # delete of a pinned archive: unpin it first
     "locked": REFUSED,
     "not_cancelable": REFUSED,
 }

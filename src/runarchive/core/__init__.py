@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # what mypy and readers see; at run time ``__getattr__`` impo
         NoSpace,
         NotFound,
         NotText,
+        Pinned,
         ReadOnlyRun,
         RunArchiveError,
         UnsafeArchive,
@@ -77,15 +78,48 @@ if TYPE_CHECKING:  # what mypy and readers see; at run time ``__getattr__`` impo
         validate_archive_name,
         validate_runid,
     )
+    from .pins import pinned_names, set_pinned
     from .progress import Phase, ProgressCallback, ProgressEvent
+    from .prune import plan_prune, prune_archives
     from .reader import ArchiveReader, VerifyReport, open_archive, open_archive_fd, verify_archive
     from .restore import RestorePreview, RestoreResult, preview_restore, restore_archive
+    from .retention import (
+        MAX_KEEP,
+        POLICY_ENV,
+        Candidate,
+        Kept,
+        Plan,
+        Policy,
+        parse_policy,
+        plan_retention,
+        policy_from_env,
+    )
+    from .retention import RULES as RETENTION_RULES
     from .rundir import Folder, RunDir, RunRef, open_run
     from .runlock import run_lock
+    from .runpolicy import effective_policy, run_policy, set_run_policy
     from .tree import Tree, find_nodb_files, nodb_files, scan_run
 
 # Every public name and the submodule that defines it.
 _EXPORTS = {
+    "Pinned": "errors",
+    "pinned_names": "pins",
+    "set_pinned": "pins",
+    "plan_prune": "prune",
+    "prune_archives": "prune",
+    "MAX_KEEP": "retention",
+    "POLICY_ENV": "retention",
+    "Candidate": "retention",
+    "Kept": "retention",
+    "Plan": "retention",
+    "Policy": "retention",
+    "parse_policy": "retention",
+    "plan_retention": "retention",
+    "policy_from_env": "retention",
+    "RETENTION_RULES": "retention:RULES",
+    "effective_policy": "runpolicy",
+    "run_policy": "runpolicy",
+    "set_run_policy": "runpolicy",
     "ArchiveInfo": "catalog",
     "ArchiveReader": "reader",
     "ArchiveRef": "names",
@@ -175,12 +209,16 @@ _EXPORTS = {
 
 __all__ = [
     "MAX_COMMENT_CHARS",
+    "MAX_KEEP",
+    "POLICY_ENV",
+    "RETENTION_RULES",
     "RUNID_RE",
     "SAFE_ARCHIVE_RE",
     "ArchiveInfo",
     "ArchiveReader",
     "ArchiveRef",
     "Busy",
+    "Candidate",
     "Change",
     "Comment",
     "Contents",
@@ -194,6 +232,7 @@ __all__ = [
     "InvalidArchive",
     "InvalidCursor",
     "InvalidInput",
+    "Kept",
     "LimitExceeded",
     "Limits",
     "LinkMode",
@@ -204,6 +243,9 @@ __all__ = [
     "NotFound",
     "NotText",
     "Phase",
+    "Pinned",
+    "Plan",
+    "Policy",
     "ProgressCallback",
     "ProgressEvent",
     "Proof",
@@ -228,6 +270,7 @@ __all__ = [
     "diff_archives",
     "diff_text",
     "display_comment",
+    "effective_policy",
     "extract_files",
     "find_nodb_files",
     "has_control_characters",
@@ -248,13 +291,22 @@ __all__ = [
     "page_diff",
     "parse_comment",
     "parse_link_mode",
+    "parse_policy",
+    "pinned_names",
+    "plan_prune",
+    "plan_retention",
+    "policy_from_env",
     "preview_restore",
+    "prune_archives",
     "purge_trash",
     "read_contents",
     "recover_run",
     "restore_archive",
     "run_lock",
+    "run_policy",
     "scan_run",
+    "set_pinned",
+    "set_run_policy",
     "stat_entry",
     "validate_archive_name",
     "validate_runid",
@@ -264,10 +316,11 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """Import the submodule defining ``name`` on first use, and keep the name here."""
-    module = _EXPORTS.get(name)
-    if module is None:
+    spec = _EXPORTS.get(name)
+    if spec is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    module, _, attr = spec.partition(":")  # "module:name" when exported under another name
+    value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
     globals()[name] = value
     return value
 

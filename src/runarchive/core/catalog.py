@@ -1,5 +1,8 @@
 """The run's archive catalogue: list (fast, cached) and delete.
 
+Delete refuses a pinned archive (``Pinned``: "Archive <name> is pinned"), checked under the
+run lock so no pin can land between the check and the unlink; list rows say ``pinned``.
+
 Listing reads only each archive's end records and central directory, never entry data, and
 caches the result per archive by (name, inode, mtime, size): a run with hundreds of archives
 lists in milliseconds after the first call. The cache is kept per run and bounded per run and
@@ -19,15 +22,16 @@ import os
 import stat
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from .errors import Busy, InvalidArchive, NotFound, UnsafeRun
+from .errors import Busy, InvalidArchive, NotFound, Pinned, UnsafeRun
 from .journal import needs_recovery, recover_locked
 from .limits import Limits
 from .manifest import MANIFEST_NAME
 from .names import archive_created, archive_sort_key, is_archive_name, validate_archive_name
+from .pins import read_pins
 from .reader import open_archive_fd
 from .rundir import Folder, RunDir, open_run
 from .runlock import run_lock
@@ -49,6 +53,7 @@ class ArchiveInfo:
     readable: bool
     error: str | None = None
     links: int = 0  # symlink entries: tools other than ours may restore them badly
+    pinned: bool = False  # from the run's pins (``pins``), never cached with the rest
 
 
 # One cache per run (by the archives folder's device and inode), least recently listed run
@@ -119,29 +124,47 @@ def list_archives(run_dir: Path, limits: Limits | None = None) -> list[ArchiveIn
         if archives is None:
             return []
         with archives:
-            found: list[tuple[tuple[str, int, str], str, os.stat_result]] = []
-            for entry in archives.scandir():
-                if not is_archive_name(entry.name):
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # deleted while listing
-                found.append((archive_sort_key(entry.name, st.st_mtime), entry.name, st))
-            found.sort(key=lambda item: item[0], reverse=True)
+            pins = _pins_or_none(run)
+            found = scan_archives(archives)
             here = os.fstat(archives.fd)
             run_key = (here.st_dev, here.st_ino)
             known = _run_cache(run_key)
             kept: dict[_EntryKey, ArchiveInfo] = {}
             rows = []
-            for _, name, st in found:
+            for name, st in found:
                 key = (name, st.st_ino, st.st_mtime_ns, st.st_size)
                 info = known.get(key) or _describe(archives, name, st, lim)
                 if len(kept) < RUN_CACHE_MAX:
                     kept[key] = info
-                rows.append(info)
+                rows.append(replace(info, pinned=True) if name in pins else info)
             _keep(run_key, kept)
             return rows
+
+
+def scan_archives(archives: Folder) -> list[tuple[str, os.stat_result]]:
+    """Return the listable archives of an open ``archives/`` folder with their lstat, newest
+    first (by ``names.archive_sort_key``)."""
+    found: list[tuple[tuple[str, int, str], str, os.stat_result]] = []
+    for entry in archives.scandir():
+        if not is_archive_name(entry.name):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # deleted while listing
+        found.append((archive_sort_key(entry.name, st.st_mtime), entry.name, st))
+    found.sort(key=lambda item: item[0], reverse=True)
+    return [(name, st) for _, name, st in found]
+
+
+def _pins_or_none(run: RunDir) -> frozenset[str]:
+    """The run's pins for the list; a pins file that fails validation lists none (list still
+    answers; delete and prune refuse with the reason)."""
+    try:
+        return read_pins(run)
+    except UnsafeRun as exc:
+        log.warning("run %s: %s", run.runid, exc)
+        return frozenset()
 
 
 def _try_recover(run: RunDir) -> None:
@@ -160,6 +183,8 @@ def delete_archive(run_dir: Path, name: str) -> None:
     with open_run(run_dir) as run, run_lock(run) as work:
         run.require_writable()
         recover_locked(run, work)
+        if name in read_pins(run):
+            raise Pinned(name)
         fd, st = open_archive_fd(run, name)
         os.close(fd)
         archives = run.archives()

@@ -90,6 +90,16 @@ class Busy(RunArchiveError):
     code = "busy"
 
 
+class Pinned(RunArchiveError):
+    """The archive is pinned: never pruned, and not deleted until it is unpinned."""
+
+    code = "pinned"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"Archive {name} is pinned")
+
+
 class ReadOnlyRun(RunArchiveError):
     """The run holds a ``READONLY`` marker (as WEPPcloud marks them): no restore, no delete."""
 

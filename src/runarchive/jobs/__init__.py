@@ -10,7 +10,7 @@ from .cancel import CancelStatus, cancel_job
 from .connection import embedded_url
 from .context import JobsContext
 from .delete import delete_archive
-from .enqueue import enqueue_archive, enqueue_restore, running_job
+from .enqueue import enqueue_archive, enqueue_prune, enqueue_restore, running_job
 from .errors import Canceled, JobRunning, NotCancelable, QueueUnavailable
 from .jobinfo import JOB_STATES, job_status
 from .lines import parse_line
@@ -40,6 +40,7 @@ __all__ = [
     "delete_archive",
     "embedded_url",
     "enqueue_archive",
+    "enqueue_prune",
     "enqueue_restore",
     "ensure_unlocked",
     "find_run",

@@ -1,6 +1,6 @@
 """Starting jobs: check, claim the run's slot, enqueue, announce. Used by the CLI and the web API.
 
-``enqueue_archive``/``enqueue_restore`` do, in order:
+``enqueue_archive``/``enqueue_restore``/``enqueue_prune`` do, in order:
 
 1. validate the run id (and the archive name or comment) and resolve the run (InvalidInput,
    NotFound) — once, into a ``JobRequest`` (``archive_request``/``restore_request``; a caller
@@ -47,7 +47,7 @@ from .lines import job_line
 from .locks import ensure_unlocked
 from .runs import locate_run
 from .slot import Slot, claim_slot, read_slot, release_slot, slot_ttl
-from .tasks import archive_rq, restore_archive_rq
+from .tasks import archive_rq, prune_rq, restore_archive_rq
 from .vocabulary import Event, JobKind
 
 
@@ -78,6 +78,8 @@ class JobRequest:
 
     def job(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         """Return the RQ job function and its arguments (plain values: they cross Redis)."""
+        if self.kind is JobKind.PRUNE:
+            return prune_rq, (self.runid,)
         if self.archive is not None:
             return restore_archive_rq, (self.runid, self.archive.name)
         text = self.comment.text if self.comment is not None else ""
@@ -108,6 +110,11 @@ def restore_request(
     return JobRequest(JobKind.RESTORE, _located(ctx, run), archive=archive)
 
 
+def prune_request(ctx: JobsContext, run: str | RunRef) -> JobRequest:
+    """Parse a prune job's arguments (InvalidInput, NotFound)."""
+    return JobRequest(JobKind.PRUNE, _located(ctx, run))
+
+
 def _located(ctx: JobsContext, run: str | RunRef) -> RunRef:
     """The run a caller located already, else looked up now (once)."""
     return run if isinstance(run, RunRef) else locate_run(ctx.settings, run)
@@ -128,14 +135,20 @@ def enqueue_restore(ctx: JobsContext, run: str | RunRef, archive_name: str | Arc
     return enqueue(ctx, restore_request(ctx, run, archive_name))
 
 
+def enqueue_prune(ctx: JobsContext, run: str | RunRef) -> str:
+    """Queue a prune of run ``run`` by its retention policy; return the job id."""
+    return enqueue(ctx, prune_request(ctx, run))
+
+
 def enqueue(ctx: JobsContext, request: JobRequest) -> str:
     """Start the job ``request`` describes (steps 2–5 above); return its id."""
     runid = request.runid
     # Refuse now what the job would refuse (409), before a job is queued or a slot taken.
     with open_run(request.run) as run:
         check_run(run)
-        if request.archive is not None:
+        if request.archive is not None or request.kind is JobKind.PRUNE:
             run.require_writable()
+        if request.archive is not None:
             os.close(open_archive_fd(run, request.archive)[0])  # NotFound when it is not there
     try:
         reconcile(ctx, [runid])

@@ -13,10 +13,13 @@ for COMPLETED/EXCEPTION, as WEPPcloud prints them)::
     Cleared NoDb cache entries after restore (<n>)
     Restore complete: <name>
     Archive deleted: <name>
+    Archive pruned: <name>                 (prune job, or after an archive; one per removal)
+    Prune failed: <message>                (the prune after an archive; the archive stands)
     Error: <message>                       (why a job failed; first line, at most 300 chars)
     rq:<id> COMPLETED <call>
     rq:<id> EXCEPTION <call>
-    rq:<id> TRIGGER   archive <ARCHIVE_COMPLETE|ARCHIVE_FAILED|RESTORE_COMPLETE|RESTORE_FAILED>
+    rq:<id> TRIGGER   archive <ARCHIVE_COMPLETE|ARCHIVE_FAILED|RESTORE_COMPLETE|RESTORE_FAILED
+                                |PRUNE_COMPLETE|PRUNE_FAILED>
 
 Builders and the parser are each other's inverse; lines anonymous viewers may read are
 scrubbed of server paths (``error_line``). How lines are numbered, retained and published is
@@ -70,6 +73,16 @@ def restore_complete_line(name: str) -> str:
 def archive_deleted_line(name: str) -> str:
     """Return ``Archive deleted: <name>``."""
     return f"Archive deleted: {name}"
+
+
+def archive_pruned_line(name: str) -> str:
+    """Return ``Archive pruned: <name>``."""
+    return f"Archive pruned: {name}"
+
+
+def prune_failed_line(message: str, known: Iterable[tuple[str, str]] = ()) -> str:
+    """Return ``Prune failed: <message>`` (scrubbed and cut like ``error_line``)."""
+    return "Prune failed: " + error_line(message, known).removeprefix("Error: ")
 
 
 # An absolute path: a "/" not inside a word, a relative path or a URL, up to a space or quote;

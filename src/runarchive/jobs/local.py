@@ -1,4 +1,4 @@
-"""Local operations (the CLI's archive, restore, delete) under the service's locks and slot.
+"""Local operations (the CLI's archive, restore, delete, prune) under the service's locks and slot.
 
 With a Redis URL configured, ``hold_run`` makes a local operation obey the rules a job obeys:
 
@@ -44,7 +44,12 @@ from .connection import redact
 from .context import JobsContext
 from .errors import JobRunning, QueueUnavailable
 from .lifecycle import reconcile
-from .lines import archive_deleted_line, archive_ready_line, restore_complete_line
+from .lines import (
+    archive_deleted_line,
+    archive_pruned_line,
+    archive_ready_line,
+    restore_complete_line,
+)
 from .locks import RunLocks, archive_nodb_files, ensure_unlocked
 from .settings import Settings
 from .slot import LOCAL_HOLDER_PREFIX, claim_slot, read_slot, release_slot, slot_ttl
@@ -77,6 +82,10 @@ class LocalHold:
     def archive_deleted(self, name: str) -> None:
         """Tell the run's viewers an archive is gone."""
         self._announce(archive_deleted_line(name))
+
+    def archive_pruned(self, name: str) -> None:
+        """Tell the run's viewers a prune removed an archive."""
+        self._announce(archive_pruned_line(name))
 
 
 def local_runid(run_dir: Path) -> str:

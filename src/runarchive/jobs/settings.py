@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from runarchive.core import LinkMode, parse_link_mode
+from runarchive.core import POLICY_ENV, LinkMode, Policy, parse_link_mode, parse_policy
 from runarchive.core.errors import InvalidInput
 
 from .keys import DEFAULT_PREFIX, Keys
@@ -42,6 +42,8 @@ ENV: dict[str, str] = {
     "post_restore_hooks": "RUNARCHIVE_POST_RESTORE_HOOKS",
     "data_dir": "RUNARCHIVE_DATA_DIR",
     "links": "RUNARCHIVE_LINKS",
+    # The site's default retention policy (a run's own policy wins; none set: keep all).
+    **POLICY_ENV,
 }
 
 
@@ -78,6 +80,11 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     # How an archive job holds the run's symlinks when its request does not say (store|follow).
     links: str = LinkMode.STORE.value
+    # The site's default retention policy, per rule (all 0: none, every archive is kept).
+    keep_last: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
 
     def __post_init__(self) -> None:
         if self.run_layout not in RUN_LAYOUTS:
@@ -93,6 +100,7 @@ class Settings:
             raise InvalidInput("heartbeat_ttl and status_rate must be positive.")
         Keys(self.key_prefix)  # validates the prefix
         parse_link_mode(self.links)
+        parse_policy({rule: getattr(self, rule) for rule in POLICY_ENV})
         # Absolute from here on: a relative path would mean something else to every process
         # and library that later resolves it against its own working directory.
         for name in ("runs_root", "data_dir"):
@@ -104,6 +112,12 @@ class Settings:
     def keys(self) -> Keys:
         """Key and channel names under this deployment's prefix."""
         return Keys(self.key_prefix)
+
+    @property
+    def site_policy(self) -> Policy | None:
+        """The site's default retention policy, or None (keep everything)."""
+        policy = parse_policy({rule: getattr(self, rule) for rule in POLICY_ENV})
+        return None if policy.empty else policy
 
     @property
     def heartbeat_interval(self) -> float:

@@ -1,6 +1,7 @@
 """The RQ job functions: thin adapters from a queued job to the core library.
 
-``archive_rq(runid, comment)`` and ``restore_archive_rq(runid, archive_name)`` each:
+``archive_rq(runid, comment)``, ``restore_archive_rq(runid, archive_name)`` and
+``prune_rq(runid)`` each:
 
 1. start a heartbeat thread that renews the job's liveness lease and its NoDb locks;
 2. publish ``rq:<id> STARTED <call>``, then hold the run's slot (``lifecycle.begin_job``: ours,
@@ -22,6 +23,15 @@
    exception (RQ's job timeout included) ``Error:`` + ``EXCEPTION`` + ``TRIGGER … *_FAILED``,
    then re-raise so RQ records the traceback for ``jobinfo``; then forget the cancel key.
 
+A prune (``prune_rq``) checks the ``.nodb`` locks like delete, then removes what the run's
+policy (else the site default) does not keep, oldest first, one ``Archive pruned: <name>`` line
+per removal; its point of no cancel is its first removal. A successful archive is pruned in
+the same job, after ``Archive ready:`` and before its final trigger: the new archive counts,
+and it is never the one removed (a non-empty policy always keeps the newest). A prune error
+there is published as ``Prune failed: <message>`` and the archive job still completes with
+``ARCHIVE_COMPLETE``: the archive was made and published, which is what the job promised;
+the archives the prune left are whole and the next archive or prune tries again.
+
 Deaths the function cannot see (SIGKILL, OOM) are finished by ``lifecycle``.
 """
 
@@ -30,7 +40,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from types import TracebackType
 from typing import Any
@@ -41,15 +51,18 @@ from rq.job import Job
 from runarchive.core import (
     ArchiveReader,
     ArchiveRef,
+    Plan,
     ProgressEvent,
     RunArchiveError,
     RunDir,
+    RunRef,
     Tree,
     archive_ref,
     create_archive,
     nodb_files,
     open_archive,
     open_run,
+    prune_archives,
     purge_trash,
     restore_archive,
     scan_run,
@@ -58,8 +71,14 @@ from runarchive.core import (
 from .cancel import CancelWatch
 from .context import JobsContext, current
 from .hooks import HookContext, load_hook
-from .lifecycle import begin_job, finish_job
-from .lines import archive_ready_line, job_line, restore_complete_line
+from .lifecycle import begin_job, finish_job, server_paths
+from .lines import (
+    archive_pruned_line,
+    archive_ready_line,
+    job_line,
+    prune_failed_line,
+    restore_complete_line,
+)
 from .locks import RunLocks, archive_nodb_files, ensure_unlocked
 from .progress import ProgressRelay
 from .runs import locate_run
@@ -201,6 +220,7 @@ def archive_rq(runid: str, comment: str | None = None, links: str = "store") -> 
                 )  # fmt: skip
                 frame.relay.flush()
             frame.stream.publish(archive_ready_line(result.name))
+            _prune_after_archive(frame, run)
         except BaseException as exc:
             frame.failed(exc)
             raise
@@ -266,6 +286,51 @@ def restore_archive_rq(runid: str, archive_name: str) -> dict[str, Any]:
     # The replaced tree is deleted after the final trigger, off the user's critical path.
     purge_trash(run)
     return {"name": result.name, "files": result.files, "warnings": list(result.warnings)}
+
+
+def prune_rq(runid: str) -> dict[str, Any]:
+    """RQ job: remove the archives run ``runid``'s retention policy does not keep."""
+    frame = _JobRun(JobKind.PRUNE, runid)
+    with Heartbeat(frame.ctx, frame.job_id):
+        frame.started()
+        try:
+            frame.begin()
+            run = locate_run(frame.ctx.settings, runid)  # the job's edge: its arguments
+            ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.PRUNE.verb)
+            plan = _prune(frame, run, before_remove=frame.cancel.commit)
+        except BaseException as exc:
+            frame.failed(exc)
+            raise
+        frame.completed()
+    return plan.to_dict()
+
+
+def _prune(frame: _JobRun, run: RunRef, before_remove: Callable[[], None] | None = None) -> Plan:
+    """Prune the run by its policy (else the site's), one status line per removal."""
+
+    def removed(name: str, size: int) -> None:
+        frame.stream.publish(archive_pruned_line(name))
+
+    return prune_archives(
+        run,
+        site_default=frame.ctx.settings.site_policy,
+        on_removed=removed,
+        before_remove=before_remove,
+    )
+
+
+def _prune_after_archive(frame: _JobRun, run: RunRef) -> None:
+    """Apply the retention policy after a successful archive; a failure is a line, not a
+    failed archive (see the module's notes)."""
+    try:
+        ensure_unlocked(frame.ctx.clients.locks, frame.runid, JobKind.PRUNE.verb)
+        _prune(frame, run)
+    except Exception as exc:
+        log.warning("prune after archive of run %s failed", frame.runid, exc_info=True)
+        message = str(exc) or type(exc).__name__
+        frame.stream.publish(
+            prune_failed_line(message, server_paths(frame.ctx.settings, frame.runid))
+        )
 
 
 @contextmanager

@@ -31,18 +31,21 @@ class Trigger(StrEnum):
     ARCHIVE_FAILED = "ARCHIVE_FAILED"
     RESTORE_COMPLETE = "RESTORE_COMPLETE"
     RESTORE_FAILED = "RESTORE_FAILED"
+    PRUNE_COMPLETE = "PRUNE_COMPLETE"
+    PRUNE_FAILED = "PRUNE_FAILED"
 
 
 class JobKind(StrEnum):
-    """The two job kinds; each knows its RQ function name and its triggers."""
+    """The job kinds; each knows its RQ function name and its triggers."""
 
     ARCHIVE = "archive"
     RESTORE = "restore"
+    PRUNE = "prune"  # removes what the run's retention policy does not keep
 
     @property
     def func_name(self) -> str:
         """Name of the RQ job function, as shown in the status lines."""
-        return "archive_rq" if self is JobKind.ARCHIVE else "restore_archive_rq"
+        return {"archive": "archive_rq", "restore": "restore_archive_rq"}.get(self, "prune_rq")
 
     @property
     def verb(self) -> str:
@@ -53,6 +56,8 @@ class JobKind(StrEnum):
         """Return the final trigger for success or failure."""
         if self is JobKind.ARCHIVE:
             return Trigger.ARCHIVE_COMPLETE if ok else Trigger.ARCHIVE_FAILED
+        if self is JobKind.PRUNE:
+            return Trigger.PRUNE_COMPLETE if ok else Trigger.PRUNE_FAILED
         return Trigger.RESTORE_COMPLETE if ok else Trigger.RESTORE_FAILED
 
     def call(self, runid: str, archive_name: str | None = None) -> str:
@@ -63,7 +68,8 @@ class JobKind(StrEnum):
 
     @property
     def item_phase(self) -> Phase:
-        """Phase whose per-entry events become ``Adding``/``Restored`` lines."""
+        """Phase whose per-entry events become ``Adding``/``Restored`` lines (a prune has
+        none: it publishes ``Archive pruned:`` per removal itself)."""
         return Phase.WRITE if self is JobKind.ARCHIVE else Phase.EXTRACT
 
     @property

@@ -4,7 +4,8 @@ Nothing is created at import time, so gunicorn builds one app per worker process
 forking. Blueprints, one module per area (the blueprint's name, which prefixes its endpoint
 names, in brackets; kept as they were, since a host app's ``url_for`` uses them):
 ``archives.py`` [``archive``] (dashboard, list, download), ``jobs_api.py`` [``rq_api``] (jobs
-and delete), ``websocket.py`` [``status``] (the status websocket), ``auth.py`` (login, logout,
+and delete), ``retention.py`` [``retention``] (pins, the retention policy, prune),
+``websocket.py`` [``status``] (the status websocket), ``auth.py`` (login, logout,
 tokens, CSRF), ``pages.py`` (runs, health, OpenAPI), and ``mount.py`` [``runarchive``]
 (templates and static files).
 Settings come from the environment (``settings.py`` and the jobs layer's ``Settings``); see
@@ -40,6 +41,7 @@ from . import (
     jobs_api,
     jobs_context,
     pages,
+    retention,
     websocket,
     wepp,
 )
@@ -51,7 +53,16 @@ from .settings import SETTINGS, WebSettings, default_database_url, secret_key_fo
 _ENV_NAMES = frozenset(SETTINGS_ENV.values()) | {s.env for s in SETTINGS.values()}
 _ENV_NAMES |= {"RUNARCHIVE_REDIS_URL", "RUNARCHIVE_SECRET_KEY"}
 
-BLUEPRINTS = (assets, archives.bp, inside.bp, jobs_api.bp, websocket.bp, pages.bp, auth.bp)
+BLUEPRINTS = (
+    assets,
+    archives.bp,
+    inside.bp,
+    jobs_api.bp,
+    retention.bp,
+    websocket.bp,
+    pages.bp,
+    auth.bp,
+)
 # WEPPcloud's URLs over the same routes (wepp.py): answers in WEPPcloud's envelopes, so they
 # keep their own error handlers; on unless the app config says WEPP_COMPAT = False.
 COMPAT_BLUEPRINTS = (wepp.bp, wepp.engine_bp)
@@ -178,7 +189,7 @@ def _install(app: Flask, jobs_settings: Settings, web: WebSettings, mount: Mount
         for blueprint in (*BLUEPRINTS, *COMPAT_BLUEPRINTS):  # we check CSRF ourselves
             host_csrf.exempt(blueprint)
     auth.init_app(app, own_login=mount.own_login, url_prefix=mount.url_prefix)
-    for blueprint in (assets, archives.bp, inside.bp, jobs_api.bp, pages.bp):
+    for blueprint in (assets, archives.bp, inside.bp, jobs_api.bp, retention.bp, pages.bp):
         app.register_blueprint(blueprint, url_prefix=mount.url_prefix)
     max_sockets = app.config.get("WS_MAX_SOCKETS", web.max_sockets)
     websocket.init_app(app, dep, max_sockets, url_prefix=mount.url_prefix)

@@ -67,6 +67,9 @@ def dashboard_config(runid: str, can_write: bool) -> dict[str, Any]:
             "delete": urls.delete_archive(runid),
             # Archive names keep their characters in a URL path: the page appends the name.
             "restore_preview": urls.restore_preview_base(runid),
+            "pin": urls.pin_base(runid),  # + "/<name>/pin" or "/<name>/unpin"
+            "policy": urls.retention_policy(runid),
+            "prune": urls.prune(runid),
             "jobstatus": urls.job_status_prefix(),
             "jobinfo": urls.job_info_prefix(),
             "canceljob": urls.cancel_prefix(),
@@ -118,6 +121,7 @@ def _row(info: ArchiveInfo) -> dict[str, Any]:
         "files": info.files,
         "links": info.links,
         "readable": info.readable,
+        "pinned": info.pinned,
     }
 
 

@@ -50,6 +50,7 @@ from runarchive.core import (
     Locked,
     NoSpace,
     NotFound,
+    Pinned,
     ReadOnlyRun,
     RunArchiveError,
     UnsafeRun,
@@ -138,6 +139,7 @@ HTTP_STATUSES: dict[type[RunArchiveError], int] = {
     NoSpace: 503,
     Busy: 409,  # and JobRunning
     ReadOnlyRun: 409,
+    Pinned: 409,
     Locked: 409,
     QueueUnavailable: 503,
     Canceled: 409,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from runarchive import __version__
-from runarchive.core import RUNID_RE, SAFE_ARCHIVE_RE
+from runarchive.core import MAX_KEEP, RETENTION_RULES, RUNID_RE, SAFE_ARCHIVE_RE
 
 JSON = "application/json"
 
@@ -57,6 +57,13 @@ ARCHIVE_NAME = {
     ),
     "schema": {"type": "string", "pattern": f"^(?:{SAFE_ARCHIVE_RE.pattern})$", "maxLength": 255},
 }
+DRY_RUN = {
+    "name": "dry_run",
+    "in": "query",
+    "required": False,
+    "description": "`1`: only say what would be removed.",
+    "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
+}
 # What a browser sends to open a websocket; without them the URL answers 400.
 WS_HEADERS = [
     {"name": name, "in": "header", "required": True, "schema": {"type": "string", "enum": [value]}}
@@ -76,7 +83,8 @@ REFUSALS = {
 BUSY = {
     "409": _error(
         "Run locked (`locked`, `locked_files` lists the .nodb files), a job already running "
-        "(`job_running`, `job_id` names it), or the archive is unreadable/unsafe."
+        "(`job_running`, `job_id` names it), another operation holds the run (`busy`), the "
+        "archive is pinned (`pinned`), the run is read-only, or the archive is unreadable/unsafe."
     ),
     "503": _error("Redis (the job queue) is unavailable, or no disk space."),
 }
@@ -121,6 +129,8 @@ def _body(schema: dict[str, Any], *, required: bool = False) -> dict[str, Any]:
     }
 
 
+_KEEP = {"type": "integer", "minimum": 0, "maximum": MAX_KEEP}
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -155,6 +165,10 @@ SCHEMAS: dict[str, Any] = {
             "files": {"type": "integer"},
             "links": {"type": "integer", "description": "Symlink entries the archive holds."},
             "readable": {"type": "boolean", "description": "False for a damaged archive."},
+            "pinned": {
+                "type": "boolean",
+                "description": "Pinned: never pruned, and not deleted until unpinned.",
+            },
             "download_url": {"type": "string"},
         },
     },
@@ -170,7 +184,7 @@ SCHEMAS: dict[str, Any] = {
             "job_id": {"type": ["string", "null"]},
             "job_kind": {
                 "type": ["string", "null"],
-                "enum": ["archive", "restore", "delete", None],
+                "enum": ["archive", "restore", "prune", "delete", None],
             },
         },
     },
@@ -210,13 +224,47 @@ SCHEMAS: dict[str, Any] = {
         "required": ["deleted"],
         "properties": {"deleted": {"type": "string"}},
     },
+    "PinState": {
+        "type": "object",
+        "required": ["name", "pinned"],
+        "properties": {"name": {"type": "string"}, "pinned": {"type": "boolean"}},
+    },
+    "Policy": {
+        "type": "object",
+        "description": "restic's `forget --keep-*` rule over UTC calendar days, ISO weeks and "
+        "months; pinned archives are always kept and not counted; every count 0 keeps "
+        "everything. An archive's time is the UTC stamp in its name, a foreign zip's its mtime.",
+        "required": list(RETENTION_RULES),
+        "properties": {rule: _KEEP for rule in RETENTION_RULES},
+        "additionalProperties": False,
+    },
+    "PolicyBody": {
+        "type": "object",
+        "description": "The run's own policy; a missing rule is 0.",
+        "properties": {rule: _KEEP for rule in RETENTION_RULES},
+        "additionalProperties": False,
+    },
+    "PrunePlan": {
+        "type": "object",
+        "required": ["keep", "remove", "bytes_freed"],
+        "properties": {
+            "keep": {"type": "array", "items": {"type": "string"}, "description": "Newest first."},
+            "remove": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Newest first.",
+            },
+            "bytes_freed": {"type": "integer"},
+            "job_id": {"type": "string", "description": "Without `dry_run`: the prune job."},
+        },
+    },
     "JobStatus": {
         "type": "object",
         "required": ["id", "runid", "status", "started_at", "ended_at", "progress"],
         "properties": {
             "id": {"type": "string"},
             "runid": {"type": "string"},
-            "kind": {"type": "string", "enum": ["archive", "restore"]},
+            "kind": {"type": "string", "enum": ["archive", "restore", "prune"]},
             "status": {
                 "type": "string",
                 "description": "RQ's: queued, started, finished, failed, stopped, canceled …",
@@ -512,6 +560,32 @@ def _paths() -> dict[str, Any]:
             "summary": "Delete an archive now. " + WRITE, "parameters": [RUNID],
             "requestBody": _body(_NAME_BODY, required=True),
             "responses": {"200": _json(_ref("Deleted"), "Deleted."), **REFUSALS, **BUSY}}},
+        "/runs/{runid}/archive/{name}/pin": {"post": {
+            "summary": "Pin an archive: never pruned, and not deleted until unpinned. " + WRITE,
+            "parameters": [RUNID, ARCHIVE_NAME],
+            "responses": {"200": _json(_ref("PinState"), "Pinned."), **REFUSALS, **BUSY}}},
+        "/runs/{runid}/archive/{name}/unpin": {"post": {
+            "summary": "Unpin an archive (not pinned: answered as unpinned). " + WRITE,
+            "parameters": [RUNID, ARCHIVE_NAME],
+            "responses": {"200": _json(_ref("PinState"), "Unpinned."), **REFUSALS, **BUSY}}},
+        "/runs/{runid}/archive/policy": {
+            "get": {"summary": "The retention policy that applies: the run's own, else the "
+                               "site default, else all 0 (keep everything). " + READ,
+                    "parameters": [RUNID],
+                    "responses": {"200": _json(_ref("Policy"), "The policy."), **REFUSALS}},
+            "put": {"summary": "Set the run's own retention policy. " + WRITE,
+                    "parameters": [RUNID],
+                    "requestBody": {"required": True,
+                                    "content": {JSON: {"schema": _ref("PolicyBody")}}},
+                    "responses": {"200": _json(_ref("Policy"), "Stored."), **REFUSALS, **BUSY}},
+        },
+        "/runs/{runid}/archive/prune": {"post": {
+            "summary": "What the run's retention policy keeps and removes; without `dry_run` "
+                       "the removal is queued as a prune job (202, `job_id`). " + WRITE,
+            "parameters": [RUNID, DRY_RUN],
+            "responses": {"200": _json(_ref("PrunePlan"), "Dry run: nothing was touched."),
+                          "202": _json(_ref("PrunePlan"), "The plan now; the prune job queued."),
+                          **REFUSALS, **BUSY}}},
         "/rq/api/jobstatus/{job_id}": {"get": {
             "summary": "A job's status, times and progress. Read access to the job's run.",
             "parameters": [JOB_ID],

@@ -112,6 +112,19 @@ def delete_archive(runid: str) -> str:
     return url_for("rq_api.api_delete_archive", runid=runid)
 
 
+def pin_base(runid: str) -> str:
+    """What the page puts ``/<name>/pin`` or ``/<name>/unpin`` after (no trailing slash)."""
+    return _prefix("retention.pin_archive", "name", runid=runid).removesuffix("/")
+
+
+def retention_policy(runid: str) -> str:
+    return url_for("retention.get_policy", runid=runid)
+
+
+def prune(runid: str) -> str:
+    return url_for("retention.prune", runid=runid)
+
+
 def job_status_prefix() -> str:
     return _prefix("rq_api.jobstatus", "job_id")
 
