@@ -3,10 +3,14 @@
 The module's app runs on a real werkzeug server (conftest's ``live``); runs are generated (or
 written) under its runs root and archived with the real core, so what the page shows is checked
 against the archive itself, read with ``zipfile``, and against the files on disk.
+
+Screenshots go to a temporary folder; with ``RUNARCHIVE_UPDATE_SCREENSHOTS=1`` they replace
+``docs/screenshots/archive-view.png``, ``archive-compare.png`` and ``archive-view-phone.png``.
 """
 
 from __future__ import annotations
 
+import os
 import stat
 import uuid
 import zipfile
@@ -24,6 +28,8 @@ from tests.support.web import PASSWORD, LiveServer, WebEnv
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(300)]
 
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "docs" / "screenshots"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 HOSTILE = '<img src=x onerror="window.__pwned=1"> #?%.txt'
@@ -443,3 +449,81 @@ def test_on_a_phone_the_view_stacks_without_sideways_scrolling(
     for control in view.dialog.locator(".entry-row a, .entry-toggle, .change-row button").all():
         edge = control.bounding_box()
         assert edge is not None and edge["x"] + edge["width"] <= PHONE["width"]
+
+
+def test_the_view_and_its_compare_read_well_on_a_generated_run_and_on_a_phone(
+    web: WebEnv, open_page: Callable[..., Page], tmp_path: Path
+) -> None:
+    target = SCREENSHOTS if os.environ.get("RUNARCHIVE_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    target.mkdir(parents=True, exist_ok=True)
+    # The demo's generator and seed (`serve --demo`, the dashboard's screenshots), smaller.
+    runid = f"inside-{uuid.uuid4().hex[:10]}"
+    run = web.runs_root / runid
+    generate_run(run, seed=7, target_bytes=600_000, files=40)
+    with web.app.app_context():
+        session = db().session
+        grant_run(session, runid, require_user(session, "alice"))
+    archive = create_archive(run, "baseline, before calibration").name
+
+    # A few realistic edits since: a soil recalibrated, a report added, an output dropped.
+    soil = run / "wepp" / "runs" / "p1.sol"
+    lines = soil.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("'"))  # the soil's line
+    before = lines[at]
+    fields = before.split()  # 'name' 'texture' layers albedo saturation ki kr shcrit avke
+    fields[5] = f"{float(fields[5]) * 0.9:.2f}"  # interrill erodibility, ki, down 10%
+    lines[at] = recalibrated = " ".join(fields)
+    soil.write_text("\n".join(lines) + "\n")
+    (run / "export" / "summary.csv").write_text(
+        "hillslope,runoff_mm,soil_loss_t_ha\n1,12.4,0.82\n2,9.7,0.41\n3,15.1,1.07\n"
+    )
+    (run / "wepp" / "output" / "H3.wat.dat").unlink()
+
+    desktop = open_page(DESKTOP)
+    view = InsideView(desktop, run).open_dashboard()
+    view.browse(archive)
+    view.expand("wepp")
+    view.expand("wepp/runs")
+    expect(view.entry("wepp/runs/p1.sol")).to_be_visible()
+    desktop.mouse.move(0, 0)  # no hover colour on the last toggle clicked
+    desktop.screenshot(path=target / "archive-view.png")
+
+    view.compare()
+    expect(view.compare_box.locator(".compare-heading")).to_have_text(
+        f"Changes from {archive} to the current run"
+    )
+    assert (view.count("modified"), view.count("added"), view.count("removed")) == (1, 1, 1)
+    changed = view.change("wepp/runs/p1.sol")
+    assert changed.get_attribute("data-bucket") == "modified"
+    assert view.change("export/summary.csv").get_attribute("data-bucket") == "added"
+    assert view.change("wepp/output/H3.wat.dat").get_attribute("data-bucket") == "removed"
+    changed.get_by_role("button", name="Show diff of wepp/runs/p1.sol").click()
+    diff = changed.locator(".diff-view")
+    expect(diff.locator(".diff-del")).to_have_text([f"-{before}"])
+    expect(diff.locator(".diff-add")).to_have_text([f"+{recalibrated}"])
+    expect(diff.locator(".diff-hunk").first).to_contain_text("@@")
+    view.page.locator(".inside-compare").evaluate("s => s.scrollIntoView({block: 'start'})")
+    desktop.mouse.move(0, 0)
+    desktop.screenshot(path=target / "archive-compare.png")
+
+    phone = open_page(PHONE)
+    small = InsideView(phone, run).open_dashboard()
+    small.browse(archive)
+    small.expand("climate")  # near the top: its files show on the first screen
+    small.compare()
+    small.change("wepp/runs/p1.sol").get_by_role(
+        "button", name="Show diff of wepp/runs/p1.sol"
+    ).click()
+    expect(small.change("wepp/runs/p1.sol").locator(".diff-add")).to_have_count(1)
+    assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert small.dialog.evaluate("d => d.scrollWidth <= d.clientWidth")
+    box = small.dialog.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    for control in small.dialog.locator(".entry-row a, .entry-toggle, .change-row button").all():
+        edge = control.bounding_box()
+        assert edge is not None and edge["x"] + edge["width"] <= PHONE["width"]
+    small.dialog.evaluate("d => d.scrollTo(0, 0)")
+    phone.mouse.move(0, 0)
+    phone.screenshot(path=target / "archive-view-phone.png")
+    for shot in ("archive-view.png", "archive-compare.png", "archive-view-phone.png"):
+        assert (target / shot).stat().st_size > 10_000, shot
