@@ -28,6 +28,7 @@ from .errors import (
     Locked,
     NoSpace,
     NotFound,
+    NothingToUndo,
     NotText,
     ReadOnlyRun,
     RunArchiveError,
@@ -66,17 +67,27 @@ from .names import (
     validate_archive_name,
     validate_runid,
 )
+from .partial import RestorePaths, parse_restore_paths
 from .progress import Phase, ProgressCallback, ProgressEvent
 from .reader import ArchiveReader, VerifyReport, open_archive, open_archive_fd, verify_archive
-from .restore import RestorePreview, RestoreResult, preview_restore, restore_archive
+from .restore import (
+    RestorePreview,
+    RestoreResult,
+    UndoResult,
+    preview_restore,
+    restore_archive,
+    undo_restore,
+)
 from .rundir import Folder, RunDir, RunRef, open_run
 from .runlock import run_lock
 from .tree import Tree, find_nodb_files, nodb_files, scan_run
+from .undo import UNDO_TTL_ENV, UndoInfo, expire_run_undo, undo_info, undo_nodb_files
 
 __all__ = [
     "MAX_COMMENT_CHARS",
     "RUNID_RE",
     "SAFE_ARCHIVE_RE",
+    "UNDO_TTL_ENV",
     "ArchiveInfo",
     "ArchiveReader",
     "ArchiveRef",
@@ -103,6 +114,7 @@ __all__ = [
     "NoSpace",
     "NotFound",
     "NotText",
+    "NothingToUndo",
     "Phase",
     "ProgressCallback",
     "ProgressEvent",
@@ -110,6 +122,7 @@ __all__ = [
     "ReadOnlyRun",
     "Reason",
     "RecoverResult",
+    "RestorePaths",
     "RestorePreview",
     "RestoreResult",
     "RunArchiveError",
@@ -117,6 +130,8 @@ __all__ = [
     "RunRef",
     "TextDiff",
     "Tree",
+    "UndoInfo",
+    "UndoResult",
     "UnsafeArchive",
     "UnsafeRun",
     "VerifyReport",
@@ -128,6 +143,7 @@ __all__ = [
     "diff_archives",
     "diff_text",
     "display_comment",
+    "expire_run_undo",
     "extract_files",
     "find_nodb_files",
     "has_control_characters",
@@ -148,6 +164,7 @@ __all__ = [
     "page_diff",
     "parse_comment",
     "parse_link_mode",
+    "parse_restore_paths",
     "preview_restore",
     "purge_trash",
     "read_contents",
@@ -156,6 +173,9 @@ __all__ = [
     "run_lock",
     "scan_run",
     "stat_entry",
+    "undo_info",
+    "undo_nodb_files",
+    "undo_restore",
     "validate_archive_name",
     "validate_runid",
     "verify_archive",
