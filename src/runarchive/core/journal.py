@@ -48,7 +48,15 @@ from .fsutil import atomic_write_bytes
 from .names import LEGACY_WORK_DIR, is_archive_name, is_reserved_top, is_run_relpath
 from .rundir import Folder, RunDir, open_run
 from .runlock import run_lock
-from .undo import UNDO_PREFIX, UndoRecord, drop_undo, expire_undo, keep_tree, undo_ttl
+from .undo import (
+    RECORD_TMP_RE,
+    UNDO_PREFIX,
+    UndoRecord,
+    drop_undo,
+    expire_undo,
+    keep_tree,
+    undo_ttl,
+)
 
 JOURNAL = "journal.json"
 STAGING = "staging"
@@ -568,7 +576,9 @@ def _remove_stale(run: RunDir, work: Folder, layout: Layout) -> int:
             layout.folder.remove_tree(name)
             removed += 1
     for name in work.names():
-        if _JOURNAL_TMP_RE.fullmatch(name) and _is_regular(work, name):
+        if (_JOURNAL_TMP_RE.fullmatch(name) or RECORD_TMP_RE.fullmatch(name)) and _is_regular(
+            work, name
+        ):
             work.unlink(name)
     for name in _work_trash(work):
         _require_folder_or_missing(work, name)

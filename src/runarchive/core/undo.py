@@ -56,6 +56,7 @@ DEFAULT_UNDO_TTL = 7 * 24 * 3600
 MAX_RECORD_BYTES = 16 << 20
 _UNDO_RE = re.compile(r"undo-([0-9a-f]{12})")
 _ID_RE = re.compile(r"[0-9a-f]{12}")
+RECORD_TMP_RE = re.compile(rf"\.{re.escape(UNDO_RECORD)}\.tmp-[0-9]{{1,10}}")  # atomic_write's
 _KEYS = {"id", "archive", "at_ns", "expires_ns", "partial", "old", "new", "modes", "bytes"}
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
