@@ -67,7 +67,7 @@ from .names import (
     validate_archive_name,
     validate_runid,
 )
-from .partial import RestorePaths, parse_restore_paths
+from .partial import RestorePaths, check_restore_paths, parse_restore_paths
 from .progress import Phase, ProgressCallback, ProgressEvent
 from .reader import ArchiveReader, VerifyReport, open_archive, open_archive_fd, verify_archive
 from .restore import (
@@ -136,6 +136,7 @@ __all__ = [
     "UnsafeRun",
     "VerifyReport",
     "archive_ref",
+    "check_restore_paths",
     "check_run",
     "create_archive",
     "delete_archive",

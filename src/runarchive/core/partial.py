@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 from .errors import InvalidInput, UnsafeArchive
 from .manifest import DIR, FILE
-from .names import is_reserved_top
+from .names import ArchiveRef, is_reserved_top
+from .reader import open_archive
 from .rundir import Folder, RunDir
-from .safety import PlanItem, RestorePlan, check_entry_name
+from .safety import PlanItem, RestorePlan, check_entry_name, entry_path
 
 MAX_PATHS = 10_000
 
@@ -62,7 +63,9 @@ def parse_restore_paths(raw: Iterable[object] | RestorePaths | None) -> RestoreP
         try:
             path = check_entry_name(value)
         except UnsafeArchive as exc:
-            raise InvalidInput(f"Invalid path {value[:200]!r}: {exc}") from None
+            # The archive rule's words, about a path given rather than an entry read.
+            reason = str(exc).replace(f"Entry {value!r}", "it")
+            raise InvalidInput(f"Invalid path {value[:200]!r}: {reason}") from None
         top = path.split("/", 1)[0]
         if is_reserved_top(top):
             raise InvalidInput(f"Invalid path {value!r}: {top}/ is runarchive's own.")
@@ -152,3 +155,30 @@ def _unit(run: RunDir, path: str) -> str:
     finally:
         for f in opened:
             f.close()
+
+
+def check_restore_paths(run: RunDir, archive: str | ArchiveRef, paths: RestorePaths) -> None:
+    """Refuse (InvalidInput) a path the archive lacks, reading its central directory only.
+
+    What an enqueue answers at once, before a job is queued; the job's own plan checks the
+    same and everything else (``select_paths``). Entries restore would refuse are left out
+    here: the job refuses the archive with its own message.
+    """
+    kinds: dict[str, str] = {}
+    with open_archive(run, archive) as reader:
+        for entry in reader.content_entries():
+            try:
+                path = entry_path(entry)
+            except UnsafeArchive:
+                continue
+            kinds[path] = DIR if entry.name.endswith("/") else FILE
+            parent = path.rpartition("/")[0]
+            while parent and parent not in kinds:
+                kinds[parent] = DIR
+                parent = parent.rpartition("/")[0]
+    for path in paths.paths:
+        kind = kinds.get(path)
+        if kind is None:
+            raise InvalidInput(f"{path!r} is not in archive {archive}; nothing was changed.")
+        if path in paths.folders and kind != DIR:
+            raise InvalidInput(f"{path + '/'!r} is not a folder in archive {archive}.")

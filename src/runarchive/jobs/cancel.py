@@ -83,6 +83,8 @@ def swap_refusal(kind: JobKind) -> str:
     """Return why a job past its point of no return cannot be canceled."""
     if kind is JobKind.RESTORE:
         return "The restore is already swapping in; it will finish."
+    if kind is JobKind.UNDO:
+        return "The undo is already swapping back; it will finish."
     return "The archive is already being saved; it will finish."
 
 

@@ -37,6 +37,7 @@ from runarchive.core import (
     find_nodb_files,
     open_archive,
     open_run,
+    undo_nodb_files,
     validate_runid,
 )
 
@@ -44,7 +45,12 @@ from .connection import redact
 from .context import JobsContext
 from .errors import JobRunning, QueueUnavailable
 from .lifecycle import reconcile
-from .lines import archive_deleted_line, archive_ready_line, restore_complete_line
+from .lines import (
+    archive_deleted_line,
+    archive_ready_line,
+    restore_complete_line,
+    undo_complete_line,
+)
 from .locks import RunLocks, archive_nodb_files, ensure_unlocked
 from .settings import Settings
 from .slot import LOCAL_HOLDER_PREFIX, claim_slot, read_slot, release_slot, slot_ttl
@@ -73,6 +79,10 @@ class LocalHold:
     def restore_complete(self, name: str) -> None:
         """Tell the run's viewers the run was restored."""
         self._announce(restore_complete_line(name))
+
+    def undo_complete(self, name: str) -> None:
+        """Tell the run's viewers the restore of ``name`` was undone."""
+        self._announce(undo_complete_line(name))
 
     def archive_deleted(self, name: str) -> None:
         """Tell the run's viewers an archive is gone."""
@@ -114,7 +124,7 @@ def hold_run(
 ) -> Iterator[LocalHold]:
     """Refuse like the service, else hold the run's slot and ``.nodb`` locks while in the block.
 
-    ``verb`` is ``archive``, ``restore`` or ``delete`` (the words of the refusals).
+    ``verb`` is ``archive``, ``restore``, ``undo`` or ``delete`` (the words of the refusals).
     """
     settings = Settings.from_env(redis_url=redis_url)
     runid = local_runid(run_dir)
@@ -134,6 +144,8 @@ def hold_run(
             nodb = find_nodb_files(run_dir)
             if archive_name is not None:
                 nodb += _archive_nodb_files(run_dir, archive_name)
+            if verb == "undo":
+                nodb = sorted({*nodb, *undo_nodb_files(run_dir)})
             with Heartbeat(ctx, holder) as heartbeat:
                 try:
                     locks = RunLocks(

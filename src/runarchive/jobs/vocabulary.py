@@ -31,18 +31,21 @@ class Trigger(StrEnum):
     ARCHIVE_FAILED = "ARCHIVE_FAILED"
     RESTORE_COMPLETE = "RESTORE_COMPLETE"
     RESTORE_FAILED = "RESTORE_FAILED"
+    UNDO_COMPLETE = "UNDO_COMPLETE"
+    UNDO_FAILED = "UNDO_FAILED"
 
 
 class JobKind(StrEnum):
-    """The two job kinds; each knows its RQ function name and its triggers."""
+    """The job kinds; each knows its RQ function name and its triggers."""
 
     ARCHIVE = "archive"
     RESTORE = "restore"
+    UNDO = "undo"  # put back what the run's last restore replaced
 
     @property
     def func_name(self) -> str:
         """Name of the RQ job function, as shown in the status lines."""
-        return "archive_rq" if self is JobKind.ARCHIVE else "restore_archive_rq"
+        return _FUNCS[self]
 
     @property
     def verb(self) -> str:
@@ -51,9 +54,8 @@ class JobKind(StrEnum):
 
     def trigger(self, ok: bool) -> Trigger:
         """Return the final trigger for success or failure."""
-        if self is JobKind.ARCHIVE:
-            return Trigger.ARCHIVE_COMPLETE if ok else Trigger.ARCHIVE_FAILED
-        return Trigger.RESTORE_COMPLETE if ok else Trigger.RESTORE_FAILED
+        done, failed = _TRIGGERS[self]
+        return done if ok else failed
 
     def call(self, runid: str, archive_name: str | None = None) -> str:
         """Return ``func(runid)`` or, for a restore with a name, ``func(runid, name)``."""
@@ -70,3 +72,15 @@ class JobKind(StrEnum):
     def item_word(self) -> str:
         """First word of the per-entry line."""
         return "Adding" if self is JobKind.ARCHIVE else "Restored"
+
+
+_FUNCS = {
+    JobKind.ARCHIVE: "archive_rq",
+    JobKind.RESTORE: "restore_archive_rq",
+    JobKind.UNDO: "undo_restore_rq",
+}
+_TRIGGERS = {
+    JobKind.ARCHIVE: (Trigger.ARCHIVE_COMPLETE, Trigger.ARCHIVE_FAILED),
+    JobKind.RESTORE: (Trigger.RESTORE_COMPLETE, Trigger.RESTORE_FAILED),
+    JobKind.UNDO: (Trigger.UNDO_COMPLETE, Trigger.UNDO_FAILED),
+}
