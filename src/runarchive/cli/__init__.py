@@ -49,10 +49,12 @@ from runarchive.core import (
     iso_utc,
     list_archives,
     parse_comment,
+    parse_restore_paths,
     preview_restore,
     purge_trash,
     recover_run,
     restore_archive,
+    undo_restore,
     verify_archive,
 )
 
@@ -253,6 +255,8 @@ def archive(
     for skipped in result.skipped:
         text += f"\nwarning: skipped {skipped}"
     emit(as_json, result, text)
+    sys.stdout.flush()
+    purge_trash(run_dir)  # the undo this archive ended (parked as trash), after the answer
 
 
 def _comment(comment: str, as_json: bool) -> Comment:
@@ -334,29 +338,41 @@ def verify(run_dir: Path, name: str, as_json: bool) -> None:
     help="Restore symlinks that point outside the run (refused by default).",
 )  # fmt: skip
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before removing newer files.")
+@click.option(
+    "--path", "paths", multiple=True, metavar="P",
+    help="Restore only this file or folder (a trailing / asks for a folder, which becomes "
+    "exactly the archive's); repeatable. Everything else in the run stays as it is.",
+)  # fmt: skip
 @lock_options
 @json_option
 def restore(
-    run_dir: Path, name: str, allow_external_links: bool, yes: bool, redis_url: str | None,
-    no_locks: bool, as_json: bool,
+    run_dir: Path, name: str, allow_external_links: bool, yes: bool, paths: tuple[str, ...],
+    redis_url: str | None, no_locks: bool, as_json: bool,
 ) -> None:  # fmt: skip
-    """Replace the content of RUN_DIR (all but archives/) with archive NAME.
+    """Replace the content of RUN_DIR (all but archives/), or only each --path, with archive
+    NAME.
 
-    Files of the run that the archive does not hold are removed; the command says how many
-    first, and asks on a terminal unless --yes.
+    Files of the run that the archive does not hold are removed; for a whole restore the
+    command says how many first, and asks on a terminal unless --yes. What the restore
+    replaced is kept: `runarchive undo RUN_DIR` puts it back.
     """
-    _confirm_removals(run_dir, name, yes, as_json)
+    with reporting(as_json, ""):
+        chosen = parse_restore_paths(list(paths)) if paths else None  # refused before any work
+    if chosen is None:
+        _confirm_removals(run_dir, name, yes, as_json)
     with (
         reporting(as_json, "restoring") as progress,
         service_rules(run_dir, "restore", redis_url, no_locks, name) as hold,
     ):
         result = restore_archive(
             run_dir, name, progress=progress, allow_external_links=allow_external_links,
-            defer_delete=True,
+            defer_delete=True, paths=chosen,
         )  # fmt: skip
         if hold is not None:
             hold.restore_complete(name)
     text = f"Restore complete: {name} ({result.files} files, {result.reused} unchanged)"
+    if result.paths:
+        text += f"\nrestored only: {', '.join(result.paths)}"
     text += "".join(f"\nwarning: {w}" for w in result.warnings)
     emit(as_json, result, text)
     sys.stdout.flush()
@@ -400,6 +416,29 @@ def delete(run_dir: Path, name: str, redis_url: str | None, no_locks: bool, as_j
         if hold is not None:
             hold.archive_deleted(name)
     emit(as_json, {"deleted": name}, f"Archive deleted: {name}")
+
+
+@cli.command()
+@click.argument("run_dir", type=RUN_DIR)
+@lock_options
+@json_option
+def undo(run_dir: Path, redis_url: str | None, no_locks: bool, as_json: bool) -> None:
+    """Put back exactly what the last restore of RUN_DIR replaced (exit 3: nothing to undo).
+
+    Kept until the next archive, restore or undo of the run, or RUNARCHIVE_UNDO_TTL seconds
+    (default 7 days).
+    """
+    with (
+        reporting(as_json, "undoing") as progress,
+        service_rules(run_dir, "undo", redis_url, no_locks) as hold,
+    ):
+        result = undo_restore(run_dir, progress=progress, defer_delete=True)
+        if hold is not None:
+            hold.undo_complete(result.restored)
+    scope = f" ({', '.join(result.paths)})" if result.partial else ""
+    emit(as_json, result, f"Undo complete: the restore of {result.restored}{scope} is undone")
+    sys.stdout.flush()
+    purge_trash(run_dir)  # what the undo replaced, after the answer
 
 
 @cli.command()

@@ -33,6 +33,7 @@ EXIT_CODES: dict[str, int] = {
     "read_only": REFUSED,
     "locked": REFUSED,
     "not_cancelable": REFUSED,
+    "nothing_to_undo": REFUSED,
 }
 
 
