@@ -371,3 +371,31 @@ def edit_run_again(run: Path) -> None:
     (run / "climate/extra").write_bytes(b"extra\n")
     os.chmod(run / "climate", 0o555)
     (run / "wepp/runs/p1.run").unlink()
+
+
+HOSTILE_JOURNALS = [
+    {"partial": True, "old": ["../outside"], "new": []},
+    {"partial": True, "old": ["wepp", "wepp/output"], "new": []},
+    {"partial": True, "old": [], "new": ["archives/x"]},
+    {"partial": True, "old": ["wepp/output"], "new": [], "times": {"climate": 1}},
+    {"partial": True, "old": ["wepp/output"], "new": [], "old_modes": {"wepp/output": 0o4755}},
+    {"partial": False, "old": ["wepp/output"], "new": []},
+    {"kind": "delete", "old": [], "new": []},
+    {"partial": "yes", "old": [], "new": []},
+]
+
+
+@pytest.mark.parametrize("change", HOSTILE_JOURNALS)
+def test_a_hostile_partial_journal_is_refused(
+    run: tuple[Path, str], change: dict[str, object]
+) -> None:
+    from runarchive.core import UnsafeRun as Refused
+    from tests.support.journal import write_journal
+
+    run_dir, name = run
+    before = snapshot(run_dir)
+    write_journal(run_dir, {"id": "0123456789ab", "archive": name, "state": "swapping",
+                            "modes": {}, **change})  # fmt: skip
+    with pytest.raises(Refused, match="not one runarchive wrote"):
+        recover_run(run_dir)
+    assert snapshot(run_dir) == before

@@ -1,0 +1,162 @@
+"""What keeping a restore's replaced tree for undo costs: time added to a restore, disk held.
+
+Run as ``python -m bench.undo [--mixes mixed,small] [--repeat N] [--warmup N] [--scale F]
+[--edit F] [--out DIR]``.
+
+Every command runs as a **whole process**, timed from spawn to exit, as ``bench.engine``
+times them (its data mixes, its spawn with GNU ``time`` for peak RSS):
+
+keep
+    ``runarchive restore RUN NAME --yes --json`` with undo on (the default): the replaced
+    tree is renamed to ``archives/.runarchive/undo-<id>``, measured (one walk by handle) and
+    recorded; nothing of it is deleted.
+off
+    the same with ``RUNARCHIVE_UNDO_TTL=0``: the replaced tree is parked as trash and purged
+    by the command after it answered (the behaviour before undo existed).
+pre-archive
+    ``runarchive archive RUN --json`` of the run as the restore would find it: what the other
+    mechanism (an automatic archive before every restore) would add, and the disk it holds.
+
+Before each sample (untimed) the run is put back to the archive by a restore, its kept undo
+is removed, and a fraction ``--edit`` of its files (every k-th, in sorted order) is rewritten
+with other bytes of the same size: the restore then replaces every top-level name, reuses
+the unchanged files by hard link and extracts the edited ones, as a user undoing an
+experiment on a run would see. Rounds alternate keep and off, rotated, after a discarded
+warm-up round; medians, minima and maxima are reported with the 1-minute load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.engine import RUNARCHIVE, Bench, load_average, make_mix
+from runarchive.core import create_archive, restore_archive, undo_info
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODES = ("keep", "off")
+
+
+def _edit(run: Path, fraction: float, salt: int) -> int:
+    """Rewrite every k-th file (sorted) with other bytes of the same size; return how many."""
+    files = sorted(
+        p
+        for p in run.rglob("*")
+        if p.is_file() and not p.is_symlink() and "archives" not in p.parts
+    )
+    step = max(1, round(1 / fraction)) if fraction > 0 else 0
+    chosen = files[::step] if step else []
+    for path in chosen:
+        size = path.stat().st_size
+        path.write_bytes((b"edited %d " % salt * (size // 9 + 1))[:size])
+    return len(chosen)
+
+
+def _reset(run: Path, name: str) -> None:
+    """Put the run back to the archive and drop any kept undo (untimed)."""
+    restore_archive(run, name)
+    work = run / "archives" / ".runarchive"
+    for child in work.iterdir():
+        if child.name.startswith(("undo-", "trash-")):
+            shutil.rmtree(child)
+        elif child.name == "undo.json":
+            child.unlink()
+
+
+def bench_mix(
+    mix: str, tmp: Path, repeat: int, warmup: int, scale: float, edit: float
+) -> dict[str, Any]:
+    run = tmp / "bench-undo"
+    run.mkdir()
+    files, size, _ = make_mix(mix, run, scale)
+    name = create_archive(run).name
+    env = {**os.environ, "PYTHONPYCACHEPREFIX": str(tmp / "pycache")}
+    b = Bench(tmp, run, env)
+    times: dict[str, list[float]] = {m: [] for m in (*MODES, "pre-archive")}
+    held: list[int] = []
+    edited = 0
+    loads: list[float] = []
+    for round_ in range(warmup + repeat):
+        order = MODES if round_ % 2 == 0 else tuple(reversed(MODES))
+        for mode in order:
+            _reset(run, name)
+            edited = _edit(run, edit, round_)
+            loads.append(load_average()[0])
+            extra = {"RUNARCHIVE_UNDO_TTL": "0"} if mode == "off" else {}
+            seconds, _, _ = b.spawn_raw(
+                [*RUNARCHIVE, "restore", str(run), name, "--yes", "--json"], REPO_ROOT,
+                {**env, **extra},
+            )  # fmt: skip
+            if round_ >= warmup:
+                times[mode].append(seconds)
+                if mode == "keep":
+                    info = undo_info(run)
+                    assert info.available
+                    held.append(info.disk)
+        _reset(run, name)
+        _edit(run, edit, round_)
+        seconds, _, out = b.spawn_raw([*RUNARCHIVE, "archive", str(run), "--json"], REPO_ROOT)
+        made = json.loads(out)
+        archive_size = (run / "archives" / made["name"]).stat().st_size
+        (run / "archives" / made["name"]).unlink()
+        if round_ >= warmup:
+            times["pre-archive"].append(seconds)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "mix": mix,
+        "files": files,
+        "bytes": size,
+        "edited_files": edited,
+        "rounds": repeat,
+        "seconds": {k: {"median": med[k], "min": min(v), "max": max(v)} for k, v in times.items()},
+        "keep_vs_off_percent": 100 * (med["keep"] - med["off"]) / med["off"],
+        "pre_archive_vs_off_percent": 100 * med["pre-archive"] / med["off"],
+        "undo_bytes_held": statistics.median(held),
+        "pre_archive_bytes": archive_size,
+        "load_1min": {"min": min(loads), "max": max(loads)},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mixes", default="mixed,small")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--edit", type=float, default=0.1, help="fraction of files edited")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "out")
+    args = parser.parse_args(argv)
+    reports = []
+    for mix in args.mixes.split(","):
+        with tempfile.TemporaryDirectory(prefix=f"undo-{mix}-") as tmp:
+            report = bench_mix(mix, Path(tmp), args.repeat, args.warmup, args.scale, args.edit)
+        reports.append(report)
+        s = report["seconds"]
+        print(
+            f"{mix}: {report['files']} files, {report['bytes'] / 2**20:.0f} MiB, "
+            f"{report['edited_files']} edited | restore keep {s['keep']['median']:.3f} s, "
+            f"off {s['off']['median']:.3f} s ({report['keep_vs_off_percent']:+.1f} %) | "
+            f"pre-archive {s['pre-archive']['median']:.3f} s "
+            f"({report['pre_archive_vs_off_percent']:.0f} % of a restore) | undo holds "
+            f"{report['undo_bytes_held'] / 2**20:.1f} MiB, a pre-archive "
+            f"{report['pre_archive_bytes'] / 2**20:.1f} MiB",
+            flush=True,
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = args.out / f"undo-{stamp}.json"
+    path.write_text(json.dumps({"scale": args.scale, "edit": args.edit, "mixes": reports},
+                               indent=2))  # fmt: skip
+    print(f"wrote {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
