@@ -9,7 +9,11 @@ times them (its data mixes, its spawn with GNU ``time`` for peak RSS):
 keep
     ``runarchive restore RUN NAME --yes --json`` with undo on (the default): the replaced
     tree is renamed to ``archives/.runarchive/undo-<id>``, measured (one walk by handle) and
-    recorded; nothing of it is deleted.
+    recorded; nothing of it is deleted. The run kept no undo before (its first restore).
+keep-again
+    the same when the run already keeps an earlier restore's undo (the steady state of a run
+    restored again and again): that one is parked as trash and purged by the command after
+    it answered.
 off
     the same with ``RUNARCHIVE_UNDO_TTL=0``: the replaced tree is parked as trash and purged
     by the command after it answered (the behaviour before undo existed).
@@ -42,7 +46,7 @@ from bench.engine import RUNARCHIVE, Bench, load_average, make_mix
 from runarchive.core import create_archive, restore_archive, undo_info
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MODES = ("keep", "off")
+MODES = ("keep", "keep-again", "off")
 
 
 def _edit(run: Path, fraction: float, salt: int) -> int:
@@ -60,9 +64,15 @@ def _edit(run: Path, fraction: float, salt: int) -> int:
     return len(chosen)
 
 
-def _reset(run: Path, name: str) -> None:
-    """Put the run back to the archive and drop any kept undo (untimed)."""
+def _reset(run: Path, name: str, *, keep_undo: bool = False) -> None:
+    """Put the run back to the archive and drop any kept undo, unless asked (untimed).
+
+    The reset is a restore itself: with ``keep_undo`` the undo it keeps (the edited tree of
+    the previous sample) is what the timed restore replaces.
+    """
     restore_archive(run, name)
+    if keep_undo:
+        return
     work = run / "archives" / ".runarchive"
     for child in work.iterdir():
         if child.name.startswith(("undo-", "trash-")):
@@ -85,9 +95,9 @@ def bench_mix(
     edited = 0
     loads: list[float] = []
     for round_ in range(warmup + repeat):
-        order = MODES if round_ % 2 == 0 else tuple(reversed(MODES))
-        for mode in order:
-            _reset(run, name)
+        by = round_ % len(MODES)
+        for mode in MODES[by:] + MODES[:by]:
+            _reset(run, name, keep_undo=mode == "keep-again")
             edited = _edit(run, edit, round_)
             loads.append(load_average()[0])
             extra = {"RUNARCHIVE_UNDO_TTL": "0"} if mode == "off" else {}
@@ -97,7 +107,7 @@ def bench_mix(
             )  # fmt: skip
             if round_ >= warmup:
                 times[mode].append(seconds)
-                if mode == "keep":
+                if mode != "off":
                     info = undo_info(run)
                     assert info.available
                     held.append(info.disk)
@@ -118,6 +128,7 @@ def bench_mix(
         "rounds": repeat,
         "seconds": {k: {"median": med[k], "min": min(v), "max": max(v)} for k, v in times.items()},
         "keep_vs_off_percent": 100 * (med["keep"] - med["off"]) / med["off"],
+        "keep_again_vs_off_percent": 100 * (med["keep-again"] - med["off"]) / med["off"],
         "pre_archive_vs_off_percent": 100 * med["pre-archive"] / med["off"],
         "undo_bytes_held": statistics.median(held),
         "pre_archive_bytes": archive_size,
@@ -143,7 +154,9 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{mix}: {report['files']} files, {report['bytes'] / 2**20:.0f} MiB, "
             f"{report['edited_files']} edited | restore keep {s['keep']['median']:.3f} s, "
-            f"off {s['off']['median']:.3f} s ({report['keep_vs_off_percent']:+.1f} %) | "
+            f"again {s['keep-again']['median']:.3f} s, off {s['off']['median']:.3f} s "
+            f"({report['keep_vs_off_percent']:+.1f} % / "
+            f"{report['keep_again_vs_off_percent']:+.1f} %) | "
             f"pre-archive {s['pre-archive']['median']:.3f} s "
             f"({report['pre_archive_vs_off_percent']:.0f} % of a restore) | undo holds "
             f"{report['undo_bytes_held'] / 2**20:.1f} MiB, a pre-archive "

@@ -178,6 +178,7 @@ SERVICE_COMMANDS = {
     "cancel": "Cancel job JOB_ID (exit 0; 3 when it can no longer be canceled; 1 unknown job).",
     "enqueue-archive": "Queue an archive job for run RUNID; print its job id.",
     "enqueue-restore": "Queue a restore of run RUNID from archive NAME; print its job id.",
+    "enqueue-undo": "Queue an undo of run RUNID's last restore; print its job id.",
     "job-status": "Print a job's status, times and progress as JSON.",
     "reconcile": "Free the slots of jobs that died and recover the runs they left (this host's "
     "view).",

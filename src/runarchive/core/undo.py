@@ -298,13 +298,20 @@ def _require_folder(folder: Folder, name: str) -> None:
 
 def walk(folder: Folder, prefix: str = "") -> Iterator[tuple[str, os.stat_result]]:
     """Yield ``(relative path, lstat)`` of everything below ``folder``, by handle, never
-    following a link (each folder opened is the one that was stat'ed)."""
+    following a link (each folder opened is the one that was stat'ed; one that changed in
+    between is skipped, not followed)."""
     for entry in folder.scandir():
-        st = entry.stat(follow_symlinks=False)
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
         rel = f"{prefix}{entry.name}"
         yield rel, st
         if stat.S_ISDIR(st.st_mode):
-            fd = os.open(entry.name, _DIR_FLAGS, dir_fd=folder.fd)
+            try:
+                fd = os.open(entry.name, _DIR_FLAGS, dir_fd=folder.fd)
+            except OSError:
+                continue  # gone, or swapped for a link since the stat: never followed
             with Folder(fd, rel) as child:
                 if os.path.samestat(st, os.fstat(fd)):
                     yield from walk(child, rel + "/")
