@@ -399,3 +399,14 @@ def test_a_hostile_partial_journal_is_refused(
     with pytest.raises(Refused, match="not one runarchive wrote"):
         recover_run(run_dir)
     assert snapshot(run_dir) == before
+
+
+def test_a_bad_undo_ttl_refuses_the_restore_before_any_work(
+    run: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir, name = run
+    before = snapshot(run_dir)
+    monkeypatch.setenv("RUNARCHIVE_UNDO_TTL", "a week")
+    with pytest.raises(InvalidInput, match="RUNARCHIVE_UNDO_TTL"):
+        restore_archive(run_dir, name)
+    assert snapshot(run_dir) == before and leftovers(run_dir) == []

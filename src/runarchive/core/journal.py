@@ -43,12 +43,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UnsafeRun
+from .errors import InvalidInput, UnsafeRun
 from .fsutil import atomic_write_bytes
 from .names import LEGACY_WORK_DIR, is_archive_name, is_reserved_top, is_run_relpath
 from .rundir import Folder, RunDir, open_run
 from .runlock import run_lock
 from .undo import (
+    DEFAULT_UNDO_TTL,
     RECORD_TMP_RE,
     UNDO_PREFIX,
     UndoRecord,
@@ -474,7 +475,7 @@ def finish(work: Folder, layout: Layout, journal: Journal, *, defer_delete: bool
             _park(folder, layout, work, jid)
         drop_undo(work)  # the record, then the emptied kept tree
     else:
-        ttl = undo_ttl() if layout.prefix else 0  # an older version's journal keeps nothing
+        ttl = _ttl() if layout.prefix else 0  # an older version's journal keeps nothing
         if ttl and folder.exists(layout.old(jid)):
             try:
                 folder.rename(layout.old(jid), work, kept)
@@ -482,7 +483,7 @@ def finish(work: Folder, layout: Layout, journal: Journal, *, defer_delete: bool
                 if exc.errno != errno.EXDEV:
                     raise
         if work.exists(kept):
-            keep_tree(work, _record(work, journal, ttl or undo_ttl()))
+            keep_tree(work, _record(work, journal, ttl or _ttl()))
         else:
             if defer_delete and folder.exists(layout.old(jid)):
                 _park(folder, layout, work, jid)
@@ -490,6 +491,15 @@ def finish(work: Folder, layout: Layout, journal: Journal, *, defer_delete: bool
     for name in transient:
         folder.remove_tree(name)
     clear_journal(work)
+
+
+def _ttl() -> int:
+    """The undo TTL; a setting broken since the restore began (which checked it) keeps the
+    default rather than stop a finished swap's cleanup."""
+    try:
+        return undo_ttl()
+    except InvalidInput:
+        return DEFAULT_UNDO_TTL
 
 
 def _record(work: Folder, journal: Journal, ttl: int) -> UndoRecord:

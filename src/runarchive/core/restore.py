@@ -68,7 +68,7 @@ from .rundir import Folder, RunDir, RunRef, open_beneath, open_run
 from .runlock import run_lock
 from .safety import PlanItem, RestorePlan, plan_restore
 from .tree import scan_run
-from .undo import current_undo, tree_nodb_files
+from .undo import current_undo, tree_nodb_files, undo_ttl
 
 BATCH_BYTES = 1 << 20
 BATCH_FILES = 32
@@ -122,6 +122,7 @@ def restore_archive(
     report = progress or ignore_progress
     lim = limits or Limits.from_env()
     chosen = parse_restore_paths(paths)  # refused before anything is opened
+    undo_ttl()  # a bad RUNARCHIVE_UNDO_TTL is refused now, not after the swap
     with open_run(run_dir) as run, run_lock(run) as work:
         run.require_writable()
         recover_locked(run, work)
