@@ -21,6 +21,12 @@ pre-archive
     ``runarchive archive RUN --json`` of the run as the restore would find it: what the other
     mechanism (an automatic archive before every restore) would add, and the disk it holds.
 
+``--parts`` measures in-process instead, where whole processes cannot resolve a few per cent
+on a loaded machine: the restore (``restore_archive``, wall and CPU time of the process,
+user + system) and, inside it, exactly what keeping adds (``undo.keep_tree``: the walk that
+measures the disk held, the record's atomic write, dropping an earlier undo), against the
+restore with undo off and its ``purge_trash`` (what keeping saves).
+
 Before each sample (untimed) the run is put back to the archive by a restore, its kept undo
 is removed, and a fraction ``--edit`` of its files (every k-th, in sorted order) is rewritten
 with other bytes of the same size: the restore then replaces every top-level name, reuses
@@ -34,16 +40,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.engine import RUNARCHIVE, Bench, load_average, make_mix
-from runarchive.core import create_archive, restore_archive, undo_info
+from runarchive.core import create_archive, purge_trash, restore_archive, undo_info
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODES = ("keep", "keep-again", "off")
@@ -136,6 +144,68 @@ def bench_mix(
     }
 
 
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_parts(mix: str, tmp: Path, repeat: int, scale: float, edit: float) -> dict[str, Any]:
+    """Time the restore and, inside it, ``keep_tree`` (in this process; wall and CPU)."""
+    import runarchive.core.journal as journal_module
+
+    run = tmp / "bench-undo"
+    run.mkdir()
+    files, size, _ = make_mix(mix, run, scale)
+    name = create_archive(run).name
+    real_keep = vars(journal_module)["keep_tree"]  # wrapped for the timing, put back after
+    spent: list[tuple[float, float]] = []
+
+    def timed_keep(*args: Any, **kwargs: Any) -> None:
+        wall, cpu = time.perf_counter(), _cpu()
+        real_keep(*args, **kwargs)
+        spent.append((time.perf_counter() - wall, _cpu() - cpu))
+
+    setattr(journal_module, "keep_tree", timed_keep)  # noqa: B010
+    rows: dict[str, list[float]] = {k: [] for k in (
+        "keep_wall", "keep_cpu", "keep_tree_wall", "keep_tree_cpu", "off_wall", "off_cpu",
+        "purge_wall", "purge_cpu")}  # fmt: skip
+    try:
+        for round_ in range(repeat + 1):
+            for mode in ("keep", "off") if round_ % 2 else ("off", "keep"):
+                _reset(run, name)
+                _edit(run, edit, round_)
+                os.environ["RUNARCHIVE_UNDO_TTL"] = "0" if mode == "off" else str(7 * 86400)
+                spent.clear()
+                wall, cpu = time.perf_counter(), _cpu()
+                restore_archive(run, name, defer_delete=True)
+                wall, cpu = time.perf_counter() - wall, _cpu() - cpu
+                if mode == "off":
+                    pw, pc = time.perf_counter(), _cpu()
+                    purge_trash(run)
+                    pw, pc = time.perf_counter() - pw, _cpu() - pc
+                if round_ == 0:
+                    continue  # warm-up
+                rows[f"{mode}_wall"].append(wall)
+                rows[f"{mode}_cpu"].append(cpu)
+                if mode == "keep":
+                    rows["keep_tree_wall"].append(sum(w for w, _ in spent))
+                    rows["keep_tree_cpu"].append(sum(c for _, c in spent))
+                else:
+                    rows["purge_wall"].append(pw)
+                    rows["purge_cpu"].append(pc)
+    finally:
+        setattr(journal_module, "keep_tree", real_keep)  # noqa: B010
+        os.environ.pop("RUNARCHIVE_UNDO_TTL", None)
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    return {
+        "mix": mix, "files": files, "bytes": size, "rounds": repeat, "median_seconds": med,
+        "keep_tree_percent_of_restore_wall": 100 * med["keep_tree_wall"] / med["keep_wall"],
+        "keep_tree_percent_of_restore_cpu": 100 * med["keep_tree_cpu"] / med["keep_cpu"],
+        "purge_percent_of_restore_wall": 100 * med["purge_wall"] / med["off_wall"],
+        "load_1min": load_average()[0],
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mixes", default="mixed,small")
@@ -144,8 +214,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--edit", type=float, default=0.1, help="fraction of files edited")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "out")
+    parser.add_argument("--parts", action="store_true", help="in-process: what keeping adds")
     args = parser.parse_args(argv)
     reports = []
+    if args.parts:
+        for mix in args.mixes.split(","):
+            with tempfile.TemporaryDirectory(prefix=f"undo-parts-{mix}-") as tmp:
+                report = bench_parts(mix, Path(tmp), args.repeat, args.scale, args.edit)
+            reports.append(report)
+            m = report["median_seconds"]
+            print(
+                f"{mix}: {report['files']} files | restore keep {m['keep_wall']:.3f} s wall "
+                f"{m['keep_cpu']:.3f} s CPU, of which keep_tree {m['keep_tree_wall']:.4f} s "
+                f"({report['keep_tree_percent_of_restore_wall']:.2f} % wall, "
+                f"{report['keep_tree_percent_of_restore_cpu']:.2f} % CPU) | off "
+                f"{m['off_wall']:.3f} s, then purge {m['purge_wall']:.3f} s "
+                f"({report['purge_percent_of_restore_wall']:.1f} %)",
+                flush=True,
+            )
+        args.out.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        (args.out / f"undo-parts-{stamp}.json").write_text(json.dumps(reports, indent=2))
+        return
     for mix in args.mixes.split(","):
         with tempfile.TemporaryDirectory(prefix=f"undo-{mix}-") as tmp:
             report = bench_mix(mix, Path(tmp), args.repeat, args.warmup, args.scale, args.edit)
