@@ -30,6 +30,7 @@ import pytest
 from runarchive.core import (
     create_archive,
     list_archives,
+    purge_trash,
     recover_run,
     verify_archive,
 )
@@ -229,6 +230,9 @@ class Scenario:
             created = create_archive(self.run)
             assert verify_archive(self.run, created.name).ok
             self.made = created.name
+            # The recovered restore kept its replaced tree for undo; the archive ended that
+            # undo and parked the tree as trash, which its callers purge after answering.
+            purge_trash(self.run)
 
     def assert_clean(self, *, allow_new_archive: bool = False) -> None:
         assert leftovers(self.run) == [], "stage, old tree or journal left behind"
@@ -444,6 +448,7 @@ def test_hand_written_swapping_journal_is_finished_by_the_next_operation(
     else:
         created = create_archive(run_dir)
         assert archive_files(run_dir / "archives") == [created.name]
+        assert purge_trash(run_dir) == 1  # the undo the archive ended (see Scenario.recover)
 
     assert snapshot(run_dir) == wanted
     assert leftovers(run_dir) == []

@@ -167,9 +167,12 @@ def test_reuse_never_follows_a_symlinked_folder_out_of_the_run(
     assert (outside / "a.txt").stat().st_nlink == 1
 
 
-def test_deferred_delete_parks_the_old_tree_until_purged(run_dir: Path) -> None:
+def test_deferred_delete_parks_the_old_tree_until_purged(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from runarchive.core import purge_trash
 
+    monkeypatch.setenv("RUNARCHIVE_UNDO_TTL", "0")  # kept for undo otherwise (test_undo.py)
     build_tree(run_dir, {"a.txt": File(b"a")})
     name = create_archive(run_dir).name
     (run_dir / "b.txt").write_text("b")

@@ -22,6 +22,7 @@ def test_our_keys_take_the_prefix() -> None:
     assert keys.status_seq("abc") == "runarchive:status-seq:abc:archive"
     assert keys.status_feed("abc") == "runarchive:feed:abc:archive"
     assert keys.pending_recovery() == "runarchive:recover"
+    assert keys.undo_expiry() == "runarchive:undo-expiry"
 
 
 def test_a_custom_prefix_moves_every_own_key() -> None:

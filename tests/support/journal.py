@@ -19,12 +19,14 @@ from runarchive.core.names import ARCHIVES_DIR, STATE_DIR, is_reserved_top
 __all__ = [
     "SWAPPED",
     "SWAPPING",
+    "kept_undo",
     "leftovers",
     "old_dir",
     "read_journal",
     "scratch_dir",
     "stage_dir",
     "top_level_names",
+    "undo_record",
     "work_dir",
     "write_journal",
 ]
@@ -67,9 +69,28 @@ def top_level_names(run: Path) -> list[str]:
     return sorted(n for n in os.listdir(run) if not is_reserved_top(n))
 
 
+def undo_record(run: Path) -> dict[str, Any] | None:
+    """The undo record as planted or left (None when there is none)."""
+    try:
+        data: dict[str, Any] = json.loads((work_dir(run) / "undo.json").read_bytes())
+    except FileNotFoundError:
+        return None
+    return data
+
+
+def kept_undo(run: Path) -> list[str]:
+    """The undo record and the tree it names, when both are there: what a restore keeps."""
+    record = undo_record(run)
+    if record is None or not (work_dir(run) / f"undo-{record['id']}").is_dir():
+        return []
+    return ["undo.json", f"undo-{record['id']}"]
+
+
 def leftovers(run: Path) -> list[str]:
-    """Our transient folders at the run's top and everything but the lock in our state folder."""
+    """Our transient folders at the run's top and everything in our state folder but the lock
+    and a restore's kept undo (record and tree, consistent): what nobody should find there."""
     top = [n for n in os.listdir(run) if n.startswith(".runarchive")]
     work = work_dir(run)
-    inside = [n for n in os.listdir(work) if n != "lock"] if work.is_dir() else []
+    kept = {"lock", *kept_undo(run)}
+    inside = [n for n in os.listdir(work) if n not in kept] if work.is_dir() else []
     return sorted(top + inside)

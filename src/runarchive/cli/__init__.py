@@ -173,6 +173,7 @@ SERVICE_COMMANDS = {
     "cancel": "Cancel job JOB_ID (exit 0; 3 when it can no longer be canceled; 1 unknown job).",
     "enqueue-archive": "Queue an archive job for run RUNID; print its job id.",
     "enqueue-restore": "Queue a restore of run RUNID from archive NAME; print its job id.",
+    "enqueue-undo": "Queue an undo of run RUNID's last restore; print its job id.",
     "job-status": "Print a job's status, times and progress as JSON.",
     "reconcile": "Free the slots of jobs that died and recover the runs they left (this host's "
     "view).",
@@ -238,7 +239,7 @@ def archive(
 
     With --links follow, links that leave the run stay links (never followed) and are named.
     """
-    from runarchive.core import policy_from_env
+    from runarchive.core import policy_from_env, purge_trash
 
     stored = _comment(comment, as_json)
     with reporting(as_json, ""):
@@ -266,6 +267,8 @@ def archive(
         text += f"\nwarning: skipped {skipped}"
     text += "".join(f"\nArchive pruned: {name}" for name in pruned)
     emit(as_json, {**_jsonable(result), "warnings": warnings, "pruned": pruned}, text)
+    sys.stdout.flush()
+    purge_trash(run_dir)  # the undo this archive ended (parked as trash), after the answer
 
 
 def _prune_after_archive(
@@ -370,18 +373,30 @@ def verify(run_dir: Path, name: str, as_json: bool) -> None:
     help="Restore symlinks that point outside the run (refused by default).",
 )  # fmt: skip
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before removing newer files.")
+@click.option(
+    "--path", "paths", multiple=True, metavar="P",
+    help="Restore only this file or folder (a trailing / asks for a folder, which becomes "
+    "exactly the archive's); repeatable. Everything else in the run stays as it is.",
+)  # fmt: skip
 @lock_options
 @json_option
 def restore(
-    run_dir: Path, name: str, allow_external_links: bool, yes: bool, redis_url: str | None,
-    no_locks: bool, as_json: bool,
+    run_dir: Path, name: str, allow_external_links: bool, yes: bool, paths: tuple[str, ...],
+    redis_url: str | None, no_locks: bool, as_json: bool,
 ) -> None:  # fmt: skip
-    """Replace the content of RUN_DIR (all but archives/) with archive NAME.
+    """Replace the content of RUN_DIR (all but archives/), or only each --path, with archive
+    NAME.
 
-    Files of the run that the archive does not hold are removed; the command says how many
-    first, and asks on a terminal unless --yes.
+    Files of the run that the archive does not hold are removed; for a whole restore the
+    command says how many first, and asks on a terminal unless --yes. What the restore
+    replaced is kept: `runarchive undo RUN_DIR` puts it back.
     """
-    _confirm_removals(run_dir, name, yes, as_json)
+    from runarchive.core import parse_restore_paths
+
+    with reporting(as_json, ""):
+        chosen = parse_restore_paths(list(paths)) if paths else None  # refused before any work
+    if chosen is None:
+        _confirm_removals(run_dir, name, yes, as_json)
     with (
         reporting(as_json, "restoring") as progress,
         service_rules(run_dir, "restore", redis_url, no_locks, name) as hold,
@@ -390,11 +405,13 @@ def restore(
 
         result = restore_archive(
             run_dir, name, progress=progress, allow_external_links=allow_external_links,
-            defer_delete=True,
+            defer_delete=True, paths=chosen,
         )  # fmt: skip
         if hold is not None:
             hold.restore_complete(name)
     text = f"Restore complete: {name} ({result.files} files, {result.reused} unchanged)"
+    if result.paths:
+        text += f"\nrestored only: {', '.join(result.paths)}"
     text += "".join(f"\nwarning: {w}" for w in result.warnings)
     emit(as_json, result, text)
     sys.stdout.flush()
@@ -530,6 +547,31 @@ def _prune_text(plan: Plan, dry_run: bool) -> str:
     freed = "would free" if dry_run else "freed"
     lines.append(f"{freed} {human_bytes(plan.bytes_freed)}")
     return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("run_dir", type=RUN_DIR)
+@lock_options
+@json_option
+def undo(run_dir: Path, redis_url: str | None, no_locks: bool, as_json: bool) -> None:
+    """Put back exactly what the last restore of RUN_DIR replaced (exit 3: nothing to undo).
+
+    Kept until the next archive, restore or undo of the run, or RUNARCHIVE_UNDO_TTL seconds
+    (default 7 days).
+    """
+    from runarchive.core import purge_trash, undo_restore
+
+    with (
+        reporting(as_json, "undoing") as progress,
+        service_rules(run_dir, "undo", redis_url, no_locks) as hold,
+    ):
+        result = undo_restore(run_dir, progress=progress, defer_delete=True)
+        if hold is not None:
+            hold.undo_complete(result.restored)
+    scope = f" ({', '.join(result.paths)})" if result.partial else ""
+    emit(as_json, result, f"Undo complete: the restore of {result.restored}{scope} is undone")
+    sys.stdout.flush()
+    purge_trash(run_dir)  # what the undo replaced, after the answer
 
 
 @cli.command()

@@ -34,6 +34,7 @@ EXIT_CODES: dict[str, int] = {
     "pinned": REFUSED,  # delete of a pinned archive: unpin it first
     "locked": REFUSED,
     "not_cancelable": REFUSED,
+    "nothing_to_undo": REFUSED,
 }
 
 

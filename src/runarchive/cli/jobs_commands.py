@@ -1,7 +1,7 @@
 """The service's job commands (registered on ``runarchive`` by ``cli/__init__.py`` when named).
 
-``runarchive worker``, ``enqueue-archive``, ``enqueue-restore``, ``job-status``, ``cancel``,
-``reconcile``.
+``runarchive worker``, ``enqueue-archive``, ``enqueue-restore``, ``enqueue-undo``,
+``job-status``, ``cancel``, ``reconcile``.
 Every option also has an environment variable (see ``settings.ENV``); options win. Exit codes as
 the rest of the CLI (``exits.py``).
 """
@@ -21,7 +21,7 @@ import click
 
 from runarchive.jobs.cancel import cancel_job
 from runarchive.jobs.context import JobsContext
-from runarchive.jobs.enqueue import enqueue_archive, enqueue_restore
+from runarchive.jobs.enqueue import enqueue_archive, enqueue_restore, enqueue_undo
 from runarchive.jobs.jobinfo import job_status
 from runarchive.jobs.lifecycle import final_trigger, reconcile, recover_pending
 from runarchive.jobs.lines import parse_line
@@ -81,7 +81,7 @@ def worker(burst: bool, workers: int, name: str | None, **options: Any) -> None:
         run_worker(_settings(options), burst=burst, workers=workers, name=name)
 
 
-_SUCCESS = (Trigger.ARCHIVE_COMPLETE, Trigger.RESTORE_COMPLETE)
+_SUCCESS = (Trigger.ARCHIVE_COMPLETE, Trigger.RESTORE_COMPLETE, Trigger.UNDO_COMPLETE)
 
 
 def _watch(ctx: JobsContext, runid: str, start: Callable[[], str], timeout: float) -> int:
@@ -162,17 +162,33 @@ def enqueue_archive_cmd(
 @click.command("enqueue-restore")
 @click.argument("runid")
 @click.argument("name")
+@click.option("--path", "paths", multiple=True, metavar="P",
+              help="Restore only this file or folder (repeatable).")  # fmt: skip
 @_wait
 @_timeout
 @_json
 @deployment_options
 def enqueue_restore_cmd(
-    runid: str, name: str, wait: bool, timeout: float, as_json: bool, **options: Any
-) -> None:
+    runid: str, name: str, paths: tuple[str, ...], wait: bool, timeout: float, as_json: bool,
+    **options: Any,
+) -> None:  # fmt: skip
     """Queue a restore of run RUNID from archive NAME; print its job id."""
+    chosen = list(paths) if paths else None
     _enqueue_command(
-        options, runid, lambda ctx: enqueue_restore(ctx, runid, name), wait, timeout, as_json
-    )
+        options, runid, lambda ctx: enqueue_restore(ctx, runid, name, chosen), wait, timeout,
+        as_json,
+    )  # fmt: skip
+
+
+@click.command("enqueue-undo")
+@click.argument("runid")
+@_wait
+@_timeout
+@_json
+@deployment_options
+def enqueue_undo_cmd(runid: str, wait: bool, timeout: float, as_json: bool, **options: Any) -> None:
+    """Queue an undo of run RUNID's last restore; print its job id."""
+    _enqueue_command(options, runid, lambda ctx: enqueue_undo(ctx, runid), wait, timeout, as_json)
 
 
 @click.command("job-status")
@@ -220,6 +236,7 @@ COMMANDS: tuple[click.Command, ...] = (
     worker,
     enqueue_archive_cmd,
     enqueue_restore_cmd,
+    enqueue_undo_cmd,
     job_status_cmd,
     cancel_cmd,
     reconcile_cmd,

@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # what mypy and readers see; at run time ``__getattr__`` impo
         Locked,
         NoSpace,
         NotFound,
+        NothingToUndo,
         NotText,
         Pinned,
         ReadOnlyRun,
@@ -78,11 +79,19 @@ if TYPE_CHECKING:  # what mypy and readers see; at run time ``__getattr__`` impo
         validate_archive_name,
         validate_runid,
     )
+    from .partial import RestorePaths, check_restore_paths, parse_restore_paths
     from .pins import pinned_names, set_pinned
     from .progress import Phase, ProgressCallback, ProgressEvent
     from .prune import plan_prune, prune_archives
     from .reader import ArchiveReader, VerifyReport, open_archive, open_archive_fd, verify_archive
-    from .restore import RestorePreview, RestoreResult, preview_restore, restore_archive
+    from .restore import (
+        RestorePreview,
+        RestoreResult,
+        UndoResult,
+        preview_restore,
+        restore_archive,
+        undo_restore,
+    )
     from .retention import (
         MAX_KEEP,
         POLICY_ENV,
@@ -99,9 +108,21 @@ if TYPE_CHECKING:  # what mypy and readers see; at run time ``__getattr__`` impo
     from .runlock import run_lock
     from .runpolicy import effective_policy, run_policy, set_run_policy
     from .tree import Tree, find_nodb_files, nodb_files, scan_run
+    from .undo import UNDO_TTL_ENV, UndoInfo, expire_run_undo, undo_info, undo_nodb_files
 
 # Every public name and the submodule that defines it.
 _EXPORTS = {
+    "NothingToUndo": "errors",
+    "RestorePaths": "partial",
+    "check_restore_paths": "partial",
+    "parse_restore_paths": "partial",
+    "UndoResult": "restore",
+    "undo_restore": "restore",
+    "UNDO_TTL_ENV": "undo",
+    "UndoInfo": "undo",
+    "expire_run_undo": "undo",
+    "undo_info": "undo",
+    "undo_nodb_files": "undo",
     "Pinned": "errors",
     "pinned_names": "pins",
     "set_pinned": "pins",
@@ -214,6 +235,7 @@ __all__ = [
     "RETENTION_RULES",
     "RUNID_RE",
     "SAFE_ARCHIVE_RE",
+    "UNDO_TTL_ENV",
     "ArchiveInfo",
     "ArchiveReader",
     "ArchiveRef",
@@ -242,6 +264,7 @@ __all__ = [
     "NoSpace",
     "NotFound",
     "NotText",
+    "NothingToUndo",
     "Phase",
     "Pinned",
     "Plan",
@@ -252,6 +275,7 @@ __all__ = [
     "ReadOnlyRun",
     "Reason",
     "RecoverResult",
+    "RestorePaths",
     "RestorePreview",
     "RestoreResult",
     "RunArchiveError",
@@ -259,10 +283,13 @@ __all__ = [
     "RunRef",
     "TextDiff",
     "Tree",
+    "UndoInfo",
+    "UndoResult",
     "UnsafeArchive",
     "UnsafeRun",
     "VerifyReport",
     "archive_ref",
+    "check_restore_paths",
     "check_run",
     "create_archive",
     "delete_archive",
@@ -271,6 +298,7 @@ __all__ = [
     "diff_text",
     "display_comment",
     "effective_policy",
+    "expire_run_undo",
     "extract_files",
     "find_nodb_files",
     "has_control_characters",
@@ -292,6 +320,7 @@ __all__ = [
     "parse_comment",
     "parse_link_mode",
     "parse_policy",
+    "parse_restore_paths",
     "pinned_names",
     "plan_prune",
     "plan_retention",
@@ -308,6 +337,9 @@ __all__ = [
     "set_pinned",
     "set_run_policy",
     "stat_entry",
+    "undo_info",
+    "undo_nodb_files",
+    "undo_restore",
     "validate_archive_name",
     "validate_runid",
     "verify_archive",

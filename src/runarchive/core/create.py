@@ -48,6 +48,7 @@ from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress
 from .rundir import Folder, RunDir, RunRef, is_unsafe_error, open_beneath, open_run
 from .runlock import run_lock
 from .tree import Tree, TreeEntry, scan_run
+from .undo import drop_undo
 from .zipformat import DEFLATED, STORED, WrittenEntry, ZipWriter, local_header, new_entry
 
 CHUNK = 1 << 20
@@ -535,6 +536,9 @@ def create_archive(
             require_space(folder.fd, _estimate_size(tree.entries), "create the archive",
                           reserve=lim.reserve_for(folder.fd))  # fmt: skip
             result = _create_in(run, folder, tree, text, report, threads, level, before_publish)
+        # A new archive ends what a restore kept for undo (renamed to trash: instant; the
+        # caller's purge_trash or any later recover deletes it).
+        drop_undo(work, purge=False)
     return replace(result, links=mode.value, followed=count, warnings=warnings)
 
 

@@ -117,3 +117,10 @@ class Locked(RunArchiveError):
     def __init__(self, verb: str, paths: list[str]) -> None:
         self.paths = sorted(paths)
         super().__init__(f"Cannot {verb} while files are locked: {', '.join(self.paths)}")
+
+
+class NothingToUndo(RunArchiveError):
+    """The run keeps no replaced tree to put back: no restore since the last archive, restore
+    or undo, or what it kept expired."""
+
+    code = "nothing_to_undo"

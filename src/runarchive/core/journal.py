@@ -39,20 +39,32 @@ import json
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UnsafeRun
+from .errors import InvalidInput, UnsafeRun
 from .fsutil import atomic_write_bytes
-from .names import LEGACY_WORK_DIR, is_archive_name, is_reserved_top
+from .names import LEGACY_WORK_DIR, is_archive_name, is_reserved_top, is_run_relpath
 from .rundir import Folder, RunDir, open_run
 from .runlock import run_lock
+from .undo import (
+    DEFAULT_UNDO_TTL,
+    RECORD_TMP_RE,
+    UNDO_PREFIX,
+    UndoRecord,
+    drop_undo,
+    expire_undo,
+    keep_tree,
+    undo_ttl,
+)
 
 JOURNAL = "journal.json"
 STAGING = "staging"
 SWAPPING = "swapping"
 SWAPPED = "swapped"
 STATES = (STAGING, SWAPPING, SWAPPED)
+RESTORE, UNDO = "restore", "undo"  # what a journal swaps in: a staged archive, or a kept tree
 MAX_JOURNAL_BYTES = 64 << 20
 _ID_RE = re.compile(r"[0-9a-f]{12}")
 # A finished restore's replaced tree, parked in our state folder until purged (``_park``).
@@ -61,7 +73,7 @@ _WORK_TRASH_RE = re.compile(r"trash-[0-9a-f]{12}")
 _STATE_DIR_RE = re.compile(r"(stage|old|trash)-([0-9a-f]{12})(\.scratch)?")
 _TMP_ARCHIVE_RE = re.compile(r"\.tmp-.{1,240}\.partial")
 _JOURNAL_TMP_RE = re.compile(rf"\.{re.escape(JOURNAL)}\.tmp-[0-9]{{1,10}}")
-_KEYS = {"id", "archive", "state", "old", "new", "modes"}
+_KEYS = {"id", "archive", "state", "old", "new", "modes", "kind", "partial", "old_modes", "times"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +86,15 @@ class RecoverResult:
 
 @dataclass(slots=True)
 class Journal:
-    """A validated journal: what one restore was doing."""
+    """A validated journal: what one restore (or undo) was doing.
+
+    ``old`` and ``new`` are the paths the swap moves: top-level names for a full restore,
+    the chosen paths (relative, checked component by component) for a ``partial`` one. A
+    ``kind`` of ``undo`` swaps in the kept tree ``archives/.runarchive/undo-<id>`` instead of
+    a stage. ``modes`` are the final modes of ``new`` folders, ``old_modes`` the modes of
+    ``old`` folders made writable to move them (kept for undo), ``times`` the mtimes of the
+    run folders holding swapped paths, put back after the renames.
+    """
 
     id: str
     archive: str
@@ -82,11 +102,23 @@ class Journal:
     old: list[str] = field(default_factory=list)
     new: list[str] = field(default_factory=list)
     modes: dict[str, int] = field(default_factory=dict)
+    kind: str = RESTORE
+    partial: bool = False
+    old_modes: dict[str, int] = field(default_factory=dict)
+    times: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         body: dict[str, Any] = {"id": self.id, "archive": self.archive, "state": self.state}
+        if self.kind != RESTORE:
+            body["kind"] = self.kind
+        if self.partial:
+            body["partial"] = True
         if self.state != STAGING:
             body.update(old=self.old, new=self.new, modes=self.modes)
+            if self.old_modes:
+                body["old_modes"] = self.old_modes
+            if self.times:
+                body["times"] = self.times
         return json.dumps(body).encode()
 
 
@@ -138,23 +170,49 @@ def _bad(reason: str) -> UnsafeRun:
     )
 
 
-def _names(raw: object, what: str) -> list[str]:
+def _names(raw: object, what: str, partial: bool) -> list[str]:
+    """Validate a list of swapped paths: top-level names, or (partial) relative paths checked
+    component by component, none beneath another."""
     if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
         raise _bad(f"{what} is not a list of names")
     names: list[str] = raw
     for name in names:
-        if (
-            not name
-            or name in (".", "..")
-            or "/" in name
-            or "\x00" in name
-            or len(name.encode("utf-8", "surrogateescape")) > 255
-            or is_reserved_top(name)
-        ):
-            raise _bad(f"{what} holds {name!r}, which is not a top-level name of the run")
+        if not is_run_relpath(name) or (not partial and "/" in name):
+            raise _bad(f"{what} holds {name!r}, which is not a path of the run it may replace")
     if len(set(names)) != len(names):
         raise _bad(f"{what} names an entry twice")
+    if partial:
+        listed = set(names)
+        for name in names:
+            parent = name.rpartition("/")[0]
+            while parent:
+                if parent in listed:
+                    raise _bad(f"{what} names {name!r} beneath {parent!r}")
+                parent = parent.rpartition("/")[0]
     return names
+
+
+def _modes(raw: object, what: str, allowed: list[str]) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        raise _bad(f"{what} is not an object")
+    for name, mode in raw.items():
+        if name not in allowed:
+            raise _bad(f"{what} names {name!r}, which the swap does not move")
+        if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
+            raise _bad(f"mode of {name!r} is not permission bits")
+    return dict(raw)
+
+
+def _times(raw: object, moved: list[str]) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        raise _bad("times is not an object")
+    parents = {p.rpartition("/")[0] for p in moved} - {""}
+    for name, when in raw.items():
+        if name not in parents:
+            raise _bad(f"times names {name!r}, which holds nothing the swap moves")
+        if not isinstance(when, int) or isinstance(when, bool) or not 0 <= when < 1 << 63:
+            raise _bad(f"time of {name!r} is not nanoseconds")
+    return dict(raw)
 
 
 def parse_journal(data: bytes) -> Journal:
@@ -172,22 +230,21 @@ def parse_journal(data: bytes) -> Journal:
         raise _bad("its archive is not an archive name")
     if state not in STATES:
         raise _bad(f"unknown state {state!r}")
-    journal = Journal(jid, archive, state)
+    kind, partial = raw.get("kind", RESTORE), raw.get("partial", False)
+    if kind not in (RESTORE, UNDO):
+        raise _bad(f"unknown kind {kind!r}")
+    if not isinstance(partial, bool):
+        raise _bad("partial is not true or false")
+    journal = Journal(jid, archive, state, kind=kind, partial=partial)
     if state == STAGING:
-        if set(raw) - {"id", "archive", "state"}:
+        if set(raw) - {"id", "archive", "state", "kind", "partial"} or kind == UNDO:
             raise _bad("a staging journal lists names")
         return journal
-    journal.old = _names(raw.get("old"), "old")
-    journal.new = _names(raw.get("new"), "new")
-    modes = raw.get("modes", {})
-    if not isinstance(modes, dict):
-        raise _bad("modes is not an object")
-    for name, mode in modes.items():
-        if name not in journal.new:
-            raise _bad(f"modes names {name!r}, which the restore does not put in place")
-        if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
-            raise _bad(f"mode of {name!r} is not permission bits")
-    journal.modes = dict(modes)
+    journal.old = _names(raw.get("old"), "old", partial)
+    journal.new = _names(raw.get("new"), "new", partial)
+    journal.modes = _modes(raw.get("modes", {}), "modes", journal.new)
+    journal.old_modes = _modes(raw.get("old_modes", {}), "old_modes", journal.old)
+    journal.times = _times(raw.get("times", {}), journal.old + journal.new)
     return journal
 
 
@@ -243,26 +300,75 @@ def open_state_dir(work: Folder, name: str, *, create: bool = False) -> Folder |
         raise
 
 
+def _parent(root: Folder, path: str, *, create: int | None = None) -> Folder | None:
+    """Open the folder holding ``path`` beneath ``root`` (a new handle; ``root`` itself for a
+    top-level name); None when missing, unless ``create`` (a mode) makes the missing ones."""
+    parent = path.rpartition("/")[0]
+    if not parent:
+        return Folder(os.dup(root.fd), root.label)
+    if create is None:
+        try:
+            return root.open(parent)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _bad(f"{parent!r} is not a folder ({exc.strerror})") from None
+    folder = Folder(os.dup(root.fd), root.label)
+    for part in parent.split("/"):
+        with folder:
+            folder = folder.ensure(part, create)
+    return folder
+
+
+def exists_beneath(root: Folder | None, path: str) -> bool:
+    if root is None:
+        return False
+    parent = _parent(root, path)
+    if parent is None:
+        return False
+    with parent:
+        return parent.exists(path.rpartition("/")[2])
+
+
+def _move(src_root: Folder, path: str, dest_root: Folder, dest_path: str, mode: int) -> None:
+    """Rename ``path`` beneath ``src_root`` to ``dest_path`` beneath ``dest_root`` by handles,
+    making the destination's missing parent folders (``mode``)."""
+    src = _parent(src_root, path)
+    if src is None:
+        return
+    with src, _parent(dest_root, dest_path, create=mode) as dest:  # type: ignore[union-attr]
+        src.rename(path.rpartition("/")[2], dest, dest_path.rpartition("/")[2])
+
+
+def swap_source(layout: Layout, work: Folder, journal: Journal) -> Folder | None:
+    """Open what a journal swaps in: the restore's stage, or the kept tree of an undo."""
+    if journal.kind == UNDO:
+        return open_state_dir(work, f"{UNDO_PREFIX}{journal.id}")
+    return open_state_dir(layout.folder, layout.stage(journal.id))
+
+
 def roll_forward(run: RunDir, work: Folder, layout: Layout, journal: Journal) -> None:
     """Finish a swap from any intermediate point; safe to repeat."""
-    stage = open_state_dir(layout.folder, layout.stage(journal.id))
+    stage = swap_source(layout, work, journal)
     old = open_state_dir(layout.folder, layout.old(journal.id), create=True)
     assert old is not None
     try:
         _check_names(run, old, stage, journal)
         for name in journal.old:
-            if run.exists(name) and not old.exists(name):
+            if exists_beneath(run, name) and not exists_beneath(old, name):
                 _make_movable(run, name)
-                run.rename(name, old, name)
+                _move(run, name, old, name, 0o700)
         for name in journal.new:
-            if stage is None or not stage.exists(name):
+            if stage is None or not exists_beneath(stage, name):
                 continue
-            if run.exists(name):
+            if exists_beneath(run, name):
                 # Something appeared in the run during the swap; keep it beside the old tree.
-                run.rename(name, old, f"{name}.stray-{os.getpid()}")
-            stage.rename(name, run, name)
+                _move(run, name, old, f"{name}.stray-{os.getpid()}", 0o700)
+            _move(stage, name, run, name, 0o755)
         for name, mode in journal.modes.items():
             _chmod_dir(run, name, mode)
+        for name, mtime_ns in journal.times.items():
+            _set_mtime(run, name, mtime_ns)
         for folder in (run, old, stage):
             if folder is not None:
                 folder.fsync()
@@ -277,15 +383,15 @@ def roll_forward(run: RunDir, work: Folder, layout: Layout, journal: Journal) ->
 def _check_names(run: RunDir, old: Folder, stage: Folder | None, journal: Journal) -> None:
     """Refuse a journal whose names are not where an interrupted swap would have left them."""
     for name in journal.new:
-        if not (run.exists(name) or (stage is not None and stage.exists(name))):
+        if not (exists_beneath(run, name) or exists_beneath(stage, name)):
             raise _bad(f"{name!r} is neither staged nor in the run")
     for name in journal.old:
-        if not (run.exists(name) or old.exists(name)) and name not in journal.new:
+        if not (exists_beneath(run, name) or exists_beneath(old, name)) and name not in journal.new:
             raise _bad(f"{name!r} is neither in the run nor moved aside")
 
 
-def _chmod_dir(run: RunDir, name: str, mode: int) -> None:
-    """Set a restored top-level folder's mode through its own handle (folders only)."""
+def _chmod_dir(run: Folder, name: str, mode: int) -> None:
+    """Set a swapped folder's mode through its own handle (folders only)."""
     try:
         folder = run.open(name)
     except OSError:
@@ -294,31 +400,116 @@ def _chmod_dir(run: RunDir, name: str, mode: int) -> None:
         os.fchmod(folder.fd, mode)
 
 
+def _set_mtime(run: Folder, name: str, mtime_ns: int) -> None:
+    """Put back the mtime of a run folder whose entries the swap renamed."""
+    try:
+        folder = run.open(name)
+    except OSError:
+        return
+    with folder:
+        os.utime(folder.fd, ns=(mtime_ns, mtime_ns))
+
+
 def _make_movable(run: RunDir, name: str) -> None:
     """Give a folder its owner's write bit: moving a folder to a new parent rewrites its ``..``.
 
-    Only folders about to be replaced get here, and they are deleted afterwards.
+    Only folders about to be replaced get here; a restore records their modes first
+    (``old_modes``), so an undo puts them back as they were.
     """
-    st = run.lstat(name)
+    parent = _parent(run, name)
+    if parent is None:
+        return
+    with parent:
+        st = parent.lstat(name.rpartition("/")[2])
     if stat.S_ISDIR(st.st_mode) and not st.st_mode & stat.S_IWUSR:
         _chmod_dir(run, name, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)
 
 
-def finish(work: Folder, layout: Layout, journal: Journal, *, defer_delete: bool = False) -> None:
-    """Delete what a completed swap left behind, then the journal.
+def old_modes(run: Folder, names: list[str]) -> dict[str, int]:
+    """Return the modes of the folders among ``names`` the swap must make writable to move."""
+    found: dict[str, int] = {}
+    for name in names:
+        parent = _parent(run, name)
+        if parent is None:
+            continue
+        with parent:
+            try:
+                st = parent.lstat(name.rpartition("/")[2])
+            except FileNotFoundError:
+                continue
+        if stat.S_ISDIR(st.st_mode) and not st.st_mode & stat.S_IWUSR:
+            found[name] = stat.S_IMODE(st.st_mode)
+    return found
 
-    With ``defer_delete`` the replaced tree is only renamed to the trash name (instant), so
-    the caller can report success first and call ``purge_trash`` afterwards.
+
+def parent_times(run: Folder, names: list[str]) -> dict[str, int]:
+    """Return the mtimes of the run folders (below the top) that hold ``names``."""
+    times: dict[str, int] = {}
+    for parent in sorted({n.rpartition("/")[0] for n in names} - {""}):
+        try:
+            with run.open(parent) as folder:
+                times[parent] = os.fstat(folder.fd).st_mtime_ns
+        except OSError:
+            continue
+    return times
+
+
+def finish(work: Folder, layout: Layout, journal: Journal, *, defer_delete: bool = False) -> None:
+    """Keep or delete what a completed swap left behind, then drop the journal.
+
+    A restore's replaced tree becomes the run's undo (``undo.keep_tree``: a rename into
+    ``archives/.runarchive/undo-<id>`` and a record), replacing any earlier one; when undo is
+    off (``RUNARCHIVE_UNDO_TTL=0``) or ``archives/`` is another filesystem it is deleted as
+    before. An undo's replaced tree (what the restore had put in) is deleted, and with it
+    the kept tree's empty shell and the record. With ``defer_delete`` a tree to delete is
+    only renamed to the trash name (instant), so the caller can report success first and
+    call ``purge_trash`` afterwards. Every step is safe to repeat after a crash.
     """
     jid, folder = journal.id, layout.folder
     transient = (layout.old(jid), layout.stage(jid), layout.scratch(jid))
     for name in transient:
         _require_folder_or_missing(folder, name)
-    if defer_delete and folder.exists(layout.old(jid)):
-        _park(folder, layout, work, jid)
+    kept = f"{UNDO_PREFIX}{jid}"
+    if journal.kind == UNDO:
+        if defer_delete and folder.exists(layout.old(jid)):
+            _park(folder, layout, work, jid)
+        drop_undo(work)  # the record, then the emptied kept tree
+    else:
+        ttl = _ttl() if layout.prefix else 0  # an older version's journal keeps nothing
+        if ttl and folder.exists(layout.old(jid)):
+            try:
+                folder.rename(layout.old(jid), work, kept)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+        if work.exists(kept):
+            keep_tree(work, _record(work, journal, ttl or _ttl()))
+        else:
+            if defer_delete and folder.exists(layout.old(jid)):
+                _park(folder, layout, work, jid)
+            drop_undo(work, purge=not defer_delete)
     for name in transient:
         folder.remove_tree(name)
     clear_journal(work)
+
+
+def _ttl() -> int:
+    """The undo TTL; a setting broken since the restore began (which checked it) keeps the
+    default rather than stop a finished swap's cleanup."""
+    try:
+        return undo_ttl()
+    except InvalidInput:
+        return DEFAULT_UNDO_TTL
+
+
+def _record(work: Folder, journal: Journal, ttl: int) -> UndoRecord:
+    """The undo record of a restore whose replaced tree was just kept."""
+    now = time.time_ns()
+    with work.open(f"{UNDO_PREFIX}{journal.id}") as tree:
+        held = [n for n in journal.old if exists_beneath(tree, n)]
+    modes = {n: m for n, m in journal.old_modes.items() if n in held}
+    return UndoRecord(journal.id, journal.archive, now, now + ttl * 1_000_000_000,
+                      journal.partial, tuple(held), tuple(journal.new), modes, 0)  # fmt: skip
 
 
 def _park(folder: Folder, layout: Layout, work: Folder, jid: str) -> None:
@@ -395,7 +586,9 @@ def _remove_stale(run: RunDir, work: Folder, layout: Layout) -> int:
             layout.folder.remove_tree(name)
             removed += 1
     for name in work.names():
-        if _JOURNAL_TMP_RE.fullmatch(name) and _is_regular(work, name):
+        if (_JOURNAL_TMP_RE.fullmatch(name) or RECORD_TMP_RE.fullmatch(name)) and _is_regular(
+            work, name
+        ):
             work.unlink(name)
     for name in _work_trash(work):
         _require_folder_or_missing(work, name)
@@ -466,6 +659,8 @@ def recover_locked(run: RunDir, work: Folder) -> RecoverResult:
     current = _recover_journal(run, work, layout)
     if current != "none":
         action = current
+    if expire_undo(work):
+        removed += 1
     removed += _remove_stale(run, work, layout)
     if action == "none" and removed:
         action = "cleaned"

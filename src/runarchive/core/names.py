@@ -197,6 +197,29 @@ def split_relpath(rel: str) -> list[str]:
     return parts
 
 
+MAX_RELPATH_BYTES = 4096
+
+
+def is_run_relpath(path: object) -> bool:
+    """Tell whether ``path`` names something of the run a restore may replace, component by
+    component: plain parts (no empty, ``.``/``..``, control character or part over 255 bytes),
+    at most 4096 bytes, its first part not ours (``archives/``, transient folders).
+
+    The rule for relative paths read back from our own state (journal, undo record).
+    """
+    if not isinstance(path, str) or not path or has_control_characters(path):
+        return False
+    if len(path.encode("utf-8", "surrogateescape")) > MAX_RELPATH_BYTES:
+        return False
+    parts = path.split("/")
+    if any(
+        not p or is_dot_component(p) or len(p.encode("utf-8", "surrogateescape")) > 255
+        for p in parts
+    ):
+        return False
+    return not is_reserved_top(parts[0])
+
+
 def run_id_of(run_dir: Path) -> str:
     """Return the run id of a run directory: its name, validated."""
     return validate_runid(run_dir.name)

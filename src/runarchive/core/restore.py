@@ -33,7 +33,7 @@ from pathlib import Path
 
 from isal import isal_zlib
 
-from .errors import DamagedArchive, NoSpace, RunArchiveError
+from .errors import DamagedArchive, NoSpace, NothingToUndo, RunArchiveError
 from .fsutil import (
     is_no_space,
     require_space,
@@ -44,9 +44,14 @@ from .fsutil import (
 from .journal import (
     STAGING,
     SWAPPING,
+    UNDO,
     Journal,
+    Layout,
     clear_journal,
+    exists_beneath,
     finish,
+    old_modes,
+    parent_times,
     recover_locked,
     roll_forward,
     run_layout,
@@ -56,12 +61,14 @@ from .journal import (
 from .limits import Limits
 from .manifest import DIR, FILE, SYMLINK
 from .names import ArchiveRef
+from .partial import RestorePaths, parse_restore_paths, select_paths
 from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress
 from .reader import ArchiveReader, open_archive
 from .rundir import Folder, RunDir, RunRef, open_beneath, open_run
 from .runlock import run_lock
 from .safety import PlanItem, RestorePlan, plan_restore
 from .tree import scan_run
+from .undo import current_undo, tree_nodb_files, undo_ttl
 
 BATCH_BYTES = 1 << 20
 BATCH_FILES = 32
@@ -86,6 +93,8 @@ class RestoreResult:
     # The ``.nodb`` state files now in the run (the restored ones): what a post-restore hook
     # needs, known from the plan without walking the run again.
     nodb_files: list[str] = field(default_factory=list)
+    # A partial restore's paths as asked (folders with their "/"); empty for the whole archive.
+    paths: list[str] = field(default_factory=list)
 
 
 def restore_archive(
@@ -99,6 +108,7 @@ def restore_archive(
     defer_delete: bool = False,
     before_swap: Callable[[], None] | None = None,
     reader: ArchiveReader | None = None,
+    paths: RestorePaths | list[str] | None = None,
 ) -> RestoreResult:
     """Replace the run's content (all but ``archives/``) with archive ``name``.
 
@@ -108,10 +118,14 @@ def restore_archive(
     stage is complete and synced, before the journal says swapping: if it raises, the restore
     stops there and the run is as it was; once it returned, the restore finishes. ``reader``
     is archive ``name`` already open (the caller read its central directory to know what to
-    lock): it is used, not reopened, and stays the caller's to close.
+    lock): it is used, not reopened, and stays the caller's to close. ``paths`` restores only
+    those files and folders (``partial``); everything else in the run stays as it is.
+    The replaced tree is kept for ``undo_restore`` (``undo``).
     """
     report = progress or ignore_progress
     lim = limits or Limits.from_env()
+    chosen = parse_restore_paths(paths)  # refused before anything is opened
+    undo_ttl()  # a bad RUNARCHIVE_UNDO_TTL is refused now, not after the swap
     with open_run(run_dir) as run, run_lock(run) as work:
         run.require_writable()
         recover_locked(run, work)
@@ -120,9 +134,13 @@ def restore_archive(
         )
         with opened as reader:
             plan = plan_restore(reader, lim, allow_external_links)
+            units: tuple[str, ...] | None = None
+            if chosen is not None:
+                selection = select_paths(plan, chosen, run, str(name))
+                plan, units = selection.plan, selection.units
             needed = plan.total_bytes + (16 << 20)
             require_space(run.fd, needed, "restore the archive", reserve=lim.reserve_for(run.fd))
-            extractor = _stage(run, work, reader, plan, report, threads, before_swap)
+            extractor = _stage(run, work, reader, plan, report, threads, before_swap, units)
         journal, layout = extractor.journal, run_layout(run)
         # Regular files, as everywhere a count of files is shown (the list, the extract phase).
         total, size = plan.files, plan.total_bytes
@@ -138,8 +156,9 @@ def restore_archive(
         finish(work, layout, journal, defer_delete=defer_delete)
     report(ProgressEvent("restore", Phase.DONE, total, total, size, size))
     nodb = sorted(i.path for i in plan.items if i.type == FILE and i.path.endswith(".nodb"))
+    asked = chosen.as_list() if chosen is not None else []
     return RestoreResult(str(name), plan.files, len(plan.items), size, plan.had_manifest,
-                         plan.warnings, extractor.reused, nodb)  # fmt: skip
+                         plan.warnings, extractor.reused, nodb, asked)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,21 +195,31 @@ def preview_restore(run_dir: Path, name: str, *, sample: int = 20) -> RestorePre
 
 def _stage(run: RunDir, work: Folder, reader: ArchiveReader, plan: RestorePlan,
            report: ProgressCallback, threads: int,
-           before_swap: Callable[[], None] | None = None) -> _Extractor:  # fmt: skip
-    """Extract into a fresh stage and journal ``swapping``; on any failure leave no trace."""
-    journal = Journal(secrets.token_hex(6), reader.name, STAGING)
+           before_swap: Callable[[], None] | None = None,
+           units: tuple[str, ...] | None = None) -> _Extractor:  # fmt: skip
+    """Extract into a fresh stage and journal ``swapping``; on any failure leave no trace.
+
+    ``units`` are a partial restore's swapped paths (None: every top-level name).
+    """
+    journal = Journal(secrets.token_hex(6), reader.name, STAGING, partial=units is not None)
     layout = run_layout(run)
     write_journal(work, journal)
     try:
         with run.make(layout.stage(journal.id)) as stage:
             with run.make(layout.scratch(journal.id)) as scratch:
-                extractor = _Extractor(reader, plan, run, stage, scratch, report, journal)
+                extractor = _Extractor(reader, plan, run, stage, scratch, report, journal, units)
                 extractor.build(threads)
             run.remove_tree(layout.scratch(journal.id))
             sync_filesystem(stage.fd)
             journal.state = SWAPPING
-            journal.old, journal.new = top_level_names(run), sorted(stage.names())
+            if units is None:
+                journal.old, journal.new = top_level_names(run), sorted(stage.names())
+            else:
+                journal.old = [u for u in units if exists_beneath(run, u)]
+                journal.new = list(units)
+                journal.times = parent_times(run, journal.new)
             journal.modes = extractor.deferred_modes
+            journal.old_modes = old_modes(run, journal.old)
             if before_swap is not None:
                 before_swap()
     except BaseException as exc:
@@ -221,8 +250,10 @@ class _Extractor:
     """
 
     def __init__(self, reader: ArchiveReader, plan: RestorePlan, run: RunDir, stage: Folder,
-                 scratch: Folder, report: ProgressCallback, journal: Journal) -> None:  # fmt: skip
+                 scratch: Folder, report: ProgressCallback, journal: Journal,
+                 units: tuple[str, ...] | None = None) -> None:  # fmt: skip
         self.reader, self.plan, self.run, self.stage = reader, plan, run, stage
+        self.units = units
         self.scratch, self.report, self.journal = scratch, report, journal
         self.names = itertools.count()
         self.local = threading.local()
@@ -237,7 +268,7 @@ class _Extractor:
         files = [i for i in plan.items if i.type == FILE]
         links = [i for i in plan.items if i.type == SYMLINK]
         wanted = {i.path for i in dirs}
-        for item in (*files, *links):
+        for item in plan.items:
             parent = item.path.rpartition("/")[0]
             while parent and parent not in wanted:
                 wanted.add(parent)
@@ -262,7 +293,10 @@ class _Extractor:
         modes: list[tuple[str, int, int | None]] = [(i.path, i.mode, i.mtime_ns) for i in dirs]
         modes += [(path, 0o755, None) for path in implicit]
         for path, mode, mtime_ns in sorted(modes, key=lambda m: m[0].count("/"), reverse=True):
-            if "/" not in path and not mode & stat.S_IWUSR:
+            if self.units is not None and not _beneath_any(path, self.units):
+                continue  # a folder only holding a partial restore's path: never swapped in
+            moved = path in self.units if self.units is not None else "/" not in path
+            if moved and not mode & stat.S_IWUSR:
                 # Moving a folder into the run needs its write bit; the swap sets the rest.
                 self.deferred_modes[path] = mode
                 mode |= stat.S_IWUSR
@@ -415,6 +449,10 @@ class _Extractor:
         return 0
 
 
+def _beneath_any(path: str, units: tuple[str, ...]) -> bool:
+    return any(path == u or path.startswith(u + "/") for u in units)
+
+
 def _write_file(reader: ArchiveReader, item: PlanItem, dir_fd: int, name: str) -> None:
     fd = os.open(name, _O_NEW, 0o600, dir_fd=dir_fd)
     try:
@@ -447,3 +485,68 @@ def _batches(files: list[PlanItem]) -> list[list[PlanItem]]:
     if batch:
         batches.append(batch)
     return batches
+
+
+@dataclass(frozen=True, slots=True)
+class UndoResult:
+    """What an undo put back: the tree the restore of ``restored`` had replaced."""
+
+    restored: str
+    partial: bool
+    paths: list[str]
+    nodb_files: list[str] = field(default_factory=list)
+
+
+def undo_restore(
+    run_dir: Path | RunRef,
+    *,
+    progress: ProgressCallback | None = None,
+    defer_delete: bool = False,
+    before_swap: Callable[[], None] | None = None,
+) -> UndoResult:
+    """Put back exactly what the run's last restore replaced; NothingToUndo if nothing is kept.
+
+    The kept tree (``undo``) is swapped in through the restore journal (kind ``undo``, its
+    stage the kept tree), so a crash anywhere is finished by ``recover`` as a restore's swap
+    is. A full restore's undo replaces every top-level name of the run; a partial one's only
+    the paths that restore moved. What the undo replaced is deleted (``defer_delete``: parked
+    as trash for ``purge_trash``), and with it the kept tree and its record: nothing is left
+    to undo. ``before_swap`` is the caller's last chance to stop, as in ``restore_archive``.
+    """
+    report = progress or ignore_progress
+    with open_run(run_dir) as run, run_lock(run) as work:
+        run.require_writable()
+        recover_locked(run, work)  # drops an expired undo too
+        record = current_undo(work)
+        if record is None:
+            raise NothingToUndo(
+                f"Run {run.runid} has nothing to undo: no restore since its last archive, "
+                "restore or undo, or what it kept has expired."
+            )
+        nodb = tree_nodb_files(work, record)
+        layout: Layout = run_layout(run)
+        if record.partial:
+            replaced = sorted(p for p in {*record.old, *record.new} if exists_beneath(run, p))
+        else:
+            replaced = top_level_names(run)
+        journal = Journal(record.id, record.archive, SWAPPING, old=replaced,
+                          new=list(record.old), modes=dict(record.modes), kind=UNDO,
+                          partial=record.partial)  # fmt: skip
+        journal.times = parent_times(run, [*replaced, *record.old]) if record.partial else {}
+        if before_swap is not None:
+            before_swap()
+        n = len(record.old)
+        report(ProgressEvent("undo", Phase.SWAP, n, n, 0, 0))
+        write_journal(work, journal)
+        try:
+            roll_forward(run, work, layout, journal)
+        except OSError as exc:
+            raise RunArchiveError(
+                f"Undo of the restore of {record.archive} stopped during the swap "
+                f"({exc.strerror}). The journal holds the rest: fix the cause, then run "
+                f"`runarchive recover` on run {run.runid}."
+            ) from exc
+        report(ProgressEvent("undo", Phase.CLEANUP, n, n, 0, 0))
+        finish(work, layout, journal, defer_delete=defer_delete)
+    report(ProgressEvent("undo", Phase.DONE, n, n, 0, 0))
+    return UndoResult(record.archive, record.partial, list(record.old), nodb)

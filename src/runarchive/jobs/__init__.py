@@ -1,8 +1,9 @@
 """Background jobs on RQ/Redis: run locks, one job per run, status stream, crash recovery.
 
 A thin layer over ``runarchive.core``: ``enqueue`` claims the run's slot and queues
-``tasks.archive_rq``/``tasks.restore_archive_rq``; the worker runs them and ``lifecycle`` makes
-sure every job, however it ends, publishes exactly one final trigger and frees its slot.
+``tasks.archive_rq``/``tasks.restore_archive_rq``/``tasks.undo_restore_rq``; the worker runs
+them and ``lifecycle`` makes sure every job, however it ends, publishes exactly one final
+trigger and frees its slot.
 See ``docs/jobs.md``.
 """
 
@@ -10,7 +11,7 @@ from .cancel import CancelStatus, cancel_job
 from .connection import embedded_url
 from .context import JobsContext
 from .delete import delete_archive
-from .enqueue import enqueue_archive, enqueue_prune, enqueue_restore, running_job
+from .enqueue import enqueue_archive, enqueue_prune, enqueue_restore, enqueue_undo, running_job
 from .errors import Canceled, JobRunning, NotCancelable, QueueUnavailable
 from .jobinfo import JOB_STATES, job_status
 from .lines import parse_line
@@ -42,6 +43,7 @@ __all__ = [
     "enqueue_archive",
     "enqueue_prune",
     "enqueue_restore",
+    "enqueue_undo",
     "ensure_unlocked",
     "find_run",
     "job_status",

@@ -85,6 +85,8 @@ def swap_refusal(kind: JobKind) -> str:
         return "The restore is already swapping in; it will finish."
     if kind is JobKind.PRUNE:
         return "The prune is already removing archives; it will finish."
+    if kind is JobKind.UNDO:
+        return "The undo is already swapping back; it will finish."
     return "The archive is already being saved; it will finish."
 
 

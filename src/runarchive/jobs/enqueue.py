@@ -5,7 +5,9 @@
 1. validate the run id (and the archive name or comment) and resolve the run (InvalidInput,
    NotFound) — once, into a ``JobRequest`` (``archive_request``/``restore_request``; a caller
    that resolved the run already passes its ``RunRef``, an ``ArchiveRef``, a ``Comment``);
-   for a restore, check the archive exists (NotFound);
+   for a restore, check the archive exists (NotFound) and holds every chosen path
+   (InvalidInput naming it); for an undo, that the run keeps something to undo
+   (NothingToUndo, HTTP 409);
 2. refuse while any ``.nodb`` lock of the run is held (Locked, HTTP 409);
 3. reconcile the run's slot (a slot whose job died is finished and freed here);
 4. claim the slot atomically with a fresh job id (JobRunning, HTTP 409, names the holder);
@@ -29,13 +31,18 @@ from runarchive.core import (
     ArchiveRef,
     Comment,
     LinkMode,
+    NothingToUndo,
+    RestorePaths,
     RunRef,
     archive_ref,
+    check_restore_paths,
     check_run,
     open_archive_fd,
     open_run,
     parse_comment,
     parse_link_mode,
+    parse_restore_paths,
+    undo_info,
     validate_runid,
 )
 
@@ -47,7 +54,7 @@ from .lines import job_line
 from .locks import ensure_unlocked
 from .runs import locate_run
 from .slot import Slot, claim_slot, read_slot, release_slot, slot_ttl
-from .tasks import archive_rq, prune_rq, restore_archive_rq
+from .tasks import archive_rq, prune_rq, restore_archive_rq, undo_restore_rq
 from .vocabulary import Event, JobKind
 
 
@@ -59,13 +66,14 @@ def _unavailable(ctx: JobsContext, exc: Exception) -> QueueUnavailable:
 @dataclass(frozen=True, slots=True)
 class JobRequest:
     """One job to start, every argument parsed once: the kind, the located run, and the
-    archive (restore) or the comment and links mode (archive)."""
+    archive and chosen paths (restore) or the comment and links mode (archive)."""
 
     kind: JobKind
     run: RunRef
     archive: ArchiveRef | None = None
     comment: Comment | None = None
     links: LinkMode = LinkMode.STORE
+    paths: RestorePaths | None = None
 
     @property
     def runid(self) -> str:
@@ -80,7 +88,11 @@ class JobRequest:
         """Return the RQ job function and its arguments (plain values: they cross Redis)."""
         if self.kind is JobKind.PRUNE:
             return prune_rq, (self.runid,)
+        if self.kind is JobKind.UNDO:
+            return undo_restore_rq, (self.runid,)
         if self.archive is not None:
+            if self.paths is not None:
+                return restore_archive_rq, (self.runid, self.archive.name, self.paths.as_list())
             return restore_archive_rq, (self.runid, self.archive.name)
         text = self.comment.text if self.comment is not None else ""
         return archive_rq, (self.runid, text or None, self.links.value)
@@ -103,11 +115,20 @@ def archive_request(
 
 
 def restore_request(
-    ctx: JobsContext, run: str | RunRef, archive_name: str | ArchiveRef
+    ctx: JobsContext,
+    run: str | RunRef,
+    archive_name: str | ArchiveRef,
+    paths: RestorePaths | list[str] | None = None,
 ) -> JobRequest:
-    """Parse a restore job's arguments (InvalidInput, NotFound)."""
+    """Parse a restore job's arguments (InvalidInput, NotFound); ``paths``: only those."""
     archive = archive_ref(archive_name)  # a bad name is refused before the run is looked up
-    return JobRequest(JobKind.RESTORE, _located(ctx, run), archive=archive)
+    chosen = parse_restore_paths(paths)
+    return JobRequest(JobKind.RESTORE, _located(ctx, run), archive=archive, paths=chosen)
+
+
+def undo_request(ctx: JobsContext, run: str | RunRef) -> JobRequest:
+    """Parse an undo job's argument, the run (InvalidInput, NotFound)."""
+    return JobRequest(JobKind.UNDO, _located(ctx, run))
 
 
 def prune_request(ctx: JobsContext, run: str | RunRef) -> JobRequest:
@@ -130,9 +151,20 @@ def enqueue_archive(
     return enqueue(ctx, archive_request(ctx, run, comment, links))
 
 
-def enqueue_restore(ctx: JobsContext, run: str | RunRef, archive_name: str | ArchiveRef) -> str:
-    """Queue a restore of run ``run`` from ``archive_name``; return the job id."""
-    return enqueue(ctx, restore_request(ctx, run, archive_name))
+def enqueue_restore(
+    ctx: JobsContext,
+    run: str | RunRef,
+    archive_name: str | ArchiveRef,
+    paths: RestorePaths | list[str] | None = None,
+) -> str:
+    """Queue a restore of run ``run`` (or of ``paths`` only) from ``archive_name``; return
+    the job id."""
+    return enqueue(ctx, restore_request(ctx, run, archive_name, paths))
+
+
+def enqueue_undo(ctx: JobsContext, run: str | RunRef) -> str:
+    """Queue an undo of run ``run``'s last restore; return the job id (NothingToUndo: 409)."""
+    return enqueue(ctx, undo_request(ctx, run))
 
 
 def enqueue_prune(ctx: JobsContext, run: str | RunRef) -> str:
@@ -150,6 +182,15 @@ def enqueue(ctx: JobsContext, request: JobRequest) -> str:
             run.require_writable()
         if request.archive is not None:
             os.close(open_archive_fd(run, request.archive)[0])  # NotFound when it is not there
+            if request.paths is not None:
+                check_restore_paths(run, request.archive, request.paths)
+        if request.kind is JobKind.UNDO:
+            run.require_writable()
+            if not undo_info(request.run).available:
+                raise NothingToUndo(
+                    f"Run {runid} has nothing to undo: no restore since its last archive, "
+                    "restore or undo, or what it kept has expired."
+                )
     try:
         reconcile(ctx, [runid])
         data = ctx.clients.data

@@ -89,6 +89,11 @@ class Keys:
         """Set of run ids whose restore job died; a worker that can see the run recovers it."""
         return f"{self.prefix}:recover"
 
+    def undo_expiry(self) -> str:
+        """Sorted set of run ids keeping a restore's undo, scored by when it expires (seconds);
+        the worker's maintenance drops the expired ones."""
+        return f"{self.prefix}:undo-expiry"
+
     # --- compatibility names (no prefix) ------------------------------------------------------
 
     @staticmethod

@@ -19,7 +19,7 @@ for COMPLETED/EXCEPTION, as WEPPcloud prints them)::
     rq:<id> COMPLETED <call>
     rq:<id> EXCEPTION <call>
     rq:<id> TRIGGER   archive <ARCHIVE_COMPLETE|ARCHIVE_FAILED|RESTORE_COMPLETE|RESTORE_FAILED
-                                |PRUNE_COMPLETE|PRUNE_FAILED>
+                                |PRUNE_COMPLETE|PRUNE_FAILED|UNDO_COMPLETE|UNDO_FAILED>
 
 Builders and the parser are each other's inverse; lines anonymous viewers may read are
 scrubbed of server paths (``error_line``). How lines are numbered, retained and published is
@@ -68,6 +68,11 @@ def archive_ready_line(name: str) -> str:
 def restore_complete_line(name: str) -> str:
     """Return ``Restore complete: <name>``."""
     return f"Restore complete: {name}"
+
+
+def undo_complete_line(name: str) -> str:
+    """Return ``Undo complete: <name>`` (the archive whose restore was undone)."""
+    return f"Undo complete: {name}"
 
 
 def archive_deleted_line(name: str) -> str:

@@ -37,6 +37,7 @@ from runarchive.core import (
     find_nodb_files,
     open_archive,
     open_run,
+    undo_nodb_files,
     validate_runid,
 )
 
@@ -49,6 +50,7 @@ from .lines import (
     archive_pruned_line,
     archive_ready_line,
     restore_complete_line,
+    undo_complete_line,
 )
 from .locks import RunLocks, archive_nodb_files, ensure_unlocked
 from .settings import Settings
@@ -78,6 +80,10 @@ class LocalHold:
     def restore_complete(self, name: str) -> None:
         """Tell the run's viewers the run was restored."""
         self._announce(restore_complete_line(name))
+
+    def undo_complete(self, name: str) -> None:
+        """Tell the run's viewers the restore of ``name`` was undone."""
+        self._announce(undo_complete_line(name))
 
     def archive_deleted(self, name: str) -> None:
         """Tell the run's viewers an archive is gone."""
@@ -123,7 +129,7 @@ def hold_run(
 ) -> Iterator[LocalHold]:
     """Refuse like the service, else hold the run's slot and ``.nodb`` locks while in the block.
 
-    ``verb`` is ``archive``, ``restore`` or ``delete`` (the words of the refusals).
+    ``verb`` is ``archive``, ``restore``, ``undo`` or ``delete`` (the words of the refusals).
     """
     settings = Settings.from_env(redis_url=redis_url)
     runid = local_runid(run_dir)
@@ -143,6 +149,8 @@ def hold_run(
             nodb = find_nodb_files(run_dir)
             if archive_name is not None:
                 nodb += _archive_nodb_files(run_dir, archive_name)
+            if verb == "undo":
+                nodb = sorted({*nodb, *undo_nodb_files(run_dir)})
             with Heartbeat(ctx, holder) as heartbeat:
                 try:
                     locks = RunLocks(

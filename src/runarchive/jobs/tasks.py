@@ -62,14 +62,18 @@ from runarchive.core import (
     nodb_files,
     open_archive,
     open_run,
+    parse_restore_paths,
     prune_archives,
     purge_trash,
     restore_archive,
     scan_run,
+    undo_nodb_files,
+    undo_restore,
 )
 
 from .cancel import CancelWatch
 from .context import JobsContext, current
+from .expiry import note_undo
 from .hooks import HookContext, load_hook
 from .lifecycle import begin_job, finish_job, server_paths
 from .lines import (
@@ -78,6 +82,7 @@ from .lines import (
     job_line,
     prune_failed_line,
     restore_complete_line,
+    undo_complete_line,
 )
 from .locks import RunLocks, archive_nodb_files, ensure_unlocked
 from .progress import ProgressRelay
@@ -225,6 +230,9 @@ def archive_rq(runid: str, comment: str | None = None, links: str = "store") -> 
             frame.failed(exc)
             raise
         frame.completed()
+    # The archive ended the run's undo (parked as trash): delete it off the critical path.
+    purge_trash(run)
+    note_undo(frame.ctx, run)
     return {
         "name": result.name,
         "size": result.size,
@@ -235,12 +243,15 @@ def archive_rq(runid: str, comment: str | None = None, links: str = "store") -> 
     }
 
 
-def restore_archive_rq(runid: str, archive_name: str) -> dict[str, Any]:
-    """RQ job: replace run ``runid``'s content with archive ``archive_name``.
+def restore_archive_rq(
+    runid: str, archive_name: str, paths: list[str] | None = None
+) -> dict[str, Any]:
+    """RQ job: replace run ``runid``'s content (or only ``paths``) with archive ``archive_name``.
 
     The archive is opened once: its central directory names the ``.nodb`` files it would
     restore (locked with the run's own before anything changes), and the same open reader is
     handed to the core; the post-restore hooks get the restored ``.nodb`` files from the core.
+    What the restore replaced is kept for an undo (``undo_restore_rq``).
     """
     frame = _JobRun(JobKind.RESTORE, runid, archive_name)
     with Heartbeat(frame.ctx, frame.job_id) as heartbeat:
@@ -250,6 +261,7 @@ def restore_archive_rq(runid: str, archive_name: str) -> dict[str, Any]:
             settings = frame.ctx.settings
             run = locate_run(settings, runid)  # the job's edge: its arguments
             archive = archive_ref(archive_name)
+            chosen = parse_restore_paths(paths)  # crossed Redis: parsed again, once
             ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.RESTORE.verb)
             with open_run(run) as opened, _open_reader(opened, archive) as reader:
                 nodb = nodb_files(scan_run(opened))  # the job's one walk of the run
@@ -264,28 +276,72 @@ def restore_archive_rq(runid: str, archive_name: str) -> dict[str, Any]:
                         defer_delete=True,
                         before_swap=frame.cancel.commit,
                         reader=reader,
+                        paths=chosen,
                     )
                     frame.relay.flush()
-                    hook_ctx = HookContext(
-                        runid=runid,
-                        run_dir=run.path,
-                        archive_name=archive.name,
-                        cache_client=frame.ctx.clients.cache,
-                        data_client=frame.ctx.clients.data,
-                        nodb_files=tuple(result.nodb_files),
-                    )
-                    for spec in settings.post_restore_hooks:
-                        line = _run_hook(spec, hook_ctx)
-                        if line:
-                            frame.stream.publish(line)
+                    _run_hooks(frame, run, archive.name, result.nodb_files)
             frame.stream.publish(restore_complete_line(result.name))
         except BaseException as exc:
             frame.failed(exc)
             raise
         frame.completed()
-    # The replaced tree is deleted after the final trigger, off the user's critical path.
+    # An earlier undo this restore replaced is deleted after the final trigger, off the
+    # user's critical path; this restore's own replaced tree is kept for undo.
     purge_trash(run)
-    return {"name": result.name, "files": result.files, "warnings": list(result.warnings)}
+    note_undo(frame.ctx, run)
+    return {"name": result.name, "files": result.files, "warnings": list(result.warnings),
+            "paths": result.paths}  # fmt: skip
+
+
+def undo_restore_rq(runid: str) -> dict[str, Any]:
+    """RQ job: put back exactly what run ``runid``'s last restore replaced.
+
+    Locks the run's ``.nodb`` files and those the kept tree would put back, swaps through the
+    core's journal (``undo_restore``: a kill anywhere is finished by recover), runs the
+    post-restore hooks (the host's caches hold the restored state), then ``UNDO_COMPLETE``.
+    """
+    frame = _JobRun(JobKind.UNDO, runid)
+    with Heartbeat(frame.ctx, frame.job_id) as heartbeat:
+        frame.started()
+        try:
+            frame.begin()
+            run = locate_run(frame.ctx.settings, runid)  # the job's edge: its arguments
+            ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.UNDO.verb)
+            with open_run(run) as opened:
+                nodb = nodb_files(scan_run(opened))
+            nodb = sorted({*nodb, *undo_nodb_files(run)})
+            with frame.locks(nodb) as held:
+                heartbeat.locks.append(held)
+                result = undo_restore(
+                    run, progress=frame.progress, defer_delete=True,
+                    before_swap=frame.cancel.commit,
+                )  # fmt: skip
+                frame.relay.flush()
+                _run_hooks(frame, run, result.restored, result.nodb_files)
+            frame.stream.publish(undo_complete_line(result.restored))
+        except BaseException as exc:
+            frame.failed(exc)
+            raise
+        frame.completed()
+    purge_trash(run)  # what the undo replaced, after the final trigger
+    note_undo(frame.ctx, run)
+    return {"restored": result.restored, "partial": result.partial, "paths": result.paths}
+
+
+def _run_hooks(frame: _JobRun, run: RunRef, archive_name: str, nodb: list[str]) -> None:
+    """Run the post-restore hooks (after a restore or an undo), publishing their lines."""
+    hook_ctx = HookContext(
+        runid=frame.runid,
+        run_dir=run.path,
+        archive_name=archive_name,
+        cache_client=frame.ctx.clients.cache,
+        data_client=frame.ctx.clients.data,
+        nodb_files=tuple(nodb),
+    )
+    for spec in frame.ctx.settings.post_restore_hooks:
+        line = _run_hook(spec, hook_ctx)
+        if line:
+            frame.stream.publish(line)
 
 
 def prune_rq(runid: str) -> dict[str, Any]:

@@ -33,6 +33,8 @@ class Trigger(StrEnum):
     RESTORE_FAILED = "RESTORE_FAILED"
     PRUNE_COMPLETE = "PRUNE_COMPLETE"
     PRUNE_FAILED = "PRUNE_FAILED"
+    UNDO_COMPLETE = "UNDO_COMPLETE"
+    UNDO_FAILED = "UNDO_FAILED"
 
 
 class JobKind(StrEnum):
@@ -41,11 +43,12 @@ class JobKind(StrEnum):
     ARCHIVE = "archive"
     RESTORE = "restore"
     PRUNE = "prune"  # removes what the run's retention policy does not keep
+    UNDO = "undo"  # put back what the run's last restore replaced
 
     @property
     def func_name(self) -> str:
         """Name of the RQ job function, as shown in the status lines."""
-        return {"archive": "archive_rq", "restore": "restore_archive_rq"}.get(self, "prune_rq")
+        return _FUNCS[self]
 
     @property
     def verb(self) -> str:
@@ -54,11 +57,8 @@ class JobKind(StrEnum):
 
     def trigger(self, ok: bool) -> Trigger:
         """Return the final trigger for success or failure."""
-        if self is JobKind.ARCHIVE:
-            return Trigger.ARCHIVE_COMPLETE if ok else Trigger.ARCHIVE_FAILED
-        if self is JobKind.PRUNE:
-            return Trigger.PRUNE_COMPLETE if ok else Trigger.PRUNE_FAILED
-        return Trigger.RESTORE_COMPLETE if ok else Trigger.RESTORE_FAILED
+        done, failed = _TRIGGERS[self]
+        return done if ok else failed
 
     def call(self, runid: str, archive_name: str | None = None) -> str:
         """Return ``func(runid)`` or, for a restore with a name, ``func(runid, name)``."""
@@ -76,3 +76,17 @@ class JobKind(StrEnum):
     def item_word(self) -> str:
         """First word of the per-entry line."""
         return "Adding" if self is JobKind.ARCHIVE else "Restored"
+
+
+_FUNCS = {
+    JobKind.ARCHIVE: "archive_rq",
+    JobKind.RESTORE: "restore_archive_rq",
+    JobKind.UNDO: "undo_restore_rq",
+    JobKind.PRUNE: "prune_rq",
+}
+_TRIGGERS = {
+    JobKind.ARCHIVE: (Trigger.ARCHIVE_COMPLETE, Trigger.ARCHIVE_FAILED),
+    JobKind.RESTORE: (Trigger.RESTORE_COMPLETE, Trigger.RESTORE_FAILED),
+    JobKind.UNDO: (Trigger.UNDO_COMPLETE, Trigger.UNDO_FAILED),
+    JobKind.PRUNE: (Trigger.PRUNE_COMPLETE, Trigger.PRUNE_FAILED),
+}

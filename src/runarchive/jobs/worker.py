@@ -2,7 +2,8 @@
 
 On start (and then with RQ's maintenance, every ``MAINTENANCE_INTERVAL`` seconds while the
 worker loop runs) the worker reconciles every stale slot of the deployment and recovers the
-pending runs it can see (interrupted restores, half-written archives of jobs that died). A work
+pending runs it can see (interrupted restores, half-written archives of jobs that died), and
+drops the undos that expired (``expiry.expire_undos``). A work
 horse that dies without finishing (SIGKILL, OOM killer) is finished by the worker at once
 (``lifecycle.on_horse_killed``); a worker that dies whole is noticed by the liveness lease
 (``reconcile``) or, later, by RQ's abandoned-job cleanup in any other worker.
@@ -25,6 +26,7 @@ from rq import Worker
 
 from .connection import EmbeddedRedis
 from .context import JobsContext, current, install
+from .expiry import expire_undos
 from .lifecycle import on_horse_killed, reconcile, recover_pending
 from .settings import Settings
 
@@ -53,7 +55,8 @@ def worker_count(ctx: JobsContext) -> int:
 
 
 def startup_recovery(ctx: JobsContext) -> None:
-    """Free stale slots and recover the pending runs this host can see; never raises."""
+    """Free stale slots, recover the pending runs and drop expired undos this host can see;
+    never raises."""
     try:
         for reaped in reconcile(ctx):
             log.warning(
@@ -61,6 +64,9 @@ def startup_recovery(ctx: JobsContext) -> None:
             )
         for runid, action in recover_pending(ctx).items():
             log.warning("recovered run %s: %s", runid, action)
+        for runid, dropped in expire_undos(ctx).items():
+            if dropped:
+                log.info("dropped the expired undo of run %s", runid)
     except Exception:
         log.exception("reconcile failed; will retry at the next maintenance")
 

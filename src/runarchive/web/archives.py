@@ -36,6 +36,7 @@ from runarchive.core import (
     open_archive_fd,
     open_run,
     preview_restore,
+    undo_info,
 )
 from runarchive.jobs import JOB_STATES, Event, Trigger, running_job
 
@@ -64,6 +65,7 @@ def dashboard_config(runid: str, can_write: bool) -> dict[str, Any]:
             "list": urls.archive_list(runid),
             "archive": urls.start_archive(runid),
             "restore": urls.start_restore(runid),
+            "undo": urls.undo_restore(runid),
             "delete": urls.delete_archive(runid),
             # Archive names keep their characters in a URL path: the page appends the name.
             "restore_preview": urls.restore_preview_base(runid),
@@ -134,7 +136,8 @@ def rq_archive_list(runid: str) -> Response:
 
 
 def list_body(found: RunView) -> dict[str, Any]:
-    """Return the list of a run the caller may read: its archives and the job holding it."""
+    """Return the list of a run the caller may read: its archives, the job holding it, and
+    whether the last restore can be undone (``undo``; an expired one is dropped here)."""
     assert found.run_dir is not None
     slot = running_job(jobs(), found.runid)
     download = urls.download_prefix(found.runid)  # one url_for for every row (urls.py)
@@ -147,6 +150,7 @@ def list_body(found: RunView) -> dict[str, Any]:
         "in_progress": slot is not None,
         "job_id": slot.job_id if slot is not None else None,
         "job_kind": slot.kind if slot is not None else None,
+        "undo": undo_info(found.run_dir).as_json(),
     }
 
 

@@ -50,6 +50,7 @@ from runarchive.core import (
     Locked,
     NoSpace,
     NotFound,
+    NothingToUndo,
     Pinned,
     ReadOnlyRun,
     RunArchiveError,
@@ -144,6 +145,7 @@ HTTP_STATUSES: dict[type[RunArchiveError], int] = {
     QueueUnavailable: 503,
     Canceled: 409,
     NotCancelable: 409,
+    NothingToUndo: 409,
 }
 
 

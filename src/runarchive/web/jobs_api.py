@@ -1,4 +1,5 @@
-"""Blueprint ``rq_api`` (the jobs API): start archive and restore jobs, delete, poll, cancel.
+"""Blueprint ``rq_api`` (the jobs API): start archive, restore and undo jobs, delete, poll,
+cancel.
 
 Bodies are JSON (``Content-Type: application/json``) or a form; a malformed JSON body or a
 field of the wrong type is 400. Every refusal of the jobs layer keeps its meaning: a held
@@ -25,12 +26,22 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from runarchive.core import Comment, InvalidInput, NotFound, RunRef, archive_ref, parse_comment
+from runarchive.core import (
+    Comment,
+    InvalidInput,
+    NotFound,
+    RestorePaths,
+    RunRef,
+    archive_ref,
+    parse_comment,
+    parse_restore_paths,
+)
 from runarchive.jobs import (
     cancel_job,
     delete_archive,
     enqueue_archive,
     enqueue_restore,
+    enqueue_undo,
     job_status,
 )
 
@@ -94,12 +105,29 @@ def start_archive(run: RunView, body: dict[str, Any]) -> QueuedArchive:
     return QueuedArchive(enqueue_archive(jobs(), _located(run), comment, links), comment)
 
 
-def start_restore(run: RunView, name: str) -> str:
-    """Queue a restore of a run the caller may write from archive ``name``; return the id.
+def start_restore(run: RunView, name: str, paths: RestorePaths | None = None) -> str:
+    """Queue a restore of a run the caller may write from archive ``name`` (only ``paths``
+    when given); return the id.
 
-    The name is parsed here, once (400 for a bad one); the jobs layer gets the reference.
+    The name and paths are parsed once, at the edge (400 for bad ones); the jobs layer gets
+    the parsed values.
     """
-    return enqueue_restore(jobs(), _located(run), archive_ref(name))
+    return enqueue_restore(jobs(), _located(run), archive_ref(name), paths)
+
+
+def paths_of(body: dict[str, Any]) -> RestorePaths | None:
+    """Return the body's ``paths`` (a JSON list of strings), normalised; None when absent."""
+    raw = body.get("paths")
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise InvalidInput("Field 'paths' must be a list of strings (send the body as JSON).")
+    return parse_restore_paths(raw)
+
+
+def start_undo(run: RunView) -> str:
+    """Queue an undo of the last restore of a run the caller may write; 409 with nothing kept."""
+    return enqueue_undo(jobs(), _located(run))
 
 
 def remove_archive(run: RunView, name: str) -> None:
@@ -125,9 +153,17 @@ def api_archive(runid: str) -> Response:
 
 @bp.post("/runs/<runid>/rq/api/restore-archive")
 def api_restore_archive(runid: str) -> Response:
-    """Queue a restore of the run from ``archive_name``; 202 with the job id."""
+    """Queue a restore of the run from ``archive_name`` (only ``paths``, if given); 202."""
     run = access.require_write(runid)
-    job_id = start_restore(run, archive_name_of(request_body()))
+    body = request_body()
+    job_id = start_restore(run, archive_name_of(body), paths_of(body))
+    return json_response({"job_id": job_id}, 202)
+
+
+@bp.post("/runs/<runid>/rq/api/undo-restore")
+def api_undo_restore(runid: str) -> Response:
+    """Queue an undo of the run's last restore; 202 with the job id, 409 with nothing to undo."""
+    job_id = start_undo(access.require_write(runid))
     return json_response({"job_id": job_id}, 202)
 
 

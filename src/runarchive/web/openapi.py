@@ -119,6 +119,26 @@ _NAME_BODY = {
 }
 
 
+_RESTORE_BODY = {
+    "type": "object",
+    "required": ["archive_name"],
+    "properties": {
+        "archive_name": ARCHIVE_NAME["schema"],
+        "paths": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 10000,
+            "items": {"type": "string", "minLength": 1},
+            "description": "Restore only these files and folders (JSON bodies only); a "
+            "trailing `/` asks for a folder, which becomes exactly the archive's folder; "
+            "everything else in the run stays as it is. Each is checked like an archive entry "
+            "name (no `..`, absolute path, backslash, control character; not `archives/`); a "
+            "path the archive lacks is 400 naming it; overlapping paths collapse.",
+        },
+    },
+}
+
+
 def _body(schema: dict[str, Any], *, required: bool = False) -> dict[str, Any]:
     return {
         "required": required,
@@ -184,7 +204,25 @@ SCHEMAS: dict[str, Any] = {
             "job_id": {"type": ["string", "null"]},
             "job_kind": {
                 "type": ["string", "null"],
-                "enum": ["archive", "restore", "prune", "delete", None],
+                "enum": ["archive", "restore", "prune", "undo", "delete", None],
+            },
+            "undo": _ref("Undo"),
+        },
+    },
+    "Undo": {
+        "type": "object",
+        "required": ["available", "restored", "at", "expires", "bytes"],
+        "description": "What the run's last restore replaced, kept so `undo-restore` can put "
+        "it back exactly, until the next archive, restore or undo of the run or `expires`.",
+        "properties": {
+            "available": {"type": "boolean"},
+            "restored": {"type": ["string", "null"], "description": "The restored archive."},
+            "at": {"type": ["string", "null"], "format": "date-time"},
+            "expires": {"type": ["string", "null"], "format": "date-time"},
+            "bytes": {
+                "type": "integer",
+                "description": "Disk the kept tree holds on its own (files still shared with "
+                "the run by hard links left out); 0 when nothing is kept.",
             },
         },
     },
@@ -264,7 +302,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "string"},
             "runid": {"type": "string"},
-            "kind": {"type": "string", "enum": ["archive", "restore", "prune"]},
+            "kind": {"type": "string", "enum": ["archive", "restore", "prune", "undo"]},
             "status": {
                 "type": "string",
                 "description": "RQ's: queued, started, finished, failed, stopped, canceled …",
@@ -553,9 +591,19 @@ def _paths() -> dict[str, Any]:
             "requestBody": _body(_ARCHIVE_BODY),
             "responses": {"202": _json(_ref("ArchiveQueued"), "Queued."), **REFUSALS, **BUSY}}},
         "/runs/{runid}/rq/api/restore-archive": {"post": {
-            "summary": "Queue a restore job. " + WRITE, "parameters": [RUNID],
-            "requestBody": _body(_NAME_BODY, required=True),
+            "summary": "Queue a restore job (all, or only `paths`). " + WRITE,
+            "parameters": [RUNID],
+            "requestBody": _body(_RESTORE_BODY, required=True),
             "responses": {"202": _json(_ref("JobId"), "Queued."), **REFUSALS, **BUSY}}},
+        "/runs/{runid}/rq/api/undo-restore": {"post": {
+            "summary": "Queue an undo of the run's last restore: what it replaced is put back "
+                       "exactly; triggers `UNDO_COMPLETE`/`UNDO_FAILED`. " + WRITE,
+            "parameters": [RUNID],
+            "responses": {"202": _json(_ref("JobId"), "Queued."), **REFUSALS,
+                          "409": _error("`nothing_to_undo`: no restore since the last "
+                                        "archive, restore or undo, or it expired; or busy/"
+                                        "locked as for every job."),
+                          "503": BUSY["503"]}}},
         "/runs/{runid}/rq/api/delete-archive": {"post": {
             "summary": "Delete an archive now. " + WRITE, "parameters": [RUNID],
             "requestBody": _body(_NAME_BODY, required=True),

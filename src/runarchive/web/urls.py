@@ -108,6 +108,10 @@ def start_restore(runid: str) -> str:
     return url_for("rq_api.api_restore_archive", runid=runid)
 
 
+def undo_restore(runid: str) -> str:
+    return url_for("rq_api.api_undo_restore", runid=runid)
+
+
 def delete_archive(runid: str) -> str:
     return url_for("rq_api.api_delete_archive", runid=runid)
 
