@@ -49,7 +49,7 @@ from runarchive.jobs.connection import embedded_url
 from runarchive.jobs.locks import acquire_lock, release_lock
 from runarchive.synthetic_run import generate_run
 from tests.support.serve import Serve, ServeFailed
-from tests.support.tree import archive_files
+from tests.support.tree import archive_files, snapshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -553,6 +553,46 @@ def test_restore_after_confirm_puts_the_run_files_back(page: Page, run: Path) ->
     expect(dashboard.log).to_contain_text(f"Restore complete: {name}")
     expect(page.locator("#ra-job-status")).to_have_attribute("data-status", "finished")
     expect(page.locator(".alert-success")).to_contain_text("Restore complete")
+
+
+def test_the_undo_banner_puts_back_what_a_restore_replaced(
+    page: Page, run: Path, tmp_path: Path
+) -> None:
+    target = SCREENSHOTS if os.environ.get("RUNARCHIVE_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    dashboard = Dashboard(page, run).open()
+    name = dashboard.archive("before edits")
+    banner = page.locator("#ra-undo")
+    expect(banner).to_be_hidden()  # nothing restored yet
+    (run / "README.md").write_text("edited after the archive\n")
+    (run / "stray.txt").write_text("not in the archive\n")
+    edited = snapshot(run, with_dir_times=False)
+
+    questions: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        questions.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", accept)
+    dashboard.row(name).get_by_role("button", name=re.compile("Restore")).click()
+    assert dashboard.wait_finished(2)["trigger"] == "RESTORE_COMPLETE"
+    dashboard.wait_idle()
+    assert not (run / "stray.txt").exists()
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text(f"The restore from {name}")
+    page.mouse.move(0, 0)
+    page.screenshot(path=target / "dashboard-undo.png")
+
+    page.get_by_role("button", name="Undo restore").click()
+    event = dashboard.wait_finished(3)
+    assert event["ok"] is True and event["trigger"] == "UNDO_COMPLETE", event
+    dashboard.wait_idle()
+    assert len(questions) == 2 and name in questions[1]
+    # Exactly the tree the restore replaced, the stray file and the edit included.
+    assert snapshot(run, with_dir_times=False) == edited
+    expect(page.locator(".alert-success")).to_contain_text("Undo complete")
+    expect(page.locator("#ra-job-status")).to_have_text("undo complete")
+    expect(banner).to_be_hidden()  # nothing left to undo
 
 
 def test_delete_after_confirm_removes_the_archive_from_list_and_disk(page: Page, run: Path) -> None:

@@ -44,7 +44,7 @@
   // Websocket frame types of the status relay (the protocol, not run data).
   const FRAME = Object.freeze({ STATUS: "status", PING: "ping", PONG: "pong", HANGUP: "hangup" });
   // Job kinds, as jobstatus reports them.
-  const KIND = Object.freeze({ ARCHIVE: "archive", RESTORE: "restore" });
+  const KIND = Object.freeze({ ARCHIVE: "archive", RESTORE: "restore", UNDO: "undo" });
   // Free-text status lines the page reacts to (see runarchive.jobs.lines).
   const LINE_PREFIX = Object.freeze({ ERROR: "Error: ", DELETED: "Archive deleted: " });
   // Used only when the server sends no trigger: RQ's final states and what they mean.
@@ -86,11 +86,14 @@
   const EVENTS = constants.events || {};
   const EVENT_NAMES = new Set(Object.values(EVENTS));
   const SUCCESS_TRIGGERS = new Set(
-    [TRIGGERS.ARCHIVE_COMPLETE, TRIGGERS.RESTORE_COMPLETE, TRIGGERS.PRUNE_COMPLETE].filter(Boolean),
+    [TRIGGERS.ARCHIVE_COMPLETE, TRIGGERS.RESTORE_COMPLETE, TRIGGERS.PRUNE_COMPLETE,
+     TRIGGERS.UNDO_COMPLETE].filter(Boolean),
   );
   const FAILURE_TRIGGERS = new Set(
-    [TRIGGERS.ARCHIVE_FAILED, TRIGGERS.RESTORE_FAILED, TRIGGERS.PRUNE_FAILED].filter(Boolean),
+    [TRIGGERS.ARCHIVE_FAILED, TRIGGERS.RESTORE_FAILED, TRIGGERS.PRUNE_FAILED,
+     TRIGGERS.UNDO_FAILED].filter(Boolean),
   );
+  const UNDO_TRIGGERS = new Set([TRIGGERS.UNDO_COMPLETE, TRIGGERS.UNDO_FAILED].filter(Boolean));
   const ARCHIVE_TRIGGERS = new Set(
     [TRIGGERS.ARCHIVE_COMPLETE, TRIGGERS.ARCHIVE_FAILED].filter(Boolean),
   );
@@ -127,6 +130,9 @@
     empty: $("ra-empty"),
     loading: $("ra-loading"),
     refresh: $("ra-refresh"),
+    undo: $("ra-undo"),
+    undoText: $("ra-undo-text"),
+    undoBtn: $("ra-undo-btn"),
   };
 
   const state = {
@@ -315,6 +321,7 @@
     root.dataset.busy = String(busy);
     ui.jobCard.setAttribute("aria-busy", String(Boolean(state.job)));
     if (ui.archiveBtn) ui.archiveBtn.disabled = busy;
+    if (ui.undoBtn) ui.undoBtn.disabled = busy;
     for (const button of ui.rows.querySelectorAll("button[data-action]")) {
       button.disabled = busy;
     }
@@ -511,9 +518,36 @@
     if (seq !== state.listSeq) return; // a newer refresh is on its way
     state.listLoaded = true;
     renderArchives(Array.isArray(data.archives) ? data.archives : []);
+    renderUndo(data.undo);
     if (data.in_progress && data.job_id && !state.finished.has(data.job_id)) {
       watchJob(String(data.job_id), null);
     }
+  }
+
+  /** The "Undo restore" banner, while what the last restore replaced is kept. */
+  function renderUndo(undo) {
+    if (!ui.undo) return;
+    state.undo = undo && undo.available ? undo : null;
+    ui.undo.hidden = !state.undo;
+    if (!state.undo) return;
+    const when = state.undo.at ? new Date(state.undo.at).toLocaleString() : "earlier";
+    const until = state.undo.expires ? new Date(state.undo.expires).toLocaleString() : "the next job";
+    ui.undoText.textContent =
+      `The restore from ${state.undo.restored} (${when}) can be undone until ${until} ` +
+      `or the next archive or restore; what it replaced holds ${humanSize(state.undo.bytes || 0)}.`;
+  }
+
+  async function undoRestore() {
+    if (!state.undo) return;
+    const question =
+      `Undo the restore from ${state.undo.restored}?\n\n` +
+      "The run gets back exactly what that restore replaced; what the restore wrote is removed.";
+    if (!window.confirm(question)) return;
+    const data = await post(urls.undo, {}, "Could not undo the restore");
+    if (!data) return;
+    const jobId = String(data.job_id);
+    jobRecord(jobId, KIND.UNDO);
+    watchJob(jobId, KIND.UNDO);
   }
 
   function scheduleListRefresh() {
@@ -779,8 +813,9 @@
     state.job = null;
     const isArchive = outcome.trigger
       ? ARCHIVE_TRIGGERS.has(outcome.trigger)
-      : job.kind !== KIND.RESTORE;
-    const what = isArchive ? "Archive" : "Restore";
+      : job.kind !== KIND.RESTORE && job.kind !== KIND.UNDO;
+    const isUndo = outcome.trigger ? UNDO_TRIGGERS.has(outcome.trigger) : job.kind === KIND.UNDO;
+    const what = isArchive ? "Archive" : isUndo ? "Undo" : "Restore";
     root.dataset.lastOutcome = outcome.ok === null ? "unknown" : outcome.ok ? "ok" : "failed";
     root.dataset.lastFinishedVia = via;
     const rec = jobRecord(jobId);
@@ -790,8 +825,8 @@
       ui.progress.value = 100;
       ui.progress.dataset.done = "true";
       if (!job.progressShown) ui.progressLabel.textContent = "Done";
-      setJobStatus(isArchive ? "archive complete" : "restore complete", "finished");
-      showAlert("success", isArchive ? "Archive created." : "Restore complete.");
+      setJobStatus(`${what.toLowerCase()} complete`, "finished");
+      showAlert("success", isArchive ? "Archive created." : `${what} complete.`);
       if (atRow) setRowNote(atRow, "success", restoreDoneText(rec, atRow), { jobId });
     } else if (outcome.ok === false && /^Canceled by /.test(job.lastError || "")) {
       // A cancel is the user's own act, not a crash: say so, and no stack trace.
@@ -1323,6 +1358,7 @@
   }
   ui.rows.addEventListener("click", onRowClick);
   ui.refresh.addEventListener("click", () => refreshList());
+  if (ui.undoBtn) ui.undoBtn.addEventListener("click", () => undoRestore());
   window.addEventListener("pagehide", () => {
     clearTimeout(state.wsTimer);
     const ws = state.ws;
