@@ -23,18 +23,16 @@ import os
 import secrets
 import stat
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.support.processes import CLI, environment
+
 SQLITE_MAGIC = b"SQLite format 3"
 VICTIM_MARK = b"VICTIM-PRIVATE-" + secrets.token_hex(8).encode()
-CLI = [sys.executable, "-m", "runarchive"]
-CLEARED = ("REDIS_URL", "RUNARCHIVE_REDIS_URL", "RUNARCHIVE_DATABASE_URL", "SECRET_KEY",
-           "RUNARCHIVE_SECRET_KEY", "RUNARCHIVE_DEMO", "RUNARCHIVE_RUNS_ROOT")  # fmt: skip
 
 
 def full_snapshot(root: Path) -> dict[str, tuple[object, ...]]:
@@ -88,13 +86,6 @@ class Secrets:
         raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
         for needle in self.needles:
             assert needle not in raw, f"secret bytes {needle[:20]!r}… served ({where})"
-
-
-def environment(**extra: str) -> dict[str, str]:
-    """The test's environment without any deployment settings of the machine."""
-    env = {k: v for k, v in os.environ.items() if k not in CLEARED}
-    env.update(extra)
-    return env
 
 
 def run_cli(

@@ -20,6 +20,7 @@ CLEARED = ("REDIS_URL", "RUNARCHIVE_REDIS_URL", "RUNARCHIVE_DATABASE_URL", "SECR
 
 
 def environment(**extra: str) -> dict[str, str]:
+    """The test's environment without any deployment settings of the machine."""
     env = {k: v for k, v in os.environ.items() if k not in CLEARED}
     env.update(extra)
     return env

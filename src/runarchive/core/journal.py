@@ -48,6 +48,7 @@ from .fsutil import atomic_write_bytes
 from .names import LEGACY_WORK_DIR, is_archive_name, is_reserved_top, is_run_relpath
 from .rundir import Folder, RunDir, open_run
 from .runlock import run_lock
+from .statefile import load_json, read_small_file
 from .undo import (
     DEFAULT_UNDO_TTL,
     RECORD_TMP_RE,
@@ -217,10 +218,7 @@ def _times(raw: object, moved: list[str]) -> dict[str, int]:
 
 def parse_journal(data: bytes) -> Journal:
     """Validate a journal as strictly as an uploaded archive; raise UnsafeRun if anything is off."""
-    try:
-        raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise _bad("not JSON") from None
+    raw = load_json(data, _bad)
     if not isinstance(raw, dict) or not set(raw) <= _KEYS:
         raise _bad("unexpected fields")
     jid, archive, state = raw.get("id"), raw.get("archive"), raw.get("state")
@@ -255,22 +253,8 @@ def write_journal(work: Folder, journal: Journal) -> None:
 
 def read_journal(work: Folder) -> Journal | None:
     """Return the validated journal of an unfinished restore, or None."""
-    try:
-        fd = work.open_file(JOURNAL)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise _bad(f"it cannot be opened: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _bad("it is not a regular file")
-        if st.st_size > MAX_JOURNAL_BYTES:
-            raise _bad("it is larger than any journal we write")
-        data = os.pread(fd, st.st_size + 1, 0)
-    finally:
-        os.close(fd)
-    return parse_journal(data)
+    data = read_small_file(work, JOURNAL, MAX_JOURNAL_BYTES, "journal", _bad)
+    return None if data is None else parse_journal(data)
 
 
 def top_level_names(run: RunDir) -> list[str]:

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import stat
+from collections.abc import Callable
 from typing import Any
 
 from .errors import UnsafeRun
@@ -39,31 +40,56 @@ def _bad(work: Folder, name: str, why: str) -> UnsafeRun:
     )
 
 
-def read_state(work: Folder | None, name: str) -> Any | None:
-    """Return the parsed content of state file ``name`` in ``work`` (None when absent)."""
-    if work is None:
-        return None
+def read_small_file(
+    work: Folder, name: str, limit: int, what: str, bad: Callable[[str], UnsafeRun]
+) -> bytes | None:
+    """Return the bytes of our file ``name`` in ``work`` (None when absent), or raise ``bad``.
+
+    The one reading rule of every file we keep under a run (state files, the restore journal,
+    the undo record): opened by handle with no link in any component, then checked and read on
+    that same descriptor — a regular file of at most ``limit`` bytes (``what`` names it in the
+    refusal: "larger than any <what> we write").
+    """
     try:
         fd = work.open_file(name)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise _bad(work, name, exc.strerror or "cannot be opened") from None
+        raise bad(f"it cannot be opened: {exc.strerror}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise _bad(work, name, "not a regular file")
-        if st.st_size > MAX_STATE_BYTES:
-            raise _bad(work, name, f"larger than {MAX_STATE_BYTES} bytes")
-        data = os.read(fd, MAX_STATE_BYTES + 1)
+            raise bad("it is not a regular file")
+        if st.st_size > limit:
+            raise bad(f"it is larger than any {what} we write")
+        # One byte more than fstat said: a file that grew since is caught by the caller's parse.
+        return os.pread(fd, min(st.st_size, limit) + 1, 0)
     finally:
         os.close(fd)
+
+
+def load_json(data: bytes, bad: Callable[[str], UnsafeRun]) -> Any:
+    """Return the JSON value of ``data`` (strict UTF-8), or raise ``bad("not JSON")``."""
     try:
-        value = json.loads(data.decode("utf-8"))
+        return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise _bad(work, name, "not UTF-8 JSON") from None
+        raise bad("not JSON") from None
+
+
+def read_state(work: Folder | None, name: str) -> Any | None:
+    """Return the parsed content of state file ``name`` in ``work`` (None when absent)."""
+    if work is None:
+        return None
+
+    def bad(why: str) -> UnsafeRun:
+        return _bad(work, name, why)
+
+    data = read_small_file(work, name, MAX_STATE_BYTES, "state file", bad)
+    if data is None:
+        return None
+    value = load_json(data, bad)
     if encode_state(value) != data:
-        raise _bad(work, name, "not in the form runarchive writes")
+        raise bad("not in the form runarchive writes")
     return value
 
 

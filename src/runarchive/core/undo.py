@@ -47,6 +47,7 @@ from .isotime import iso_utc
 from .names import is_archive_name, is_run_relpath
 from .rundir import Folder, open_run
 from .runlock import run_lock
+from .statefile import load_json, read_small_file
 
 UNDO_RECORD = "undo.json"
 UNDO_PREFIX = "undo-"
@@ -157,10 +158,7 @@ def _paths(raw: object, what: str) -> tuple[str, ...]:
 
 def parse_undo_record(data: bytes) -> UndoRecord:
     """Validate an undo record as strictly as an upload; raise UnsafeRun if anything is off."""
-    try:
-        raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise _bad("not JSON") from None
+    raw = load_json(data, _bad)
     if not isinstance(raw, dict) or set(raw) != _KEYS:
         raise _bad("unexpected fields")
     jid, archive, partial = raw["id"], raw["archive"], raw["partial"]
@@ -190,20 +188,8 @@ def parse_undo_record(data: bytes) -> UndoRecord:
 
 def read_undo_record(work: Folder) -> UndoRecord | None:
     """Return the validated record (None when there is none); UnsafeRun when it fails."""
-    try:
-        fd = work.open_file(UNDO_RECORD)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise _bad(f"it cannot be opened: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_RECORD_BYTES:
-            raise _bad("it is not a regular file of a size we write")
-        data = os.pread(fd, st.st_size + 1, 0)
-    finally:
-        os.close(fd)
-    return parse_undo_record(data)
+    data = read_small_file(work, UNDO_RECORD, MAX_RECORD_BYTES, "undo record", _bad)
+    return None if data is None else parse_undo_record(data)
 
 
 def write_undo_record(work: Folder, record: UndoRecord) -> None:
