@@ -159,6 +159,8 @@ def check_archive(
                 report = verify_reader(reader)
             except InvalidArchive as exc:  # e.g. a manifest over its limit
                 problems, ok = (str(exc),), False
+            except OSError as exc:  # the disk failed to read it back: that is damage too
+                problems, ok = (f"Cannot read archive {name}: {exc.strerror}",), False
             else:
                 problems, ok = tuple(report.problems), report.ok
     if not _still_same(run, name, identity):

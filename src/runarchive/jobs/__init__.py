@@ -13,6 +13,7 @@ from .context import JobsContext
 from .delete import delete_archive
 from .enqueue import enqueue_archive, enqueue_prune, enqueue_restore, enqueue_undo, running_job
 from .errors import Canceled, JobRunning, NotCancelable, QueueUnavailable
+from .health import Health, archive_health
 from .jobinfo import JOB_STATES, job_status
 from .lines import parse_line
 from .locks import acquire_lock, ensure_unlocked, lock_statuses, release_lock
@@ -27,6 +28,7 @@ __all__ = [
     "JOB_STATES",
     "SETTINGS_ENV",
     "CancelStatus",
+    "Health",
     "Canceled",
     "Event",
     "JobKind",
@@ -37,6 +39,7 @@ __all__ = [
     "Settings",
     "Trigger",
     "acquire_lock",
+    "archive_health",
     "cancel_job",
     "delete_archive",
     "embedded_url",
