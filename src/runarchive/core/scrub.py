@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .catalog import scan_archives
 from .errors import InvalidArchive, InvalidInput, NotFound, UnsafeRun
+from .isotime import iso_utc
 from .limits import Limits
 from .names import is_dot_component, validate_runid
 from .reader import ArchiveReader, open_archive_fd, verify_reader
@@ -93,7 +94,7 @@ class CheckResult:
             "health": self.health,
             "damage": self.damage,
             "problems": list(self.problems),
-            "checked_at": self.checked_at.isoformat().replace("+00:00", "Z"),
+            "checked_at": iso_utc(self.checked_at),
             "bytes": self.bytes_read,
         }
 

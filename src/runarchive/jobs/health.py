@@ -25,9 +25,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import redis
 
 from runarchive.core import (
     ArchiveIdentity,
@@ -40,8 +44,11 @@ from runarchive.core import (
     open_run,
 )
 
+from .connection import redact
 from .context import JobsContext
+from .errors import QueueUnavailable
 from .lines import scrub_paths
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -214,3 +221,19 @@ def refuse_damaged(ctx: JobsContext, run: RunDir, name: str) -> None:
         f"Archive {name} is damaged, so it was not restored: {health.damage} (found by the "
         f"scrub at {when}). Restore another archive, or delete this one."
     )
+
+
+@contextmanager
+def recording(redis_url: str) -> Iterator[Callable[[str, CheckResult], None]]:
+    """Yield ``record(runid, result)`` keeping results as the scrub job does (the CLI's
+    ``scrub`` with a Redis URL); Redis unreachable is ``QueueUnavailable`` (exit 1)."""
+    settings = Settings.from_env(redis_url=redis_url)
+    with JobsContext.from_settings(settings) as ctx:
+
+        def record(runid: str, result: CheckResult) -> None:
+            try:
+                record_result(ctx, runid, result)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                raise QueueUnavailable(detail=f"Redis at {redact(redis_url)}: {exc}") from exc
+
+        yield record
