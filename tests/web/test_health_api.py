@@ -9,6 +9,7 @@ import zipfile
 from runarchive.core import check_archive, open_run
 from runarchive.jobs import running_job
 from runarchive.jobs.health import record_result
+from runarchive.web.openapi import document
 from tests.support.runs import flip_entry_byte
 from tests.support.tree import snapshot
 from tests.support.web import Run, WebEnv
@@ -38,6 +39,7 @@ def test_a_new_archive_lists_unchecked_then_ok_once_checked(web: WebEnv) -> None
     row = _row(web, run)
     assert row["health"] == "ok" and row["damage"] is None
     assert ISO_Z.match(str(row["checked_at"]))
+    assert set(row) <= set(document()["components"]["schemas"]["Archive"]["properties"])
 
 
 def test_a_damaged_archive_lists_damaged_naming_the_entry(web: WebEnv) -> None:
