@@ -4,7 +4,9 @@ pass per interval however many workers, low priority, results bound to the file 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import threading
 import time
 import zipfile
@@ -12,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from rq.registry import FinishedJobRegistry
+from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
 from runarchive.core import DamagedArchive, create_archive, list_archives
 from runarchive.jobs import archive_health, enqueue_restore, job_status, running_job
@@ -24,7 +26,7 @@ from tests.support.channel import Recorder
 from tests.support.runs import flip_entry_byte, make_mixed_run
 from tests.support.tree import snapshot
 from tests.support.waiting import wait_until
-from tests.support.workers import Workers
+from tests.support.workers import Workers, children
 
 pytestmark = pytest.mark.slow
 
@@ -235,3 +237,27 @@ def test_a_restore_job_refuses_an_archive_found_damaged_after_it_was_queued(
     assert len(errors) == 1 and f"Archive {names['stored']} is damaged" in errors[0]
     assert "'data.bin'" in errors[0]
     assert snapshot(run) == before
+
+
+def test_a_worker_killed_mid_scrub_leaves_no_half_result_and_the_next_pass_goes_on(
+    ctx: JobsContext, runid: str, workers: Workers
+) -> None:
+    _, names = _damaged_run(ctx, runid)
+    slow = {**SCRUB_ON, "RUNARCHIVE_SCRUB_RATE": str(64 * 1024)}  # ~4 s per archive
+    worker = workers.start(env=slow)
+    started = StartedJobRegistry(ctx.settings.scrub_queue, connection=ctx.clients.rq)
+    wait_until(lambda: len(started.get_job_ids()) == 1, timeout=30)
+    time.sleep(1.0)  # mid-read of the first archive
+    horses = children(worker.pid)
+    assert horses, workers.log_text()
+    for pid in horses:
+        os.kill(pid, signal.SIGKILL)
+    worker.kill()
+    worker.wait(timeout=10)
+    raw = ctx.clients.data.hgetall(ctx.keys.health(runid))
+    assert len(raw) < 3  # the pass did not get through
+    assert list(_health(ctx, runid, names).values()).count("unchecked") == 3 - len(raw)
+    # The next interval's pass (the key expired) goes on, and finishes.
+    ctx.clients.data.delete(ctx.keys.scrub_pass())
+    _burst(workers)
+    assert _health(ctx, runid, names) == {"fine": "ok", "stored": "damaged", "deflated": "damaged"}
