@@ -3,7 +3,8 @@
 A thin layer over ``runarchive.core``: ``enqueue`` claims the run's slot and queues
 ``tasks.archive_rq``/``tasks.restore_archive_rq``/``tasks.undo_restore_rq``; the worker runs
 them and ``lifecycle`` makes sure every job, however it ends, publishes exactly one final
-trigger and frees its slot.
+trigger and frees its slot. The periodic scrub (``scrub``, on its own low-priority queue) verifies
+every archive and keeps what it found outside the run (``health``).
 See ``docs/jobs.md``.
 """
 
@@ -28,9 +29,9 @@ __all__ = [
     "JOB_STATES",
     "SETTINGS_ENV",
     "CancelStatus",
-    "Health",
     "Canceled",
     "Event",
+    "Health",
     "JobKind",
     "JobRunning",
     "JobsContext",
