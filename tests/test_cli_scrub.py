@@ -14,6 +14,7 @@ from runarchive.jobs.context import JobsContext
 from runarchive.jobs.runs import locate_run
 from tests.support.processes import run_cli
 from tests.support.runs import flip_entry_byte, make_mixed_run
+from tests.support.tree import snapshot
 
 
 def _damaged_run(root: Path, runid: str) -> tuple[Path, dict[str, str]]:
@@ -93,3 +94,26 @@ def test_scrub_with_redis_down_says_so_and_exits_1(tmp_path: Path) -> None:
     done = run_cli("scrub", run, "--redis-url", "redis://127.0.0.1:1/0")
     assert done.returncode == 1
     assert "Redis" in done.stderr
+
+
+def test_restore_with_redis_refuses_an_archive_the_scrub_found_damaged(
+    tmp_path: Path, redis_url: str
+) -> None:
+    root = tmp_path / "runs"
+    runid = f"scrub-{uuid.uuid4().hex[:8]}"
+    run, names = _damaged_run(root, runid)
+    prefix = f"ra-test-{uuid.uuid4().hex[:8]}"
+    env = {"RUNARCHIVE_KEY_PREFIX": prefix}
+    assert run_cli("scrub", run, "--redis-url", redis_url, **env).returncode == 4
+    before = snapshot(run)
+    refused = run_cli(
+        "restore", run, names["stored"], "--yes", "--json", "--redis-url", redis_url, **env
+    )
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    error = json.loads(refused.stdout)["error"]
+    assert error["code"] == "damaged_archive"
+    assert f"Archive {names['stored']} is damaged" in error["message"]
+    assert "'data.bin'" in error["message"]
+    assert snapshot(run) == before
+    fine = run_cli("restore", run, names["fine"], "--yes", "--redis-url", redis_url, **env)
+    assert fine.returncode == 0, fine.stderr

@@ -169,7 +169,8 @@ def archive_health(ctx: JobsContext, run: RunRef, names: list[str]) -> dict[str,
 
 def health_now(ctx: JobsContext, run: RunDir, name: str) -> Health:
     """Return the health of archive ``name`` of the open run as it is on disk now."""
-    record = _records(ctx, run.runid).get(name)
+    raw = ctx.clients.data.hget(ctx.keys.health(run.runid), name)
+    record = _decode(raw) if isinstance(raw, str) else None
     if record is None or _identities(run, [name]).get(name) != record.identity:
         return UNCHECKED
     return record.health
@@ -185,9 +186,12 @@ def record_result(ctx: JobsContext, runid: str, result: CheckResult) -> bool:
     """Keep ``result`` as the archive's health; return whether it newly found damage (then the
     run's channel gets one ``Archive damaged:`` line)."""
     key = ctx.keys.health(runid)
-    data = ctx.clients.data
-    previous_raw = data.hget(key, result.name)
-    data.hset(key, result.name, _encode(result))
+    with ctx.clients.data.pipeline(
+        transaction=True
+    ) as pipe:  # read the old, write the new: one step
+        pipe.hget(key, result.name)
+        pipe.hset(key, result.name, _encode(result))
+        previous_raw, _ = pipe.execute()
     if result.ok or result.damage is None:
         return False
     previous = _decode(previous_raw) if previous_raw is not None else None
