@@ -3,6 +3,7 @@ pass per interval however many workers, low priority, results bound to the file 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from runarchive.jobs.context import JobsContext
 from runarchive.jobs.health import record_result
 from runarchive.jobs.runs import locate_run
 from runarchive.jobs.scrub import run_step, schedule_scrub
+from runarchive.jobs.settings import Settings
 from tests.support.channel import Recorder
 from tests.support.runs import flip_entry_byte, make_mixed_run
 from tests.support.tree import snapshot
@@ -31,6 +33,12 @@ from tests.support.workers import Workers, children
 pytestmark = pytest.mark.slow
 
 SCRUB_ON = {"RUNARCHIVE_SCRUB_INTERVAL": "3600"}
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The jobs tests' deployment with the scrub on (an hour's interval)."""
+    return dataclasses.replace(settings, scrub_interval=3600)
 
 
 def _damaged_run(ctx: JobsContext, runid: str) -> tuple[Path, dict[str, str]]:
