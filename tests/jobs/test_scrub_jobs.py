@@ -113,6 +113,8 @@ def test_a_record_not_in_the_shape_we_write_is_ignored(ctx: JobsContext, runid: 
         {**good, "id": ident[:4]},
         {**good, "extra": 1},
         {**good, "at": "yesterday"},
+        {**good, "at": 1e300},  # no date
+        {**good, "id": [*ident[:4], True]},
     ):
         ctx.clients.data.hset(key, names["stored"], json.dumps(bad))
         assert _health(ctx, runid, names)["stored"] == "unchecked", bad

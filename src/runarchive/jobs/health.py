@@ -119,7 +119,10 @@ def _decode(raw: str) -> _Record | None:
         return None
     if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in ident):
         return None
-    when = datetime.fromtimestamp(at, UTC)
+    try:
+        when = datetime.fromtimestamp(at, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
     return _Record(ArchiveIdentity(*ident), Health(state, when, damage))
 
 
