@@ -21,6 +21,7 @@ from runarchive.core import DamagedArchive, create_archive, list_archives
 from runarchive.jobs import archive_health, enqueue_restore, job_status, running_job
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.health import record_result
+from runarchive.jobs.lines import archive_damaged_line, parse_line
 from runarchive.jobs.runs import locate_run
 from runarchive.jobs.scrub import run_step, schedule_scrub
 from runarchive.jobs.settings import Settings
@@ -271,3 +272,11 @@ def test_a_worker_killed_mid_scrub_leaves_no_half_result_and_the_next_pass_goes_
     ctx.clients.data.delete(ctx.keys.scrub_pass())
     _burst(workers)
     assert _health(ctx, runid, names) == {"fine": "ok", "stored": "damaged", "deflated": "damaged"}
+
+
+def test_the_damage_line_is_one_line_without_server_paths() -> None:
+    damage = "Cannot read archive r.zip: Input/output error\n at /srv/runs/ab/r/archives/r.zip"
+    assert archive_damaged_line("r.zip", damage) == (
+        "Archive damaged: r.zip: Cannot read archive r.zip: Input/output error at <path>"
+    )
+    assert parse_line(archive_damaged_line("r.zip", "x")).event is None  # free text

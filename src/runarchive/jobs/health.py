@@ -47,7 +47,7 @@ from runarchive.core import (
 from .connection import redact
 from .context import JobsContext
 from .errors import QueueUnavailable
-from .lines import scrub_paths
+from .lines import archive_damaged_line
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,12 +80,6 @@ UNCHECKED = Health("unchecked")
 class _Record:
     identity: ArchiveIdentity
     health: Health
-
-
-def damaged_line(name: str, damage: str) -> str:
-    """Return ``Archive damaged: <name>: <damage>`` (one line, server paths scrubbed)."""
-    text = scrub_paths(" ".join(damage.split()))
-    return f"Archive damaged: {name}: {text}"
 
 
 def _encode(result: CheckResult) -> str:
@@ -204,7 +198,7 @@ def record_result(ctx: JobsContext, runid: str, result: CheckResult) -> bool:
         and previous.health.state == "damaged"
     ):
         return False  # already said for this very file
-    ctx.stream(runid).publish(damaged_line(result.name, result.damage))
+    ctx.stream(runid).publish(archive_damaged_line(result.name, result.damage))
     return True
 
 
