@@ -25,6 +25,12 @@ def test_our_keys_take_the_prefix() -> None:
     assert keys.undo_expiry() == "runarchive:undo-expiry"
 
 
+def test_the_scrub_keys_take_the_prefix() -> None:
+    keys = Keys("runarchive")
+    assert keys.health("abc") == "runarchive:health:abc"
+    assert keys.scrub_pass() == "runarchive:scrub:pass"
+
+
 def test_a_custom_prefix_moves_every_own_key() -> None:
     keys = Keys("tenant2")
     assert keys.slot("r") == "tenant2:slot:r"

@@ -94,6 +94,17 @@ class Keys:
         the worker's maintenance drops the expired ones."""
         return f"{self.prefix}:undo-expiry"
 
+    def health(self, runid: str) -> str:
+        """Hash of the scrub's results for the run's archives: archive name -> JSON record
+        bound to the archive file's identity (``jobs.health``); kept outside the run, whose
+        tree anyone who can write the run could rewrite."""
+        return f"{self.prefix}:health:{runid}"
+
+    def scrub_pass(self) -> str:
+        """The current scrub pass (``<pass id> <started, Unix seconds>``): claimed once per
+        interval deployment-wide (compare-and-set), expiring with the interval (``jobs.scrub``)."""
+        return f"{self.prefix}:scrub:pass"
+
     # --- compatibility names (no prefix) ------------------------------------------------------
 
     @staticmethod

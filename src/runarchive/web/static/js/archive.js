@@ -46,7 +46,11 @@
   // Job kinds, as jobstatus reports them.
   const KIND = Object.freeze({ ARCHIVE: "archive", RESTORE: "restore", UNDO: "undo" });
   // Free-text status lines the page reacts to (see runarchive.jobs.lines).
-  const LINE_PREFIX = Object.freeze({ ERROR: "Error: ", DELETED: "Archive deleted: " });
+  const LINE_PREFIX = Object.freeze({
+    ERROR: "Error: ",
+    DELETED: "Archive deleted: ",
+    DAMAGED: "Archive damaged: ", // the scrub found damage: the list shows the badge
+  });
   // Used only when the server sends no trigger: RQ's final states and what they mean.
   const DEFAULT_FINAL_STATES = Object.freeze({
     finished: true,
@@ -323,7 +327,8 @@
     if (ui.archiveBtn) ui.archiveBtn.disabled = busy;
     if (ui.undoBtn) ui.undoBtn.disabled = busy;
     for (const button of ui.rows.querySelectorAll("button[data-action]")) {
-      button.disabled = busy;
+      // A damaged archive's Restore stays off: the server refuses it (409, the damage named).
+      button.disabled = busy || button.dataset.refused === "damaged";
     }
     updateCancel();
   }
@@ -421,6 +426,34 @@
         }),
       );
     }
+    // What the scrub found: a badge with a word (not only a colour), and the damage in text.
+    const damaged = archive.health === "damaged";
+    if (damaged) {
+      nameCell.append(
+        " ",
+        el("span", {
+          className: "badge badge-danger",
+          dataset: { health: "damaged" },
+          title: archive.damage || "",
+          text: "Damaged",
+        }),
+        el("span", {
+          className: "row-damage",
+          dataset: { damageFor: name },
+          text: `Damaged: ${String(archive.damage || "the scrub found damage").replace(/\.$/, "")}. Restore is refused.`,
+        }),
+      );
+    } else if (archive.health === "ok" && archive.checked_at) {
+      nameCell.append(
+        " ",
+        el("span", {
+          className: "badge badge-muted",
+          dataset: { health: "ok" },
+          title: `Every byte checked ${new Date(archive.checked_at).toLocaleString()}`,
+          text: "verified",
+        }),
+      );
+    }
     const links = Number(archive.links) || 0;
     if (links > 0) {
       nameCell.append(
@@ -464,8 +497,14 @@
         el("button", {
           type: "button",
           className: "button button-small",
-          dataset: { action: "restore", name },
-          "aria-label": `Restore the run from ${name}`,
+          dataset: damaged
+            ? { action: "restore", name, refused: "damaged" }
+            : { action: "restore", name },
+          "aria-label": damaged
+            ? `Restore refused: ${name} is damaged`
+            : `Restore the run from ${name}`,
+          title: damaged ? "Damaged: the server refuses to restore it" : undefined,
+          disabled: damaged ? "" : undefined,
           text: "Restore",
         }),
         el("button", {
@@ -1047,6 +1086,7 @@
     if (match) return { text: `Cleared ${match[1]} cached NoDb entries` };
     if (text.startsWith(LINE_PREFIX.ERROR)) return { text, kind: "error", stamp: "ended" };
     if (text.startsWith(LINE_PREFIX.DELETED)) return { text, kind: "done", job: false };
+    if (text.startsWith(LINE_PREFIX.DAMAGED)) return { text, kind: "error", job: false };
     return { text };
   }
 
@@ -1163,7 +1203,9 @@
       if (job && text.startsWith(LINE_PREFIX.ERROR)) {
         job.lastError = text.slice(LINE_PREFIX.ERROR.length);
       }
-      if (text.startsWith(LINE_PREFIX.DELETED)) scheduleListRefresh();
+      if (text.startsWith(LINE_PREFIX.DELETED) || text.startsWith(LINE_PREFIX.DAMAGED)) {
+        scheduleListRefresh();
+      }
       return;
     }
     if (line.event === EVENTS.PROGRESS) {
