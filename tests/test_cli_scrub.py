@@ -32,7 +32,7 @@ def _damaged_run(root: Path, runid: str) -> tuple[Path, dict[str, str]]:
 def test_scrub_flags_a_flipped_stored_and_deflated_entry_and_exits_4(tmp_path: Path) -> None:
     run, names = _damaged_run(tmp_path / "runs", "scrub-cli-run")
     done = run_cli("scrub", run, "--json")
-    assert done.returncode == 4, done.stderr
+    assert done.returncode == 5, done.stderr
     body = json.loads(done.stdout)
     rows = {row["name"]: row for row in body["archives"]}
     assert (body["checked"], body["damaged"]) == (3, 2)
@@ -44,7 +44,7 @@ def test_scrub_flags_a_flipped_stored_and_deflated_entry_and_exits_4(tmp_path: P
     assert {row["run"] for row in body["archives"]} == {"scrub-cli-run"}
 
     text = run_cli("scrub", run)
-    assert text.returncode == 4
+    assert text.returncode == 5
     assert f"scrub-cli-run/{names['fine']}: ok\n" in text.stdout
     assert f"scrub-cli-run/{names['stored']}: DAMAGED: CRC mismatch in 'data.bin'" in text.stdout
     assert text.stdout.endswith("Checked 3 archives of 1 run: 2 damaged.\n")
@@ -56,7 +56,7 @@ def test_scrub_without_a_run_checks_every_run_under_the_runs_root(tmp_path: Path
     clean = make_mixed_run(root, "second-run")
     create_archive(clean, "ok")
     done = run_cli("scrub", "--json", RUNARCHIVE_RUNS_ROOT=str(root))
-    assert done.returncode == 4
+    assert done.returncode == 5
     body = json.loads(done.stdout)
     assert [row["run"] for row in body["archives"]] == ["first-run"] * 3 + ["second-run"]
 
@@ -80,7 +80,7 @@ def test_scrub_with_redis_records_what_the_dashboard_shows(tmp_path: Path, redis
         assert {h.state for h in before.values()} == {"unchecked"}
 
         done = run_cli("scrub", run, "--redis-url", redis_url, RUNARCHIVE_KEY_PREFIX=prefix)
-        assert done.returncode == 4, done.stderr
+        assert done.returncode == 5, done.stderr
         after = archive_health(ctx, ref, list(names.values()))
         assert after[names["fine"]].state == "ok"
         assert after[names["stored"]].state == "damaged"
@@ -104,7 +104,7 @@ def test_restore_with_redis_refuses_an_archive_the_scrub_found_damaged(
     run, names = _damaged_run(root, runid)
     prefix = f"ra-test-{uuid.uuid4().hex[:8]}"
     env = {"RUNARCHIVE_KEY_PREFIX": prefix}
-    assert run_cli("scrub", run, "--redis-url", redis_url, **env).returncode == 4
+    assert run_cli("scrub", run, "--redis-url", redis_url, **env).returncode == 5
     before = snapshot(run)
     refused = run_cli(
         "restore", run, names["stored"], "--yes", "--json", "--redis-url", redis_url, **env

@@ -71,7 +71,7 @@ def test_a_damaged_archive_is_flagged_live_with_its_damage_and_cannot_be_restore
     prefix = web.ctx.settings.key_prefix
     done = run_cli("scrub", run.path, "--redis-url", str(web.ctx.settings.redis_url),
                    RUNARCHIVE_KEY_PREFIX=prefix)  # fmt: skip
-    assert done.returncode == 4, done.stdout + done.stderr
+    assert done.returncode == 5, done.stdout + done.stderr
 
     # The line "Archive damaged: …" reaches the page, which lists again: no reload.
     badge = bad_row.locator("[data-health=damaged]")

@@ -3,7 +3,7 @@
 0 success; 1 the operation failed (damage found, unsafe archive, no space, Redis configured but
 unreachable…); 2 bad input (arguments, names, a short password); 3 refused because something
 holds the run (another operation, a job, the host's ``.nodb`` locks, a read-only marker, a job
-past the point of canceling) or the archive is pinned; 4 ``scrub`` checked every archive and
+past the point of canceling) or the archive is pinned; 5 ``scrub`` checked every archive and
 found damage.
 
 The library names its errors (each class's ``code``); the codes are looked up along the error's
@@ -27,7 +27,7 @@ from runarchive.core import RunArchiveError
 FAILED = 1
 BAD_INPUT = 2
 REFUSED = 3
-DAMAGE_FOUND = 4  # ``scrub`` ran and found a damaged archive (not an error of the command)
+DAMAGE_FOUND = 5  # ``scrub`` ran and found a damaged archive (not an error of the command)
 
 EXIT_CODES: dict[str, int] = {
     "invalid_input": BAD_INPUT,

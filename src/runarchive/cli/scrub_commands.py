@@ -9,7 +9,7 @@ is recorded where the scrub job keeps its own (``jobs.health``: outside the run,
 archive file's identity), so the dashboard's badges and the restore refusal follow.
 
 ``--rate`` bounds the reads (bytes per second; default unbounded: an operator who types the
-command wants the answer now). Exit code ``DAMAGE_FOUND`` (4) when any archive is damaged, so
+command wants the answer now). Exit code ``DAMAGE_FOUND`` (5) when any archive is damaged, so
 cron can tell "damage found" from "could not run" (1, 2).
 """
 
