@@ -44,9 +44,11 @@ if TYPE_CHECKING:  # what mypy and readers see; at run time ``__getattr__`` impo
         Pinned,
         ReadOnlyRun,
         RunArchiveError,
+        RunExists,
         UnsafeArchive,
         UnsafeRun,
     )
+    from .fork import ForkResult, ForkStage, fork_archive, recover_forks_in
     from .fsutil import human_bytes
     from .inside import (
         Contents,
@@ -112,6 +114,11 @@ if TYPE_CHECKING:  # what mypy and readers see; at run time ``__getattr__`` impo
 
 # Every public name and the submodule that defines it.
 _EXPORTS = {
+    "ForkResult": "fork",
+    "ForkStage": "fork",
+    "RunExists": "errors",
+    "fork_archive": "fork",
+    "recover_forks_in": "fork",
     "NothingToUndo": "errors",
     "RestorePaths": "partial",
     "check_restore_paths": "partial",
@@ -251,6 +258,8 @@ __all__ = [
     "EntryNotFound",
     "Extracted",
     "Folder",
+    "ForkResult",
+    "ForkStage",
     "InvalidArchive",
     "InvalidCursor",
     "InvalidInput",
@@ -280,6 +289,7 @@ __all__ = [
     "RestoreResult",
     "RunArchiveError",
     "RunDir",
+    "RunExists",
     "RunRef",
     "TextDiff",
     "Tree",
@@ -301,6 +311,7 @@ __all__ = [
     "expire_run_undo",
     "extract_files",
     "find_nodb_files",
+    "fork_archive",
     "has_control_characters",
     "has_hidden_characters",
     "human_bytes",
@@ -329,6 +340,7 @@ __all__ = [
     "prune_archives",
     "purge_trash",
     "read_contents",
+    "recover_forks_in",
     "recover_run",
     "restore_archive",
     "run_lock",

@@ -124,3 +124,16 @@ class NothingToUndo(RunArchiveError):
     or undo, or what it kept expired."""
 
     code = "nothing_to_undo"
+
+
+class RunExists(RunArchiveError):
+    """Something (a run, a file, a link) already has the name a new run was to take."""
+
+    code = "run_exists"
+
+    def __init__(self, runid: str) -> None:
+        self.runid = runid
+        super().__init__(
+            f"Run {runid} already exists (or something else has that name); nothing was "
+            "changed. Choose another name for the new run."
+        )
