@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # what mypy and readers see; at run time ``__getattr__`` impo
         UnsafeArchive,
         UnsafeRun,
     )
-    from .fork import ForkResult, ForkStage, fork_archive, recover_forks_in
+    from .fork import ForkResult, ForkStage, fork_archive, recover_forks_in, rewrite_run_paths
     from .fsutil import human_bytes
     from .inside import (
         Contents,
@@ -72,6 +72,7 @@ if TYPE_CHECKING:  # what mypy and readers see; at run time ``__getattr__`` impo
         Comment,
         archive_ref,
         display_comment,
+        generate_runid,
         has_control_characters,
         has_hidden_characters,
         is_archive_name,
@@ -117,8 +118,10 @@ _EXPORTS = {
     "ForkResult": "fork",
     "ForkStage": "fork",
     "RunExists": "errors",
+    "generate_runid": "names",
     "fork_archive": "fork",
     "recover_forks_in": "fork",
+    "rewrite_run_paths": "fork",
     "NothingToUndo": "errors",
     "RestorePaths": "partial",
     "check_restore_paths": "partial",
@@ -312,6 +315,7 @@ __all__ = [
     "extract_files",
     "find_nodb_files",
     "fork_archive",
+    "generate_runid",
     "has_control_characters",
     "has_hidden_characters",
     "human_bytes",
@@ -343,6 +347,7 @@ __all__ = [
     "recover_forks_in",
     "recover_run",
     "restore_archive",
+    "rewrite_run_paths",
     "run_lock",
     "run_policy",
     "scan_run",

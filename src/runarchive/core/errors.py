@@ -131,9 +131,10 @@ class RunExists(RunArchiveError):
 
     code = "run_exists"
 
-    def __init__(self, runid: str) -> None:
+    def __init__(self, runid: str, *, forking_job: str | None = None) -> None:
         self.runid = runid
-        super().__init__(
-            f"Run {runid} already exists (or something else has that name); nothing was "
-            "changed. Choose another name for the new run."
-        )
+        if forking_job is not None:
+            message = f"Another fork (job {forking_job}) is making run {runid}"
+        else:
+            message = f"Run {runid} already exists (or something else has that name)"
+        super().__init__(f"{message}; nothing was changed. Choose another name for the new run.")

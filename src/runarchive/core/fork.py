@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import fcntl
 import os
@@ -120,7 +121,11 @@ def fork_archive(
     when missing; the folder above it must exist. See the module's notes for the order and the crash
     semantics. ``reader`` is archive ``name`` already open (it stays the caller's to close).
     """
-    report = progress or ignore_progress
+    given = progress or ignore_progress
+
+    def report(event: ProgressEvent) -> None:  # the extractor's events, named as a fork's
+        given(dataclasses.replace(event, op="fork"))
+
     lim = limits or Limits.from_env()
     runid = validate_runid(new_runid)
     with _open_parent(into, runid, make_parent) as parent:
@@ -288,3 +293,61 @@ def _rename_noreplace(src: Folder, name: str, dest: Folder, dest_name: str) -> N
         if code in (errno.EEXIST, errno.ENOTEMPTY):
             raise RunExists(dest_name)
         raise OSError(code, os.strerror(code), dest_name)
+
+
+MAX_NODB_BYTES = 256 << 20  # a state file larger than this is left as it is, not read whole
+
+
+def rewrite_run_paths(stage: ForkStage, old: list[str]) -> list[str]:
+    """Replace the absolute path(s) ``old`` of the source run by the new run's in the staged
+    ``.nodb`` files; return the files changed.
+
+    What WEPPcloud's own fork does to a copied run: its state files name their run folder
+    (``wd``), and a fork that kept the source's would write into the source. A path counts
+    only as a whole component sequence (followed by ``/``, a quote, a backslash or the end),
+    so ``/runs/abc`` never rewrites ``/runs/abcdef``. Each file is reached beneath the stage
+    by handle (a link among the archive's entries is never followed), rewritten to a new
+    file beside it and renamed over it, keeping its mode and mtime.
+    """
+    import re
+
+    wanted = sorted({p.rstrip("/") for p in old if p.rstrip("/")}, key=len, reverse=True)
+    if not wanted:
+        return []
+    pattern = re.compile(
+        b"(?:" + b"|".join(re.escape(os.fsencode(p)) for p in wanted) + rb')(?=[/"\\]|$)'
+    )
+    final = os.fsencode(str(stage.final))
+    changed = []
+    for rel in stage.nodb_files:
+        parent, _, base = rel.rpartition("/")
+        with stage.folder.open(parent) if parent else Folder(os.dup(stage.folder.fd), "") as f:
+            fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=f.fd)  # fmt: skip
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_NODB_BYTES:
+                    continue
+                pieces = []
+                while piece := os.read(fd, 1 << 20):
+                    pieces.append(piece)
+                data = b"".join(pieces)
+            finally:
+                os.close(fd)
+            new = pattern.sub(final, data)
+            if new == data:
+                continue
+            tmp = f".{base}.fork-{secrets.token_hex(4)}"
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          0o600, dir_fd=f.fd)  # fmt: skip
+            try:
+                view = memoryview(new)
+                while view:
+                    view = view[os.write(out, view) :]
+                os.fchmod(out, stat.S_IMODE(st.st_mode))
+                os.utime(out, ns=(st.st_mtime_ns, st.st_mtime_ns))
+            finally:
+                os.close(out)
+            os.rename(tmp, base, src_dir_fd=f.fd, dst_dir_fd=f.fd)
+            changed.append(rel)
+    return changed

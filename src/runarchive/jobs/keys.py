@@ -94,6 +94,11 @@ class Keys:
         the worker's maintenance drops the expired ones."""
         return f"{self.prefix}:undo-expiry"
 
+    def new_run_claim(self, runid: str) -> str:
+        """The id a fork job is making a new run under: the job's id, claimed with SET NX
+        (``jobs.newrun``), so two forks into one new run id never both start."""
+        return f"{self.prefix}:new-run:{runid}"
+
     # --- compatibility names (no prefix) ------------------------------------------------------
 
     @staticmethod
