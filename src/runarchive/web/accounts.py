@@ -147,6 +147,15 @@ def revoke_run(session: Session, runid: str, user: User) -> bool:
     return True
 
 
+def granted_to_others(session: Session, runid: str, user: User | None) -> bool:
+    """Tell whether anyone but ``user`` holds a grant on run ``runid`` (it may not exist yet:
+    an admin's grant ahead of time, or a fork's)."""
+    query = select(RunAccess.id).where(RunAccess.runid == runid)
+    if user is not None:
+        query = query.where(RunAccess.user_id != user.id)
+    return session.scalar(query.limit(1)) is not None
+
+
 def owns_run(session: Session, user: User, runid: str) -> bool:
     """Tell whether ``user`` was granted run ``runid``."""
     row = session.scalar(
