@@ -254,3 +254,78 @@ def test_recover_forks_removes_dead_stages_but_not_live_ones_or_runs(
     assert counted == [0]  # the dead one was already removed when the fork began
     assert not dead.exists()
     assert (root / "alive").is_dir() and run.is_dir()
+
+
+def test_a_link_planted_in_the_shard_at_the_new_name_is_refused(
+    archived: tuple[Path, str, dict[str, tuple[object, ...]]], tmp_path: Path
+) -> None:
+    run, name, _ = archived
+    shard, outside = run.parent / "sh", tmp_path / "outside"
+    shard.mkdir()
+    outside.mkdir()
+    (shard / "sharded-new").symlink_to(outside)
+    with pytest.raises(RunExists):
+        fork_archive(run, name, shard, "sharded-new", make_parent=True)
+    assert (shard / "sharded-new").is_symlink() and _entries(outside) == []
+    assert [n for n in _entries(shard) if n.startswith(STAGE_PREFIX)] == []
+
+
+@pytest.mark.parametrize("planted", ["link", "empty-folder", "file"])
+def test_something_planted_at_the_new_name_while_staging_wins_and_the_fork_leaves_no_trace(
+    archived: tuple[Path, str, dict[str, tuple[object, ...]]], tmp_path: Path, planted: str
+) -> None:
+    run, name, _ = archived
+    new, outside = run.parent / "raced", tmp_path / "outside"
+    outside.mkdir()
+
+    def plant(stage: object) -> None:  # after the check, before the rename
+        if planted == "link":
+            new.symlink_to(outside)
+        elif planted == "empty-folder":
+            new.mkdir()
+        else:
+            new.write_text("planted\n")
+
+    with pytest.raises(RunExists):
+        fork_archive(run, name, new.parent, new.name, before_publish=plant)
+    assert _entries(outside) == []
+    if planted == "empty-folder":
+        assert new.is_dir() and _entries(new) == []  # not replaced by the fork
+    elif planted == "file":
+        assert new.read_text() == "planted\n"
+    else:
+        assert new.is_symlink()
+    assert [n for n in _entries(run.parent) if n.startswith(STAGE_PREFIX)] == []
+
+
+def test_the_nodb_rewrite_changes_whole_paths_only_and_never_follows_a_link(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    from runarchive.core import rewrite_run_paths
+
+    victim = tmp_path / "victim.nodb"
+    victim.write_text(str(run_dir))
+    src = str(run_dir)
+    build_tree(run_dir, {
+        "wepp.nodb": File(f'{{"wd": "{src}", "f": "{src}/a/b", "n": "{src}-2/x"}}'.encode()),
+        "sub": Dir(),
+        "sub/linked.nodb": Link(str(victim)),
+    })  # fmt: skip
+    name = create_archive(run_dir).name
+    changed: list[list[str]] = []
+
+    def rewrite(stage: object) -> None:
+        from runarchive.core import ForkStage
+
+        assert isinstance(stage, ForkStage)
+        changed.append(rewrite_run_paths(stage, [src]))
+
+    fork_archive(run_dir, name, run_dir.parent, "rewritten", before_publish=rewrite,
+                 allow_external_links=True)  # fmt: skip
+    new = run_dir.parent / "rewritten"
+    assert changed == [["wepp.nodb"]]  # the link is not a .nodb file of the plan
+    assert (new / "wepp.nodb").read_text() == (
+        f'{{"wd": "{new}", "f": "{new}/a/b", "n": "{src}-2/x"}}'
+    )
+    assert os.stat(new / "wepp.nodb").st_mtime_ns == 1_600_000_000_123_456_789
+    assert victim.read_text() == str(run_dir)
