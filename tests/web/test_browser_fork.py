@@ -2,10 +2,14 @@
 
 The module's app runs on a real werkzeug server (conftest's ``live``) with a real worker; the
 new run is checked on disk against the archived run, and its grant in the accounts.
+
+Screenshots go to a temporary folder; with ``RUNARCHIVE_UPDATE_SCREENSHOTS=1`` they replace
+``docs/screenshots/dashboard-fork.png`` (the dialog) and ``dashboard-fork-done.png``.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +27,8 @@ from tests.support.workers import Workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(300)]
 
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "docs" / "screenshots"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
@@ -81,8 +87,9 @@ def _granted_to_alice(web: WebEnv, runid: str) -> bool:
 
 
 def test_fork_from_the_keyboard_makes_the_run_and_links_to_its_dashboard(
-    web: WebEnv, worker: Workers, open_page: Callable[..., Page]
+    web: WebEnv, worker: Workers, open_page: Callable[..., Page], tmp_path: Path
 ) -> None:
+    shots = SCREENSHOTS if os.environ.get("RUNARCHIVE_UPDATE_SCREENSHOTS") == "1" else tmp_path
     run, name, archived = archived_run(web)
     new_id = f"{run.name}-copy"
     page = open_page()
@@ -97,6 +104,7 @@ def test_fork_from_the_keyboard_makes_the_run_and_links_to_its_dashboard(
     expect(page.locator("#ra-fork-name")).to_have_text(name)
     expect(page.locator("#ra-fork-id")).to_be_focused()
     page.keyboard.type(new_id)
+    page.screenshot(path=str(shots / "dashboard-fork.png"))
     page.keyboard.press("Enter")
 
     expect(dialog).to_be_hidden()
@@ -109,6 +117,7 @@ def test_fork_from_the_keyboard_makes_the_run_and_links_to_its_dashboard(
     activity = page.locator("#ra-activity")
     expect(activity).to_contain_text(f"Fork of {name} into {new_id} started")
     expect(activity).to_contain_text(f"Fork complete: {new_id} from {name}")
+    page.screenshot(path=str(shots / "dashboard-fork-done.png"))
 
     new = web.runs_root / new_id
     assert snapshot(new) == archived and not (new / "archives").exists()
