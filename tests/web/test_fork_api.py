@@ -161,3 +161,60 @@ def test_two_forks_racing_for_one_new_runid_one_is_queued_and_only_its_user_gran
     slots = [running_job(web.ctx, r.runid) for r in (first, second)]
     assert sum(s is not None for s in slots) == 1  # the loser holds nothing
     assert _grantees(web, new_id) == {winner}
+
+
+def _pending(web: WebEnv, runid: str) -> int:
+    from sqlalchemy import func, select
+
+    from runarchive.web.models import PendingFork
+
+    with web.app.app_context():
+        query = select(func.count()).select_from(PendingFork).where(PendingFork.runid == runid)
+        return int(db().session.scalar(query) or 0)
+
+
+def test_a_failed_fork_leaves_no_usable_grant_once_its_end_is_seen(
+    web: WebEnv, workers: Workers
+) -> None:
+    run = web.new_run()
+    new_id = f"{run.runid}-failed"
+    response = _fork(web, run, new_runid=new_id)
+    assert response.status_code == 202
+    assert _grantees(web, new_id) == {"alice"} and _pending(web, new_id) == 1
+    proc = workers.start("--burst", env={"RUNARCHIVE_POST_FORK_HOOKS": "tests.jobs.forkhooks:fail"})
+    assert proc.wait(timeout=120) == 0, workers.log_text()
+    assert not (web.runs_root / new_id).exists()
+
+    # Someone makes a run under that id by other means (the host application).
+    make_small_run(web.runs_root, new_id)
+    owner = web.as_role("owner")
+    assert owner.get(f"/runs/{new_id}/archive/list").status_code == 403  # settled: not hers
+    assert _grantees(web, new_id) == set() and _pending(web, new_id) == 0
+    assert new_id not in owner.get("/").get_data(as_text=True)
+
+
+def test_a_successful_fork_keeps_its_grant_when_settled(web: WebEnv, workers: Workers) -> None:
+    run = web.new_run()
+    new_id = f"{run.runid}-made"
+    assert _fork(web, run, new_runid=new_id).status_code == 202
+    assert workers.burst() == 0, workers.log_text()
+    owner = web.as_role("owner")
+    assert new_id in owner.get("/").get_data(as_text=True)  # the index settles her forks
+    assert _pending(web, new_id) == 0 and _grantees(web, new_id) == {"alice"}
+    assert owner.get(f"/runs/{new_id}/archive/list").status_code == 200
+
+
+def test_a_grant_held_before_the_fork_is_not_the_forks_to_take_back(
+    web: WebEnv, workers: Workers
+) -> None:
+    run = web.new_run()
+    new_id = f"{run.runid}-pregranted"
+    with web.app.app_context():
+        session = db().session
+        grant_run(session, new_id, require_user(session, "alice"))
+    assert _fork(web, run, new_runid=new_id).status_code == 202
+    assert _pending(web, new_id) == 0  # nothing recorded: her grant predates the fork
+    proc = workers.start("--burst", env={"RUNARCHIVE_POST_FORK_HOOKS": "tests.jobs.forkhooks:fail"})
+    assert proc.wait(timeout=120) == 0, workers.log_text()
+    web.as_role("owner").get(f"/runs/{new_id}/archive/list")
+    assert _grantees(web, new_id) == {"alice"}

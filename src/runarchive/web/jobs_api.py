@@ -20,8 +20,12 @@ jobs layer's claim, then the filesystem's no-replace rename), so of two forks ra
 id only the one queued is granted it; and a new id on which **another** user holds a grant is
 refused (409 ``run_exists``): it is promised to them. That same rule makes a failed fork's
 grant harmless to other users of runarchive: nobody else can fork into that id, and the
-requester is the only one it covers. Without a user of ours (a host's policy decides access),
-nothing is granted: the host's policy covers the new run as it covers every run.
+requester is the only one it covers — until it is settled: the grant is recorded as pending
+(``PendingFork``), and the next access check on that id keeps it if the job made the run and
+removes it otherwise (``access.may_write``), so a failed fork leaves no usable grant to a run
+someone else could later create there by other means. Without a user of ours (a host's policy
+decides access), nothing is granted: the host's policy covers the new run as it covers every
+run.
 
 The functions under the routes (``request_body``, ``start_archive``, ``start_restore``,
 ``remove_archive``, ``find_job``, ``cancel``) are the one implementation the WEPPcloud routes
@@ -162,11 +166,12 @@ def start_fork(run: RunView, body: dict[str, Any]) -> QueuedFork:
     new_runid = validate_runid(wanted) if wanted is not None else generate_runid()
     who = access.user()
     session = db().session
+    accounts.settle_forks(session, access.fork_outcome, runid=new_runid)  # failed forks' go
     if accounts.granted_to_others(session, new_runid, who):
         raise RunExists(new_runid)  # promised to another user: never hand it to this one
     job_id, new_runid = enqueue_fork(jobs(), _located(run), archive, new_runid)
     if who is not None:
-        accounts.grant_run(session, new_runid, who)
+        accounts.grant_fork(session, new_runid, who, job_id)  # settled when its outcome is
     return QueuedFork(job_id, new_runid)
 
 
