@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from runarchive.core import create_archive
@@ -90,3 +91,25 @@ def test_fork_refusals_have_their_exit_codes_and_change_nothing(
         assert says in proc.stderr, (args, proc.stderr)
     assert sorted(os.listdir(root)) == before
     assert sorted(os.listdir(tmp_path)) == ["runs"]  # nothing written through the link
+
+
+def test_fork_loads_no_service_layer(run_dir: Path) -> None:
+    name, _ = _source(run_dir)
+    probe = (
+        "import json, sys\n"
+        "from runarchive.cli import cli\n"
+        "try:\n"
+        "    cli(sys.argv[1:])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "heavy = ('rq', 'redis', 'flask', 'valkey', 'sqlalchemy', 'gunicorn')\n"
+        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n"
+    )
+    target = str(run_dir.parent / "light")
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "fork", str(run_dir), name, target],
+        capture_output=True, text=True, env=environment(), timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    assert (run_dir.parent / "light" / "wepp.nodb").is_file()
