@@ -13,6 +13,7 @@ import os
 import re
 import signal
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from runarchive.core.fork import STAGE_PREFIX
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_fork, running_job
 from runarchive.jobs.runs import locate_run
+from runarchive.jobs.settings import Settings
 from tests.support.channel import Recorder
 from tests.support.runs import make_small_run
 from tests.support.tree import snapshot
@@ -226,3 +228,36 @@ def test_a_worker_killed_while_the_new_run_is_staged_leaves_no_run_one_failed_tr
     rec.wait_for(_is_trigger(job2))
     assert set(snapshot(locate_run(ctx.settings, new_id).path)) == set(archived)
     _assert_free(ctx, runid, new_id)
+
+
+def test_in_the_sharded_layout_the_new_run_goes_in_its_shard_and_dead_stages_are_swept(
+    settings: Settings, runid: str, tmp_path: Path
+) -> None:
+    sharded = replace(settings, run_layout="sharded")
+    root = Path(str(sharded.runs_root))
+    logs = tmp_path / "sharded-logs"
+    logs.mkdir()
+    pool = Workers(sharded, logs)
+    env = {"RUNARCHIVE_RUN_LAYOUT": "sharded"}
+    with JobsContext.from_settings(sharded) as ctx:
+        run = make_small_run(root / runid[:2], runid)
+        name = create_archive(run).name
+        archived = snapshot(run)
+        dead = root / "zz" / f"{STAGE_PREFIX}0123456789ab" / "run"
+        dead.mkdir(parents=True)  # a stage no live fork holds (its fork was killed)
+        new_id = "zq-forked-run"  # its shard "zq" does not exist yet
+        rec = Recorder(ctx, ctx.keys.status_channel(runid))
+        try:
+            job_id, _ = enqueue_fork(ctx, runid, name, new_id)
+            assert pool.start("--burst", env=env).wait(timeout=120) == 0, pool.log_text()
+            rec.wait_for(_is_trigger(job_id))
+        finally:
+            rec.close()
+            pool.kill_all()
+        assert [x for x in rec.lines if " TRIGGER " in x] == [
+            f"rq:{job_id} TRIGGER   archive FORK_COMPLETE"
+        ]
+        new = locate_run(sharded, new_id).path
+        assert new == root / "zq" / new_id and set(snapshot(new)) == set(archived)
+        assert not dead.parent.exists()  # swept by the worker's start
+        assert _stages(ctx) == []
