@@ -28,6 +28,7 @@ from runarchive.core import (
 from runarchive.core.fork import STAGE_PREFIX
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_fork, running_job
+from runarchive.jobs.locks import acquire_lock, lock_statuses
 from runarchive.jobs.runs import locate_run
 from runarchive.jobs.settings import Settings
 from tests.support.channel import Recorder
@@ -261,3 +262,20 @@ def test_in_the_sharded_layout_the_new_run_goes_in_its_shard_and_dead_stages_are
         assert new == root / "zq" / new_id and set(snapshot(new)) == set(archived)
         assert not dead.parent.exists()  # swept by the worker's start
         assert _stages(ctx) == []
+
+
+def test_a_fork_does_not_wait_for_the_sources_nodb_locks(
+    ctx: JobsContext, runid: str, workers: Workers, record: Callable[[str], Recorder]
+) -> None:
+    _, name, archived = _source(ctx, runid)
+    token = acquire_lock(ctx.clients.locks, runid, "wepp.nodb", ttl=60)
+    assert token is not None  # the host is working on the source
+    rec = record(runid)
+    job_id, new_id = enqueue_fork(ctx, runid, name)
+    assert workers.burst() == 0, workers.log_text()
+    rec.wait_for(_is_trigger(job_id))
+    assert [x for x in rec.lines if " TRIGGER " in x] == [
+        f"rq:{job_id} TRIGGER   archive FORK_COMPLETE"
+    ]
+    assert set(snapshot(locate_run(ctx.settings, new_id).path)) == set(archived)
+    assert lock_statuses(ctx.clients.locks, runid)["wepp.nodb"]  # the host's lock untouched

@@ -8,9 +8,12 @@
    for a restore, check the archive exists (NotFound) and holds every chosen path
    (InvalidInput naming it); for an undo, that the run keeps something to undo
    (NothingToUndo, HTTP 409);
-2. refuse while any ``.nodb`` lock of the run is held (Locked, HTTP 409);
+2. refuse while any ``.nodb`` lock of the run is held (Locked, HTTP 409) — but a fork, which
+   only reads a published archive; a fork also refuses a new run id whose place is taken
+   (RunExists, HTTP 409);
 3. reconcile the run's slot (a slot whose job died is finished and freed here);
 4. claim the slot atomically with a fresh job id (JobRunning, HTTP 409, names the holder);
+   a fork then claims its new run id (``newrun``; RunExists naming the other fork's job);
 5. in one Redis transaction: save and push the RQ job, and publish + retain
    ``rq:<id> ENQUEUED <call>``, so no worker can start the job before the line is out;
    if that fails the slot is released and the error raised (QueueUnavailable, HTTP 503).
@@ -238,7 +241,8 @@ def enqueue(ctx: JobsContext, request: JobRequest) -> str:
         holder = read_slot(data, ctx.keys, runid)
         if holder is not None:
             raise JobRunning(runid, holder.job_id)
-        ensure_unlocked(ctx.clients.locks, runid, request.kind.verb)
+        if request.kind is not JobKind.FORK:  # a fork reads a published archive: no lock needed
+            ensure_unlocked(ctx.clients.locks, runid, request.kind.verb)
         job_id = str(uuid.uuid4())
         kind = request.kind.value
         if not claim_slot(data, ctx.keys, runid, job_id, kind, ttl=slot_ttl(ctx.settings)):

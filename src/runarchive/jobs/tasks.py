@@ -1,7 +1,8 @@
 """The RQ job functions: thin adapters from a queued job to the core library.
 
 ``archive_rq(runid, comment)``, ``restore_archive_rq(runid, archive_name)`` and
-``prune_rq(runid)`` each:
+``prune_rq(runid)`` each (``fork_archive_rq`` likewise, without ``.nodb`` locks; see its
+docstring):
 
 1. start a heartbeat thread that renews the job's liveness lease and its NoDb locks;
 2. publish ``rq:<id> STARTED <call>``, then hold the run's slot (``lifecycle.begin_job``: ours,
