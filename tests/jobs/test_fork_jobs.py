@@ -26,6 +26,7 @@ from runarchive.core import (
     validate_runid,
 )
 from runarchive.core.fork import STAGE_PREFIX
+from runarchive.jobs.cancel import CancelStatus, cancel_job
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_fork, running_job
 from runarchive.jobs.locks import acquire_lock, lock_statuses
@@ -279,3 +280,23 @@ def test_a_fork_does_not_wait_for_the_sources_nodb_locks(
     ]
     assert set(snapshot(locate_run(ctx.settings, new_id).path)) == set(archived)
     assert lock_statuses(ctx.clients.locks, runid)["wepp.nodb"]  # the host's lock untouched
+
+
+def test_a_fork_canceled_while_queued_ends_failed_and_frees_its_new_id(
+    ctx: JobsContext, runid: str, workers: Workers, record: Callable[[str], Recorder]
+) -> None:
+    _, name, archived = _source(ctx, runid)
+    new_id = f"{runid}-canceled"
+    rec = record(runid)
+    job_id, _ = enqueue_fork(ctx, runid, name, new_id)
+    assert cancel_job(ctx, job_id, "alice") == CancelStatus.CANCELED
+    rec.wait_for(_is_trigger(job_id))
+    assert [x for x in rec.lines if " TRIGGER " in x] == [
+        f"rq:{job_id} TRIGGER   archive FORK_FAILED"
+    ]
+    assert workers.burst() == 0, workers.log_text()  # the worker skips it
+    assert not (Path(str(ctx.settings.runs_root)) / new_id).exists() and _stages(ctx) == []
+    job2, _ = enqueue_fork(ctx, runid, name, new_id)  # the canceled job's claim is stale
+    assert workers.burst() == 0, workers.log_text()
+    rec.wait_for(_is_trigger(job2))
+    assert set(snapshot(locate_run(ctx.settings, new_id).path)) == set(archived)
