@@ -151,6 +151,8 @@ def recover_forks(parent: Folder) -> int:
             continue
         try:
             fd = os.open(entry.name, _DIR_FLAGS, dir_fd=parent.fd)
+        except FileNotFoundError:
+            continue  # removed meanwhile (another recover, or its fork's end)
         except OSError:
             with contextlib.suppress(OSError):
                 parent.remove_tree(entry.name)  # a file or link with our name: not a stage
@@ -231,7 +233,12 @@ def _stage(parent: Folder) -> Iterator[tuple[str, Folder]]:
     """Make a fresh locked stage in ``parent``; remove it (whatever it holds) at the end."""
     while True:
         stage_name = f"{STAGE_PREFIX}{secrets.token_hex(6)}"
-        os.mkdir(stage_name, 0o700, dir_fd=parent.fd)
+        try:
+            os.mkdir(stage_name, 0o700, dir_fd=parent.fd)
+        except PermissionError as exc:
+            raise RunArchiveError(
+                f"Cannot make a new run in {parent.label} ({exc.strerror}); nothing was changed."
+            ) from None
         stage = Folder(os.open(stage_name, _DIR_FLAGS, dir_fd=parent.fd), stage_name)
         fcntl.flock(stage.fd, fcntl.LOCK_EX)  # released by close, or by the kernel at death
         if os.fstat(stage.fd).st_nlink > 0:
