@@ -131,11 +131,12 @@ def fork_archive(
     with _open_parent(into, runid, make_parent) as parent:
         _refuse_existing(parent, runid)
         recover_forks(parent)
-        with contextlib.ExitStack() as stack:
+        with open_run(source) as run, contextlib.ExitStack() as stack:
             if reader is None:
-                run = stack.enter_context(open_run(source))
                 reader = stack.enter_context(open_archive(run, name, lim))
-            return _fork(reader, parent, Path(parent.label), runid, source, report, lim,
+            # The new run folder takes the source folder's permission bits.
+            mode = stat.S_IMODE(os.fstat(run.fd).st_mode) & 0o777
+            return _fork(reader, parent, Path(parent.label), runid, mode, report, lim,
                          allow_external_links, threads, before_publish)  # fmt: skip
 
 
@@ -184,7 +185,7 @@ def recover_forks_in(folder: Path) -> int:
 
 
 def _fork(reader: ArchiveReader, parent: Folder, where: Path, runid: str,
-          source: Path | RunRef, report: ProgressCallback, lim: Limits,
+          mode: int, report: ProgressCallback, lim: Limits,
           allow_external_links: bool, threads: int,
           before_publish: Callable[[ForkStage], None] | None) -> ForkResult:  # fmt: skip
     from .safety import plan_restore  # beside restore's own import of it
@@ -193,7 +194,6 @@ def _fork(reader: ArchiveReader, parent: Folder, where: Path, runid: str,
     require_space(parent.fd, plan.total_bytes + (16 << 20), "fork the archive",
                   reserve=lim.reserve_for(parent.fd))  # fmt: skip
     nodb = tuple(sorted(i.path for i in plan.items if i.type == FILE and i.path.endswith(".nodb")))
-    mode = _source_mode(source)
     with _stage(parent) as (stage_name, stage):
         try:
             with stage.make(_RUN, 0o700) as built:
@@ -276,12 +276,6 @@ def _open_parent(holder: Path, runid: str, make_parent: bool) -> Iterator[Folder
 def _refuse_existing(parent: Folder, runid: str) -> None:
     if parent.exists(runid):
         raise RunExists(runid)
-
-
-def _source_mode(source: Path | RunRef) -> int:
-    """The source run folder's permission bits, which the new run folder takes."""
-    with open_run(source) as run:
-        return stat.S_IMODE(os.fstat(run.fd).st_mode) & 0o777
 
 
 def _rename_noreplace(src: Folder, name: str, dest: Folder, dest_name: str) -> None:
