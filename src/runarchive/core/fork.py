@@ -118,8 +118,8 @@ def fork_archive(
 
     The id is a string validated here (never a path a caller joined: ``..`` or ``/`` in it
     are refused, not collapsed). ``make_parent`` creates ``into`` (a shard of the runs root)
-    when missing; the folder above it must exist. See the module's notes for the order and the crash
-    semantics. ``reader`` is archive ``name`` already open (it stays the caller's to close).
+    when missing; the folder above it must exist. See the module's notes for the order and
+    the crash semantics. ``reader`` is archive ``name`` already open (the caller closes it).
     """
     given = progress or ignore_progress
 
