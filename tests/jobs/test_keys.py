@@ -23,6 +23,7 @@ def test_our_keys_take_the_prefix() -> None:
     assert keys.status_feed("abc") == "runarchive:feed:abc:archive"
     assert keys.pending_recovery() == "runarchive:recover"
     assert keys.undo_expiry() == "runarchive:undo-expiry"
+    assert keys.new_run_claim("abc") == "runarchive:new-run:abc"
 
 
 def test_the_scrub_keys_take_the_prefix() -> None:

@@ -2,10 +2,11 @@
 
 Read routes (dashboard, list, download, inside an archive, job status, status websocket,
 retention policy) are open to owners, admins and — on a run holding a ``PUBLIC`` file —
-everybody. Write routes (archive, restore, delete, job info, cancel, pin, unpin, setting the
-policy, prune and its dry run) are for owners and admins only, public or not. Each case checks
-the answer and what is stored: a refused write leaves no job and no change on disk; an allowed
-inside-an-archive read, the data it gives.
+everybody. Write routes (archive, restore, fork, delete, job info, cancel, pin, unpin, setting
+the policy, prune and its dry run) are for owners and admins only, public or not; an allowed
+fork grants the new run to the requester, a refused one leaves no job, claim or grant. Each
+case checks the answer and what is stored: a refused write leaves no job and no change on
+disk; an allowed inside-an-archive read, the data it gives.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ import pytest
 
 from runarchive.core import Policy, pinned_names, run_policy, set_pinned
 from runarchive.jobs import enqueue_archive, running_job
+from runarchive.jobs.newrun import claim_holder
+from runarchive.web.accounts import owns_run, require_user
+from runarchive.web.db import db
 from tests.support.web import WS_HEADERS, Browser, Run, WebEnv
 
 INSIDE_ROUTES = ("entries", "file", "diff", "diff_file")
 READ_ROUTES = ("dashboard", "list", "download", *INSIDE_ROUTES, "jobstatus", "websocket", "policy")
-WRITE_ROUTES = ("archive", "restore", "delete", "jobinfo", "canceljob")
+WRITE_ROUTES = ("archive", "restore", "fork", "delete", "jobinfo", "canceljob")
+USERS = {"owner": "alice", "other": "bob", "admin": "root"}
 RETENTION_ROUTES = ("pin", "unpin", "set_policy", "prune_dry_run", "prune")
 ROLES = ("anonymous", "other", "owner", "admin")
 
@@ -47,6 +52,9 @@ def call(web: WebEnv, browser: Browser, route: str, run: Run, job_id: str | None
         return browser.post(f"{base}/rq/api/archive", json={"comment": "matrix"})
     if route == "restore":
         return browser.post(f"{base}/rq/api/restore-archive", json={"archive_name": run.archive})
+    if route == "fork":
+        body = {"archive_name": run.archive, "new_runid": f"{run.runid}-fork"}
+        return browser.post(f"{base}/rq/api/fork-archive", json=body)
     if route == "policy":
         return browser.get(f"{base}/archive/policy")
     if route in ("pin", "unpin"):
@@ -88,7 +96,16 @@ def allowed(route: str, role: str, public: bool) -> bool:
 
 
 def ok_status(route: str) -> int:
-    return {"archive": 202, "restore": 202, "prune": 202}.get(route, 200)
+    return {"archive": 202, "restore": 202, "fork": 202, "prune": 202}.get(route, 200)
+
+
+def fork_grantees(web: WebEnv, run: Run) -> set[str]:
+    """Who holds a grant on the run a fork of ``run`` in the matrix would make."""
+    new_runid = f"{run.runid}-fork"
+    with web.app.app_context():
+        session = db().session
+        return {role for role, name in USERS.items()
+                if owns_run(session, require_user(session, name), new_runid)}  # fmt: skip
 
 
 @pytest.mark.parametrize("public", [False, True], ids=["private", "public"])
@@ -113,9 +130,14 @@ def test_access_matrix(web: WebEnv, route: str, role: str, public: bool) -> None
         return
     if allowed(route, role, public):
         assert response.status_code == ok_status(route), response.get_data(as_text=True)
-        if route in ("archive", "restore"):
+        if route in ("archive", "restore", "fork"):
             slot = running_job(web.ctx, run.runid)
             assert slot is not None and slot.job_id == response.get_json()["job_id"]
+        if route == "fork":
+            new_runid = f"{run.runid}-fork"
+            assert response.get_json()["new_runid"] == new_runid
+            assert claim_holder(web.ctx, new_runid) == response.get_json()["job_id"]
+            assert fork_grantees(web, run) == {role}  # granted to the requester only
         if route in INSIDE_ROUTES:
             check_inside(route, response)
         if route == "delete":
@@ -149,6 +171,9 @@ def test_access_matrix(web: WebEnv, route: str, role: str, public: bool) -> None
             assert response.get_json()["error"]["code"] in ("unauthorized", "forbidden")
     assert archive_file.is_file()  # nothing was deleted
     assert pinned_names(run.path) == pins_before and run_policy(run.path) is None
+    if route == "fork":
+        assert fork_grantees(web, run) == set()
+        assert web.ctx.clients.data.get(web.ctx.keys.new_run_claim(f"{run.runid}-fork")) is None
     slot = running_job(web.ctx, run.runid)
     assert (slot.job_id if slot else None) == job_id  # no job was started
 
@@ -161,6 +186,17 @@ def test_api_tokens_get_the_same_answers_as_sessions(web: WebEnv, role: str) -> 
     assert client.get(f"/runs/{run.runid}/archive/list").status_code == expected_read
     response = client.post(f"/runs/{run.runid}/rq/api/archive", json={"comment": "via token"})
     assert response.status_code == (403 if role == "other" else 202)
+
+
+@pytest.mark.parametrize("role", ["other", "owner", "admin"])
+def test_api_tokens_fork_as_sessions_do_and_the_grant_goes_to_the_tokens_user(
+    web: WebEnv, role: str
+) -> None:
+    run = web.new_run()
+    body = {"archive_name": run.archive, "new_runid": f"{run.runid}-fork"}
+    response = web.token_client(role).post(f"/runs/{run.runid}/rq/api/fork-archive", json=body)
+    assert response.status_code == (403 if role == "other" else 202)
+    assert fork_grantees(web, run) == (set() if role == "other" else {role})
 
 
 @pytest.mark.parametrize("role", ["other", "owner", "admin"])

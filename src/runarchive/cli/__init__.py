@@ -35,6 +35,7 @@ import click
 
 from runarchive import __version__
 from runarchive.cli.exits import exit_with
+from runarchive.cli.fork_commands import COMMANDS as FORK_COMMANDS
 from runarchive.cli.inside_commands import COMMANDS as INSIDE_COMMANDS
 from runarchive.cli.scrub_commands import scrub as scrub_command
 
@@ -219,7 +220,7 @@ def cli() -> None:
     """Crash-safe, verified snapshots of model run directories."""
 
 
-for _command in INSIDE_COMMANDS:  # ls, cat, extract, diff: inside one archive
+for _command in [*INSIDE_COMMANDS, *FORK_COMMANDS]:  # ls, cat, extract, diff; fork
     cli.add_command(_command)
 cli.add_command(scrub_command)  # every archive verified now, as the periodic scrub does
 

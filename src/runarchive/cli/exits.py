@@ -37,6 +37,7 @@ EXIT_CODES: dict[str, int] = {
     "locked": REFUSED,
     "not_cancelable": REFUSED,
     "nothing_to_undo": REFUSED,
+    "run_exists": BAD_INPUT,  # a fork's new run: name another folder
 }
 
 

@@ -44,9 +44,11 @@ if TYPE_CHECKING:  # what mypy and readers see; at run time ``__getattr__`` impo
         Pinned,
         ReadOnlyRun,
         RunArchiveError,
+        RunExists,
         UnsafeArchive,
         UnsafeRun,
     )
+    from .fork import ForkResult, ForkStage, fork_archive, recover_forks_in, rewrite_run_paths
     from .fsutil import human_bytes
     from .inside import (
         Contents,
@@ -70,6 +72,7 @@ if TYPE_CHECKING:  # what mypy and readers see; at run time ``__getattr__`` impo
         Comment,
         archive_ref,
         display_comment,
+        generate_runid,
         has_control_characters,
         has_hidden_characters,
         is_archive_name,
@@ -129,6 +132,13 @@ if TYPE_CHECKING:  # what mypy and readers see; at run time ``__getattr__`` impo
 
 # Every public name and the submodule that defines it.
 _EXPORTS = {
+    "ForkResult": "fork",
+    "ForkStage": "fork",
+    "RunExists": "errors",
+    "generate_runid": "names",
+    "fork_archive": "fork",
+    "recover_forks_in": "fork",
+    "rewrite_run_paths": "fork",
     "NothingToUndo": "errors",
     "RestorePaths": "partial",
     "check_restore_paths": "partial",
@@ -280,6 +290,8 @@ __all__ = [
     "EntryNotFound",
     "Extracted",
     "Folder",
+    "ForkResult",
+    "ForkStage",
     "InvalidArchive",
     "InvalidCursor",
     "InvalidInput",
@@ -309,6 +321,7 @@ __all__ = [
     "RestoreResult",
     "RunArchiveError",
     "RunDir",
+    "RunExists",
     "RunRef",
     "TextDiff",
     "Throttle",
@@ -333,6 +346,8 @@ __all__ = [
     "expire_run_undo",
     "extract_files",
     "find_nodb_files",
+    "fork_archive",
+    "generate_runid",
     "has_control_characters",
     "has_hidden_characters",
     "human_bytes",
@@ -361,8 +376,10 @@ __all__ = [
     "prune_archives",
     "purge_trash",
     "read_contents",
+    "recover_forks_in",
     "recover_run",
     "restore_archive",
+    "rewrite_run_paths",
     "run_lock",
     "run_policy",
     "runs_under",

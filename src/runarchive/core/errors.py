@@ -124,3 +124,17 @@ class NothingToUndo(RunArchiveError):
     or undo, or what it kept expired."""
 
     code = "nothing_to_undo"
+
+
+class RunExists(RunArchiveError):
+    """Something (a run, a file, a link) already has the name a new run was to take."""
+
+    code = "run_exists"
+
+    def __init__(self, runid: str, *, forking_job: str | None = None) -> None:
+        self.runid = runid
+        if forking_job is not None:
+            message = f"Another fork (job {forking_job}) is making run {runid}"
+        else:
+            message = f"Run {runid} already exists (or something else has that name)"
+        super().__init__(f"{message}; nothing was changed. Choose another name for the new run.")

@@ -48,6 +48,23 @@ def validate_runid(runid: str) -> str:
     return runid
 
 
+GENERATED_RUNID_CHARS = "abcdefghijkmnpqrstuvwxyz23456789"  # no l, o, 0, 1: read aloud safely
+GENERATED_RUNID_LENGTH = 10
+
+
+def generate_runid() -> str:
+    """Return a fresh run id for a fork that was not given one: a short random token.
+
+    Ten lowercase letters and digits (50 bits; no ``l``/``o``/``0``/``1``), starting with a
+    letter: WEPPcloud's own alphabet, valid under ``validate_runid``, longer than a shard.
+    """
+    import secrets
+
+    first = secrets.choice(GENERATED_RUNID_CHARS[:24])
+    rest = "".join(secrets.choice(GENERATED_RUNID_CHARS) for _ in range(GENERATED_RUNID_LENGTH - 1))
+    return validate_runid(first + rest)
+
+
 def validate_archive_name(name: str) -> str:
     """Return ``name`` if it is a safe ``*.zip`` file name, else raise InvalidInput."""
     if not isinstance(name, str) or not is_archive_name(name):

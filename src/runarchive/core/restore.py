@@ -244,12 +244,13 @@ class _Extractor:
     folders lets threads overlap. A file the run already holds with the same size, mode,
     mtime, sha256 and CRC-32 is hard-linked instead of extracted: its bytes are proven equal
     to both the manifest's and the central directory's, and a link costs a fraction of a
-    create. Every path in the run and in the stage is reached through handles
+    create (no run: nothing is reused, as for a fork). Every path in the run and in the stage
+    is reached through handles
     (``open_beneath``), so a link planted or swapped in mid-restore cannot redirect a read,
     a write or a link.
     """
 
-    def __init__(self, reader: ArchiveReader, plan: RestorePlan, run: RunDir, stage: Folder,
+    def __init__(self, reader: ArchiveReader, plan: RestorePlan, run: RunDir | None, stage: Folder,
                  scratch: Folder, report: ProgressCallback, journal: Journal,
                  units: tuple[str, ...] | None = None) -> None:  # fmt: skip
         self.reader, self.plan, self.run, self.stage = reader, plan, run, stage
@@ -367,6 +368,8 @@ class _Extractor:
         with ``O_NOFOLLOW`` relative to it, instead of walking the whole path per file. In a
         run emptied before the restore, the folder's absence answers for all its files.
         """
+        if self.run is None:
+            return None  # a fork: no run holds a copy to reuse
         cached: tuple[str, int | None] | None = getattr(self.local, "run_parent", None)
         if cached is not None and cached[0] == parent:
             return cached[1]

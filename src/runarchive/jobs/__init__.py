@@ -12,7 +12,14 @@ from .cancel import CancelStatus, cancel_job
 from .connection import embedded_url
 from .context import JobsContext
 from .delete import delete_archive
-from .enqueue import enqueue_archive, enqueue_prune, enqueue_restore, enqueue_undo, running_job
+from .enqueue import (
+    enqueue_archive,
+    enqueue_fork,
+    enqueue_prune,
+    enqueue_restore,
+    enqueue_undo,
+    running_job,
+)
 from .errors import Canceled, JobRunning, NotCancelable, QueueUnavailable
 from .health import Health, archive_health
 from .jobinfo import JOB_STATES, job_status
@@ -45,6 +52,7 @@ __all__ = [
     "delete_archive",
     "embedded_url",
     "enqueue_archive",
+    "enqueue_fork",
     "enqueue_prune",
     "enqueue_restore",
     "enqueue_undo",

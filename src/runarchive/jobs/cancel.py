@@ -87,6 +87,8 @@ def swap_refusal(kind: JobKind) -> str:
         return "The prune is already removing archives; it will finish."
     if kind is JobKind.UNDO:
         return "The undo is already swapping back; it will finish."
+    if kind is JobKind.FORK:
+        return "The fork is already making its new run appear; it will finish."
     return "The archive is already being saved; it will finish."
 
 

@@ -10,9 +10,12 @@
    (NothingToUndo, HTTP 409);
    a restore of an archive the scrub found damaged is refused too (DamagedArchive, HTTP 409,
    the damage named; ``health.refuse_damaged``);
-2. refuse while any ``.nodb`` lock of the run is held (Locked, HTTP 409);
+2. refuse while any ``.nodb`` lock of the run is held (Locked, HTTP 409) — but a fork, which
+   only reads a published archive; a fork also refuses a new run id whose place is taken
+   (RunExists, HTTP 409);
 3. reconcile the run's slot (a slot whose job died is finished and freed here);
 4. claim the slot atomically with a fresh job id (JobRunning, HTTP 409, names the holder);
+   a fork then claims its new run id (``newrun``; RunExists naming the other fork's job);
 5. in one Redis transaction: save and push the RQ job, and publish + retain
    ``rq:<id> ENQUEUED <call>``, so no worker can start the job before the line is out;
    if that fails the slot is released and the error raised (QueueUnavailable, HTTP 503).
@@ -35,10 +38,12 @@ from runarchive.core import (
     LinkMode,
     NothingToUndo,
     RestorePaths,
+    RunExists,
     RunRef,
     archive_ref,
     check_restore_paths,
     check_run,
+    generate_runid,
     open_archive_fd,
     open_run,
     parse_comment,
@@ -55,9 +60,10 @@ from .health import refuse_damaged
 from .lifecycle import on_job_failure, on_job_stopped, reconcile
 from .lines import job_line
 from .locks import ensure_unlocked
-from .runs import locate_run
+from .newrun import claim_new_run, release_new_run
+from .runs import locate_run, new_run_place
 from .slot import Slot, claim_slot, read_slot, release_slot, slot_ttl
-from .tasks import archive_rq, prune_rq, restore_archive_rq, undo_restore_rq
+from .tasks import archive_rq, fork_archive_rq, prune_rq, restore_archive_rq, undo_restore_rq
 from .vocabulary import Event, JobKind
 
 
@@ -77,6 +83,7 @@ class JobRequest:
     comment: Comment | None = None
     links: LinkMode = LinkMode.STORE
     paths: RestorePaths | None = None
+    new_runid: str | None = None  # a fork's new run (validated)
 
     @property
     def runid(self) -> str:
@@ -85,10 +92,14 @@ class JobRequest:
     @property
     def call(self) -> str:
         """The job's call as status lines and the RQ description spell it."""
-        return self.kind.call(self.runid, self.archive.name if self.archive else None)
+        name = self.archive.name if self.archive else None
+        return self.kind.call(self.runid, name, self.new_runid)
 
     def job(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         """Return the RQ job function and its arguments (plain values: they cross Redis)."""
+        if self.kind is JobKind.FORK:
+            assert self.archive is not None and self.new_runid is not None
+            return fork_archive_rq, (self.runid, self.archive.name, self.new_runid)
         if self.kind is JobKind.PRUNE:
             return prune_rq, (self.runid,)
         if self.kind is JobKind.UNDO:
@@ -134,6 +145,19 @@ def undo_request(ctx: JobsContext, run: str | RunRef) -> JobRequest:
     return JobRequest(JobKind.UNDO, _located(ctx, run))
 
 
+def fork_request(
+    ctx: JobsContext,
+    run: str | RunRef,
+    archive_name: str | ArchiveRef,
+    new_runid: str | None = None,
+) -> JobRequest:
+    """Parse a fork job's arguments (InvalidInput, NotFound); ``new_runid`` None: a fresh id
+    (``core.generate_runid``)."""
+    archive = archive_ref(archive_name)
+    new = validate_runid(new_runid) if new_runid is not None else generate_runid()
+    return JobRequest(JobKind.FORK, _located(ctx, run), archive=archive, new_runid=new)
+
+
 def prune_request(ctx: JobsContext, run: str | RunRef) -> JobRequest:
     """Parse a prune job's arguments (InvalidInput, NotFound)."""
     return JobRequest(JobKind.PRUNE, _located(ctx, run))
@@ -170,6 +194,23 @@ def enqueue_undo(ctx: JobsContext, run: str | RunRef) -> str:
     return enqueue(ctx, undo_request(ctx, run))
 
 
+def enqueue_fork(
+    ctx: JobsContext,
+    run: str | RunRef,
+    archive_name: str | ArchiveRef,
+    new_runid: str | None = None,
+) -> tuple[str, str]:
+    """Queue a fork of archive ``archive_name`` of run ``run`` into new run ``new_runid`` (a
+    fresh id when None); return the job id and the new run's id.
+
+    Refused (RunExists, HTTP 409) when anything has the new run's name, or another fork is
+    making it (the claim, ``jobs.newrun``); the source may be read-only (a fork reads it).
+    """
+    request = fork_request(ctx, run, archive_name, new_runid)
+    assert request.new_runid is not None
+    return enqueue(ctx, request), request.new_runid
+
+
 def enqueue_prune(ctx: JobsContext, run: str | RunRef) -> str:
     """Queue a prune of run ``run`` by its retention policy; return the job id."""
     return enqueue(ctx, prune_request(ctx, run))
@@ -181,12 +222,14 @@ def enqueue(ctx: JobsContext, request: JobRequest) -> str:
     # Refuse now what the job would refuse (409), before a job is queued or a slot taken.
     with open_run(request.run) as run:
         check_run(run)
-        if request.archive is not None or request.kind is JobKind.PRUNE:
-            run.require_writable()
+        if request.kind in (JobKind.ARCHIVE, JobKind.RESTORE, JobKind.PRUNE):
+            run.require_writable()  # a fork only reads its source: a read-only run forks
         if request.archive is not None:
             os.close(open_archive_fd(run, request.archive)[0])  # NotFound when it is not there
             if request.paths is not None:
                 check_restore_paths(run, request.archive, request.paths)
+        if request.new_runid is not None:
+            new_run_place(ctx.settings, request.new_runid)  # RunExists when the name is taken
         if request.kind is JobKind.UNDO:
             run.require_writable()
             if not undo_info(request.run).available:
@@ -205,15 +248,22 @@ def enqueue(ctx: JobsContext, request: JobRequest) -> str:
         holder = read_slot(data, ctx.keys, runid)
         if holder is not None:
             raise JobRunning(runid, holder.job_id)
-        ensure_unlocked(ctx.clients.locks, runid, request.kind.verb)
+        if request.kind is not JobKind.FORK:  # a fork reads a published archive: no lock needed
+            ensure_unlocked(ctx.clients.locks, runid, request.kind.verb)
         job_id = str(uuid.uuid4())
         kind = request.kind.value
         if not claim_slot(data, ctx.keys, runid, job_id, kind, ttl=slot_ttl(ctx.settings)):
             holder = read_slot(data, ctx.keys, runid)
             raise JobRunning(runid, holder.job_id if holder is not None else "unknown")
         try:
+            if request.new_runid is not None:
+                forking = claim_new_run(ctx, request.new_runid, job_id)
+                if forking is not None:
+                    raise RunExists(request.new_runid, forking_job=forking)
             _push(ctx, request, job_id)
         except BaseException:
+            if request.new_runid is not None:
+                release_new_run(ctx, request.new_runid, job_id)
             release_slot(data, ctx.keys, runid, job_id)
             raise
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
@@ -225,6 +275,8 @@ def _push(ctx: JobsContext, request: JobRequest, job_id: str) -> None:
     settings = ctx.settings
     func, args = request.job()
     meta = {"runid": request.runid, "kind": request.kind.value, "prefix": settings.key_prefix}
+    if request.new_runid is not None:
+        meta["new_runid"] = request.new_runid
     with ctx.clients.rq.pipeline() as pipe:
         ctx.queue().enqueue_call(
             func,

@@ -1,4 +1,4 @@
-"""Post-restore hooks: tell the host application that the run's files changed under it.
+"""Post-restore and post-fork hooks: tell the host application what changed under it.
 
 A hook is a function ``hook(HookContext) -> str | None``; a returned string is published as a
 status line. Hooks are named by import path (``"package.module:function"``) in the setting
@@ -10,6 +10,15 @@ application may still serve (and write back) its cached pre-restore state, which
 know about. The default hook, ``clear_nodb_cache``, deletes WEPPcloud's NoDb cache entries:
 keys named by the absolute path of each ``.nodb`` file of the run, in the NoDb cache database
 (``nodb_cache_db``, WEPPcloud: 13).
+
+**Post-fork hooks** (``post_fork_hooks``, env ``RUNARCHIVE_POST_FORK_HOOKS``) are functions
+``hook(ForkHookContext) -> str | None`` run by a fork job on the new run **while it is still
+staged**: after every byte was extracted and verified, before the one rename that makes it
+appear. So whatever a hook changes is part of the run from its first instant, and a failing
+hook fails the job (``FORK_FAILED``) with no new run at all. The files are in ``stage_dir``
+(reach them through ``stage``, a handle: the archive's entries may hold links); the run will
+appear at ``run_dir``. The default, ``rewrite_nodb_paths``, replaces the source run's absolute
+path by the new run's in the ``.nodb`` files, as WEPPcloud's fork does to a copied run.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runarchive.core import InvalidInput, find_nodb_files
+from runarchive.core import Folder, ForkStage, InvalidInput, find_nodb_files, rewrite_run_paths
 
 from .keys import Keys
 from .lines import cache_cleared_line
@@ -41,6 +50,29 @@ class HookContext:
 
 
 Hook = Callable[[HookContext], "str | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class ForkHookContext:
+    """What a post-fork hook may use: the new run while it is staged, and its source."""
+
+    runid: str  # the new run's id
+    run_dir: Path  # where the new run will appear
+    stage_dir: Path  # where its files are now
+    stage: Folder  # the staged run by handle: open its files beneath it
+    source_runid: str
+    source_dir: Path
+    archive_name: str
+    nodb_files: tuple[str, ...]  # the new run's .nodb files (the archive's)
+    cache_client: Any
+    data_client: Any
+
+    def fork_stage(self) -> ForkStage:
+        """The core's view of the staged run (what ``core.rewrite_run_paths`` takes)."""
+        return ForkStage(self.runid, self.stage, self.stage_dir, self.run_dir, self.nodb_files)
+
+
+ForkHook = Callable[[ForkHookContext], "str | None"]
 
 
 def load_hook(spec: str) -> Hook:
@@ -70,3 +102,17 @@ def clear_nodb_cache(ctx: HookContext) -> str:
     for key in sorted(keys):
         removed += int(client.delete(key))
     return cache_cleared_line(removed)
+
+
+def load_fork_hook(spec: str) -> ForkHook:
+    """Import the post-fork hook named ``package.module:function``."""
+    hook: ForkHook = load_hook(spec)  # type: ignore[assignment]
+    return hook
+
+
+def rewrite_nodb_paths(ctx: ForkHookContext) -> str:
+    """Point the new run's ``.nodb`` files at the new run: the source run's absolute path (as
+    configured and as resolved) becomes the new run's wherever it names a whole folder."""
+    old = [str(ctx.source_dir.absolute()), str(ctx.source_dir.resolve())]
+    changed = rewrite_run_paths(ctx.fork_stage(), old)
+    return f"Rewrote run paths in {len(changed)} .nodb file{'s' * (len(changed) != 1)}"

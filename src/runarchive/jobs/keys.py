@@ -105,6 +105,11 @@ class Keys:
         interval deployment-wide (compare-and-set), expiring with the interval (``jobs.scrub``)."""
         return f"{self.prefix}:scrub:pass"
 
+    def new_run_claim(self, runid: str) -> str:
+        """The id a fork job is making a new run under: the job's id, claimed with SET NX
+        (``jobs.newrun``), so two forks into one new run id never both start."""
+        return f"{self.prefix}:new-run:{runid}"
+
     # --- compatibility names (no prefix) ------------------------------------------------------
 
     @staticmethod

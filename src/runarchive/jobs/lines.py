@@ -12,6 +12,7 @@ for COMPLETED/EXCEPTION, as WEPPcloud prints them)::
     Archive ready: <name>
     Cleared NoDb cache entries after restore (<n>)
     Restore complete: <name>
+    Fork complete: <new_runid> from <name>   (on the source run's channel)
     Archive deleted: <name>
     Archive pruned: <name>                 (prune job, or after an archive; one per removal)
     Prune failed: <message>                (the prune after an archive; the archive stands)
@@ -20,7 +21,8 @@ for COMPLETED/EXCEPTION, as WEPPcloud prints them)::
     rq:<id> COMPLETED <call>
     rq:<id> EXCEPTION <call>
     rq:<id> TRIGGER   archive <ARCHIVE_COMPLETE|ARCHIVE_FAILED|RESTORE_COMPLETE|RESTORE_FAILED
-                                |PRUNE_COMPLETE|PRUNE_FAILED|UNDO_COMPLETE|UNDO_FAILED>
+                                |PRUNE_COMPLETE|PRUNE_FAILED|UNDO_COMPLETE|UNDO_FAILED
+                                |FORK_COMPLETE|FORK_FAILED>
 
 Builders and the parser are each other's inverse; lines anonymous viewers may read are
 scrubbed of server paths (``error_line``). How lines are numbered, retained and published is
@@ -74,6 +76,11 @@ def restore_complete_line(name: str) -> str:
 def undo_complete_line(name: str) -> str:
     """Return ``Undo complete: <name>`` (the archive whose restore was undone)."""
     return f"Undo complete: {name}"
+
+
+def fork_complete_line(new_runid: str, name: str) -> str:
+    """Return ``Fork complete: <new_runid> from <name>`` (on the source run's channel)."""
+    return f"Fork complete: {new_runid} from {name}"
 
 
 def archive_deleted_line(name: str) -> str:

@@ -17,7 +17,14 @@ import os
 import stat
 from pathlib import Path
 
-from runarchive.core import InvalidInput, NotFound, RunRef, is_dot_component, validate_runid
+from runarchive.core import (
+    InvalidInput,
+    NotFound,
+    RunExists,
+    RunRef,
+    is_dot_component,
+    validate_runid,
+)
 
 from .settings import Settings
 
@@ -74,3 +81,46 @@ def _is_real_dir(path: Path) -> bool:
         return stat.S_ISDIR(os.lstat(path).st_mode)
     except OSError:
         return False
+
+
+def new_run_place(settings: Settings, runid: str) -> tuple[Path, bool]:
+    """Return the folder a new run ``runid`` goes in, where ``locate_run`` will find it, and
+    whether that folder is a shard to make when missing; RunExists when any place is taken.
+
+    Any entry at any candidate — a run, a file, a link, even a dangling one — counts: a fork
+    must never shadow (flat before sharded) or sit beside something already named so.
+    """
+    candidates = run_dir_candidates(settings, runid)
+    if not candidates:
+        raise InvalidInput(f"Run id {runid!r} cannot be placed in the sharded layout.")
+    for candidate in candidates:
+        if _lexists(candidate):
+            raise RunExists(runid)
+    place = candidates[0]
+    return place.parent, place.parent != Path(str(settings.runs_root))
+
+
+def fork_holders(settings: Settings) -> list[Path]:
+    """Every folder a fork's stage may be in: the runs root and its shard folders."""
+    if settings.runs_root is None:
+        return []
+    root = Path(settings.runs_root)
+    found = [root]
+    if settings.run_layout != "flat":
+        try:
+            with os.scandir(root) as entries:
+                found += [root / e.name for e in entries
+                          if len(e.name) <= 2 and e.is_dir(follow_symlinks=False)]  # fmt: skip
+        except OSError:
+            return []
+    return found
+
+
+def _lexists(path: Path) -> bool:
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except NotADirectoryError:
+        return False  # a file where the shard would be: the fork refuses it when it gets there
+    return True

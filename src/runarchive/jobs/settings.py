@@ -20,6 +20,7 @@ from .keys import DEFAULT_PREFIX, Keys
 DEFAULT_QUEUE = "runarchive"
 RUN_LAYOUTS = ("auto", "flat", "sharded")
 DEFAULT_HOOKS = ("runarchive.jobs.hooks:clear_nodb_cache",)
+DEFAULT_FORK_HOOKS = ("runarchive.jobs.hooks:rewrite_nodb_paths",)
 
 # setting name -> environment variable
 ENV: dict[str, str] = {
@@ -40,6 +41,7 @@ ENV: dict[str, str] = {
     "result_ttl": "RUNARCHIVE_RESULT_TTL",
     "max_connections": "RUNARCHIVE_MAX_CONNECTIONS",
     "post_restore_hooks": "RUNARCHIVE_POST_RESTORE_HOOKS",
+    "post_fork_hooks": "RUNARCHIVE_POST_FORK_HOOKS",
     "data_dir": "RUNARCHIVE_DATA_DIR",
     "links": "RUNARCHIVE_LINKS",
     "scrub_interval": "RUNARCHIVE_SCRUB_INTERVAL",
@@ -79,6 +81,8 @@ class Settings:
     result_ttl: int = 7 * 24 * 3600
     max_connections: int = 50
     post_restore_hooks: tuple[str, ...] = DEFAULT_HOOKS
+    # Run on a fork's staged new run, before it appears (``hooks``): the host's path rewrite.
+    post_fork_hooks: tuple[str, ...] = DEFAULT_FORK_HOOKS
     data_dir: Path = field(default_factory=default_data_dir)
     # How an archive job holds the run's symlinks when its request does not say (store|follow).
     links: str = LinkMode.STORE.value

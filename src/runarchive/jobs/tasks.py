@@ -1,7 +1,8 @@
 """The RQ job functions: thin adapters from a queued job to the core library.
 
 ``archive_rq(runid, comment)``, ``restore_archive_rq(runid, archive_name)`` and
-``prune_rq(runid)`` each:
+``prune_rq(runid)`` each (``fork_archive_rq`` likewise, without ``.nodb`` locks; see its
+docstring):
 
 1. start a heartbeat thread that renews the job's liveness lease and its NoDb locks;
 2. publish ``rq:<id> STARTED <call>``, then hold the run's slot (``lifecycle.begin_job``: ours,
@@ -51,14 +52,17 @@ from rq.job import Job
 from runarchive.core import (
     ArchiveReader,
     ArchiveRef,
+    ForkStage,
     Plan,
     ProgressEvent,
     RunArchiveError,
     RunDir,
+    RunExists,
     RunRef,
     Tree,
     archive_ref,
     create_archive,
+    fork_archive,
     nodb_files,
     open_archive,
     open_run,
@@ -69,25 +73,28 @@ from runarchive.core import (
     scan_run,
     undo_nodb_files,
     undo_restore,
+    validate_runid,
 )
 
 from .cancel import CancelWatch
 from .context import JobsContext, current
 from .expiry import note_undo
 from .health import refuse_damaged
-from .hooks import HookContext, load_hook
+from .hooks import ForkHookContext, HookContext, load_fork_hook, load_hook
 from .lifecycle import begin_job, finish_job, server_paths
 from .lines import (
     archive_pruned_line,
     archive_ready_line,
+    fork_complete_line,
     job_line,
     prune_failed_line,
     restore_complete_line,
     undo_complete_line,
 )
 from .locks import RunLocks, archive_nodb_files, ensure_unlocked
+from .newrun import claim_new_run, release_new_run
 from .progress import ProgressRelay
-from .runs import locate_run
+from .runs import locate_run, new_run_place
 from .stream import StatusStream
 from .vocabulary import Event, JobKind
 
@@ -133,8 +140,12 @@ class Heartbeat:
 class _JobRun:
     """The shared frame of both job functions."""
 
-    def __init__(self, kind: JobKind, runid: str, archive_name: str | None = None) -> None:
+    def __init__(
+        self, kind: JobKind, runid: str, archive_name: str | None = None,
+        new_runid: str | None = None,
+    ) -> None:  # fmt: skip
         self.kind = kind
+        self.new_runid = new_runid
         self.runid = runid
         self.job: Job | None = get_current_job()
         prefix = self.job.meta.get("prefix") if self.job is not None else None
@@ -185,9 +196,8 @@ class _JobRun:
             self.job.save_meta()  # type: ignore[no-untyped-call]
 
     def started(self) -> None:
-        self.stream.publish(
-            job_line(self.job_id, Event.STARTED, self.kind.call(self.runid, self.archive_name))
-        )
+        call = self.kind.call(self.runid, self.archive_name, self.new_runid)
+        self.stream.publish(job_line(self.job_id, Event.STARTED, call))
 
     def failed(self, exc: BaseException) -> None:
         self.relay.flush()
@@ -328,6 +338,74 @@ def undo_restore_rq(runid: str) -> dict[str, Any]:
     purge_trash(run)  # what the undo replaced, after the final trigger
     note_undo(frame.ctx, run)
     return {"restored": result.restored, "partial": result.partial, "paths": result.paths}
+
+
+def fork_archive_rq(runid: str, archive_name: str, new_runid: str) -> dict[str, Any]:
+    """RQ job: make new run ``new_runid`` holding exactly archive ``archive_name`` of run
+    ``runid``; ``FORK_COMPLETE``/``FORK_FAILED`` go to the SOURCE run's channel.
+
+    Holds the source's slot (no delete or prune of the archive beside it; the archive is read
+    through one open handle anyway) and the claim on the new id (``newrun``: taken here if a
+    job started outside ``enqueue`` finds it free). No ``.nodb`` lock: a published archive
+    never changes, and the new run has no writer before it exists. The post-fork hooks run
+    on the staged run, after the point of no cancel and before it appears; the core makes it
+    appear by one rename (a kill anywhere leaves no run, or the whole run).
+    """
+    frame = _JobRun(JobKind.FORK, runid, archive_name, new_runid)
+    claimed = False
+    with Heartbeat(frame.ctx, frame.job_id):
+        frame.started()
+        try:
+            frame.begin()
+            settings = frame.ctx.settings
+            run = locate_run(settings, runid)  # the job's edge: its arguments
+            archive = archive_ref(archive_name)
+            validate_runid(new_runid)
+            forking = claim_new_run(frame.ctx, new_runid, frame.job_id)
+            if forking is not None:
+                raise RunExists(new_runid, forking_job=forking)
+            claimed = True
+            into, make_parent = new_run_place(settings, new_runid)
+
+            def before_publish(stage: ForkStage) -> None:
+                frame.cancel.commit()  # past here the fork finishes (or fails), never cancels
+                _run_fork_hooks(frame, run, archive.name, stage)
+
+            result = fork_archive(
+                run, archive, into, new_runid, make_parent=make_parent,
+                progress=frame.progress, before_publish=before_publish,
+            )  # fmt: skip
+            frame.relay.flush()
+            frame.stream.publish(fork_complete_line(new_runid, result.name))
+        except BaseException as exc:
+            frame.failed(exc)
+            if claimed:
+                release_new_run(frame.ctx, new_runid, frame.job_id)
+            raise
+        frame.completed()
+    release_new_run(frame.ctx, new_runid, frame.job_id)
+    return {"name": result.name, "new_runid": new_runid, "files": result.files,
+            "warnings": list(result.warnings)}  # fmt: skip
+
+
+def _run_fork_hooks(frame: _JobRun, run: RunRef, archive_name: str, stage: ForkStage) -> None:
+    """Run the post-fork hooks on the staged new run, publishing their lines."""
+    hook_ctx = ForkHookContext(
+        runid=stage.runid, run_dir=stage.final, stage_dir=stage.path, stage=stage.folder,
+        source_runid=frame.runid, source_dir=run.path, archive_name=archive_name,
+        nodb_files=stage.nodb_files, cache_client=frame.ctx.clients.cache,
+        data_client=frame.ctx.clients.data,
+    )  # fmt: skip
+    for spec in frame.ctx.settings.post_fork_hooks:
+        try:
+            line = load_fork_hook(spec)(hook_ctx)
+        except Exception as exc:
+            raise RunArchiveError(
+                f"Fork of {archive_name} into {stage.runid} stopped: post-fork hook {spec} "
+                f"failed: {exc}. No run was made."
+            ) from exc
+        if line:
+            frame.stream.publish(line)
 
 
 def _run_hooks(frame: _JobRun, run: RunRef, archive_name: str, nodb: list[str]) -> None:

@@ -35,6 +35,8 @@ class Trigger(StrEnum):
     PRUNE_FAILED = "PRUNE_FAILED"
     UNDO_COMPLETE = "UNDO_COMPLETE"
     UNDO_FAILED = "UNDO_FAILED"
+    FORK_COMPLETE = "FORK_COMPLETE"  # published on the SOURCE run's channel
+    FORK_FAILED = "FORK_FAILED"
 
 
 class JobKind(StrEnum):
@@ -44,6 +46,7 @@ class JobKind(StrEnum):
     RESTORE = "restore"
     PRUNE = "prune"  # removes what the run's retention policy does not keep
     UNDO = "undo"  # put back what the run's last restore replaced
+    FORK = "fork"  # restore one of the run's archives into a new run
 
     @property
     def func_name(self) -> str:
@@ -60,9 +63,14 @@ class JobKind(StrEnum):
         done, failed = _TRIGGERS[self]
         return done if ok else failed
 
-    def call(self, runid: str, archive_name: str | None = None) -> str:
-        """Return ``func(runid)`` or, for a restore with a name, ``func(runid, name)``."""
-        if self is JobKind.RESTORE and archive_name:
+    def call(
+        self, runid: str, archive_name: str | None = None, new_runid: str | None = None
+    ) -> str:
+        """Return ``func(runid)`` or, for a restore with a name, ``func(runid, name)``; a
+        fork with both names ``func(runid, name, new_runid)``."""
+        if self is JobKind.FORK and archive_name and new_runid:
+            return f"{self.func_name}({runid}, {archive_name}, {new_runid})"
+        if self in (JobKind.RESTORE, JobKind.FORK) and archive_name:
             return f"{self.func_name}({runid}, {archive_name})"
         return f"{self.func_name}({runid})"
 
@@ -83,10 +91,12 @@ _FUNCS = {
     JobKind.RESTORE: "restore_archive_rq",
     JobKind.UNDO: "undo_restore_rq",
     JobKind.PRUNE: "prune_rq",
+    JobKind.FORK: "fork_archive_rq",
 }
 _TRIGGERS = {
     JobKind.ARCHIVE: (Trigger.ARCHIVE_COMPLETE, Trigger.ARCHIVE_FAILED),
     JobKind.RESTORE: (Trigger.RESTORE_COMPLETE, Trigger.RESTORE_FAILED),
     JobKind.UNDO: (Trigger.UNDO_COMPLETE, Trigger.UNDO_FAILED),
     JobKind.PRUNE: (Trigger.PRUNE_COMPLETE, Trigger.PRUNE_FAILED),
+    JobKind.FORK: (Trigger.FORK_COMPLETE, Trigger.FORK_FAILED),
 }

@@ -3,7 +3,8 @@
 On start (and then with RQ's maintenance, every ``MAINTENANCE_INTERVAL`` seconds while the
 worker loop runs) the worker reconciles every stale slot of the deployment and recovers the
 pending runs it can see (interrupted restores, half-written archives of jobs that died), and
-drops the undos that expired (``expiry.expire_undos``). A work
+drops the undos that expired (``expiry.expire_undos``) and removes the stages of forks whose
+process died (``core.recover_forks_in`` on the runs root and its shards). A work
 horse that dies without finishing (SIGKILL, OOM killer) is finished by the worker at once
 (``lifecycle.on_horse_killed``); a worker that dies whole is noticed by the liveness lease
 (``reconcile``) or, later, by RQ's abandoned-job cleanup in any other worker.
@@ -24,10 +25,13 @@ from typing import Any
 
 from rq import Worker
 
+from runarchive.core import recover_forks_in
+
 from .connection import EmbeddedRedis
 from .context import JobsContext, current, install
 from .expiry import expire_undos
 from .lifecycle import on_horse_killed, reconcile, recover_pending
+from .runs import fork_holders
 from .scrub import schedule_scrub
 from .settings import Settings
 
@@ -69,6 +73,9 @@ def startup_recovery(ctx: JobsContext) -> None:
             if dropped:
                 log.info("dropped the expired undo of run %s", runid)
         schedule_scrub(ctx)  # at most one pass per interval, however many workers ask
+        for folder in fork_holders(ctx.settings):  # stages of forks whose process died
+            if removed := recover_forks_in(folder):
+                log.warning("removed %d stage(s) of dead forks in %s", removed, folder)
     except Exception:
         log.exception("reconcile failed; will retry at the next maintenance")
 

@@ -41,16 +41,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 from flask import current_app, g
 from flask_login import current_user  # type: ignore[import-untyped]
 
 from runarchive.core import NotFound, RunArchiveError, RunRef, open_run, validate_runid
-from runarchive.jobs import find_run
+from runarchive.jobs import Trigger, find_run, job_status
 
 from . import accounts
 from .db import db
 from .errors import Forbidden, Unauthorized
-from .jobs_context import deployment
+from .jobs_context import deployment, jobs
 from .models import User
 from .mount import mount
 
@@ -100,10 +101,38 @@ def is_public(run_dir: RunRef | Path | None) -> bool:
 
 
 def may_write(who: User | None, runid: str) -> bool:
-    """Tell whether ``who`` owns run ``runid`` or is an admin."""
+    """Tell whether ``who`` owns run ``runid`` or is an admin.
+
+    A grant a fork made is settled first (``accounts.settle_forks``): it counts once its job
+    made the run, and is gone once the job ended without it.
+    """
     if who is None:
         return False
-    return who.is_admin or accounts.owns_run(db().session, who, runid)
+    if who.is_admin:
+        return True
+    session = db().session
+    accounts.settle_forks(session, fork_outcome, runid=runid)
+    return accounts.owns_run(session, who, runid)
+
+
+def fork_outcome(job_id: str, runid: str) -> bool | None:
+    """Tell whether fork job ``job_id`` made run ``runid``: True, False, or None while unknown.
+
+    Its final trigger decides. A job Redis no longer knows (its results expired) made the run
+    if the run exists: the fork's rename never replaces anything, so a run there after a
+    failed fork was made by someone else only if the job failed for that very reason, which
+    its trigger said while it was kept. Redis down: not known yet.
+    """
+    try:
+        info = job_status(jobs(), job_id)
+    except NotFound:
+        return find_run(deployment().settings, runid) is not None
+    except (RunArchiveError, redis.exceptions.RedisError):
+        return None
+    trigger = info.get("trigger")
+    if trigger is None:
+        return None
+    return bool(trigger == Trigger.FORK_COMPLETE)
 
 
 def takes_config(policy: Callable[..., str | None]) -> bool:

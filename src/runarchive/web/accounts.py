@@ -10,16 +10,16 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from runarchive.core import InvalidInput, NotFound, validate_runid
 
-from .models import ApiToken, RunAccess, User
+from .models import ApiToken, PendingFork, RunAccess, User
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 8
@@ -145,6 +145,62 @@ def revoke_run(session: Session, runid: str, user: User) -> bool:
     session.delete(row)
     session.commit()
     return True
+
+
+def grant_fork(session: Session, runid: str, user: User, job_id: str) -> bool:
+    """Grant run ``runid`` to ``user`` for fork job ``job_id``, pending its outcome; return
+    False (nothing recorded) when ``user`` already held a grant on it: that one is not the
+    fork's to take back."""
+    validate_runid(runid)
+    if owns_run(session, user, runid):
+        return False
+    session.add(RunAccess(runid=runid, user_id=user.id))
+    session.add(PendingFork(runid=runid, user_id=user.id, job_id=job_id))
+    try:
+        session.commit()
+    except IntegrityError:  # granted concurrently: that grant is not ours
+        session.rollback()
+        return False
+    return True
+
+
+# A fork job's outcome: True (the run was made), False (it was not), None (not known yet).
+ForkOutcome = Callable[[str, str], "bool | None"]
+
+
+def settle_forks(session: Session, outcome: ForkOutcome, *, runid: str | None = None,
+                 user: User | None = None) -> None:  # fmt: skip
+    """Settle the pending fork grants of run ``runid`` (or of ``user``): a fork that made its
+    run keeps its grant, one that did not loses it; one still running stays pending."""
+    query = select(PendingFork)
+    if runid is not None:
+        query = query.where(PendingFork.runid == runid)
+    if user is not None:
+        query = query.where(PendingFork.user_id == user.id)
+    rows = session.scalars(query).all()
+    if not rows:
+        return
+    for row in rows:
+        made = outcome(row.job_id, row.runid)
+        if made is None:
+            continue
+        if not made:
+            session.execute(
+                delete(RunAccess).where(
+                    RunAccess.runid == row.runid, RunAccess.user_id == row.user_id
+                )
+            )
+        session.delete(row)
+    session.commit()
+
+
+def granted_to_others(session: Session, runid: str, user: User | None) -> bool:
+    """Tell whether anyone but ``user`` holds a grant on run ``runid`` (it may not exist yet:
+    an admin's grant ahead of time, or a fork's)."""
+    query = select(RunAccess.id).where(RunAccess.runid == runid)
+    if user is not None:
+        query = query.where(RunAccess.user_id != user.id)
+    return session.scalar(query.limit(1)) is not None
 
 
 def owns_run(session: Session, user: User, runid: str) -> bool:

@@ -66,6 +66,8 @@ def dashboard_config(runid: str, can_write: bool) -> dict[str, Any]:
             "archive": urls.start_archive(runid),
             "restore": urls.start_restore(runid),
             "undo": urls.undo_restore(runid),
+            "fork": urls.fork_archive(runid),
+            "dashboard": urls.dashboard_template(),  # {runid}: a fork's new run
             "delete": urls.delete_archive(runid),
             # Archive names keep their characters in a URL path: the page appends the name.
             "restore_preview": urls.restore_preview_base(runid),

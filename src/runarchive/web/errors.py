@@ -54,6 +54,7 @@ from runarchive.core import (
     Pinned,
     ReadOnlyRun,
     RunArchiveError,
+    RunExists,
     UnsafeRun,
 )
 from runarchive.jobs import Canceled, JobRunning, NotCancelable, QueueUnavailable
@@ -146,6 +147,7 @@ HTTP_STATUSES: dict[type[RunArchiveError], int] = {
     Canceled: 409,
     NotCancelable: 409,
     NothingToUndo: 409,
+    RunExists: 409,
 }
 
 

@@ -1,5 +1,5 @@
-"""Blueprint ``rq_api`` (the jobs API): start archive, restore and undo jobs, delete, poll,
-cancel.
+"""Blueprint ``rq_api`` (the jobs API): start archive, restore, undo and fork jobs, delete,
+poll, cancel.
 
 Bodies are JSON (``Content-Type: application/json``) or a form; a malformed JSON body or a
 field of the wrong type is 400. Every refusal of the jobs layer keeps its meaning: a held
@@ -12,6 +12,20 @@ Job routes look the job up first (404 when unknown or not one of ours), then app
 rule (status) or the write rule (info with the traceback, cancel) to the job's run. A cancel is
 made in the name of the logged-in user (session or API token); 409 ``not_cancelable`` once
 the job ended or a restore's swap began.
+
+A fork (``start_fork``) grants the new run to the requester in this request, right after the
+job is queued: the worker has no SQL, and the grant must exist when the job's
+``FORK_COMPLETE`` sends the page to the new run. The new id is claimed atomically first (the
+jobs layer's claim, then the filesystem's no-replace rename), so of two forks racing for one
+id only the one queued is granted it; and a new id on which **another** user holds a grant is
+refused (409 ``run_exists``): it is promised to them. That same rule makes a failed fork's
+grant harmless to other users of runarchive: nobody else can fork into that id, and the
+requester is the only one it covers — until it is settled: the grant is recorded as pending
+(``PendingFork``), and the next access check on that id keeps it if the job made the run and
+removes it otherwise (``access.may_write``), so a failed fork leaves no usable grant to a run
+someone else could later create there by other means. Without a user of ours (a host's policy
+decides access), nothing is granted: the host's policy covers the new run as it covers every
+run.
 
 The functions under the routes (``request_body``, ``start_archive``, ``start_restore``,
 ``remove_archive``, ``find_job``, ``cancel``) are the one implementation the WEPPcloud routes
@@ -31,22 +45,27 @@ from runarchive.core import (
     InvalidInput,
     NotFound,
     RestorePaths,
+    RunExists,
     RunRef,
     archive_ref,
+    generate_runid,
     parse_comment,
     parse_restore_paths,
+    validate_runid,
 )
 from runarchive.jobs import (
     cancel_job,
     delete_archive,
     enqueue_archive,
+    enqueue_fork,
     enqueue_restore,
     enqueue_undo,
     job_status,
 )
 
-from . import access
+from . import access, accounts
 from .access import RunView
+from .db import db
 from .jobs_context import jobs
 
 bp = Blueprint("rq_api", __name__)
@@ -130,6 +149,32 @@ def start_undo(run: RunView) -> str:
     return enqueue_undo(jobs(), _located(run))
 
 
+@dataclass(frozen=True, slots=True)
+class QueuedFork:
+    """A fork job queued from a request: its id and the new run's."""
+
+    job_id: str
+    new_runid: str
+
+
+def start_fork(run: RunView, body: dict[str, Any]) -> QueuedFork:
+    """Queue a fork of the body's ``archive_name`` of a run the caller may write into the
+    body's ``new_runid`` (a fresh id when absent or empty), and grant the new run to the
+    caller (see the module's notes); 409 ``run_exists`` when the id is taken or promised."""
+    archive = archive_ref(archive_name_of(body))
+    wanted = _text(body, "new_runid", required=False)
+    new_runid = validate_runid(wanted) if wanted is not None else generate_runid()
+    who = access.user()
+    session = db().session
+    accounts.settle_forks(session, access.fork_outcome, runid=new_runid)  # failed forks' go
+    if accounts.granted_to_others(session, new_runid, who):
+        raise RunExists(new_runid)  # promised to another user: never hand it to this one
+    job_id, new_runid = enqueue_fork(jobs(), _located(run), archive, new_runid)
+    if who is not None:
+        accounts.grant_fork(session, new_runid, who, job_id)  # settled when its outcome is
+    return QueuedFork(job_id, new_runid)
+
+
 def remove_archive(run: RunView, name: str) -> None:
     """Delete archive ``name`` of a run the caller may write (refused as a job would be)."""
     delete_archive(jobs(), _located(run), archive_ref(name))
@@ -165,6 +210,14 @@ def api_undo_restore(runid: str) -> Response:
     """Queue an undo of the run's last restore; 202 with the job id, 409 with nothing to undo."""
     job_id = start_undo(access.require_write(runid))
     return json_response({"job_id": job_id}, 202)
+
+
+@bp.post("/runs/<runid>/rq/api/fork-archive")
+def api_fork_archive(runid: str) -> Response:
+    """Queue a fork of ``archive_name`` into run ``new_runid``; 202 with both ids."""
+    queued = start_fork(access.require_write(runid), request_body())
+    # The request's outcome is known here (queued and granted, or refused by raising above).
+    return json_response({"job_id": queued.job_id, "new_runid": queued.new_runid}, 202)
 
 
 @bp.post("/runs/<runid>/rq/api/delete-archive")

@@ -12,6 +12,13 @@ A new user starts at a random generation: SQLite may give a re-added user the ro
 removed one, and the removed user's cookies must not fit the new account. ``ApiToken.prefix``
 is the token's first characters (``ra_`` and 8 more, 48 of its 256 random bits), kept so the
 CLI can list and revoke tokens without the token itself.
+
+``PendingFork`` is a grant made by a fork request whose job has not been seen to end yet: the
+grant (a ``RunAccess`` row) exists from the request on, so the requester can open the new run
+the moment it appears, and it is settled — kept when the job ended with ``FORK_COMPLETE``,
+removed with the grant otherwise — the next time anyone's access to that run id is decided
+(``accounts.settle_forks``). A failed fork so never leaves a usable grant to a run someone
+else could later create under that id.
 """
 
 from __future__ import annotations
@@ -88,6 +95,18 @@ class RunAccess(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
     user: Mapped[User] = relationship(back_populates="runs")
+
+
+class PendingFork(Base):
+    """``user`` was granted run ``runid`` by fork job ``job_id``, whose outcome is not settled."""
+
+    __tablename__ = "pending_forks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    runid: Mapped[str] = mapped_column(String(200), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
 class ApiToken(Base):

@@ -120,6 +120,22 @@ _NAME_BODY = {
 }
 
 
+_FORK_BODY = {
+    "type": "object",
+    "required": ["archive_name"],
+    "properties": {
+        "archive_name": ARCHIVE_NAME["schema"],
+        "new_runid": {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9_.;-]{1,200}$",
+            "not": {"enum": [".", ".."]},
+            "description": "The new run's id; it must not exist (nor be granted to another "
+            "user). Absent or empty: a fresh id, 10 lowercase letters and digits.",
+        },
+    },
+}
+
+
 _RESTORE_BODY = {
     "type": "object",
     "required": ["archive_name"],
@@ -222,7 +238,7 @@ SCHEMAS: dict[str, Any] = {
             "job_id": {"type": ["string", "null"]},
             "job_kind": {
                 "type": ["string", "null"],
-                "enum": ["archive", "restore", "prune", "undo", "delete", None],
+                "enum": ["archive", "restore", "prune", "undo", "fork", "delete", None],
             },
             "undo": _ref("Undo"),
         },
@@ -248,6 +264,19 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["job_id"],
         "properties": {"job_id": {"type": "string"}},
+    },
+    "ForkQueued": {
+        "type": "object",
+        "required": ["job_id", "new_runid"],
+        "properties": {
+            "job_id": {"type": "string"},
+            "new_runid": {
+                "type": "string",
+                "description": "The run the fork makes (granted "
+                "to the requester now; it appears when the job ends with "
+                "`FORK_COMPLETE`).",
+            },
+        },
     },
     "ArchiveQueued": {
         "type": "object",
@@ -320,7 +349,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "string"},
             "runid": {"type": "string"},
-            "kind": {"type": "string", "enum": ["archive", "restore", "prune", "undo"]},
+            "kind": {"type": "string", "enum": ["archive", "restore", "prune", "undo", "fork"]},
             "status": {
                 "type": "string",
                 "description": "RQ's: queued, started, finished, failed, stopped, canceled …",
@@ -621,6 +650,17 @@ def _paths() -> dict[str, Any]:
                           "409": _error("`nothing_to_undo`: no restore since the last "
                                         "archive, restore or undo, or it expired; or busy/"
                                         "locked as for every job."),
+                          "503": BUSY["503"]}}},
+        "/runs/{runid}/rq/api/fork-archive": {"post": {
+            "summary": "Queue a fork: the archive restored into a new run under the runs root, "
+                       "granted to the requester; triggers `FORK_COMPLETE`/`FORK_FAILED` on the "
+                       "source's channel. Write access to the source. " + WRITE,
+            "parameters": [RUNID],
+            "requestBody": _body(_FORK_BODY, required=True),
+            "responses": {"202": _json(_ref("ForkQueued"), "Queued."), **REFUSALS,
+                          "409": _error("`run_exists`: something has the new run's name, "
+                                        "another fork is making it, or another user holds "
+                                        "a grant on it; or busy as for every job."),
                           "503": BUSY["503"]}}},
         "/runs/{runid}/rq/api/delete-archive": {"post": {
             "summary": "Delete an archive now. " + WRITE, "parameters": [RUNID],

@@ -20,7 +20,7 @@ from sqlalchemy import text
 from runarchive.jobs import find_run, worker_count
 
 from . import accounts, openapi, urls
-from .access import is_public, user
+from .access import fork_outcome, is_public, user
 from .db import db
 from .errors import html_page
 from .jobs_context import deployment, jobs
@@ -42,6 +42,7 @@ def index() -> Response | str:
         return found
     runs = []
     settings = deployment().settings
+    accounts.settle_forks(db().session, fork_outcome, user=who)  # failed forks' grants go
     for runid in accounts.runs_of(db().session, who):
         run_dir = find_run(settings, runid)
         runs.append(

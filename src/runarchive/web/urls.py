@@ -58,6 +58,11 @@ def dashboard(runid: str) -> str:
     return url_for("archive.rq_archive_dashboard", runid=runid)
 
 
+def dashboard_template() -> str:
+    """Any run's archive dashboard, ``{runid}`` where the id goes (a fork links to its run)."""
+    return _template("archive.rq_archive_dashboard", ("runid",))
+
+
 def login(next_page: str | None = None) -> str:
     """Our login form (``next_page``: where to go after logging in)."""
     if next_page is None:
@@ -110,6 +115,10 @@ def start_restore(runid: str) -> str:
 
 def undo_restore(runid: str) -> str:
     return url_for("rq_api.api_undo_restore", runid=runid)
+
+
+def fork_archive(runid: str) -> str:
+    return url_for("rq_api.api_fork_archive", runid=runid)
 
 
 def delete_archive(runid: str) -> str:

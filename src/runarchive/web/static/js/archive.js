@@ -44,7 +44,7 @@
   // Websocket frame types of the status relay (the protocol, not run data).
   const FRAME = Object.freeze({ STATUS: "status", PING: "ping", PONG: "pong", HANGUP: "hangup" });
   // Job kinds, as jobstatus reports them.
-  const KIND = Object.freeze({ ARCHIVE: "archive", RESTORE: "restore", UNDO: "undo" });
+  const KIND = Object.freeze({ ARCHIVE: "archive", RESTORE: "restore", UNDO: "undo", FORK: "fork" });
   // Free-text status lines the page reacts to (see runarchive.jobs.lines).
   const LINE_PREFIX = Object.freeze({
     ERROR: "Error: ",
@@ -91,13 +91,14 @@
   const EVENT_NAMES = new Set(Object.values(EVENTS));
   const SUCCESS_TRIGGERS = new Set(
     [TRIGGERS.ARCHIVE_COMPLETE, TRIGGERS.RESTORE_COMPLETE, TRIGGERS.PRUNE_COMPLETE,
-     TRIGGERS.UNDO_COMPLETE].filter(Boolean),
+     TRIGGERS.UNDO_COMPLETE, TRIGGERS.FORK_COMPLETE].filter(Boolean),
   );
   const FAILURE_TRIGGERS = new Set(
     [TRIGGERS.ARCHIVE_FAILED, TRIGGERS.RESTORE_FAILED, TRIGGERS.PRUNE_FAILED,
-     TRIGGERS.UNDO_FAILED].filter(Boolean),
+     TRIGGERS.UNDO_FAILED, TRIGGERS.FORK_FAILED].filter(Boolean),
   );
   const UNDO_TRIGGERS = new Set([TRIGGERS.UNDO_COMPLETE, TRIGGERS.UNDO_FAILED].filter(Boolean));
+  const FORK_TRIGGERS = new Set([TRIGGERS.FORK_COMPLETE, TRIGGERS.FORK_FAILED].filter(Boolean));
   const ARCHIVE_TRIGGERS = new Set(
     [TRIGGERS.ARCHIVE_COMPLETE, TRIGGERS.ARCHIVE_FAILED].filter(Boolean),
   );
@@ -137,6 +138,13 @@
     undo: $("ra-undo"),
     undoText: $("ra-undo-text"),
     undoBtn: $("ra-undo-btn"),
+    fork: $("ra-fork"),
+    forkForm: $("ra-fork-form"),
+    forkName: $("ra-fork-name"),
+    forkId: $("ra-fork-id"),
+    forkAlerts: $("ra-fork-alerts"),
+    forkCancel: $("ra-fork-cancel"),
+    forkTitle: $("ra-fork-title"),
   };
 
   const state = {
@@ -164,6 +172,8 @@
     jobLog: new Map(), // job id -> {kind, archive, files, bytes, fileCount, ended}
     lastJobId: null, // the latest job in the activity log
     endedShown: new Map(), // job id -> ended_at (ISO), once known
+    forkOf: null, // the archive the open Fork dialog is for
+    forkOpener: null, // the row's Fork… button: focus goes back to it
   };
 
   // ---------------------------------------------------------------- small helpers
@@ -507,6 +517,20 @@
           disabled: damaged ? "" : undefined,
           text: "Restore",
         }),
+      );
+      if (ui.fork && urls.fork && archive.readable !== false) {
+        actions.append(
+          el("button", {
+            type: "button",
+            className: "button button-small",
+            dataset: { action: "fork", name },
+            "aria-label": `Fork ${name} into a new run`,
+            "aria-haspopup": "dialog",
+            text: "Fork…",
+          }),
+        );
+      }
+      actions.append(
         el("button", {
           type: "button",
           className: "button button-small button-danger",
@@ -669,11 +693,90 @@
     focusNote();
   }
 
+  // ---------------------------------------------------------------- fork into a new run
+
+  function openFork(name, opener) {
+    state.forkOf = name;
+    state.forkOpener = opener;
+    ui.forkName.textContent = name;
+    ui.forkId.value = "";
+    ui.forkAlerts.replaceChildren();
+    ui.fork.showModal();
+    ui.forkId.focus();
+  }
+
+  function closeFork() {
+    if (ui.fork.open) ui.fork.close();
+  }
+
+  function forkError(message) {
+    ui.forkAlerts.replaceChildren(
+      el("div", { className: "alert alert-error", role: "alert" }, [
+        el("span", { className: "alert-text", text: message }),
+      ]),
+    );
+    ui.forkId.focus();
+  }
+
+  /** The new run's dashboard (the server's URL template: a mounted host's URLs included). */
+  function dashboardOf(runid) {
+    return urls.dashboard ? urls.dashboard.replace("{runid}", encodeURIComponent(runid)) : null;
+  }
+
+  async function submitFork(event) {
+    event.preventDefault();
+    const name = state.forkOf;
+    if (!name || root.dataset.busy === "true") return;
+    const wanted = ui.forkId.value.trim();
+    if (wanted && !ui.forkId.checkValidity()) {
+      forkError("Use letters, digits and _ . ; - only, or leave it empty for a fresh id.");
+      return;
+    }
+    const body = { archive_name: name };
+    if (wanted) body.new_runid = wanted;
+    state.pending = true;
+    updateBusy();
+    let data;
+    try {
+      data = await api("POST", urls.fork, body);
+    } catch (err) {
+      // The dialog stays open with the reason (a taken or bad id), so it can be corrected.
+      forkError(`Could not start the fork: ${err.message}`);
+      if (err.status === 409 && err.code !== "run_exists") scheduleListRefresh();
+      return;
+    } finally {
+      state.pending = false;
+      updateBusy();
+    }
+    closeFork();
+    const jobId = String(data.job_id);
+    const rec = jobRecord(jobId, KIND.FORK);
+    rec.archive = name;
+    rec.newRunid = String(data.new_runid);
+    setRowNote(name, "info", `Fork of ${name} into ${rec.newRunid} started…`, {
+      focus: true, jobId,
+    });
+    watchJob(jobId, KIND.FORK);
+  }
+
+  /** Add "Open <new run>" to a fork's success notes: the alert and the row's note. */
+  function linkNewRun(box, runid) {
+    const href = dashboardOf(runid);
+    if (!box || !href) return;
+    const link = el("a", {
+      href, className: "alert-link", dataset: { newRun: runid }, text: `Open ${runid}`,
+    });
+    const close = box.querySelector(".alert-close");
+    if (close) box.insertBefore(link, close);
+    else box.append(" ", link);
+  }
+
   function onRowClick(event) {
     const button = event.target.closest("button[data-action]");
     if (!button || button.disabled) return;
     const name = button.dataset.name;
     if (button.dataset.action === "restore") restoreArchive(name);
+    else if (button.dataset.action === "fork") openFork(name, button);
     else if (button.dataset.action === "delete") deleteArchive(name);
   }
 
@@ -854,7 +957,8 @@
       ? ARCHIVE_TRIGGERS.has(outcome.trigger)
       : job.kind !== KIND.RESTORE && job.kind !== KIND.UNDO;
     const isUndo = outcome.trigger ? UNDO_TRIGGERS.has(outcome.trigger) : job.kind === KIND.UNDO;
-    const what = isArchive ? "Archive" : isUndo ? "Undo" : "Restore";
+    const isFork = outcome.trigger ? FORK_TRIGGERS.has(outcome.trigger) : job.kind === KIND.FORK;
+    const what = isArchive ? "Archive" : isUndo ? "Undo" : isFork ? "Fork" : "Restore";
     root.dataset.lastOutcome = outcome.ok === null ? "unknown" : outcome.ok ? "ok" : "failed";
     root.dataset.lastFinishedVia = via;
     const rec = jobRecord(jobId);
@@ -865,18 +969,29 @@
       ui.progress.dataset.done = "true";
       if (!job.progressShown) ui.progressLabel.textContent = "Done";
       setJobStatus(`${what.toLowerCase()} complete`, "finished");
-      showAlert("success", isArchive ? "Archive created." : `${what} complete.`);
-      if (atRow) setRowNote(atRow, "success", restoreDoneText(rec, atRow), { jobId });
+      if (isFork) {
+        const made = rec.newRunid || "the new run";
+        const text = `Fork complete: ${made} holds ${rec.archive || "the archive"}.`;
+        const box = showAlert("success", text, "fork_complete");
+        if (rec.newRunid) linkNewRun(box, rec.newRunid);
+        if (atRow) {
+          setRowNote(atRow, "success", text, { jobId });
+          if (rec.newRunid) linkNewRun(ui.rows.querySelector(".row-note"), rec.newRunid);
+        }
+      } else {
+        showAlert("success", isArchive ? "Archive created." : `${what} complete.`);
+        if (atRow) setRowNote(atRow, "success", restoreDoneText(rec, atRow), { jobId });
+      }
     } else if (outcome.ok === false && /^Canceled by /.test(job.lastError || "")) {
       // A cancel is the user's own act, not a crash: say so, and no stack trace.
-      setJobStatus(isArchive ? "archive canceled" : "restore canceled", "failed");
+      setJobStatus(`${what.toLowerCase()} canceled`, "failed");
       ui.progressLabel.textContent = "Canceled";
       const text = `${what} canceled (${job.lastError.replace(/^Canceled/, "canceled")}).`;
       const box = showAlert("info", text);
       box.dataset.code = "job_canceled";
       if (atRow) setRowNote(atRow, "info", text, { jobId });
     } else if (outcome.ok === false) {
-      setJobStatus(isArchive ? "archive failed" : "restore failed", "failed");
+      setJobStatus(`${what.toLowerCase()} failed`, "failed");
       if (job.fraction === 0) ui.progressLabel.textContent = "Failed before any progress";
       const text = `${what} failed${job.lastError ? `: ${job.lastError}` : "."}`;
       const box = showAlert("error", text);
@@ -1028,6 +1143,14 @@
   function learnCall(jobId, call) {
     const match = /^(\w+)\(([^,)]*)(?:, ([^)]+))?\)$/.exec(call || "");
     if (!match) return jobRecord(jobId);
+    if (match[1].startsWith("fork")) {
+      // fork_archive_rq(<runid>, <name>, <new runid>)
+      const rec = jobRecord(jobId, KIND.FORK);
+      const [archive, newRunid] = (match[3] || "").split(", ");
+      if (archive && !rec.archive) rec.archive = archive;
+      if (newRunid && !rec.newRunid) rec.newRunid = newRunid;
+      return rec;
+    }
     const rec = jobRecord(jobId, match[1].startsWith("restore") ? KIND.RESTORE : KIND.ARCHIVE);
     if (match[3] && !rec.archive) rec.archive = match[3];
     return rec;
@@ -1052,16 +1175,20 @@
         const known = learnCall(line.jobId, line.call);
         const queued = line.event === EVENTS.ENQUEUED;
         const what =
-          known.kind === KIND.RESTORE
-            ? `Restore${known.archive ? ` from ${known.archive}` : ""}`
-            : "Archive";
+          known.kind === KIND.FORK
+            ? `Fork of ${known.archive || "an archive"} into ${known.newRunid || "a new run"}`
+            : known.kind === KIND.RESTORE
+              ? `Restore${known.archive ? ` from ${known.archive}` : ""}`
+              : "Archive";
         return {
           text: `${what} ${queued ? "queued" : "started"}`,
           stamp: queued ? "enqueued" : "started",
         };
       }
       if (line.event === EVENTS.TRIGGER && FAILURE_TRIGGERS.has(line.trigger)) {
-        const what = ARCHIVE_TRIGGERS.has(line.trigger) ? "Archive" : "Restore";
+        const what = ARCHIVE_TRIGGERS.has(line.trigger)
+          ? "Archive"
+          : FORK_TRIGGERS.has(line.trigger) ? "Fork" : "Restore";
         return { text: `${what} failed`, kind: "error", stamp: "ended" };
       }
       return null;
@@ -1082,6 +1209,8 @@
       const done = restoreDoneText(rec || { fileCount: 0 }, match[1]);
       return { text: done.replace(/\.$/, ""), kind: "done", stamp: "ended" };
     }
+    match = /^Fork complete: (\S+) from (.+)$/.exec(text);
+    if (match) return { text: `Fork complete: ${match[1]} from ${match[2]}`, kind: "done", stamp: "ended" };
     match = /^Cleared NoDb cache entries after restore \((\d+)\)$/.exec(text);
     if (match) return { text: `Cleared ${match[1]} cached NoDb entries` };
     if (text.startsWith(LINE_PREFIX.ERROR)) return { text, kind: "error", stamp: "ended" };
@@ -1401,6 +1530,24 @@
   ui.rows.addEventListener("click", onRowClick);
   ui.refresh.addEventListener("click", () => refreshList());
   if (ui.undoBtn) ui.undoBtn.addEventListener("click", () => undoRestore());
+  if (ui.fork) {
+    ui.forkForm.addEventListener("submit", submitFork);
+    ui.forkCancel.addEventListener("click", closeFork);
+    // Escape or Cancel: the keyboard is back on the row's Fork… button.
+    ui.fork.addEventListener("close", () => {
+      const opener = state.forkOpener;
+      state.forkOf = null;
+      state.forkOpener = null;
+      const again = opener && opener.isConnected
+        ? opener
+        : [...ui.rows.querySelectorAll('[data-action="fork"]')].find(
+          (node) => opener && node.dataset.name === opener.dataset.name,
+        );
+      if (again && !(state.note && document.activeElement && document.activeElement.closest(".row-note"))) {
+        again.focus();
+      }
+    });
+  }
   window.addEventListener("pagehide", () => {
     clearTimeout(state.wsTimer);
     const ws = state.ws;
