@@ -80,3 +80,18 @@ def test_restore_of_a_damaged_archive_is_409_naming_the_damage_before_any_work(
     )
     assert deleted.status_code == 200
     assert not (run.path / "archives" / run.archive).exists()
+
+
+def test_fork_of_a_damaged_archive_is_409_naming_the_damage_and_makes_no_run(web: WebEnv) -> None:
+    run = web.new_run()
+    assert run.archive is not None
+    flip_entry_byte(run.path / "archives" / run.archive, "output/H1.pass.dat", zipfile.ZIP_DEFLATED)
+    _check(web, run)
+    response = web.as_role("owner").post(
+        f"/runs/{run.runid}/rq/api/fork-archive",
+        json={"archive_name": run.archive, "new_runid": "forked-damaged"},
+    )
+    assert response.status_code == 409, response.get_data(as_text=True)
+    assert f"Archive {run.archive} is damaged" in response.get_json()["error"]["message"]
+    assert running_job(web.ctx, run.runid) is None
+    assert not (run.path.parent / "forked-damaged").exists()

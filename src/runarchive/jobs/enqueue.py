@@ -8,8 +8,8 @@
    for a restore, check the archive exists (NotFound) and holds every chosen path
    (InvalidInput naming it); for an undo, that the run keeps something to undo
    (NothingToUndo, HTTP 409);
-   a restore of an archive the scrub found damaged is refused too (DamagedArchive, HTTP 409,
-   the damage named; ``health.refuse_damaged``);
+   a restore or fork of an archive the scrub found damaged is refused too (DamagedArchive,
+   HTTP 409, the damage named; ``health.refuse_damaged``);
 2. refuse while any ``.nodb`` lock of the run is held (Locked, HTTP 409) — but a fork, which
    only reads a published archive; a fork also refuses a new run id whose place is taken
    (RunExists, HTTP 409);
@@ -238,7 +238,7 @@ def enqueue(ctx: JobsContext, request: JobRequest) -> str:
                     "restore or undo, or what it kept has expired."
                 )
     try:
-        if request.kind is JobKind.RESTORE:
+        if request.kind in (JobKind.RESTORE, JobKind.FORK):  # a fork is a restore elsewhere
             assert request.archive is not None
             with open_run(request.run) as run:
                 refuse_damaged(ctx, run, request.archive.name)  # 409 naming the damage

@@ -366,6 +366,8 @@ def fork_archive_rq(runid: str, archive_name: str, new_runid: str) -> dict[str, 
                 raise RunExists(new_runid, forking_job=forking)
             claimed = True
             into, make_parent = new_run_place(settings, new_runid)
+            with open_run(run) as opened:
+                refuse_damaged(frame.ctx, opened, archive.name)  # found since it was queued
 
             def before_publish(stage: ForkStage) -> None:
                 frame.cancel.commit()  # past here the fork finishes (or fails), never cancels
