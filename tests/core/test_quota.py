@@ -68,7 +68,7 @@ def test_the_refusal_names_usage_limit_and_what_to_do() -> None:
     )
     assert caught.value.code == "quota_exceeded"
     with pytest.raises(QuotaExceeded, match=r"^Your runs have 5 of 5 archives; delete or prune"):
-        check_quota("Your runs", 0, 5, 1, Limit(count=5))
+        check_quota("Your runs", 0, 5, 1, Limit(count=5), plural=True)
     check_quota("Run r1", 9 * gib, 4, gib, Limit(10 * gib, 5))  # exactly at the limit: allowed
     check_quota("Run r1", 10**15, 10**6, 10**12, Limit())  # no limit
     assert budget_for(3, Limit(bytes=10)) == 7

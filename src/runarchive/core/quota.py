@@ -245,14 +245,19 @@ def measure_usage(
 
 
 def check_quota(
-    subject: str, used_bytes: int, used_count: int, estimate: int, limit: Limit
+    subject: str,
+    used_bytes: int,
+    used_count: int,
+    estimate: int,
+    limit: Limit,
+    *,
+    plural: bool = False,
 ) -> None:
     """Refuse (QuotaExceeded) an archive of about ``estimate`` bytes that would pass ``limit``.
 
-    ``subject`` names whose archives these are as the message's sentence starts: ``Run r1``
-    or ``Your runs`` (plural: ``use``/``have``).
+    ``subject`` names whose archives these are as the message's sentence starts: ``Run r1``,
+    or with ``plural`` ``Your runs`` (``use``/``have``).
     """
-    plural = subject.endswith("runs")
     if limit.count is not None and used_count + 1 > limit.count:
         have = "have" if plural else "has"
         raise QuotaExceeded(
