@@ -17,7 +17,7 @@ released, and a job releases only *after* its archive is published (``lifecycle.
 So a measure either saw the archive on disk or ran while its reservation was still held
 (counted twice at worst, never zero times); deletes and prunes only lower the usage.
 
-What a reservation holds, and the job's budget: ``min(headroom, estimate × 1.25 + 1 MiB)``,
+What a reservation holds, and the job's budget: ``min(headroom, estimate × 1.25 + 64 KiB)``,
 the headroom being the tightest limit's room left (the run's own included). That number is
 the byte budget ``create_archive`` enforces while writing (``QuotaExceeded``, no partial
 file), so the reservations of every archive in flight, each bounded by its own budget, can
@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 50
 MARGIN_SHARE = 4  # the reservation's margin over the estimate: a quarter of it …
-MARGIN_BYTES = 1 << 20  # … plus 1 MiB
+MARGIN_BYTES = 64 << 10  # … plus 64 KiB
 
 _RESERVE_LUA = """
 local n = #KEYS - 1
