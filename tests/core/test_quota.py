@@ -81,8 +81,8 @@ def test_usage_counts_archives_run_bytes_and_free_disk(run_dir: Path) -> None:
     empty = measure_usage(run_dir, fresh=True)
     assert (empty.archives_bytes, empty.archives_count) == (0, 0)
     assert empty.run_bytes == content
-    assert empty.ratio == 1.0
-    assert empty.estimate >= content  # no archive yet: every byte counts, plus headers
+    assert empty.ratio is None
+    assert empty.estimate == content + 256 * 20 + (64 << 10)  # every byte, plus headers
     first = create_archive(run_dir)
     usage = measure_usage(run_dir, fresh=True)
     assert usage.archives_bytes == first.size
@@ -90,8 +90,9 @@ def test_usage_counts_archives_run_bytes_and_free_disk(run_dir: Path) -> None:
     assert usage.run_bytes == content  # archives/ is not the run's own bytes
     vfs = os.statvfs(run_dir / "archives")
     assert abs(usage.disk_free_bytes - vfs.f_bavail * vfs.f_frsize) < 64 << 20
-    # the next archive is estimated from this one's ratio: close to its real size
-    assert first.size <= usage.estimate <= first.size + 64 << 10 + 256 * 20 + 1
+    # the next archive is estimated from this one's ratio: its real size, plus 64 KiB slack
+    assert usage.ratio == pytest.approx(first.size / content)
+    assert first.size + (64 << 10) <= usage.estimate <= first.size + (64 << 10) + 1
     assert usage.as_json(Limit(10 << 20, None)) == {
         "archives_bytes": first.size,
         "archives_count": 1,

@@ -4,13 +4,17 @@ Why a quota needs an estimate: an archive's size is known only once it is writte
 quota must refuse *before any work* (issue 15). So the next archive's size is estimated from
 the run's bytes now and the compression the run's newest archive achieved:
 
-    estimate = run_bytes × ratio + 256 B per file + 64 KiB
-    ratio    = newest readable archive's size ÷ the bytes of its entries (0.01 … 1.05),
-               1.0 when the run has no readable archive yet (stored: every byte counts)
+    estimate = run_bytes × ratio + 64 KiB
+    ratio    = newest readable archive's size ÷ the bytes of its entries (0.01 … 1.05)
 
-(the per-file term covers the two headers and the manifest line; 64 KiB the manifest and
-central directory's fixed part). A refusal is raised when ``used + estimate`` would pass a
-limit, or when one more archive would pass a count limit.
+    with no readable archive yet: run_bytes + 256 B per file + 64 KiB
+
+(an archive's size already holds its headers and manifest, so its ratio carries them; without
+one, every byte counts as stored and 256 B a file covers the two headers and the manifest
+line; 64 KiB is slack for the central directory's fixed part and a grown run). Measured on
+the benchmark runs the ratio is 0.31-0.43 (docs/benchmarks.md), so a first archive's
+estimate is 2-3 times its real size, the next ones within a few per cent. A refusal is raised
+when ``used + estimate`` would pass a limit, or when one more archive would pass a count limit.
 
 The estimate is a guess, so it is not the guarantee: the archive is given a byte *budget*
 (``budget_for``: what the limit leaves) and ``create_archive`` aborts, removing its temp file,
@@ -143,13 +147,14 @@ class Usage:
     run_bytes: int
     disk_free_bytes: int
     run_files: int = 0
-    ratio: float = 1.0  # the newest archive's size over its entries' bytes (1.0: none yet)
+    ratio: float | None = None  # the newest archive's size over its entries' bytes
 
     @property
     def estimate(self) -> int:
         """The next archive's likely size (see the module's notes)."""
-        size = self.run_bytes * self.ratio
-        return math.ceil(size) + PER_FILE_OVERHEAD * self.run_files + FIXED_OVERHEAD
+        if self.ratio is None:
+            return self.run_bytes + PER_FILE_OVERHEAD * self.run_files + FIXED_OVERHEAD
+        return math.ceil(self.run_bytes * self.ratio) + FIXED_OVERHEAD
 
     def as_json(self, limit: Limit) -> dict[str, int | None]:
         """The list's ``usage`` block, with the run's own limit."""
@@ -187,29 +192,28 @@ def _run_size(run: RunDir, fresh: bool) -> tuple[int, int]:
     return files, size
 
 
-def _ratio(run: RunDir, rows: Sequence[ArchiveInfo], limits: Limits) -> float:
-    """The compression of the newest readable archive (its central directory, by handle)."""
+def _ratio(run: RunDir, rows: Sequence[ArchiveInfo], limits: Limits) -> float | None:
+    """The compression of the newest readable archive (its central directory, by handle;
+    bounded like the list's read), None without one."""
     newest = next((row for row in rows if row.readable), None)
-    if newest is None:
-        return 1.0
-    archives = run.archives()
-    if archives is None:
-        return 1.0
+    archives = run.archives() if newest is not None else None
+    if newest is None or archives is None:
+        return None
     with archives:
         try:
             fd = archives.open_file(newest.name)
         except OSError:
-            return 1.0
+            return None
         try:
             size = os.fstat(fd).st_size
             directory = read_directory(fd, size, limits.max_entries)
         except (InvalidArchive, OSError):
-            return 1.0
+            return None
         finally:
             os.close(fd)
     content = sum(e.usize for e in directory.entries if e.name != MANIFEST_NAME)
     if content <= 0:
-        return 1.0
+        return None
     return min(MAX_RATIO, max(MIN_RATIO, size / content))
 
 
@@ -221,8 +225,9 @@ def measure_usage(
     limits: Limits | None = None,
 ) -> Usage:
     """Measure a run: its archives (``rows`` from ``list_archives`` when the caller has them),
-    its own bytes (cached unless ``fresh``), the free bytes of its archives' disk (statvfs of
-    the folder's handle; the run's when it has no ``archives/`` yet) and the archive ratio."""
+    its own bytes, the free bytes of its archives' disk (statvfs of the folder's handle; the
+    run's when it has no ``archives/`` yet). ``fresh``: walk the run now rather than trust the
+    cache, and read the newest archive's ratio (what ``estimate`` needs)."""
     lim = limits or Limits.from_env()
     listed = list_archives(Path(run_dir), lim) if rows is None else rows
     with open_run(run_dir) as run:
@@ -233,7 +238,7 @@ def measure_usage(
         else:
             with archives:
                 vfs = os.fstatvfs(archives.fd)
-        ratio = _ratio(run, listed, lim) if fresh else 1.0
+        ratio = _ratio(run, listed, lim) if fresh else None
     return Usage(
         archives_bytes=sum(row.size for row in listed),
         archives_count=len(listed),
