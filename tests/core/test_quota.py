@@ -4,6 +4,7 @@ that aborts an archive without leaving a partial file."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,22 @@ def test_run_bytes_are_cached_and_a_fresh_measure_walks_again(run_dir: Path) -> 
     (run_dir / "more.txt").write_bytes(b"x" * 1000)
     assert measure_usage(run_dir).run_bytes == content  # the list's cached walk
     assert measure_usage(run_dir, fresh=True).run_bytes == content + 1000
+
+
+def test_a_stale_run_size_is_answered_while_the_run_is_walked_again(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runarchive.core import quota
+
+    content = _fill(run_dir, files=2)
+    assert measure_usage(run_dir).run_bytes == content  # the first list walks
+    (run_dir / "more.txt").write_bytes(b"x" * 1000)
+    monkeypatch.setattr(quota, "RUN_BYTES_TTL", 0.0)  # every figure is stale from now on
+    assert measure_usage(run_dir).run_bytes == content  # answered at once, walk started
+    deadline = time.monotonic() + 10
+    while measure_usage(run_dir).run_bytes != content + 1000:
+        assert time.monotonic() < deadline, "the background walk never landed"
+        time.sleep(0.01)
 
 
 def test_a_planted_link_for_archives_is_not_followed_for_usage(
