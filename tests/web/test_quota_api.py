@@ -31,6 +31,7 @@ from runarchive.web.accounts import (
     set_quota,
 )
 from runarchive.web.db import db
+from runarchive.web.openapi import document
 from runarchive.web.settings import WebSettings
 from tests.support.waiting import wait_until
 from tests.support.web import PASSWORD, LiveServer, WebEnv
@@ -284,3 +285,5 @@ def test_the_list_reports_the_runs_usage(web: WebEnv) -> None:
     assert abs(usage["disk_free_bytes"] - vfs.f_bavail * vfs.f_frsize) < 64 * MIB
     assert set(usage) == {"archives_bytes", "archives_count", "run_bytes", "quota_bytes",
                           "quota_count", "disk_free_bytes"}  # fmt: skip
+    schema = document()["components"]["schemas"]["Usage"]
+    assert set(schema["required"]) == set(usage) == set(schema["properties"])

@@ -29,7 +29,8 @@ reservation whose release never ran (Redis lost the job's set) expires at its de
 slot's backstop (job timeout + a day): the reserve script drops expired ones.
 
 Not covered (documented): archives made outside the owner reservation, ``runarchive
-archive`` on the host (no owner; it honours the run's own limit) and ``enqueue-archive``.
+archive`` on the host (no owner; it honours the run's own limit) and ``enqueue-archive`` (the
+run's own limit only); a job started outside ``enqueue`` (``rq requeue``) has no budget.
 """
 
 from __future__ import annotations
