@@ -36,6 +36,7 @@ database. Sizes are written ``10G``, ``500M``, ``1.5T`` or in bytes (binary unit
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -46,13 +47,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .catalog import ArchiveInfo, list_archives
-from .errors import InvalidArchive, InvalidInput, QuotaExceeded
+from .errors import InvalidArchive, InvalidInput, QuotaExceeded, RunArchiveError
 from .fsutil import human_bytes
 from .limits import Limits
 from .manifest import MANIFEST_NAME
 from .rundir import RunDir, RunRef, open_run
 from .tree import scan_run
 from .zipformat import read_directory
+
+log = logging.getLogger(__name__)
 
 # The site's quota settings and their environment variables (the jobs settings list them in
 # their ENV map, as they do the retention defaults).
@@ -178,7 +181,12 @@ _RUN_SIZES_MAX = 10_000
 
 
 def _walk(run: RunDir, key: tuple[int, int]) -> tuple[int, int]:
-    tree = scan_run(run)  # by handle, no link followed; archives/ is not part of the tree
+    try:
+        tree = scan_run(run)  # by handle, no link followed; archives/ is not part of the tree
+    except OSError as exc:
+        raise RunArchiveError(
+            f"Cannot read {exc.filename}: {exc.strerror}. Fix its permissions and retry."
+        ) from exc
     files, size = tree.file_count, tree.file_bytes
     with _run_sizes_lock:
         if len(_run_sizes) >= _RUN_SIZES_MAX:
@@ -193,8 +201,8 @@ def _refresh(fd: int, path: Path, runid: str, key: tuple[int, int]) -> None:
     try:
         with RunDir(fd, path, runid) as run:
             _walk(run, key)
-    except OSError:
-        pass
+    except (OSError, RunArchiveError) as exc:
+        log.warning("run %s: run_bytes not refreshed: %s", runid, exc)
     finally:
         with _run_sizes_lock:
             _refreshing.discard(key)
@@ -215,8 +223,14 @@ def _run_size(run: RunDir, fresh: bool) -> tuple[int, int]:
         start = stale and not fresh and key not in _refreshing
         if start:
             _refreshing.add(key)
-    if known is None or fresh:
+    if fresh:
         return _walk(run, key)
+    if known is None:
+        try:
+            return _walk(run, key)
+        except RunArchiveError as exc:  # the list still answers; an archive would say why
+            log.warning("run %s: run_bytes unknown: %s", run.runid, exc)
+            return 0, 0
     if start:
         fd = os.dup(run.fd)
         worker = threading.Thread(
