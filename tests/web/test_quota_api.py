@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from runarchive.core import create_archive, list_archives
+from runarchive.core import Limit, create_archive, list_archives
 from runarchive.jobs import JobsContext, Settings, job_status
 from runarchive.web import create_app, shutdown
 from runarchive.web.accounts import (
@@ -30,7 +30,9 @@ from runarchive.web.accounts import (
     require_user,
     set_quota,
 )
+from runarchive.web.archive_quota import user_limit
 from runarchive.web.db import db
+from runarchive.web.models import User
 from runarchive.web.openapi import document
 from runarchive.web.settings import WebSettings
 from tests.support.waiting import wait_until
@@ -287,3 +289,28 @@ def test_the_list_reports_the_runs_usage(web: WebEnv) -> None:
                           "quota_count", "disk_free_bytes"}  # fmt: skip
     schema = document()["components"]["schemas"]["Usage"]
     assert set(schema["required"]) == set(usage) == set(schema["properties"])
+
+
+def test_an_admin_archiving_someones_run_counts_against_the_owner(web: WebEnv) -> None:
+    token = _owner(web, quota_count=1)
+    path = _run(web, token, 4 * KIB)
+    create_archive(path, "one")
+    with web.app.app_context():
+        session = db().session
+        admin = create_user(session, f"a{uuid.uuid4().hex[:8]}", PASSWORD, admin=True)
+        admin_token = create_token(session, admin)
+    response = _client(web, admin_token).post(f"/runs/{path.name}/rq/api/archive", json={})
+    assert response.status_code == 409
+    assert response.get_json()["error"]["message"] == (
+        f"The runs of {web.tokens[token]} have 1 of 1 archives; delete or prune archives, "
+        "or ask an admin."
+    )
+    mine = _client(web, token).post(f"/runs/{path.name}/rq/api/archive", json={})
+    assert mine.get_json()["error"]["message"].startswith("Your runs have 1 of 1 archives")
+
+
+def test_a_users_override_replaces_the_site_owner_quota_field_by_field() -> None:
+    site = Limit(10 << 30, 100)
+    assert user_limit(User(quota_bytes=None, quota_count=None), site) == site
+    assert user_limit(User(quota_bytes=None, quota_count=5), site) == Limit(10 << 30, 5)
+    assert user_limit(User(quota_bytes=1 << 30, quota_count=None), site) == Limit(1 << 30, 100)
