@@ -100,10 +100,15 @@ ARCHIVE_REFUSALS = {
 }
 
 # What ``core.parse_comment`` refuses, as far as a pattern can say it (the rule is by Unicode
-# category: Cc, Cf, Cs, Co, Cn, Zl, Zp); the C0/C1 controls, bidi marks and zero-width ones.
+# category: Cc, Cf, Cs, Co, Cn, Zl, Zp): the C0/C1 controls, bidi marks and zero-width ones;
+# surrogates and the BMP's private use area (U+D800-U+F8FF); every code point above U+3134A
+# but the variation selectors U+E0100-U+E01EF (in Python 3.11's Unicode 14 all of them are
+# unassigned, tags or private use; held as characters in the string, since ``\u`` escapes
+# stop at U+FFFF). The BMP's scattered unassigned code points are left to the server's 400.
 COMMENT_PATTERN = (
     "^[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u200b-\\u200f\\u2028-\\u202e"
-    "\\u2060-\\u206f\\ufeff\\ufff9-\\ufffb]*$"
+    "\\u2060-\\u206f\\ud800-\\uf8ff\\ufeff\\ufff9-\\ufffb"
+    "\U0003134b-\U000e00ff\U000e01f0-\U0010ffff]*$"
 )
 _ARCHIVE_BODY = {
     "type": "object",
