@@ -24,12 +24,21 @@ def test_our_keys_take_the_prefix() -> None:
     assert keys.pending_recovery() == "runarchive:recover"
     assert keys.undo_expiry() == "runarchive:undo-expiry"
     assert keys.new_run_claim("abc") == "runarchive:new-run:abc"
+    assert keys.quota_owner("ana") == "runarchive:quota:ana"
+    assert keys.quota_owner("a.b@x-1_2") == "runarchive:quota:a.b@x-1_2"
+    assert keys.job_quota("j1") == "runarchive:job:j1:quota"
 
 
 def test_the_scrub_keys_take_the_prefix() -> None:
     keys = Keys("runarchive")
     assert keys.health("abc") == "runarchive:health:abc"
     assert keys.scrub_pass() == "runarchive:scrub:pass"
+
+
+@pytest.mark.parametrize("owner", ["", "a b", "a*b", "x" * 65, "ana\n", "a:b"])
+def test_an_owner_name_that_could_reach_other_keys_is_refused(owner: str) -> None:
+    with pytest.raises(InvalidInput):
+        Keys().quota_owner(owner)
 
 
 def test_a_custom_prefix_moves_every_own_key() -> None:

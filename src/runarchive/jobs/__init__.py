@@ -25,6 +25,7 @@ from .health import Health, archive_health
 from .jobinfo import JOB_STATES, job_status
 from .lines import parse_line
 from .locks import acquire_lock, ensure_unlocked, lock_statuses, release_lock
+from .reservation import OwnerQuota
 from .runs import find_run
 from .settings import ENV as SETTINGS_ENV
 from .settings import Settings
@@ -43,6 +44,7 @@ __all__ = [
     "JobRunning",
     "JobsContext",
     "NotCancelable",
+    "OwnerQuota",
     "QueueUnavailable",
     "Settings",
     "Trigger",

@@ -16,6 +16,9 @@
 3. reconcile the run's slot (a slot whose job died is finished and freed here);
 4. claim the slot atomically with a fresh job id (JobRunning, HTTP 409, names the holder);
    a fork then claims its new run id (``newrun``; RunExists naming the other fork's job);
+   for an archive, check the run's quota and reserve the archive's bytes in each owner's
+   (``reservation.archive_budget``: QuotaExceeded, HTTP 409, the slot released again); the
+   job gets the reserved bytes as its write budget;
 5. in one Redis transaction: save and push the RQ job, and publish + retain
    ``rq:<id> ENQUEUED <call>``, so no worker can start the job before the line is out;
    if that fails the slot is released and the error raised (QueueUnavailable, HTTP 503).
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +64,7 @@ from .lifecycle import on_job_failure, on_job_stopped, reconcile
 from .lines import job_line
 from .locks import ensure_unlocked
 from .newrun import claim_new_run, release_new_run
+from .reservation import OwnerQuota, archive_budget, release_reservation
 from .runs import locate_run, new_run_place
 from .slot import Slot, claim_slot, read_slot, release_slot, slot_ttl
 from .tasks import archive_rq, fork_archive_rq, prune_rq, restore_archive_rq, undo_restore_rq
@@ -84,6 +88,7 @@ class JobRequest:
     links: LinkMode = LinkMode.STORE
     paths: RestorePaths | None = None
     new_runid: str | None = None  # a fork's new run (validated)
+    owners: tuple[OwnerQuota, ...] = ()  # an archive's owners whose quotas apply
 
     @property
     def runid(self) -> str:
@@ -95,8 +100,9 @@ class JobRequest:
         name = self.archive.name if self.archive else None
         return self.kind.call(self.runid, name, self.new_runid)
 
-    def job(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        """Return the RQ job function and its arguments (plain values: they cross Redis)."""
+    def job(self, budget: int | None = None) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """Return the RQ job function and its arguments (plain values: they cross Redis);
+        ``budget``: an archive's byte budget, from its quotas."""
         if self.kind is JobKind.FORK:
             assert self.archive is not None and self.new_runid is not None
             return fork_archive_rq, (self.runid, self.archive.name, self.new_runid)
@@ -109,6 +115,8 @@ class JobRequest:
                 return restore_archive_rq, (self.runid, self.archive.name, self.paths.as_list())
             return restore_archive_rq, (self.runid, self.archive.name)
         text = self.comment.text if self.comment is not None else ""
+        if budget is not None:
+            return archive_rq, (self.runid, text or None, self.links.value, budget)
         return archive_rq, (self.runid, text or None, self.links.value)
 
 
@@ -117,15 +125,20 @@ def archive_request(
     run: str | RunRef,
     comment: str | Comment | None = None,
     links: str | LinkMode | None = None,
+    owners: Sequence[OwnerQuota] = (),
 ) -> JobRequest:
     """Parse an archive job's arguments (InvalidInput, NotFound).
 
     ``links`` (``store``/``follow``) defaults to the ``links`` setting; it is resolved here, so
-    the job does what was asked whatever the worker's setting.
+    the job does what was asked whatever the worker's setting. ``owners``: whose quotas the
+    archive counts against (the web layer knows the owners; the site's per-run quota always
+    applies).
     """
     parsed = parse_comment(comment)
     mode = parse_link_mode(ctx.settings.links if links is None else links)
-    return JobRequest(JobKind.ARCHIVE, _located(ctx, run), comment=parsed, links=mode)
+    return JobRequest(
+        JobKind.ARCHIVE, _located(ctx, run), comment=parsed, links=mode, owners=tuple(owners)
+    )
 
 
 def restore_request(
@@ -173,9 +186,10 @@ def enqueue_archive(
     run: str | RunRef,
     comment: str | Comment | None = None,
     links: str | LinkMode | None = None,
+    owners: Sequence[OwnerQuota] = (),
 ) -> str:
-    """Queue an archive of run ``run``; return the job id."""
-    return enqueue(ctx, archive_request(ctx, run, comment, links))
+    """Queue an archive of run ``run`` within its quotas (and ``owners``'); return the job id."""
+    return enqueue(ctx, archive_request(ctx, run, comment, links, owners))
 
 
 def enqueue_restore(
@@ -260,10 +274,14 @@ def enqueue(ctx: JobsContext, request: JobRequest) -> str:
                 forking = claim_new_run(ctx, request.new_runid, job_id)
                 if forking is not None:
                     raise RunExists(request.new_runid, forking_job=forking)
-            _push(ctx, request, job_id)
+            budget = None
+            if request.kind is JobKind.ARCHIVE:
+                budget = archive_budget(ctx, request.run, request.owners, job_id)
+            _push(ctx, request, job_id, budget)
         except BaseException:
             if request.new_runid is not None:
                 release_new_run(ctx, request.new_runid, job_id)
+            release_reservation(data, ctx.keys, job_id)
             release_slot(data, ctx.keys, runid, job_id)
             raise
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
@@ -271,9 +289,9 @@ def enqueue(ctx: JobsContext, request: JobRequest) -> str:
     return job_id
 
 
-def _push(ctx: JobsContext, request: JobRequest, job_id: str) -> None:
+def _push(ctx: JobsContext, request: JobRequest, job_id: str, budget: int | None) -> None:
     settings = ctx.settings
-    func, args = request.job()
+    func, args = request.job(budget)
     meta = {"runid": request.runid, "kind": request.kind.value, "prefix": settings.key_prefix}
     if request.new_runid is not None:
         meta["new_runid"] = request.new_runid

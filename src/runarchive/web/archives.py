@@ -40,7 +40,7 @@ from runarchive.core import (
 )
 from runarchive.jobs import JOB_STATES, Event, Trigger, archive_health, running_job
 
-from . import access, urls
+from . import access, archive_quota, urls
 from .access import RunView
 from .errors import html_page
 from .jobs_context import jobs
@@ -140,23 +140,24 @@ def rq_archive_list(runid: str) -> Response:
 def list_body(found: RunView) -> dict[str, Any]:
     """Return the list of a run the caller may read: its archives (each with the scrub's
     ``health``, ``checked_at`` and ``damage``: ``jobs.archive_health``, bound to the file now
-    under the name), the job holding it, and whether the last restore can be undone (``undo``;
-    an expired one is dropped here)."""
-    assert found.run is not None and found.run_dir is not None
+    under the name), the job holding it, whether the last restore can be undone (``undo``; an
+    expired one is dropped here), and the run's storage ``usage`` (``archive_quota``)."""
+    assert found.run is not None
     slot = running_job(jobs(), found.runid)
     download = urls.download_prefix(found.runid)  # one url_for for every row (urls.py)
-    infos = list_archives(found.run_dir)
-    health = archive_health(jobs(), found.run, [info.name for info in infos])
+    rows = list_archives(found.run.path)
+    health = archive_health(jobs(), found.run, [info.name for info in rows])
     archives = [
         {**_row(info), **health[info.name].as_json(), "download_url": download + info.name}
-        for info in infos
+        for info in rows
     ]
     return {
         "archives": archives,
         "in_progress": slot is not None,
         "job_id": slot.job_id if slot is not None else None,
         "job_kind": slot.kind if slot is not None else None,
-        "undo": undo_info(found.run_dir).as_json(),
+        "undo": undo_info(found.run.path).as_json(),
+        "usage": archive_quota.usage_block(found.run, rows),
     }
 
 

@@ -19,6 +19,10 @@ the moment it appears, and it is settled — kept when the job ended with ``FORK
 removed with the grant otherwise — the next time anyone's access to that run id is decided
 (``accounts.settle_forks``). A failed fork so never leaves a usable grant to a run someone
 else could later create under that id.
+
+``User.quota_bytes``/``quota_count`` override the site's per-owner archive quota for that user
+(``runarchive users quota``; NULL: the site's ``RUNARCHIVE_QUOTA_OWNER_*``); a database made
+before them gains the columns on open (``db.ADDED_COLUMNS``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,15 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -56,6 +68,9 @@ class User(Base):
     session_generation: Mapped[int] = mapped_column(
         Integer, default=first_generation, server_default="0"
     )
+    # The user's own quota on all their runs' archives (None: the site's per-owner setting).
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    quota_count: Mapped[int | None] = mapped_column(Integer, default=None)
 
     runs: Mapped[list[RunAccess]] = relationship(
         back_populates="user", cascade="all, delete-orphan"
