@@ -169,18 +169,25 @@ class Tree:
         self.files = self.bytes = 0
         self._keys: list[str] | None = None
         self._listings: dict[str, tuple[list[Key], list[str]]] = {}
-        nodes = self.nodes
+        nodes, children = self.nodes, self.children
+        top_files = top_bytes = 0
         for node in reversed(order):  # content before its folder: totals in one pass
-            parent = node.path.rpartition("/")[0]
-            self.children.setdefault(parent, []).append(node.path)
+            path = node.path
+            parent = path.rpartition("/")[0]
+            siblings = children.get(parent)
+            if siblings is None:
+                children[parent] = [path]
+            else:
+                siblings.append(path)
             files, size = (1, node.size) if node.type == FILE else (node.files, node.bytes)
             above = nodes.get(parent) if parent else None
             if above is None:
-                self.files += files
-                self.bytes += size
+                top_files += files
+                top_bytes += size
             else:
                 above.files += files
                 above.bytes += size
+        self.files, self.bytes = top_files, top_bytes
 
     @property
     def keys(self) -> list[str]:
@@ -377,7 +384,10 @@ def _build_tree(reader: ArchiveReader) -> Tree:
         found[path] = Node(path, kind, entry, meta)
     placed: dict[str, Node] = {}
     order: list[Node] = []
-    for path in sorted(found, key=tree_key):  # each folder before its content
+    # Each folder before its content: tree_key order, the keys made in one C-level pass
+    # (no entry path holds a control character, so the mapping back is exact).
+    for key in sorted([p.replace("/", "\x01") for p in found]):
+        path = key.replace("\x01", "/")
         if path in seen_twice:  # ambiguous: left out, and so is everything below it
             hidden += 1
             continue
