@@ -11,7 +11,14 @@ from .cancel import CancelStatus, cancel_job
 from .connection import embedded_url
 from .context import JobsContext
 from .delete import delete_archive
-from .enqueue import enqueue_archive, enqueue_prune, enqueue_restore, enqueue_undo, running_job
+from .enqueue import (
+    check_restorable,
+    enqueue_archive,
+    enqueue_prune,
+    enqueue_restore,
+    enqueue_undo,
+    running_job,
+)
 from .errors import Canceled, JobRunning, NotCancelable, QueueUnavailable
 from .jobinfo import JOB_STATES, job_status
 from .lines import parse_line
@@ -38,6 +45,7 @@ __all__ = [
     "Trigger",
     "acquire_lock",
     "cancel_job",
+    "check_restorable",
     "delete_archive",
     "embedded_url",
     "enqueue_archive",
