@@ -157,37 +157,70 @@ def tree_key(path: str) -> str:
 
 
 class Tree:
-    """The archive's paths in pre-order with folder totals; never changed once built."""
+    """The archive's paths in pre-order with folder totals; never changed once built.
 
-    __slots__ = ("_keys", "_listings", "bytes", "children", "files", "hidden", "nodes", "order")
+    The folder index (``children`` and every folder's totals) is built on first use, once,
+    under the tree's lock: a diff needs only ``nodes``, a listing needs the index too, and a
+    cached tree is shared by the threads serving requests.
+    """
+
+    __slots__ = ("_bytes", "_children", "_files", "_index_lock", "_keys", "_listings", "hidden",
+                 "nodes", "order")  # fmt: skip
 
     def __init__(self, order: list[Node], hidden: int) -> None:
         self.order = order  # pre-order: each folder before its content
         self.nodes = {node.path: node for node in order}
         self.hidden = hidden
-        self.children: dict[str, list[str]] = {}
-        self.files = self.bytes = 0
+        self._children: dict[str, list[str]] | None = None
+        self._files = self._bytes = 0
+        self._index_lock = threading.Lock()
         self._keys: list[str] | None = None
         self._listings: dict[str, tuple[list[Key], list[str]]] = {}
-        nodes, children = self.nodes, self.children
-        top_files = top_bytes = 0
-        for node in reversed(order):  # content before its folder: totals in one pass
-            path = node.path
-            parent = path.rpartition("/")[0]
-            siblings = children.get(parent)
-            if siblings is None:
-                children[parent] = [path]
-            else:
-                siblings.append(path)
-            files, size = (1, node.size) if node.type == FILE else (node.files, node.bytes)
-            above = nodes.get(parent) if parent else None
-            if above is None:
-                top_files += files
-                top_bytes += size
-            else:
-                above.files += files
-                above.bytes += size
-        self.files, self.bytes = top_files, top_bytes
+
+    @property
+    def children(self) -> dict[str, list[str]]:
+        """Each folder's direct children (``""``: the top), content order."""
+        return self._children if self._children is not None else self.index()
+
+    @property
+    def files(self) -> int:
+        self.index()
+        return self._files
+
+    @property
+    def bytes(self) -> int:
+        self.index()
+        return self._bytes
+
+    def index(self) -> dict[str, list[str]]:
+        """Build the folder index once (children, folder totals); return ``children``."""
+        if self._children is not None:
+            return self._children
+        with self._index_lock:
+            if self._children is not None:  # another thread built it meanwhile
+                return self._children
+            children: dict[str, list[str]] = {}
+            nodes = self.nodes
+            top_files = top_bytes = 0
+            for node in reversed(self.order):  # content before its folder: one pass
+                path = node.path
+                parent = path.rpartition("/")[0]
+                siblings = children.get(parent)
+                if siblings is None:
+                    children[parent] = [path]
+                else:
+                    siblings.append(path)
+                files, size = (1, node.size) if node.type == FILE else (node.files, node.bytes)
+                above = nodes.get(parent) if parent else None
+                if above is None:
+                    top_files += files
+                    top_bytes += size
+                else:
+                    above.files += files
+                    above.bytes += size
+            self._files, self._bytes = top_files, top_bytes
+            self._children = children  # last: its presence says the totals are complete
+            return children
 
     @property
     def keys(self) -> list[str]:
@@ -229,8 +262,11 @@ class Contents:
         self.reader = reader
         self.tree = tree
         self.nodes = tree.nodes
-        self.children = tree.children
         self.hidden = tree.hidden
+
+    @property
+    def children(self) -> dict[str, list[str]]:
+        return self.tree.children
 
     def __enter__(self) -> Contents:
         return self
@@ -266,6 +302,8 @@ class Contents:
         if node.type == SYMLINK:
             target = node.meta.target if node.meta is not None else self._link_target(node)
         folder = node.type == DIR
+        if folder:
+            self.tree.index()  # folder totals
         return Entry(
             node.path, node.type, node.size, node.mode, node.mtime_ns, node.sha256, target,
             node.files if folder else None, node.bytes if folder else None,
