@@ -49,7 +49,7 @@ from .errors import (
 from .isotime import iso_from_ns
 from .limits import Limits
 from .manifest import DIR, FILE, MANIFEST_NAME, SYMLINK, Manifest, ManifestEntry
-from .names import LEGACY_WORK_DIR
+from .names import LEGACY_WORK_DIR, has_control_characters
 from .paging import Key, check_limit, decode_cursor, encode_cursor
 from .reader import ArchiveReader, open_archive_fd
 from .rundir import RunDir
@@ -495,27 +495,43 @@ def list_entries(
     cursor: str | None = None,
     limit: int | None = None,
     recursive: bool = False,
+    search: str | None = None,
 ) -> Listing:
     """Return one page of the direct children of folder ``prefix`` (``""``: the top).
 
     Folders come first, then everything else, each by name; folder rows carry the files and
     bytes of their subtree. ``recursive`` lists the whole subtree instead, in pre-order
-    (each folder before its content). ``limit`` is 1 to 1000 (default 200); ``next`` is the
-    cursor of the following page, None on the last one.
+    (each folder before its content). ``search`` lists, in that same pre-order, only the
+    paths of the subtree that contain it (case-insensitive; ``total`` counts the matches).
+    ``limit`` is 1 to 1000 (default 200); ``next`` is the cursor of the following page, None
+    on the last one.
     """
     size = check_limit(limit)
     folder = check_path(prefix, folder=True)
+    needle = check_search(search)
     if folder:
         contents.find(folder, DIR)
     scope = f"entries\x00{contents.name}\x00{folder}\x00{int(recursive)}"
+    if needle is not None:  # a search's cursor is good for that search only
+        scope += f"\x00search\x00{needle}"
     after = decode_cursor(cursor, scope, ranks=2)
     tree = contents.tree
-    if recursive:  # pre-order keys: a page is a bisect and a slice of the tree's order
+    if needle is not None:  # one pass over the subtree: a contains-match has no index
+        start, stop = tree.span(folder)
+        walk, order = tree.keys, tree.order
+        first = start if after is None else bisect.bisect_right(walk, after[1], start, stop)
+        hits = [i for i in range(start, stop) if needle in order[i].path.casefold()]
+        begin = bisect.bisect_left(hits, first)
+        chosen = hits[begin : begin + size]
+        page = [order[i].path for i in chosen]
+        last: Key | None = (0, walk[chosen[-1]]) if begin + size < len(hits) else None
+        total = len(hits)
+    elif recursive:  # pre-order keys: a page is a bisect and a slice of the tree's order
         start, stop = tree.span(folder)
         first = start if after is None else bisect.bisect_right(tree.keys, after[1], start, stop)
         end = min(first + size, stop)
         page = [node.path for node in tree.order[first:end]]
-        last: Key | None = (0, tree.keys[end - 1]) if end < stop else None
+        last = (0, tree.keys[end - 1]) if end < stop else None
         total = stop - start
     else:
         keys, paths = tree.listing(folder)
@@ -527,6 +543,21 @@ def list_entries(
     rows = tuple(contents.entry(contents.nodes[p]) for p in page)
     more = None if last is None else encode_cursor(scope, last)
     return Listing(folder, rows, more, total, contents.hidden)
+
+
+MAX_SEARCH_CHARS = 200
+
+
+def check_search(text: str | None) -> str | None:
+    """Return a search text as matched (case-folded; None or empty: no search); InvalidInput
+    for one too long or holding a control character (no path holds one)."""
+    if text is None or text == "":
+        return None
+    if len(text) > MAX_SEARCH_CHARS:
+        raise InvalidInput(f"Search text is longer than {MAX_SEARCH_CHARS} characters.")
+    if has_control_characters(text):
+        raise InvalidInput("Search text holds a control character; no path does.")
+    return text.casefold()
 
 
 def stat_entry(contents: Contents, path: str) -> Entry:
