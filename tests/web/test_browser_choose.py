@@ -169,6 +169,50 @@ def test_two_chosen_paths_restore_only_those_and_the_banner_offers_undo(
     expect(page.get_by_role("button", name="Undo restore")).to_be_enabled()
 
 
+def test_a_search_result_can_be_chosen_and_restored_alone(page: Page, run: Path) -> None:
+    dashboard = Dashboard(page, run).open()
+    dashboard.wait_live()
+    name = dashboard.archive("before the edits")
+    soils = sorted(p for p in (run / "soils").iterdir() if p.suffix == ".sol")
+    original = {p: p.read_bytes() for p in soils}
+    for path in soils:
+        path.write_bytes(b"edited")
+
+    _open_browse(page, name)
+    page.fill("#ra-inside-search-text", ".SOL")
+    page.keyboard.press("Enter")
+    matching = [
+        p.relative_to(run).as_posix()
+        for p in run.rglob("*")
+        if ".sol" in p.relative_to(run).as_posix() and "archives" not in p.parts
+    ]
+    results = page.locator("#ra-inside-results > li.entry")
+    expect(results).to_have_count(len(matching))
+    shown = results.evaluate_all("rows => rows.map(r => r.dataset.path)")
+    assert sorted(shown) == sorted(matching)
+    expect(page.locator("#ra-inside-tree")).to_be_hidden()
+    note = page.locator("#ra-inside-results-note")
+    expect(note).to_have_text(f"{len(matching)} paths contain “.SOL”.")
+    first = f"soils/{soils[0].name}"
+    row = page.locator(f'#ra-inside-results li.entry[data-path="{first}"]')
+    expect(row.locator(".entry-name")).to_have_text(first)  # the whole path
+    page.locator(f'#ra-inside-results input.entry-check[data-key="{first}"]').check()
+    expect(page.locator("#ra-selection-count")).to_have_attribute("data-items", "1")
+    page.locator("#ra-inside-search-clear").click()
+    expect(page.locator("#ra-inside-tree")).to_be_visible()
+    page.locator('li.entry[data-path="soils"] > .entry-row .entry-toggle').click()
+    expect(_box(page, first)).to_be_checked()  # the same choice, seen in the tree
+
+    page.locator("#ra-restore-selected").click()
+    confirm = dashboard.confirm
+    expect(confirm).to_have_attribute("data-state", "ready")
+    assert _count(confirm, "changes") == (1, len(original[soils[0]]))
+    dashboard.confirm_restore()
+    assert dashboard.wait_finished(2)["trigger"] == "RESTORE_COMPLETE"
+    assert soils[0].read_bytes() == original[soils[0]]
+    assert all(p.read_bytes() == b"edited" for p in soils[1:])  # not chosen
+
+
 def test_a_preview_that_fails_says_why_and_offers_no_restore(page: Page, run: Path) -> None:
     archives = run / "archives"
     archives.mkdir()

@@ -14,6 +14,9 @@
  *     changed, appeared or went gets "Show diff" (`diff/file/<path>`): its unified diff, each
  *     line keeping its +/-/space mark and a class; `not_text` says there is no text diff.
  *   - Entry names are hostile input: everything from the server is put in the page as text.
+ *   - Search by path: `entries?search=<text>` lists the archive's paths containing the text
+ *     (paged, "Load more"), shown with their whole path in place of the tree, each row as in
+ *     the tree (download, box); "Back to the tree" returns to it.
  *   - Choosing paths (writers only): each file, link and folder row has a box (a folder's means
  *     `dir/`: the whole folder); a chosen folder's content shows checked and locked. The bar
  *     under the tree counts the choice ("3 items, 12 files, 4.1 MiB") and "Restore selected…"
@@ -57,6 +60,11 @@
     against: document.getElementById("ra-compare-with"),
     compare: document.getElementById("ra-compare"),
     alerts: document.getElementById("ra-inside-alerts"),
+    search: document.getElementById("ra-inside-search"),
+    searchText: document.getElementById("ra-inside-search-text"),
+    searchClear: document.getElementById("ra-inside-search-clear"),
+    results: document.getElementById("ra-inside-results"),
+    resultsNote: document.getElementById("ra-inside-results-note"),
     selection: document.getElementById("ra-selection"),
     selectionCount: document.getElementById("ra-selection-count"),
     selectionClear: document.getElementById("ra-selection-clear"),
@@ -64,7 +72,7 @@
   };
   // The archive shown; seq (per opening) and compareSeq (per compare) drop stale answers.
   // chosen: the paths to restore, as the API spells them ("dir/" for a folder) -> their totals.
-  const view = { name: null, seq: 0, compareSeq: 0, chosen: new Map() };
+  const view = { name: null, seq: 0, compareSeq: 0, chosen: new Map(), search: null };
 
   // ---------------------------------------------------------------- URLs
 
@@ -125,9 +133,9 @@
     return "—";
   }
 
-  function entryRow(entry) {
+  function entryRow(entry, { full = false } = {}) {
     const path = String(entry.path);
-    const name = leaf(path);
+    const name = full ? path : leaf(path); // a search result shows where it is
     const item = el("li", { className: "entry", dataset: { path, type: String(entry.type) } });
     let nameNode;
     let action = el("span", { className: "entry-action" });
@@ -285,6 +293,73 @@
       });
       list.append(el("li", { className: "entry-more" }, [more]));
     }
+  }
+
+  // ---------------------------------------------------------------- search by path
+
+  /** Fetch a page of the paths matching ``text`` into the results (then "Load more"). */
+  async function loadResults(text, cursor) {
+    const seq = view.seq;
+    const query = { search: text, cursor, limit: PAGE };
+    const data = await api("GET", fill(templates.entries, view.name, undefined, query));
+    if (seq !== view.seq || text !== view.search) return;
+    const entries = Array.isArray(data.entries) ? data.entries : [];
+    ui.results.append(...entries.map((entry) => entryRow(entry, { full: true })));
+    const total = Number(data.total) || 0;
+    ui.resultsNote.textContent = total
+      ? `${plural(total, "path")} contain “${text}”.`
+      : `No path contains “${text}”.`;
+    ui.resultsNote.hidden = false;
+    if (data.next) {
+      const more = el("button", {
+        type: "button",
+        className: "button button-small button-quiet load-more",
+        text: "Load more",
+      });
+      more.addEventListener("click", async () => {
+        more.disabled = true;
+        try {
+          await loadResults(text, data.next);
+          more.parentElement.remove();
+        } catch (err) {
+          more.disabled = false;
+          showError(err, "Could not search the archive");
+        }
+      });
+      ui.results.append(el("li", { className: "entry-more" }, [more]));
+    }
+  }
+
+  async function search(event) {
+    event.preventDefault();
+    const text = ui.searchText.value.trim();
+    if (!text) {
+      showTree();
+      return;
+    }
+    view.search = text;
+    ui.results.replaceChildren();
+    ui.results.hidden = false;
+    ui.tree.hidden = true;
+    ui.searchClear.hidden = false;
+    ui.results.setAttribute("aria-busy", "true");
+    try {
+      await loadResults(text, null);
+    } catch (err) {
+      showError(err, "Could not search the archive");
+    } finally {
+      ui.results.removeAttribute("aria-busy");
+    }
+  }
+
+  function showTree() {
+    view.search = null;
+    ui.results.replaceChildren();
+    ui.results.hidden = true;
+    ui.resultsNote.hidden = true;
+    ui.tree.hidden = false;
+    ui.searchClear.hidden = true;
+    syncBoxes(); // a choice made among the results shows in the tree too
   }
 
   async function toggleFolder(item, button, path) {
@@ -529,6 +604,8 @@
     ui.hidden.hidden = true;
     ui.compare.replaceChildren();
     ui.alerts.replaceChildren();
+    ui.searchText.value = "";
+    showTree();
     view.chosen.clear();
     showSelection();
     fillTargets();
@@ -564,6 +641,11 @@
   ui.close.addEventListener("click", () => dialog.close());
   dialog.addEventListener("close", returnFocus);
   ui.form.addEventListener("submit", compare);
+  ui.search.addEventListener("submit", search);
+  ui.searchClear.addEventListener("click", () => {
+    showTree();
+    ui.searchText.focus();
+  });
   if (ui.restoreSelected) {
     ui.restoreSelected.addEventListener("click", restoreSelected);
     ui.selectionClear.addEventListener("click", () => {
