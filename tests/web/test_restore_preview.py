@@ -5,6 +5,8 @@ refused now. Every count is checked against the edits the test made; nothing is 
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 from runarchive.jobs import acquire_lock, enqueue_archive, release_lock, running_job
 from tests.support.web import Run, WebEnv
@@ -117,3 +119,25 @@ def test_a_preview_of_a_read_only_run_or_a_damaged_archive_is_refused(web: WebEn
     assert broken.status_code == 409
     assert broken.get_json()["error"]["code"] == "invalid_archive"
     assert owner.get(f"/runs/{run.runid}/archive/nope.zip/restore-preview").status_code == 404
+
+
+def test_a_preview_never_follows_a_link_planted_in_the_run(web: WebEnv, tmp_path: Path) -> None:
+    run = web.new_run()
+    outside = tmp_path / "outside"
+    shutil.copytree(run.path / "output", outside)  # the same bytes, outside the run
+    shutil.rmtree(run.path / "output")
+    (run.path / "output").symlink_to(outside)
+    before = sorted((p.name, p.read_bytes()) for p in outside.iterdir())
+    owner = web.as_role("owner")
+
+    whole = owner.get(_url(run)).get_json()
+    # Seen as what it is, a link where the archive has a folder: the folder's five files are
+    # restored (into a real folder), the link is changed; nothing behind it counts as the same.
+    assert whole["restores"] == {"files": 5, "bytes": 5 * HILLSLOPE}
+    assert whole["changes"] == {"files": 1, "bytes": 0}
+    assert whole["removes"] == {"files": 0, "bytes": 0}
+    beneath = owner.get(_url(run, "output/H0.pass.dat"))
+    assert beneath.status_code == 400
+    assert "is not a folder in the run" in beneath.get_json()["error"]["message"]
+    assert sorted((p.name, p.read_bytes()) for p in outside.iterdir()) == before
+    assert (run.path / "output").is_symlink()
