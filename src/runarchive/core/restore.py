@@ -26,6 +26,7 @@ import os
 import secrets
 import stat
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -232,7 +233,7 @@ def preview_restore(
     chosen = parse_restore_paths(paths)
     lim = limits or Limits.from_env()
     with open_run(run_dir) as run, open_contents(run, str(name), lim) as contents:
-        plan = plan_restore(contents.reader, lim)
+        plan = _planned(contents.reader, lim)
         if chosen is not None:
             select_paths(plan, chosen, run, str(name))
         diff = diff_against_run(contents, run, links=LinkMode.STORE)
@@ -240,6 +241,37 @@ def preview_restore(
     if chosen is not None:
         leaves = [p for p in leaves if chosen.covers(p)]
     return _preview_of(diff, str(name), chosen, sample, leaves)
+
+
+# The plans of archives previewed before (a dashboard asks again for each confirm), by the
+# identity of the archive file and the limits: the plan is a pure function of the archive's
+# bytes, a published archive never changes, and any write to the file (or a new file under
+# its name) changes its ctime, which no user can set back (``inside``'s tree cache has the
+# same key). A refusal is not kept. Only previews use it: a restore plans again, in its own
+# process, under the run lock. Bounded in planned entries, least recently used first out.
+_PlanKey = tuple[int, int, int, int, int, Limits]
+_plans: OrderedDict[_PlanKey, RestorePlan] = OrderedDict()
+_plans_lock = threading.Lock()
+PLAN_CACHE_MAX_ITEMS = 250_000
+
+
+def _planned(reader: ArchiveReader, limits: Limits) -> RestorePlan:
+    """Return ``plan_restore`` of the open archive, kept for the next preview of that file."""
+    st = os.fstat(reader.fd)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, limits)
+    with _plans_lock:
+        found = _plans.get(key)
+        if found is not None:
+            _plans.move_to_end(key)
+            return found
+    plan = plan_restore(reader, limits)
+    if len(plan.items) <= PLAN_CACHE_MAX_ITEMS:
+        with _plans_lock:
+            _plans[key] = plan
+            total = sum(len(p.items) for p in _plans.values())
+            while total > PLAN_CACHE_MAX_ITEMS:
+                total -= len(_plans.popitem(last=False)[1].items)
+    return plan
 
 
 def _preview_of(
