@@ -248,10 +248,14 @@ def test_on_a_phone_the_boxes_are_big_enough_to_hit(
         box = pick.bounding_box()
         assert box is not None and box["width"] >= 44 and box["height"] >= 44, box
         assert box["x"] + box["width"] <= PHONE["width"]
-    picks.first.click()  # a tap on the target, not only on the small box inside it
+    # A tap on the target, not only on the small box inside it.
+    phone.locator('li.entry[data-path="climate"] > .entry-row .entry-pick').click()
     expect(phone.locator("#ra-selection-count")).to_have_attribute("data-items", "1")
     assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     phone.screenshot(path=_target(tmp_path) / "archive-choose-phone.png")
+    for control in ("#ra-restore-selected", "#ra-selection-clear", "#ra-inside-search-btn"):
+        box = phone.locator(control).bounding_box()
+        assert box is not None and box["height"] >= 44, (control, box)
     phone.locator("#ra-restore-selected").click()
     expect(phone.locator("#ra-confirm")).to_have_attribute("data-state", "ready")
     restore = phone.locator("#ra-confirm-restore").bounding_box()
