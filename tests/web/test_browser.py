@@ -861,8 +861,9 @@ def _damage_member(archive: Path, member: str) -> None:
         info = zf.getinfo(member)
     data = bytearray(archive.read_bytes())
     head = info.header_offset
-    name_len, extra_len = int.from_bytes(data[head + 26 : head + 28], "little"), int.from_bytes(
-        data[head + 28 : head + 30], "little"
+    name_len, extra_len = (
+        int.from_bytes(data[head + 26 : head + 28], "little"),
+        int.from_bytes(data[head + 28 : head + 30], "little"),
     )
     data[head + 30 + name_len + extra_len + info.compress_size // 2] ^= 0xFF
     archive.write_bytes(bytes(data))
