@@ -21,6 +21,9 @@ read
     a 1 MiB file at the end of a ``--big-gib`` GiB archive (default 2), stored (random bytes)
     and deflated (text), whole with its CRC checked; the same two files in a 4 MiB archive
     to show the time does not depend on the archive's size.
+restore preview (``preview``, with diff)
+    what the dashboard's restore confirm asks (``preview_restore``: the restore's plan, then the
+    diff counted as restores/changes/removes), in the same four states.
 text diff
     the unified diff of a 1 MiB text file with 1 line in 100 changed (capped at 2,000 lines).
 """
@@ -39,7 +42,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from runarchive.core import create_archive, inside, open_run
+from runarchive.core import create_archive, inside, open_run, preview_restore
 from runarchive.core.compare import diff_against_run, diff_text
 from runarchive.core.inside import list_entries, open_contents
 from runarchive.core.member import open_member
@@ -102,7 +105,15 @@ def _diff_once(run: Path, name: str, cold: bool) -> dict[str, int]:
     return {"changes": diff.total, "hashed": diff.hashed_files, "unchanged": diff.unchanged}
 
 
-def bench_diff(tmp: Path, files: int, rounds: int) -> dict[str, object]:
+def _preview_once(run: Path, name: str, cold: bool) -> dict[str, int]:
+    if cold:
+        inside._cache.clear()
+    preview = preview_restore(run, name)
+    return {"restores": preview.restores.files, "changes": preview.changes.files,
+            "removes": preview.removes_files}  # fmt: skip
+
+
+def bench_diff(tmp: Path, files: int, rounds: int, preview: bool = False) -> dict[str, object]:
     run = tmp / "diff-run"
     paths = _make_small_files(run, files, 1)
     name = create_archive(run).name
@@ -119,6 +130,14 @@ def bench_diff(tmp: Path, files: int, rounds: int) -> dict[str, object]:
             key = f"{label}, {'first request' if cold else 'archive parsed before'}"
             out[key] = {**_stats(samples), **facts, "load": os.getloadavg()[0]}
             print(f"diff {key}: {out[key]}")
+            if not preview:
+                continue
+            samples = []
+            for _ in range(rounds):
+                seconds, facts = _timed(partial(_preview_once, run, name, cold))
+                samples.append(seconds)
+            out[f"preview: {key}"] = {**_stats(samples), **facts, "load": os.getloadavg()[0]}
+            print(f"restore preview {key}: {out[f'preview: {key}']}")
 
     measure("unchanged")
     rng = random.Random(2)
@@ -239,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--files", type=int, default=30_000)
     parser.add_argument("--big-gib", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", default="diff,entries,read,text")
+    parser.add_argument("--only", default="diff,preview,entries,read,text")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
@@ -247,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-inside-") as tmp_name:
         tmp = Path(tmp_name)
         if "diff" in only:
-            report["diff"] = bench_diff(tmp, args.files, args.rounds)
+            report["diff"] = bench_diff(tmp, args.files, args.rounds, "preview" in only)
         if "entries" in only:
             report["entries"] = bench_entries(tmp, max(1, args.rounds // 2))
         if "read" in only:

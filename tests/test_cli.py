@@ -54,7 +54,10 @@ def test_full_cycle_through_the_cli_with_json(run: Path) -> None:
 
     deleted = cli("delete", run, name)
     assert deleted.returncode == 0 and deleted.stdout.strip() == f"Archive deleted: {name}"
-    assert json.loads(cli("list", run, "--json").stdout) == {"archives": []}
+    after = json.loads(cli("list", run, "--json").stdout)
+    assert after["archives"] == []
+    # Issue 14: --json also says what `undo` would put back (the restore above kept it).
+    assert (after["undo"]["available"], after["undo"]["restored"]) == (True, name)
 
 
 def test_human_output_names_the_archive(run: Path) -> None:

@@ -77,6 +77,23 @@ def test_ls_json_is_the_routes_shape_for_the_whole_folder(run: tuple[Path, str])
     assert set(h1) == {"path", "type", "size", "mode", "mtime", "sha256", "target"}
 
 
+def test_ls_search_lists_the_paths_containing_the_text(run: tuple[Path, str]) -> None:
+    run_dir, name = run
+    home = run_dir.parent.parent
+    found = cli(home, "ls", rel(run_dir), name, "--search", ".DAT")
+    assert found.returncode == 0, found.stderr
+    assert [line.split()[-1] for line in found.stdout.decode().splitlines()] == ["wepp/H1.dat"]
+    body = json.loads(cli(home, "ls", rel(run_dir), name, "wepp", "-s", "o", "--json").stdout)
+    assert [e["path"] for e in body["entries"]] == ["wepp/out", "wepp/out/loss.txt"]
+    assert body["total"] == 2
+    none = cli(home, "ls", rel(run_dir), name, "--search", "nothing here")
+    assert (
+        none.returncode == 0 and none.stdout.decode().strip() == "(no path contains 'nothing here')"
+    )
+    bad = cli(home, "ls", rel(run_dir), name, "--search", "a\tb")
+    assert bad.returncode == 2 and b"control character" in bad.stderr
+
+
 def test_ls_of_a_missing_archive_or_folder_exits_1_and_a_climbing_prefix_2(
     run: tuple[Path, str],
 ) -> None:

@@ -138,6 +138,57 @@ def test_a_recursive_listing_walks_the_subtree_each_folder_before_its_content(
     assert everything.total == len(RUN)
 
 
+def test_a_search_lists_the_paths_of_the_subtree_containing_the_text_in_pre_order(
+    archived: tuple[Path, str],
+) -> None:
+    run, name = archived
+    with opened(run, name) as contents:
+        found = list_entries(contents, search="PASS")
+        within = list_entries(contents, "climate/", search="pass")
+        folders = list_entries(contents, search="WePp/")
+        nothing = list_entries(contents, search="no such path")
+    assert [e.path for e in found.entries] == ["wepp/output/H1.pass.dat", "wepp/output/H2.pass.dat"]
+    assert found.total == 2 and found.next is None
+    assert found.entries[0].sha256 == sha(b"0.0 1.0\n" * 300)  # whole rows, not names only
+    assert (within.total, within.entries) == (0, ())
+    assert [e.path for e in folders.entries] == [
+        "wepp/output", "wepp/output/H1.pass.dat", "wepp/output/H2.pass.dat", "wepp/runs.txt",
+    ]  # fmt: skip
+    assert folders.entries[0].files == 2  # a folder row keeps its totals
+    assert nothing.total == 0
+
+
+def test_search_pages_join_up_and_take_only_their_own_cursor(run_dir: Path) -> None:
+    spec: Spec = {f"d{i % 3}/f{i:03d}{'.sol' if i % 2 else '.cli'}": File(b"x") for i in range(60)}
+    build_tree(run_dir, spec)
+    name = create_archive(run_dir).name
+    with opened(run_dir, name) as contents:
+        whole = list_entries(contents, search=".SOL", limit=1000)
+        assert whole.total == 30
+        seen: list[Entry] = []
+        cursor = None
+        while True:
+            page = list_entries(contents, search=".sol", cursor=cursor, limit=7)
+            assert page.total == 30
+            seen.extend(page.entries)
+            cursor = page.next
+            if cursor is None:
+                break
+        assert seen == list(whole.entries)
+        first = list_entries(contents, search=".sol", limit=7).next
+        with pytest.raises(InvalidCursor):
+            list_entries(contents, search=".cli", cursor=first)
+        with pytest.raises(InvalidCursor):
+            list_entries(contents, cursor=first, recursive=True)
+
+
+@pytest.mark.parametrize("text", ["a\x00b", "tab\there", "x" * 201])
+def test_a_search_text_no_path_can_hold_is_refused(archived: tuple[Path, str], text: str) -> None:
+    run, name = archived
+    with opened(run, name) as contents, pytest.raises(InvalidInput):
+        list_entries(contents, search=text)
+
+
 def test_pages_join_up_to_the_whole_listing(run_dir: Path) -> None:
     spec: Spec = {f"many/f{i:03d}.txt": File(str(i).encode()) for i in range(57)}
     spec.update({f"many/d{i}": Dir() for i in range(5)})

@@ -1,10 +1,15 @@
-"""The manifest's serializer: same bytes as the reflective one it replaced, and a round trip."""
+"""The manifest's serializer (same bytes as the reflective one it replaced), a round trip, and
+the parser's refusals."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
+import pytest
+
+from runarchive.core.errors import InvalidArchive
 from runarchive.core.manifest import DIR, FILE, SYMLINK, Manifest, ManifestEntry, parse_manifest
 
 
@@ -60,3 +65,38 @@ def test_a_run_sized_manifest_serializes_as_before() -> None:
     ]
     assert manifest.to_json() == _reflective_json(manifest)
     assert parse_manifest(manifest.to_json()) == manifest
+
+
+def _with_entry(**changes: object) -> bytes:
+    doc = json.loads(_sample().to_json())
+    doc["entries"][1].update(changes)
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"size": True}, "size of 'dem/dem.tif' is not an integer"),
+        ({"mode": 420.0}, "mode of 'dem/dem.tif' is not an integer"),
+        ({"mtime_ns": "1"}, "mtime_ns of 'dem/dem.tif' is not an integer"),
+        ({"sha256": None}, "file 'dem/dem.tif' has no sha256"),
+        ({"sha256": "ab"}, "file 'dem/dem.tif' has no sha256"),
+        ({"type": "fifo"}, "unknown entry type 'fifo'"),
+    ],
+)
+def test_a_manifest_entry_of_the_wrong_shape_is_refused(
+    changes: dict[str, object], words: str
+) -> None:
+    with pytest.raises(InvalidArchive, match=re.escape(words)):
+        parse_manifest(_with_entry(**changes))
+
+
+def test_entries_that_are_not_a_list_of_objects_are_refused() -> None:
+    doc = json.loads(_sample().to_json())
+    for bad in ({"a": 1}, "abc", [1], [None]):
+        doc["entries"] = bad
+        with pytest.raises(InvalidArchive, match="Manifest is malformed"):
+            parse_manifest(json.dumps(doc).encode())
+    del doc["entries"]
+    with pytest.raises(InvalidArchive, match="Manifest is malformed"):
+        parse_manifest(json.dumps(doc).encode())

@@ -2,11 +2,11 @@
 
 Read routes (dashboard, list, download, inside an archive, job status, status websocket,
 retention policy) are open to owners, admins and — on a run holding a ``PUBLIC`` file —
-everybody. Write routes (archive, restore, fork, delete, job info, cancel, pin, unpin, setting
-the policy, prune and its dry run) are for owners and admins only, public or not; an allowed
-fork grants the new run to the requester, a refused one leaves no job, claim or grant. Each
-case checks the answer and what is stored: a refused write leaves no job and no change on
-disk; an allowed inside-an-archive read, the data it gives.
+everybody. Write routes (archive, restore, the restore preview, fork, delete, job info,
+cancel, pin, unpin, setting the policy, prune and its dry run) are for owners and admins only,
+public or not; an allowed fork grants the new run to the requester, a refused one leaves no
+job, claim or grant. Each case checks the answer and what is stored: a refused write leaves no
+job and no change on disk; an allowed inside-an-archive read or preview, the data it gives.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tests.support.web import WS_HEADERS, Browser, Run, WebEnv
 
 INSIDE_ROUTES = ("entries", "file", "diff", "diff_file")
 READ_ROUTES = ("dashboard", "list", "download", *INSIDE_ROUTES, "jobstatus", "websocket", "policy")
-WRITE_ROUTES = ("archive", "restore", "fork", "delete", "jobinfo", "canceljob")
+WRITE_ROUTES = ("archive", "restore", "restore_preview", "fork", "delete", "jobinfo", "canceljob")
 USERS = {"owner": "alice", "other": "bob", "admin": "root"}
 RETENTION_ROUTES = ("pin", "unpin", "set_policy", "prune_dry_run", "prune")
 ROLES = ("anonymous", "other", "owner", "admin")
@@ -55,6 +55,8 @@ def call(web: WebEnv, browser: Browser, route: str, run: Run, job_id: str | None
     if route == "fork":
         body = {"archive_name": run.archive, "new_runid": f"{run.runid}-fork"}
         return browser.post(f"{base}/rq/api/fork-archive", json=body)
+    if route == "restore_preview":
+        return browser.get(f"{base}/archive/{run.archive}/restore-preview?path=output/")
     if route == "policy":
         return browser.get(f"{base}/archive/policy")
     if route in ("pin", "unpin"):
@@ -87,6 +89,13 @@ def check_inside(route: str, response: Any) -> None:
         assert body["total"] == 0 and body["unchanged"] > 0
     else:
         assert body["note"] == "No differences."
+
+
+def check_preview(response: Any) -> None:
+    """The preview of restoring ``output/`` of the small run, unchanged since its archive."""
+    body = response.get_json()
+    assert body["paths"] == ["output/"] and body["unchanged"] == 5
+    assert body["restores"] == body["changes"] == body["removes"] == {"files": 0, "bytes": 0}
 
 
 def allowed(route: str, role: str, public: bool) -> bool:
@@ -144,6 +153,8 @@ def test_access_matrix(web: WebEnv, route: str, role: str, public: bool) -> None
             assert not archive_file.exists()
         if route == "jobinfo":
             assert "exc_info" in response.get_json()
+        if route == "restore_preview":
+            check_preview(response)
         if route == "canceljob":
             assert response.get_json() == {"job_id": job_id, "status": "canceled"}
             assert running_job(web.ctx, run.runid) is None
@@ -184,6 +195,10 @@ def test_api_tokens_get_the_same_answers_as_sessions(web: WebEnv, role: str) -> 
     client = web.token_client(role)
     expected_read = 403 if role == "other" else 200
     assert client.get(f"/runs/{run.runid}/archive/list").status_code == expected_read
+    preview = client.get(f"/runs/{run.runid}/archive/{run.archive}/restore-preview?path=output/")
+    assert preview.status_code == expected_read
+    if role != "other":
+        check_preview(preview)
     response = client.post(f"/runs/{run.runid}/rq/api/archive", json={"comment": "via token"})
     assert response.status_code == (403 if role == "other" else 202)
 

@@ -314,6 +314,11 @@ def test_restore_preview_counts_the_files_a_restore_would_remove(web: WebEnv) ->
         "name": run.archive,
         "removes": {"files": 2, "bytes": 3000 + len("made after the archive\n")},
         "sample": ["new-since.txt", "output/later.dat"],
+        # Issue 14: the confirm's diff summary (tests/web/test_restore_preview.py).
+        "paths": None,
+        "restores": {"files": 0, "bytes": 0},
+        "changes": {"files": 0, "bytes": 0},
+        "unchanged": 7,
     }
     assert (run.path / "new-since.txt").is_file()  # a preview changes nothing
     assert web.as_role("other").get(url).status_code == 403

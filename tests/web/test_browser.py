@@ -349,6 +349,27 @@ class Dashboard:
     def files_of(self, name: str) -> int:
         return int(self.row(name).locator("[data-label=Files]").inner_text())
 
+    @property
+    def confirm(self) -> Locator:
+        """The restore confirm: the server's preview of the restore, then Restore or Cancel."""
+        return self.page.locator("#ra-confirm")
+
+    def confirm_restore(self) -> str:
+        """Wait for the confirm's preview, choose Restore; return what the confirm said."""
+        expect(self.confirm).to_have_attribute("data-state", "ready", timeout=JOB_TIMEOUT_MS)
+        text = self.confirm.inner_text()
+        self.page.locator("#ra-confirm-restore").click()
+        expect(self.confirm).to_be_hidden()
+        return text
+
+    def dismiss_restore(self) -> str:
+        """Cancel the open restore confirm; return what it said."""
+        expect(self.confirm).to_be_visible()
+        text = self.confirm.inner_text()
+        self.page.locator("#ra-confirm-cancel").click()
+        expect(self.confirm).to_be_hidden()
+        return text
+
 
 def _count(lines: list[str], needle: str) -> int:
     return sum(needle in line for line in lines)
@@ -538,8 +559,8 @@ def test_restore_after_confirm_puts_the_run_files_back(page: Page, run: Path) ->
         questions.append(dialog.message)
         dialog.accept()
 
-    page.once("dialog", accept)
     dashboard.row(name).get_by_role("button", name=re.compile("Restore")).click()
+    questions.append(dashboard.confirm_restore())  # the restore confirm is the page's own
     event = dashboard.wait_finished(2)
     assert event["ok"] is True
     assert event["trigger"] == "RESTORE_COMPLETE"
@@ -575,6 +596,7 @@ def test_the_undo_banner_puts_back_what_a_restore_replaced(
 
     page.on("dialog", accept)
     dashboard.row(name).get_by_role("button", name=re.compile("Restore")).click()
+    questions.append(dashboard.confirm_restore())  # the restore confirm is the page's own
     assert dashboard.wait_finished(2)["trigger"] == "RESTORE_COMPLETE"
     dashboard.wait_idle()
     assert not (run / "stray.txt").exists()
@@ -645,6 +667,7 @@ def test_dismissing_the_confirm_restores_and_deletes_nothing(page: Page, run: Pa
 
     page.on("dialog", dismiss)
     dashboard.row(name).get_by_role("button", name=re.compile("Restore")).click()
+    questions.append(dashboard.dismiss_restore())  # the restore confirm is the page's own
     dashboard.row(name).get_by_role("button", name=re.compile("Delete")).click()
     page.wait_for_timeout(500)
 
@@ -660,10 +683,11 @@ def test_dismissing_the_confirm_restores_and_deletes_nothing(page: Page, run: Pa
 def test_an_api_refusal_is_shown_in_the_alert_area(page: Page, run: Path) -> None:
     dashboard = Dashboard(page, run).open()
     name = dashboard.archive("vanishes")
-    (run / "archives" / name).unlink()  # behind the page's back
 
-    page.once("dialog", lambda dialog: dialog.accept())
     dashboard.row(name).get_by_role("button", name=re.compile("Restore")).click()
+    expect(dashboard.confirm).to_have_attribute("data-state", "ready")
+    (run / "archives" / name).unlink()  # behind the page's back, after the confirm's preview
+    page.locator("#ra-confirm-restore").click()
 
     alert = page.locator(".alert-error")
     expect(alert).to_have_count(1)
@@ -698,8 +722,8 @@ def test_a_row_action_low_on_a_phone_shows_its_outcome_in_that_row(
 
     # A restore from the last card: its outcome is at the card, on screen, not at the top.
     files = dashboard.files_of(lowest)
-    page.once("dialog", lambda dialog: dialog.accept())
     dashboard.row(lowest).get_by_role("button", name=re.compile("Restore")).click()
+    dashboard.confirm_restore()
     assert dashboard.wait_finished(1)["ok"] is True
     dashboard.wait_idle()
     note = dashboard.row(lowest).locator(".row-note")
@@ -796,8 +820,8 @@ def test_a_restore_counts_the_files_the_table_shows(page: Page, run: Path) -> No
     name = dashboard.archive("to restore")
     files = dashboard.files_of(name)
 
-    page.once("dialog", lambda dialog: dialog.accept())
     dashboard.row(name).get_by_role("button", name=re.compile("Restore")).click()
+    dashboard.confirm_restore()
     assert dashboard.wait_finished(2)["ok"] is True
     dashboard.wait_idle()
 
@@ -830,11 +854,25 @@ def test_with_the_server_stopped_the_page_says_offline_and_retrying(
             context.close()
 
 
+def _damage_member(archive: Path, member: str) -> None:
+    """Flip a byte in the middle of ``member``'s data: the zip still opens and plans (the
+    restore confirm's preview passes), the restore's CRC/sha256 check fails on it."""
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo(member)
+    data = bytearray(archive.read_bytes())
+    head = info.header_offset
+    name_len, extra_len = (
+        int.from_bytes(data[head + 26 : head + 28], "little"),
+        int.from_bytes(data[head + 28 : head + 30], "little"),
+    )
+    data[head + 30 + name_len + extra_len + info.compress_size // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+
+
 def test_a_failed_restore_shows_the_stack_trace(page: Page, run: Path) -> None:
-    archives = run / "archives"
-    archives.mkdir()
-    corrupt = f"{run.name}.20200101T000000Z.zip"
-    (archives / corrupt).write_bytes(b"PK\x03\x04" + secrets.token_bytes(4096))
+    corrupt = create_archive(run).name
+    _damage_member(run / "archives" / corrupt, "README.md")
+    (run / "README.md").write_text("edited: the restore must extract the damaged README.md\n")
     readme = (run / "README.md").read_bytes()
 
     dashboard = Dashboard(page, run).open()
@@ -842,8 +880,8 @@ def test_a_failed_restore_shows_the_stack_trace(page: Page, run: Path) -> None:
     assert dashboard.names() == [corrupt]
     expect(page.locator("#ra-trace-panel")).to_be_hidden()
 
-    page.once("dialog", lambda dialog: dialog.accept())
     dashboard.row(corrupt).get_by_role("button", name=re.compile("Restore")).click()
+    dashboard.confirm_restore()
     event = dashboard.wait_finished(1)
     assert event["ok"] is False
     assert event["trigger"] == "RESTORE_FAILED"
@@ -1067,8 +1105,8 @@ def test_the_dashboard_reads_well_mid_job_after_success_after_a_refusal_and_on_a
 
     # Mid-job: the model output is gone and comes back from the baseline.
     shutil.rmtree(run / "wepp" / "output")
-    desktop.once("dialog", lambda dialog: dialog.accept())
     dashboard.row(baseline).get_by_role("button", name=re.compile("Restore")).click()
+    dashboard.confirm_restore()
     desktop.wait_for_function(
         "() => { const v = document.getElementById('ra-progress').value; return v > 0 && v < 100 }",
         timeout=JOB_TIMEOUT_MS,
@@ -1089,8 +1127,11 @@ def test_the_dashboard_reads_well_mid_job_after_success_after_a_refusal_and_on_a
     desktop.screenshot(path=target / "dashboard-success.png", full_page=True)
 
     with service.nodb_lock(run.name, "ron.nodb"):
-        desktop.once("dialog", lambda dialog: dialog.accept())
         dashboard.row(latest).get_by_role("button", name=re.compile("Restore")).click()
+        # The confirm's preview is refused: it says why and offers no Restore.
+        expect(dashboard.confirm).to_have_attribute("data-state", "refused")
+        expect(desktop.locator("#ra-confirm-restore")).to_be_hidden()
+        assert "Cannot restore while files are locked" in dashboard.dismiss_restore()
         expect(dashboard.note(latest)).to_contain_text("Cannot restore while files are locked")
         desktop.mouse.move(0, 0)
         desktop.screenshot(path=target / "dashboard-refusal.png", full_page=True)
@@ -1106,8 +1147,8 @@ def test_the_dashboard_reads_well_mid_job_after_success_after_a_refusal_and_on_a
     for button in small.rows.first.locator("a, button").all():
         box = button.bounding_box()
         assert box is not None and box["height"] >= 40 and box["x"] + box["width"] <= 390
-    phone.once("dialog", lambda dialog: dialog.accept())
     small.row(latest).get_by_role("button", name=re.compile("Restore")).click()
+    small.confirm_restore()
     assert small.wait_finished(1)["ok"] is True
     small.wait_idle()
     expect(small.note(latest)).to_contain_text("Restore complete")

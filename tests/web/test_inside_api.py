@@ -83,6 +83,24 @@ def test_a_prefix_lists_its_direct_children_and_pages_join_up(web: WebEnv) -> No
     assert [r["path"] for r in deep["entries"]] == ["wepp/H1.dat", "wepp/out", "wepp/out/loss.txt"]
 
 
+def test_a_search_lists_the_matching_paths_of_the_subtree_with_their_rows(web: WebEnv) -> None:
+    run = archived(web, {"wepp/out/H7.pass.dat": File(b"h7\n"), "wepp/H1.dat": File(b"h1\n")})
+    owner = web.as_role("owner")
+    body = owner.get(api(run, "entries?search=PASS&limit=3")).get_json()
+    assert [r["path"] for r in body["entries"]] == [f"output/H{i}.pass.dat" for i in range(3)]
+    assert body["total"] == 6 and body["next"] is not None
+    rest = owner.get(api(run, f"entries?search=PASS&limit=3&cursor={body['next']}")).get_json()
+    assert [r["path"] for r in rest["entries"]] == [
+        "output/H3.pass.dat", "output/H4.pass.dat", "wepp/out/H7.pass.dat",
+    ]  # fmt: skip
+    assert rest["next"] is None
+    within = owner.get(api(run, "entries?prefix=wepp/&search=.dat")).get_json()
+    assert [r["path"] for r in within["entries"]] == ["wepp/H1.dat", "wepp/out/H7.pass.dat"]
+    assert within["entries"][0]["sha256"] == hashlib.sha256(b"h1\n").hexdigest()
+    other = owner.get(api(run, f"entries?search=dat&limit=3&cursor={body['next']}"))
+    assert other.status_code == 400 and other.get_json()["error"]["code"] == "invalid_cursor"
+
+
 @pytest.mark.parametrize(
     ("query", "status", "code"),
     [
@@ -94,6 +112,8 @@ def test_a_prefix_lists_its_direct_children_and_pages_join_up(web: WebEnv) -> No
         ("limit=1001", 400, "invalid_input"),
         ("limit=ten", 400, "invalid_input"),
         ("recursive=yes", 400, "invalid_input"),
+        ("search=a%00b", 400, "invalid_input"),
+        ("search=" + "x" * 201, 400, "invalid_input"),
         ("cursor=not-a-cursor", 400, "invalid_cursor"),
         ("prefix=README.md", 404, "entry_not_found"),
         ("prefix=nowhere/", 404, "entry_not_found"),

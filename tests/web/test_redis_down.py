@@ -77,6 +77,17 @@ def test_queue_routes_answer_503_and_change_nothing(down: Down) -> None:
     assert (run / "archives" / name).is_file()
 
 
+def test_a_restore_preview_says_the_queue_is_down_and_offers_nothing(down: Down) -> None:
+    client, runid, name, run, where = down
+    response = client.get(f"/runs/{runid}/archive/{name}/restore-preview?path=output/")
+    assert response.status_code == 503, response.get_json()
+    assert response.get_json()["error"] == {
+        "code": "queue_unavailable", "message": QueueUnavailable.MESSAGE,
+    }  # fmt: skip
+    assert where not in response.get_data(as_text=True)
+    assert (run / "archives" / name).is_file()
+
+
 def test_a_503_body_names_no_socket_path_host_port_or_data_dir(down: Down) -> None:
     client, runid, name, run, where = down
     cases = [

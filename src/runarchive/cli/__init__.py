@@ -56,7 +56,14 @@ from runarchive.core import (
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from runarchive.core import Plan, Policy, ProgressCallback, ProgressEvent, RecoverResult
+    from runarchive.core import (
+        ArchiveInfo,
+        Plan,
+        Policy,
+        ProgressCallback,
+        ProgressEvent,
+        RecoverResult,
+    )
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Resolved here: the operator typed it (a link to a run is their choice); below the run,
@@ -313,14 +320,25 @@ def _comment(comment: str, as_json: bool) -> Comment:
 @click.argument("run_dir", type=RUN_DIR)
 @json_option
 def list_cmd(run_dir: Path, as_json: bool) -> None:
-    """List the archives of RUN_DIR, newest first."""
+    """List the archives of RUN_DIR, newest first, and whether its last restore can be undone."""
     with reporting(as_json, ""):
-        from runarchive.core import list_archives
+        from runarchive.core import list_archives, undo_info
 
         infos = list_archives(run_dir)
+        undo = undo_info(run_dir)
     if as_json:
-        emit(True, {"archives": infos}, "")
+        emit(True, {"archives": infos, "undo": undo.as_json()}, "")
         return
+    _print_archives(infos)
+    from runarchive.cli.undo_line import undo_line
+
+    line = undo_line(undo)
+    if line is not None:
+        click.echo(line)
+
+
+def _print_archives(infos: list[ArchiveInfo]) -> None:
+    """Print the list's rows: a table on a terminal, plain aligned columns otherwise."""
     if not infos:
         click.echo("No archives yet.")
         return

@@ -67,17 +67,21 @@ def _row(entry: Entry) -> str:
 @click.argument("name")
 @click.argument("prefix", default="")
 @click.option("--recursive", "-r", is_flag=True, help="The whole subtree, each folder first.")
+@click.option("--search", "-s", metavar="TEXT",
+              help="Only the subtree's paths containing TEXT (case-insensitive).")  # fmt: skip
 @_json_option
-def ls(run_dir: Path, name: str, prefix: str, recursive: bool, as_json: bool) -> None:
+def ls(
+    run_dir: Path, name: str, prefix: str, recursive: bool, search: str | None, as_json: bool
+) -> None:
     """List folder PREFIX (default: the top) inside archive NAME of RUN_DIR, folders first."""
     from runarchive.core import Listing, list_entries, open_contents, open_run
 
     with reporting(as_json), open_run(run_dir) as run, open_contents(run, name) as contents:
-        page = list_entries(contents, prefix, limit=PAGE, recursive=recursive)
+        page = list_entries(contents, prefix, limit=PAGE, recursive=recursive, search=search)
         rows = list(page.entries)
         while page.next is not None:
             page = list_entries(contents, prefix, cursor=page.next, limit=PAGE,
-                                recursive=recursive)  # fmt: skip
+                                recursive=recursive, search=search)  # fmt: skip
             rows += page.entries
     whole = Listing(page.prefix, tuple(rows), None, page.total, page.hidden)
     if as_json:
@@ -86,7 +90,7 @@ def ls(run_dir: Path, name: str, prefix: str, recursive: bool, as_json: bool) ->
     for entry in rows:
         click.echo(_row(entry))
     if not rows:
-        click.echo("(empty folder)")
+        click.echo(f"(no path contains {search!r})" if search else "(empty folder)")
     if whole.hidden:
         click.echo(f"note: {whole.hidden} entries of the archive are not shown (names a restore "
                    "would refuse, or held twice); none can be read.", err=True)  # fmt: skip

@@ -49,7 +49,7 @@ from .errors import (
 from .isotime import iso_from_ns
 from .limits import Limits
 from .manifest import DIR, FILE, MANIFEST_NAME, SYMLINK, Manifest, ManifestEntry
-from .names import LEGACY_WORK_DIR
+from .names import LEGACY_WORK_DIR, has_control_characters
 from .paging import Key, check_limit, decode_cursor, encode_cursor
 from .reader import ArchiveReader, open_archive_fd
 from .rundir import RunDir
@@ -157,30 +157,70 @@ def tree_key(path: str) -> str:
 
 
 class Tree:
-    """The archive's paths in pre-order with folder totals; never changed once built."""
+    """The archive's paths in pre-order with folder totals; never changed once built.
 
-    __slots__ = ("_keys", "_listings", "bytes", "children", "files", "hidden", "nodes", "order")
+    The folder index (``children`` and every folder's totals) is built on first use, once,
+    under the tree's lock: a diff needs only ``nodes``, a listing needs the index too, and a
+    cached tree is shared by the threads serving requests.
+    """
+
+    __slots__ = ("_bytes", "_children", "_files", "_index_lock", "_keys", "_listings", "hidden",
+                 "nodes", "order")  # fmt: skip
 
     def __init__(self, order: list[Node], hidden: int) -> None:
         self.order = order  # pre-order: each folder before its content
         self.nodes = {node.path: node for node in order}
         self.hidden = hidden
-        self.children: dict[str, list[str]] = {}
-        self.files = self.bytes = 0
+        self._children: dict[str, list[str]] | None = None
+        self._files = self._bytes = 0
+        self._index_lock = threading.Lock()
         self._keys: list[str] | None = None
         self._listings: dict[str, tuple[list[Key], list[str]]] = {}
-        nodes = self.nodes
-        for node in reversed(order):  # content before its folder: totals in one pass
-            parent = node.path.rpartition("/")[0]
-            self.children.setdefault(parent, []).append(node.path)
-            files, size = (1, node.size) if node.type == FILE else (node.files, node.bytes)
-            above = nodes.get(parent) if parent else None
-            if above is None:
-                self.files += files
-                self.bytes += size
-            else:
-                above.files += files
-                above.bytes += size
+
+    @property
+    def children(self) -> dict[str, list[str]]:
+        """Each folder's direct children (``""``: the top), content order."""
+        return self._children if self._children is not None else self.index()
+
+    @property
+    def files(self) -> int:
+        self.index()
+        return self._files
+
+    @property
+    def bytes(self) -> int:
+        self.index()
+        return self._bytes
+
+    def index(self) -> dict[str, list[str]]:
+        """Build the folder index once (children, folder totals); return ``children``."""
+        if self._children is not None:
+            return self._children
+        with self._index_lock:
+            if self._children is not None:  # another thread built it meanwhile
+                return self._children
+            children: dict[str, list[str]] = {}
+            nodes = self.nodes
+            top_files = top_bytes = 0
+            for node in reversed(self.order):  # content before its folder: one pass
+                path = node.path
+                parent = path.rpartition("/")[0]
+                siblings = children.get(parent)
+                if siblings is None:
+                    children[parent] = [path]
+                else:
+                    siblings.append(path)
+                files, size = (1, node.size) if node.type == FILE else (node.files, node.bytes)
+                above = nodes.get(parent) if parent else None
+                if above is None:
+                    top_files += files
+                    top_bytes += size
+                else:
+                    above.files += files
+                    above.bytes += size
+            self._files, self._bytes = top_files, top_bytes
+            self._children = children  # last: its presence says the totals are complete
+            return children
 
     @property
     def keys(self) -> list[str]:
@@ -222,8 +262,11 @@ class Contents:
         self.reader = reader
         self.tree = tree
         self.nodes = tree.nodes
-        self.children = tree.children
         self.hidden = tree.hidden
+
+    @property
+    def children(self) -> dict[str, list[str]]:
+        return self.tree.children
 
     def __enter__(self) -> Contents:
         return self
@@ -259,6 +302,8 @@ class Contents:
         if node.type == SYMLINK:
             target = node.meta.target if node.meta is not None else self._link_target(node)
         folder = node.type == DIR
+        if folder:
+            self.tree.index()  # folder totals
         return Entry(
             node.path, node.type, node.size, node.mode, node.mtime_ns, node.sha256, target,
             node.files if folder else None, node.bytes if folder else None,
@@ -377,7 +422,10 @@ def _build_tree(reader: ArchiveReader) -> Tree:
         found[path] = Node(path, kind, entry, meta)
     placed: dict[str, Node] = {}
     order: list[Node] = []
-    for path in sorted(found, key=tree_key):  # each folder before its content
+    # Each folder before its content: tree_key order, the keys made in one C-level pass
+    # (no entry path holds a control character, so the mapping back is exact).
+    for key in sorted([p.replace("/", "\x01") for p in found]):
+        path = key.replace("\x01", "/")
         if path in seen_twice:  # ambiguous: left out, and so is everything below it
             hidden += 1
             continue
@@ -447,27 +495,43 @@ def list_entries(
     cursor: str | None = None,
     limit: int | None = None,
     recursive: bool = False,
+    search: str | None = None,
 ) -> Listing:
     """Return one page of the direct children of folder ``prefix`` (``""``: the top).
 
     Folders come first, then everything else, each by name; folder rows carry the files and
     bytes of their subtree. ``recursive`` lists the whole subtree instead, in pre-order
-    (each folder before its content). ``limit`` is 1 to 1000 (default 200); ``next`` is the
-    cursor of the following page, None on the last one.
+    (each folder before its content). ``search`` lists, in that same pre-order, only the
+    paths of the subtree that contain it (case-insensitive; ``total`` counts the matches).
+    ``limit`` is 1 to 1000 (default 200); ``next`` is the cursor of the following page, None
+    on the last one.
     """
     size = check_limit(limit)
     folder = check_path(prefix, folder=True)
+    needle = check_search(search)
     if folder:
         contents.find(folder, DIR)
     scope = f"entries\x00{contents.name}\x00{folder}\x00{int(recursive)}"
+    if needle is not None:  # a search's cursor is good for that search only
+        scope += f"\x00search\x00{needle}"
     after = decode_cursor(cursor, scope, ranks=2)
     tree = contents.tree
-    if recursive:  # pre-order keys: a page is a bisect and a slice of the tree's order
+    if needle is not None:  # one pass over the subtree: a contains-match has no index
+        start, stop = tree.span(folder)
+        walk, order = tree.keys, tree.order
+        first = start if after is None else bisect.bisect_right(walk, after[1], start, stop)
+        hits = [i for i in range(start, stop) if needle in order[i].path.casefold()]
+        begin = bisect.bisect_left(hits, first)
+        chosen = hits[begin : begin + size]
+        page = [order[i].path for i in chosen]
+        last: Key | None = (0, walk[chosen[-1]]) if begin + size < len(hits) else None
+        total = len(hits)
+    elif recursive:  # pre-order keys: a page is a bisect and a slice of the tree's order
         start, stop = tree.span(folder)
         first = start if after is None else bisect.bisect_right(tree.keys, after[1], start, stop)
         end = min(first + size, stop)
         page = [node.path for node in tree.order[first:end]]
-        last: Key | None = (0, tree.keys[end - 1]) if end < stop else None
+        last = (0, tree.keys[end - 1]) if end < stop else None
         total = stop - start
     else:
         keys, paths = tree.listing(folder)
@@ -479,6 +543,21 @@ def list_entries(
     rows = tuple(contents.entry(contents.nodes[p]) for p in page)
     more = None if last is None else encode_cursor(scope, last)
     return Listing(folder, rows, more, total, contents.hidden)
+
+
+MAX_SEARCH_CHARS = 200
+
+
+def check_search(text: str | None) -> str | None:
+    """Return a search text as matched (case-folded; None or empty: no search); InvalidInput
+    for one too long or holding a control character (no path holds one)."""
+    if text is None or text == "":
+        return None
+    if len(text) > MAX_SEARCH_CHARS:
+        raise InvalidInput(f"Search text is longer than {MAX_SEARCH_CHARS} characters.")
+    if has_control_characters(text):
+        raise InvalidInput("Search text holds a control character; no path does.")
+    return text.casefold()
 
 
 def stat_entry(contents: Contents, path: str) -> Entry:

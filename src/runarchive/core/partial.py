@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
 
 from .errors import InvalidInput, UnsafeArchive
 from .manifest import DIR, FILE
@@ -39,10 +40,18 @@ class RestorePaths:
 
     paths: tuple[str, ...]
     folders: frozenset[str] = frozenset()  # those asked with a trailing "/"
+    roots: frozenset[str] = field(init=False, repr=False, compare=False)  # ``paths`` as a set
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "roots", frozenset(self.paths))
 
     def as_list(self) -> list[str]:
         """The paths as the API and the queue spell them (a folder with its ``/``)."""
         return [p + "/" if p in self.folders else p for p in self.paths]
+
+    def covers(self, path: str) -> bool:
+        """Tell whether a restore of these paths replaces ``path`` (one of them, or beneath)."""
+        return _within(path, self.roots)
 
 
 def parse_restore_paths(raw: Iterable[object] | RestorePaths | None) -> RestorePaths | None:
@@ -115,7 +124,7 @@ def select_paths(plan: RestorePlan, paths: RestorePaths, run: RunDir, archive: s
     return Selection(RestorePlan(items, total, plan.had_manifest, plan.warnings), tuple(units))
 
 
-def _within(path: str, roots: set[str]) -> bool:
+def _within(path: str, roots: AbstractSet[str]) -> bool:
     """Tell whether ``path`` is one of ``roots`` or beneath one."""
     if path in roots:
         return True

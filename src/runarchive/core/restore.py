@@ -26,6 +26,7 @@ import os
 import secrets
 import stat
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from pathlib import Path
 
 from isal import isal_zlib
 
+from .compare import Change, Diff, diff_against_run
 from .errors import DamagedArchive, NoSpace, NothingToUndo, RunArchiveError
 from .fsutil import (
     is_no_space,
@@ -41,6 +43,7 @@ from .fsutil import (
     start_writeback,
     sync_filesystem,
 )
+from .inside import open_contents
 from .journal import (
     STAGING,
     SWAPPING,
@@ -59,6 +62,7 @@ from .journal import (
     write_journal,
 )
 from .limits import Limits
+from .linkmode import LinkMode
 from .manifest import DIR, FILE, SYMLINK
 from .names import ArchiveRef
 from .partial import RestorePaths, parse_restore_paths, select_paths
@@ -67,7 +71,6 @@ from .reader import ArchiveReader, open_archive
 from .rundir import Folder, RunDir, RunRef, open_beneath, open_run
 from .runlock import run_lock
 from .safety import PlanItem, RestorePlan, plan_restore
-from .tree import scan_run
 from .undo import current_undo, tree_nodb_files, undo_ttl
 
 BATCH_BYTES = 1 << 20
@@ -162,35 +165,141 @@ def restore_archive(
 
 
 @dataclass(frozen=True, slots=True)
+class Count:
+    """Files (regular files and links) and their bytes, one line of a restore preview."""
+
+    files: int = 0
+    bytes: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        return {"files": self.files, "bytes": self.bytes}
+
+
+@dataclass(frozen=True, slots=True)
 class RestorePreview:
-    """What a full restore would remove: files and links of the run the archive lacks."""
+    """What a restore of ``name`` (of ``paths`` only, when given) would do to the run.
+
+    ``restores``: files the archive holds and the run lacks (bytes written); ``changes``:
+    files on both sides that differ, or that are another kind on one side (bytes written);
+    ``removes``: the run's files and links the archive lacks ("created since"; bytes freed);
+    ``unchanged``: files and links proven the same. Folders are not counted.
+    """
 
     name: str
     removes_files: int
     removes_bytes: int
-    sample: list[str]
+    sample: list[str]  # up to ``sample`` of the paths removed
+    restores: Count = Count()
+    changes: Count = Count()
+    unchanged: int = 0
+    paths: list[str] | None = None  # a partial restore's paths as asked; None: the whole run
+
+    @property
+    def removes(self) -> Count:
+        return Count(self.removes_files, self.removes_bytes)
+
+    def as_json(self) -> dict[str, object]:
+        """Return the preview as the API gives it."""
+        return {
+            "name": self.name,
+            "paths": self.paths,
+            "restores": self.restores.as_json(),
+            "changes": self.changes.as_json(),
+            "removes": self.removes.as_json(),
+            "unchanged": self.unchanged,
+            "sample": self.sample,
+        }
 
 
-def preview_restore(run_dir: Path, name: str, *, sample: int = 20) -> RestorePreview:
-    """Count the run's files and links that a restore of ``name`` would remove (one scan).
+def preview_restore(
+    run_dir: Path | RunRef,
+    name: str | ArchiveRef,
+    *,
+    paths: RestorePaths | list[str] | None = None,
+    sample: int = 20,
+    limits: Limits | None = None,
+) -> RestorePreview:
+    """Say what a restore of ``name`` (only ``paths``, if given) would restore, change and
+    remove; nothing is changed and no lock is taken.
 
-    The archive's paths come from its manifest, or from its central directory for archives
-    of other tools; nothing is changed and no lock is taken.
+    The restore's own planning decides first, so a preview refuses what the restore would
+    refuse, with its words: ``plan_restore`` (unsafe or damaged structure, limits) and, for
+    ``paths``, ``select_paths`` (a path the archive lacks, a folder on the way that is not
+    one). The counts are then the diff of the archive against the run (``compare``: one
+    scan, the "unchanged" rule; links compared as links, since a restore writes them as
+    the archive holds them), restricted to the chosen paths and what lies beneath them:
+    exactly what the swap replaces.
     """
-    with open_run(run_dir) as run, open_archive(run, name) as reader:
-        manifest = reader.manifest()
-        if manifest is not None:
-            kept = {e.path for e in manifest.entries}
-        else:
-            kept = {e.name.rstrip("/") for e in reader.content_entries()}
-        tree = scan_run(run)
-    gone = [e for e in tree.entries if e.type in (FILE, SYMLINK) and e.path not in kept]
+    chosen = parse_restore_paths(paths)
+    lim = limits or Limits.from_env()
+    with open_run(run_dir) as run, open_contents(run, str(name), lim) as contents:
+        plan = _planned(contents.reader, lim)
+        if chosen is not None:
+            select_paths(plan, chosen, run, str(name))
+        diff = diff_against_run(contents, run, links=LinkMode.STORE)
+        leaves = [p for p, n in contents.nodes.items() if n.type in (FILE, SYMLINK)]
+    if chosen is not None:
+        leaves = [p for p in leaves if chosen.covers(p)]
+    return _preview_of(diff, str(name), chosen, sample, leaves)
+
+
+# The plans of archives previewed before (a dashboard asks again for each confirm), by the
+# identity of the archive file and the limits: the plan is a pure function of the archive's
+# bytes, a published archive never changes, and any write to the file (or a new file under
+# its name) changes its ctime, which no user can set back (``inside``'s tree cache has the
+# same key). A refusal is not kept. Only previews use it: a restore plans again, in its own
+# process, under the run lock. Bounded in planned entries, least recently used first out.
+_PlanKey = tuple[int, int, int, int, int, Limits]
+_plans: OrderedDict[_PlanKey, RestorePlan] = OrderedDict()
+_plans_lock = threading.Lock()
+PLAN_CACHE_MAX_ITEMS = 250_000
+
+
+def _planned(reader: ArchiveReader, limits: Limits) -> RestorePlan:
+    """Return ``plan_restore`` of the open archive, kept for the next preview of that file."""
+    st = os.fstat(reader.fd)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, limits)
+    with _plans_lock:
+        found = _plans.get(key)
+        if found is not None:
+            _plans.move_to_end(key)
+            return found
+    plan = plan_restore(reader, limits)
+    if len(plan.items) <= PLAN_CACHE_MAX_ITEMS:
+        with _plans_lock:
+            _plans[key] = plan
+            total = sum(len(p.items) for p in _plans.values())
+            while total > PLAN_CACHE_MAX_ITEMS:
+                total -= len(_plans.popitem(last=False)[1].items)
+    return plan
+
+
+def _preview_of(
+    diff: Diff, name: str, chosen: RestorePaths | None, sample: int, leaves: list[str]
+) -> RestorePreview:
+    """Count a diff (from the archive to the run) as what a restore does, within ``chosen``."""
+
+    def rows(bucket: tuple[Change, ...]) -> list[Change]:
+        return list(bucket) if chosen is None else [c for c in bucket if chosen.covers(c.path)]
+
+    def counted(changes: list[Change], kinds: tuple[str | None, ...]) -> Count:
+        picked = [c for c in changes if c.type in kinds or c.type_a in kinds]
+        return Count(
+            len(picked), sum(c.size_a or 0 for c in picked if (c.type_a or c.type) == FILE)
+        )
+
+    kinds = (FILE, SYMLINK)
+    restored = counted(rows(diff.removed), kinds)
+    changed = counted(rows(diff.modified) + rows(diff.type_changed), kinds)
+    gone = [c for c in rows(diff.added) if c.type in kinds]
+    # The archive's files and links (within ``chosen``) that no row names are the unchanged.
+    named = {c.path for c in rows(diff.removed) + rows(diff.modified) + rows(diff.type_changed)}
+    unchanged = sum(1 for p in leaves if p not in named)
     return RestorePreview(
-        name,
-        len(gone),
-        sum(e.size for e in gone if e.type == FILE),
-        [e.path for e in gone[:sample]],
-    )
+        name, len(gone), sum(c.size_b or 0 for c in gone if c.type == FILE),
+        [c.path for c in gone[:sample]], restored, changed, unchanged,
+        chosen.as_list() if chosen is not None else None,
+    )  # fmt: skip
 
 
 def _stage(run: RunDir, work: Folder, reader: ArchiveReader, plan: RestorePlan,

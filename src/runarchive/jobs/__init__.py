@@ -13,6 +13,7 @@ from .connection import embedded_url
 from .context import JobsContext
 from .delete import delete_archive
 from .enqueue import (
+    check_restorable,
     enqueue_archive,
     enqueue_fork,
     enqueue_prune,
@@ -51,6 +52,7 @@ __all__ = [
     "acquire_lock",
     "archive_health",
     "cancel_job",
+    "check_restorable",
     "delete_archive",
     "embedded_url",
     "enqueue_archive",

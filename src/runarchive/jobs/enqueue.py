@@ -318,3 +318,24 @@ def running_job(ctx: JobsContext, runid: str) -> Slot | None:
     validate_runid(runid)
     reconcile(ctx, [runid])
     return read_slot(ctx.clients.data, ctx.keys, runid)
+
+
+def check_restorable(ctx: JobsContext, run: RunRef) -> None:
+    """Refuse now what an enqueue of a restore of ``run`` would refuse before its job starts.
+
+    What a restore preview asks first, so that a confirm never offers a Restore the enqueue
+    would then refuse: the run's state unsafe or ``READONLY`` (409), a job holding the run
+    (JobRunning, 409, naming it), a held ``.nodb`` lock (Locked, 409); QueueUnavailable (503)
+    when Redis cannot answer. Nothing is claimed: the enqueue checks all of it again.
+    """
+    with open_run(run) as handle:
+        check_run(handle)
+        handle.require_writable()
+    try:
+        reconcile(ctx, [run.runid])
+        holder = read_slot(ctx.clients.data, ctx.keys, run.runid)
+        if holder is not None:
+            raise JobRunning(run.runid, holder.job_id)
+        ensure_unlocked(ctx.clients.locks, run.runid, JobKind.RESTORE.verb)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise _unavailable(ctx, exc) from exc

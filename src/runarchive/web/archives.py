@@ -35,10 +35,18 @@ from runarchive.core import (
     list_archives,
     open_archive_fd,
     open_run,
+    parse_restore_paths,
     preview_restore,
     undo_info,
 )
-from runarchive.jobs import JOB_STATES, Event, Trigger, archive_health, running_job
+from runarchive.jobs import (
+    JOB_STATES,
+    Event,
+    Trigger,
+    archive_health,
+    check_restorable,
+    running_job,
+)
 
 from . import access, archive_quota, urls
 from .access import RunView
@@ -163,17 +171,15 @@ def list_body(found: RunView) -> dict[str, Any]:
 
 @bp.get("/runs/<runid>/archive/<name>/restore-preview")
 def rq_restore_preview(runid: str, name: str) -> Response:
-    """Say what a restore of ``name`` would remove: the run's files the archive lacks."""
+    """Say what a restore of ``name`` (of each ``path`` only, when given) would restore,
+    change and remove, or why it would be refused now (locked, busy, damaged)."""
     found = access.require_write(runid)
-    assert found.run_dir is not None
-    preview = preview_restore(found.run_dir, name)
-    response = jsonify(
-        {
-            "name": preview.name,
-            "removes": {"files": preview.removes_files, "bytes": preview.removes_bytes},
-            "sample": preview.sample,
-        }
-    )
+    assert found.run is not None
+    asked = request.args.getlist("path")
+    paths = parse_restore_paths(asked) if asked else None  # 400 before any work
+    check_restorable(jobs(), found.run)
+    preview = preview_restore(found.run, name, paths=paths)
+    response = jsonify(preview.as_json())
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -102,12 +102,15 @@ def _json(value: dict[str, object], cache: str) -> Response:
 
 @bp.get(f"{BASE}/entries")
 def rq_archive_entries(runid: str, name: str) -> Response:
-    """List the direct children of ``prefix`` (or its subtree), folders first, one page."""
+    """List the direct children of ``prefix`` (or its subtree, or the paths of it matching
+    ``search``), folders first, one page."""
     run_ref = _readable(runid)
     prefix, cursor = request.args.get("prefix", ""), request.args.get("cursor")
-    limit, recursive = _limit(), _recursive()
+    limit, recursive, search = _limit(), _recursive(), request.args.get("search")
     with open_run(run_ref) as run, open_contents(run, name) as contents:
-        listing = list_entries(contents, prefix, cursor=cursor, limit=limit, recursive=recursive)
+        listing = list_entries(
+            contents, prefix, cursor=cursor, limit=limit, recursive=recursive, search=search
+        )
     # A published archive never changes, but its name may be deleted and made again.
     return _json(listing.as_json(), "private, no-cache")
 

@@ -71,6 +71,22 @@ WS_HEADERS = [
                         ("Sec-WebSocket-Version", "13"))
 ]  # fmt: skip
 
+_COUNT: dict[str, Any] = {
+    "type": "object",
+    "required": ["files", "bytes"],
+    "properties": {"files": {"type": "integer"}, "bytes": {"type": "integer"}},
+}
+RESTORE_PATH = {
+    "name": "path",
+    "in": "query",
+    "required": False,
+    "description": "Repeatable: preview a restore of only these files and folders (`dir/`), "
+    "checked as the restore's `paths` are; absent: the whole run.",
+    "schema": {"type": "array", "items": {"type": "string"}, "maxItems": 10000},
+    "style": "form",
+    "explode": True,
+}
+
 READ = "Read access: the run's owners, admins, or anyone when the run holds a `PUBLIC` file."
 WRITE = "Write access: the run's owners and admins. Browser sessions send `X-CSRFToken`."
 
@@ -335,15 +351,37 @@ SCHEMAS: dict[str, Any] = {
     },
     "RestorePreview": {
         "type": "object",
-        "required": ["name", "removes", "sample"],
+        "required": ["name", "paths", "restores", "changes", "removes", "unchanged", "sample"],
+        "description": "Counted from the diff of the archive against the run (links as links), "
+        "within `paths` when given; files are regular files and links, folders are not counted.",
         "properties": {
             "name": {"type": "string"},
-            "removes": {
-                "type": "object",
-                "required": ["files", "bytes"],
-                "properties": {"files": {"type": "integer"}, "bytes": {"type": "integer"}},
+            "paths": {
+                "type": ["array", "null"],
+                "items": {"type": "string"},
+                "description": "The chosen paths as a restore of them would take them "
+                "(normalised, folders with `/`); null for the whole run.",
             },
-            "sample": {"type": "array", "items": {"type": "string"}, "maxItems": 20},
+            "restores": {
+                **_COUNT,
+                "description": "Files the archive holds and the run lacks (archive bytes).",
+            },
+            "changes": {
+                **_COUNT,
+                "description": "Files on both sides that differ or are another kind on one "
+                "side (archive bytes written).",
+            },
+            "removes": {
+                **_COUNT,
+                "description": "The run's files and links the archive lacks (run bytes).",
+            },
+            "unchanged": {"type": "integer", "description": "Files and links proven the same."},
+            "sample": {
+                "type": "array",
+                "items": {"type": "string"},
+                "maxItems": 20,
+                "description": "Up to 20 of the paths `removes` counts.",
+            },
         },
     },
     "Deleted": {
@@ -670,11 +708,13 @@ def _paths() -> dict[str, Any]:
                                       for code, r in REFUSALS.items()}}},
         },
         "/runs/{runid}/archive/{name}/restore-preview": {"get": {
-            "summary": "The run's files and links a restore of the archive would remove "
-                       "(the archive does not hold them). " + WRITE,
-            "parameters": [RUNID, ARCHIVE_NAME],
-            "responses": {"200": _json(_ref("RestorePreview"), "What would be removed."),
-                          **REFUSALS}}},
+            "summary": "What a restore of the archive (of each `path` only, when given) would "
+                       "restore, change and remove, from the diff the restore would plan; "
+                       "refused as the restore would be (locked, a job running, read-only, "
+                       "unsafe or damaged archive, a path it lacks). Changes nothing. " + WRITE,
+            "parameters": [RUNID, ARCHIVE_NAME, RESTORE_PATH],
+            "responses": {"200": _json(_ref("RestorePreview"), "What the restore would do."),
+                          **REFUSALS, **BUSY}}},
         "/runs/{runid}/rq/api/archive": {"post": {
             "summary": "Queue an archive job. " + WRITE, "parameters": [RUNID],
             "requestBody": _body(_ARCHIVE_BODY),

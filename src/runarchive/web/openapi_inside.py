@@ -148,7 +148,12 @@ def paths() -> dict[str, Any]:
                            CURSOR, LIMIT,
                            {"name": "recursive", "in": "query", "required": False,
                             "description": "1: the whole subtree in pre-order.",
-                            "schema": {"type": "string", "enum": ["0", "1"]}}],
+                            "schema": {"type": "string", "enum": ["0", "1"]}},
+                           {"name": "search", "in": "query", "required": False,
+                            "description": "Only the subtree's paths containing this text "
+                                           "(case-insensitive), in pre-order; `total` counts "
+                                           "them. No control characters.",
+                            "schema": {"type": "string", "maxLength": 200}}],
             "responses": {"200": _json(_ref("Entries"), "One page."), **refusals}}},
         f"{BASE}/file/{{path}}": {
             "get": {"summary": "One file of the archive, streamed from the zip (sha256 ETag, "

@@ -145,6 +145,13 @@
     forkAlerts: $("ra-fork-alerts"),
     forkCancel: $("ra-fork-cancel"),
     forkTitle: $("ra-fork-title"),
+    confirm: $("ra-confirm"),
+    confirmName: $("ra-confirm-name"),
+    confirmScope: $("ra-confirm-scope"),
+    confirmPaths: $("ra-confirm-paths"),
+    confirmSummary: $("ra-confirm-summary"),
+    confirmCancel: $("ra-confirm-cancel"),
+    confirmRestore: $("ra-confirm-restore"),
   };
 
   const state = {
@@ -174,6 +181,7 @@
     endedShown: new Map(), // job id -> ended_at (ISO), once known
     forkOf: null, // the archive the open Fork dialog is for
     forkOpener: null, // the row's Fork… button: focus goes back to it
+    confirmSeq: 0, // per opening of the restore confirm: a late preview answer is dropped
   };
 
   // ---------------------------------------------------------------- small helpers
@@ -654,31 +662,142 @@
     watchJob(String(data.job_id), KIND.ARCHIVE);
   }
 
-  async function restoreArchive(name) {
-    let removes = "";
-    try {
-      // How many files of the run the archive does not hold: the restore removes them.
-      const preview = await api("GET", `${urls.restore_preview}/${name}/restore-preview`);
-      const n = preview.removes.files;
-      removes = n === 0
-        ? "\n\nNo file of the run is removed: the archive holds every one of them."
-        : `\n\n${n} file${n === 1 ? "" : "s"} created since the archive ` +
-          `(${humanSize(preview.removes.bytes)}) will be removed.`;
-    } catch (err) {
-      removes = "\n\n(Could not count the files this restore removes: " + err.message + ")";
+  function plural(n, word, many = `${word}s`) {
+    return `${n} ${n === 1 ? word : many}`;
+  }
+
+  /** The preview's one sentence: "Restores 1 file (2.3 KiB), changes 2 (…), removes 2 files
+   * created since (…)." — the server's counts, from the diff the restore would plan. */
+  function previewSentence(preview) {
+    const count = (part) => ({ n: Number(part && part.files) || 0, b: humanSize((part && part.bytes) || 0) });
+    const restores = count(preview.restores);
+    const changes = count(preview.changes);
+    const removes = count(preview.removes);
+    return (
+      `Restores ${plural(restores.n, "file")} (${restores.b}), ` +
+      `changes ${changes.n} (${changes.b}), ` +
+      `removes ${plural(removes.n, "file")} created since (${removes.b}).`
+    );
+  }
+
+  function previewNode(preview) {
+    const cells = [
+      ["restores", "Restores", preview.restores],
+      ["changes", "Changes", preview.changes],
+      ["removes", "Removes (created since)", preview.removes],
+    ].map(([key, label, part]) =>
+      el("div", { dataset: { count: key, files: String(Number(part.files) || 0), bytes: String(Number(part.bytes) || 0) } }, [
+        el("dt", { text: label }),
+        el("dd", { text: `${plural(Number(part.files) || 0, "file")}, ${humanSize(part.bytes || 0)}` }),
+      ]),
+    );
+    cells.push(
+      el("div", { dataset: { count: "unchanged", files: String(Number(preview.unchanged) || 0) } }, [
+        el("dt", { text: "Unchanged" }),
+        el("dd", { text: plural(Number(preview.unchanged) || 0, "file") }),
+      ]),
+    );
+    const nodes = [
+      el("p", { className: "confirm-sentence", text: previewSentence(preview) }),
+      el("dl", { className: "compare-summary", "aria-label": "What this restore does" }, cells),
+    ];
+    const sample = Array.isArray(preview.sample) ? preview.sample : [];
+    if (sample.length) {
+      const more = (Number(preview.removes.files) || 0) - Math.min(sample.length, 5);
+      const text = `Removed: ${sample.slice(0, 5).join(", ")}${more > 0 ? ` and ${more} more` : ""}.`;
+      nodes.push(el("p", { className: "hint confirm-sample", text }));
     }
-    const question =
-      `Restore run ${config.runid} from ${name}?\n\n` +
-      "Every file of the run, except its archives, is replaced by the archive's content." +
-      removes;
-    if (!window.confirm(question)) return;
+    return nodes;
+  }
+
+  /**
+   * Ask before a restore, in the confirm dialog, with what the restore would do: the server's
+   * preview (restore-preview, with each chosen path) is fetched first and Restore is offered
+   * only once it answered; a preview that fails (locked, busy, damaged) says why and offers
+   * no Restore. Resolves true when the user chose Restore.
+   */
+  function confirmRestore(name, paths) {
+    const box = ui.confirm;
+    const seq = ++state.confirmSeq;
+    const opener = document.activeElement;
+    ui.confirmName.textContent = name;
+    ui.confirmScope.textContent = paths
+      ? `Only the ${plural(paths.length, "chosen path")} below ${paths.length === 1 ? "is" : "are"} ` +
+        "restored (a folder becomes exactly the archive's folder); everything else in run " +
+        `${config.runid} stays as it is.`
+      : `Every file of run ${config.runid}, except its archives, is replaced by the archive's content.`;
+    ui.confirmPaths.replaceChildren(...(paths || []).map((p) => el("li", { className: "mono", text: p })));
+    ui.confirmPaths.hidden = !paths;
+    ui.confirmSummary.replaceChildren(el("p", { className: "hint", text: "Checking what this restore changes…" }));
+    ui.confirmSummary.setAttribute("aria-busy", "true");
+    ui.confirmRestore.hidden = true;
+    ui.confirmCancel.textContent = "Cancel";
+    box.dataset.state = "checking";
+    box.showModal();
+    ui.confirmCancel.focus();
+    const query = new URLSearchParams();
+    for (const path of paths || []) query.append("path", path);
+    const url = `${urls.restore_preview}/${name}/restore-preview${paths ? `?${query}` : ""}`;
+    api("GET", url).then(
+      (preview) => {
+        if (seq !== state.confirmSeq || !box.open) return;
+        ui.confirmSummary.replaceChildren(...previewNode(preview));
+        ui.confirmRestore.hidden = false;
+        box.dataset.state = "ready";
+      },
+      (err) => {
+        if (seq !== state.confirmSeq || !box.open) return;
+        ui.confirmSummary.replaceChildren(
+          el("p", { className: "alert confirm-refusal", role: "alert", dataset: { code: err.code || "" },
+                    text: `This restore cannot start: ${err.message}` }),
+        );
+        ui.confirmCancel.textContent = "Close";
+        box.dataset.state = "refused";
+        setRowNote(name, "error", `This restore cannot start: ${err.message}`); // seen on close
+        // 409: another job or a lock holds the run (the list shows it); 404: the archive is gone.
+        if (err.status === 409 || err.status === 404) scheduleListRefresh();
+      },
+    ).finally(() => ui.confirmSummary.removeAttribute("aria-busy"));
+    return new Promise((resolve) => {
+      let chosen = false;
+      const restore = () => {
+        chosen = true;
+        box.close();
+      };
+      const cancel = () => box.close();
+      box.addEventListener(
+        "close",
+        () => {
+          ui.confirmRestore.removeEventListener("click", restore);
+          ui.confirmCancel.removeEventListener("click", cancel);
+          state.confirmSeq += 1;
+          if (!chosen && opener && opener.isConnected) opener.focus();
+          resolve(chosen);
+        },
+        { once: true },
+      );
+      ui.confirmRestore.addEventListener("click", restore);
+      ui.confirmCancel.addEventListener("click", cancel);
+    });
+  }
+
+  /**
+   * Restore from archive ``name`` (only ``paths``, when given) once confirmed; ``beforeStart``
+   * runs after the confirm, before the job is asked for. Resolves true when a job started.
+   */
+  async function restoreArchive(name, paths = null, beforeStart = null) {
+    if (!(await confirmRestore(name, paths))) return false;
+    if (beforeStart) beforeStart();
     const body = { archive_name: name };
+    if (paths) body.paths = paths;
     const data = await post(urls.restore, body, "Could not start the restore", name);
-    if (!data) return;
+    if (!data) return false;
     const jobId = String(data.job_id);
     jobRecord(jobId, KIND.RESTORE).archive = name;
-    setRowNote(name, "info", `Restore from ${name} started…`, { focus: true, jobId });
+    const what = paths ? `Restore of ${plural(paths.length, "chosen path")} from ${name}` : `Restore from ${name}`;
+    setRowNote(name, "info", `${what} started…`, { focus: true, jobId });
     watchJob(jobId, KIND.RESTORE);
+    return true;
   }
 
   async function deleteArchive(name) {
@@ -1562,5 +1681,8 @@
   connectSocket();
   refreshList();
   // What static/js/inside.js shares with this page (one copy of each rule).
-  window.raDashboard = Object.freeze({ api, el, humanSize, timeNode, sameOriginUrl, showApiError });
+  window.raDashboard = Object.freeze({
+    api, el, humanSize, timeNode, sameOriginUrl, showApiError, canWrite,
+    restore: restoreArchive, // (name, paths, beforeStart) -> Promise<started>
+  });
 })();

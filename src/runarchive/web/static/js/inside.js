@@ -14,6 +14,13 @@
  *     changed, appeared or went gets "Show diff" (`diff/file/<path>`): its unified diff, each
  *     line keeping its +/-/space mark and a class; `not_text` says there is no text diff.
  *   - Entry names are hostile input: everything from the server is put in the page as text.
+ *   - Search by path: `entries?search=<text>` lists the archive's paths containing the text
+ *     (paged, "Load more"), shown with their whole path in place of the tree, each row as in
+ *     the tree (download, box); "Back to the tree" returns to it.
+ *   - Choosing paths (writers only): each file, link and folder row has a box (a folder's means
+ *     `dir/`: the whole folder); a chosen folder's content shows checked and locked. The bar
+ *     under the tree counts the choice ("3 items, 12 files, 4.1 MiB") and "Restore selected…"
+ *     opens the dashboard's restore confirm (archive.js) for exactly those `paths`.
  *   - The dialog is modal: focus moves in, Escape (or Close) closes it, and focus goes back to
  *     the Browse button of the archive's row (found again by name: the list may have been
  *     re-rendered meanwhile).
@@ -29,6 +36,7 @@
   const templates = (JSON.parse(configNode.textContent).urls || {}).inside;
   if (!templates) return;
   const { api, el, humanSize, timeNode } = shared;
+  const canChoose = Boolean(shared.canWrite && shared.restore);
 
   const PAGE = 200; // entries per listing page
   const DIFF_PAGE = 500; // changed paths per diff page
@@ -52,9 +60,19 @@
     against: document.getElementById("ra-compare-with"),
     compare: document.getElementById("ra-compare"),
     alerts: document.getElementById("ra-inside-alerts"),
+    search: document.getElementById("ra-inside-search"),
+    searchText: document.getElementById("ra-inside-search-text"),
+    searchClear: document.getElementById("ra-inside-search-clear"),
+    results: document.getElementById("ra-inside-results"),
+    resultsNote: document.getElementById("ra-inside-results-note"),
+    selection: document.getElementById("ra-selection"),
+    selectionCount: document.getElementById("ra-selection-count"),
+    selectionClear: document.getElementById("ra-selection-clear"),
+    restoreSelected: document.getElementById("ra-restore-selected"),
   };
   // The archive shown; seq (per opening) and compareSeq (per compare) drop stale answers.
-  const view = { name: null, seq: 0, compareSeq: 0 };
+  // chosen: the paths to restore, as the API spells them ("dir/" for a folder) -> their totals.
+  const view = { name: null, seq: 0, compareSeq: 0, chosen: new Map(), search: null };
 
   // ---------------------------------------------------------------- URLs
 
@@ -115,9 +133,9 @@
     return "—";
   }
 
-  function entryRow(entry) {
+  function entryRow(entry, { full = false } = {}) {
     const path = String(entry.path);
-    const name = leaf(path);
+    const name = full ? path : leaf(path); // a search result shows where it is
     const item = el("li", { className: "entry", dataset: { path, type: String(entry.type) } });
     let nameNode;
     let action = el("span", { className: "entry-action" });
@@ -149,8 +167,95 @@
     const size = el("span", { className: "entry-size", text: entrySize(entry) });
     if (entry.type === "file") size.title = `${entry.size} bytes`;
     const mtime = el("span", { className: "entry-mtime" }, [timeNode(entry.mtime)]);
-    item.append(el("div", { className: "entry-row" }, [nameNode, size, mtime, action]));
+    const row = el("div", { className: "entry-row" }, [nameNode, size, mtime, action]);
+    if (canChoose && entry.type !== "special") {
+      row.classList.add("choosable");
+      row.prepend(pickBox(entry));
+    }
+    item.append(row);
     return item;
+  }
+
+  // ---------------------------------------------------------------- choosing paths to restore
+
+  function chosenKey(entry) {
+    return entry.type === "dir" ? `${entry.path}/` : String(entry.path);
+  }
+
+  /** Tell whether ``path`` lies beneath a folder already chosen (it is restored with it). */
+  function coveredBy(path) {
+    for (const key of view.chosen.keys()) {
+      if (key.endsWith("/") && String(path).startsWith(key)) return key;
+    }
+    return null;
+  }
+
+  function pickBox(entry) {
+    const key = chosenKey(entry);
+    const box = el("input", {
+      type: "checkbox",
+      className: "entry-check",
+      "aria-label": entry.type === "dir" ? `Choose folder ${key}` : `Choose ${key}`,
+      dataset: { key },
+    });
+    const folder = coveredBy(entry.path);
+    box.checked = view.chosen.has(key) || Boolean(folder);
+    box.disabled = Boolean(folder);
+    if (folder) box.title = `Restored with ${folder}`;
+    box.addEventListener("change", () => choose(entry, box.checked));
+    return el("label", { className: "entry-pick" }, [box]);
+  }
+
+  function choose(entry, on) {
+    const key = chosenKey(entry);
+    if (on) {
+      const files = entry.type === "dir" ? Number(entry.files) || 0 : entry.type === "file" ? 1 : 0;
+      const bytes = entry.type === "dir" ? Number(entry.bytes) || 0 : Number(entry.size) || 0;
+      view.chosen.set(key, { files, bytes });
+      if (entry.type === "dir") {
+        for (const other of [...view.chosen.keys()]) {
+          if (other !== key && other.startsWith(key)) view.chosen.delete(other); // in it now
+        }
+      }
+    } else {
+      view.chosen.delete(key);
+    }
+    if (entry.type === "dir") syncBoxes();
+    showSelection();
+  }
+
+  /** Every box shown says whether its path is chosen, alone or with a chosen folder. */
+  function syncBoxes() {
+    for (const box of dialog.querySelectorAll("input.entry-check")) {
+      const key = box.dataset.key;
+      const folder = coveredBy(key.endsWith("/") ? key.slice(0, -1) : key);
+      box.checked = view.chosen.has(key) || Boolean(folder);
+      box.disabled = Boolean(folder);
+      box.title = folder ? `Restored with ${folder}` : "";
+    }
+  }
+
+  function showSelection() {
+    if (!ui.selection) return;
+    let files = 0;
+    let bytes = 0;
+    for (const item of view.chosen.values()) {
+      files += item.files;
+      bytes += item.bytes;
+    }
+    const n = view.chosen.size;
+    ui.selectionCount.textContent = n
+      ? `${plural(n, "item")}, ${plural(files, "file")}, ${humanSize(bytes)}`
+      : "Nothing chosen";
+    ui.selectionCount.dataset.items = String(n);
+    ui.restoreSelected.disabled = n === 0;
+    ui.selectionClear.disabled = n === 0;
+  }
+
+  async function restoreSelected() {
+    const paths = [...view.chosen.keys()].sort();
+    if (!paths.length) return;
+    await shared.restore(view.name, paths, () => dialog.close());
   }
 
   /** Fetch a page of folder ``prefix``'s children into ``list`` (then "Load more" if more). */
@@ -188,6 +293,73 @@
       });
       list.append(el("li", { className: "entry-more" }, [more]));
     }
+  }
+
+  // ---------------------------------------------------------------- search by path
+
+  /** Fetch a page of the paths matching ``text`` into the results (then "Load more"). */
+  async function loadResults(text, cursor) {
+    const seq = view.seq;
+    const query = { search: text, cursor, limit: PAGE };
+    const data = await api("GET", fill(templates.entries, view.name, undefined, query));
+    if (seq !== view.seq || text !== view.search) return;
+    const entries = Array.isArray(data.entries) ? data.entries : [];
+    ui.results.append(...entries.map((entry) => entryRow(entry, { full: true })));
+    const total = Number(data.total) || 0;
+    ui.resultsNote.textContent = total
+      ? `${plural(total, "path")} contain “${text}”.`
+      : `No path contains “${text}”.`;
+    ui.resultsNote.hidden = false;
+    if (data.next) {
+      const more = el("button", {
+        type: "button",
+        className: "button button-small button-quiet load-more",
+        text: "Load more",
+      });
+      more.addEventListener("click", async () => {
+        more.disabled = true;
+        try {
+          await loadResults(text, data.next);
+          more.parentElement.remove();
+        } catch (err) {
+          more.disabled = false;
+          showError(err, "Could not search the archive");
+        }
+      });
+      ui.results.append(el("li", { className: "entry-more" }, [more]));
+    }
+  }
+
+  async function search(event) {
+    event.preventDefault();
+    const text = ui.searchText.value.trim();
+    if (!text) {
+      showTree();
+      return;
+    }
+    view.search = text;
+    ui.results.replaceChildren();
+    ui.results.hidden = false;
+    ui.tree.hidden = true;
+    ui.searchClear.hidden = false;
+    ui.results.setAttribute("aria-busy", "true");
+    try {
+      await loadResults(text, null);
+    } catch (err) {
+      showError(err, "Could not search the archive");
+    } finally {
+      ui.results.removeAttribute("aria-busy");
+    }
+  }
+
+  function showTree() {
+    view.search = null;
+    ui.results.replaceChildren();
+    ui.results.hidden = true;
+    ui.resultsNote.hidden = true;
+    ui.tree.hidden = false;
+    ui.searchClear.hidden = true;
+    syncBoxes(); // a choice made among the results shows in the tree too
   }
 
   async function toggleFolder(item, button, path) {
@@ -432,6 +604,10 @@
     ui.hidden.hidden = true;
     ui.compare.replaceChildren();
     ui.alerts.replaceChildren();
+    ui.searchText.value = "";
+    showTree();
+    view.chosen.clear();
+    showSelection();
     fillTargets();
     dialog.dataset.name = name;
     dialog.showModal();
@@ -465,4 +641,17 @@
   ui.close.addEventListener("click", () => dialog.close());
   dialog.addEventListener("close", returnFocus);
   ui.form.addEventListener("submit", compare);
+  ui.search.addEventListener("submit", search);
+  ui.searchClear.addEventListener("click", () => {
+    showTree();
+    ui.searchText.focus();
+  });
+  if (ui.restoreSelected) {
+    ui.restoreSelected.addEventListener("click", restoreSelected);
+    ui.selectionClear.addEventListener("click", () => {
+      view.chosen.clear();
+      syncBoxes();
+      showSelection();
+    });
+  }
 })();
