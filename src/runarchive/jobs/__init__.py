@@ -7,6 +7,7 @@ trigger and frees its slot.
 See ``docs/jobs.md``.
 """
 
+from .audit import NULL_RECORDER, Recorder, acting_as, install_recorder
 from .cancel import CancelStatus, cancel_job
 from .connection import embedded_url
 from .context import JobsContext
@@ -25,6 +26,7 @@ from .worker import worker_count
 
 __all__ = [
     "JOB_STATES",
+    "NULL_RECORDER",
     "SETTINGS_ENV",
     "CancelStatus",
     "Canceled",
@@ -34,9 +36,11 @@ __all__ = [
     "JobsContext",
     "NotCancelable",
     "QueueUnavailable",
+    "Recorder",
     "Settings",
     "Trigger",
     "acquire_lock",
+    "acting_as",
     "cancel_job",
     "delete_archive",
     "embedded_url",
@@ -46,6 +50,7 @@ __all__ = [
     "enqueue_undo",
     "ensure_unlocked",
     "find_run",
+    "install_recorder",
     "job_status",
     "lock_statuses",
     "parse_entry",
