@@ -12,6 +12,11 @@ A new user starts at a random generation: SQLite may give a re-added user the ro
 removed one, and the removed user's cookies must not fit the new account. ``ApiToken.prefix``
 is the token's first characters (``ra_`` and 8 more, 48 of its 256 random bits), kept so the
 CLI can list and revoke tokens without the token itself.
+
+``AuditRecord`` is one row of the audit log (``auditlog.py``): append-only. The model refuses
+to be updated or deleted (mapper events raise ``AppendOnly``), its id only grows (SQLite's
+``AUTOINCREMENT``: an id is never handed out twice, so the id is the order and the cursor), and
+``event_id`` is unique, so a spooled event replayed twice is stored once.
 """
 
 from __future__ import annotations
@@ -19,7 +24,17 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -102,3 +117,35 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class AppendOnly(RuntimeError):
+    """An attempt to change or remove a row of the audit log."""
+
+
+class AuditRecord(Base):
+    """One recorded action: who, from where, on which run and archive, how it ended."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    user: Mapped[str] = mapped_column(String(200), index=True)
+    remote_addr: Mapped[str] = mapped_column(String(200))
+    runid: Mapped[str | None] = mapped_column(String(200), index=True)
+    archive: Mapped[str | None] = mapped_column(String(300))
+    action: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str | None] = mapped_column(String(128))
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+def _refuse_change(mapper: object, connection: object, target: AuditRecord) -> None:
+    raise AppendOnly(f"The audit log is append-only: row {target.id} cannot be changed.")
+
+
+event.listen(AuditRecord, "before_update", _refuse_change)
+event.listen(AuditRecord, "before_delete", _refuse_change)
