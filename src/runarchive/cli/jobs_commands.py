@@ -1,5 +1,9 @@
 """The service's job commands (registered on ``runarchive`` by ``cli/__init__.py`` when named).
 
+``worker`` installs the service's audit log (``web/auditlog.py``, the database ``serve`` uses:
+``RUNARCHIVE_DATABASE_URL``, else the SQLite file in the data dir) as the jobs layer's
+recorder, so every job's end is recorded before its final trigger.
+
 ``runarchive worker``, ``enqueue-archive``, ``enqueue-restore``, ``enqueue-undo``,
 ``job-status``, ``cancel``, ``reconcile``.
 Every option also has an environment variable (see ``settings.ENV``); options win. Exit codes as
@@ -19,6 +23,7 @@ from typing import Any, TypeVar
 
 import click
 
+from runarchive.jobs.audit import install_recorder
 from runarchive.jobs.cancel import cancel_job
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive, enqueue_restore, enqueue_undo
@@ -78,7 +83,26 @@ def worker(burst: bool, workers: int, name: str | None, **options: Any) -> None:
     """Run RQ worker(s) on the runarchive queue (reconciles stale jobs at start)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with reporting():
-        run_worker(_settings(options), burst=burst, workers=workers, name=name)
+        settings = _settings(options)
+        audit = _audit_log(settings)
+        install_recorder(audit)  # forked work horses inherit it: each job's end gets its row
+        try:
+            run_worker(settings, burst=burst, workers=workers, name=name)
+        finally:
+            install_recorder(None)
+            audit.close()
+
+
+def _audit_log(settings: Settings) -> Any:
+    """The service's audit log (the database ``serve`` uses), its spool replayed now."""
+    from runarchive.web.auditlog import AuditLog
+    from runarchive.web.settings import WebSettings, default_database_url
+
+    web = WebSettings.from_env()
+    url = web.database_url or default_database_url(settings.data_dir)
+    audit = AuditLog(url, settings.data_dir, wait=web.audit_wait)
+    audit.replay()
+    return audit
 
 
 _SUCCESS = (Trigger.ARCHIVE_COMPLETE, Trigger.RESTORE_COMPLETE, Trigger.UNDO_COMPLETE)

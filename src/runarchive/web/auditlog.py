@@ -38,7 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from runarchive.core import AuditEvent, audit_cursor, iso_utc, parse_audit_cursor
@@ -68,6 +68,15 @@ class AuditLog:
         self.database = Database(url, busy_timeout=wait)
         self.spool = Path(spool_dir) / SPOOL_FILE
         self._lock = threading.Lock()  # one writer per process at a time keeps the order
+        self._pid = os.getpid()
+
+    def _engine(self) -> Engine:
+        """The engine, fresh in a forked child (a worker's work horse): pooled connections of
+        the parent are never shared with it (SQLAlchemy's rule for ``fork``)."""
+        if os.getpid() != self._pid:
+            self.database.engine.dispose(close=False)
+            self._pid = os.getpid()
+        return self.database.engine
 
     def close(self) -> None:
         """Close the log's connections."""
@@ -80,7 +89,7 @@ class AuditLog:
         with self._lock:
             try:
                 self._replay()
-                with self.database.engine.begin() as conn:
+                with self._engine().begin() as conn:
                     _insert(conn, [event])
                 return
             except SQLAlchemyError as exc:
@@ -123,7 +132,7 @@ class AuditLog:
         with self._spool_file() as fd:
             good, bad = _read_lines(_read_all(fd))
             if good:
-                with self.database.engine.begin() as conn:
+                with self._engine().begin() as conn:
                     _insert(conn, good)
             if bad:
                 self._reject(bad)
@@ -166,7 +175,7 @@ class AuditLog:
             query = query.where(AuditRecord.runid == runid)
         if before is not None:
             query = query.where(AuditRecord.id < before)
-        with self.database.engine.connect() as conn:
+        with self._engine().connect() as conn:
             rows = list(conn.execute(query).mappings())
         shown = rows[:size]
         more = len(rows) > size
@@ -181,7 +190,7 @@ class AuditLog:
             query = query.where(AuditRecord.runid == runid)
         if moment is not None:
             query = query.where(AuditRecord.time >= moment)
-        with self.database.engine.connect() as conn:
+        with self._engine().connect() as conn:
             return [event_json(r) for r in conn.execute(query).mappings()]
 
 
