@@ -65,10 +65,19 @@ class AuditLog:
     """The audit log of one database, with its spool; a jobs-layer ``Recorder``."""
 
     def __init__(self, url: str, spool_dir: Path, *, wait: float = DEFAULT_WAIT) -> None:
-        self.database = Database(url, busy_timeout=wait)
+        self.url = url
+        self.wait = wait
+        self._database: Database | None = None  # opened on first use: a failure then spools
         self.spool = Path(spool_dir) / SPOOL_FILE
         self._lock = threading.Lock()  # one writer per process at a time keeps the order
         self._pid = os.getpid()
+
+    @property
+    def database(self) -> Database:
+        """The database, opened (tables made, as at every start-up) on first use."""
+        if self._database is None:
+            self._database = Database(self.url, busy_timeout=self.wait)
+        return self._database
 
     def _engine(self) -> Engine:
         """The engine, fresh in a forked child (a worker's work horse): pooled connections of
@@ -80,7 +89,9 @@ class AuditLog:
 
     def close(self) -> None:
         """Close the log's connections."""
-        self.database.close()
+        if self._database is not None:
+            self._database.close()
+            self._database = None
 
     # --- writing -----------------------------------------------------------------------------
 

@@ -59,6 +59,7 @@ class Database:
         self.sessions = scoped_session(sessionmaker(self.engine, expire_on_commit=False))
         Base.metadata.create_all(self.engine)
         add_missing_columns(self.engine)
+        guard_audit_table(self.engine)
 
     @property
     def session(self) -> Session:
@@ -105,6 +106,24 @@ def add_missing_columns(engine: Engine) -> list[str]:
             continue
         added.append(f"{table}.{column}")
     return added
+
+
+# SQLite refuses to change or remove an audit row, whoever asks (the model refuses it too).
+_AUDIT_GUARDS = (
+    "CREATE TRIGGER IF NOT EXISTS audit_events_append_only_update BEFORE UPDATE ON audit_events "
+    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_events_append_only_delete BEFORE DELETE ON audit_events "
+    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+)
+
+
+def guard_audit_table(engine: Engine) -> None:
+    """Make the database itself refuse updates and deletes of audit rows (SQLite triggers)."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.begin() as conn:
+        for statement in _AUDIT_GUARDS:
+            conn.execute(text(statement))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, record: Any, busy_timeout_ms: int = 30000) -> None:
