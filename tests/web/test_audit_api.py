@@ -7,14 +7,23 @@ their data, not only that something was stored.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import sqlite3
 import subprocess
+import time
+import uuid
 from typing import Any
 
 from runarchive.jobs import acquire_lock, release_lock
+from runarchive.web.accounts import grant_run, require_user
 from runarchive.web.auditlog import AuditLog
+from runarchive.web.db import db
+from tests.support.runs import make_many_files_run
+from tests.support.waiting import wait_until
 from tests.support.web import Run, WebEnv
-from tests.support.workers import WORKER_TIMEOUT, Workers
+from tests.support.workers import WORKER_TIMEOUT, Workers, children
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 FIELDS = {"id", "time", "user", "remote_addr", "runid", "archive", "action", "outcome",
@@ -266,3 +275,86 @@ def test_a_locked_database_spools_the_row_the_answer_stands_and_the_next_write_r
     assert [(r["action"], r["outcome"]) for r in rows] == [("pin", "done"), ("unpin", "done")]
     assert rows[0]["id"] < rows[1]["id"] and log.spooled() == []
     assert log.replay() == 0  # nothing twice
+
+
+def test_the_fork_hook_records_a_fork_as_the_fork_route_will(web: WebEnv) -> None:
+    from runarchive.core import AuditAction, Outcome
+    from runarchive.web.audit import record_action
+
+    run = web.new_run()
+    with web.app.test_request_context(
+        "/", environ_base={"REMOTE_ADDR": "192.0.2.7"}
+    ):  # fmt: skip
+        record_action(AuditAction.FORK, run.runid, Outcome.ACCEPTED, archive=run.archive,
+                      job_id="j1", detail="into run-copy")  # fmt: skip
+    (row,) = events(web, run)
+    assert (row["user"], row["remote_addr"], row["action"], row["outcome"]) == (
+        "anonymous",
+        "192.0.2.7",
+        "fork",
+        "accepted",
+    )
+    assert (row["archive"], row["job_id"], row["detail"]) == (run.archive, "j1", "into run-copy")
+
+
+def _end_rows(web: WebEnv, job_id: str) -> list[tuple[str, str]]:
+    """The job's end rows, read straight from the SQLite file (another connection)."""
+    path = web.app.config["DATABASE_URL"].removeprefix("sqlite:///")
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT action, outcome FROM audit_events WHERE job_id = ? AND event_id = ?",
+            (job_id, f"end-{job_id}"),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [(str(a), str(o)) for a, o in rows]
+
+
+def test_the_jobs_end_row_exists_when_its_final_trigger_is_published(
+    web: WebEnv, workers: Workers
+) -> None:
+    run = web.new_run()
+    pubsub = web.ctx.clients.data.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(web.ctx.keys.status_channel(run.runid))
+    try:
+        job_id = web.as_role("owner").post(
+            f"/runs/{run.runid}/rq/api/archive", json={}
+        ).get_json()["job_id"]  # fmt: skip
+        database = web.app.config["DATABASE_URL"]
+        proc = workers.start("--burst", env={"RUNARCHIVE_DATABASE_URL": database})
+        seen: list[tuple[str, str]] | None = None
+        deadline = time.monotonic() + WORKER_TIMEOUT
+        while seen is None and time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.5)
+            if message is None or message.get("type") != "message":
+                continue
+            if str(message["data"]).startswith(f"rq:{job_id} TRIGGER"):
+                seen = _end_rows(web, job_id)  # read the moment the trigger arrives
+        assert proc.wait(timeout=WORKER_TIMEOUT) == 0, workers.log_text()
+    finally:
+        pubsub.close()
+    assert seen == [("archive", "done")]
+
+
+def test_a_killed_work_horse_is_recorded_failed_by_its_worker(
+    web: WebEnv, workers: Workers
+) -> None:
+    runid = f"run-big-{uuid.uuid4().hex[:8]}"
+    make_many_files_run(web.runs_root, runid, 3000)
+    with web.app.app_context():
+        session = db().session
+        grant_run(session, runid, require_user(session, "alice"))
+    job_id = web.as_role("owner").post(f"/runs/{runid}/rq/api/archive", json={}).get_json()[
+        "job_id"
+    ]  # fmt: skip
+    database = web.app.config["DATABASE_URL"]
+    proc = workers.start("--burst", env={"RUNARCHIVE_DATABASE_URL": database})
+    horses = wait_until(lambda: children(proc.pid), timeout=30, step=0.005)
+    for pid in horses:
+        os.kill(pid, signal.SIGKILL)  # e.g. the OOM killer
+    assert proc.wait(timeout=WORKER_TIMEOUT) == 0, workers.log_text()
+    assert _end_rows(web, job_id) == [("archive", "failed")]
+    rows = web.as_role("owner").get(f"/runs/{runid}/archive/audit").get_json()["events"]
+    assert [(r["user"], r["outcome"]) for r in rows] == [("alice", "failed"), ("alice", "accepted")]
+    assert "was killed" in rows[0]["detail"]

@@ -152,6 +152,23 @@ def sent_bytes(response: Response) -> int:
     return int(response.content_length or 0)
 
 
+def record_action(
+    action: AuditAction, runid: str | None, outcome: Outcome, *, archive: str | None = None,
+    job_id: str | None = None, nbytes: int | None = None, detail: str | None = None,
+) -> None:  # fmt: skip
+    """Record one action of the current request by its outcome, for a route that cannot run
+    inside ``recorded`` (the fork route: ``record_action(AuditAction.FORK, runid,
+    Outcome.ACCEPTED, archive=name, job_id=job_id, detail=f"into {new_runid}")``; its job's
+    end is recorded by the worker like every job's, as ``fork`` when its kind is ``fork``)."""
+    who = actor()
+    _store(AuditEvent(
+        user=who.user, remote_addr=who.remote_addr,
+        runid=runid if runid is not None and RUNID_RE.fullmatch(runid) else None,
+        action=action, outcome=outcome, archive=archive, job_id=job_id, bytes=nbytes,
+        detail=cut_detail(detail),
+    ))  # fmt: skip
+
+
 def _known(note: Note, exc: RunArchiveError) -> bool:
     """Tell whether a refusal has a known actor (see the module's notes)."""
     if note.admitted or access.user() is not None:
