@@ -178,3 +178,40 @@ def test_a_write_locked_database_spools_the_row_and_audit_replays_it(
 
 def test_the_cli_spool_folder_rule_is_the_jobs_layers() -> None:
     assert _default_data_dir() == default_data_dir()
+
+
+def test_enqueue_and_cancel_commands_record_the_request_and_the_jobs_end(
+    tmp_path: Path, redis_url: str
+) -> None:
+    import uuid
+
+    runs = tmp_path / "runs"
+    run = runs / "run-queued"
+    build_tree(run, {"a.txt": File(b"a" * 10)})
+    name = create_archive(run).name
+    tag = uuid.uuid4().hex[:8]
+    env = {"RUNARCHIVE_DATA_DIR": str(tmp_path / "data"), "REDIS_URL": redis_url,
+           "RUNARCHIVE_RUNS_ROOT": str(runs), "RUNARCHIVE_QUEUE": f"audit-{tag}",
+           "RUNARCHIVE_KEY_PREFIX": f"ra-audit-{tag}"}  # fmt: skip
+    queued = run_cli("enqueue-restore", "run-queued", name, "--path", "a.txt", **env)
+    assert queued.returncode == 0, queued.stderr
+    busy = run_cli("enqueue-archive", "run-queued", **env)
+    assert busy.returncode == 3
+    worker = subprocess.run([sys.executable, "-m", "runarchive.jobs", "worker", "--burst"],
+                            capture_output=True, text=True, timeout=120,
+                            env=environment(**env))  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    second = run_cli("enqueue-archive", "run-queued", **env).stdout.strip()
+    canceled = run_cli("cancel", second, **env)
+    assert canceled.returncode == 0 and canceled.stdout.strip() == f"{second} canceled"
+
+    rows = audit(tmp_path / "data")
+    assert [(r["user"], r["action"], r["outcome"]) for r in rows] == [
+        (ME, "restore", "accepted"), (ME, "archive", "refused"), (ME, "restore", "done"),
+        (ME, "archive", "accepted"), (ME, "archive", "canceled"),
+    ]  # fmt: skip
+    job_id = queued.stdout.strip()
+    assert rows[0]["job_id"] == rows[2]["job_id"] == job_id
+    assert rows[0]["detail"] == rows[2]["detail"] == "paths: a.txt"
+    assert job_id in rows[1]["detail"]
+    assert rows[3]["job_id"] == rows[4]["job_id"] == second

@@ -47,13 +47,17 @@ DATABASE_ENV = "RUNARCHIVE_DATABASE_URL"
 DATA_DIR_ENV = "RUNARCHIVE_DATA_DIR"
 
 
-def cli_user() -> str:
-    """The actor of a local command: ``cli:<login name>``."""
+def login_name() -> str:
+    """The OS user a command runs as (``cli`` when there is none: a bare container's uid)."""
     try:
-        name = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (a container's random uid)
-        name = str(os.getuid())
-    return f"cli:{name}"
+        return getpass.getuser() or "cli"
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER
+        return "cli"
+
+
+def cli_user() -> str:
+    """The actor of a command line: ``cli:<login name>``."""
+    return f"cli:{login_name()}"
 
 
 def _default_data_dir() -> Path:
