@@ -17,9 +17,11 @@ import uuid
 from typing import Any
 
 from runarchive.jobs import acquire_lock, release_lock
+from runarchive.web import create_app, shutdown
 from runarchive.web.accounts import grant_run, require_user
 from runarchive.web.auditlog import AuditLog
 from runarchive.web.db import db
+from runarchive.web.settings import WebSettings
 from tests.support.runs import make_many_files_run
 from tests.support.waiting import wait_until
 from tests.support.web import Run, WebEnv
@@ -358,3 +360,33 @@ def test_a_killed_work_horse_is_recorded_failed_by_its_worker(
     rows = web.as_role("owner").get(f"/runs/{runid}/archive/audit").get_json()["events"]
     assert [(r["user"], r["outcome"]) for r in rows] == [("alice", "failed"), ("alice", "accepted")]
     assert "was killed" in rows[0]["detail"]
+
+
+def test_the_address_is_the_peer_unless_a_proxy_is_trusted(web: WebEnv) -> None:
+    run = web.new_run()
+    forged = {"X-Forwarded-For": "6.6.6.6"}
+    owner = web.token_client("owner")
+    assert (
+        owner.post(f"/runs/{run.runid}/archive/{run.archive}/pin", headers=forged).status_code
+        == 200
+    )
+    # The same deployment behind one trusted proxy (RUNARCHIVE_PROXY_HOPS=1): its header counts.
+    behind = create_app(
+        {
+            "TESTING": True,
+            "JOBS_SETTINGS": web.settings,
+            "WEB_SETTINGS": WebSettings(database_url=web.app.config["DATABASE_URL"], proxy_hops=1),
+        }
+    )
+    try:
+        client = behind.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {web.tokens['owner']}"
+        proxied = {"X-Forwarded-For": "6.6.6.6, 198.51.100.4"}
+        url = f"/runs/{run.runid}/archive/{run.archive}/unpin"
+        assert client.post(url, headers=proxied).status_code == 200
+    finally:
+        shutdown(behind)
+    assert [(r["action"], r["remote_addr"]) for r in events(web, run)] == [
+        ("pin", "127.0.0.1"),
+        ("unpin", "198.51.100.4"),
+    ]
