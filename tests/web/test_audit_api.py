@@ -16,8 +16,9 @@ import time
 import uuid
 from typing import Any
 
+from runarchive.core import AuditAction, AuditEvent, Outcome
 from runarchive.jobs import acquire_lock, release_lock
-from runarchive.web import create_app, shutdown
+from runarchive.web import auditlog, create_app, shutdown
 from runarchive.web.accounts import grant_run, require_user
 from runarchive.web.auditlog import AuditLog
 from runarchive.web.db import db
@@ -269,6 +270,9 @@ def test_a_locked_database_spools_the_row_the_answer_stands_and_the_next_write_r
         holder.wait()
         assert holder.stdout is not None
         holder.stdout.close()
+    # Within RETRY_AFTER of a failure writes go straight to the spool (one slow request, not
+    # all); after it, the next write replays the spool first.
+    time.sleep(auditlog.RETRY_AFTER)
     assert (
         web.as_role("owner").post(f"/runs/{run.runid}/archive/{run.archive}/unpin").status_code
         == 200
@@ -280,7 +284,6 @@ def test_a_locked_database_spools_the_row_the_answer_stands_and_the_next_write_r
 
 
 def test_the_fork_hook_records_a_fork_as_the_fork_route_will(web: WebEnv) -> None:
-    from runarchive.core import AuditAction, Outcome
     from runarchive.web.audit import record_action
 
     run = web.new_run()
@@ -390,3 +393,24 @@ def test_the_address_is_the_peer_unless_a_proxy_is_trusted(web: WebEnv) -> None:
         ("pin", "127.0.0.1"),
         ("unpin", "198.51.100.4"),
     ]
+
+
+def test_an_app_starting_replays_what_was_spooled(web: WebEnv) -> None:
+    run = web.new_run()
+    url = web.app.config["DATABASE_URL"]
+    spooler = AuditLog(url, web.settings.data_dir, wait=0.1)
+    holder = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the database is locked while the event is recorded
+    try:
+        spooler.record(AuditEvent(user="ana", remote_addr="local", runid=run.runid,
+                                  action=AuditAction.PIN, outcome=Outcome.DONE))  # fmt: skip
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        spooler.close()
+    assert events(web, run) == []  # waiting in the spool
+    started = create_app({"TESTING": True, "JOBS_SETTINGS": web.settings,
+                          "WEB_SETTINGS": WebSettings(database_url=url)})  # fmt: skip
+    shutdown(started)
+    assert brief(events(web, run)) == [("ana", "pin", "done")]
+    assert (web.settings.data_dir / auditlog.SPOOL_FILE).stat().st_size == 0

@@ -11,6 +11,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -158,20 +159,28 @@ def test_a_write_locked_database_spools_and_a_start_up_replay_stores_each_event_
         log.record(spooled)
         assert [e.event_id for e in log.spooled()] == [spooled.event_id]
         assert log.replay() == 0  # still locked: nothing moves, nothing is lost
+        at_once = time.monotonic()
+        log.record(event(2))  # right after a failure: to the spool without waiting again
+        assert time.monotonic() - at_once < 0.15
+        assert len(log.spooled()) == 2
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     # A replay that committed and died before emptying the spool runs again: no duplicate.
     spool = tmp_path / "data" / auditlog.SPOOL_FILE
     kept = spool.read_bytes()
-    assert log.replay() == 1
+    assert log.replay() == 2
     spool.write_bytes(kept)
     fresh = AuditLog(f"sqlite:///{tmp_path / 'db.sqlite3'}", tmp_path / "data")
     try:
-        assert fresh.replay() == 1  # read again, inserted at most once
+        assert fresh.replay() == 2  # read again, inserted at most once
         rows = fresh.page(None, None).events
-        assert [r["archive"] for r in reversed(rows)] == [event(0).archive, spooled.archive]
-        assert rows[0]["time"].startswith(spooled.time.strftime("%Y-%m-%dT%H:%M:%S"))
+        assert [r["archive"] for r in reversed(rows)] == [
+            event(0).archive,
+            spooled.archive,
+            event(2).archive,
+        ]
+        assert rows[1]["time"].startswith(spooled.time.strftime("%Y-%m-%dT%H:%M:%S"))
     finally:
         fresh.close()
 

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from .models import AuditRecord
 log = logging.getLogger(__name__)
 SPOOL_FILE = "audit-spool.jsonl"
 DEFAULT_WAIT = 5.0  # seconds an audit write waits for a locked database before spooling
+RETRY_AFTER = 1.0  # seconds after a failed write before SQL is tried again
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
@@ -71,6 +73,7 @@ class AuditLog:
         self.spool = Path(spool_dir) / SPOOL_FILE
         self._lock = threading.Lock()  # one writer per process at a time keeps the order
         self._pid = os.getpid()
+        self._retry_at = 0.0  # monotonic time before which writes go straight to the spool
 
     @property
     def database(self) -> Database:
@@ -96,14 +99,23 @@ class AuditLog:
     # --- writing -----------------------------------------------------------------------------
 
     def record(self, event: AuditEvent) -> None:
-        """Store ``event``: in SQL, else in the spool (raise only if both fail)."""
+        """Store ``event``: in SQL, else in the spool (raise only if both fail).
+
+        After a failed write, the next ``RETRY_AFTER`` seconds' events go to the spool at
+        once: a database that stopped answering costs one request ``wait`` seconds, not every
+        request of the process in turn (they queue on the lock that keeps the order).
+        """
         with self._lock:
+            if time.monotonic() < self._retry_at:
+                self._append(event)
+                return
             try:
                 self._replay()
                 with self._engine().begin() as conn:
                     _insert(conn, [event])
                 return
             except SQLAlchemyError as exc:
+                self._retry_at = time.monotonic() + RETRY_AFTER
                 log.warning("audit: database not writable (%s); event %s spooled",
                             type(exc).__name__, event.event_id)  # fmt: skip
             self._append(event)
@@ -112,7 +124,9 @@ class AuditLog:
         """Move every spooled event into SQL, in order; return how many (0 if SQL fails)."""
         with self._lock:
             try:
-                return self._replay()
+                found = self._replay()
+                self._retry_at = 0.0
+                return found
             except SQLAlchemyError as exc:
                 log.warning("audit: spool not replayed, database not writable (%s)", exc)
                 return 0
