@@ -12,8 +12,10 @@ row is stored (or spooled, ``auditlog.py``) before the response goes out, so no 
 "done" before the row exists; a failed SQL write never changes the answer.
 
 Who the actor is: the user's name for a session; ``token:<id>:<name>`` for a personal API
-token (its id, so a row names the token used); ``host`` when the host's access policy granted
-the request without a user of ours; ``anonymous`` on a public run. The address is the
+token (its id, so a row names the token used); ``host:<name>`` when the host's access policy
+granted the request without a user of ours and the host names its user (app config
+``RUNARCHIVE_AUDIT_USER``, a callable called in the request), else ``host``; ``anonymous`` on a
+public run. The address is the
 request's ``remote_addr`` as the app sees it: the peer, or what ``ProxyFix`` was configured to
 trust (``RUNARCHIVE_PROXY_HOPS``); a client's own ``X-Forwarded-For`` is never read here.
 A refusal is recorded when its actor is known: a user of ours (or the host's policy) asked, or
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from runarchive.core import (
     RUNID_RE,
@@ -54,6 +57,7 @@ from .mount import mount
 log = logging.getLogger(__name__)
 bp = Blueprint("audit", __name__)
 EXTENSION = "runarchive.audit"
+AUDIT_USER = "RUNARCHIVE_AUDIT_USER"  # host app config: a callable naming the host's user
 _LIMIT_RE = re.compile(r"[0-9]{1,7}")
 
 
@@ -77,8 +81,12 @@ def actor() -> Actor:
     if who is not None:
         token_id = g.get("api_token_id")
         user = f"token:{token_id}:{who.name}" if token_id is not None else who.name
-    else:
-        user = "anonymous" if mount().own_login else "host"
+    elif mount().own_login:
+        user = "anonymous"
+    else:  # the host's login: the host may name its user (``RUNARCHIVE_AUDIT_USER``)
+        namer = current_app.config.get(AUDIT_USER)
+        name = namer() if namer is not None else None
+        user = f"host:{name}"[:200] if isinstance(name, str) and name else "host"
     return Actor(user, request.remote_addr or "unknown")
 
 
@@ -116,15 +124,15 @@ def recorded(
     try:
         with acting_as(who, action, archive, detail):  # carried by a job queued inside
             yield note
-    except RunArchiveError as exc:
+    except Exception as exc:
         if isinstance(exc, Unauthorized) or not _known(note, exc):
             raise
-        message = str(exc)
+        outcome, message = _ended(exc)
         if note.detail:
             message = f"{note.detail}; {message}"
         _store(AuditEvent(
             user=who.user, remote_addr=who.remote_addr, runid=stored_runid, action=action,
-            outcome=outcome_of(exc), archive=note.archive, job_id=note.job_id,
+            outcome=outcome, archive=note.archive, job_id=note.job_id,
             detail=cut_detail(message),
         ))  # fmt: skip
         raise
@@ -169,7 +177,18 @@ def record_action(
     ))  # fmt: skip
 
 
-def _known(note: Note, exc: RunArchiveError) -> bool:
+def _ended(exc: Exception) -> tuple[Outcome, str]:
+    """How an action that raised ``exc`` ended, and the words its row keeps: ours say what the
+    client was told; a host policy's ``abort()`` is a refusal; anything else failed, named by
+    its type only (its details stay in the server log)."""
+    if isinstance(exc, RunArchiveError):
+        return outcome_of(exc), str(exc)
+    if isinstance(exc, HTTPException):
+        return Outcome.REFUSED, f"{exc.code} {exc.name}"
+    return Outcome.FAILED, f"internal error ({type(exc).__name__})"
+
+
+def _known(note: Note, exc: Exception) -> bool:
     """Tell whether a refusal has a known actor (see the module's notes)."""
     if note.admitted or access.user() is not None:
         return True
