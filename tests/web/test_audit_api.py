@@ -414,3 +414,23 @@ def test_an_app_starting_replays_what_was_spooled(web: WebEnv) -> None:
     shutdown(started)
     assert brief(events(web, run)) == [("ana", "pin", "done")]
     assert (web.settings.data_dir / auditlog.SPOOL_FILE).stat().st_size == 0
+
+
+def test_the_prune_an_archive_job_runs_gets_its_own_row_before_the_archives_end(
+    web: WebEnv, workers: Workers
+) -> None:
+    run = web.new_run()
+    owner = web.as_role("owner")
+    assert owner.put(f"/runs/{run.runid}/archive/policy", json={"keep_last": 1}).status_code == 200
+    assert owner.post(f"/runs/{run.runid}/rq/api/archive", json={}).status_code == 202
+    burst(web, workers)
+    rows = events(web, run)
+    assert brief(rows) == [
+        ("alice", "policy", "done"), ("alice", "archive", "accepted"),
+        ("alice", "prune", "done"), ("alice", "archive", "done"),
+    ]  # fmt: skip
+    prune, done = rows[2], rows[3]
+    assert prune["job_id"] == done["job_id"] == rows[1]["job_id"]
+    assert prune["detail"] == f"after archive; removed: {run.archive}"
+    assert prune["bytes"] > 0 and prune["archive"] is None
+    assert not (run.path / "archives" / str(run.archive)).exists()

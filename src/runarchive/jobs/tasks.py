@@ -75,7 +75,7 @@ from runarchive.core import (
     undo_restore,
 )
 
-from .audit import META_KEY, job_end_event, record
+from .audit import job_end_event, record
 from .cancel import CancelWatch
 from .context import JobsContext, current
 from .errors import Canceled
@@ -420,17 +420,14 @@ def _removed(plan: Plan) -> str | None:
 
 
 def _record_auto_prune(frame: _JobRun, outcome: Outcome, nbytes: int | None, detail: str) -> None:
-    """Record the prune an archive job ran after its archive (a row of its own, same job)."""
+    """Record the prune an archive job ran after its archive: a row of its own (same job, same
+    actor), before the job's own end."""
     end = job_end_event(
-        frame.runid, frame.job_id, JobKind.PRUNE, outcome, meta=None, nbytes=nbytes,
+        frame.runid, frame.job_id, JobKind.PRUNE, outcome, meta=frame.meta, nbytes=nbytes,
         detail=detail,
     )  # fmt: skip
-    asked = (frame.meta or {}).get(META_KEY) or {}
-    event = replace(
-        end, action=AuditAction.PRUNE, event_id=f"prune-{frame.job_id}",
-        user=asked.get("user") or end.user, remote_addr=asked.get("remote_addr") or end.remote_addr,
-    )  # fmt: skip
-    record(frame.ctx.audit(), event)
+    record(frame.ctx.audit(), replace(end, action=AuditAction.PRUNE, archive=None,
+                                      event_id=f"prune-{frame.job_id}"))  # fmt: skip
 
 
 @contextmanager
