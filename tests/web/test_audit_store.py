@@ -209,3 +209,19 @@ def test_since_reads_oldest_first_from_a_moment(log: AuditLog) -> None:
     assert [e["runid"] for e in log.since(None, None)] == ["r1", "r2"]
     assert [e["runid"] for e in log.since(None, second.time)] == ["r2"]
     assert [e["runid"] for e in log.since("r1", None)] == ["r1"]
+
+
+def test_a_database_file_that_cannot_even_be_made_spools_the_event(tmp_path: Path) -> None:
+    (tmp_path / "not-a-folder").write_text("x")
+    broken = AuditLog(f"sqlite:///{tmp_path / 'not-a-folder' / 'db.sqlite3'}", tmp_path / "data")
+    try:
+        broken.record(event(1))  # the action's outcome stands: no exception
+        assert [e.archive for e in broken.spooled()] == [event(1).archive]
+    finally:
+        broken.close()
+    moved = AuditLog(f"sqlite:///{tmp_path / 'db.sqlite3'}", tmp_path / "data")
+    try:
+        assert moved.replay() == 1
+        assert [e["archive"] for e in moved.page(None, None).events] == [event(1).archive]
+    finally:
+        moved.close()

@@ -114,7 +114,7 @@ class AuditLog:
                 with self._engine().begin() as conn:
                     _insert(conn, [event])
                 return
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, OSError) as exc:  # OSError: the SQLite file cannot be made
                 self._retry_at = time.monotonic() + RETRY_AFTER
                 log.warning("audit: database not writable (%s); event %s spooled",
                             type(exc).__name__, event.event_id)  # fmt: skip
@@ -127,7 +127,7 @@ class AuditLog:
                 found = self._replay()
                 self._retry_at = 0.0
                 return found
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, OSError) as exc:  # OSError: the SQLite file cannot be made
                 log.warning("audit: spool not replayed, database not writable (%s)", exc)
                 return 0
 
