@@ -102,6 +102,31 @@ def test_a_locked_run_refused_by_the_service_rules_is_recorded(
     assert "locked" in rows[0]["detail"] and "a.nodb" in rows[0]["detail"]
 
 
+def test_a_run_a_service_job_holds_refuses_a_local_command_and_that_is_recorded(
+    tmp_path: Path, redis_url: str
+) -> None:
+    import uuid
+
+    from runarchive.jobs import JobsContext, Settings, enqueue_archive
+
+    runs = tmp_path / "runs"
+    run = runs / "run-busy"
+    build_tree(run, {"a.txt": File(b"a")})
+    name = create_archive(run).name
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(redis_url=redis_url, runs_root=runs, queue=f"busy-{tag}",
+                        key_prefix=f"ra-busy-{tag}", data_dir=tmp_path / "jobs")  # fmt: skip
+    with JobsContext.from_settings(settings) as ctx:
+        job_id = enqueue_archive(ctx, "run-busy")  # queued, no worker: it holds the run's slot
+        proc = run_cli("delete", run, name, RUNARCHIVE_DATA_DIR=str(tmp_path / "data"),
+                       REDIS_URL=redis_url, RUNARCHIVE_KEY_PREFIX=settings.key_prefix)  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    (row,) = audit(tmp_path / "data")
+    assert (row["action"], row["outcome"], row["archive"]) == ("delete", "refused", name)
+    assert job_id in row["detail"]
+    assert (run / "archives" / name).is_file()
+
+
 def test_without_a_database_configured_nothing_is_recorded_or_loaded(
     run_dir: Path, tmp_path: Path
 ) -> None:
