@@ -16,8 +16,10 @@ abandoned (whole worker died)          RQ's ``on_failure`` callback, from the re
 canceled while queued, lost by Redis   ``reconcile`` (worker start, every claim, periodically)
 =====================================  =========================================================
 
-``finish_job`` claims ``<prefix>:job:<id>:final`` with SET NX and, in the same server-side
-script, publishes the ``EXCEPTION``/``COMPLETED`` line and the TRIGGER: only the winner publishes,
+``finish_job`` first records the job's end in the audit log (``audit.py``: one event id per
+job, so every racing path stores the same single row), then claims ``<prefix>:job:<id>:final``
+with SET NX and, in the same server-side script, publishes the ``EXCEPTION``/``COMPLETED`` line
+and the TRIGGER: only the winner publishes,
 and a process killed at any instant has done both or neither, so there is exactly one final
 trigger per job however many of these paths race and whenever they die. It then frees the
 slot (compare-and-delete on the job id).
