@@ -3,10 +3,11 @@
 Read routes (dashboard, list, download, inside an archive, job status, status websocket,
 retention policy) are open to owners, admins and — on a run holding a ``PUBLIC`` file —
 everybody. Write routes (archive, restore, the restore preview, fork, delete, job info,
-cancel, pin, unpin, setting the policy, prune and its dry run) are for owners and admins only,
-public or not; an allowed fork grants the new run to the requester, a refused one leaves no
-job, claim or grant. Each case checks the answer and what is stored: a refused write leaves no
-job and no change on disk; an allowed inside-an-archive read or preview, the data it gives.
+cancel, pin, unpin, setting the policy, prune and its dry run, the run's audit log) are for
+owners and admins only, public or not; every run's audit log (``/audit``) for admins only; an
+allowed fork grants the new run to the requester, a refused one leaves no job, claim or grant.
+Each case checks the answer and what is stored: a refused write leaves no job and no change on
+disk; an allowed inside-an-archive read or preview, the data it gives.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ READ_ROUTES = ("dashboard", "list", "download", *INSIDE_ROUTES, "jobstatus", "we
 WRITE_ROUTES = ("archive", "restore", "restore_preview", "fork", "delete", "jobinfo", "canceljob")
 USERS = {"owner": "alice", "other": "bob", "admin": "root"}
 RETENTION_ROUTES = ("pin", "unpin", "set_policy", "prune_dry_run", "prune")
+AUDIT_ROUTES = ("audit", "all_audit")  # the run's log (write rule); every run's (admins)
 ROLES = ("anonymous", "other", "owner", "admin")
 
 
@@ -67,6 +69,10 @@ def call(web: WebEnv, browser: Browser, route: str, run: Run, job_id: str | None
         return browser.post(f"{base}/archive/prune?dry_run=1")
     if route == "prune":
         return browser.post(f"{base}/archive/prune")
+    if route == "audit":
+        return browser.get(f"{base}/archive/audit")
+    if route == "all_audit":
+        return browser.get("/audit")
     assert route == "delete"
     return browser.post(f"{base}/rq/api/delete-archive", json={"archive_name": run.archive})
 
@@ -99,6 +105,8 @@ def check_preview(response: Any) -> None:
 
 
 def allowed(route: str, role: str, public: bool) -> bool:
+    if route == "all_audit":
+        return role == "admin"
     if role in ("owner", "admin"):
         return True
     return route in READ_ROUTES and public
@@ -119,7 +127,7 @@ def fork_grantees(web: WebEnv, run: Run) -> set[str]:
 
 @pytest.mark.parametrize("public", [False, True], ids=["private", "public"])
 @pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize("route", READ_ROUTES + WRITE_ROUTES + RETENTION_ROUTES)
+@pytest.mark.parametrize("route", READ_ROUTES + WRITE_ROUTES + RETENTION_ROUTES + AUDIT_ROUTES)
 def test_access_matrix(web: WebEnv, route: str, role: str, public: bool) -> None:
     run = web.new_run(public=public)
     job_id = None
@@ -165,6 +173,11 @@ def test_access_matrix(web: WebEnv, route: str, role: str, public: bool) -> None
             assert run_policy(run.path) == Policy(keep_last=3)
         if route == "policy":
             assert response.get_json() == Policy().to_dict()
+        if route in AUDIT_ROUTES:
+            body = response.get_json()
+            assert set(body) == {"events", "next"} and body["next"] is None
+            runids = {e["runid"] for e in body["events"]}
+            assert runids <= {run.runid} if route == "audit" else bool(body["events"])
         if route in ("prune_dry_run", "prune"):
             body = response.get_json()
             assert (body["keep"], body["remove"], body["bytes_freed"]) == ([run.archive], [], 0)
@@ -201,6 +214,11 @@ def test_api_tokens_get_the_same_answers_as_sessions(web: WebEnv, role: str) -> 
         check_preview(preview)
     response = client.post(f"/runs/{run.runid}/rq/api/archive", json={"comment": "via token"})
     assert response.status_code == (403 if role == "other" else 202)
+    log = client.get(f"/runs/{run.runid}/archive/audit")
+    assert log.status_code == expected_read
+    if role != "other":
+        assert [e["action"] for e in log.get_json()["events"]] == ["archive"]
+    assert client.get("/audit").status_code == (200 if role == "admin" else 403)
 
 
 @pytest.mark.parametrize("role", ["other", "owner", "admin"])

@@ -55,8 +55,12 @@ def fork(
     appears whole, or not at all. RUN_DIR is not changed, and the new run has no archives.
     """
     from runarchive.cli import emit, reporting  # here: this module is imported by cli/__init__
+    from runarchive.cli.audit_commands import audited
 
-    with reporting(as_json, "forking") as progress:
+    with (
+        reporting(as_json, "forking") as progress,
+        audited(run_dir, "fork", name, f"into {new_run_dir.name}") as note,
+    ):
         from runarchive.core import fork_archive, rewrite_run_paths
 
         sources = [str(run_dir), os.path.realpath(run_dir)]
@@ -69,6 +73,7 @@ def fork(
             allow_external_links=allow_external_links,
             before_publish=None if keep_nodb_paths else rewrite,
         )  # fmt: skip
+        note.bytes = result.bytes_total
     text = (
         f"Fork complete: {result.runid} from {result.name} at {result.path} ({result.files} files)"
     )

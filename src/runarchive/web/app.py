@@ -3,7 +3,8 @@
 Nothing is created at import time, so gunicorn builds one app per worker process after
 forking. Blueprints, one module per area (the blueprint's name, which prefixes its endpoint
 names, in brackets; kept as they were, since a host app's ``url_for`` uses them):
-``archives.py`` [``archive``] (dashboard, list, download), ``jobs_api.py`` [``rq_api``] (jobs
+``archives.py`` [``archive``] (dashboard, list, download), ``audit.py`` [``audit``] (the
+audit log's routes, and the recording of every action), ``jobs_api.py`` [``rq_api``] (jobs
 and delete), ``retention.py`` [``retention``] (pins, the retention policy, prune),
 ``websocket.py`` [``status``] (the status websocket), ``auth.py`` (login, logout,
 tokens, CSRF), ``pages.py`` (runs, health, OpenAPI), and ``mount.py`` [``runarchive``]
@@ -33,6 +34,7 @@ from runarchive.jobs import SETTINGS_ENV, Settings
 
 from . import (
     archives,
+    audit,
     auth,
     db,
     errors,
@@ -56,6 +58,7 @@ _ENV_NAMES |= {"RUNARCHIVE_REDIS_URL", "RUNARCHIVE_SECRET_KEY"}
 BLUEPRINTS = (
     assets,
     archives.bp,
+    audit.bp,
     inside.bp,
     jobs_api.bp,
     retention.bp,
@@ -179,17 +182,19 @@ def _install(app: Flask, jobs_settings: Settings, web: WebSettings, mount: Mount
     app.extensions[EXTENSION] = mount
     app.jinja_env.globals["runarchive"] = mount
     database_url = app.config["DATABASE_URL"] if mount.own_app else None
-    db.init_app(
-        app, database_url or web.database_url or default_database_url(jobs_settings.data_dir)
-    )
-    dep = jobs_context.init_app(app, jobs_settings)
+    url = database_url or web.database_url or default_database_url(jobs_settings.data_dir)
+    db.init_app(app, url)
+    log = audit.init_app(app, url, jobs_settings.data_dir, web.audit_wait)
+    dep = jobs_context.init_app(app, jobs_settings, log)
     headers.init_app(app)
     host_csrf = app.extensions.get("csrf")
     if host_csrf is not None and host_csrf is not auth.csrf:
         for blueprint in (*BLUEPRINTS, *COMPAT_BLUEPRINTS):  # we check CSRF ourselves
             host_csrf.exempt(blueprint)
     auth.init_app(app, own_login=mount.own_login, url_prefix=mount.url_prefix)
-    for blueprint in (assets, archives.bp, inside.bp, jobs_api.bp, retention.bp, pages.bp):
+    for blueprint in (
+        assets, archives.bp, audit.bp, inside.bp, jobs_api.bp, retention.bp, pages.bp
+    ):  # fmt: skip
         app.register_blueprint(blueprint, url_prefix=mount.url_prefix)
     max_sockets = app.config.get("WS_MAX_SOCKETS", web.max_sockets)
     websocket.init_app(app, dep, max_sockets, url_prefix=mount.url_prefix)
@@ -209,3 +214,6 @@ def shutdown(app: Flask) -> None:
     database = app.extensions.get(db.EXTENSION)
     if database is not None:
         database.close()
+    log = app.extensions.get(audit.EXTENSION)
+    if log is not None:
+        log.close()

@@ -41,6 +41,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from runarchive.core import (
+    AuditAction,
     Comment,
     InvalidInput,
     NotFound,
@@ -54,6 +55,7 @@ from runarchive.core import (
     validate_runid,
 )
 from runarchive.jobs import (
+    acting_as,
     cancel_job,
     delete_archive,
     enqueue_archive,
@@ -65,6 +67,7 @@ from runarchive.jobs import (
 
 from . import access, accounts, archive_quota
 from .access import RunView
+from .audit import actor, recorded
 from .db import db
 from .jobs_context import jobs
 
@@ -179,9 +182,10 @@ def start_fork(run: RunView, body: dict[str, Any]) -> QueuedFork:
     return QueuedFork(job_id, new_runid)
 
 
-def remove_archive(run: RunView, name: str) -> None:
-    """Delete archive ``name`` of a run the caller may write (refused as a job would be)."""
-    delete_archive(jobs(), _located(run), archive_ref(name))
+def remove_archive(run: RunView, name: str) -> int:
+    """Delete archive ``name`` of a run the caller may write (refused as a job would be);
+    return the bytes it held."""
+    return delete_archive(jobs(), _located(run), archive_ref(name))
 
 
 def _located(run: RunView) -> RunRef:
@@ -193,7 +197,9 @@ def _located(run: RunView) -> RunRef:
 @bp.post("/runs/<runid>/rq/api/archive")
 def api_archive(runid: str) -> Response:
     """Queue an archive of the run; 202 with the job id."""
-    queued = start_archive(access.require_write(runid), request_body())
+    with recorded(AuditAction.ARCHIVE, runid) as note:
+        queued = start_archive(note.admit(access.require_write(runid)), request_body())
+        note.accepted(queued.job_id)
     # The stored comment, so a client can tell the user when it was cut to 40 characters.
     body = {"job_id": queued.job_id, "comment": queued.comment.text,
             "comment_cut": queued.comment.cut}  # fmt: skip
@@ -203,34 +209,68 @@ def api_archive(runid: str) -> Response:
 @bp.post("/runs/<runid>/rq/api/restore-archive")
 def api_restore_archive(runid: str) -> Response:
     """Queue a restore of the run from ``archive_name`` (only ``paths``, if given); 202."""
-    run = access.require_write(runid)
-    body = request_body()
-    job_id = start_restore(run, archive_name_of(body), paths_of(body))
+    with recorded(AuditAction.RESTORE, runid) as note:
+        run = note.admit(access.require_write(runid))
+        body = request_body()
+        note.archive = _loose_text(body, "archive_name")
+        note.detail = _paths_detail(body)
+        # The job carries the actor, archive and paths (``acting_as``) for its end's row.
+        with acting_as(actor(), AuditAction.RESTORE, note.archive, note.detail):
+            job_id = start_restore(run, archive_name_of(body), paths_of(body))
+        note.accepted(job_id)
     return json_response({"job_id": job_id}, 202)
 
 
 @bp.post("/runs/<runid>/rq/api/undo-restore")
 def api_undo_restore(runid: str) -> Response:
     """Queue an undo of the run's last restore; 202 with the job id, 409 with nothing to undo."""
-    job_id = start_undo(access.require_write(runid))
+    with recorded(AuditAction.UNDO, runid) as note:
+        job_id = start_undo(note.admit(access.require_write(runid)))
+        note.accepted(job_id)
     return json_response({"job_id": job_id}, 202)
 
 
 @bp.post("/runs/<runid>/rq/api/fork-archive")
 def api_fork_archive(runid: str) -> Response:
     """Queue a fork of ``archive_name`` into run ``new_runid``; 202 with both ids."""
-    queued = start_fork(access.require_write(runid), request_body())
-    # The request's outcome is known here (queued and granted, or refused by raising above).
+    with recorded(AuditAction.FORK, runid) as note:
+        run = note.admit(access.require_write(runid))
+        body = request_body()
+        note.archive = _loose_text(body, "archive_name")
+        wanted = _loose_text(body, "new_runid")
+        note.detail = f"into {wanted}" if wanted else "into a fresh run id"
+        # The job carries the actor and archive (``acting_as``) for its end's row.
+        with acting_as(actor(), AuditAction.FORK, note.archive, note.detail):
+            queued = start_fork(run, body)
+        note.detail = f"into {queued.new_runid}"
+        note.accepted(queued.job_id)
     return json_response({"job_id": queued.job_id, "new_runid": queued.new_runid}, 202)
 
 
 @bp.post("/runs/<runid>/rq/api/delete-archive")
 def api_delete_archive(runid: str) -> Response:
     """Delete archive ``archive_name`` of the run now; 200 with its name."""
-    run = access.require_write(runid)
-    name = archive_name_of(request_body())
-    remove_archive(run, name)
+    with recorded(AuditAction.DELETE, runid) as note:
+        run = note.admit(access.require_write(runid))
+        body = request_body()
+        note.archive = _loose_text(body, "archive_name")
+        name = archive_name_of(body)
+        note.bytes = remove_archive(run, name)
     return json_response({"deleted": name}, 200)
+
+
+def _loose_text(body: dict[str, Any], field: str) -> str | None:
+    """The field as the audit row names it (cut; only a string), before it is validated."""
+    value = body.get(field)
+    return value[:300] if isinstance(value, str) else None
+
+
+def _paths_detail(body: dict[str, Any]) -> str | None:
+    """A partial restore's paths as its audit row's ``detail`` (``paths: a, b/``)."""
+    raw = body.get("paths")
+    if not isinstance(raw, list):
+        return None
+    return "paths: " + ", ".join(str(p) for p in raw)
 
 
 def find_job(job_id: str, *, with_exc_info: bool) -> dict[str, Any]:
@@ -273,5 +313,10 @@ def cancel(info: dict[str, Any]) -> str:
 @bp.post("/rq/api/canceljob/<job_id>")
 def canceljob(job_id: str) -> Response:
     """Cancel a queued or running job (write access to its run); 200 with what was done."""
-    status = cancel(find_job(job_id, with_exc_info=False))
+    info = find_job(job_id, with_exc_info=False)
+    with recorded(AuditAction.CANCEL, info["runid"]) as note:
+        note.job_id = job_id
+        status = cancel(info)
+        note.admitted = True
+        note.detail = status
     return json_response({"job_id": job_id, "status": status}, 200)

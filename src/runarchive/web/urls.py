@@ -138,6 +138,11 @@ def prune(runid: str) -> str:
     return url_for("retention.prune", runid=runid)
 
 
+def audit_log(runid: str) -> str:
+    """The run's audit log (write access; the dashboard's Activity tab reads it)."""
+    return url_for("audit.run_audit", runid=runid)
+
+
 def job_status_prefix() -> str:
     return _prefix("rq_api.jobstatus", "job_id")
 
