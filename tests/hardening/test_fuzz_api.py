@@ -71,6 +71,8 @@ def call(case: Any) -> None:
         # tell a valid one, so a generated one is refused (400 invalid_cursor), judged below.
         excluded.append(positive_data_acceptance)
     paths = case.body.get("paths") if isinstance(case.body, dict) else None
+    # The restore preview's ``?path=`` names paths of the archive just the same.
+    paths = paths or (case.query or {}).get("path")
     if paths:
         # Which paths an archive holds no schema can say: a generated one the archive lacks is
         # refused before any work (400 invalid_input, naming it), judged below.

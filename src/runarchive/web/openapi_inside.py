@@ -153,7 +153,8 @@ def paths() -> dict[str, Any]:
                             "description": "Only the subtree's paths containing this text "
                                            "(case-insensitive), in pre-order; `total` counts "
                                            "them. No control characters.",
-                            "schema": {"type": "string", "maxLength": 200}}],
+                            "schema": {"type": "string", "maxLength": 200,
+                                       "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"}}],
             "responses": {"200": _json(_ref("Entries"), "One page."), **refusals}}},
         f"{BASE}/file/{{path}}": {
             "get": {"summary": "One file of the archive, streamed from the zip (sha256 ETag, "
