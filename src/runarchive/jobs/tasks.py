@@ -144,7 +144,8 @@ class Heartbeat:
 
 
 class _JobRun:
-    """The shared frame of both job functions."""
+    """The shared frame of every job function (``running``): its lines, progress, cancel,
+    locks and end."""
 
     def __init__(
         self, kind: JobKind, runid: str, archive_name: str | None = None,
@@ -160,6 +161,7 @@ class _JobRun:
         self.cancel = CancelWatch(self.ctx, self.job_id)
         self.stream: StatusStream = self.ctx.stream(runid)
         self.archive_name = archive_name
+        self._done: tuple[int | None, str | None, str | None] = (None, None, None)
         self.relay = ProgressRelay(
             self.stream,
             self.job_id,
@@ -223,14 +225,34 @@ class _JobRun:
             return
         self.cancel.clear()
 
-    def completed(
+    def succeed(
         self, nbytes: int | None = None, archive: str | None = None, detail: str | None = None
     ) -> None:
+        """Say what the job did, for its end (the audit row's bytes, archive and detail)."""
+        self._done = (nbytes, archive, detail)
+
+    def _completed(self) -> None:
+        nbytes, archive, detail = self._done
         finish_job(
             self.ctx, self.runid, self.job_id, self.kind, ok=True, meta=self.meta,
             nbytes=nbytes, archive=archive, detail=detail,
         )  # fmt: skip
         self.cancel.clear()
+
+    @contextmanager
+    def running(self) -> Iterator[Heartbeat]:
+        """The frame of every job: STARTED published, the heartbeat renewing its lease, the
+        run's slot held (``begin``). The block's end is the job's one final trigger:
+        completed with what it told ``succeed``, or failed by what it raised (raised on)."""
+        with Heartbeat(self.ctx, self.job_id) as heartbeat:
+            self.started()
+            try:
+                self.begin()
+                yield heartbeat
+            except BaseException as exc:
+                self.failed(exc)
+                raise
+            self._completed()
 
 
 def archive_rq(
@@ -242,32 +264,26 @@ def archive_rq(
     keeping nothing, as soon as it would pass them.
     """
     frame = _JobRun(JobKind.ARCHIVE, runid)
-    with Heartbeat(frame.ctx, frame.job_id) as heartbeat:
-        frame.started()
-        try:
-            frame.begin()
-            run = locate_run(frame.ctx.settings, runid)  # the job's edge: its arguments
-            if budget is not None and (type(budget) is not int or budget < 0):
-                raise RunArchiveError(f"Invalid archive budget {budget!r}.")
-            ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.ARCHIVE.verb)
-            with ExitStack() as held:
+    with frame.running() as heartbeat:
+        run = locate_run(frame.ctx.settings, runid)  # the job's edge: its arguments
+        if budget is not None and (type(budget) is not int or budget < 0):
+            raise RunArchiveError(f"Invalid archive budget {budget!r}.")
+        ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.ARCHIVE.verb)
+        with ExitStack() as held:
 
-                def lock_nodb(tree: Tree) -> None:
-                    # The core's one walk of the run names the .nodb files: they are locked
-                    # before any file is read, and stay locked until the archive is published.
-                    heartbeat.locks.append(held.enter_context(frame.locks(nodb_files(tree))))
+            def lock_nodb(tree: Tree) -> None:
+                # The core's one walk of the run names the .nodb files: they are locked
+                # before any file is read, and stay locked until the archive is published.
+                heartbeat.locks.append(held.enter_context(frame.locks(nodb_files(tree))))
 
-                result = create_archive(
-                    run, comment, progress=frame.progress, before_publish=frame.cancel.commit,
-                    links=links, on_scan=lock_nodb, budget=budget,
-                )  # fmt: skip
-                frame.relay.flush()
-            frame.stream.publish(archive_ready_line(result.name))
-            _prune_after_archive(frame, run)
-        except BaseException as exc:
-            frame.failed(exc)
-            raise
-        frame.completed(result.size, result.name)
+            result = create_archive(
+                run, comment, progress=frame.progress, before_publish=frame.cancel.commit,
+                links=links, on_scan=lock_nodb, budget=budget,
+            )  # fmt: skip
+            frame.relay.flush()
+        frame.stream.publish(archive_ready_line(result.name))
+        _prune_after_archive(frame, run)
+        frame.succeed(result.size, result.name)
     # The archive ended the run's undo (parked as trash): delete it off the critical path.
     purge_trash(run)
     note_undo(frame.ctx, run)
@@ -292,38 +308,32 @@ def restore_archive_rq(
     What the restore replaced is kept for an undo (``undo_restore_rq``).
     """
     frame = _JobRun(JobKind.RESTORE, runid, archive_name)
-    with Heartbeat(frame.ctx, frame.job_id) as heartbeat:
-        frame.started()
-        try:
-            frame.begin()
-            settings = frame.ctx.settings
-            run = locate_run(settings, runid)  # the job's edge: its arguments
-            archive = archive_ref(archive_name)
-            chosen = parse_restore_paths(paths)  # crossed Redis: parsed again, once
-            ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.RESTORE.verb)
-            with open_run(run) as opened, _open_reader(opened, archive) as reader:
-                refuse_damaged(frame.ctx, opened, archive.name)  # found since it was queued
-                nodb = nodb_files(scan_run(opened))  # the job's one walk of the run
-                if reader is not None:
-                    nodb += archive_nodb_files(reader)
-                with frame.locks(nodb) as held:
-                    heartbeat.locks.append(held)
-                    result = restore_archive(
-                        run,
-                        archive,
-                        progress=frame.progress,
-                        defer_delete=True,
-                        before_swap=frame.cancel.commit,
-                        reader=reader,
-                        paths=chosen,
-                    )
-                    frame.relay.flush()
-                    _run_hooks(frame, run, archive.name, result.nodb_files)
-            frame.stream.publish(restore_complete_line(result.name))
-        except BaseException as exc:
-            frame.failed(exc)
-            raise
-        frame.completed(result.bytes_total, result.name)
+    with frame.running() as heartbeat:
+        settings = frame.ctx.settings
+        run = locate_run(settings, runid)  # the job's edge: its arguments
+        archive = archive_ref(archive_name)
+        chosen = parse_restore_paths(paths)  # crossed Redis: parsed again, once
+        ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.RESTORE.verb)
+        with open_run(run) as opened, _open_reader(opened, archive) as reader:
+            refuse_damaged(frame.ctx, opened, archive.name)  # found since it was queued
+            nodb = nodb_files(scan_run(opened))  # the job's one walk of the run
+            if reader is not None:
+                nodb += archive_nodb_files(reader)
+            with frame.locks(nodb) as held:
+                heartbeat.locks.append(held)
+                result = restore_archive(
+                    run,
+                    archive,
+                    progress=frame.progress,
+                    defer_delete=True,
+                    before_swap=frame.cancel.commit,
+                    reader=reader,
+                    paths=chosen,
+                )
+                frame.relay.flush()
+                _run_hooks(frame, run, archive.name, result.nodb_files)
+        frame.stream.publish(restore_complete_line(result.name))
+        frame.succeed(result.bytes_total, result.name)
     # An earlier undo this restore replaced is deleted after the final trigger, off the
     # user's critical path; this restore's own replaced tree is kept for undo.
     purge_trash(run)
@@ -340,28 +350,22 @@ def undo_restore_rq(runid: str) -> dict[str, Any]:
     post-restore hooks (the host's caches hold the restored state), then ``UNDO_COMPLETE``.
     """
     frame = _JobRun(JobKind.UNDO, runid)
-    with Heartbeat(frame.ctx, frame.job_id) as heartbeat:
-        frame.started()
-        try:
-            frame.begin()
-            run = locate_run(frame.ctx.settings, runid)  # the job's edge: its arguments
-            ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.UNDO.verb)
-            with open_run(run) as opened:
-                nodb = nodb_files(scan_run(opened))
-            nodb = sorted({*nodb, *undo_nodb_files(run)})
-            with frame.locks(nodb) as held:
-                heartbeat.locks.append(held)
-                result = undo_restore(
-                    run, progress=frame.progress, defer_delete=True,
-                    before_swap=frame.cancel.commit,
-                )  # fmt: skip
-                frame.relay.flush()
-                _run_hooks(frame, run, result.restored, result.nodb_files)
-            frame.stream.publish(undo_complete_line(result.restored))
-        except BaseException as exc:
-            frame.failed(exc)
-            raise
-        frame.completed(archive=result.restored)
+    with frame.running() as heartbeat:
+        run = locate_run(frame.ctx.settings, runid)  # the job's edge: its arguments
+        ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.UNDO.verb)
+        with open_run(run) as opened:
+            nodb = nodb_files(scan_run(opened))
+        nodb = sorted({*nodb, *undo_nodb_files(run)})
+        with frame.locks(nodb) as held:
+            heartbeat.locks.append(held)
+            result = undo_restore(
+                run, progress=frame.progress, defer_delete=True,
+                before_swap=frame.cancel.commit,
+            )  # fmt: skip
+            frame.relay.flush()
+            _run_hooks(frame, run, result.restored, result.nodb_files)
+        frame.stream.publish(undo_complete_line(result.restored))
+        frame.succeed(archive=result.restored)
     purge_trash(run)  # what the undo replaced, after the final trigger
     note_undo(frame.ctx, run)
     return {"restored": result.restored, "partial": result.partial, "paths": result.paths}
@@ -379,19 +383,15 @@ def fork_archive_rq(runid: str, archive_name: str, new_runid: str) -> dict[str, 
     appear by one rename (a kill anywhere leaves no run, or the whole run).
     """
     frame = _JobRun(JobKind.FORK, runid, archive_name, new_runid)
-    claimed = False
-    with Heartbeat(frame.ctx, frame.job_id):
-        frame.started()
+    with frame.running():
+        settings = frame.ctx.settings
+        run = locate_run(settings, runid)  # the job's edge: its arguments
+        archive = archive_ref(archive_name)
+        validate_runid(new_runid)
+        forking = claim_new_run(frame.ctx, new_runid, frame.job_id)
+        if forking is not None:
+            raise RunExists(new_runid, forking_job=forking)
         try:
-            frame.begin()
-            settings = frame.ctx.settings
-            run = locate_run(settings, runid)  # the job's edge: its arguments
-            archive = archive_ref(archive_name)
-            validate_runid(new_runid)
-            forking = claim_new_run(frame.ctx, new_runid, frame.job_id)
-            if forking is not None:
-                raise RunExists(new_runid, forking_job=forking)
-            claimed = True
             into, make_parent = new_run_place(settings, new_runid)
             with open_run(run) as opened:
                 refuse_damaged(frame.ctx, opened, archive.name)  # found since it was queued
@@ -406,12 +406,11 @@ def fork_archive_rq(runid: str, archive_name: str, new_runid: str) -> dict[str, 
             )  # fmt: skip
             frame.relay.flush()
             frame.stream.publish(fork_complete_line(new_runid, result.name))
-        except BaseException as exc:
-            frame.failed(exc)
-            if claimed:
-                release_new_run(frame.ctx, new_runid, frame.job_id)
+        except BaseException:
+            # Freed before the final trigger: a client told FORK_FAILED may retry the id.
+            release_new_run(frame.ctx, new_runid, frame.job_id)
             raise
-        frame.completed(result.bytes_total, result.name, f"into {new_runid}")
+        frame.succeed(result.bytes_total, result.name, f"into {new_runid}")
     release_new_run(frame.ctx, new_runid, frame.job_id)
     return {"name": result.name, "new_runid": new_runid, "files": result.files,
             "warnings": list(result.warnings)}  # fmt: skip
@@ -456,17 +455,11 @@ def _run_hooks(frame: _JobRun, run: RunRef, archive_name: str, nodb: list[str]) 
 def prune_rq(runid: str) -> dict[str, Any]:
     """RQ job: remove the archives run ``runid``'s retention policy does not keep."""
     frame = _JobRun(JobKind.PRUNE, runid)
-    with Heartbeat(frame.ctx, frame.job_id):
-        frame.started()
-        try:
-            frame.begin()
-            run = locate_run(frame.ctx.settings, runid)  # the job's edge: its arguments
-            ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.PRUNE.verb)
-            plan = _prune(frame, run, before_remove=frame.cancel.commit)
-        except BaseException as exc:
-            frame.failed(exc)
-            raise
-        frame.completed(plan.bytes_freed, detail=_removed(plan))
+    with frame.running():
+        run = locate_run(frame.ctx.settings, runid)  # the job's edge: its arguments
+        ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.PRUNE.verb)
+        plan = _prune(frame, run, before_remove=frame.cancel.commit)
+        frame.succeed(plan.bytes_freed, detail=_removed(plan))
     return plan.to_dict()
 
 
