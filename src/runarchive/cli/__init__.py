@@ -2,8 +2,13 @@
 
 Exit codes: 0 success, 1 the operation failed (damage found, unsafe archive, no space…, Redis
 configured but unreachable), 2 usage error (bad arguments or names), 3 refused because the run
-is busy or locked. With ``--json`` every command prints one JSON document on stdout, errors
-included.
+is busy or locked, 4 refused by a quota, 5 ``scrub`` found damage (``cli/exits.py`` owns the
+map). With ``--json`` every command prints one JSON document on stdout, errors included.
+
+This module holds the group and the commands on one archive's life (archive, list, verify,
+restore, delete, recover); the others live beside it, one module per concern
+(``retention_commands``: pin/unpin/prune, ``undo_commands``, ``fork_commands``,
+``inside_commands``, ``scrub_commands``, ``audit_commands``), all sharing ``common``.
 
 ``archive``, ``restore``, ``delete`` and ``prune`` obey the service's rules when a Redis URL is
 configured (``--redis-url``, ``REDIS_URL`` or ``RUNARCHIVE_REDIS_URL``): refused while a
@@ -20,37 +25,41 @@ the real commands).
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
-from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from runarchive import __version__
 from runarchive.cli.audit_commands import audit, audited
-from runarchive.cli.exits import exit_with
+from runarchive.cli.common import (
+    RUN_DIR,
+    emit,
+    err,
+    is_terminal,
+    json_option,
+    jsonable,
+    lock_options,
+    reporting,
+    service_rules,
+)
 from runarchive.cli.fork_commands import COMMANDS as FORK_COMMANDS
 from runarchive.cli.inside_commands import COMMANDS as INSIDE_COMMANDS
+from runarchive.cli.retention_commands import COMMANDS as RETENTION_COMMANDS
 from runarchive.cli.scrub_commands import scrub as scrub_command
+from runarchive.cli.undo_commands import COMMANDS as UNDO_COMMANDS
 
 # Only what every command needs. Each command imports, from the same face, the operation
 # it runs when it runs: ``runarchive.core`` loads its modules on first use, so ``list``
 # loads no deflate library or thread pool and ``--help`` neither engine.
 from runarchive.core import (
     MAX_COMMENT_CHARS,
-    MAX_KEEP,
     Comment,
     LinkMode,
     RunArchiveError,
     human_bytes,
-    iso_utc,
     parse_comment,
 )
 
@@ -59,122 +68,9 @@ if TYPE_CHECKING:
 
     from runarchive.core import (
         ArchiveInfo,
-        Plan,
         Policy,
-        ProgressCallback,
-        ProgressEvent,
         RecoverResult,
     )
-
-F = TypeVar("F", bound=Callable[..., Any])
-# Resolved here: the operator typed it (a link to a run is their choice); below the run,
-# the library follows no link at all.
-RUN_DIR = click.Path(exists=False, file_okay=False, path_type=Path, resolve_path=True)
-
-
-@cache
-def err() -> Console:
-    """The stderr console for progress, notes and errors (rich is imported on first use)."""
-    from rich.console import Console
-
-    return Console(stderr=True, soft_wrap=True)
-
-
-# Environment variables with which rich treats a stream as a terminal when it is not a tty.
-_RICH_TERMINAL_ENV = ("FORCE_TERMINAL", "FORCE_COLOR", "TTY_COMPATIBLE")
-
-
-def _is_terminal(stream: IO[str], console: Callable[[], Console]) -> bool:
-    """Tell whether rich would draw on ``stream``, importing rich only if it might."""
-    if not stream.isatty() and not any(v in os.environ for v in _RICH_TERMINAL_ENV):
-        return False  # what rich's Console.is_terminal answers in this case, cheaply
-    return console().is_terminal
-
-
-def _jsonable(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {k: _jsonable(v) for k, v in asdict(value).items()}
-    if isinstance(value, datetime):
-        return iso_utc(value)
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def json_option(func: F) -> F:
-    """Add ``--json`` to a command."""
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")(func)
-
-
-@contextmanager
-def reporting(as_json: bool, label: str) -> Iterator[ProgressCallback | None]:
-    """Show a rich progress bar on a terminal; map library errors to exit codes."""
-    try:
-        if as_json or not _is_terminal(sys.stderr, err):
-            yield None
-        else:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            with Progress(
-                TextColumn(label), BarColumn(), DownloadColumn(binary_units=True),
-                TimeRemainingColumn(), console=err(), transient=True,
-            ) as bar:  # fmt: skip
-                task = bar.add_task(label, total=None)
-
-                def update(event: ProgressEvent) -> None:
-                    bar.update(task, completed=event.bytes_done, total=event.bytes_total or None)
-
-                yield update
-    except RunArchiveError as exc:
-        if as_json:
-            click.echo(json.dumps({"error": {"code": exc.code, "message": str(exc)}}))
-        else:
-            err().print(f"[bold red]error:[/] {exc}", highlight=False)
-        exit_with(exc)
-
-
-def lock_options(func: F) -> F:
-    """Add ``--redis-url`` and ``--no-locks`` to a command that changes a run."""
-    func = click.option(
-        "--no-locks", is_flag=True,
-        help="Skip the service's .nodb lock and running-job checks, even with a Redis URL.",
-    )(func)  # fmt: skip
-    return click.option(
-        "--redis-url", envvar=["REDIS_URL", "RUNARCHIVE_REDIS_URL"], default=None,
-        help="Redis of the service whose locks and jobs to honour [env REDIS_URL].",
-    )(func)  # fmt: skip
-
-
-@contextmanager
-def service_rules(
-    run_dir: Path, verb: str, redis_url: str | None, no_locks: bool, archive: str | None = None
-) -> Iterator[Any]:
-    """Hold the run's slot and ``.nodb`` locks when a Redis URL is configured, else nothing.
-
-    Yields the ``LocalHold`` (which announces the outcome on the run's channel) or None.
-    """
-    if no_locks or not redis_url or not run_dir.is_dir():  # a missing run: the core says so
-        yield None
-        return
-    from runarchive.jobs.local import hold_run  # only now: local-only commands never load RQ/redis
-
-    with hold_run(redis_url, run_dir, verb, archive) as hold:
-        yield hold
-
-
-def emit(as_json: bool, payload: Any, text: str) -> None:
-    """Print a result as JSON or as a human line."""
-    click.echo(json.dumps(_jsonable(payload), ensure_ascii=False) if as_json else text)
 
 
 # Every service command's name and the first paragraph of its help, so that ``--help`` can
@@ -228,7 +124,8 @@ def cli() -> None:
     """Crash-safe, verified snapshots of model run directories."""
 
 
-for _command in [*INSIDE_COMMANDS, *FORK_COMMANDS]:  # ls, cat, extract, diff; fork
+# ls, cat, extract, diff; fork; pin, unpin, prune; undo
+for _command in [*INSIDE_COMMANDS, *FORK_COMMANDS, *RETENTION_COMMANDS, *UNDO_COMMANDS]:
     cli.add_command(_command)
 cli.add_command(scrub_command)  # every archive verified now, as the periodic scrub does
 cli.add_command(audit)  # the audit log; the commands below record into it (audit_commands.py)
@@ -284,7 +181,7 @@ def archive(
     for skipped in result.skipped:
         text += f"\nwarning: skipped {skipped}"
     text += "".join(f"\nArchive pruned: {name}" for name in pruned)
-    emit(as_json, {**_jsonable(result), "warnings": warnings, "pruned": pruned}, text)
+    emit(as_json, {**jsonable(result), "warnings": warnings, "pruned": pruned}, text)
     sys.stdout.flush()
     purge_trash(run_dir)  # the undo this archive ended (parked as trash), after the answer
 
@@ -354,7 +251,7 @@ def _print_archives(infos: list[ArchiveInfo]) -> None:
     ]  # fmt: skip
     heads = ("name", "comment", "size", "created (UTC)", "files", "links", "ok")
     out = _stdout_console
-    if not _is_terminal(sys.stdout, out):
+    if not is_terminal(sys.stdout, out):
         # Piped or redirected: plain aligned columns, nothing cut or wrapped, for scripts.
         widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads))]
         for row in [heads, *rows]:
@@ -495,127 +392,6 @@ def delete(run_dir: Path, name: str, redis_url: str | None, no_locks: bool, as_j
         if hold is not None:
             hold.archive_deleted(name)
     emit(as_json, {"deleted": name}, f"Archive deleted: {name}")
-
-
-def _pin(run_dir: Path, name: str, pinned: bool, as_json: bool) -> None:
-    from runarchive.core import set_pinned
-
-    with reporting(as_json, ""), audited(run_dir, "pin" if pinned else "unpin", name):
-        now = set_pinned(run_dir, name, pinned)
-    word = "pinned" if now else "unpinned"
-    emit(as_json, {"name": name, "pinned": now}, f"Archive {word}: {name}")
-
-
-@cli.command()
-@click.argument("run_dir", type=RUN_DIR)
-@click.argument("name")
-@json_option
-def pin(run_dir: Path, name: str, as_json: bool) -> None:
-    """Pin archive NAME of RUN_DIR: never pruned, and not deleted until unpinned."""
-    _pin(run_dir, name, True, as_json)
-
-
-@cli.command()
-@click.argument("run_dir", type=RUN_DIR)
-@click.argument("name")
-@json_option
-def unpin(run_dir: Path, name: str, as_json: bool) -> None:
-    """Unpin archive NAME of RUN_DIR."""
-    _pin(run_dir, name, False, as_json)
-
-
-def _keep_option(rule: str, text: str) -> Callable[[F], F]:
-    flag = "--" + rule.replace("_", "-")
-    return click.option(flag, rule, type=click.IntRange(0, MAX_KEEP), default=None, help=text)
-
-
-@cli.command()
-@click.argument("run_dir", type=RUN_DIR)
-@_keep_option("keep_last", "Keep the N newest archives.")
-@_keep_option("keep_daily", "Keep the newest archive of each of the last N UTC days with one.")
-@_keep_option("keep_weekly", "Keep the newest archive of each of the last N ISO weeks with one.")
-@_keep_option("keep_monthly", "Keep the newest archive of each of the last N months with one.")
-@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
-@lock_options
-@json_option
-def prune(
-    run_dir: Path,
-    dry_run: bool,
-    redis_url: str | None,
-    no_locks: bool,
-    as_json: bool,
-    **keep: int | None,
-) -> None:
-    """Remove the archives of RUN_DIR that the retention policy does not keep.
-
-    The --keep-* options, when any is given, are the policy (a missing one is 0); else the
-    run's own policy, else the site default (RUNARCHIVE_KEEP_*); with none nothing is removed.
-    Pinned archives are always kept. Days, weeks and months are UTC calendar ones.
-    """
-    from runarchive.core import parse_policy, plan_prune, policy_from_env, prune_archives
-
-    with reporting(as_json, ""):
-        given = {rule: value for rule, value in keep.items() if value is not None}
-        policy = parse_policy(given, partial=True) if given else None
-        site = policy_from_env()
-        if dry_run:
-            plan = plan_prune(run_dir, policy=policy, site_default=site)
-        else:
-            with (
-                audited(run_dir, "prune") as note,
-                service_rules(run_dir, "prune", redis_url, no_locks) as hold,
-            ):
-                announce = hold.archive_pruned if hold is not None else None
-                plan = prune_archives(
-                    run_dir,
-                    policy=policy,
-                    site_default=site,
-                    on_removed=(lambda name, size: announce(name)) if announce else None,
-                )
-                note.bytes = plan.bytes_freed
-                removed = [c.name for c in plan.remove]
-                note.detail = f"removed: {', '.join(removed)}" if removed else None
-    payload = {**plan.to_dict(), "dry_run": dry_run,
-               "reasons": {k.name: list(k.reasons) for k in plan.keep}}  # fmt: skip
-    emit(as_json, payload, _prune_text(plan, dry_run))
-
-
-def _prune_text(plan: Plan, dry_run: bool) -> str:
-    lines = [f"keep {len(plan.keep)} archive(s):"]
-    lines += [f"  {k.name}  ({', '.join(k.reasons)})" for k in plan.keep]
-    verb = "would remove" if dry_run else "removed"
-    lines.append(f"{verb} {len(plan.remove)} archive(s):")
-    lines += [f"  {c.name}" for c in plan.remove]
-    freed = "would free" if dry_run else "freed"
-    lines.append(f"{freed} {human_bytes(plan.bytes_freed)}")
-    return "\n".join(lines)
-
-
-@cli.command()
-@click.argument("run_dir", type=RUN_DIR)
-@lock_options
-@json_option
-def undo(run_dir: Path, redis_url: str | None, no_locks: bool, as_json: bool) -> None:
-    """Put back exactly what the last restore of RUN_DIR replaced (exit 3: nothing to undo).
-
-    Kept until the next archive, restore or undo of the run, or RUNARCHIVE_UNDO_TTL seconds
-    (default 7 days).
-    """
-    from runarchive.core import purge_trash, undo_restore
-
-    with (
-        reporting(as_json, "undoing") as progress,
-        audited(run_dir, "undo") as note,
-        service_rules(run_dir, "undo", redis_url, no_locks) as hold,
-    ):
-        result = undo_restore(run_dir, progress=progress, defer_delete=True)
-        note.archive = result.restored
-        if hold is not None:
-            hold.undo_complete(result.restored)
-    scope = f" ({', '.join(result.paths)})" if result.partial else ""
-    emit(as_json, result, f"Undo complete: the restore of {result.restored}{scope} is undone")
-    sys.stdout.flush()
-    purge_trash(run_dir)  # what the undo replaced, after the answer
 
 
 @cli.command()

@@ -25,10 +25,12 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .audit_commands import audited
+from .common import RUN_DIR, emit, reporting
+
 if TYPE_CHECKING:
     from runarchive.core import ForkStage
 
-RUN_DIR = click.Path(exists=False, file_okay=False, path_type=Path, resolve_path=True)
 NEW_RUN_DIR = click.Path(path_type=Path)  # as typed: its name is the new run's id
 
 
@@ -54,8 +56,6 @@ def fork(
     NEW_RUN_DIR must not exist; its name is the new run's id. The run is built beside it and
     appears whole, or not at all. RUN_DIR is not changed, and the new run has no archives.
     """
-    from runarchive.cli import emit, reporting  # here: this module is imported by cli/__init__
-    from runarchive.cli.audit_commands import audited
 
     with (
         reporting(as_json, "forking") as progress,
