@@ -4,6 +4,13 @@ It is the archive's own table of contents with checksums, so a restore can prove
 and later features (diff against the live run, single-file download) need no format change:
 each entry carries its path, type, size, mode, mtime and sha256, and the zip's central
 directory gives where its bytes live.
+
+Files also carry the ``ctime_ns`` and ``ino`` the scan saw (null where not recorded: folders,
+links, followed links, files changed just before the archive was started, and every archive
+written before the files cache): the next archive of the run copies a file's compressed bytes
+from this one when all four of size, mtime_ns, ctime_ns and inode still match
+(``filescache``). A compatible addition, so the format stays ``runarchive/1``: older readers
+ignore the two keys, and archives without them simply offer nothing to reuse.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ class ManifestEntry:
     target: str | None = None
     # The link's text when a followed link was archived as what it points to (--links=follow).
     followed_link: str | None = None
+    # What the scan's lstat said, for the files cache (see the module docstring).
+    ctime_ns: int | None = None
+    ino: int | None = None
 
 
 @dataclass(slots=True)
@@ -79,6 +89,10 @@ def _opt(value: str | None) -> str:
     return "null" if value is None else _escape(value)
 
 
+def _opt_int(value: int | None) -> str:
+    return "null" if value is None else str(int(value))
+
+
 def _entry_json(e: ManifestEntry) -> str:
     # int() keeps the JSON a number even if a caller passed a bool or an int subclass.
     return (
@@ -87,7 +101,7 @@ def _entry_json(e: ManifestEntry) -> str:
         f'"target":{_opt(e.target)}'
         # Only entries made from a followed link carry it (manifests of store mode unchanged).
         + (f',"followed_link":{_escape(e.followed_link)}' if e.followed_link is not None else "")
-        + "}"
+        + f',"ctime_ns":{_opt_int(e.ctime_ns)},"ino":{_opt_int(e.ino)}}}'
     )
 
 
@@ -122,6 +136,10 @@ def _parse_entry(raw: Any) -> ManifestEntry:
     for key in ("size", "mode", "mtime_ns"):
         if not isinstance(raw[key], int) or isinstance(raw[key], bool):
             raise ValueError(f"{key} of {raw['path']!r} is not an integer")
+    for key in ("ctime_ns", "ino"):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ValueError(f"{key} of {raw['path']!r} is not an integer")
     target = raw.get("target")
     followed = raw.get("followed_link")
     return ManifestEntry(
@@ -133,4 +151,6 @@ def _parse_entry(raw: Any) -> ManifestEntry:
         sha256=sha,
         target=None if target is None else str(target),
         followed_link=None if followed is None else str(followed),
+        ctime_ns=raw.get("ctime_ns"),
+        ino=raw.get("ino"),
     )
