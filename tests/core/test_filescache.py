@@ -328,3 +328,23 @@ def test_an_archive_of_another_run_offers_nothing(aged_run: Path) -> None:
     first = create_archive(aged_run)
     _rebuild(first.path, lambda members, manifest: manifest.update(run_id="someone-else"))
     assert create_archive(aged_run).reused == 0
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda entries: entries.__setitem__(1, dict(entries[0])),  # a path twice
+        lambda entries: entries.__setitem__(0, ["not", "an", "object"]),
+        lambda entries: entries.reverse(),  # not in the central directory's order
+        lambda entries: entries.pop(),  # one entry fewer than the zip holds
+    ],
+    ids=["path-twice", "not-an-object", "other-order", "entry-missing"],
+)
+def test_a_manifest_that_does_not_describe_the_zip_entry_by_entry_offers_nothing(
+    aged_run: Path, edit: Callable[[list[Any]], None]
+) -> None:
+    first = create_archive(aged_run)
+    _rebuild(first.path, lambda members, manifest: edit(manifest["entries"]))
+    second = create_archive(aged_run)
+    assert second.reused == 0
+    _assert_equals_the_run_alone(aged_run, second.path)

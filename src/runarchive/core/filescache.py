@@ -40,19 +40,20 @@ scan that read it can never look unchanged to the next archive (git's "racy clea
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import re
 import stat
 import struct
 from dataclasses import dataclass
+from typing import Any, cast
 
 from isal import isal_zlib
 
 from .catalog import scan_archives
 from .errors import InvalidArchive
 from .limits import Limits
-from .manifest import DIR, FILE, MANIFEST_NAME, ManifestEntry
-from .reader import ArchiveReader
+from .manifest import DIR, FILE, FORMAT, MANIFEST_NAME
+from .reader import MAX_MANIFEST_BYTES, ArchiveReader
 from .rundir import Folder
 from .tree import TreeEntry
 from .zipformat import DEFLATED, FLAG_UTF8, LOCAL_SIG, STORED, CentralEntry
@@ -64,7 +65,8 @@ REUSE_MAX = 8 << 20
 # same clock tick after it was read (coarse timestamps): its facts are not recorded.
 RACY_NS = 1_000_000_000
 _LOCAL = struct.Struct("<IHHHHHIIIHH")
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+# The UT and NTFS time extras our writer puts in every local header (zipformat._time_extras).
+_OUR_EXTRA = 45
 # Flags our writer never sets: encryption, a data descriptor, or anything but UTF-8 names.
 _OUR_FLAGS = FLAG_UTF8
 
@@ -74,7 +76,9 @@ def cacheable(entry: TreeEntry, started_ns: int) -> bool:
     return entry.source is None and entry.ino != 0 and entry.ctime_ns < started_ns - RACY_NS
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per file of a 30,000-file run, and a frozen dataclass's __init__
+# costs twice as much. Nothing assigns to one after it is made.
+@dataclass(slots=True)
 class ReusedEntry:
     """One file of the old archive that a new archive may copy, with its data's upper bound."""
 
@@ -86,19 +90,23 @@ class ReusedEntry:
         """Return the entry's compressed bytes read from ``fd``, proven; None on any mismatch."""
         c = self.central
         name = c.raw_name
+        head_size = _LOCAL.size + len(name)
         try:
-            head = os.pread(fd, _LOCAL.size + len(name), c.header_offset)
-            if len(head) != _LOCAL.size + len(name):
+            # One read for the header, our writer's time extras and the data (the common
+            # case); a longer extra costs a second read of the data.
+            block = os.pread(fd, head_size + _OUR_EXTRA + c.csize, c.header_offset)
+            if len(block) < head_size:
                 return None
-            sig, _, flags, method, _, _, _, _, _, nlen, xlen = _LOCAL.unpack_from(head)
+            sig, _, flags, method, _, _, _, _, _, nlen, xlen = _LOCAL.unpack_from(block)
             if sig != LOCAL_SIG or method != c.method or flags & ~_OUR_FLAGS or nlen != len(name):
                 return None
-            if head[_LOCAL.size :] != name:
+            if block[_LOCAL.size : head_size] != name:
                 return None
-            start = c.header_offset + _LOCAL.size + nlen + xlen
+            start = c.header_offset + head_size + xlen
             if start + c.csize > self.limit:
                 return None
-            data = os.pread(fd, c.csize, start)
+            ours = xlen == _OUR_EXTRA
+            data = block[head_size + xlen :] if ours else os.pread(fd, c.csize, start)
         except OSError:
             return None
         if len(data) != c.csize:
@@ -120,6 +128,10 @@ class ReusedEntry:
         return data
 
 
+# What the old manifest recorded of one file, compared with the scan's lstat as it is.
+_Facts = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+
+
 class FilesCache:
     """The files of the newest archive that are candidates for reuse, by path.
 
@@ -127,7 +139,7 @@ class FilesCache:
     from any thread (reads only, by ``pread``).
     """
 
-    def __init__(self, fd: int, name: str, entries: dict[str, tuple[ManifestEntry, ReusedEntry]]):
+    def __init__(self, fd: int, name: str, entries: dict[str, tuple[_Facts, ReusedEntry]]):
         self.fd, self.name, self._entries = fd, name, entries
 
     def __len__(self) -> int:
@@ -140,10 +152,8 @@ class FilesCache:
         found = self._entries.get(entry.path)
         if found is None:
             return None
-        m, reused = found
-        if (m.size, m.mtime_ns, m.ctime_ns, m.ino) != (
-            entry.size, entry.mtime_ns, entry.ctime_ns, entry.ino
-        ):  # fmt: skip
+        facts, reused = found
+        if facts != (entry.size, entry.mtime_ns, entry.ctime_ns, entry.ino):
             return None
         return reused
 
@@ -172,15 +182,22 @@ def open_files_cache(archives: Folder, runid: str, limits: Limits) -> FilesCache
     try:
         if not os.path.samestat(os.fstat(fd), listed):
             raise InvalidArchive("changed while opened")
-        # The reader parses the directory and owns ``fd`` until it is handed to the cache.
-        reader = ArchiveReader(os.dup(fd), name, limits)
-        with reader:
-            manifest = reader.manifest()
-            entries = reader.entries
-        if manifest is None or manifest.run_id != runid:
+        # The reader parses the directory and owns its own descriptor (a duplicate).
+        with ArchiveReader(os.dup(fd), name, limits) as reader:
+            central = reader.entries
+            cd_offset = reader.directory.cd_offset
+            if not central or central[-1].name != MANIFEST_NAME:
+                raise InvalidArchive("no manifest last")
+            if central[-1].usize > MAX_MANIFEST_BYTES:
+                raise InvalidArchive("manifest too large")
+            doc = json.loads(b"".join(reader.stream(central[-1])))
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("run_id") != runid:
             raise InvalidArchive("not one of this run's archives")
-        candidates = _candidates(entries, manifest.entries, reader.directory.cd_offset)
-    except (InvalidArchive, OSError, MemoryError):
+        entries = doc.get("entries")
+        if not isinstance(entries, list):
+            raise InvalidArchive("manifest without entries")
+        candidates = _candidates(central, entries, cd_offset)
+    except (InvalidArchive, OSError, MemoryError, ValueError, RecursionError):
         os.close(fd)
         return None
     except BaseException:
@@ -193,63 +210,52 @@ def open_files_cache(archives: Folder, runid: str, limits: Limits) -> FilesCache
 
 
 def _candidates(
-    central: list[CentralEntry], manifest: list[ManifestEntry], cd_offset: int
-) -> dict[str, tuple[ManifestEntry, ReusedEntry]]:
-    """Pair the manifest's files that carry their facts with their central entries.
+    central: list[CentralEntry], manifest: list[Any], cd_offset: int
+) -> dict[str, tuple[_Facts, ReusedEntry]]:
+    """Pair the manifest's files that carry their facts with their central entries, in one
+    pass over both (the manifest as JSON decoded it: every field is checked here).
 
-    Raises InvalidArchive (no cache at all) for repeated names or possibly overlapping
-    entries; leaves out, one by one, files whose entry is not a plain entry of our writer.
+    Raises InvalidArchive (no cache at all) unless the archive is laid out as our writer
+    lays it out: the manifest's entries in its order, each named as its central entry, at
+    strictly increasing offsets that leave room for each entry's header, name and data, no
+    path twice, then the manifest itself. Leaves out, one by one, files whose entry is not a
+    plain file entry of our writer or whose facts are not recorded.
     """
-    # Our writer's layout: the manifest's entries in its order, then the manifest itself.
-    if len(central) != len(manifest) + 1 or central[-1].name != MANIFEST_NAME:
+    if len(central) != len(manifest) + 1:
         raise InvalidArchive("not laid out as our writer lays out an archive")
-    for written, m in zip(central, manifest, strict=False):
-        if written.name != (m.path + "/" if m.type == DIR else m.path):
+    local_size = _LOCAL.size
+    seen: set[str] = set()
+    out: dict[str, tuple[_Facts, ReusedEntry]] = {}
+    for i, m in enumerate(manifest):
+        if not isinstance(m, dict):
+            raise InvalidArchive("manifest entry is not an object")
+        path, kind = m.get("path"), m.get("type")
+        if type(path) is not str or path in seen or path == MANIFEST_NAME:
+            raise InvalidArchive("manifest path repeated or not a string")
+        seen.add(path)
+        c, following = central[i], central[i + 1].header_offset
+        if c.name != (path + "/" if kind == DIR else path):
             raise InvalidArchive("central directory and manifest disagree")
-    by_name: dict[str, CentralEntry] = {}
-    spans: list[tuple[int, int]] = []
-    for entry in central:
-        if entry.name in by_name:
-            raise InvalidArchive(f"{entry.name!r} is in the archive twice")
-        by_name[entry.name] = entry
-        spans.append(
-            (
-                entry.header_offset,
-                entry.header_offset + _LOCAL.size + len(entry.raw_name) + entry.csize,
-            )
-        )
-    spans.sort()
-    nexts: dict[int, int] = {}
-    for (start, least_end), following in zip(spans, [*spans[1:], (cd_offset, cd_offset)],
-                                             strict=True):  # fmt: skip
-        if least_end > following[0]:
-            raise InvalidArchive("entries overlap")
-        nexts[start] = following[0]
-    paths: set[str] = set()
-    out: dict[str, tuple[ManifestEntry, ReusedEntry]] = {}
-    for m in manifest:
-        if m.path in paths:
-            raise InvalidArchive(f"{m.path!r} is in the manifest twice")
-        paths.add(m.path)
-        if m.type != FILE or m.ctime_ns is None or m.ino is None or m.followed_link is not None:
+        if c.header_offset + local_size + len(c.raw_name) + c.csize > following:
+            raise InvalidArchive("entries overlap or are out of order")
+        if kind != FILE or m.get("followed_link") is not None:
             continue
-        c = by_name.get(m.path)
-        if c is None or not _plain_file(c, m):
+        facts = (m.get("size"), m.get("mtime_ns"), m.get("ctime_ns"), m.get("ino"))
+        sha = m.get("sha256")
+        # Exact ints (not bools): anything else could never equal an lstat's facts anyway.
+        # The sha256 needs no pattern: ``copy`` compares it with a computed hex digest.
+        if any(type(x) is not int for x in facts) or type(sha) is not str:
             continue
-        assert m.sha256 is not None  # _plain_file checked it
-        out[m.path] = (m, ReusedEntry(c, m.sha256, nexts[c.header_offset]))
+        if (
+            not stat.S_ISREG(c.mode)
+            or c.method not in (STORED, DEFLATED)
+            or c.flags & ~_OUR_FLAGS
+            or c.usize != facts[0]
+            or (c.method == STORED and c.csize != c.usize)
+        ):
+            continue
+        out[path] = (cast(_Facts, facts), ReusedEntry(c, sha, following))
+    last = central[-1]
+    if last.header_offset + local_size + len(last.raw_name) + last.csize > cd_offset:
+        raise InvalidArchive("the manifest overlaps the central directory")
     return out
-
-
-def _plain_file(c: CentralEntry, m: ManifestEntry) -> bool:
-    """Tell whether ``c`` is a file entry as our writer makes them, of ``m``'s size."""
-    return not (
-        c.name == MANIFEST_NAME
-        or c.kind != "file"
-        or c.method not in (STORED, DEFLATED)
-        or c.flags & ~_OUR_FLAGS
-        or c.usize != m.size
-        or (c.method == STORED and c.csize != c.usize)
-        or m.sha256 is None
-        or _SHA256_RE.fullmatch(m.sha256) is None
-    )
