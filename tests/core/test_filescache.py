@@ -127,6 +127,9 @@ def test_a_second_archive_of_an_unchanged_run_copies_every_file_and_equals_it(
     st = os.lstat(aged_run / "a.txt")
     assert (facts["a.txt"]["ctime_ns"], facts["a.txt"]["ino"]) == (st.st_ctime_ns, st.st_ino)
     assert facts["latest"]["ino"] is None and facts["wepp"]["ctime_ns"] is None
+    with zipfile.ZipFile(first.path) as zf:
+        crcs = {i.filename: i.CRC for i in zf.infolist() if not i.is_dir()}
+    assert all(e["crc32"] == crcs[e["path"]] for e in facts.values() if e["type"] == "file")
     second = create_archive(aged_run)
     assert second.reused == FILES == second.files
     assert _manifest(second.path)["entries"] == _manifest(first.path)["entries"]
@@ -258,11 +261,11 @@ def test_a_newest_archive_with_a_bad_layout_offers_nothing(
     _assert_equals_the_run_alone(aged_run, second.path)
 
 
-def test_entries_swapped_with_their_manifest_facts_are_caught_by_their_sha256(
+def test_entries_swapped_in_the_zip_but_not_in_the_manifest_are_not_offered(
     aged_run: Path,
 ) -> None:
     # The zip is consistent (names, CRCs, layout) but a.txt's entry holds b.txt's bytes, while
-    # the manifest still gives a.txt its own facts and sha256.
+    # the manifest still gives a.txt its own facts, crc32 and sha256.
     first = create_archive(aged_run)
 
     def edit(members: list[Member], manifest: dict[str, Any]) -> None:

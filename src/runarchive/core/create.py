@@ -332,7 +332,7 @@ def _build_batch(run: RunDir, batch: _Batch, level: int) -> _Built:
                 m = ManifestEntry(e.path, FILE, usize, mode, e.mtime_ns, sha256=sha,
                                   followed_link=e.followed_link,
                                   ctime_ns=e.ctime_ns if keep else None,
-                                  ino=e.ino if keep else None)  # fmt: skip
+                                  ino=e.ino if keep else None, crc32=crc)  # fmt: skip
                 built.files += 1
                 built.raw_bytes += usize
             else:
@@ -498,7 +498,7 @@ class _Builder:
         if chunk.index == 0 and chunk.last:
             self.writer.add(e.path, done.method, e.mode, e.mtime_ns / 1e9, done.out, done.crc,
                             len(done.raw))  # fmt: skip
-            self._close_entry(e, len(done.raw), done.sha256 or "")
+            self._close_entry(e, len(done.raw), done.sha256 or "", done.crc)
             return
         if chunk.index == 0:
             header = self.writer.begin(e.path, done.method, e.mode, e.mtime_ns / 1e9, e.size)
@@ -512,10 +512,10 @@ class _Builder:
         cur.csize += len(done.out)
         if chunk.last:
             self.writer.finish(cur.header, cur.crc, cur.csize, cur.usize)
-            self._close_entry(e, cur.usize, cur.sha.hexdigest())
+            self._close_entry(e, cur.usize, cur.sha.hexdigest(), cur.crc)
             self.open = None
 
-    def _close_entry(self, e: TreeEntry, size: int, digest: str) -> None:
+    def _close_entry(self, e: TreeEntry, size: int, digest: str, crc: int) -> None:
         keep = cacheable(e, self.started_ns)
         self.manifest_entries.append(
             ManifestEntry(
@@ -528,6 +528,7 @@ class _Builder:
                 followed_link=e.followed_link,
                 ctime_ns=e.ctime_ns if keep else None,
                 ino=e.ino if keep else None,
+                crc32=crc,
             )
         )
         self.files_done += 1

@@ -14,16 +14,18 @@ after the checks an upload gets, and each file's bytes are proven again when cop
   beneath ``archives/`` with ``O_NOFOLLOW``, a regular file; its end records and central
   directory parsed with every bound of ``zipformat.read_directory``; its manifest present,
   within its size limit, its CRC holding, parsed strictly, and naming this run;
-* laid out as our writer lays it out (the manifest's entries in its order, then the manifest),
-  no name twice, and no two entries whose spans (local header, name, compressed data) could
-  overlap: otherwise nothing is reused;
-* per reused file (``ReusedEntry.copy``, in a pool thread): the central entry is a plain file
-  entry of our writer (stored or deflated, no encryption, no data descriptor) with the
-  manifest's size; its local header has the signature, the method and exactly the name; its
-  data ends before the next entry's header (or the central directory); the bytes read are
-  inflated (isal), must end the deflate stream exactly, give exactly the size, and match the
-  central CRC, and their sha256 must be the manifest's (which binds the manifest's facts to
-  these bytes: entries renamed or swapped in the zip fail here).
+* laid out as our writer lays it out: the manifest's entries in its order, each named as its
+  central entry, at strictly increasing offsets that leave room for each one's header, name
+  and data, no path twice, then the manifest: otherwise nothing is reused;
+* a file is offered only when its central entry is a plain file entry of our writer (stored
+  or deflated, no encryption, no data descriptor) with the manifest's size and the
+  manifest's ``crc32`` (which binds the manifest's facts to the bytes the zip holds for that
+  name: entries renamed or swapped in the zip are not offered), and a sha256 to carry over;
+* per reused file (``ReusedEntry.copy``, in a pool thread): its local header has the
+  signature, the method and exactly the name; its data ends before the next entry's header
+  (or the central directory); the bytes read are inflated (isal), must end the deflate
+  stream exactly, give exactly the size and match the CRC. The sha256 is the manifest's,
+  whose own CRC held, so a damaged byte anywhere is caught without hashing again.
 
 Any failure of a file's copy returns None and the file is read and compressed as if there
 were no cache; any failure of the archive as a whole means no cache. So a damaged or planted
@@ -39,7 +41,6 @@ scan that read it can never look unchanged to the next archive (git's "racy clea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -67,6 +68,7 @@ RACY_NS = 1_000_000_000
 _LOCAL = struct.Struct("<IHHHHHIIIHH")
 # The UT and NTFS time extras our writer puts in every local header (zipformat._time_extras).
 _OUR_EXTRA = 45
+_HEX = frozenset("0123456789abcdef")
 # Flags our writer never sets: encryption, a data descriptor, or anything but UTF-8 names.
 _OUR_FLAGS = FLAG_UTF8
 
@@ -122,8 +124,6 @@ class ReusedEntry:
             if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
                 return None
         if len(raw) != c.usize or isal_zlib.crc32(raw) != c.crc:
-            return None
-        if hashlib.sha256(raw).hexdigest() != self.sha256:
             return None
         return data
 
@@ -241,16 +241,19 @@ def _candidates(
         if kind != FILE or m.get("followed_link") is not None:
             continue
         facts = (m.get("size"), m.get("mtime_ns"), m.get("ctime_ns"), m.get("ino"))
-        sha = m.get("sha256")
+        sha, crc = m.get("sha256"), m.get("crc32")
         # Exact ints (not bools): anything else could never equal an lstat's facts anyway.
-        # The sha256 needs no pattern: ``copy`` compares it with a computed hex digest.
-        if any(type(x) is not int for x in facts) or type(sha) is not str:
+        # The sha256 is carried into the new manifest: it must be one (lowercase hex).
+        if any(type(x) is not int for x in facts) or type(sha) is not str or len(sha) != 64:
+            continue
+        if not _HEX.issuperset(sha):
             continue
         if (
             not stat.S_ISREG(c.mode)
             or c.method not in (STORED, DEFLATED)
             or c.flags & ~_OUR_FLAGS
             or c.usize != facts[0]
+            or c.crc != crc  # the manifest's entry and the zip's hold the same bytes
             or (c.method == STORED and c.csize != c.usize)
         ):
             continue

@@ -5,7 +5,8 @@ and later features (diff against the live run, single-file download) need no for
 each entry carries its path, type, size, mode, mtime and sha256, and the zip's central
 directory gives where its bytes live.
 
-Files also carry the ``ctime_ns`` and ``ino`` the scan saw (null where not recorded: folders,
+Files also carry their CRC-32 (``crc32``, as in the zip's headers) and the ``ctime_ns`` and
+``ino`` the scan saw (null where not recorded: folders,
 links, followed links, files changed just before the archive was started, and every archive
 written before the files cache): the next archive of the run copies a file's compressed bytes
 from this one when all four of size, mtime_ns, ctime_ns and inode still match
@@ -46,6 +47,8 @@ class ManifestEntry:
     # What the scan's lstat said, for the files cache (see the module docstring).
     ctime_ns: int | None = None
     ino: int | None = None
+    # A file's CRC-32, as its zip entry's: binds this entry to the bytes the zip holds for it.
+    crc32: int | None = None
 
 
 @dataclass(slots=True)
@@ -101,7 +104,8 @@ def _entry_json(e: ManifestEntry) -> str:
         f'"target":{_opt(e.target)}'
         # Only entries made from a followed link carry it (manifests of store mode unchanged).
         + (f',"followed_link":{_escape(e.followed_link)}' if e.followed_link is not None else "")
-        + f',"ctime_ns":{_opt_int(e.ctime_ns)},"ino":{_opt_int(e.ino)}}}'
+        + f',"ctime_ns":{_opt_int(e.ctime_ns)},"ino":{_opt_int(e.ino)}'
+        + f',"crc32":{_opt_int(e.crc32)}}}'
     )
 
 
@@ -136,7 +140,7 @@ def _parse_entry(raw: Any) -> ManifestEntry:
     for key in ("size", "mode", "mtime_ns"):
         if not isinstance(raw[key], int) or isinstance(raw[key], bool):
             raise ValueError(f"{key} of {raw['path']!r} is not an integer")
-    for key in ("ctime_ns", "ino"):
+    for key in ("ctime_ns", "ino", "crc32"):
         value = raw.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise ValueError(f"{key} of {raw['path']!r} is not an integer")
@@ -153,4 +157,5 @@ def _parse_entry(raw: Any) -> ManifestEntry:
         followed_link=None if followed is None else str(followed),
         ctime_ns=raw.get("ctime_ns"),
         ino=raw.get("ino"),
+        crc32=raw.get("crc32"),
     )
