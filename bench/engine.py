@@ -13,7 +13,9 @@ create
     ``zip -r -q`` (level 6); stdlib ``zipfile`` deflate 6 in its own Python process, walking
     the tree as WEPPcloud does; ``7zz a -tzip -mx1 -mmt2`` (7-Zip's fastest zip, two threads);
     and, when installed, ``borg create`` (lz4, no encryption) and ``restic backup`` (its
-    default ``auto`` compression) into a fresh repository made untimed just before.
+    default ``auto`` compression) into a fresh repository made untimed just before, and again
+    into that repository over the unchanged run (``borg-again``, ``restic-again``: their files
+    caches, against ``ours-again``).
 restore
     ``runarchive restore RUN NAME --yes --json`` into the run **emptied** beforehand (untimed;
     ``archives/`` kept), which extracts and verifies every file, purge of the replaced tree
@@ -138,6 +140,7 @@ class Bench:
         self.trash = tmp / "trash"
         self.trash.mkdir(exist_ok=True)
         self.trashed = 0
+        self.again = 0  # second borg snapshots made, for their names
         self.last_delete = time.monotonic()
 
     def discard(self, path: Path) -> None:
@@ -271,6 +274,29 @@ def _borg(b: Bench) -> Sample:
     return _sized(s, repo)
 
 
+def _borg_again(b: Bench) -> Sample:
+    """A second ``borg create`` of the unchanged run into the repository of a first one."""
+    repo = b.out / "borg-repo"
+    if not repo.is_dir():
+        _borg(b)
+    b.again += 1
+    excludes = [arg for skip in SKIP_DIRS for arg in ("--exclude", skip)]
+    s = b.spawn(["borg", "create", "--compression", "lz4", f"{repo}::again-{b.again}", ".",
+                 *excludes], cwd=b.run, env=_borg_env(b))  # fmt: skip
+    return _sized(s, repo)
+
+
+def _restic_again(b: Bench) -> Sample:
+    """A second ``restic backup`` of the unchanged run (its parent snapshot: its files cache)."""
+    repo = b.out / "restic-repo"
+    if not repo.is_dir():
+        _restic(b)
+    excludes = [arg for skip in SKIP_DIRS for arg in ("--exclude", f"{b.run}/{skip}")]
+    s = b.spawn(["restic", "-q", "-r", str(repo), "backup", ".", *excludes], cwd=b.run,
+                env=_restic_env(b))  # fmt: skip
+    return _sized(s, repo)
+
+
 def _restic_env(b: Bench) -> dict[str, str]:
     return {**b.env, "RESTIC_PASSWORD": "bench", "RESTIC_CACHE_DIR": str(b.tmp / "restic-cache")}
 
@@ -355,6 +381,8 @@ CREATE_TOOLS = (
     Tool("7z", "create", "7zz a -tzip -mx1 -mmt2", _7z),
     Tool("borg", "create", "borg create (lz4, no encryption)", _borg),
     Tool("restic", "create", "restic backup (auto compression)", _restic),
+    Tool("borg-again", "create", "borg create again, unchanged run", _borg_again),
+    Tool("restic-again", "create", "restic backup again, unchanged run", _restic_again),
 )
 RESTORE_TOOLS = (
     Tool("ours-empty", "restore", "runarchive restore into emptied run", _ours_restore_empty),
@@ -366,6 +394,7 @@ RESTORE_TOOLS = (
          _ours_restore_over),
 )  # fmt: skip
 NEEDS = {"7z": "7zz", "7z-x": "7zz", "borg": "borg", "borg-x": "borg", "restic": "restic",
+         "borg-again": "borg", "restic-again": "restic",
          "restic-x": "restic", "zip": "zip", "unzip": "unzip"}  # fmt: skip
 LABELS = {tool.key: (tool.operation, tool.label) for tool in CREATE_TOOLS + RESTORE_TOOLS}
 
@@ -508,8 +537,10 @@ def _ratios(samples: dict[str, list[Sample]]) -> dict[str, float]:
     for ref in ("zip", "stdlib", "7z", "borg", "restic"):
         if "ours" in samples and ref in samples:
             ratios[f"time ours/{ref}"] = _median(samples["ours"]) / _median(samples[ref])
-    if "ours" in samples and "ours-again" in samples:
-        ratios["time ours-again/ours"] = _median(samples["ours-again"]) / _median(samples["ours"])
+    for ours, theirs in (("ours-again", "ours"), ("ours-again", "borg-again"),
+                         ("ours-again", "restic-again")):  # fmt: skip
+        if ours in samples and theirs in samples:
+            ratios[f"time {ours}/{theirs}"] = _median(samples[ours]) / _median(samples[theirs])
     for state in STATES:
         for ours, refs in ((f"ours-empty@{state}", ("unzip", "7z-x", "borg-x", "restic-x")),
                            (f"ours-over@{state}", ("unzip",))):  # fmt: skip
