@@ -1,11 +1,12 @@
 """Measure the CLI's start-up as whole processes: ``--help``, ``list`` and a bare import.
 
 Run as ``python -m bench.startup [--rounds N] [--before DIR]``. Each round runs, in turn,
-``python -c pass`` (the interpreter alone), ``import runarchive.cli``, ``runarchive --help``,
-``runarchive list`` of an empty run and ``runarchive archive`` of a one-file run (the archive
-removed, untimed, after each sample), each as a fresh process timed from spawn to exit;
-``--before DIR`` adds the same commands with ``DIR`` (a ``src`` folder exported with
-``git archive``) first on ``PYTHONPATH``, alternated with ours in every round. Byte code is
+``python -c pass`` (the interpreter alone), ``import click``, ``import runarchive.cli``,
+``runarchive --help``, ``runarchive list`` of an empty run and ``runarchive archive`` of a
+one-file run (the archive removed, untimed, after each sample), each as a fresh process timed
+from spawn to exit; ``--before DIR`` adds the same commands with ``DIR`` (a ``src`` folder
+exported with ``git archive``) first on ``PYTHONPATH``, alternated with ours in every round.
+Byte code is
 compiled once into a private cache (``PYTHONPYCACHEPREFIX``) and a discarded round warms it,
 so the numbers are those of an installed package, whatever ``PYTHONDONTWRITEBYTECODE`` says.
 Reports median, min and max wall milliseconds, CPU milliseconds and the load average.
@@ -31,6 +32,9 @@ def _commands(run: Path) -> dict[str, list[str]]:
     main = "import sys; from runarchive.cli import main; sys.argv[0] = 'runarchive'; main()"
     return {
         "python -c pass": [sys.executable, "-c", "pass"],
+        # The floor under every command: click's own import (8.x imports inspect, typing,
+        # uuid, platform, datetime).
+        "import click": [sys.executable, "-c", "import click"],
         "import runarchive.cli": [sys.executable, "-c", "import runarchive.cli"],
         "runarchive --help": [sys.executable, "-c", main, "--help"],
         "runarchive list": [sys.executable, "-c", main, "list", str(run)],
@@ -73,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             (f"{label}: {name}", cmd, {**env, "PYTHONPATH": path})
             for label, path in variants.items()
             for name, cmd in _commands(run).items()
-            if label == "now" or name != "python -c pass"
+            if label == "now" or name not in ("python -c pass", "import click")
         ]
         times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in cases}
         load_before = load_average()
