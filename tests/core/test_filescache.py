@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import time
 import zipfile
@@ -18,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from runarchive.core import create_archive, verify_archive
+from runarchive.core import create_archive, restore_archive, verify_archive
 from runarchive.core.filescache import RACY_NS
 from runarchive.core.manifest import MANIFEST_NAME
-from tests.support.tree import File, Link, build_tree, tree_bytes
+from tests.support.tree import File, Link, build_tree, snapshot, tree_bytes
 from tests.support.zipcraft import Member, ZipBuilder
 
 TEXT = b"".join(b"%6d %9.3f hillslope\n" % (i, i * 0.37) for i in range(200))
@@ -351,3 +352,16 @@ def test_a_manifest_that_does_not_describe_the_zip_entry_by_entry_offers_nothing
     second = create_archive(aged_run)
     assert second.reused == 0
     _assert_equals_the_run_alone(aged_run, second.path)
+
+
+def test_a_reused_archive_restores_the_run_exactly_once_its_source_is_gone(aged_run: Path) -> None:
+    before = snapshot(aged_run)
+    first = create_archive(aged_run)
+    second = create_archive(aged_run)
+    assert second.reused == FILES
+    first.path.unlink()
+    for child in aged_run.iterdir():
+        if child.name != "archives":
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    restore_archive(aged_run, second.name)
+    assert snapshot(aged_run) == before
