@@ -7,11 +7,15 @@ Every tool runs as a **whole process**, timed from spawn to exit (interpreter st
 imports and, for ours, the durability work included), as an operator would time it:
 
 create
-    ``runarchive archive RUN --json`` (ours, defaults: isal deflate level 1, 2 threads);
+    ``runarchive archive RUN --json`` (ours, defaults: isal deflate level 1, 2 threads), with
+    no archive of ours in the run; the same again over an unchanged run whose newest archive
+    was made (untimed) just before, so the files cache copies every file (``ours-again``);
     ``zip -r -q`` (level 6); stdlib ``zipfile`` deflate 6 in its own Python process, walking
     the tree as WEPPcloud does; ``7zz a -tzip -mx1 -mmt2`` (7-Zip's fastest zip, two threads);
     and, when installed, ``borg create`` (lz4, no encryption) and ``restic backup`` (its
-    default ``auto`` compression) into a fresh repository made untimed just before.
+    default ``auto`` compression) into a fresh repository made untimed just before, and again
+    into that repository over the unchanged run (``borg-again``, ``restic-again``: their files
+    caches, against ``ours-again``).
 restore
     ``runarchive restore RUN NAME --yes --json`` into the run **emptied** beforehand (untimed;
     ``archives/`` kept), which extracts and verifies every file, purge of the replaced tree
@@ -136,6 +140,7 @@ class Bench:
         self.trash = tmp / "trash"
         self.trash.mkdir(exist_ok=True)
         self.trashed = 0
+        self.again = 0  # second borg snapshots made, for their names
         self.last_delete = time.monotonic()
 
     def discard(self, path: Path) -> None:
@@ -233,6 +238,27 @@ def _ours_create(b: Bench) -> Sample:
     return Sample(seconds, rss, int(result["size"]), (0.0, 0.0))
 
 
+def _ours_again(b: Bench) -> Sample:
+    """Archive the unchanged run a second time: the files cache's case (borg's and restic's
+    second snapshot). The base archive is made untimed, once the run's files are older than
+    the racy window, so that every file is recorded as reusable; twice, because the first
+    archive after a restore ends the undo it kept and purges it, and unlinking the undo's
+    hard links changes the run's files' ctime (the cache then rightly reads them again)."""
+    time.sleep(1.2)
+    flush = b.spawn_raw([*RUNARCHIVE, "archive", str(b.run), "--json"], REPO_ROOT)[2]
+    (b.run / "archives" / json.loads(flush.strip().splitlines()[-1])["name"]).unlink()
+    time.sleep(1.2)
+    base = b.spawn_raw([*RUNARCHIVE, "archive", str(b.run), "--json"], REPO_ROOT)[2]
+    seconds, rss, output = b.spawn_raw([*RUNARCHIVE, "archive", str(b.run), "--json"], REPO_ROOT)
+    result = json.loads(output.strip().splitlines()[-1])
+    if result.get("reused") != result["files"]:
+        reused = f"{result.get('reused')} of {result['files']}"
+        print(f"  files cache: {reused} files reused", flush=True)
+    for made in (result["name"], json.loads(base.strip().splitlines()[-1])["name"]):
+        (b.run / "archives" / made).unlink()
+    return Sample(seconds, rss, int(result["size"]), (0.0, 0.0))
+
+
 def _delete_ours(b: Bench) -> None:
     (b.run / "archives" / b.ours).unlink()
     b.ours = ""
@@ -250,6 +276,29 @@ def _borg(b: Bench) -> Sample:
     excludes = [arg for skip in SKIP_DIRS for arg in ("--exclude", skip)]
     s = b.spawn(["borg", "create", "--compression", "lz4", f"{repo}::snap", ".", *excludes],
                 cwd=b.run, env=env)  # fmt: skip
+    return _sized(s, repo)
+
+
+def _borg_again(b: Bench) -> Sample:
+    """A second ``borg create`` of the unchanged run into the repository of a first one."""
+    repo = b.out / "borg-repo"
+    if not repo.is_dir():
+        _borg(b)
+    b.again += 1
+    excludes = [arg for skip in SKIP_DIRS for arg in ("--exclude", skip)]
+    s = b.spawn(["borg", "create", "--compression", "lz4", f"{repo}::again-{b.again}", ".",
+                 *excludes], cwd=b.run, env=_borg_env(b))  # fmt: skip
+    return _sized(s, repo)
+
+
+def _restic_again(b: Bench) -> Sample:
+    """A second ``restic backup`` of the unchanged run (its parent snapshot: its files cache)."""
+    repo = b.out / "restic-repo"
+    if not repo.is_dir():
+        _restic(b)
+    excludes = [arg for skip in SKIP_DIRS for arg in ("--exclude", f"{b.run}/{skip}")]
+    s = b.spawn(["restic", "-q", "-r", str(repo), "backup", ".", *excludes], cwd=b.run,
+                env=_restic_env(b))  # fmt: skip
     return _sized(s, repo)
 
 
@@ -331,11 +380,14 @@ def _empty_run(b: Bench) -> None:
 
 CREATE_TOOLS = (
     Tool("ours", "create", "runarchive archive", _ours_create),
+    Tool("ours-again", "create", "runarchive archive again, unchanged run", _ours_again),
     Tool("zip", "create", "zip -r -q (level 6)", _zip),
     Tool("stdlib", "create", "python zipfile deflate 6", _stdlib),
     Tool("7z", "create", "7zz a -tzip -mx1 -mmt2", _7z),
     Tool("borg", "create", "borg create (lz4, no encryption)", _borg),
     Tool("restic", "create", "restic backup (auto compression)", _restic),
+    Tool("borg-again", "create", "borg create again, unchanged run", _borg_again),
+    Tool("restic-again", "create", "restic backup again, unchanged run", _restic_again),
 )
 RESTORE_TOOLS = (
     Tool("ours-empty", "restore", "runarchive restore into emptied run", _ours_restore_empty),
@@ -347,6 +399,7 @@ RESTORE_TOOLS = (
          _ours_restore_over),
 )  # fmt: skip
 NEEDS = {"7z": "7zz", "7z-x": "7zz", "borg": "borg", "borg-x": "borg", "restic": "restic",
+         "borg-again": "borg", "restic-again": "restic",
          "restic-x": "restic", "zip": "zip", "unzip": "unzip"}  # fmt: skip
 LABELS = {tool.key: (tool.operation, tool.label) for tool in CREATE_TOOLS + RESTORE_TOOLS}
 
@@ -489,6 +542,10 @@ def _ratios(samples: dict[str, list[Sample]]) -> dict[str, float]:
     for ref in ("zip", "stdlib", "7z", "borg", "restic"):
         if "ours" in samples and ref in samples:
             ratios[f"time ours/{ref}"] = _median(samples["ours"]) / _median(samples[ref])
+    for ours, theirs in (("ours-again", "ours"), ("ours-again", "borg-again"),
+                         ("ours-again", "restic-again")):  # fmt: skip
+        if ours in samples and theirs in samples:
+            ratios[f"time {ours}/{theirs}"] = _median(samples[ours]) / _median(samples[theirs])
     for state in STATES:
         for ours, refs in ((f"ours-empty@{state}", ("unzip", "7z-x", "borg-x", "restic-x")),
                            (f"ours-over@{state}", ("unzip",))):  # fmt: skip

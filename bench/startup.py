@@ -1,10 +1,12 @@
 """Measure the CLI's start-up as whole processes: ``--help``, ``list`` and a bare import.
 
 Run as ``python -m bench.startup [--rounds N] [--before DIR]``. Each round runs, in turn,
-``python -c pass`` (the interpreter alone), ``import runarchive.cli``, ``runarchive --help``
-and ``runarchive list`` of an empty run, each as a fresh process timed from spawn to exit;
-``--before DIR`` adds the same commands with ``DIR`` (a ``src`` folder exported with
-``git archive``) first on ``PYTHONPATH``, alternated with ours in every round. Byte code is
+``python -c pass`` (the interpreter alone), ``import click``, ``import runarchive.cli``,
+``runarchive --help``, ``runarchive list`` of an empty run and ``runarchive archive`` of a
+one-file run (the archive removed, untimed, after each sample), each as a fresh process timed
+from spawn to exit; ``--before DIR`` adds the same commands with ``DIR`` (a ``src`` folder
+exported with ``git archive``) first on ``PYTHONPATH``, alternated with ours in every round.
+Byte code is
 compiled once into a private cache (``PYTHONPYCACHEPREFIX``) and a discarded round warms it,
 so the numbers are those of an installed package, whatever ``PYTHONDONTWRITEBYTECODE`` says.
 Reports median, min and max wall milliseconds, CPU milliseconds and the load average.
@@ -30,9 +32,13 @@ def _commands(run: Path) -> dict[str, list[str]]:
     main = "import sys; from runarchive.cli import main; sys.argv[0] = 'runarchive'; main()"
     return {
         "python -c pass": [sys.executable, "-c", "pass"],
+        # The floor under every command: click's own import (8.x imports inspect, typing,
+        # uuid, platform, datetime).
+        "import click": [sys.executable, "-c", "import click"],
         "import runarchive.cli": [sys.executable, "-c", "import runarchive.cli"],
         "runarchive --help": [sys.executable, "-c", main, "--help"],
         "runarchive list": [sys.executable, "-c", main, "list", str(run)],
+        "runarchive archive": [sys.executable, "-c", main, "archive", str(run.parent / "one")],
     }
 
 
@@ -43,6 +49,10 @@ def _time(argv: Sequence[str], env: dict[str, str]) -> tuple[float, float]:
     subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if "archive" in argv:  # the next sample archives the same one-file run again
+        archives = Path(argv[-1]) / "archives"
+        for made in archives.glob("*.zip"):
+            made.unlink()
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     return wall * 1000, cpu * 1000
 
@@ -56,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="runarchive-startup-") as tmp:
         run = Path(tmp) / "run"
         run.mkdir()
+        (Path(tmp) / "one").mkdir()
+        (Path(tmp) / "one" / "a.txt").write_text("one file\n")
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
         variants = {"now": str(REPO_ROOT / "src")}
@@ -65,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             (f"{label}: {name}", cmd, {**env, "PYTHONPATH": path})
             for label, path in variants.items()
             for name, cmd in _commands(run).items()
-            if label == "now" or name != "python -c pass"
+            if label == "now" or name not in ("python -c pass", "import click")
         ]
         times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in cases}
         load_before = load_average()

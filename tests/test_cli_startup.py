@@ -108,3 +108,29 @@ def test_archive_loads_the_create_engine_and_not_the_restore_one(tmp_path: Path)
     (run / "a.txt").write_text("a")
     loaded = _imports_after(["archive", str(run)], heavy=ENGINE_MODULES)
     assert loaded == ["concurrent.futures", "runarchive.core.create", "secrets"]
+
+
+# What reading central directories does not need: the deflate library, hashlib (OpenSSL),
+# logging (catalog warns through it only when a state file fails) and strptime's module.
+READER_EXTRAS = ("isal", "hashlib", "_hashlib", "logging", "_strptime")
+
+
+def test_list_of_a_run_with_an_archive_loads_no_inflate_hashing_logging_or_strptime(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    (run / "wepp").mkdir(parents=True)
+    (run / "wepp" / "H1.pass").write_text("x" * 1000)
+    assert _imports_after(["archive", str(run)]) == []
+    assert _imports_after(["list", str(run)], heavy=READER_EXTRAS) == []
+
+
+def test_archive_parses_archive_names_without_strptime(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "a.txt").write_text("a")
+    assert _imports_after(["archive", str(run)], heavy=("_strptime",)) == []
+    # The second archive reads the first one as its files cache, and prunes after it.
+    assert (
+        _imports_after(["archive", str(run)], heavy=("_strptime", "runarchive.core.restore")) == []
+    )

@@ -19,15 +19,9 @@ from typing import Any, TypeVar
 
 import click
 
-from runarchive.core import (
-    budget_for,
-    check_quota,
-    human_bytes,
-    measure_usage,
-    parse_count,
-    parse_size,
-    run_limit_from_env,
-)
+# Only the cheap name at the top: the core's face loads a module on first use of one of its
+# names, and this module is imported by every command (through web_commands), ``list`` too.
+from runarchive.core import human_bytes
 
 from .exits import reporting
 
@@ -39,6 +33,8 @@ Opener = Callable[[Path | None, str | None], AbstractContextManager[Any]]
 def local_budget(run_dir: Path) -> int | None:
     """Refuse (QuotaExceeded) an archive of ``run_dir`` over the site's per-run quota; return
     its byte budget (None: no byte limit)."""
+    from runarchive.core import budget_for, check_quota, measure_usage, run_limit_from_env
+
     limit = run_limit_from_env()
     if limit.unlimited:
         return None
@@ -81,6 +77,7 @@ def users_quota_command(database_options: Options[Any], session: Opener) -> clic
         The override replaces the site's RUNARCHIVE_QUOTA_OWNER_BYTES/_COUNT for this user;
         "none" clears one, back to the site's.
         """
+        from runarchive.core import parse_count, parse_size
         from runarchive.web import accounts
 
         with reporting(detail=False):

@@ -12,7 +12,6 @@ to ask for a password).
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -100,6 +99,8 @@ def serve(
     demo: bool | None,
 ) -> None:
     """Run the web service (gunicorn); without a Redis URL, also Redis and a worker."""
+    import logging  # here: every local command imports this module (through audit_commands)
+
     from runarchive.jobs import Settings
     from runarchive.web.ports import require_free_port
     from runarchive.web.server import run_serve

@@ -17,7 +17,6 @@ file can make one row say ``readable: false`` but never make list fail or swell.
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 import threading
@@ -25,6 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import Busy, InvalidArchive, NotFound, Pinned, UnsafeRun
 from .journal import needs_recovery, recover_locked
@@ -37,7 +37,16 @@ from .rundir import Folder, RunDir, open_run
 from .runlock import run_lock
 from .zipformat import read_directory
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import logging
+
+
+def _log() -> logging.Logger:
+    """Return this module's logger; ``logging`` is imported only to warn (start-up: ``list``
+    and ``archive`` load nothing they do not use)."""
+    import logging
+
+    return logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +172,7 @@ def _pins_or_none(run: RunDir) -> frozenset[str]:
     try:
         return read_pins(run)
     except UnsafeRun as exc:
-        log.warning("run %s: %s", run.runid, exc)
+        _log().warning("run %s: %s", run.runid, exc)
         return frozenset()
 
 
@@ -174,7 +183,7 @@ def _try_recover(run: RunDir) -> None:
     except Busy:
         pass
     except UnsafeRun as exc:
-        log.warning("run %s: %s", run.runid, exc)
+        _log().warning("run %s: %s", run.runid, exc)
 
 
 def delete_archive(run_dir: Path, name: str) -> int:

@@ -12,6 +12,11 @@ files it does almost nothing per entry, which is why the headers are built in th
 Whether a file is stored or deflated is decided by its extension, then by a probe of its
 first chunk (a single-chunk file: by its whole deflated size).
 
+Files cache: when the run's newest archive can be trusted as a source (``filescache``), a
+file whose size, mtime_ns, ctime_ns and inode match what that archive recorded is not read:
+its pool task copies the old entry's compressed bytes, proven by inflate and CRC, and falls
+back to reading the file on any mismatch. Each archive still holds every byte it needs.
+
 Failure semantics: the archive is written to ``archives/.tmp-*.partial``, fsynced, then hard
 linked to its final name (which fails rather than overwrite), and the directory fsynced. Just
 before the link ``before_publish`` is called, the caller's last chance to stop (a canceled job
@@ -31,6 +36,7 @@ import hashlib
 import os
 import secrets
 import stat
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,6 +49,7 @@ from isal import isal_zlib
 
 from .. import __version__
 from .errors import NoSpace, QuotaExceeded, RunArchiveError
+from .filescache import FilesCache, ReusedEntry, cacheable, open_files_cache
 from .fsutil import human_bytes, is_no_space, require_space
 from .journal import recover_locked
 from .limits import Limits
@@ -85,6 +92,8 @@ class CreateResult:
     links: str = LinkMode.STORE.value
     followed: int = 0
     warnings: list[str] = field(default_factory=list)
+    # Files whose compressed bytes were copied from the newest archive (the files cache).
+    reused: int = 0
 
 
 @dataclass(slots=True)
@@ -205,6 +214,7 @@ class _Built:
     files: int = 0
     raw_bytes: int = 0
     vanished: list[str] = field(default_factory=list)
+    reused: int = 0
 
 
 class _Parents:
@@ -246,8 +256,8 @@ class _Parents:
             self.folder = None
 
 
-def _read_small(parents: _Parents, path: str) -> bytes | None:
-    """Read a whole file of under one chunk; None when it vanished or is no longer a file.
+def _read_small(parents: _Parents, path: str, limit: int = CHUNK) -> bytes | None:
+    """Read a whole file of under ``limit`` bytes; None when it vanished or is no longer a file.
 
     As ``_read``: a file replaced by a link, a fifo or a folder since the scan reads as
     vanished, so nothing outside the run and nothing but a regular file is read.
@@ -268,43 +278,67 @@ def _read_small(parents: _Parents, path: str) -> bytes | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None
-        # What the file holds now, up to one chunk (a file grown past it is cut there, as
+        # What the file holds now, up to ``limit`` (a file grown past it is cut there, as
         # the chunked read of the scan's size would).
-        return os.pread(fd, min(st.st_size, CHUNK), 0) if st.st_size else b""
+        return os.pread(fd, min(st.st_size, limit), 0) if st.st_size else b""
     finally:
         os.close(fd)
 
 
-def _build_batch(run: RunDir, entries: list[TreeEntry], level: int) -> _Built:
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One pool task's entries, with what the files cache offers for each (None: read it)."""
+
+    entries: list[TreeEntry]
+    reuse: list[ReusedEntry | None]
+    cache_fd: int
+    started_ns: int
+
+
+def _build_batch(run: RunDir, batch: _Batch, level: int) -> _Built:
     """Read, checksum, deflate and frame small files, folders and links; runs in a pool thread.
 
     Everything per entry happens here, headers included, so the writer thread only appends
     the bytes: on a run of small files the per-entry Python, not deflate, is the cost, and
-    the writer was the one thread all of it queued behind.
+    the writer was the one thread all of it queued behind. A file the files cache offers is
+    copied from the old archive when its bytes prove out (``ReusedEntry.copy``), else read
+    whole (such files may exceed a chunk, up to ``filescache.REUSE_MAX``).
     """
     built = _Built([], 0, [], [])
     parts, written, manifest = built.parts, built.written, built.manifest
     pos = 0
     parents = _Parents(run)
     try:
-        for e in entries:
+        for e, reuse in zip(batch.entries, batch.reuse, strict=True):
             mode = e.mode & 0o7777
             if e.type == FILE:
-                raw = _read_small(parents, e.read_path)
-                if raw is None:
-                    built.vanished.append(e.path)
-                    continue
-                usize = len(raw)
-                crc = isal_zlib.crc32(raw)
-                out, method = raw, STORED
-                if raw and not _is_incompressible(e.path):
-                    packed = isal_zlib.compress(raw, level, -15)
-                    if len(packed) <= usize * (1 - MIN_SAVING):
-                        out, method = packed, DEFLATED
+                copied = None if reuse is None else reuse.copy(batch.cache_fd)
+                if reuse is not None and copied is not None:
+                    c = reuse.central
+                    out, method, crc, usize, sha = copied, c.method, c.crc, c.usize, reuse.sha256
+                    built.reused += 1
+                else:
+                    # A file the cache offered may exceed a chunk: read it whole, bounded as
+                    # its chunks would be (the scan's size rounded up to whole chunks).
+                    limit = CHUNK if reuse is None else max(1, -(-e.size // CHUNK)) * CHUNK
+                    raw = _read_small(parents, e.read_path, limit)
+                    if raw is None:
+                        built.vanished.append(e.path)
+                        continue
+                    usize = len(raw)
+                    crc = isal_zlib.crc32(raw)
+                    out, method = raw, STORED
+                    if raw and not _is_incompressible(e.path):
+                        packed = isal_zlib.compress(raw, level, -15)
+                        if len(packed) <= usize * (1 - MIN_SAVING):
+                            out, method = packed, DEFLATED
+                    sha = hashlib.sha256(raw).hexdigest()
                 name = e.path
-                m = ManifestEntry(e.path, FILE, usize, mode, e.mtime_ns,
-                                  sha256=hashlib.sha256(raw).hexdigest(),
-                                  followed_link=e.followed_link)  # fmt: skip
+                keep = cacheable(e, batch.started_ns)
+                m = ManifestEntry(e.path, FILE, usize, mode, e.mtime_ns, sha256=sha,
+                                  followed_link=e.followed_link,
+                                  ctime_ns=e.ctime_ns if keep else None,
+                                  ino=e.ino if keep else None, crc32=crc)  # fmt: skip
                 built.files += 1
                 built.raw_bytes += usize
             else:
@@ -390,8 +424,12 @@ class _Builder:
         progress: ProgressCallback,
         files_total: int,
         bytes_total: int,
+        cache: FilesCache | None = None,
+        started_ns: int = 0,
     ) -> None:
         self.run, self.level, self.threads = run, level, threads
+        self.cache, self.started_ns = cache, started_ns
+        self.reused = 0
         self.progress = progress
         self.files_total, self.bytes_total = files_total, bytes_total
         self.files_done = self.bytes_done = 0
@@ -404,14 +442,18 @@ class _Builder:
 
         Small files, folders and links travel in batches (one pool task per ~1 MiB or
         ``BATCH_FILES`` entries) built whole in the pool (``_build_batch``); files of a chunk
-        or more are split into chunks. Per-task overhead, paid under the GIL, stays well
-        below the work itself.
+        or more are split into chunks, unless the files cache offers their bytes (then they
+        go in a batch too). Per-task overhead, paid under the GIL, stays well below the work
+        itself.
         """
         max_inflight = 4 * self.threads + 4
         pending: deque[tuple[list[_Chunk] | None, Future[_Built] | Future[list[_Done]]]]
         pending = deque()
         batch: list[TreeEntry] = []
+        offers: list[ReusedEntry | None] = []
         batch_bytes = 0
+        cache = self.cache
+        cache_fd = -1 if cache is None else cache.fd
         with ThreadPoolExecutor(self.threads, thread_name_prefix="runarchive-deflate") as pool:
 
             def wait_room() -> None:
@@ -425,16 +467,19 @@ class _Builder:
                 return fut
 
             def submit_batch() -> None:
-                nonlocal batch, batch_bytes
-                pending.append((None, pool.submit(_build_batch, self.run, batch, self.level)))
-                batch, batch_bytes = [], 0
+                nonlocal batch, offers, batch_bytes
+                job = _Batch(batch, offers, cache_fd, self.started_ns)
+                pending.append((None, pool.submit(_build_batch, self.run, job, self.level)))
+                batch, offers, batch_bytes = [], [], 0
                 wait_room()
 
             try:
                 run_fd = self.run.fd
                 for entry in entries:
-                    if entry.type != FILE or entry.size < CHUNK:
+                    offer = None if cache is None else cache.match(entry)
+                    if entry.type != FILE or entry.size < CHUNK or offer is not None:
                         batch.append(entry)
+                        offers.append(offer)
                         batch_bytes += entry.size
                         if batch_bytes >= CHUNK or len(batch) >= BATCH_FILES:
                             submit_batch()
@@ -469,6 +514,7 @@ class _Builder:
         self.writer.add_built(built.written, built.parts, built.size)
         self.manifest_entries.extend(built.manifest)
         self.vanished.update(built.vanished)
+        self.reused += built.reused
         if self.progress is ignore_progress:  # no event built per file for nobody
             self.files_done += built.files
             self.bytes_done += built.raw_bytes
@@ -490,7 +536,7 @@ class _Builder:
         if chunk.index == 0 and chunk.last:
             self.writer.add(e.path, done.method, e.mode, e.mtime_ns / 1e9, done.out, done.crc,
                             len(done.raw))  # fmt: skip
-            self._close_entry(e, len(done.raw), done.sha256 or "")
+            self._close_entry(e, len(done.raw), done.sha256 or "", done.crc)
             return
         if chunk.index == 0:
             header = self.writer.begin(e.path, done.method, e.mode, e.mtime_ns / 1e9, e.size)
@@ -504,10 +550,11 @@ class _Builder:
         cur.csize += len(done.out)
         if chunk.last:
             self.writer.finish(cur.header, cur.crc, cur.csize, cur.usize)
-            self._close_entry(e, cur.usize, cur.sha.hexdigest())
+            self._close_entry(e, cur.usize, cur.sha.hexdigest(), cur.crc)
             self.open = None
 
-    def _close_entry(self, e: TreeEntry, size: int, digest: str) -> None:
+    def _close_entry(self, e: TreeEntry, size: int, digest: str, crc: int) -> None:
+        keep = cacheable(e, self.started_ns)
         self.manifest_entries.append(
             ManifestEntry(
                 e.path,
@@ -517,6 +564,9 @@ class _Builder:
                 e.mtime_ns,
                 sha256=digest,
                 followed_link=e.followed_link,
+                ctime_ns=e.ctime_ns if keep else None,
+                ino=e.ino if keep else None,
+                crc32=crc,
             )
         )
         self.files_done += 1
@@ -540,6 +590,7 @@ def create_archive(
     links: LinkMode | str = LinkMode.STORE,
     on_scan: Callable[[Tree], None] | None = None,
     budget: int | None = None,
+    reuse: bool = True,
 ) -> CreateResult:
     """Snapshot ``run_dir`` into a new archive under its ``archives/`` folder.
 
@@ -550,6 +601,9 @@ def create_archive(
     the run's tree once it is scanned, before anything is read (the job locks the ``.nodb``
     files it lists there: one walk of the run per archive). ``budget`` caps the archive's
     bytes (QuotaExceeded, nothing kept; see the module's notes); None: no cap.
+    files it lists there: one walk of the run per archive). ``reuse`` lets unchanged files
+    be copied from the newest archive (the files cache, ``filescache``); off, every file is
+    read and compressed.
     """
     report = progress or ignore_progress
     text = normalize_comment(comment)
@@ -557,6 +611,8 @@ def create_archive(
     lim = limits or Limits.from_env()
     with open_run(run_dir) as run, run_lock(run) as work:
         recover_locked(run, work)
+        # Before the scan: a file whose ctime is not clearly older may change again unseen.
+        started_ns = time.time_ns()
         try:
             tree = scan_run(run)
         except OSError as exc:
@@ -575,8 +631,13 @@ def create_archive(
         with run.ensure_archives() as folder:
             require_space(folder.fd, _estimate_size(tree.entries), "create the archive",
                           reserve=lim.reserve_for(folder.fd))  # fmt: skip
-            result = _create_in(run, folder, tree, text, report, threads, level, before_publish,
-                                budget)  # fmt: skip
+            cache = open_files_cache(folder, run.runid, lim) if reuse else None
+            try:
+                result = _create_in(run, folder, tree, text, report, threads, level,
+                                    before_publish, budget, cache, started_ns)  # fmt: skip
+            finally:
+                if cache is not None:
+                    cache.close()
         # A new archive ends what a restore kept for undo (renamed to trash: instant; the
         # caller's purge_trash or any later recover deletes it).
         drop_undo(work, purge=False)
@@ -586,7 +647,8 @@ def create_archive(
 def _create_in(run: RunDir, folder: Folder, tree: Tree, text: str, report: ProgressCallback,
                threads: int, level: int,
                before_publish: Callable[[], None] | None = None,
-               budget: int | None = None) -> CreateResult:  # fmt: skip
+               budget: int | None = None, cache: FilesCache | None = None,
+               started_ns: int = 0) -> CreateResult:  # fmt: skip
     """Write the archive to a temp file in ``archives/``, then link it to its final name."""
     files_total, bytes_total = tree.file_count, tree.file_bytes
     created = datetime.now(UTC)
@@ -597,7 +659,8 @@ def _create_in(run: RunDir, folder: Folder, tree: Tree, text: str, report: Progr
         tool_version=__version__, external_links=tree.external_links,
     )  # fmt: skip
     try:
-        builder = _Builder(run, level, threads, report, files_total, bytes_total)
+        builder = _Builder(run, level, threads, report, files_total, bytes_total, cache,
+                           started_ns)  # fmt: skip
         size = _write(folder, tmp, builder, tree.entries, manifest, created, budget)
         if before_publish is not None:
             before_publish()
@@ -632,6 +695,7 @@ def _create_in(run: RunDir, folder: Folder, tree: Tree, text: str, report: Progr
         bytes_total=builder.bytes_done,
         external_links=tree.external_links,
         skipped=skipped,
+        reused=builder.reused,
     )
 
 

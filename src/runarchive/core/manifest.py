@@ -4,6 +4,14 @@ It is the archive's own table of contents with checksums, so a restore can prove
 and later features (diff against the live run, single-file download) need no format change:
 each entry carries its path, type, size, mode, mtime and sha256, and the zip's central
 directory gives where its bytes live.
+
+Files also carry their CRC-32 (``crc32``, as in the zip's headers) and the ``ctime_ns`` and
+``ino`` the scan saw (null where not recorded: folders,
+links, followed links, files changed just before the archive was started, and every archive
+written before the files cache): the next archive of the run copies a file's compressed bytes
+from this one when all four of size, mtime_ns, ctime_ns and inode still match
+(``filescache``). A compatible addition, so the format stays ``runarchive/1``: older readers
+ignore the two keys, and archives without them simply offer nothing to reuse.
 """
 
 from __future__ import annotations
@@ -36,6 +44,11 @@ class ManifestEntry:
     target: str | None = None
     # The link's text when a followed link was archived as what it points to (--links=follow).
     followed_link: str | None = None
+    # What the scan's lstat said, for the files cache (see the module docstring).
+    ctime_ns: int | None = None
+    ino: int | None = None
+    # A file's CRC-32, as its zip entry's: binds this entry to the bytes the zip holds for it.
+    crc32: int | None = None
 
 
 @dataclass(slots=True)
@@ -79,6 +92,10 @@ def _opt(value: str | None) -> str:
     return "null" if value is None else _escape(value)
 
 
+def _opt_int(value: int | None) -> str:
+    return "null" if value is None else str(int(value))
+
+
 def _entry_json(e: ManifestEntry) -> str:
     # int() keeps the JSON a number even if a caller passed a bool or an int subclass.
     return (
@@ -87,7 +104,8 @@ def _entry_json(e: ManifestEntry) -> str:
         f'"target":{_opt(e.target)}'
         # Only entries made from a followed link carry it (manifests of store mode unchanged).
         + (f',"followed_link":{_escape(e.followed_link)}' if e.followed_link is not None else "")
-        + "}"
+        + f',"ctime_ns":{_opt_int(e.ctime_ns)},"ino":{_opt_int(e.ino)}'
+        + f',"crc32":{_opt_int(e.crc32)}}}'
     )
 
 
@@ -137,6 +155,14 @@ def _parse_entries(items: Any) -> list[ManifestEntry]:
             for key in ("size", "mode", "mtime_ns"):
                 if type(raw[key]) is not int:
                     raise ValueError(f"{key} of {raw['path']!r} is not an integer")
+        # The files cache's fields (absent from older archives and from folders and links).
+        ctime, ino, crc = raw.get("ctime_ns"), raw.get("ino"), raw.get("crc32")
+        if (
+            (ctime is not None and type(ctime) is not int)
+            or (ino is not None and type(ino) is not int)
+            or (crc is not None and type(crc) is not int)
+        ):
+            raise ValueError(f"ctime_ns, ino or crc32 of {raw['path']!r} is not an integer")
         path, target, followed = raw["path"], raw.get("target"), raw.get("followed_link")
         append(
             make(
@@ -148,6 +174,9 @@ def _parse_entries(items: Any) -> list[ManifestEntry]:
                 sha,
                 None if target is None else str(target),
                 None if followed is None else str(followed),
+                ctime,
+                ino,
+                crc,
             )
         )
     return out

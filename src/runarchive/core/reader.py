@@ -8,15 +8,13 @@ more work than the limits allow.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-
-from isal import isal_zlib
+from typing import TYPE_CHECKING
 
 from .errors import DamagedArchive, InvalidArchive, LimitExceeded, NotFound, UnsafeArchive
 from .limits import Limits
@@ -33,6 +31,12 @@ from .zipformat import (
     descriptor_size,
     read_directory,
 )
+
+if TYPE_CHECKING:
+    import hashlib
+
+# The deflate library and hashlib are imported where entries are read (``stream``,
+# ``verify_archive``): ``list`` parses central directories only and loads neither.
 
 READ_BLOCK = 1 << 20
 MAX_MANIFEST_BYTES = 1 << 30
@@ -188,6 +192,8 @@ class ArchiveReader:
 
     def stream(self, entry: CentralEntry) -> Iterator[bytes]:
         """Yield an entry's bytes, checking size, ratio and CRC; raise on any mismatch."""
+        from isal import isal_zlib
+
         if entry.flags & 0x1:
             raise InvalidArchive(f"Entry {entry.name!r} is encrypted; not supported.")
         if entry.method not in (STORED, DEFLATED):
@@ -227,6 +233,8 @@ class ArchiveReader:
         Every inflate call is capped at READ_BLOCK bytes and checked by the caller before the
         next one, so a bomb is stopped with at most one such piece in memory.
         """
+        from isal import isal_zlib
+
         inflater = isal_zlib.decompressobj(-15) if entry.method == DEFLATED else None
         read = 0
         while read < entry.csize:
@@ -283,6 +291,8 @@ def verify_reader(
     Takes the reader, not a name, so a caller that must know *which file* it checked (the
     scrub binds its result to the opened file's identity) checks the descriptor it opened.
     """
+    import hashlib  # here: a list or a --help never loads it
+
     report = progress or ignore_progress
     problems: list[str] = []
     try:

@@ -35,6 +35,9 @@ class TreeEntry:
     # whose content is archived under ``path``, and (on the link itself) the link's text.
     source: str | None = None
     followed_link: str | None = None
+    # A file's lstat ctime and inode: with size and mtime, what the files cache compares.
+    ctime_ns: int = 0
+    ino: int = 0
 
     @property
     def read_path(self) -> str:
@@ -157,7 +160,9 @@ def scan_run(run: RunDir) -> Tree:
                     tree.entries.append(TreeEntry(rel, DIR, 0, mode, st.st_mtime_ns))
                     subdirs.append(rel)
                 elif stat.S_ISREG(mode):
-                    tree.entries.append(TreeEntry(rel, FILE, st.st_size, mode, st.st_mtime_ns))
+                    entry = TreeEntry(rel, FILE, st.st_size, mode, st.st_mtime_ns)
+                    entry.ctime_ns, entry.ino = st.st_ctime_ns, st.st_ino
+                    tree.entries.append(entry)
                 elif stat.S_ISLNK(mode):
                     try:
                         text = folder.readlink(child.name)

@@ -155,7 +155,12 @@ def _extra_mtime(extra: bytes) -> tuple[int, TimeSource] | None:
     UT comes first, as unzip and bsdtar read it; an NTFS time within the same second is the
     same instant with more digits (7-Zip writes it, and so do we), so it refines UT's second.
     """
-    if extra[:5] == _OUR_TIMES_HEAD and extra[9:21] == _OUR_NTFS_HEAD:
+    # Our layout whole (a hostile extra may start like it and stop short: then walk it).
+    if (
+        len(extra) >= _OUR_TIMES.size
+        and extra[:5] == _OUR_TIMES_HEAD
+        and extra[9:21] == _OUR_NTFS_HEAD
+    ):
         seconds, ticks = _OUR_TIMES.unpack_from(extra)[3::6]
         return _pick(seconds * 1_000_000_000, (ticks - _FILETIME_EPOCH) * 100 if ticks else None)
     ut: int | None = None
@@ -362,9 +367,12 @@ class ZipWriter:
             os.pwrite(self.fh.fileno(), header, offset)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each of its 12 fields through ``object.__setattr__``,
+# which was half the cost of parsing a 30,000-entry directory. Nothing assigns to one (it is
+# hashed and compared by value as before: ``unsafe_hash``).
+@dataclass(slots=True, unsafe_hash=True)
 class CentralEntry:
-    """One entry as the central directory describes it."""
+    """One entry as the central directory describes it (read-only by convention)."""
 
     name: str
     raw_name: bytes
@@ -444,7 +452,7 @@ def _find_eocd(fd: int, file_size: int) -> tuple[int, bytes]:
 
 # Reading the central directory in blocks bounds memory by the block and the entries parsed,
 # never by a size the file claims (a sparse file can claim a gigabyte for a few KiB of disk).
-_CD_BLOCK = 1 << 20
+_CD_BLOCK = 4 << 20
 _MIN_CENTRAL = _CENTRAL.size
 
 
@@ -491,52 +499,79 @@ def read_directory(fd: int, file_size: int, max_entries: int = 1_000_000) -> Dir
 
 
 def _parse_central(fd: int, count: int, cd_offset: int, cd_size: int) -> list[CentralEntry]:
+    """Parse ``count`` central-directory entries: one read per block, one pass over each.
+
+    A directory of up to ``_CD_BLOCK`` bytes (~40,000 entries of our writer) is one
+    ``pread``; a bigger one is read block by block, the unparsed tail of a block carried into
+    the next. Every check is the per-entry one (``_parse_block``).
+    """
     entries: list[CentralEntry] = []
     buf = b""
-    buf_start = 0  # offset of buf[0] within the central directory
-    pos = 0
-
-    def need(n: int) -> None:
-        nonlocal buf, buf_start
-        if pos + n <= buf_start + len(buf):
-            return
-        if pos + n > cd_size:
+    base = 0  # offset of buf[0] within the central directory
+    at = 0  # the next entry's offset within buf
+    while True:
+        at = _parse_block(buf, at, count, cd_offset, entries)
+        if len(entries) == count:
+            break
+        keep = buf[at:]
+        read_to = base + at + len(keep)
+        if read_to >= cd_size:
             raise InvalidArchive("Central directory entry runs past its end.")
-        keep = buf[pos - buf_start :]
-        want = max(n - len(keep), min(_CD_BLOCK, cd_size - pos - len(keep)))
-        more = _read_at(fd, cd_offset + pos + len(keep), want)
-        buf, buf_start = keep + more, pos
+        more = _read_at(fd, cd_offset + read_to, min(_CD_BLOCK, cd_size - read_to))
+        buf, base, at = keep + more, base + at, 0
+    if base + at != cd_size:
+        raise InvalidArchive("Central directory holds more bytes than its entries.")
+    return entries
 
-    for _ in range(count):
-        need(_CENTRAL.size)
-        f = _CENTRAL.unpack_from(buf, pos - buf_start)
-        if f[0] != CENTRAL_SIG:
+
+_NTFS = TimeSource.NTFS
+_UT = TimeSource.UT
+
+
+def _parse_block(
+    buf: bytes, at: int, count: int, cd_offset: int, entries: list[CentralEntry]
+) -> int:
+    """Append the entries that lie whole in ``buf`` from ``at`` (until ``count``); return
+    where the first incomplete one starts.
+
+    Written as one loop with everything it calls bound to locals: 30,000 entries cost ~4 µs
+    each through the helpers. Our own entries' time extras (UT then NTFS, 45 bytes, the same
+    layout every time) are read with one unpack at their known place; any other extra goes
+    through ``_entry_mtime``.
+    """
+    unpack_central = _CENTRAL.unpack_from
+    unpack_times = _OUR_TIMES.unpack_from
+    times_head, ntfs_head, times_size = _OUR_TIMES_HEAD, _OUR_NTFS_HEAD, _OUR_TIMES.size
+    head_size, end = _CENTRAL.size, len(buf)
+    append, new = entries.append, CentralEntry
+    while len(entries) < count and at + head_size <= end:
+        (sig, made_by, _, flags, method, dtime, ddate, crc, csize, usize, nlen, xlen, clen,
+         _, _, ext_attr, offset) = unpack_central(buf, at)  # fmt: skip
+        if sig != CENTRAL_SIG:
             raise InvalidArchive("Central directory entry signature is wrong.")
-        (
-            _,
-            made_by,
-            _,
-            flags,
-            method,
-            dtime,
-            ddate,
-            crc,
-            csize,
-            usize,
-            nlen,
-            xlen,
-            clen,
-            _disk,
-            _,
-            ext_attr,
-            offset,
-        ) = f
-        need(_CENTRAL.size + nlen + xlen + clen)
-        start = pos - buf_start + _CENTRAL.size
-        raw = buf[start : start + nlen]
-        extra = buf[start + nlen : start + nlen + xlen]
-        pos += _CENTRAL.size + nlen + xlen + clen
-        usize, csize, offset = _apply_zip64(extra, usize, csize, offset)
+        start = at + head_size
+        extra_at = start + nlen
+        nxt = extra_at + xlen + clen
+        if nxt > end:
+            break
+        raw = buf[start:extra_at]
+        if (
+            xlen >= times_size
+            and buf[extra_at : extra_at + 5] == times_head
+            and buf[extra_at + 9 : extra_at + 21] == ntfs_head
+        ):
+            seconds, ticks = unpack_times(buf, extra_at)[3::6]
+            mtime_ns: int | None = seconds * 1_000_000_000
+            source: TimeSource | None = _UT
+            if ticks:
+                ntfs = (ticks - _FILETIME_EPOCH) * 100
+                if ntfs // 1_000_000_000 * 1_000_000_000 == mtime_ns:
+                    mtime_ns, source = ntfs, _NTFS
+        else:
+            mtime_ns, source = _entry_mtime(buf[extra_at : extra_at + xlen], dtime, ddate)
+        if usize == _U32 or csize == _U32 or offset == _U32:
+            usize, csize, offset = _apply_zip64(buf[extra_at : extra_at + xlen], usize, csize,
+                                                offset)  # fmt: skip
         if offset >= cd_offset:
             raise InvalidArchive("An entry points into or past the central directory.")
         utf8 = bool(flags & FLAG_UTF8)
@@ -544,26 +579,10 @@ def _parse_central(fd: int, count: int, cd_offset: int, cd_size: int) -> list[Ce
         mode = (ext_attr >> 16) & 0xFFFF if (made_by >> 8) == 3 else 0
         if mode == 0 and ext_attr & 0x10:
             mode = stat.S_IFDIR | 0o755
-        mtime_ns, mtime_source = _entry_mtime(extra, dtime, ddate)
-        entries.append(
-            CentralEntry(
-                name,
-                raw,
-                flags,
-                method,
-                crc,
-                csize,
-                usize,
-                offset,
-                mode,
-                mtime_ns,
-                mtime_source,
-                utf8,
-            )
-        )
-    if pos != cd_size:
-        raise InvalidArchive("Central directory holds more bytes than its entries.")
-    return entries
+        append(new(name, raw, flags, method, crc, csize, usize, offset, mode, mtime_ns, source,
+                   utf8))  # fmt: skip
+        at = nxt
+    return at
 
 
 def _apply_zip64(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int, int, int]:
