@@ -1,8 +1,8 @@
 """The access matrix: every route × anonymous, another user, the owner, an admin × private/public.
 
 Read routes (dashboard, list, download, inside an archive, job status, status websocket,
-retention policy) are open to owners, admins and — on a run holding a ``PUBLIC`` file —
-everybody. Write routes (archive, restore, delete, job info, cancel, pin, unpin, setting the
+retention policy, storage chart) are open to owners, admins and — on a run holding a ``PUBLIC``
+file — everybody. Write routes (archive, restore, delete, job info, cancel, pin, unpin, setting the
 policy, prune and its dry run) are for owners and admins only, public or not. Each case checks
 the answer and what is stored: a refused write leaves no job and no change on disk; an allowed
 inside-an-archive read, the data it gives.
@@ -19,7 +19,8 @@ from runarchive.jobs import enqueue_archive, running_job
 from tests.support.web import WS_HEADERS, Browser, Run, WebEnv
 
 INSIDE_ROUTES = ("entries", "file", "diff", "diff_file")
-READ_ROUTES = ("dashboard", "list", "download", *INSIDE_ROUTES, "jobstatus", "websocket", "policy")
+READ_ROUTES = ("dashboard", "list", "download", *INSIDE_ROUTES, "jobstatus", "websocket", "policy",
+               "storage_chart")  # fmt: skip
 WRITE_ROUTES = ("archive", "restore", "delete", "jobinfo", "canceljob")
 RETENTION_ROUTES = ("pin", "unpin", "set_policy", "prune_dry_run", "prune")
 ROLES = ("anonymous", "other", "owner", "admin")
@@ -49,6 +50,8 @@ def call(web: WebEnv, browser: Browser, route: str, run: Run, job_id: str | None
         return browser.post(f"{base}/rq/api/restore-archive", json={"archive_name": run.archive})
     if route == "policy":
         return browser.get(f"{base}/archive/policy")
+    if route == "storage_chart":
+        return browser.get(f"{base}/archive/storage.svg")
     if route in ("pin", "unpin"):
         return browser.post(f"{base}/archive/{run.archive}/{route}")
     if route == "set_policy":
@@ -132,6 +135,9 @@ def test_access_matrix(web: WebEnv, route: str, role: str, public: bool) -> None
             assert run_policy(run.path) == Policy(keep_last=3)
         if route == "policy":
             assert response.get_json() == Policy().to_dict()
+        if route == "storage_chart":
+            assert response.mimetype == "image/svg+xml"
+            assert f'data-name="{run.archive}"' in response.get_data(as_text=True)
         if route in ("prune_dry_run", "prune"):
             body = response.get_json()
             assert (body["keep"], body["remove"], body["bytes_freed"]) == ([run.archive], [], 0)
@@ -161,6 +167,18 @@ def test_api_tokens_get_the_same_answers_as_sessions(web: WebEnv, role: str) -> 
     assert client.get(f"/runs/{run.runid}/archive/list").status_code == expected_read
     response = client.post(f"/runs/{run.runid}/rq/api/archive", json={"comment": "via token"})
     assert response.status_code == (403 if role == "other" else 202)
+
+
+@pytest.mark.parametrize("role", ["other", "owner", "admin"])
+def test_api_tokens_get_the_storage_chart_as_sessions_do(web: WebEnv, role: str) -> None:
+    run = web.new_run()
+    response = web.token_client(role).get(f"/runs/{run.runid}/archive/storage.svg")
+    if role == "other":
+        assert response.status_code == 403
+        assert response.get_json()["error"]["code"] == "forbidden"
+    else:
+        assert response.status_code == 200
+        assert f'data-name="{run.archive}"' in response.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("role", ["other", "owner", "admin"])

@@ -4,7 +4,8 @@ Nothing is created at import time, so gunicorn builds one app per worker process
 forking. Blueprints, one module per area (the blueprint's name, which prefixes its endpoint
 names, in brackets; kept as they were, since a host app's ``url_for`` uses them):
 ``archives.py`` [``archive``] (dashboard, list, download), ``jobs_api.py`` [``rq_api``] (jobs
-and delete), ``retention.py`` [``retention``] (pins, the retention policy, prune),
+and delete), ``retention.py`` [``retention``] (pins, the retention policy, prune), ``storage.py``
+[``storage``] (the storage chart),
 ``websocket.py`` [``status``] (the status websocket), ``auth.py`` (login, logout,
 tokens, CSRF), ``pages.py`` (runs, health, OpenAPI), and ``mount.py`` [``runarchive``]
 (templates and static files).
@@ -42,6 +43,7 @@ from . import (
     jobs_context,
     pages,
     retention,
+    storage,
     websocket,
     wepp,
 )
@@ -59,6 +61,7 @@ BLUEPRINTS = (
     inside.bp,
     jobs_api.bp,
     retention.bp,
+    storage.bp,
     websocket.bp,
     pages.bp,
     auth.bp,
@@ -189,7 +192,15 @@ def _install(app: Flask, jobs_settings: Settings, web: WebSettings, mount: Mount
         for blueprint in (*BLUEPRINTS, *COMPAT_BLUEPRINTS):  # we check CSRF ourselves
             host_csrf.exempt(blueprint)
     auth.init_app(app, own_login=mount.own_login, url_prefix=mount.url_prefix)
-    for blueprint in (assets, archives.bp, inside.bp, jobs_api.bp, retention.bp, pages.bp):
+    for blueprint in (
+        assets,
+        archives.bp,
+        inside.bp,
+        jobs_api.bp,
+        retention.bp,
+        storage.bp,
+        pages.bp,
+    ):
         app.register_blueprint(blueprint, url_prefix=mount.url_prefix)
     max_sockets = app.config.get("WS_MAX_SOCKETS", web.max_sockets)
     websocket.init_app(app, dep, max_sockets, url_prefix=mount.url_prefix)

@@ -72,6 +72,7 @@ def dashboard_config(runid: str, can_write: bool) -> dict[str, Any]:
             "pin": urls.pin_base(runid),  # + "/<name>/pin" or "/<name>/unpin"
             "policy": urls.retention_policy(runid),
             "prune": urls.prune(runid),
+            "storage_chart": urls.storage_chart(runid),
             "jobstatus": urls.job_status_prefix(),
             "jobinfo": urls.job_info_prefix(),
             "canceljob": urls.cancel_prefix(),

@@ -634,6 +634,14 @@ def _paths() -> dict[str, Any]:
             "responses": {"200": _json(_ref("PrunePlan"), "Dry run: nothing was touched."),
                           "202": _json(_ref("PrunePlan"), "The plan now; the prune job queued."),
                           **REFUSALS, **BUSY}}},
+        "/runs/{runid}/archive/storage.svg": {"get": {
+            "summary": "The run's storage chart, an SVG image: archive sizes over time (pinned "
+                       "and damaged ones marked) and the run, archives vs quota and free disk "
+                       "as bars, each labelled in words. " + READ,
+            "parameters": [RUNID],
+            "responses": {"200": {"description": "The chart (`no-store`).",
+                                  "content": {"image/svg+xml": {"schema": {"type": "string"}}}},
+                          **REFUSALS}}},
         "/rq/api/jobstatus/{job_id}": {"get": {
             "summary": "A job's status, times and progress. Read access to the job's run.",
             "parameters": [JOB_ID],

@@ -129,6 +129,11 @@ def prune(runid: str) -> str:
     return url_for("retention.prune", runid=runid)
 
 
+def storage_chart(runid: str) -> str:
+    """The run's storage chart (an SVG image)."""
+    return url_for("storage.rq_storage_chart", runid=runid)
+
+
 def job_status_prefix() -> str:
     return _prefix("rq_api.jobstatus", "job_id")
 
