@@ -44,7 +44,9 @@
   // Websocket frame types of the status relay (the protocol, not run data).
   const FRAME = Object.freeze({ STATUS: "status", PING: "ping", PONG: "pong", HANGUP: "hangup" });
   // Job kinds, as jobstatus reports them.
-  const KIND = Object.freeze({ ARCHIVE: "archive", RESTORE: "restore", UNDO: "undo" });
+  const KIND = Object.freeze({
+    ARCHIVE: "archive", RESTORE: "restore", UNDO: "undo", PRUNE: "prune",
+  });
   // Free-text status lines the page reacts to (see runarchive.jobs.lines).
   const LINE_PREFIX = Object.freeze({ ERROR: "Error: ", DELETED: "Archive deleted: " });
   // Used only when the server sends no trigger: RQ's final states and what they mean.
@@ -97,6 +99,13 @@
   const ARCHIVE_TRIGGERS = new Set(
     [TRIGGERS.ARCHIVE_COMPLETE, TRIGGERS.ARCHIVE_FAILED].filter(Boolean),
   );
+  const PRUNE_TRIGGERS = new Set([TRIGGERS.PRUNE_COMPLETE, TRIGGERS.PRUNE_FAILED].filter(Boolean));
+  // What a row's health badge says (the scrub's verdict; absent before any scrub ran).
+  const HEALTH = Object.freeze({
+    ok: { text: "verified", className: "badge badge-ok" },
+    damaged: { text: "damaged", className: "badge badge-error" },
+    unchecked: { text: "unchecked", className: "badge badge-muted" },
+  });
   const FINAL_STATES = constants.final_states || DEFAULT_FINAL_STATES;
   const MAX_COMMENT = Number(constants.max_comment) || 40;
   const POLL_MS = Math.max(200, Number(config.poll_interval_ms) || 1000);
@@ -421,6 +430,31 @@
         }),
       );
     }
+    const pinned = archive.pinned === true;
+    if (pinned) {
+      nameCell.append(
+        " ",
+        el("span", {
+          className: "badge badge-pin",
+          title: "Pinned: never pruned, and not deleted until unpinned",
+          text: "pinned",
+        }),
+      );
+    }
+    const health = HEALTH[archive.health];
+    if (health) {
+      const checked = archive.checked_at ? `checked ${localTime(archive.checked_at)}` : "not checked yet";
+      const damage = archive.damage ? `: ${archive.damage}` : "";
+      nameCell.append(
+        " ",
+        el("span", {
+          className: health.className,
+          dataset: { health: archive.health },
+          title: `${health.text}${damage} (${checked})`,
+          text: health.text,
+        }),
+      );
+    }
     const links = Number(archive.links) || 0;
     if (links > 0) {
       nameCell.append(
@@ -470,9 +504,21 @@
         }),
         el("button", {
           type: "button",
+          className: "button button-small button-toggle",
+          dataset: { action: "pin", name },
+          "aria-pressed": String(pinned),
+          "aria-label": `Pin ${name}`,
+          title: pinned ? "Pinned: press to unpin" : "Pin: never pruned, not deleted until unpinned",
+          text: "Pin",
+        }),
+        el("button", {
+          type: "button",
           className: "button button-small button-danger",
-          dataset: { action: "delete", name },
+          dataset: { action: "delete", name, pinned: String(pinned) },
           "aria-label": `Delete ${name}`,
+          // Still focusable: a press says why instead of doing nothing.
+          "aria-disabled": pinned ? "true" : undefined,
+          title: pinned ? "Pinned: unpin it to delete it" : undefined,
           text: "Delete",
         }),
       );
@@ -519,6 +565,8 @@
     state.listLoaded = true;
     renderArchives(Array.isArray(data.archives) ? data.archives : []);
     renderUndo(data.undo);
+    // The storage panel (static/js/storage.js) draws from the same answer.
+    document.dispatchEvent(new CustomEvent("ra:listed", { detail: data }));
     if (data.in_progress && data.job_id && !state.finished.has(data.job_id)) {
       watchJob(String(data.job_id), null);
     }
@@ -630,12 +678,35 @@
     focusNote();
   }
 
+  async function togglePin(button) {
+    const name = button.dataset.name;
+    const pin = button.getAttribute("aria-pressed") !== "true";
+    const url = `${urls.pin}/${name}/${pin ? "pin" : "unpin"}`;
+    const context = pin ? "Could not pin the archive" : "Could not unpin the archive";
+    const data = await post(url, {}, context, name);
+    if (!data) return;
+    setRowNote(
+      name,
+      "success",
+      data.pinned ? `Pinned ${name}: never pruned, not deleted until unpinned.` : `Unpinned ${name}.`,
+    );
+    await refreshList();
+    // The button was disabled while the request ran (which drops the focus): give it back.
+    const again = [...ui.rows.querySelectorAll('button[data-action="pin"]')].find(
+      (node) => node.dataset.name === name,
+    );
+    if (again) again.focus();
+  }
+
   function onRowClick(event) {
     const button = event.target.closest("button[data-action]");
     if (!button || button.disabled) return;
     const name = button.dataset.name;
     if (button.dataset.action === "restore") restoreArchive(name);
-    else if (button.dataset.action === "delete") deleteArchive(name);
+    else if (button.dataset.action === "pin") togglePin(button);
+    else if (button.dataset.action === "delete" && button.dataset.pinned === "true") {
+      setRowNote(name, "error", `${name} is pinned: unpin it to delete it.`, { focus: true });
+    } else if (button.dataset.action === "delete") deleteArchive(name);
   }
 
   function updateCounter() {
@@ -813,9 +884,10 @@
     state.job = null;
     const isArchive = outcome.trigger
       ? ARCHIVE_TRIGGERS.has(outcome.trigger)
-      : job.kind !== KIND.RESTORE && job.kind !== KIND.UNDO;
+      : job.kind !== KIND.RESTORE && job.kind !== KIND.UNDO && job.kind !== KIND.PRUNE;
     const isUndo = outcome.trigger ? UNDO_TRIGGERS.has(outcome.trigger) : job.kind === KIND.UNDO;
-    const what = isArchive ? "Archive" : isUndo ? "Undo" : "Restore";
+    const isPrune = outcome.trigger ? PRUNE_TRIGGERS.has(outcome.trigger) : job.kind === KIND.PRUNE;
+    const what = isPrune ? "Prune" : isArchive ? "Archive" : isUndo ? "Undo" : "Restore";
     root.dataset.lastOutcome = outcome.ok === null ? "unknown" : outcome.ok ? "ok" : "failed";
     root.dataset.lastFinishedVia = via;
     const rec = jobRecord(jobId);
@@ -830,14 +902,14 @@
       if (atRow) setRowNote(atRow, "success", restoreDoneText(rec, atRow), { jobId });
     } else if (outcome.ok === false && /^Canceled by /.test(job.lastError || "")) {
       // A cancel is the user's own act, not a crash: say so, and no stack trace.
-      setJobStatus(isArchive ? "archive canceled" : "restore canceled", "failed");
+      setJobStatus(`${what.toLowerCase()} canceled`, "failed");
       ui.progressLabel.textContent = "Canceled";
       const text = `${what} canceled (${job.lastError.replace(/^Canceled/, "canceled")}).`;
       const box = showAlert("info", text);
       box.dataset.code = "job_canceled";
       if (atRow) setRowNote(atRow, "info", text, { jobId });
     } else if (outcome.ok === false) {
-      setJobStatus(isArchive ? "archive failed" : "restore failed", "failed");
+      setJobStatus(`${what.toLowerCase()} failed`, "failed");
       if (job.fraction === 0) ui.progressLabel.textContent = "Failed before any progress";
       const text = `${what} failed${job.lastError ? `: ${job.lastError}` : "."}`;
       const box = showAlert("error", text);
@@ -989,7 +1061,12 @@
   function learnCall(jobId, call) {
     const match = /^(\w+)\(([^,)]*)(?:, ([^)]+))?\)$/.exec(call || "");
     if (!match) return jobRecord(jobId);
-    const rec = jobRecord(jobId, match[1].startsWith("restore") ? KIND.RESTORE : KIND.ARCHIVE);
+    const kind = match[1].startsWith("restore")
+      ? KIND.RESTORE
+      : match[1].startsWith("prune")
+        ? KIND.PRUNE
+        : KIND.ARCHIVE;
+    const rec = jobRecord(jobId, kind);
     if (match[3] && !rec.archive) rec.archive = match[3];
     return rec;
   }
@@ -1015,14 +1092,20 @@
         const what =
           known.kind === KIND.RESTORE
             ? `Restore${known.archive ? ` from ${known.archive}` : ""}`
-            : "Archive";
+            : known.kind === KIND.PRUNE
+              ? "Prune"
+              : "Archive";
         return {
           text: `${what} ${queued ? "queued" : "started"}`,
           stamp: queued ? "enqueued" : "started",
         };
       }
       if (line.event === EVENTS.TRIGGER && FAILURE_TRIGGERS.has(line.trigger)) {
-        const what = ARCHIVE_TRIGGERS.has(line.trigger) ? "Archive" : "Restore";
+        const what = ARCHIVE_TRIGGERS.has(line.trigger)
+          ? "Archive"
+          : PRUNE_TRIGGERS.has(line.trigger)
+            ? "Prune"
+            : "Restore";
         return { text: `${what} failed`, kind: "error", stamp: "ended" };
       }
       return null;
@@ -1373,5 +1456,13 @@
   connectSocket();
   refreshList();
   // What static/js/inside.js shares with this page (one copy of each rule).
-  window.raDashboard = Object.freeze({ api, el, humanSize, timeNode, sameOriginUrl, showApiError });
+  window.raDashboard = Object.freeze({
+    api, el, humanSize, localTime, timeNode, sameOriginUrl, showAlert, showApiError,
+    watchJob: (jobId, kind) => {
+      jobRecord(jobId, kind);
+      watchJob(jobId, kind);
+    },
+    refreshList,
+    isBusy: () => root.dataset.busy === "true",
+  });
 })();
