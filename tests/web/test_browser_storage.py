@@ -37,7 +37,7 @@ DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 SVG = "{http://www.w3.org/2000/svg}"
 JOB_TIMEOUT_MS = 60_000
-CHART_SRC = re.compile(r"storage\.svg\?v=\d+$")
+CHART_SRC = re.compile(r"storage\.svg\?width=\d+&v=\d+$")
 # Records the ra:jobfinished events the dashboard dispatches, without changing the page.
 PROBE_JS = """
 window.__ra = { finished: [] };
@@ -312,6 +312,12 @@ def test_the_storage_panel_reads_well_on_a_desktop_and_a_phone(
             expect(page.locator("#ra-policy-state")).to_have_text("Saved.")
         page.locator("#ra-prune-preview-btn").click()
         expect(page.locator("#ra-prune-preview")).to_be_visible()
+        # The chart is drawn at the width it is shown at (its text unscaled), within 320-640.
+        natural, shown = page.evaluate(
+            "img => [img.naturalWidth, img.getBoundingClientRect().width]",
+            page.locator("#ra-storage-chart").element_handle(),
+        )
+        assert 320 <= natural <= 640 and abs(natural - shown) <= 12, (natural, shown)
         # Nothing wider than the screen; the touch targets are big enough.
         assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
         for button in ("#ra-prune-preview-btn", "#ra-prune-btn", "#ra-tab-storage"):

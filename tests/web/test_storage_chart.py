@@ -11,6 +11,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from runarchive.core import create_archive, set_pinned
 from runarchive.web.storage import chart_usage
 from runarchive.web.storage_chart import ChartArchive, ChartUsage, render_chart, summary
@@ -185,3 +187,32 @@ def test_the_route_draws_the_runs_archives_with_their_pins(web: WebEnv) -> None:
     assert {g.get("data-name"): int(g.get("data-size", "")) for g in groups} == sizes
     assert "second <b>&amp;</b>" in (groups[1].findtext(f"{SVG}title") or "")
     assert root.findtext(f"{SVG}title") == f"Storage of {run.runid}"
+
+
+def test_the_chart_is_drawn_at_the_width_asked_for_within_its_range() -> None:
+    narrow = parse(render_chart(archives(3), width=320))
+    assert (narrow.get("width"), narrow.get("viewBox", "").split()[2]) == ("320", "320")
+    xs = [float(g.find(f"{SVG}rect").get("x", "")) for g in archive_groups(narrow)]  # type: ignore[union-attr]
+    assert max(xs) < 320 - 16
+    sizes = next(g for g in narrow.iter(f"{SVG}g") if g.get("id") == "sizes")
+    assert texts(sizes)[-2:] == ["2026-11-01", "2026-11-03"]  # days only: the times would touch
+    for width in (319, 1281):
+        with pytest.raises(ValueError, match="width"):
+            render_chart(archives(1), width=width)
+
+
+@pytest.mark.parametrize("width", ["abc", "100", "2000", "-400", "4.5e2", "٣٦٠"])
+def test_the_route_refuses_a_width_out_of_range_or_not_a_number(web: WebEnv, width: str) -> None:
+    run = web.new_run()
+    response = web.as_role("owner").get(f"/runs/{run.runid}/archive/storage.svg?width={width}")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_input"
+    assert (
+        "width must be a whole number from 320 to 1280" in response.get_json()["error"]["message"]
+    )
+
+
+def test_the_route_draws_at_the_width_asked_for(web: WebEnv) -> None:
+    run = web.new_run()
+    response = web.as_role("owner").get(f"/runs/{run.runid}/archive/storage.svg?width=360")
+    assert parse(response.get_data(as_text=True)).get("width") == "360"

@@ -638,7 +638,10 @@ def _paths() -> dict[str, Any]:
             "summary": "The run's storage chart, an SVG image: archive sizes over time (pinned "
                        "and damaged ones marked) and the run, archives vs quota and free disk "
                        "as bars, each labelled in words. " + READ,
-            "parameters": [RUNID],
+            "parameters": [RUNID, {"name": "width", "in": "query", "required": False,
+                                   "description": "Pixels wide, 320 to 1280 (400 otherwise).",
+                                   "schema": {"type": "integer", "minimum": 320,
+                                              "maximum": 1280, "default": 640}}],
             "responses": {"200": {"description": "The chart (`no-store`).",
                                   "content": {"image/svg+xml": {"schema": {"type": "string"}}}},
                           **REFUSALS}}},

@@ -5,7 +5,9 @@ says (``archives.list_body``): the archives' sizes by creation time, which are p
 which damaged (the rows' ``health``, where the scrub has judged them), and the run's disk
 numbers (the list's ``usage``, where the deployment reports it; without it only the archives'
 total is drawn). Taking the list's own body keeps one source for the page's table, its words
-and its chart; the drawing is ``storage_chart``'s, pure and tested on its own.
+and its chart; the drawing is ``storage_chart``'s, pure and tested on its own. ``?width=``
+(320 to 1280 pixels, default 640) lets the page ask for the width it shows the chart at, so
+the text stays legible on a phone instead of being scaled down.
 
 The image is ``no-store`` (it changes with every archive) and gets the pages' security headers;
 it holds no script, and ``<img>`` would not run one anyway.
@@ -16,11 +18,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
+
+from runarchive.core import InvalidInput
 
 from . import access
 from .archives import list_body
-from .storage_chart import ChartArchive, ChartUsage, render_chart
+from .storage_chart import MAX_WIDTH, MIN_WIDTH, WIDTH, ChartArchive, ChartUsage, render_chart
 
 bp = Blueprint("storage", __name__)
 
@@ -72,12 +76,24 @@ def chart_usage(body: dict[str, Any]) -> ChartUsage | None:
     )
 
 
+def chart_width(raw: str | None) -> int:
+    """The ``width`` asked for: a whole number of pixels from MIN_WIDTH to MAX_WIDTH."""
+    if raw is None or raw == "":
+        return WIDTH
+    if not raw.isascii() or not raw.isdigit() or not MIN_WIDTH <= int(raw) <= MAX_WIDTH:
+        raise InvalidInput(f"width must be a whole number from {MIN_WIDTH} to {MAX_WIDTH}.")
+    return int(raw)
+
+
 @bp.get("/runs/<runid>/archive/storage.svg")
 def rq_storage_chart(runid: str) -> Response:
     """Draw the run's storage chart: archive sizes over time, run, archives, quota, free disk."""
     found = access.require_read(runid)
+    width = chart_width(request.args.get("width"))  # parsed before any work
     body = list_body(found)
-    svg = render_chart(chart_archives(body["archives"]), chart_usage(body), runid=found.runid)
+    svg = render_chart(
+        chart_archives(body["archives"]), chart_usage(body), runid=found.runid, width=width
+    )
     response = Response(svg, mimetype="image/svg+xml")
     response.headers["Cache-Control"] = "no-store"
     return response

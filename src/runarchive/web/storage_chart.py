@@ -31,7 +31,11 @@ from xml.sax.saxutils import escape, quoteattr
 
 from runarchive.core import human_bytes, iso_utc
 
-WIDTH = 640
+WIDTH = (
+    640  # the default; a page asks for its own width (MIN_WIDTH..MAX_WIDTH) so text stays legible
+)
+MIN_WIDTH = 320
+MAX_WIDTH = 1280
 MARGIN = 16
 PLOT_TOP = 52  # below the title and the legend
 PLOT_HEIGHT = 160
@@ -134,9 +138,9 @@ def _bar_title(archive: ChartArchive) -> str:
     return f"{head} — {archive.comment}" if archive.comment else head
 
 
-def _timeline(archives: Sequence[ChartArchive]) -> list[str]:
+def _timeline(archives: Sequence[ChartArchive], width: int) -> list[str]:
     """The bars of the sizes-over-time plot, oldest left."""
-    left, right = MARGIN + 56, WIDTH - MARGIN
+    left, right = MARGIN + 56, width - MARGIN
     base = PLOT_TOP + PLOT_HEIGHT
     out = [
         '<g id="sizes" aria-label="Archive sizes over time">',
@@ -160,8 +164,8 @@ def _timeline(archives: Sequence[ChartArchive]) -> list[str]:
     first, last = ordered[0].created, ordered[-1].created
     span = (last - first).total_seconds()
     slot = (right - left) / len(ordered)
-    width = max(3.0, min(28.0, slot * 0.7))
-    usable = right - left - width
+    bar = max(3.0, min(28.0, slot * 0.7))
+    usable = right - left - bar
     for index, archive in enumerate(ordered):
         if span > 0:
             # By time, but never closer than the order allows: bars of one minute stay apart.
@@ -169,7 +173,7 @@ def _timeline(archives: Sequence[ChartArchive]) -> list[str]:
             by_order = index * slot
             x = left + (by_time + by_order) / 2
         else:
-            x = left + index * slot + (slot - width) / 2
+            x = left + index * slot + (slot - bar) / 2
         height = max(MIN_BAR_PX, archive.size / biggest * PLOT_HEIGHT) if archive.size else 0
         y = base - height
         fill = "url(#hatch)" if archive.damaged else ARCHIVE_FILL
@@ -184,21 +188,23 @@ def _timeline(archives: Sequence[ChartArchive]) -> list[str]:
             f' data-pinned="{str(archive.pinned).lower()}"'
             f' data-damaged="{str(archive.damaged).lower()}">'
             f"<title>{_text(_bar_title(archive))}</title>"
-            f'<rect x="{_num(x)}" y="{_num(y)}" width="{_num(width)}" height="{_num(height)}"'
+            f'<rect x="{_num(x)}" y="{_num(y)}" width="{_num(bar)}" height="{_num(height)}"'
             f' fill="{fill}"{stroke}/>'
         )
         if marks:
             colour = DAMAGED_FILL if archive.damaged else PINNED_STROKE
             out.append(
-                f'<text class="mark" x="{_num(x + width / 2)}" y="{_num(y - 4)}" '
+                f'<text class="mark" x="{_num(x + bar / 2)}" y="{_num(y - 4)}" '
                 f'text-anchor="middle" font-size="12" font-weight="bold" '
                 f'fill="{colour}">{marks}</text>'
             )
         out.append("</g>")
+    # Two full times need ~250 px side by side; a narrower plot names the days only.
+    stamp = "%Y-%m-%d %H:%M UTC" if right - left >= 300 else "%Y-%m-%d"
     for moment, anchor, x_at in ((first, "start", left), (last, "end", right)):
         out.append(
             f'<text class="axis" x="{x_at}" y="{base + 16}" text-anchor="{anchor}" '
-            f'font-size="11" fill="{MUTED}">{_text(moment.strftime("%Y-%m-%d %H:%M"))} UTC</text>'
+            f'font-size="11" fill="{MUTED}">{_text(moment.strftime(stamp))}</text>'
         )
         if span == 0:
             break
@@ -231,10 +237,12 @@ def _disk_bars(archives: Sequence[ChartArchive], usage: ChartUsage | None) -> li
     return bars
 
 
-def _disk(archives: Sequence[ChartArchive], usage: ChartUsage | None, top: int) -> list[str]:
+def _disk(
+    archives: Sequence[ChartArchive], usage: ChartUsage | None, top: int, width: int
+) -> list[str]:
     """The horizontal bars, on one scale shared by all of them."""
     bars = _disk_bars(archives, usage)
-    left, right = MARGIN, WIDTH - MARGIN
+    left, right = MARGIN, width - MARGIN
     scale_max = max([b.value for b in bars] + [b.track or 0 for b in bars]) or 1
     out = ['<g id="disk" aria-label="Disk use">']
     y = top
@@ -288,16 +296,23 @@ def _legend() -> str:
 
 
 def render_chart(
-    archives: Sequence[ChartArchive], usage: ChartUsage | None = None, *, runid: str = ""
+    archives: Sequence[ChartArchive],
+    usage: ChartUsage | None = None,
+    *,
+    runid: str = "",
+    width: int = WIDTH,
 ) -> str:
-    """Return the storage chart of a run's archives (and its disk numbers, when known)."""
+    """Return the storage chart of a run's archives (and its disk numbers, when known),
+    ``width`` pixels wide (``MIN_WIDTH`` to ``MAX_WIDTH``)."""
+    if not MIN_WIDTH <= width <= MAX_WIDTH:
+        raise ValueError(f"width {width} is not from {MIN_WIDTH} to {MAX_WIDTH}")
     disk_top = PLOT_TOP + PLOT_HEIGHT + AXIS_GAP
     bars = len(_disk_bars(archives, usage))
     height = disk_top + bars * (BAR_HEIGHT + BAR_GAP) + 4
     title = f"Storage of {runid}" if runid else "Storage"
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{WIDTH}" height="{height}" '
-        f'viewBox="0 0 {WIDTH} {height}" aria-labelledby="chart-title chart-desc" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" aria-labelledby="chart-title chart-desc" '
         'font-family="system-ui, sans-serif">',
         f'<title id="chart-title">{_text(title)}</title>',
         f'<desc id="chart-desc">{_text(summary(archives, usage))}</desc>',
@@ -306,14 +321,14 @@ def render_chart(
         '<rect width="6" height="6" fill="#fbe4e2"/>'
         f'<line x1="0" y1="0" x2="0" y2="6" stroke="{DAMAGED_FILL}" stroke-width="3"/>'
         "</pattern></defs>",
-        f'<rect width="{WIDTH}" height="{height}" fill="#ffffff"/>',
+        f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
         f'<text x="{MARGIN}" y="18" font-size="14" font-weight="bold" fill="{INK}">'
         "Archive sizes over time</text>",
         _legend(),
-        *_timeline(archives),
+        *_timeline(archives, width),
         f'<text x="{MARGIN}" y="{disk_top - 6}" font-size="14" font-weight="bold" '
         f'fill="{INK}">Disk (one scale)</text>',
-        *_disk(archives, usage, disk_top),
+        *_disk(archives, usage, disk_top, width),
         "</svg>",
     ]
     return "".join(parts)

@@ -134,6 +134,13 @@ def storage_chart(runid: str) -> str:
     return url_for("storage.rq_storage_chart", runid=runid)
 
 
+def audit_log(runid: str) -> str | None:
+    """The run's audit log, when this app serves it (the ``audit`` blueprint); else None."""
+    if "audit.run_audit" not in current_app.view_functions:
+        return None
+    return url_for("audit.run_audit", runid=runid)
+
+
 def job_status_prefix() -> str:
     return _prefix("rq_api.jobstatus", "job_id")
 

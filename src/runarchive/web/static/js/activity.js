@@ -23,12 +23,13 @@
   const { api, el, humanSize, localTime } = shared;
 
   const PAGE = 50;
+  // The audit vocabulary's outcomes (core.audit.Outcome); any other word gets a plain badge.
   const OUTCOME_CLASS = Object.freeze({
-    ok: "badge badge-ok",
-    success: "badge badge-ok",
+    accepted: "badge",
+    done: "badge badge-ok",
     refused: "badge badge-warn",
     failed: "badge badge-error",
-    error: "badge badge-error",
+    canceled: "badge badge-muted",
   });
   const ui = {
     panel: $("ra-panel-activity"),
@@ -59,7 +60,11 @@
     const who = event.remote_addr ? `${text(event.user)} (${event.remote_addr})` : text(event.user);
     return el("tr", { dataset: { id: text(event.id), action: text(event.action) } }, [
       el("td", { dataset: { label: "Time" } }, [when]),
-      el("td", { dataset: { label: "Action" }, text: text(event.action) }),
+      el("td", {
+        dataset: { label: "Action" },
+        title: event.detail ? String(event.detail) : undefined,
+        text: event.detail ? `${text(event.action)}: ${event.detail}` : text(event.action),
+      }),
       el("td", { dataset: { label: "Outcome" } }, [
         el("span", {
           className: OUTCOME_CLASS[outcome] || "badge badge-muted",

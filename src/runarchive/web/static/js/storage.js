@@ -36,6 +36,9 @@
     keep_last: "Newest", keep_daily: "Daily", keep_weekly: "Weekly", keep_monthly: "Monthly",
   });
   const MAX_KEEP = 100000;
+  const CHART_MIN = 320; // the route's range of widths (web/storage_chart.py)
+  const CHART_MAX = 640; // wider, and the page's text would outgrow the chart's
+  const RESIZE_DEBOUNCE_MS = 250;
   const WHOLE = /^\d+$/;
 
   // ---------------------------------------------------------------- tabs
@@ -141,19 +144,27 @@
     return `${parts.join("; ")}.`;
   }
 
+  /** The width the chart is shown at, so the server draws its text at a legible size. */
+  function chartWidth() {
+    const shown = ui.chart.parentElement.clientWidth || CHART_MAX;
+    const width = Math.floor(Math.min(CHART_MAX, shown) / 10) * 10;
+    return Math.max(CHART_MIN, width);
+  }
+
   function renderStorage() {
     const data = state.list;
     if (!data) return;
     const text = totalsText(data);
     ui.summary.textContent = text;
     if (ui.panel.hidden) return; // the chart is fetched when the panel is shown
-    const key = JSON.stringify([data.archives, data.usage]);
+    const width = chartWidth();
+    const key = JSON.stringify([data.archives, data.usage, width]);
     if (key === state.chartKey) return;
     state.chartKey = key;
     state.chartVersion += 1;
     const sep = urls.storage_chart.includes("?") ? "&" : "?";
     ui.chart.alt = `Storage chart: ${text}`;
-    ui.chart.src = `${urls.storage_chart}${sep}v=${state.chartVersion}`;
+    ui.chart.src = `${urls.storage_chart}${sep}width=${width}&v=${state.chartVersion}`;
     ui.chart.dataset.version = String(state.chartVersion);
   }
 
@@ -347,6 +358,11 @@
   if (ui.pruneBtn) ui.pruneBtn.addEventListener("click", pruneNow);
   document.addEventListener("ra:tab", (event) => {
     if (event.detail.tab === "ra-tab-storage") renderStorage();
+  });
+  let resizeTimer = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(renderStorage, RESIZE_DEBOUNCE_MS); // redrawn if its width changed
   });
 
   loadPolicy();
