@@ -23,6 +23,15 @@ def test_our_keys_take_the_prefix() -> None:
     assert keys.status_feed("abc") == "runarchive:feed:abc:archive"
     assert keys.pending_recovery() == "runarchive:recover"
     assert keys.undo_expiry() == "runarchive:undo-expiry"
+    assert keys.quota_owner("ana") == "runarchive:quota:ana"
+    assert keys.quota_owner("a.b@x-1_2") == "runarchive:quota:a.b@x-1_2"
+    assert keys.job_quota("j1") == "runarchive:job:j1:quota"
+
+
+@pytest.mark.parametrize("owner", ["", "a b", "a*b", "x" * 65, "ana\n", "a:b"])
+def test_an_owner_name_that_could_reach_other_keys_is_refused(owner: str) -> None:
+    with pytest.raises(InvalidInput):
+        Keys().quota_owner(owner)
 
 
 def test_a_custom_prefix_moves_every_own_key() -> None:

@@ -238,6 +238,7 @@ def archive(
     """Create a new archive of RUN_DIR under RUN_DIR/archives/.
 
     With --links follow, links that leave the run stay links (never followed) and are named.
+    The site's per-run quota (RUNARCHIVE_QUOTA_RUN_BYTES/_COUNT) applies: exit 4 when over it.
     """
     from runarchive.core import policy_from_env, purge_trash
 
@@ -251,7 +252,10 @@ def archive(
     ):
         from runarchive.core import create_archive
 
-        result = create_archive(run_dir, stored, progress=progress, links=links)
+        from .quota_commands import local_budget  # the site's per-run quota (no owner here)
+
+        budget = local_budget(run_dir)
+        result = create_archive(run_dir, stored, progress=progress, links=links, budget=budget)
         if hold is not None:
             hold.archive_ready(result.name)
         prune_error = _prune_after_archive(run_dir, site, hold, pruned)

@@ -3,7 +3,8 @@
 0 success; 1 the operation failed (damage found, unsafe archive, no space, Redis configured but
 unreachable…); 2 bad input (arguments, names, a short password); 3 refused because something
 holds the run (another operation, a job, the host's ``.nodb`` locks, a read-only marker, a job
-past the point of canceling) or the archive is pinned.
+past the point of canceling) or the archive is pinned; 4 refused by an archive quota (waiting
+does not help: delete or prune archives, or ask an admin).
 
 The library names its errors (each class's ``code``); the codes are looked up along the error's
 class hierarchy, so a subclass with a name of its own (``job_running`` is a ``busy``) maps like
@@ -26,6 +27,7 @@ from runarchive.core import RunArchiveError
 FAILED = 1
 BAD_INPUT = 2
 REFUSED = 3
+QUOTA = 4
 
 EXIT_CODES: dict[str, int] = {
     "invalid_input": BAD_INPUT,
@@ -35,6 +37,7 @@ EXIT_CODES: dict[str, int] = {
     "locked": REFUSED,
     "not_cancelable": REFUSED,
     "nothing_to_undo": REFUSED,
+    "quota_exceeded": QUOTA,
 }
 
 

@@ -1,6 +1,7 @@
 """The web commands (registered on ``runarchive`` by ``cli/__init__.py`` when named).
 
-``runarchive serve`` runs the service; ``users add``/``passwd``/``remove``, ``runs
+``runarchive serve`` runs the service; ``users add``/``passwd``/``remove``/``list``/``quota``
+(``quota_commands.py``), ``runs
 grant``/``revoke`` and ``tokens create``/``list``/``revoke`` manage accounts in the same database
 the service uses (``--data-dir`` or ``--database-url``, also from the environment). A change is
 a committed database write that every web process sees on its next request (no process caches
@@ -24,6 +25,7 @@ import click
 from runarchive.core import InvalidInput
 
 from .exits import reporting
+from .quota_commands import users_list_command, users_quota_command
 
 F = TypeVar("F", bound=Callable[..., Any])
 DIR = click.Path(file_okay=False, path_type=Path)
@@ -312,5 +314,8 @@ def tokens_revoke(
         count = accounts.revoke_tokens(session, accounts.require_user(session, user), token_prefix)
     click.echo(f"revoked {count} token{'' if count == 1 else 's'} of {user}")
 
+
+users.add_command(users_quota_command(database_options, _session))
+users.add_command(users_list_command(database_options, _session))
 
 COMMANDS: tuple[click.Command, ...] = (serve, users, runs, tokens)

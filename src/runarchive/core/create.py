@@ -17,6 +17,11 @@ linked to its final name (which fails rather than overwrite), and the directory 
 before the link ``before_publish`` is called, the caller's last chance to stop (a canceled job
 raises there). Any error removes the temp file; a kill leaves only the temp file, which
 ``recover`` removes. So a name matching the archive pattern always denotes a complete archive.
+
+A ``budget`` (bytes; the quota's hard check, a plain number here) is enforced by the file the
+writer appends to: a write that would take the archive past it raises ``QuotaExceeded``
+before the bytes land, and the temp file is removed like on any error, so an archive over its
+budget is never published and never left half-written.
 """
 
 from __future__ import annotations
@@ -32,12 +37,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from isal import isal_zlib
 
 from .. import __version__
-from .errors import NoSpace, RunArchiveError
-from .fsutil import is_no_space, require_space
+from .errors import NoSpace, QuotaExceeded, RunArchiveError
+from .fsutil import human_bytes, is_no_space, require_space
 from .journal import recover_locked
 from .limits import Limits
 from .linkmode import LinkMode, parse_link_mode
@@ -339,6 +345,38 @@ def _estimate_size(entries: list[TreeEntry]) -> int:
     return total
 
 
+class _Budgeted:
+    """The archive's file, refusing any write that would take it past ``budget`` bytes.
+
+    Everything ``ZipWriter`` does to its file goes through ``write``/``writelines`` (counted)
+    or is delegated unchanged (``tell``, ``flush``, ``fileno``; the close's ``pwrite`` patches
+    rewrite bytes already counted).
+    """
+
+    def __init__(self, fh: BinaryIO, budget: int) -> None:
+        self.fh, self.budget, self.written = fh, budget, 0
+
+    def _take(self, size: int) -> None:
+        if self.written + size > self.budget:
+            raise QuotaExceeded(
+                f"The archive would pass its quota of {human_bytes(self.budget)} (about "
+                f"{human_bytes(self.written + size)} written so far); nothing was kept. "
+                "Delete or prune archives, or ask an admin."
+            )
+        self.written += size
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._take(len(data))
+        return self.fh.write(data)
+
+    def writelines(self, parts: list[bytes]) -> None:
+        self._take(sum(len(part) for part in parts))
+        self.fh.writelines(parts)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.fh, name)
+
+
 class _Builder:
     """Writes one archive; the calling thread is the only one touching ``writer``."""
 
@@ -501,6 +539,7 @@ def create_archive(
     before_publish: Callable[[], None] | None = None,
     links: LinkMode | str = LinkMode.STORE,
     on_scan: Callable[[Tree], None] | None = None,
+    budget: int | None = None,
 ) -> CreateResult:
     """Snapshot ``run_dir`` into a new archive under its ``archives/`` folder.
 
@@ -509,7 +548,8 @@ def create_archive(
     ``links`` is ``store`` (every symlink archived as a link) or ``follow`` (links that
     resolve inside the run archived as what they point to; see ``links``). ``on_scan`` sees
     the run's tree once it is scanned, before anything is read (the job locks the ``.nodb``
-    files it lists there: one walk of the run per archive).
+    files it lists there: one walk of the run per archive). ``budget`` caps the archive's
+    bytes (QuotaExceeded, nothing kept; see the module's notes); None: no cap.
     """
     report = progress or ignore_progress
     text = normalize_comment(comment)
@@ -535,7 +575,8 @@ def create_archive(
         with run.ensure_archives() as folder:
             require_space(folder.fd, _estimate_size(tree.entries), "create the archive",
                           reserve=lim.reserve_for(folder.fd))  # fmt: skip
-            result = _create_in(run, folder, tree, text, report, threads, level, before_publish)
+            result = _create_in(run, folder, tree, text, report, threads, level, before_publish,
+                                budget)  # fmt: skip
         # A new archive ends what a restore kept for undo (renamed to trash: instant; the
         # caller's purge_trash or any later recover deletes it).
         drop_undo(work, purge=False)
@@ -544,7 +585,8 @@ def create_archive(
 
 def _create_in(run: RunDir, folder: Folder, tree: Tree, text: str, report: ProgressCallback,
                threads: int, level: int,
-               before_publish: Callable[[], None] | None = None) -> CreateResult:  # fmt: skip
+               before_publish: Callable[[], None] | None = None,
+               budget: int | None = None) -> CreateResult:  # fmt: skip
     """Write the archive to a temp file in ``archives/``, then link it to its final name."""
     files_total, bytes_total = tree.file_count, tree.file_bytes
     created = datetime.now(UTC)
@@ -556,7 +598,7 @@ def _create_in(run: RunDir, folder: Folder, tree: Tree, text: str, report: Progr
     )  # fmt: skip
     try:
         builder = _Builder(run, level, threads, report, files_total, bytes_total)
-        size = _write(folder, tmp, builder, tree.entries, manifest, created)
+        size = _write(folder, tmp, builder, tree.entries, manifest, created, budget)
         if before_publish is not None:
             before_publish()
         os.link(tmp, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd, follow_symlinks=False)
@@ -600,12 +642,14 @@ def _write(
     entries: list[TreeEntry],
     manifest: Manifest,
     created: datetime,
+    budget: int | None = None,
 ) -> int:
     """Write every entry, then the manifest and central directory; fsync; return the size."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(tmp, flags, 0o644, dir_fd=folder.fd)
     with os.fdopen(fd, "wb", buffering=CHUNK) as fh:
-        writer = builder.writer = ZipWriter(fh)
+        out = fh if budget is None else cast(BinaryIO, _Budgeted(fh, budget))
+        writer = builder.writer = ZipWriter(out)
         builder.build(entries)
         manifest.entries = builder.manifest_entries
         data = manifest.to_json()

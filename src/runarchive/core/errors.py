@@ -84,6 +84,17 @@ class NoSpace(RunArchiveError):
     code = "no_space"
 
 
+class QuotaExceeded(RunArchiveError):
+    """An archive would pass a quota on archive bytes or count; nothing was written or kept.
+
+    Raised before any work (the estimate, ``quota``) and by ``create_archive`` when the bytes
+    written would pass its budget (the temp file is removed first). The message names the
+    usage, the limit and what to do.
+    """
+
+    code = "quota_exceeded"
+
+
 class Busy(RunArchiveError):
     """Another operation holds the run (OS file lock or job slot)."""
 

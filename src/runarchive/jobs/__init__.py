@@ -16,6 +16,7 @@ from .errors import Canceled, JobRunning, NotCancelable, QueueUnavailable
 from .jobinfo import JOB_STATES, job_status
 from .lines import parse_line
 from .locks import acquire_lock, ensure_unlocked, lock_statuses, release_lock
+from .reservation import OwnerQuota
 from .runs import find_run
 from .settings import ENV as SETTINGS_ENV
 from .settings import Settings
@@ -33,6 +34,7 @@ __all__ = [
     "JobRunning",
     "JobsContext",
     "NotCancelable",
+    "OwnerQuota",
     "QueueUnavailable",
     "Settings",
     "Trigger",

@@ -11,6 +11,9 @@
 2. refuse while any ``.nodb`` lock of the run is held (Locked, HTTP 409);
 3. reconcile the run's slot (a slot whose job died is finished and freed here);
 4. claim the slot atomically with a fresh job id (JobRunning, HTTP 409, names the holder);
+   for an archive, check the run's quota and reserve the archive's bytes in each owner's
+   (``reservation.archive_budget``: QuotaExceeded, HTTP 409, the slot released again); the
+   job gets the reserved bytes as its write budget;
 5. in one Redis transaction: save and push the RQ job, and publish + retain
    ``rq:<id> ENQUEUED <call>``, so no worker can start the job before the line is out;
    if that fails the slot is released and the error raised (QueueUnavailable, HTTP 503).
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +55,7 @@ from .errors import JobRunning, QueueUnavailable
 from .lifecycle import on_job_failure, on_job_stopped, reconcile
 from .lines import job_line
 from .locks import ensure_unlocked
+from .reservation import OwnerQuota, archive_budget, release_reservation
 from .runs import locate_run
 from .slot import Slot, claim_slot, read_slot, release_slot, slot_ttl
 from .tasks import archive_rq, prune_rq, restore_archive_rq, undo_restore_rq
@@ -74,6 +78,7 @@ class JobRequest:
     comment: Comment | None = None
     links: LinkMode = LinkMode.STORE
     paths: RestorePaths | None = None
+    owners: tuple[OwnerQuota, ...] = ()  # an archive's owners whose quotas apply
 
     @property
     def runid(self) -> str:
@@ -84,8 +89,9 @@ class JobRequest:
         """The job's call as status lines and the RQ description spell it."""
         return self.kind.call(self.runid, self.archive.name if self.archive else None)
 
-    def job(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        """Return the RQ job function and its arguments (plain values: they cross Redis)."""
+    def job(self, budget: int | None = None) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """Return the RQ job function and its arguments (plain values: they cross Redis);
+        ``budget``: an archive's byte budget, from its quotas."""
         if self.kind is JobKind.PRUNE:
             return prune_rq, (self.runid,)
         if self.kind is JobKind.UNDO:
@@ -95,6 +101,8 @@ class JobRequest:
                 return restore_archive_rq, (self.runid, self.archive.name, self.paths.as_list())
             return restore_archive_rq, (self.runid, self.archive.name)
         text = self.comment.text if self.comment is not None else ""
+        if budget is not None:
+            return archive_rq, (self.runid, text or None, self.links.value, budget)
         return archive_rq, (self.runid, text or None, self.links.value)
 
 
@@ -103,15 +111,20 @@ def archive_request(
     run: str | RunRef,
     comment: str | Comment | None = None,
     links: str | LinkMode | None = None,
+    owners: Sequence[OwnerQuota] = (),
 ) -> JobRequest:
     """Parse an archive job's arguments (InvalidInput, NotFound).
 
     ``links`` (``store``/``follow``) defaults to the ``links`` setting; it is resolved here, so
-    the job does what was asked whatever the worker's setting.
+    the job does what was asked whatever the worker's setting. ``owners``: whose quotas the
+    archive counts against (the web layer knows the owners; the site's per-run quota always
+    applies).
     """
     parsed = parse_comment(comment)
     mode = parse_link_mode(ctx.settings.links if links is None else links)
-    return JobRequest(JobKind.ARCHIVE, _located(ctx, run), comment=parsed, links=mode)
+    return JobRequest(
+        JobKind.ARCHIVE, _located(ctx, run), comment=parsed, links=mode, owners=tuple(owners)
+    )
 
 
 def restore_request(
@@ -146,9 +159,10 @@ def enqueue_archive(
     run: str | RunRef,
     comment: str | Comment | None = None,
     links: str | LinkMode | None = None,
+    owners: Sequence[OwnerQuota] = (),
 ) -> str:
-    """Queue an archive of run ``run``; return the job id."""
-    return enqueue(ctx, archive_request(ctx, run, comment, links))
+    """Queue an archive of run ``run`` within its quotas (and ``owners``'); return the job id."""
+    return enqueue(ctx, archive_request(ctx, run, comment, links, owners))
 
 
 def enqueue_restore(
@@ -205,8 +219,12 @@ def enqueue(ctx: JobsContext, request: JobRequest) -> str:
             holder = read_slot(data, ctx.keys, runid)
             raise JobRunning(runid, holder.job_id if holder is not None else "unknown")
         try:
-            _push(ctx, request, job_id)
+            budget = None
+            if request.kind is JobKind.ARCHIVE:
+                budget = archive_budget(ctx, request.run, request.owners, job_id)
+            _push(ctx, request, job_id, budget)
         except BaseException:
+            release_reservation(data, ctx.keys, job_id)
             release_slot(data, ctx.keys, runid, job_id)
             raise
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
@@ -214,9 +232,9 @@ def enqueue(ctx: JobsContext, request: JobRequest) -> str:
     return job_id
 
 
-def _push(ctx: JobsContext, request: JobRequest, job_id: str) -> None:
+def _push(ctx: JobsContext, request: JobRequest, job_id: str, budget: int | None) -> None:
     settings = ctx.settings
-    func, args = request.job()
+    func, args = request.job(budget)
     meta = {"runid": request.runid, "kind": request.kind.value, "prefix": settings.key_prefix}
     with ctx.clients.rq.pipeline() as pipe:
         ctx.queue().enqueue_call(

@@ -27,6 +27,7 @@ NODB_LOCK_PREFIX = "nodb-lock"
 STATUS_CHANNEL_SUFFIX = "archive"
 
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # fullmatch: "$" would accept a final "\n"
+_OWNER_RE = re.compile(r"[A-Za-z0-9_.@-]{1,64}")  # the accounts' user names
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 
@@ -93,6 +94,17 @@ class Keys:
         """Sorted set of run ids keeping a restore's undo, scored by when it expires (seconds);
         the worker's maintenance drops the expired ones."""
         return f"{self.prefix}:undo-expiry"
+
+    def quota_owner(self, owner: str) -> str:
+        """Hash of an owner's archive reservations (``r:<job id>`` = ``<bytes> <deadline>``)
+        and ``gen``, counted up whenever one ends (``jobs.reservation``)."""
+        if not _OWNER_RE.fullmatch(owner):
+            raise InvalidInput(f"Invalid owner name {owner!r} for a quota.")
+        return f"{self.prefix}:quota:{owner}"
+
+    def job_quota(self, job_id: str) -> str:
+        """Set of the ``quota_owner`` keys a job holds a reservation in, released at its end."""
+        return f"{self.prefix}:job:{job_id}:quota"
 
     # --- compatibility names (no prefix) ------------------------------------------------------
 

@@ -19,8 +19,9 @@ canceled while queued, lost by Redis   ``reconcile`` (worker start, every claim,
 ``finish_job`` claims ``<prefix>:job:<id>:final`` with SET NX and, in the same server-side
 script, publishes the ``EXCEPTION``/``COMPLETED`` line and the TRIGGER: only the winner publishes,
 and a process killed at any instant has done both or neither, so there is exactly one final
-trigger per job however many of these paths race and whenever they die. It then frees the
-slot (compare-and-delete on the job id).
+trigger per job however many of these paths race and whenever they die. It then releases the
+job's quota reservations (``reservation``) and frees the slot (compare-and-delete on the job
+id).
 
 When a job died rather than ended, its run may hold a half-written temp archive or an
 interrupted restore: the run id goes into ``<prefix>:recover`` and a process that can see the
@@ -52,6 +53,7 @@ from .context import JobsContext, current
 from .errors import JobRunning
 from .lines import error_line, job_line, trigger_line
 from .locks import release_job_locks
+from .reservation import release_reservation
 from .runs import find_run, run_dir_candidates
 from .settings import Settings
 from .slot import (
@@ -101,6 +103,8 @@ def finish_job(
             on_won()
         except Exception:
             log.exception("job %s: bookkeeping after its final trigger failed", job_id)
+    # After the archive is published (or is certain never to be): see reservation's notes.
+    release_reservation(data, keys, job_id)
     release_slot(data, keys, runid, job_id)
     data.delete(keys.job_alive(job_id))
     return won

@@ -12,7 +12,17 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from runarchive.core import POLICY_ENV, LinkMode, Policy, parse_link_mode, parse_policy
+from runarchive.core import (
+    POLICY_ENV,
+    QUOTA_ENV,
+    Limit,
+    LinkMode,
+    Policy,
+    parse_count,
+    parse_link_mode,
+    parse_policy,
+    parse_size,
+)
 from runarchive.core.errors import InvalidInput
 
 from .keys import DEFAULT_PREFIX, Keys
@@ -44,6 +54,9 @@ ENV: dict[str, str] = {
     "links": "RUNARCHIVE_LINKS",
     # The site's default retention policy (a run's own policy wins; none set: keep all).
     **POLICY_ENV,
+    # The site's archive quotas: per run, and per owner (a user's override in the accounts
+    # database wins over the owner pair).
+    **QUOTA_ENV,
 }
 
 
@@ -85,6 +98,11 @@ class Settings:
     keep_daily: int = 0
     keep_weekly: int = 0
     keep_monthly: int = 0
+    # The site's archive quotas (bytes, count; None: no limit), see ``core.quota``.
+    quota_run_bytes: int | None = None
+    quota_run_count: int | None = None
+    quota_owner_bytes: int | None = None
+    quota_owner_count: int | None = None
 
     def __post_init__(self) -> None:
         if self.run_layout not in RUN_LAYOUTS:
@@ -101,6 +119,7 @@ class Settings:
         Keys(self.key_prefix)  # validates the prefix
         parse_link_mode(self.links)
         parse_policy({rule: getattr(self, rule) for rule in POLICY_ENV})
+        _ = (self.run_limit, self.owner_limit)  # a Limit validates its numbers
         # Absolute from here on: a relative path would mean something else to every process
         # and library that later resolves it against its own working directory.
         for name in ("runs_root", "data_dir"):
@@ -118,6 +137,16 @@ class Settings:
         """The site's default retention policy, or None (keep everything)."""
         policy = parse_policy({rule: getattr(self, rule) for rule in POLICY_ENV})
         return None if policy.empty else policy
+
+    @property
+    def run_limit(self) -> Limit:
+        """The site's quota on each run's archives."""
+        return Limit(self.quota_run_bytes, self.quota_run_count)
+
+    @property
+    def owner_limit(self) -> Limit:
+        """The site's quota on all the archives of one owner's runs (a user may override it)."""
+        return Limit(self.quota_owner_bytes, self.quota_owner_count)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -147,6 +176,8 @@ class Settings:
 
 def _parse(name: str, type_name: str, raw: str) -> Any:
     try:
+        if name in QUOTA_ENV:
+            return (parse_size if name.endswith("bytes") else parse_count)(raw)
         if "tuple" in type_name:
             if raw.strip().lower() == "none":
                 return ()
@@ -157,6 +188,6 @@ def _parse(name: str, type_name: str, raw: str) -> Any:
             return int(raw)
         if "float" in type_name:
             return float(raw)
-    except ValueError:
+    except (ValueError, InvalidInput):
         raise InvalidInput(f"Invalid value {raw!r} for {ENV[name]}.") from None
     return raw

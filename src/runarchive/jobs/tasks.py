@@ -203,14 +203,22 @@ class _JobRun:
         self.cancel.clear()
 
 
-def archive_rq(runid: str, comment: str | None = None, links: str = "store") -> dict[str, Any]:
-    """RQ job: snapshot run ``runid`` into a new archive, publishing its status lines."""
+def archive_rq(
+    runid: str, comment: str | None = None, links: str = "store", budget: int | None = None
+) -> dict[str, Any]:
+    """RQ job: snapshot run ``runid`` into a new archive, publishing its status lines.
+
+    ``budget``: the bytes its quotas reserved (``reservation``); the core aborts the archive,
+    keeping nothing, as soon as it would pass them.
+    """
     frame = _JobRun(JobKind.ARCHIVE, runid)
     with Heartbeat(frame.ctx, frame.job_id) as heartbeat:
         frame.started()
         try:
             frame.begin()
             run = locate_run(frame.ctx.settings, runid)  # the job's edge: its arguments
+            if budget is not None and (type(budget) is not int or budget < 0):
+                raise RunArchiveError(f"Invalid archive budget {budget!r}.")
             ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.ARCHIVE.verb)
             with ExitStack() as held:
 
@@ -221,7 +229,7 @@ def archive_rq(runid: str, comment: str | None = None, links: str = "store") -> 
 
                 result = create_archive(
                     run, comment, progress=frame.progress, before_publish=frame.cancel.commit,
-                    links=links, on_scan=lock_nodb,
+                    links=links, on_scan=lock_nodb, budget=budget,
                 )  # fmt: skip
                 frame.relay.flush()
             frame.stream.publish(archive_ready_line(result.name))

@@ -163,6 +163,27 @@ def runs_of(session: Session, user: User) -> list[str]:
     return list(rows)
 
 
+def owners_of(session: Session, runid: str) -> list[User]:
+    """Return the users granted run ``runid``, by name."""
+    rows = session.scalars(
+        select(User).join(RunAccess).where(RunAccess.runid == runid).order_by(User.name)
+    )
+    return list(rows)
+
+
+def set_quota(
+    session: Session, user: User, quota_bytes: int | None, quota_count: int | None
+) -> None:
+    """Set ``user``'s own quota on all their runs' archives (None: back to the site's)."""
+    user.quota_bytes, user.quota_count = quota_bytes, quota_count
+    session.commit()
+
+
+def list_users(session: Session) -> list[User]:
+    """Return every user, by name."""
+    return list(session.scalars(select(User).order_by(User.name)))
+
+
 def hash_token(token: str) -> str:
     """Return the stored form of an API token."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()

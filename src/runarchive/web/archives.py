@@ -40,7 +40,7 @@ from runarchive.core import (
 )
 from runarchive.jobs import JOB_STATES, Event, Trigger, running_job
 
-from . import access, urls
+from . import access, archive_quota, urls
 from .access import RunView
 from .errors import html_page
 from .jobs_context import jobs
@@ -140,20 +140,20 @@ def rq_archive_list(runid: str) -> Response:
 
 def list_body(found: RunView) -> dict[str, Any]:
     """Return the list of a run the caller may read: its archives, the job holding it, and
-    whether the last restore can be undone (``undo``; an expired one is dropped here)."""
-    assert found.run_dir is not None
+    whether the last restore can be undone (``undo``; an expired one is dropped here), and
+    the run's storage ``usage`` (``archive_quota``)."""
+    assert found.run is not None
     slot = running_job(jobs(), found.runid)
     download = urls.download_prefix(found.runid)  # one url_for for every row (urls.py)
-    archives = [
-        {**_row(info), "download_url": download + info.name}
-        for info in list_archives(found.run_dir)
-    ]
+    rows = list_archives(found.run.path)
+    archives = [{**_row(info), "download_url": download + info.name} for info in rows]
     return {
         "archives": archives,
         "in_progress": slot is not None,
         "job_id": slot.job_id if slot is not None else None,
         "job_kind": slot.kind if slot is not None else None,
-        "undo": undo_info(found.run_dir).as_json(),
+        "undo": undo_info(found.run.path).as_json(),
+        "usage": archive_quota.usage_block(found.run, rows),
     }
 
 

@@ -32,6 +32,8 @@ SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("users", "session_generation", "INTEGER NOT NULL DEFAULT 0"),
     ("api_tokens", "prefix", "VARCHAR(16)"),
+    ("users", "quota_bytes", "BIGINT"),
+    ("users", "quota_count", "INTEGER"),
 )
 
 

@@ -52,6 +52,7 @@ from runarchive.core import (
     NotFound,
     NothingToUndo,
     Pinned,
+    QuotaExceeded,
     ReadOnlyRun,
     RunArchiveError,
     UnsafeRun,
@@ -141,6 +142,7 @@ HTTP_STATUSES: dict[type[RunArchiveError], int] = {
     Busy: 409,  # and JobRunning
     ReadOnlyRun: 409,
     Pinned: 409,
+    QuotaExceeded: 409,
     Locked: 409,
     QueueUnavailable: 503,
     Canceled: 409,

@@ -45,7 +45,7 @@ from runarchive.jobs import (
     job_status,
 )
 
-from . import access
+from . import access, archive_quota
 from .access import RunView
 from .jobs_context import jobs
 
@@ -98,11 +98,15 @@ class QueuedArchive:
 
 
 def start_archive(run: RunView, body: dict[str, Any]) -> QueuedArchive:
-    """Queue an archive of a run the caller may write, with the body's comment and links mode."""
+    """Queue an archive of a run the caller may write, with the body's comment and links mode.
+
+    Within the run's quota and each owner's (409 ``quota_exceeded`` naming usage and limit).
+    """
     comment = parse_comment(_text(body, "comment", required=False))
     # store|follow (400 otherwise, from the jobs layer); absent: the RUNARCHIVE_LINKS setting.
     links = _text(body, "links", required=False)
-    return QueuedArchive(enqueue_archive(jobs(), _located(run), comment, links), comment)
+    owners = archive_quota.owner_quotas(run.runid)
+    return QueuedArchive(enqueue_archive(jobs(), _located(run), comment, links, owners), comment)
 
 
 def start_restore(run: RunView, name: str, paths: RestorePaths | None = None) -> str:

@@ -12,6 +12,10 @@ A new user starts at a random generation: SQLite may give a re-added user the ro
 removed one, and the removed user's cookies must not fit the new account. ``ApiToken.prefix``
 is the token's first characters (``ra_`` and 8 more, 48 of its 256 random bits), kept so the
 CLI can list and revoke tokens without the token itself.
+
+``User.quota_bytes``/``quota_count`` override the site's per-owner archive quota for that user
+(``runarchive users quota``; NULL: the site's ``RUNARCHIVE_QUOTA_OWNER_*``); a database made
+before them gains the columns on open (``db.ADDED_COLUMNS``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -49,6 +61,9 @@ class User(Base):
     session_generation: Mapped[int] = mapped_column(
         Integer, default=first_generation, server_default="0"
     )
+    # The user's own quota on all their runs' archives (None: the site's per-owner setting).
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    quota_count: Mapped[int | None] = mapped_column(Integer, default=None)
 
     runs: Mapped[list[RunAccess]] = relationship(
         back_populates="user", cascade="all, delete-orphan"

@@ -89,11 +89,26 @@ BUSY = {
     "503": _error("Redis (the job queue) is unavailable, or no disk space."),
 }
 
+# An archive request adds the quota refusal to the run's busy ones.
+ARCHIVE_REFUSALS = {
+    **BUSY,
+    "409": _error(
+        BUSY["409"]["description"] + " Or over an archive quota (`quota_exceeded`): the run's "
+        "or an owner's archive bytes (with the estimate of this archive) or count would pass "
+        "the limit; the message names the usage, the limit and what to do."
+    ),
+}
+
 # What ``core.parse_comment`` refuses, as far as a pattern can say it (the rule is by Unicode
-# category: Cc, Cf, Cs, Co, Cn, Zl, Zp); the C0/C1 controls, bidi marks and zero-width ones.
+# category: Cc, Cf, Cs, Co, Cn, Zl, Zp): the C0/C1 controls, bidi marks and zero-width ones;
+# surrogates and the BMP's private use area (U+D800-U+F8FF); every code point above U+3134A
+# but the variation selectors U+E0100-U+E01EF (in Python 3.11's Unicode 14 all of them are
+# unassigned, tags or private use; held as characters in the string, since ``\u`` escapes
+# stop at U+FFFF). The BMP's scattered unassigned code points are left to the server's 400.
 COMMENT_PATTERN = (
     "^[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u200b-\\u200f\\u2028-\\u202e"
-    "\\u2060-\\u206f\\ufeff\\ufff9-\\ufffb]*$"
+    "\\u2060-\\u206f\\ud800-\\uf8ff\\ufeff\\ufff9-\\ufffb"
+    "\U0003134b-\U000e00ff\U000e01f0-\U0010ffff]*$"
 )
 _ARCHIVE_BODY = {
     "type": "object",
@@ -207,6 +222,33 @@ SCHEMAS: dict[str, Any] = {
                 "enum": ["archive", "restore", "prune", "undo", "delete", None],
             },
             "undo": _ref("Undo"),
+            "usage": _ref("Usage"),
+        },
+    },
+    "Usage": {
+        "type": "object",
+        "required": [
+            "archives_bytes",
+            "archives_count",
+            "run_bytes",
+            "quota_bytes",
+            "quota_count",
+            "disk_free_bytes",
+        ],
+        "description": "The run's storage: its archives, its own files, its quota (the site's "
+        "per-run limit; null: none) and the free space of the archives' disk.",
+        "properties": {
+            "archives_bytes": {"type": "integer", "minimum": 0},
+            "archives_count": {"type": "integer", "minimum": 0},
+            "run_bytes": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "The run's files outside `archives/` (measured at most a "
+                "minute ago).",
+            },
+            "quota_bytes": {"type": ["integer", "null"], "minimum": 0},
+            "quota_count": {"type": ["integer", "null"], "minimum": 0},
+            "disk_free_bytes": {"type": "integer", "minimum": 0},
         },
     },
     "Undo": {
@@ -589,7 +631,8 @@ def _paths() -> dict[str, Any]:
         "/runs/{runid}/rq/api/archive": {"post": {
             "summary": "Queue an archive job. " + WRITE, "parameters": [RUNID],
             "requestBody": _body(_ARCHIVE_BODY),
-            "responses": {"202": _json(_ref("ArchiveQueued"), "Queued."), **REFUSALS, **BUSY}}},
+            "responses": {"202": _json(_ref("ArchiveQueued"), "Queued."), **REFUSALS,
+                          **ARCHIVE_REFUSALS}}},
         "/runs/{runid}/rq/api/restore-archive": {"post": {
             "summary": "Queue a restore job (all, or only `paths`). " + WRITE,
             "parameters": [RUNID],
