@@ -212,7 +212,8 @@ def test_policy_save_preview_and_prune_now_remove_exactly_what_the_rule_drops(
     assert [g.get("data-name") for g in drawn] == names  # oldest first
     assert [g.get("data-pinned") for g in drawn] == ["true", "false", "false", "false", "false"]
     summary = view.page.locator("#ra-storage-summary")
-    expect(summary).to_have_text(f"5 archives, {human(sum(sizes.values()))} in all; 1 pinned.")
+    expect(summary).to_have_text(totals(view.page, run, "1 pinned"))
+    assert summary.inner_text().startswith(f"5 archives, {human(sum(sizes.values()))} in all;")
     expect(view.chart).to_have_attribute("alt", f"Storage chart: {summary.inner_text()}")
 
     keep_last = view.page.locator("#ra-keep_last")
@@ -269,9 +270,8 @@ def test_policy_save_preview_and_prune_now_remove_exactly_what_the_rule_drops(
     expect(view.chart).not_to_have_attribute("data-version", str(version))
     view.chart_loaded()
     assert [g.get("data-name") for g in view.chart_archives()] == [names[0], names[3], names[4]]
-    expect(summary).to_have_text(
-        f"3 archives, {human(sum(sizes[n] for n in kept))} in all; 1 pinned."
-    )
+    expect(summary).to_have_text(totals(view.page, run, "1 pinned"))
+    assert summary.inner_text().startswith(f"3 archives, {human(sum(sizes[n] for n in kept))} in")
 
 
 def test_a_reader_sees_the_storage_panel_but_no_control_that_changes_anything(
@@ -326,6 +326,18 @@ def test_the_storage_panel_reads_well_on_a_desktop_and_a_phone(
         page.locator("#ra-panel-storage").scroll_into_view_if_needed()
         page.screenshot(path=target / shot, full_page=True)
         assert (target / shot).stat().st_size > 10_000
+
+
+def totals(page: Page, run: Path, tail: str) -> str:
+    """The totals in words the panel must show, from the list's own ``usage`` now."""
+    usage = page.request.get(f"/runs/{run.name}/archive/list").json()["usage"]
+    parts = [f"{usage['archives_count']} archives, {human(usage['archives_bytes'])} in all"]
+    if usage["quota_bytes"] is not None:
+        used = round(100 * usage["archives_bytes"] / usage["quota_bytes"])
+        parts.append(f"quota {human(usage['quota_bytes'])} ({used} % used)")
+    parts.append(f"the run itself {human(usage['run_bytes'])}")
+    parts.append(f"{human(usage['disk_free_bytes'])} free on the disk")
+    return "; ".join([*parts, tail]) + "."
 
 
 def human(n: int) -> str:

@@ -216,3 +216,17 @@ def test_the_route_draws_at_the_width_asked_for(web: WebEnv) -> None:
     run = web.new_run()
     response = web.as_role("owner").get(f"/runs/{run.runid}/archive/storage.svg?width=360")
     assert parse(response.get_data(as_text=True)).get("width") == "360"
+
+
+def test_the_route_draws_the_lists_usage_as_the_disk_bars(web: WebEnv) -> None:
+    run = web.new_run()
+    owner = web.as_role("owner")
+    usage = owner.get(f"/runs/{run.runid}/archive/list").get_json()["usage"]
+    root = parse(owner.get(f"/runs/{run.runid}/archive/storage.svg").get_data(as_text=True))
+    bars = bar_groups(root)
+    assert list(bars) == ["run", "archives", "free"]
+    assert int(bars["run"].get("data-value", "")) == usage["run_bytes"] > 0
+    assert int(bars["archives"].get("data-value", "")) == usage["archives_bytes"] > 0
+    assert abs(int(bars["free"].get("data-value", "")) - usage["disk_free_bytes"]) < 2**26
+    assert usage["quota_bytes"] is None and bars["archives"].get("data-quota") is None
+    assert "free on the disk" in (root.findtext(f"{SVG}desc") or "")
