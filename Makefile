@@ -7,7 +7,7 @@ PORT ?= 8000
 # act on the same data whatever directory they are typed in.
 DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: run test lint fmt bench bench-inside bench-service sysdeps clean
+.PHONY: run test lint fmt bench bench-inside bench-service bench-storage sysdeps clean
 
 # `make run` needs the runtime only; the test and lint tools come with the dev extra.
 $(BIN)/.installed: pyproject.toml
@@ -52,6 +52,10 @@ bench: $(BIN)/.installed-dev sysdeps
 # Issue 14's read side in the core: diff of 30,000 files, listing pages, one file of a 2 GiB archive.
 bench-inside: $(BIN)/.installed-dev
 	$(BIN)/python -m bench.inside
+
+# Issue 15's prune and scrub throughput on the 2 GB benchmark run (built once, then reused).
+bench-storage: $(BIN)/.installed-dev
+	$(BIN)/python -m bench.storage
 
 # Service-level numbers (list latency, websocket fan-out, throughput, HTTP load with wrk).
 bench-service: $(BIN)/.installed-dev sysdeps

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.redis import serve_redis
+
+# The scrub is periodic: left on, every worker a test starts would queue a pass over its runs
+# and read their archives in the background. Its own tests (and benchmarks) turn it on.
+os.environ["RUNARCHIVE_SCRUB_INTERVAL"] = "0"
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ def settings(tmp_path: Path, redis_url: str) -> Settings:
         slot_grace=2.0,
         lock_ttl=30,
         data_dir=tmp_path / "data",
+        scrub_interval=0,  # the periodic scrub off; its own tests turn it on
     )
 
 

@@ -34,6 +34,12 @@ def test_an_owner_name_that_could_reach_other_keys_is_refused(owner: str) -> Non
         Keys().quota_owner(owner)
 
 
+def test_the_scrub_keys_take_the_prefix() -> None:
+    keys = Keys("runarchive")
+    assert keys.health("abc") == "runarchive:health:abc"
+    assert keys.scrub_pass() == "runarchive:scrub:pass"
+
+
 def test_a_custom_prefix_moves_every_own_key() -> None:
     keys = Keys("tenant2")
     assert keys.slot("r") == "tenant2:slot:r"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import struct
+import zipfile
 from pathlib import Path
 
 from runarchive.core import create_archive
@@ -50,3 +53,32 @@ def copy_archives(run: Path, stamps: list[str]) -> list[str]:
         names.append(name)
     seed.unlink()
     return names
+
+
+def make_mixed_run(root: Path, runid: str, random_bytes: int = 256 * 1024) -> Path:
+    """Write a run holding a file the archive stores (random bytes, ``data.bin``) and text
+    files it deflates (``output/*.txt``)."""
+    run = root / runid
+    (run / "output").mkdir(parents=True)
+    (run / "data.bin").write_bytes(os.urandom(random_bytes))
+    for i in range(3):
+        (run / "output" / f"H{i}.txt").write_text(f"hillslope {i} runoff 0.25 mm\n" * 4000)
+    (run / "wepp.nodb").write_text('{"state": 1}\n')
+    return run
+
+
+def flip_entry_byte(archive: Path, entry: str, method: int) -> None:
+    """Flip one byte in the middle of ``entry``'s data (found with the standard library's
+    zipfile, not ours), after checking the entry is compressed with ``method``; the file's
+    size stays the same."""
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo(entry)
+    assert info.compress_type == method, (entry, info.compress_type)
+    with open(archive, "r+b") as fh:
+        fh.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", fh.read(4))
+        where = info.header_offset + 30 + name_len + extra_len + info.compress_size // 2
+        fh.seek(where)
+        byte = fh.read(1)
+        fh.seek(where)
+        fh.write(bytes([byte[0] ^ 0x5A]))

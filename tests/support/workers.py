@@ -37,6 +37,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
             "RUNARCHIVE_NODB_CACHE_DB": str(settings.nodb_cache_db),
             "RUNARCHIVE_DATA_DIR": str(settings.data_dir),
             "RUNARCHIVE_POST_RESTORE_HOOKS": ",".join(settings.post_restore_hooks) or "none",
+            "RUNARCHIVE_SCRUB_INTERVAL": str(settings.scrub_interval),
+            "RUNARCHIVE_SCRUB_RATE": str(settings.scrub_rate),
         }
     )
     return env

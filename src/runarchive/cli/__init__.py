@@ -36,6 +36,7 @@ import click
 from runarchive import __version__
 from runarchive.cli.exits import exit_with
 from runarchive.cli.inside_commands import COMMANDS as INSIDE_COMMANDS
+from runarchive.cli.scrub_commands import scrub as scrub_command
 
 # Only what every command needs. Each command imports, from the same face, the operation
 # it runs when it runs: ``runarchive.core`` loads its modules on first use, so ``list``
@@ -220,6 +221,7 @@ def cli() -> None:
 
 for _command in INSIDE_COMMANDS:  # ls, cat, extract, diff: inside one archive
     cli.add_command(_command)
+cli.add_command(scrub_command)  # every archive verified now, as the periodic scrub does
 
 
 @cli.command()

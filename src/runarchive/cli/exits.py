@@ -4,7 +4,8 @@
 unreachable…); 2 bad input (arguments, names, a short password); 3 refused because something
 holds the run (another operation, a job, the host's ``.nodb`` locks, a read-only marker, a job
 past the point of canceling) or the archive is pinned; 4 refused by an archive quota (waiting
-does not help: delete or prune archives, or ask an admin).
+does not help: delete or prune archives, or ask an admin); 5 ``scrub`` checked every archive
+and found damage.
 
 The library names its errors (each class's ``code``); the codes are looked up along the error's
 class hierarchy, so a subclass with a name of its own (``job_running`` is a ``busy``) maps like
@@ -28,6 +29,7 @@ FAILED = 1
 BAD_INPUT = 2
 REFUSED = 3
 QUOTA = 4
+DAMAGE_FOUND = 5  # ``scrub`` ran and found a damaged archive (not an error of the command)
 
 EXIT_CODES: dict[str, int] = {
     "invalid_input": BAD_INPUT,

@@ -95,7 +95,14 @@ if TYPE_CHECKING:  # what mypy and readers see; at run time ``__getattr__`` impo
         parse_size,
         run_limit_from_env,
     )
-    from .reader import ArchiveReader, VerifyReport, open_archive, open_archive_fd, verify_archive
+    from .reader import (
+        ArchiveReader,
+        VerifyReport,
+        open_archive,
+        open_archive_fd,
+        verify_archive,
+        verify_reader,
+    )
     from .restore import (
         RestorePreview,
         RestoreResult,
@@ -119,6 +126,16 @@ if TYPE_CHECKING:  # what mypy and readers see; at run time ``__getattr__`` impo
     from .rundir import Folder, RunDir, RunRef, open_run
     from .runlock import run_lock
     from .runpolicy import effective_policy, run_policy, set_run_policy
+    from .scrub import (
+        HEALTH_STATES,
+        ArchiveIdentity,
+        CheckResult,
+        Throttle,
+        archive_names,
+        check_archive,
+        runs_under,
+        scrub_run,
+    )
     from .tree import Tree, find_nodb_files, nodb_files, scan_run
     from .undo import UNDO_TTL_ENV, UndoInfo, expire_run_undo, undo_info, undo_nodb_files
 
@@ -130,6 +147,15 @@ _EXPORTS = {
     "parse_restore_paths": "partial",
     "UndoResult": "restore",
     "undo_restore": "restore",
+    "HEALTH_STATES": "scrub",
+    "ArchiveIdentity": "scrub",
+    "CheckResult": "scrub",
+    "Throttle": "scrub",
+    "archive_names": "scrub",
+    "check_archive": "scrub",
+    "runs_under": "scrub",
+    "scrub_run": "scrub",
+    "verify_reader": "reader",
     "UNDO_TTL_ENV": "undo",
     "UndoInfo": "undo",
     "expire_run_undo": "undo",
@@ -251,6 +277,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "HEALTH_STATES",
     "MAX_COMMENT_CHARS",
     "MAX_KEEP",
     "POLICY_ENV",
@@ -259,12 +286,14 @@ __all__ = [
     "RUNID_RE",
     "SAFE_ARCHIVE_RE",
     "UNDO_TTL_ENV",
+    "ArchiveIdentity",
     "ArchiveInfo",
     "ArchiveReader",
     "ArchiveRef",
     "Busy",
     "Candidate",
     "Change",
+    "CheckResult",
     "Comment",
     "Contents",
     "CreateResult",
@@ -307,6 +336,7 @@ __all__ = [
     "RunDir",
     "RunRef",
     "TextDiff",
+    "Throttle",
     "Tree",
     "UndoInfo",
     "UndoResult",
@@ -314,8 +344,10 @@ __all__ = [
     "UnsafeRun",
     "Usage",
     "VerifyReport",
+    "archive_names",
     "archive_ref",
     "budget_for",
+    "check_archive",
     "check_quota",
     "check_restore_paths",
     "check_run",
@@ -365,7 +397,9 @@ __all__ = [
     "run_limit_from_env",
     "run_lock",
     "run_policy",
+    "runs_under",
     "scan_run",
+    "scrub_run",
     "set_pinned",
     "set_run_policy",
     "stat_entry",
@@ -375,6 +409,7 @@ __all__ = [
     "validate_archive_name",
     "validate_runid",
     "verify_archive",
+    "verify_reader",
 ]
 
 

@@ -11,7 +11,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -93,6 +93,9 @@ class ArchiveReader:
         self.fd = fd
         self.name = name
         self.limits = limits or Limits.from_env()
+        # Told the size of every block read from the file for entry data (the scrub's rate
+        # bound); None reads at full speed.
+        self.on_read: Callable[[int], None] | None = None
         self._manifest: Manifest | None = None
         self._manifest_read = False
         self._data_offsets: dict[int, int] = {}
@@ -231,6 +234,8 @@ class ArchiveReader:
             if not block:
                 raise InvalidArchive(f"Archive is truncated inside {entry.name!r}.")
             read += len(block)
+            if self.on_read is not None:
+                self.on_read(len(block))
             if inflater is None:
                 yield block, read
                 continue
@@ -266,47 +271,56 @@ def verify_archive(
     run_dir: Path, name: str, *, progress: ProgressCallback | None = None
 ) -> VerifyReport:
     """Read every entry, checking CRCs and the manifest's sizes and sha256 sums."""
+    with open_run(run_dir) as run, open_archive(run, name) as reader:
+        return verify_reader(reader, progress=progress)
+
+
+def verify_reader(
+    reader: ArchiveReader, *, progress: ProgressCallback | None = None
+) -> VerifyReport:
+    """Check every entry of an open archive (layout, CRCs, the manifest's sizes and sha256).
+
+    Takes the reader, not a name, so a caller that must know *which file* it checked (the
+    scrub binds its result to the opened file's identity) checks the descriptor it opened.
+    """
     report = progress or ignore_progress
     problems: list[str] = []
-    with open_run(run_dir) as run, open_archive(run, name) as reader:
+    try:
+        reader.check_layout()
+    except InvalidArchive as exc:
+        problems.append(str(exc))
+    try:
+        manifest = reader.manifest()
+    except InvalidArchive as exc:
+        manifest = None
+        problems.append(str(exc))
+    expected = manifest.by_path() if manifest else {}
+    content = reader.content_entries()
+    total = sum(e.usize for e in content)
+    done_bytes = 0
+    seen: set[str] = set()
+    for i, entry in enumerate(content, 1):
+        path_key = entry.name.rstrip("/")
+        seen.add(path_key)
+        sha = hashlib.sha256()
         try:
-            reader.check_layout()
+            for piece in reader.stream(entry):
+                sha.update(piece)
         except InvalidArchive as exc:
             problems.append(str(exc))
-        try:
-            manifest = reader.manifest()
-        except InvalidArchive as exc:
-            manifest = None
-            problems.append(str(exc))
-        expected = manifest.by_path() if manifest else {}
-        content = reader.content_entries()
-        total = sum(e.usize for e in content)
-        done_bytes = 0
-        seen: set[str] = set()
-        for i, entry in enumerate(content, 1):
-            path_key = entry.name.rstrip("/")
-            seen.add(path_key)
-            sha = hashlib.sha256()
-            try:
-                for piece in reader.stream(entry):
-                    sha.update(piece)
-            except InvalidArchive as exc:
-                problems.append(str(exc))
-            else:
-                problems.extend(_against_manifest(entry, path_key, sha, expected, manifest))
-            done_bytes += entry.usize
-            report(
-                ProgressEvent("verify", Phase.VERIFY, i, len(content), done_bytes, total, path_key)
-            )
-        if manifest is not None:
-            problems.extend(
-                f"{p!r} is in the manifest but not in the archive."
-                for p in sorted(set(expected) - seen)
-            )
-        elif not problems:
-            problems.append("Archive has no runarchive manifest: CRCs checked, sha256 not.")
-            return VerifyReport(True, len(content), False, problems)
-        return VerifyReport(not problems, len(content), manifest is not None, problems)
+        else:
+            problems.extend(_against_manifest(entry, path_key, sha, expected, manifest))
+        done_bytes += entry.usize
+        report(ProgressEvent("verify", Phase.VERIFY, i, len(content), done_bytes, total, path_key))
+    if manifest is not None:
+        problems.extend(
+            f"{p!r} is in the manifest but not in the archive."
+            for p in sorted(set(expected) - seen)
+        )
+    elif not problems:
+        problems.append("Archive has no runarchive manifest: CRCs checked, sha256 not.")
+        return VerifyReport(True, len(content), False, problems)
+    return VerifyReport(not problems, len(content), manifest is not None, problems)
 
 
 def _against_manifest(

@@ -3,7 +3,8 @@
 A thin layer over ``runarchive.core``: ``enqueue`` claims the run's slot and queues
 ``tasks.archive_rq``/``tasks.restore_archive_rq``/``tasks.undo_restore_rq``; the worker runs
 them and ``lifecycle`` makes sure every job, however it ends, publishes exactly one final
-trigger and frees its slot.
+trigger and frees its slot. The periodic scrub (``scrub``, on its own low-priority queue) verifies
+every archive and keeps what it found outside the run (``health``).
 See ``docs/jobs.md``.
 """
 
@@ -13,6 +14,7 @@ from .context import JobsContext
 from .delete import delete_archive
 from .enqueue import enqueue_archive, enqueue_prune, enqueue_restore, enqueue_undo, running_job
 from .errors import Canceled, JobRunning, NotCancelable, QueueUnavailable
+from .health import Health, archive_health
 from .jobinfo import JOB_STATES, job_status
 from .lines import parse_line
 from .locks import acquire_lock, ensure_unlocked, lock_statuses, release_lock
@@ -30,6 +32,7 @@ __all__ = [
     "CancelStatus",
     "Canceled",
     "Event",
+    "Health",
     "JobKind",
     "JobRunning",
     "JobsContext",
@@ -39,6 +42,7 @@ __all__ = [
     "Settings",
     "Trigger",
     "acquire_lock",
+    "archive_health",
     "cancel_job",
     "delete_archive",
     "embedded_url",

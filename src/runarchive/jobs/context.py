@@ -50,6 +50,14 @@ class JobsContext:
             default_timeout=self.settings.job_timeout,
         )
 
+    def scrub_queue(self) -> Queue:
+        """Return the scrub's low-priority RQ queue (workers listen to it after ``queue``)."""
+        return Queue(
+            self.settings.scrub_queue,
+            connection=self.clients.rq,
+            default_timeout=self.settings.job_timeout,
+        )
+
     def stream(self, runid: str) -> StatusStream:
         """Return the status stream of run ``runid``."""
         return StatusStream(

@@ -8,6 +8,8 @@
    for a restore, check the archive exists (NotFound) and holds every chosen path
    (InvalidInput naming it); for an undo, that the run keeps something to undo
    (NothingToUndo, HTTP 409);
+   a restore of an archive the scrub found damaged is refused too (DamagedArchive, HTTP 409,
+   the damage named; ``health.refuse_damaged``);
 2. refuse while any ``.nodb`` lock of the run is held (Locked, HTTP 409);
 3. reconcile the run's slot (a slot whose job died is finished and freed here);
 4. claim the slot atomically with a fresh job id (JobRunning, HTTP 409, names the holder);
@@ -52,6 +54,7 @@ from runarchive.core import (
 from .connection import redact
 from .context import JobsContext
 from .errors import JobRunning, QueueUnavailable
+from .health import refuse_damaged
 from .lifecycle import on_job_failure, on_job_stopped, reconcile
 from .lines import job_line
 from .locks import ensure_unlocked
@@ -206,6 +209,10 @@ def enqueue(ctx: JobsContext, request: JobRequest) -> str:
                     "restore or undo, or what it kept has expired."
                 )
     try:
+        if request.kind is JobKind.RESTORE:
+            assert request.archive is not None
+            with open_run(request.run) as run:
+                refuse_damaged(ctx, run, request.archive.name)  # 409 naming the damage
         reconcile(ctx, [runid])
         data = ctx.clients.data
         # A job holding the run holds its locks too: name the job, the more useful answer.

@@ -106,6 +106,17 @@ class Keys:
         """Set of the ``quota_owner`` keys a job holds a reservation in, released at its end."""
         return f"{self.prefix}:job:{job_id}:quota"
 
+    def health(self, runid: str) -> str:
+        """Hash of the scrub's results for the run's archives: archive name -> JSON record
+        bound to the archive file's identity (``jobs.health``); kept outside the run, whose
+        tree anyone who can write the run could rewrite."""
+        return f"{self.prefix}:health:{runid}"
+
+    def scrub_pass(self) -> str:
+        """The current scrub pass (``<pass id> <started, Unix seconds>``): claimed once per
+        interval deployment-wide (compare-and-set), expiring with the interval (``jobs.scrub``)."""
+        return f"{self.prefix}:scrub:pass"
+
     # --- compatibility names (no prefix) ------------------------------------------------------
 
     @staticmethod

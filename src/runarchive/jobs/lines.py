@@ -15,6 +15,7 @@ for COMPLETED/EXCEPTION, as WEPPcloud prints them)::
     Archive deleted: <name>
     Archive pruned: <name>                 (prune job, or after an archive; one per removal)
     Prune failed: <message>                (the prune after an archive; the archive stands)
+    Archive damaged: <name>: <damage>      (the scrub found damage in this file; once per file)
     Error: <message>                       (why a job failed; first line, at most 300 chars)
     rq:<id> COMPLETED <call>
     rq:<id> EXCEPTION <call>
@@ -88,6 +89,11 @@ def archive_pruned_line(name: str) -> str:
 def prune_failed_line(message: str, known: Iterable[tuple[str, str]] = ()) -> str:
     """Return ``Prune failed: <message>`` (scrubbed and cut like ``error_line``)."""
     return "Prune failed: " + error_line(message, known).removeprefix("Error: ")
+
+
+def archive_damaged_line(name: str, damage: str) -> str:
+    """Return ``Archive damaged: <name>: <damage>`` (one line, server paths scrubbed)."""
+    return f"Archive damaged: {name}: {scrub_paths(' '.join(damage.split()))}"
 
 
 # An absolute path: a "/" not inside a word, a relative path or a URL, up to a space or quote;

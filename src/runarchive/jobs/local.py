@@ -2,8 +2,10 @@
 
 With a Redis URL configured, ``hold_run`` makes a local operation obey the rules a job obeys:
 
-1. refuse while any ``.nodb`` lock of the run is held (``Locked``: ``Cannot restore while files
-   are locked: a.nodb, b.nodb``, exit 3), the check the service makes;
+1. refuse a restore of an archive the scrub found damaged (``DamagedArchive``, exit 1, the
+   damage named), and refuse while any ``.nodb`` lock of the run is held (``Locked``:
+   ``Cannot restore while files are locked: a.nodb, b.nodb``, exit 3), the checks the
+   service makes;
 2. reconcile the run's slot, then claim it with a ``local-<hex>`` holder id (compare-and-set),
    or refuse while a job holds it (``JobRunning``, exit 3): no service job can start on the run
    while the local operation works, and the service names the local holder when it refuses;
@@ -44,6 +46,7 @@ from runarchive.core import (
 from .connection import redact
 from .context import JobsContext
 from .errors import JobRunning, QueueUnavailable
+from .health import refuse_damaged
 from .lifecycle import reconcile
 from .lines import (
     archive_deleted_line,
@@ -137,6 +140,9 @@ def hold_run(
     with JobsContext.from_settings(settings) as ctx:
         data = ctx.clients.data
         try:
+            if verb == "restore" and archive_name is not None:
+                with open_run(run_dir) as run:
+                    refuse_damaged(ctx, run, archive_name)  # as the service: 409, exit 1
             ensure_unlocked(ctx.clients.locks, runid, verb)
             reconcile(ctx, [runid])
             if not claim_slot(data, ctx.keys, runid, holder, verb, ttl=slot_ttl(settings)):

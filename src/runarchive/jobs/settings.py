@@ -52,6 +52,8 @@ ENV: dict[str, str] = {
     "post_restore_hooks": "RUNARCHIVE_POST_RESTORE_HOOKS",
     "data_dir": "RUNARCHIVE_DATA_DIR",
     "links": "RUNARCHIVE_LINKS",
+    "scrub_interval": "RUNARCHIVE_SCRUB_INTERVAL",
+    "scrub_rate": "RUNARCHIVE_SCRUB_RATE",
     # The site's default retention policy (a run's own policy wins; none set: keep all).
     **POLICY_ENV,
     # The site's archive quotas: per run, and per owner (a user's override in the accounts
@@ -93,6 +95,10 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     # How an archive job holds the run's symlinks when its request does not say (store|follow).
     links: str = LinkMode.STORE.value
+    # The scrub: a pass over every archive this often (seconds; 0: never), reading at most
+    # this many bytes per second (0: unbounded), on its own low-priority queue.
+    scrub_interval: int = 7 * 24 * 3600
+    scrub_rate: int = 50 * 1024 * 1024
     # The site's default retention policy, per rule (all 0: none, every archive is kept).
     keep_last: int = 0
     keep_daily: int = 0
@@ -114,6 +120,8 @@ class Settings:
         for name in ("job_timeout", "lock_ttl", "status_keep", "max_connections"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"Setting {name} must be at least 1.")
+        if self.scrub_interval < 0 or self.scrub_rate < 0:
+            raise InvalidInput("scrub_interval and scrub_rate must be 0 or more.")
         if self.heartbeat_ttl <= 0 or self.status_rate <= 0:
             raise InvalidInput("heartbeat_ttl and status_rate must be positive.")
         Keys(self.key_prefix)  # validates the prefix
@@ -131,6 +139,11 @@ class Settings:
     def keys(self) -> Keys:
         """Key and channel names under this deployment's prefix."""
         return Keys(self.key_prefix)
+
+    @property
+    def scrub_queue(self) -> str:
+        """The scrub's RQ queue: workers take from it only when the main queue is empty."""
+        return f"{self.queue}-scrub"
 
     @property
     def site_policy(self) -> Policy | None:

@@ -74,6 +74,7 @@ from runarchive.core import (
 from .cancel import CancelWatch
 from .context import JobsContext, current
 from .expiry import note_undo
+from .health import refuse_damaged
 from .hooks import HookContext, load_hook
 from .lifecycle import begin_job, finish_job, server_paths
 from .lines import (
@@ -272,6 +273,7 @@ def restore_archive_rq(
             chosen = parse_restore_paths(paths)  # crossed Redis: parsed again, once
             ensure_unlocked(frame.ctx.clients.locks, runid, JobKind.RESTORE.verb)
             with open_run(run) as opened, _open_reader(opened, archive) as reader:
+                refuse_damaged(frame.ctx, opened, archive.name)  # found since it was queued
                 nodb = nodb_files(scan_run(opened))  # the job's one walk of the run
                 if reader is not None:
                     nodb += archive_nodb_files(reader)

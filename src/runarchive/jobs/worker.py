@@ -1,4 +1,4 @@
-"""The worker: RQ's forking worker on the runarchive queue, plus crash recovery.
+"""The worker: RQ's forking worker on the runarchive queue (then the scrub's), plus crash recovery.
 
 On start (and then with RQ's maintenance, every ``MAINTENANCE_INTERVAL`` seconds while the
 worker loop runs) the worker reconciles every stale slot of the deployment and recovers the
@@ -28,6 +28,7 @@ from .connection import EmbeddedRedis
 from .context import JobsContext, current, install
 from .expiry import expire_undos
 from .lifecycle import on_horse_killed, reconcile, recover_pending
+from .scrub import schedule_scrub
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,8 @@ def worker_count(ctx: JobsContext) -> int:
 
 
 def startup_recovery(ctx: JobsContext) -> None:
-    """Free stale slots, recover the pending runs and drop expired undos this host can see;
-    never raises."""
+    """Free stale slots, recover the pending runs and drop expired undos this host can see,
+    and start the scrub's pass when one is due; never raises."""
     try:
         for reaped in reconcile(ctx):
             log.warning(
@@ -67,6 +68,7 @@ def startup_recovery(ctx: JobsContext) -> None:
         for runid, dropped in expire_undos(ctx).items():
             if dropped:
                 log.info("dropped the expired undo of run %s", runid)
+        schedule_scrub(ctx)  # at most one pass per interval, however many workers ask
     except Exception:
         log.exception("reconcile failed; will retry at the next maintenance")
 
@@ -76,7 +78,9 @@ def _work(settings: Settings, burst: bool, name: str | None) -> bool:
     install(ctx)
     try:
         startup_recovery(ctx)
-        worker = RunArchiveWorker([ctx.queue()], connection=ctx.clients.rq, name=name)
+        # The scrub's queue last: RQ takes from the first non-empty queue, so user jobs go first.
+        queues = [ctx.queue(), ctx.scrub_queue()]
+        worker = RunArchiveWorker(queues, connection=ctx.clients.rq, name=name)
         return bool(worker.work(burst=burst, logging_level="INFO"))
     finally:
         install(None)

@@ -38,7 +38,7 @@ from runarchive.core import (
     preview_restore,
     undo_info,
 )
-from runarchive.jobs import JOB_STATES, Event, Trigger, running_job
+from runarchive.jobs import JOB_STATES, Event, Trigger, archive_health, running_job
 
 from . import access, archive_quota, urls
 from .access import RunView
@@ -139,14 +139,19 @@ def rq_archive_list(runid: str) -> Response:
 
 
 def list_body(found: RunView) -> dict[str, Any]:
-    """Return the list of a run the caller may read: its archives, the job holding it, and
-    whether the last restore can be undone (``undo``; an expired one is dropped here), and
-    the run's storage ``usage`` (``archive_quota``)."""
+    """Return the list of a run the caller may read: its archives (each with the scrub's
+    ``health``, ``checked_at`` and ``damage``: ``jobs.archive_health``, bound to the file now
+    under the name), the job holding it, whether the last restore can be undone (``undo``; an
+    expired one is dropped here), and the run's storage ``usage`` (``archive_quota``)."""
     assert found.run is not None
     slot = running_job(jobs(), found.runid)
     download = urls.download_prefix(found.runid)  # one url_for for every row (urls.py)
     rows = list_archives(found.run.path)
-    archives = [{**_row(info), "download_url": download + info.name} for info in rows]
+    health = archive_health(jobs(), found.run, [info.name for info in rows])
+    archives = [
+        {**_row(info), **health[info.name].as_json(), "download_url": download + info.name}
+        for info in rows
+    ]
     return {
         "archives": archives,
         "in_progress": slot is not None,

@@ -84,7 +84,8 @@ BUSY = {
     "409": _error(
         "Run locked (`locked`, `locked_files` lists the .nodb files), a job already running "
         "(`job_running`, `job_id` names it), another operation holds the run (`busy`), the "
-        "archive is pinned (`pinned`), the run is read-only, or the archive is unreadable/unsafe."
+        "archive is pinned (`pinned`), the run is read-only, or the archive is unreadable/unsafe "
+        "(a restore of an archive the scrub found damaged: `damaged_archive`, the damage named)."
     ),
     "503": _error("Redis (the job queue) is unavailable, or no disk space."),
 }
@@ -203,6 +204,23 @@ SCHEMAS: dict[str, Any] = {
             "pinned": {
                 "type": "boolean",
                 "description": "Pinned: never pruned, and not deleted until unpinned.",
+            },
+            "health": {
+                "type": "string",
+                "enum": ["ok", "damaged", "unchecked"],
+                "description": "What the scrub (or `runarchive scrub` with Redis) found when it "
+                "last read every byte of this very file; `unchecked` until then, and again once "
+                "the file under the name is replaced or rewritten. New archives start unchecked.",
+            },
+            "checked_at": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "When that check ended (UTC, `Z`); null when unchecked.",
+            },
+            "damage": {
+                "type": ["string", "null"],
+                "description": "What is damaged, naming the entry (e.g. `CRC mismatch in "
+                "'wepp/output/H1.dat': the archive is damaged.`); null unless damaged.",
             },
             "download_url": {"type": "string"},
         },

@@ -48,7 +48,11 @@
     ARCHIVE: "archive", RESTORE: "restore", UNDO: "undo", PRUNE: "prune",
   });
   // Free-text status lines the page reacts to (see runarchive.jobs.lines).
-  const LINE_PREFIX = Object.freeze({ ERROR: "Error: ", DELETED: "Archive deleted: " });
+  const LINE_PREFIX = Object.freeze({
+    ERROR: "Error: ",
+    DELETED: "Archive deleted: ",
+    DAMAGED: "Archive damaged: ", // the scrub found damage: the list shows the badge
+  });
   // Used only when the server sends no trigger: RQ's final states and what they mean.
   const DEFAULT_FINAL_STATES = Object.freeze({
     finished: true,
@@ -100,12 +104,7 @@
     [TRIGGERS.ARCHIVE_COMPLETE, TRIGGERS.ARCHIVE_FAILED].filter(Boolean),
   );
   const PRUNE_TRIGGERS = new Set([TRIGGERS.PRUNE_COMPLETE, TRIGGERS.PRUNE_FAILED].filter(Boolean));
-  // What a row's health badge says (the scrub's verdict; absent before any scrub ran).
-  const HEALTH = Object.freeze({
-    ok: { text: "verified", className: "badge badge-ok" },
-    damaged: { text: "damaged", className: "badge badge-error" },
-    unchecked: { text: "unchecked", className: "badge badge-muted" },
-  });
+
   const FINAL_STATES = constants.final_states || DEFAULT_FINAL_STATES;
   const MAX_COMMENT = Number(constants.max_comment) || 40;
   const POLL_MS = Math.max(200, Number(config.poll_interval_ms) || 1000);
@@ -332,7 +331,8 @@
     if (ui.archiveBtn) ui.archiveBtn.disabled = busy;
     if (ui.undoBtn) ui.undoBtn.disabled = busy;
     for (const button of ui.rows.querySelectorAll("button[data-action]")) {
-      button.disabled = busy;
+      // A damaged archive's Restore stays off: the server refuses it (409, the damage named).
+      button.disabled = busy || button.dataset.refused === "damaged";
     }
     updateCancel();
   }
@@ -441,17 +441,31 @@
         }),
       );
     }
-    const health = HEALTH[archive.health];
-    if (health) {
-      const checked = archive.checked_at ? `checked ${localTime(archive.checked_at)}` : "not checked yet";
-      const damage = archive.damage ? `: ${archive.damage}` : "";
+    // What the scrub found: a badge with a word (not only a colour), and the damage in text.
+    const damaged = archive.health === "damaged";
+    if (damaged) {
       nameCell.append(
         " ",
         el("span", {
-          className: health.className,
-          dataset: { health: archive.health },
-          title: `${health.text}${damage} (${checked})`,
-          text: health.text,
+          className: "badge badge-danger",
+          dataset: { health: "damaged" },
+          title: archive.damage || "",
+          text: "Damaged",
+        }),
+        el("span", {
+          className: "row-damage",
+          dataset: { damageFor: name },
+          text: `Damaged: ${String(archive.damage || "the scrub found damage").replace(/\.$/, "")}. Restore is refused.`,
+        }),
+      );
+    } else if (archive.health === "ok" && archive.checked_at) {
+      nameCell.append(
+        " ",
+        el("span", {
+          className: "badge badge-ok",
+          dataset: { health: "ok" },
+          title: `Every byte checked ${new Date(archive.checked_at).toLocaleString()}`,
+          text: "verified",
         }),
       );
     }
@@ -498,8 +512,14 @@
         el("button", {
           type: "button",
           className: "button button-small",
-          dataset: { action: "restore", name },
-          "aria-label": `Restore the run from ${name}`,
+          dataset: damaged
+            ? { action: "restore", name, refused: "damaged" }
+            : { action: "restore", name },
+          "aria-label": damaged
+            ? `Restore refused: ${name} is damaged`
+            : `Restore the run from ${name}`,
+          title: damaged ? "Damaged: the server refuses to restore it" : undefined,
+          disabled: damaged ? "" : undefined,
           text: "Restore",
         }),
         el("button", {
@@ -1130,6 +1150,7 @@
     if (match) return { text: `Cleared ${match[1]} cached NoDb entries` };
     if (text.startsWith(LINE_PREFIX.ERROR)) return { text, kind: "error", stamp: "ended" };
     if (text.startsWith(LINE_PREFIX.DELETED)) return { text, kind: "done", job: false };
+    if (text.startsWith(LINE_PREFIX.DAMAGED)) return { text, kind: "error", job: false };
     return { text };
   }
 
@@ -1246,7 +1267,9 @@
       if (job && text.startsWith(LINE_PREFIX.ERROR)) {
         job.lastError = text.slice(LINE_PREFIX.ERROR.length);
       }
-      if (text.startsWith(LINE_PREFIX.DELETED)) scheduleListRefresh();
+      if (text.startsWith(LINE_PREFIX.DELETED) || text.startsWith(LINE_PREFIX.DAMAGED)) {
+        scheduleListRefresh();
+      }
       return;
     }
     if (line.event === EVENTS.PROGRESS) {
