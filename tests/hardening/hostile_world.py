@@ -9,8 +9,11 @@ mallory, each with one archive, and a snapshot of everything the attacker must n
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import secrets
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -220,16 +223,27 @@ class World:
 
 
 def data_snapshot(data: Path) -> dict[str, Any]:
-    """The data dir, exactly; but ``*-shm``, SQLite's shared read index, only by mode.
+    """The data dir, exactly; but the accounts database by its accounts tables' rows and its
+    files' modes.
 
-    Every reader of a WAL database rewrites the ``-shm`` index (it is memory, mapped to a
-    file), so its bytes change on any request; the database and its log must not.
+    Every request now appends to the audit log in the same database (the attacks included:
+    they are recorded), so its file and log change as they should; what an attacker must not
+    change is the accounts (users, grants, tokens), the secret key and every other file.
     """
     found = full_snapshot(data)
     for rel, facts in found.items():
-        if rel.endswith("-shm") and facts[0] == "file":
-            found[rel] = ("file", "shm", facts[2])
+        if rel.startswith("runarchive.sqlite3") and facts[0] == "file":
+            found[rel] = ("file", "sqlite", facts[2])
+    found["<accounts rows>"] = accounts_digest(data / "runarchive.sqlite3")
     return found
+
+
+def accounts_digest(path: Path) -> str:
+    """The SHA-256 of the accounts tables' rows (the audit log aside)."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        lines = [line for line in conn.iterdump()
+                 if "audit_events" not in line and "sqlite_sequence" not in line]  # fmt: skip
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def make_world(dep: Deployment) -> World:

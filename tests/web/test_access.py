@@ -1,9 +1,10 @@
 """The access matrix: every route × anonymous, another user, the owner, an admin × private/public.
 
 Read routes (dashboard, list, download, inside an archive, job status, status websocket,
-retention policy, storage chart) are open to owners, admins and — on a run holding a ``PUBLIC``
-file — everybody. Write routes (archive, restore, delete, job info, cancel, pin, unpin, setting the
-policy, prune and its dry run) are for owners and admins only, public or not. Each case checks
+retention policy, storage chart) are open to owners, admins and — on a run holding a
+``PUBLIC`` file — everybody. Write routes (archive, restore, delete, job info, cancel, pin,
+unpin, setting the policy, prune and its dry run, the run's audit log) are for owners and
+admins only, public or not; every run's audit log (``/audit``) for admins only. Each case checks
 the answer and what is stored: a refused write leaves no job and no change on disk; an allowed
 inside-an-archive read, the data it gives.
 """
@@ -23,6 +24,7 @@ READ_ROUTES = ("dashboard", "list", "download", *INSIDE_ROUTES, "jobstatus", "we
                "storage_chart")  # fmt: skip
 WRITE_ROUTES = ("archive", "restore", "delete", "jobinfo", "canceljob")
 RETENTION_ROUTES = ("pin", "unpin", "set_policy", "prune_dry_run", "prune")
+AUDIT_ROUTES = ("audit", "all_audit")  # the run's log (write rule); every run's (admins)
 ROLES = ("anonymous", "other", "owner", "admin")
 
 
@@ -60,6 +62,10 @@ def call(web: WebEnv, browser: Browser, route: str, run: Run, job_id: str | None
         return browser.post(f"{base}/archive/prune?dry_run=1")
     if route == "prune":
         return browser.post(f"{base}/archive/prune")
+    if route == "audit":
+        return browser.get(f"{base}/archive/audit")
+    if route == "all_audit":
+        return browser.get("/audit")
     assert route == "delete"
     return browser.post(f"{base}/rq/api/delete-archive", json={"archive_name": run.archive})
 
@@ -85,6 +91,8 @@ def check_inside(route: str, response: Any) -> None:
 
 
 def allowed(route: str, role: str, public: bool) -> bool:
+    if route == "all_audit":
+        return role == "admin"
     if role in ("owner", "admin"):
         return True
     return route in READ_ROUTES and public
@@ -96,7 +104,7 @@ def ok_status(route: str) -> int:
 
 @pytest.mark.parametrize("public", [False, True], ids=["private", "public"])
 @pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize("route", READ_ROUTES + WRITE_ROUTES + RETENTION_ROUTES)
+@pytest.mark.parametrize("route", READ_ROUTES + WRITE_ROUTES + RETENTION_ROUTES + AUDIT_ROUTES)
 def test_access_matrix(web: WebEnv, route: str, role: str, public: bool) -> None:
     run = web.new_run(public=public)
     job_id = None
@@ -138,6 +146,11 @@ def test_access_matrix(web: WebEnv, route: str, role: str, public: bool) -> None
         if route == "storage_chart":
             assert response.mimetype == "image/svg+xml"
             assert f'data-name="{run.archive}"' in response.get_data(as_text=True)
+        if route in AUDIT_ROUTES:
+            body = response.get_json()
+            assert set(body) == {"events", "next"} and body["next"] is None
+            runids = {e["runid"] for e in body["events"]}
+            assert runids <= {run.runid} if route == "audit" else bool(body["events"])
         if route in ("prune_dry_run", "prune"):
             body = response.get_json()
             assert (body["keep"], body["remove"], body["bytes_freed"]) == ([run.archive], [], 0)
@@ -167,6 +180,11 @@ def test_api_tokens_get_the_same_answers_as_sessions(web: WebEnv, role: str) -> 
     assert client.get(f"/runs/{run.runid}/archive/list").status_code == expected_read
     response = client.post(f"/runs/{run.runid}/rq/api/archive", json={"comment": "via token"})
     assert response.status_code == (403 if role == "other" else 202)
+    log = client.get(f"/runs/{run.runid}/archive/audit")
+    assert log.status_code == expected_read
+    if role != "other":
+        assert [e["action"] for e in log.get_json()["events"]] == ["archive"]
+    assert client.get("/audit").status_code == (200 if role == "admin" else 403)
 
 
 @pytest.mark.parametrize("role", ["other", "owner", "admin"])

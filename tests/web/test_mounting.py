@@ -26,6 +26,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.security import generate_password_hash
 
 import runarchive.web
+from runarchive.core import create_archive
 from runarchive.jobs import Settings
 from runarchive.web.accounts import create_user, grant_run
 from runarchive.web.db import db
@@ -304,3 +305,30 @@ def test_create_app_behind_a_dispatcher_keeps_its_prefix_in_next(
         )
     finally:
         runarchive.web.shutdown(archive_app)
+
+
+def test_actions_through_the_host_are_audited_under_the_user_the_host_names(host: Host) -> None:
+    from flask_login import current_user
+
+    from runarchive.web.audit import audit_log
+
+    runid, run_dir = host.new_run()
+    name = create_archive(run_dir).name
+    client = host.logged_in("ana")
+    token = csrf_in(client.get(f"{PREFIX}/runs/{runid}/archive").get_data(as_text=True))
+    host.app.config["RUNARCHIVE_AUDIT_USER"] = lambda: current_user.get_id()
+    try:
+        pinned = client.post(f"{PREFIX}/runs/{runid}/archive/{name}/pin",
+                             headers={"X-CSRFToken": token})  # fmt: skip
+        assert pinned.status_code == 200
+    finally:
+        del host.app.config["RUNARCHIVE_AUDIT_USER"]
+    unpinned = client.post(f"{PREFIX}/runs/{runid}/archive/{name}/unpin",
+                           headers={"X-CSRFToken": token})  # fmt: skip
+    assert unpinned.status_code == 200
+    with host.app.app_context():
+        rows = audit_log().page(runid, None).events
+    assert [(r["user"], r["action"], r["outcome"]) for r in reversed(rows)] == [
+        ("host:ana", "pin", "done"),
+        ("host", "unpin", "done"),
+    ]

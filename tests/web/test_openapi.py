@@ -62,3 +62,17 @@ def test_docs_api_md_names_every_route(web: WebEnv) -> None:
         assert f"{method} {flask_path}" in text or (
             path.endswith(":archive") and f"WS {flask_path}" in text
         ), f"{method} {flask_path} is not in docs/api.md"
+
+
+def test_the_audit_event_schema_is_the_api_answer_and_its_vocabulary(web: WebEnv) -> None:
+    from runarchive.core import AuditAction, Outcome
+
+    schema = document()["components"]["schemas"]["AuditEvent"]
+    assert schema["properties"]["action"]["enum"] == [a.value for a in AuditAction]
+    assert "fork" in schema["properties"]["action"]["enum"]
+    assert schema["properties"]["outcome"]["enum"] == [o.value for o in Outcome]
+    run = web.new_run()
+    owner = web.as_role("owner")
+    assert owner.post(f"/runs/{run.runid}/archive/{run.archive}/pin").status_code == 200
+    (event,) = owner.get(f"/runs/{run.runid}/archive/audit").get_json()["events"]
+    assert set(event) == set(schema["required"]) == set(schema["properties"])

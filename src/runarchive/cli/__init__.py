@@ -34,6 +34,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 import click
 
 from runarchive import __version__
+from runarchive.cli.audit_commands import audit, audited
 from runarchive.cli.exits import exit_with
 from runarchive.cli.inside_commands import COMMANDS as INSIDE_COMMANDS
 from runarchive.cli.scrub_commands import scrub as scrub_command
@@ -222,6 +223,7 @@ def cli() -> None:
 for _command in INSIDE_COMMANDS:  # ls, cat, extract, diff: inside one archive
     cli.add_command(_command)
 cli.add_command(scrub_command)  # every archive verified now, as the periodic scrub does
+cli.add_command(audit)  # the audit log; the commands below record into it (audit_commands.py)
 
 
 @cli.command()
@@ -250,6 +252,7 @@ def archive(
     pruned: list[str] = []
     with (
         reporting(as_json, "archiving") as progress,
+        audited(run_dir, "archive") as note,
         service_rules(run_dir, "archive", redis_url, no_locks) as hold,
     ):
         from runarchive.core import create_archive
@@ -258,6 +261,7 @@ def archive(
 
         budget = local_budget(run_dir)
         result = create_archive(run_dir, stored, progress=progress, links=links, budget=budget)
+        note.archive, note.bytes = result.name, result.size
         if hold is not None:
             hold.archive_ready(result.name)
         prune_error = _prune_after_archive(run_dir, site, hold, pruned)
@@ -403,8 +407,10 @@ def restore(
         chosen = parse_restore_paths(list(paths)) if paths else None  # refused before any work
     if chosen is None:
         _confirm_removals(run_dir, name, yes, as_json)
+    detail = f"paths: {', '.join(chosen.as_list())}" if chosen is not None else None
     with (
         reporting(as_json, "restoring") as progress,
+        audited(run_dir, "restore", name, detail) as note,
         service_rules(run_dir, "restore", redis_url, no_locks, name) as hold,
     ):
         from runarchive.core import purge_trash, restore_archive
@@ -413,6 +419,7 @@ def restore(
             run_dir, name, progress=progress, allow_external_links=allow_external_links,
             defer_delete=True, paths=chosen,
         )  # fmt: skip
+        note.bytes = result.bytes_total
         if hold is not None:
             hold.restore_complete(name)
     text = f"Restore complete: {name} ({result.files} files, {result.reused} unchanged)"
@@ -458,10 +465,14 @@ def _confirm_removals(run_dir: Path, name: str, yes: bool, as_json: bool) -> Non
 @json_option
 def delete(run_dir: Path, name: str, redis_url: str | None, no_locks: bool, as_json: bool) -> None:
     """Delete archive NAME of RUN_DIR."""
-    with reporting(as_json, ""), service_rules(run_dir, "delete", redis_url, no_locks) as hold:
+    with (
+        reporting(as_json, ""),
+        audited(run_dir, "delete", name) as note,
+        service_rules(run_dir, "delete", redis_url, no_locks) as hold,
+    ):
         from runarchive.core import delete_archive
 
-        delete_archive(run_dir, name)
+        note.bytes = delete_archive(run_dir, name)
         if hold is not None:
             hold.archive_deleted(name)
     emit(as_json, {"deleted": name}, f"Archive deleted: {name}")
@@ -470,7 +481,7 @@ def delete(run_dir: Path, name: str, redis_url: str | None, no_locks: bool, as_j
 def _pin(run_dir: Path, name: str, pinned: bool, as_json: bool) -> None:
     from runarchive.core import set_pinned
 
-    with reporting(as_json, ""):
+    with reporting(as_json, ""), audited(run_dir, "pin" if pinned else "unpin", name):
         now = set_pinned(run_dir, name, pinned)
     word = "pinned" if now else "unpinned"
     emit(as_json, {"name": name, "pinned": now}, f"Archive {word}: {name}")
@@ -531,7 +542,10 @@ def prune(
         if dry_run:
             plan = plan_prune(run_dir, policy=policy, site_default=site)
         else:
-            with service_rules(run_dir, "prune", redis_url, no_locks) as hold:
+            with (
+                audited(run_dir, "prune") as note,
+                service_rules(run_dir, "prune", redis_url, no_locks) as hold,
+            ):
                 announce = hold.archive_pruned if hold is not None else None
                 plan = prune_archives(
                     run_dir,
@@ -539,6 +553,9 @@ def prune(
                     site_default=site,
                     on_removed=(lambda name, size: announce(name)) if announce else None,
                 )
+                note.bytes = plan.bytes_freed
+                removed = [c.name for c in plan.remove]
+                note.detail = f"removed: {', '.join(removed)}" if removed else None
     payload = {**plan.to_dict(), "dry_run": dry_run,
                "reasons": {k.name: list(k.reasons) for k in plan.keep}}  # fmt: skip
     emit(as_json, payload, _prune_text(plan, dry_run))
@@ -569,9 +586,11 @@ def undo(run_dir: Path, redis_url: str | None, no_locks: bool, as_json: bool) ->
 
     with (
         reporting(as_json, "undoing") as progress,
+        audited(run_dir, "undo") as note,
         service_rules(run_dir, "undo", redis_url, no_locks) as hold,
     ):
         result = undo_restore(run_dir, progress=progress, defer_delete=True)
+        note.archive = result.restored
         if hold is not None:
             hold.undo_complete(result.restored)
     scope = f" ({', '.join(result.paths)})" if result.partial else ""

@@ -1,5 +1,11 @@
 """The service's job commands (registered on ``runarchive`` by ``cli/__init__.py`` when named).
 
+``worker`` installs the service's audit log (``web/auditlog.py``, the database ``serve`` uses:
+``RUNARCHIVE_DATABASE_URL``, else the SQLite file in the data dir) as the jobs layer's
+recorder, so every job's end is recorded before its final trigger; ``enqueue-*``, ``cancel``
+and ``reconcile`` record into the same log (``enqueue-*``: the request's row, accepted or
+refused, as ``cli:<user>`` from ``local``; a job they end, its end's row).
+
 ``runarchive worker``, ``enqueue-archive``, ``enqueue-restore``, ``enqueue-undo``,
 ``job-status``, ``cancel``, ``reconcile``.
 Every option also has an environment variable (see ``settings.ENV``); options win. Exit codes as
@@ -8,17 +14,28 @@ the rest of the CLI (``exits.py``).
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from runarchive.core import (
+    RUNID_RE,
+    Actor,
+    AuditAction,
+    AuditEvent,
+    Outcome,
+    RunArchiveError,
+    cut_detail,
+    outcome_of,
+)
+from runarchive.jobs.audit import acting_as, install_recorder, record
 from runarchive.jobs.cancel import cancel_job
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive, enqueue_restore, enqueue_undo
@@ -29,6 +46,8 @@ from runarchive.jobs.settings import Settings
 from runarchive.jobs.vocabulary import Event, Trigger
 from runarchive.jobs.worker import run_worker
 
+from .audit_commands import cli_user as audit_actor
+from .audit_commands import login_name
 from .exits import reporting
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -78,7 +97,26 @@ def worker(burst: bool, workers: int, name: str | None, **options: Any) -> None:
     """Run RQ worker(s) on the runarchive queue (reconciles stale jobs at start)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with reporting():
-        run_worker(_settings(options), burst=burst, workers=workers, name=name)
+        settings = _settings(options)
+        audit = _audit_log(settings)
+        install_recorder(audit)  # forked work horses inherit it: each job's end gets its row
+        try:
+            run_worker(settings, burst=burst, workers=workers, name=name)
+        finally:
+            install_recorder(None)
+            audit.close()
+
+
+def _audit_log(settings: Settings) -> Any:
+    """The service's audit log (the database ``serve`` uses), its spool replayed now."""
+    from runarchive.web.auditlog import AuditLog
+    from runarchive.web.settings import WebSettings, default_database_url
+
+    web = WebSettings.from_env()
+    url = web.database_url or default_database_url(settings.data_dir)
+    audit = AuditLog(url, settings.data_dir, wait=web.audit_wait)
+    audit.replay()
+    return audit
 
 
 _SUCCESS = (Trigger.ARCHIVE_COMPLETE, Trigger.RESTORE_COMPLETE, Trigger.UNDO_COMPLETE)
@@ -112,14 +150,62 @@ def _watch(ctx: JobsContext, runid: str, start: Callable[[], str], timeout: floa
         pubsub.close()
 
 
+@contextmanager
+def _service(options: dict[str, Any]) -> Iterator[JobsContext]:
+    """The deployment's jobs context, its audit events going to the service's audit log (a
+    queued job canceled here, or a dead one reaped, gets its end row like in the worker)."""
+    settings = _settings(options)
+    audit = _audit_log(settings)
+    try:
+        with JobsContext.from_settings(settings) as ctx:
+            ctx.recorder = audit
+            yield ctx
+    finally:
+        audit.close()
+
+
+def _actor() -> Actor:
+    return Actor(audit_actor(), "local")
+
+
+def _recorded_start(
+    ctx: JobsContext, runid: str, action: AuditAction, start: Callable[[JobsContext], str],
+    archive: str | None = None, detail: str | None = None,
+) -> str:  # fmt: skip
+    """Start a job as ``cli:<user>`` from ``local``: its request's row (accepted, or refused
+    with the reason), and the actor carried into the job for its end's row."""
+    actor = _actor()
+    stored = runid if RUNID_RE.fullmatch(runid) else None
+
+    def row(outcome: Outcome, job_id: str | None, text: str | None) -> None:
+        record(ctx.audit(), AuditEvent(
+            user=actor.user, remote_addr=actor.remote_addr, runid=stored, action=action,
+            outcome=outcome, archive=archive, job_id=job_id, detail=cut_detail(text),
+        ))  # fmt: skip
+
+    try:
+        with acting_as(actor, action, archive, detail):
+            job_id = start(ctx)
+    except RunArchiveError as exc:
+        row(outcome_of(exc), None, f"{detail}; {exc}" if detail else str(exc))
+        raise
+    row(Outcome.ACCEPTED, job_id, detail)
+    return job_id
+
+
 def _enqueue_command(
     options: dict[str, Any], runid: str, start: Callable[[JobsContext], str], wait: bool,
-    timeout: float, as_json: bool,
+    timeout: float, as_json: bool, action: AuditAction, archive: str | None = None,
+    detail: str | None = None,
 ) -> None:  # fmt: skip
-    with reporting(as_json), JobsContext.from_settings(_settings(options)) as ctx:
+    with reporting(as_json), _service(options) as ctx:
+
+        def started(ctx: JobsContext) -> str:
+            return _recorded_start(ctx, runid, action, start, archive, detail)
+
         if wait:
-            sys.exit(_watch(ctx, runid, lambda: start(ctx), timeout))
-        job_id = start(ctx)
+            sys.exit(_watch(ctx, runid, lambda: started(ctx), timeout))
+        job_id = started(ctx)
         click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
 
 
@@ -156,6 +242,7 @@ def enqueue_archive_cmd(
         wait,
         timeout,
         as_json,
+        AuditAction.ARCHIVE,
     )
 
 
@@ -174,9 +261,10 @@ def enqueue_restore_cmd(
 ) -> None:  # fmt: skip
     """Queue a restore of run RUNID from archive NAME; print its job id."""
     chosen = list(paths) if paths else None
+    detail = f"paths: {', '.join(chosen)}" if chosen else None
     _enqueue_command(
         options, runid, lambda ctx: enqueue_restore(ctx, runid, name, chosen), wait, timeout,
-        as_json,
+        as_json, AuditAction.RESTORE, name[:300], detail,
     )  # fmt: skip
 
 
@@ -188,7 +276,10 @@ def enqueue_restore_cmd(
 @deployment_options
 def enqueue_undo_cmd(runid: str, wait: bool, timeout: float, as_json: bool, **options: Any) -> None:
     """Queue an undo of run RUNID's last restore; print its job id."""
-    _enqueue_command(options, runid, lambda ctx: enqueue_undo(ctx, runid), wait, timeout, as_json)
+    _enqueue_command(
+        options, runid, lambda ctx: enqueue_undo(ctx, runid), wait, timeout, as_json,
+        AuditAction.UNDO,
+    )  # fmt: skip
 
 
 @click.command("job-status")
@@ -201,12 +292,8 @@ def job_status_cmd(job_id: str, exc_info: bool, **options: Any) -> None:
         click.echo(json.dumps(job_status(ctx, job_id, with_exc_info=exc_info)))
 
 
-def cli_user() -> str:
-    """Return the name a cancel from the command line is made in: the OS user, else ``cli``."""
-    try:
-        return getpass.getuser() or "cli"
-    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (a bare container)
-        return "cli"
+# The name a cancel from the command line is made in: the OS user, else ``cli``.
+cli_user = login_name
 
 
 @click.command("cancel")
@@ -215,7 +302,7 @@ def cli_user() -> str:
 @deployment_options
 def cancel_cmd(job_id: str, as_json: bool, **options: Any) -> None:
     """Cancel job JOB_ID (exit 0; 3 when it can no longer be canceled; 1 unknown job)."""
-    with reporting(as_json), JobsContext.from_settings(_settings(options)) as ctx:
+    with reporting(as_json), _service(options) as ctx:
         status = cancel_job(ctx, job_id, cli_user())
         payload = {"job_id": job_id, "status": str(status)}
         click.echo(json.dumps(payload) if as_json else f"{job_id} {status}")
@@ -225,7 +312,7 @@ def cancel_cmd(job_id: str, as_json: bool, **options: Any) -> None:
 @deployment_options
 def reconcile_cmd(**options: Any) -> None:
     """Free the slots of jobs that died and recover the runs they left (this host's view)."""
-    with reporting(), JobsContext.from_settings(_settings(options)) as ctx:
+    with reporting(), _service(options) as ctx:
         for reaped in reconcile(ctx):
             click.echo(f"freed {reaped.runid}: job {reaped.job_id} ({reaped.reason})")
         for runid, action in recover_pending(ctx).items():

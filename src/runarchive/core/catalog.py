@@ -177,8 +177,8 @@ def _try_recover(run: RunDir) -> None:
         log.warning("run %s: %s", run.runid, exc)
 
 
-def delete_archive(run_dir: Path, name: str) -> None:
-    """Delete one archive of the run by its validated name."""
+def delete_archive(run_dir: Path, name: str) -> int:
+    """Delete one archive of the run by its validated name; return the bytes it held."""
     validate_archive_name(name)
     with open_run(run_dir) as run, run_lock(run) as work:
         run.require_writable()
@@ -196,3 +196,4 @@ def delete_archive(run_dir: Path, name: str) -> None:
                 raise NotFound(f"Archive {name} changed while being deleted; nothing was removed.")
             archives.unlink(name)
             archives.fsync()
+    return int(st.st_size)

@@ -8,6 +8,7 @@ every archive and keeps what it found outside the run (``health``).
 See ``docs/jobs.md``.
 """
 
+from .audit import NULL_RECORDER, Recorder, acting_as, install_recorder
 from .cancel import CancelStatus, cancel_job
 from .connection import embedded_url
 from .context import JobsContext
@@ -28,6 +29,7 @@ from .worker import worker_count
 
 __all__ = [
     "JOB_STATES",
+    "NULL_RECORDER",
     "SETTINGS_ENV",
     "CancelStatus",
     "Canceled",
@@ -39,9 +41,11 @@ __all__ = [
     "NotCancelable",
     "OwnerQuota",
     "QueueUnavailable",
+    "Recorder",
     "Settings",
     "Trigger",
     "acquire_lock",
+    "acting_as",
     "archive_health",
     "cancel_job",
     "delete_archive",
@@ -52,6 +56,7 @@ __all__ = [
     "enqueue_undo",
     "ensure_unlocked",
     "find_run",
+    "install_recorder",
     "job_status",
     "lock_statuses",
     "parse_entry",

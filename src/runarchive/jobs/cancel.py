@@ -115,7 +115,10 @@ def cancel_job(ctx: JobsContext, job_id: str, user: str) -> CancelStatus:
     if status in _WAITING or status == JobStatus.CANCELED:
         # Finished first, then taken off the queue: a reconcile in between would otherwise
         # see a canceled job and finish it with its own words.
-        finish_job(ctx, runid, job_id, kind, ok=False, error=str(Canceled(value)))
+        finish_job(
+            ctx, runid, job_id, kind, ok=False, error=str(Canceled(value)), meta=job.meta,
+            canceled=True,
+        )  # fmt: skip
         if status != JobStatus.CANCELED:
             with suppress(InvalidJobOperation):
                 job.cancel()

@@ -12,6 +12,7 @@ from types import TracebackType
 
 from rq import Queue
 
+from .audit import Recorder, installed_recorder
 from .connection import RedisClients, resolve_url
 from .keys import Keys
 from .settings import Settings
@@ -20,10 +21,14 @@ from .stream import StatusStream
 
 @dataclass
 class JobsContext:
-    """Settings plus lazily opened Redis clients."""
+    """Settings plus lazily opened Redis clients, and where audit events go.
+
+    ``recorder`` None: the process's installed recorder (``audit.install_recorder``).
+    """
 
     settings: Settings
     clients: RedisClients
+    recorder: Recorder | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobsContext:
@@ -68,11 +73,15 @@ class JobsContext:
             ttl=self.settings.status_ttl,
         )
 
+    def audit(self) -> Recorder:
+        """Return the recorder of this deployment's audit events."""
+        return self.recorder if self.recorder is not None else installed_recorder()
+
     def with_prefix(self, prefix: str | None) -> JobsContext:
         """Return a context sharing these clients but using key prefix ``prefix``."""
         if not prefix or prefix == self.settings.key_prefix:
             return self
-        return JobsContext(replace(self.settings, key_prefix=prefix), self.clients)
+        return JobsContext(replace(self.settings, key_prefix=prefix), self.clients, self.recorder)
 
     def close(self) -> None:
         """Close the Redis clients."""

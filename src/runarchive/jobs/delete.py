@@ -13,8 +13,9 @@ from .locks import ensure_unlocked
 from .runs import locate_run
 
 
-def delete_archive(ctx: JobsContext, run: str | RunRef, archive_name: str | ArchiveRef) -> None:
-    """Delete ``archive_name`` of run ``runid`` and announce it on the run's channel.
+def delete_archive(ctx: JobsContext, run: str | RunRef, archive_name: str | ArchiveRef) -> int:
+    """Delete ``archive_name`` of run ``runid`` and announce it on the run's channel; return
+    the bytes it held.
 
     Refused (before touching anything) for a bad name (InvalidInput), an unknown run or archive
     (NotFound), a ``.nodb`` lock held (Locked: ``Cannot delete while files are locked: …``) or a
@@ -27,5 +28,6 @@ def delete_archive(ctx: JobsContext, run: str | RunRef, archive_name: str | Arch
     holder = running_job(ctx, runid)
     if holder is not None:
         raise JobRunning(runid, holder.job_id)
-    core_delete_archive(located.path, name)
+    freed = core_delete_archive(located.path, name)
     ctx.stream(runid).publish(archive_deleted_line(name))
+    return freed

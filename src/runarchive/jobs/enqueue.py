@@ -51,6 +51,7 @@ from runarchive.core import (
     validate_runid,
 )
 
+from .audit import META_KEY, job_meta
 from .connection import redact
 from .context import JobsContext
 from .errors import JobRunning, QueueUnavailable
@@ -242,7 +243,12 @@ def enqueue(ctx: JobsContext, request: JobRequest) -> str:
 def _push(ctx: JobsContext, request: JobRequest, job_id: str, budget: int | None) -> None:
     settings = ctx.settings
     func, args = request.job(budget)
-    meta = {"runid": request.runid, "kind": request.kind.value, "prefix": settings.key_prefix}
+    meta: dict[str, Any] = {
+        "runid": request.runid, "kind": request.kind.value, "prefix": settings.key_prefix
+    }  # fmt: skip
+    asked = job_meta()  # who asked (``audit.acting_as``): named again by the end's audit row
+    if asked is not None:
+        meta[META_KEY] = asked
     with ctx.clients.rq.pipeline() as pipe:
         ctx.queue().enqueue_call(
             func,

@@ -16,8 +16,10 @@ abandoned (whole worker died)          RQ's ``on_failure`` callback, from the re
 canceled while queued, lost by Redis   ``reconcile`` (worker start, every claim, periodically)
 =====================================  =========================================================
 
-``finish_job`` claims ``<prefix>:job:<id>:final`` with SET NX and, in the same server-side
-script, publishes the ``EXCEPTION``/``COMPLETED`` line and the TRIGGER: only the winner publishes,
+``finish_job`` first records the job's end in the audit log (``audit.py``: one event id per
+job, so every racing path stores the same single row), then claims ``<prefix>:job:<id>:final``
+with SET NX and, in the same server-side script, publishes the ``EXCEPTION``/``COMPLETED`` line
+and the TRIGGER: only the winner publishes,
 and a process killed at any instant has done both or neither, so there is exactly one final
 trigger per job however many of these paths race and whenever they die. It then releases the
 job's quota reservations (``reservation``) and frees the slot (compare-and-delete on the job
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +49,9 @@ from rq.job_lifecycle import record_job_failure
 from rq.registry import StartedJobRegistry
 from rq.utils import now as rq_now
 
-from runarchive.core import Busy, RunArchiveError, recover_run
+from runarchive.core import Busy, Outcome, RunArchiveError, recover_run
 
+from .audit import job_end_event, record
 from .context import JobsContext, current
 from .errors import JobRunning
 from .lines import error_line, job_line, trigger_line
@@ -81,8 +84,24 @@ def finish_job(
     ok: bool,
     error: str | None = None,
     on_won: Callable[[], None] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    canceled: bool = False,
+    nbytes: int | None = None,
+    archive: str | None = None,
+    detail: str | None = None,
 ) -> bool:
-    """Publish the job's final lines if nobody did yet, then free its slot; return if we did."""
+    """Record the job's end, publish its final lines if nobody did yet, then free its slot;
+    return if we published.
+
+    The audit row (``audit.job_end_event``: ``meta`` is the job's, naming who asked) is
+    recorded before the final trigger, so no job is reported done without its row.
+    """
+    outcome = Outcome.DONE if ok else Outcome.CANCELED if canceled else Outcome.FAILED
+    event = job_end_event(
+        runid, job_id, kind, outcome, meta=meta, nbytes=nbytes, archive=archive,
+        detail=detail if ok else error,
+    )  # fmt: skip
+    record(ctx.audit(), event)
     data = ctx.clients.data
     keys = ctx.keys
     trigger = kind.trigger(ok)
@@ -258,6 +277,7 @@ def reap(ctx: JobsContext, slot: Slot, reason: str) -> Reaped:
         ok=ok,
         error=f"job {slot.job_id} ended without finishing ({reason})",
         on_won=fail_in_rq,
+        meta=job.meta if job is not None else None,
     )
     if not ok and died:
         release_job_locks(ctx.clients.locks, slot.runid, slot.job_id)
@@ -291,7 +311,9 @@ def end_abnormally(
     if not runid:
         return False  # not one of ours
     ctx = (ctx or current()).with_prefix(job.meta.get("prefix"))
-    won = finish_job(ctx, runid, job.id, _kind(job.meta.get("kind")), ok=False, error=error)
+    won = finish_job(
+        ctx, runid, job.id, _kind(job.meta.get("kind")), ok=False, error=error, meta=job.meta
+    )
     if won and recover:
         release_job_locks(ctx.clients.locks, runid, job.id)
         schedule_recovery(ctx, runid)

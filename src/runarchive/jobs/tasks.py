@@ -42,6 +42,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -51,6 +52,8 @@ from rq.job import Job
 from runarchive.core import (
     ArchiveReader,
     ArchiveRef,
+    AuditAction,
+    Outcome,
     Plan,
     ProgressEvent,
     RunArchiveError,
@@ -62,6 +65,7 @@ from runarchive.core import (
     nodb_files,
     open_archive,
     open_run,
+    outcome_of,
     parse_restore_paths,
     prune_archives,
     purge_trash,
@@ -71,8 +75,10 @@ from runarchive.core import (
     undo_restore,
 )
 
+from .audit import job_end_event, record
 from .cancel import CancelWatch
 from .context import JobsContext, current
+from .errors import Canceled
 from .expiry import note_undo
 from .health import refuse_damaged
 from .hooks import HookContext, load_hook
@@ -189,18 +195,31 @@ class _JobRun:
             job_line(self.job_id, Event.STARTED, self.kind.call(self.runid, self.archive_name))
         )
 
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        """The job's meta (who asked for it, for the audit row of its end)."""
+        return self.job.meta if self.job is not None else None
+
     def failed(self, exc: BaseException) -> None:
         self.relay.flush()
         message = str(exc) or type(exc).__name__
         try:
-            finish_job(self.ctx, self.runid, self.job_id, self.kind, ok=False, error=message)
+            finish_job(
+                self.ctx, self.runid, self.job_id, self.kind, ok=False, error=message,
+                meta=self.meta, canceled=isinstance(exc, Canceled),
+            )  # fmt: skip
         except Exception:
             log.exception("could not publish the end of job %s", self.job_id)
             return
         self.cancel.clear()
 
-    def completed(self) -> None:
-        finish_job(self.ctx, self.runid, self.job_id, self.kind, ok=True)
+    def completed(
+        self, nbytes: int | None = None, archive: str | None = None, detail: str | None = None
+    ) -> None:
+        finish_job(
+            self.ctx, self.runid, self.job_id, self.kind, ok=True, meta=self.meta,
+            nbytes=nbytes, archive=archive, detail=detail,
+        )  # fmt: skip
         self.cancel.clear()
 
 
@@ -238,7 +257,7 @@ def archive_rq(
         except BaseException as exc:
             frame.failed(exc)
             raise
-        frame.completed()
+        frame.completed(result.size, result.name)
     # The archive ended the run's undo (parked as trash): delete it off the critical path.
     purge_trash(run)
     note_undo(frame.ctx, run)
@@ -294,7 +313,7 @@ def restore_archive_rq(
         except BaseException as exc:
             frame.failed(exc)
             raise
-        frame.completed()
+        frame.completed(result.bytes_total, result.name)
     # An earlier undo this restore replaced is deleted after the final trigger, off the
     # user's critical path; this restore's own replaced tree is kept for undo.
     purge_trash(run)
@@ -332,7 +351,7 @@ def undo_restore_rq(runid: str) -> dict[str, Any]:
         except BaseException as exc:
             frame.failed(exc)
             raise
-        frame.completed()
+        frame.completed(archive=result.restored)
     purge_trash(run)  # what the undo replaced, after the final trigger
     note_undo(frame.ctx, run)
     return {"restored": result.restored, "partial": result.partial, "paths": result.paths}
@@ -367,7 +386,7 @@ def prune_rq(runid: str) -> dict[str, Any]:
         except BaseException as exc:
             frame.failed(exc)
             raise
-        frame.completed()
+        frame.completed(plan.bytes_freed, detail=_removed(plan))
     return plan.to_dict()
 
 
@@ -390,13 +409,35 @@ def _prune_after_archive(frame: _JobRun, run: RunRef) -> None:
     failed archive (see the module's notes)."""
     try:
         ensure_unlocked(frame.ctx.clients.locks, frame.runid, JobKind.PRUNE.verb)
-        _prune(frame, run)
+        plan = _prune(frame, run)
     except Exception as exc:
         log.warning("prune after archive of run %s failed", frame.runid, exc_info=True)
         message = str(exc) or type(exc).__name__
         frame.stream.publish(
             prune_failed_line(message, server_paths(frame.ctx.settings, frame.runid))
         )
+        _record_auto_prune(frame, outcome_of(exc), None, f"after archive: {message}")
+        return
+    if plan.remove:
+        detail = f"after archive; {_removed(plan)}"
+        _record_auto_prune(frame, Outcome.DONE, plan.bytes_freed, detail)
+
+
+def _removed(plan: Plan) -> str | None:
+    """A prune's audit detail: the archives it removed (None: none)."""
+    names = [c.name for c in plan.remove]
+    return "removed: " + ", ".join(names) if names else None
+
+
+def _record_auto_prune(frame: _JobRun, outcome: Outcome, nbytes: int | None, detail: str) -> None:
+    """Record the prune an archive job ran after its archive: a row of its own (same job, same
+    actor), before the job's own end."""
+    end = job_end_event(
+        frame.runid, frame.job_id, JobKind.PRUNE, outcome, meta=frame.meta, nbytes=nbytes,
+        detail=detail,
+    )  # fmt: skip
+    record(frame.ctx.audit(), replace(end, action=AuditAction.PRUNE, archive=None,
+                                      event_id=f"prune-{frame.job_id}"))  # fmt: skip
 
 
 @contextmanager

@@ -241,9 +241,14 @@ def revoke_tokens(session: Session, user: User, prefix: str | None = None) -> in
     return len(found)
 
 
-def user_for_token(session: Session, token: str) -> User | None:
-    """Return the owner of API token ``token``, or None."""
+def token_for(session: Session, token: str) -> ApiToken | None:
+    """Return the stored row of API token ``token`` (its id names it in the audit log), or None."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    return session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+
+
+def user_for_token(session: Session, token: str) -> User | None:
+    """Return the owner of API token ``token``, or None."""
+    row = token_for(session, token)
     return row.user if row is not None else None

@@ -3,9 +3,10 @@
 Nothing is created at import time, so gunicorn builds one app per worker process after
 forking. Blueprints, one module per area (the blueprint's name, which prefixes its endpoint
 names, in brackets; kept as they were, since a host app's ``url_for`` uses them):
-``archives.py`` [``archive``] (dashboard, list, download), ``jobs_api.py`` [``rq_api``] (jobs
-and delete), ``retention.py`` [``retention``] (pins, the retention policy, prune), ``storage.py``
-[``storage``] (the storage chart),
+``archives.py`` [``archive``] (dashboard, list, download), ``audit.py`` [``audit``] (the
+audit log's routes, and the recording of every action), ``jobs_api.py`` [``rq_api``] (jobs
+and delete), ``retention.py`` [``retention``] (pins, the retention policy, prune),
+``storage.py`` [``storage``] (the storage chart),
 ``websocket.py`` [``status``] (the status websocket), ``auth.py`` (login, logout,
 tokens, CSRF), ``pages.py`` (runs, health, OpenAPI), and ``mount.py`` [``runarchive``]
 (templates and static files).
@@ -34,6 +35,7 @@ from runarchive.jobs import SETTINGS_ENV, Settings
 
 from . import (
     archives,
+    audit,
     auth,
     db,
     errors,
@@ -58,6 +60,7 @@ _ENV_NAMES |= {"RUNARCHIVE_REDIS_URL", "RUNARCHIVE_SECRET_KEY"}
 BLUEPRINTS = (
     assets,
     archives.bp,
+    audit.bp,
     inside.bp,
     jobs_api.bp,
     retention.bp,
@@ -182,10 +185,10 @@ def _install(app: Flask, jobs_settings: Settings, web: WebSettings, mount: Mount
     app.extensions[EXTENSION] = mount
     app.jinja_env.globals["runarchive"] = mount
     database_url = app.config["DATABASE_URL"] if mount.own_app else None
-    db.init_app(
-        app, database_url or web.database_url or default_database_url(jobs_settings.data_dir)
-    )
-    dep = jobs_context.init_app(app, jobs_settings)
+    url = database_url or web.database_url or default_database_url(jobs_settings.data_dir)
+    db.init_app(app, url)
+    log = audit.init_app(app, url, jobs_settings.data_dir, web.audit_wait)
+    dep = jobs_context.init_app(app, jobs_settings, log)
     headers.init_app(app)
     host_csrf = app.extensions.get("csrf")
     if host_csrf is not None and host_csrf is not auth.csrf:
@@ -195,6 +198,7 @@ def _install(app: Flask, jobs_settings: Settings, web: WebSettings, mount: Mount
     for blueprint in (
         assets,
         archives.bp,
+        audit.bp,
         inside.bp,
         jobs_api.bp,
         retention.bp,
@@ -220,3 +224,6 @@ def shutdown(app: Flask) -> None:
     database = app.extensions.get(db.EXTENSION)
     if database is not None:
         database.close()
+    log = app.extensions.get(audit.EXTENSION)
+    if log is not None:
+        log.close()

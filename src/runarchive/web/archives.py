@@ -42,6 +42,7 @@ from runarchive.jobs import JOB_STATES, Event, Trigger, archive_health, running_
 
 from . import access, archive_quota, urls
 from .access import RunView
+from .audit import recorded_download, sent_bytes
 from .errors import html_page
 from .jobs_context import jobs
 from .mount import template
@@ -187,7 +188,14 @@ def rq_archive_download(runid: str, name: str) -> Response:
     ``O_NOFOLLOW``; the descriptor that was checked (a regular file) is the one sent, so
     swapping the file for a link after the check cannot change what is served.
     """
-    found = access.require_read(runid)
+    with recorded_download(runid, name) as note:
+        response = _download(note.admit(access.require_read(runid)), name)
+        note.bytes = sent_bytes(response)
+    return response
+
+
+def _download(found: RunView, name: str) -> Response:
+    """The download's response, from the one descriptor checked (see ``rq_archive_download``)."""
     assert found.run_dir is not None
     with open_run(found.run_dir) as run:
         fd, st = open_archive_fd(run, name)  # InvalidInput (400) for anything not a name

@@ -87,9 +87,12 @@ def _load_token_user(req: Any) -> User | None:
     token = bearer_token()
     if not token:
         return None
-    found = accounts.user_for_token(db().session, token)
-    if found is not None:
-        g.api_token = True
+    row = accounts.token_for(db().session, token)
+    if row is None:
+        return None
+    g.api_token = True
+    g.api_token_id = row.id  # who acted, in the audit log: token:<id>:<name>
+    found: User = row.user
     return found
 
 
@@ -121,11 +124,12 @@ def _authenticate_host_request() -> None:
         return
     token = bearer_token()
     if token is not None:
-        found = accounts.user_for_token(db().session, token) if token else None
-        if found is None:
+        row = accounts.token_for(db().session, token) if token else None
+        if row is None:
             raise Unauthorized("Invalid API token.")
-        g.setdefault(TOKEN_USER, found)
+        g.setdefault(TOKEN_USER, row.user)
         g.api_token = True
+        g.api_token_id = row.id
         return
     if request.method in UNSAFE_METHODS:
         csrf.protect()

@@ -7,7 +7,9 @@ added with ``ALTER TABLE … ADD COLUMN`` when a database lacks it (another proc
 at the same moment is fine: the column is looked up again after a failed ``ALTER``). SQLite
 gets WAL journaling, a busy timeout and enforced foreign keys, so the CLI can add users while
 the service runs; its file, and the ``-wal``/``-shm``/``-journal`` files SQLite makes with the
-same mode, are readable by the owner only (0600).
+same mode, are readable by the owner only (0600). Tables added since the first schema (the
+audit log, ``audit_events``) are made the same way, by ``create_all``. This module imports no
+Flask at load time: the local CLI opens the database to record and read the audit log.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ from __future__ import annotations
 import os
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from .models import Base
+
+if TYPE_CHECKING:  # Flask is imported where an app is served: the CLI opens databases without
+    from flask import Flask
 
 EXTENSION = "runarchive.db"
 FILE_MODE = 0o600
@@ -40,22 +44,24 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
 class Database:
     """An engine and a thread-scoped session factory for one database URL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
         self.url = url
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
             path = url.split("///", 1)[1] if "///" in url else ""
             if path and path != ":memory:":
                 _private_sqlite_file(Path(path))
-            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+            kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
         else:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            wait_ms = int(busy_timeout * 1000)
+            event.listen(self.engine, "connect", lambda c, r: _sqlite_pragmas(c, r, wait_ms))
         self.sessions = scoped_session(sessionmaker(self.engine, expire_on_commit=False))
         Base.metadata.create_all(self.engine)
         add_missing_columns(self.engine)
+        guard_audit_table(self.engine)
 
     @property
     def session(self) -> Session:
@@ -104,11 +110,29 @@ def add_missing_columns(engine: Engine) -> list[str]:
     return added
 
 
-def _sqlite_pragmas(dbapi_connection: Any, record: Any) -> None:
+# SQLite refuses to change or remove an audit row, whoever asks (the model refuses it too).
+_AUDIT_GUARDS = (
+    "CREATE TRIGGER IF NOT EXISTS audit_events_append_only_update BEFORE UPDATE ON audit_events "
+    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_events_append_only_delete BEFORE DELETE ON audit_events "
+    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+)
+
+
+def guard_audit_table(engine: Engine) -> None:
+    """Make the database itself refuse updates and deletes of audit rows (SQLite triggers)."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.begin() as conn:
+        for statement in _AUDIT_GUARDS:
+            conn.execute(text(statement))
+
+
+def _sqlite_pragmas(dbapi_connection: Any, record: Any, busy_timeout_ms: int = 30000) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     cursor.close()
 
 
@@ -126,5 +150,7 @@ def init_app(app: Flask, url: str) -> Database:
 
 def db() -> Database:
     """Return the current app's database."""
+    from flask import current_app
+
     found: Database = current_app.extensions[EXTENSION]
     return found

@@ -56,6 +56,7 @@ from runarchive.core import (
 )
 
 from . import access
+from .audit import recorded_download, sent_bytes
 
 log = logging.getLogger(__name__)
 bp = Blueprint("inside", __name__)
@@ -142,15 +143,22 @@ def rq_archive_diff_file(runid: str, name: str, path: str) -> Response:
 
 @bp.get(f"{BASE}/file/<path:path>")
 def rq_archive_file(runid: str, name: str, path: str) -> Response:
-    """Send one file of the archive (GET and HEAD; ETag, one Range), streamed from the zip."""
-    run_ref = _readable(runid)
-    with open_run(run_ref) as run:
-        contents = open_contents(run, name)
-    try:
-        return _file_response(contents, path, run_ref.runid)
-    except BaseException:
-        contents.reader.close()  # idempotent: a stream that took it over closed it already
-        raise
+    """Send one file of the archive (GET and HEAD; ETag, one Range), streamed from the zip.
+
+    A GET is recorded in the audit log as a download of that path (a HEAD sends nothing).
+    """
+    with recorded_download(runid, name, f"file: {path}") as note:
+        run_ref = note.admit(access.require_read(runid)).run
+        assert run_ref is not None  # require_read answers 404 otherwise
+        with open_run(run_ref) as run:
+            contents = open_contents(run, name)
+        try:
+            response = _file_response(contents, path, run_ref.runid)
+        except BaseException:
+            contents.reader.close()  # idempotent: a stream that took it over closed it already
+            raise
+        note.bytes = sent_bytes(response)
+    return response
 
 
 def _file_response(contents: Contents, path: str, runid: str) -> Response:

@@ -27,6 +27,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from runarchive.core import (
+    AuditAction,
     Comment,
     InvalidInput,
     NotFound,
@@ -37,6 +38,7 @@ from runarchive.core import (
     parse_restore_paths,
 )
 from runarchive.jobs import (
+    acting_as,
     cancel_job,
     delete_archive,
     enqueue_archive,
@@ -47,6 +49,7 @@ from runarchive.jobs import (
 
 from . import access, archive_quota
 from .access import RunView
+from .audit import actor, recorded
 from .jobs_context import jobs
 
 bp = Blueprint("rq_api", __name__)
@@ -134,9 +137,10 @@ def start_undo(run: RunView) -> str:
     return enqueue_undo(jobs(), _located(run))
 
 
-def remove_archive(run: RunView, name: str) -> None:
-    """Delete archive ``name`` of a run the caller may write (refused as a job would be)."""
-    delete_archive(jobs(), _located(run), archive_ref(name))
+def remove_archive(run: RunView, name: str) -> int:
+    """Delete archive ``name`` of a run the caller may write (refused as a job would be);
+    return the bytes it held."""
+    return delete_archive(jobs(), _located(run), archive_ref(name))
 
 
 def _located(run: RunView) -> RunRef:
@@ -148,7 +152,9 @@ def _located(run: RunView) -> RunRef:
 @bp.post("/runs/<runid>/rq/api/archive")
 def api_archive(runid: str) -> Response:
     """Queue an archive of the run; 202 with the job id."""
-    queued = start_archive(access.require_write(runid), request_body())
+    with recorded(AuditAction.ARCHIVE, runid) as note:
+        queued = start_archive(note.admit(access.require_write(runid)), request_body())
+        note.accepted(queued.job_id)
     # The stored comment, so a client can tell the user when it was cut to 40 characters.
     body = {"job_id": queued.job_id, "comment": queued.comment.text,
             "comment_cut": queued.comment.cut}  # fmt: skip
@@ -158,26 +164,51 @@ def api_archive(runid: str) -> Response:
 @bp.post("/runs/<runid>/rq/api/restore-archive")
 def api_restore_archive(runid: str) -> Response:
     """Queue a restore of the run from ``archive_name`` (only ``paths``, if given); 202."""
-    run = access.require_write(runid)
-    body = request_body()
-    job_id = start_restore(run, archive_name_of(body), paths_of(body))
+    with recorded(AuditAction.RESTORE, runid) as note:
+        run = note.admit(access.require_write(runid))
+        body = request_body()
+        note.archive = _loose_text(body, "archive_name")
+        note.detail = _paths_detail(body)
+        # The job carries the actor, archive and paths (``acting_as``) for its end's row.
+        with acting_as(actor(), AuditAction.RESTORE, note.archive, note.detail):
+            job_id = start_restore(run, archive_name_of(body), paths_of(body))
+        note.accepted(job_id)
     return json_response({"job_id": job_id}, 202)
 
 
 @bp.post("/runs/<runid>/rq/api/undo-restore")
 def api_undo_restore(runid: str) -> Response:
     """Queue an undo of the run's last restore; 202 with the job id, 409 with nothing to undo."""
-    job_id = start_undo(access.require_write(runid))
+    with recorded(AuditAction.UNDO, runid) as note:
+        job_id = start_undo(note.admit(access.require_write(runid)))
+        note.accepted(job_id)
     return json_response({"job_id": job_id}, 202)
 
 
 @bp.post("/runs/<runid>/rq/api/delete-archive")
 def api_delete_archive(runid: str) -> Response:
     """Delete archive ``archive_name`` of the run now; 200 with its name."""
-    run = access.require_write(runid)
-    name = archive_name_of(request_body())
-    remove_archive(run, name)
+    with recorded(AuditAction.DELETE, runid) as note:
+        run = note.admit(access.require_write(runid))
+        body = request_body()
+        note.archive = _loose_text(body, "archive_name")
+        name = archive_name_of(body)
+        note.bytes = remove_archive(run, name)
     return json_response({"deleted": name}, 200)
+
+
+def _loose_text(body: dict[str, Any], field: str) -> str | None:
+    """The field as the audit row names it (cut; only a string), before it is validated."""
+    value = body.get(field)
+    return value[:300] if isinstance(value, str) else None
+
+
+def _paths_detail(body: dict[str, Any]) -> str | None:
+    """A partial restore's paths as its audit row's ``detail`` (``paths: a, b/``)."""
+    raw = body.get("paths")
+    if not isinstance(raw, list):
+        return None
+    return "paths: " + ", ".join(str(p) for p in raw)
 
 
 def find_job(job_id: str, *, with_exc_info: bool) -> dict[str, Any]:
@@ -220,5 +251,10 @@ def cancel(info: dict[str, Any]) -> str:
 @bp.post("/rq/api/canceljob/<job_id>")
 def canceljob(job_id: str) -> Response:
     """Cancel a queued or running job (write access to its run); 200 with what was done."""
-    status = cancel(find_job(job_id, with_exc_info=False))
+    info = find_job(job_id, with_exc_info=False)
+    with recorded(AuditAction.CANCEL, info["runid"]) as note:
+        note.job_id = job_id
+        status = cancel(info)
+        note.admitted = True
+        note.detail = status
     return json_response({"job_id": job_id, "status": status}, 200)

@@ -11,7 +11,7 @@ import threading
 
 from flask import Flask, current_app
 
-from runarchive.jobs import JobsContext, Settings
+from runarchive.jobs import JobsContext, Recorder, Settings
 
 EXTENSION = "runarchive.deployment"
 
@@ -19,8 +19,9 @@ EXTENSION = "runarchive.deployment"
 class Deployment:
     """Jobs settings plus the lazily opened ``JobsContext``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, recorder: Recorder | None = None) -> None:
         self.settings = settings
+        self.recorder = recorder  # the app's audit log: a job end seen here is recorded there
         self._ctx: JobsContext | None = None
         self._lock = threading.Lock()
 
@@ -30,7 +31,9 @@ class Deployment:
         if ctx is None:
             with self._lock:
                 if self._ctx is None:
-                    self._ctx = JobsContext.from_settings(self.settings)
+                    opened = JobsContext.from_settings(self.settings)
+                    opened.recorder = self.recorder
+                    self._ctx = opened
                 ctx = self._ctx
         return ctx
 
@@ -42,9 +45,9 @@ class Deployment:
                 self._ctx = None
 
 
-def init_app(app: Flask, settings: Settings) -> Deployment:
-    """Attach the deployment of ``settings`` to ``app``."""
-    deployment = Deployment(settings)
+def init_app(app: Flask, settings: Settings, recorder: Recorder | None = None) -> Deployment:
+    """Attach the deployment of ``settings`` (its audit events to ``recorder``) to ``app``."""
+    deployment = Deployment(settings, recorder)
     app.extensions[EXTENSION] = deployment
     return deployment
 

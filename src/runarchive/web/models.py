@@ -16,6 +16,11 @@ CLI can list and revoke tokens without the token itself.
 ``User.quota_bytes``/``quota_count`` override the site's per-owner archive quota for that user
 (``runarchive users quota``; NULL: the site's ``RUNARCHIVE_QUOTA_OWNER_*``); a database made
 before them gains the columns on open (``db.ADDED_COLUMNS``).
+
+``AuditRecord`` is one row of the audit log (``auditlog.py``): append-only. The model refuses
+to be updated or deleted (mapper events raise ``AppendOnly``), its id only grows (SQLite's
+``AUTOINCREMENT``: an id is never handed out twice, so the id is the order and the cursor), and
+``event_id`` is unique, so a spooled event replayed twice is stored once.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
+    Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -117,3 +124,35 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class AppendOnly(RuntimeError):
+    """An attempt to change or remove a row of the audit log."""
+
+
+class AuditRecord(Base):
+    """One recorded action: who, from where, on which run and archive, how it ended."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    user: Mapped[str] = mapped_column(String(200), index=True)
+    remote_addr: Mapped[str] = mapped_column(String(200))
+    runid: Mapped[str | None] = mapped_column(String(200), index=True)
+    archive: Mapped[str | None] = mapped_column(String(300))
+    action: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str | None] = mapped_column(String(128))
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+def _refuse_change(mapper: object, connection: object, target: AuditRecord) -> None:
+    raise AppendOnly(f"The audit log is append-only: row {target.id} cannot be changed.")
+
+
+event.listen(AuditRecord, "before_update", _refuse_change)
+event.listen(AuditRecord, "before_delete", _refuse_change)

@@ -12,7 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from runarchive import __version__
-from runarchive.core import MAX_KEEP, RETENTION_RULES, RUNID_RE, SAFE_ARCHIVE_RE
+from runarchive.core import (
+    MAX_KEEP,
+    RETENTION_RULES,
+    RUNID_RE,
+    SAFE_ARCHIVE_RE,
+    AuditAction,
+    Outcome,
+)
 
 JSON = "application/json"
 
@@ -64,6 +71,46 @@ DRY_RUN = {
     "description": "`1`: only say what would be removed.",
     "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
 }
+AUDIT_CURSOR = {
+    "name": "cursor",
+    "in": "query",
+    "required": False,
+    "description": "The `next` of the previous page (opaque; one log's cursor does not page "
+    "another's: 400 `invalid_cursor`).",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,6000}$"},
+}
+AUDIT_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "description": "Events per page, 1 to 1000 (default 100).",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+}
+AUDIT_EVENT = {
+    "type": "object",
+    "description": "One recorded action (append-only; `id` only grows).",
+    "required": ["id", "time", "user", "remote_addr", "runid", "archive", "action", "outcome",
+                 "job_id", "bytes", "detail"],
+    "properties": {
+        "id": {"type": "integer", "description": "Monotonic: the order of the log."},
+        "time": {"type": "string", "format": "date-time", "description": "ISO 8601, UTC."},
+        "user": {"type": "string", "description": "`<name>` (session), `token:<id>:<name>` "
+                 "(API token), `cli:<login>`, `host` (a host policy's grant), `anonymous` "
+                 "(a public run), `unknown` (a job queued outside runarchive)."},
+        "remote_addr": {"type": "string", "description": "The request's address as the app "
+                        "sees it (after the trusted proxies), `local` for the CLI."},
+        "runid": {"type": ["string", "null"]},
+        "archive": {"type": ["string", "null"]},
+        "action": {"type": "string", "enum": [a.value for a in AuditAction]},
+        "outcome": {"type": "string", "enum": [o.value for o in Outcome]},
+        "job_id": {"type": ["string", "null"]},
+        "bytes": {"type": ["integer", "null"], "description": "Archive written, restored, "
+                  "deleted, pruned or sent."},
+        "detail": {"type": ["string", "null"], "description": "Extra field: a refusal's "
+                   "message, a partial restore's paths, a downloaded file's path, a policy."},
+    },
+}  # fmt: skip
+
 # What a browser sends to open a websocket; without them the URL answers 400.
 WS_HEADERS = [
     {"name": name, "in": "header", "required": True, "schema": {"type": "string", "enum": [value]}}
@@ -321,6 +368,19 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["deleted"],
         "properties": {"deleted": {"type": "string"}},
+    },
+    "AuditEvent": AUDIT_EVENT,
+    "AuditPage": {
+        "type": "object",
+        "required": ["events", "next"],
+        "properties": {
+            "events": {
+                "type": "array",
+                "items": _ref("AuditEvent"),
+                "description": "Newest first.",
+            },
+            "next": {"type": ["string", "null"], "description": "Cursor of the next page."},
+        },
     },
     "PinState": {
         "type": "object",
@@ -706,6 +766,17 @@ def _paths() -> dict[str, Any]:
             "responses": {"200": {"description": "The chart (`no-store`).",
                                   "content": {"image/svg+xml": {"schema": {"type": "string"}}}},
                           **REFUSALS}}},
+        "/runs/{runid}/archive/audit": {"get": {
+            "summary": "The run's audit log, newest first: every archive, restore, undo, fork, "
+                       "delete, prune, pin/unpin, cancel, download and policy change, accepted "
+                       "or refused, and every job's end. " + WRITE,
+            "parameters": [RUNID, AUDIT_CURSOR, AUDIT_LIMIT],
+            "responses": {"200": _json(_ref("AuditPage"), "One page of events."), **REFUSALS}}},
+        "/audit": {"get": {
+            "summary": "Every run's audit log, newest first. Admins only (403 otherwise).",
+            "parameters": [AUDIT_CURSOR, AUDIT_LIMIT],
+            "responses": {"200": _json(_ref("AuditPage"), "One page of events."),
+                          **{k: v for k, v in REFUSALS.items() if k != "404"}}}},
         "/rq/api/jobstatus/{job_id}": {"get": {
             "summary": "A job's status, times and progress. Read access to the job's run.",
             "parameters": [JOB_ID],

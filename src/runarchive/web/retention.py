@@ -16,9 +16,12 @@ are refused with 409 while another operation holds the run (``busy``) or on a re
 
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, Response, request
 
 from runarchive.core import (
+    AuditAction,
     InvalidInput,
     Policy,
     archive_ref,
@@ -33,6 +36,7 @@ from runarchive.jobs import enqueue_prune
 
 from . import access
 from .access import RunView
+from .audit import recorded
 from .jobs_api import json_response
 from .jobs_context import jobs
 
@@ -49,13 +53,17 @@ def pin(found: RunView, name: str, pinned: bool) -> dict[str, object]:
 @bp.post("/runs/<runid>/archive/<name>/pin")
 def pin_archive(runid: str, name: str) -> Response:
     """Pin an archive: never pruned, and not deleted until unpinned."""
-    return json_response(pin(access.require_write(runid), name, True), 200)
+    with recorded(AuditAction.PIN, runid, archive=name) as note:
+        answer = pin(note.admit(access.require_write(runid)), name, True)
+    return json_response(answer, 200)
 
 
 @bp.post("/runs/<runid>/archive/<name>/unpin")
 def unpin_archive(runid: str, name: str) -> Response:
     """Unpin an archive (a name that is not pinned is answered as unpinned)."""
-    return json_response(pin(access.require_write(runid), name, False), 200)
+    with recorded(AuditAction.UNPIN, runid, archive=name) as note:
+        answer = pin(note.admit(access.require_write(runid)), name, False)
+    return json_response(answer, 200)
 
 
 def _site() -> Policy | None:
@@ -74,13 +82,15 @@ def get_policy(runid: str) -> Response:
 @bp.put("/runs/<runid>/archive/policy")
 def put_policy(runid: str) -> Response:
     """Store the run's own retention policy; answer it."""
-    found = access.require_write(runid)
-    assert found.run is not None
-    body = request.get_json(silent=True) if request.is_json else None
-    if body is None:
-        raise InvalidInput("The policy must be a JSON object (Content-Type: application/json).")
-    policy = parse_policy(_whole_numbers(body), partial=True)
-    set_run_policy(found.run, policy)
+    with recorded(AuditAction.POLICY, runid) as note:
+        found = note.admit(access.require_write(runid))
+        assert found.run is not None
+        body = request.get_json(silent=True) if request.is_json else None
+        if body is None:
+            raise InvalidInput("The policy must be a JSON object (Content-Type: application/json).")
+        policy = parse_policy(_whole_numbers(body), partial=True)
+        set_run_policy(found.run, policy)
+        note.detail = json.dumps(policy.to_dict(), sort_keys=True)  # the policy now in force
     return json_response(policy.to_dict(), 200)
 
 
@@ -102,11 +112,18 @@ def _dry_run() -> bool:
 
 @bp.post("/runs/<runid>/archive/prune")
 def prune(runid: str) -> Response:
-    """Answer what the run's policy keeps and removes; without ``dry_run``, queue the prune."""
+    """Answer what the run's policy keeps and removes; without ``dry_run``, queue the prune.
+
+    A dry run changes nothing and is not recorded; a prune is (accepted, then the job's end).
+    """
     found = access.require_write(runid)
     assert found.run is not None
     dry = _dry_run()
     plan = plan_prune(found.run, site_default=_site()).to_dict()
     if dry:
         return json_response(plan, 200)
-    return json_response({**plan, "job_id": enqueue_prune(jobs(), found.run)}, 202)
+    with recorded(AuditAction.PRUNE, runid) as note:
+        note.admit(found)
+        job_id = enqueue_prune(jobs(), found.run)
+        note.accepted(job_id)
+    return json_response({**plan, "job_id": job_id}, 202)

@@ -95,6 +95,11 @@ SETTINGS: dict[str, Setting] = {
         "300",
         "Seconds over which failed logins are counted, and how long the refusal lasts.",
     ),
+    "audit_wait": Setting(
+        "RUNARCHIVE_AUDIT_WAIT",
+        "5",
+        "Seconds an audit row waits for a locked database before it is spooled (replayed later).",
+    ),
     "stop_timeout": Setting(
         "RUNARCHIVE_STOP_TIMEOUT",
         "20",
@@ -130,6 +135,7 @@ class WebSettings:
     login_max_failures: int = 5
     login_window: float = 300.0
     stop_timeout: float = 20.0
+    audit_wait: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("port", "web_workers", "web_threads", "login_max_failures",
@@ -138,6 +144,8 @@ class WebSettings:
                 raise InvalidInput(f"{SETTINGS[name].env} must be at least 1.")
         if self.ws_max_sockets is not None and self.ws_max_sockets < 0:
             raise InvalidInput(f"{SETTINGS['ws_max_sockets'].env} must not be negative.")
+        if self.audit_wait < 0:
+            raise InvalidInput(f"{SETTINGS['audit_wait'].env} must not be negative.")
         if self.ws_ping_interval <= 0 or self.login_window <= 0 or self.stop_timeout <= 0:
             raise InvalidInput("Intervals and timeouts must be positive.")
 

@@ -134,10 +134,8 @@ def storage_chart(runid: str) -> str:
     return url_for("storage.rq_storage_chart", runid=runid)
 
 
-def audit_log(runid: str) -> str | None:
-    """The run's audit log, when this app serves it (the ``audit`` blueprint); else None."""
-    if "audit.run_audit" not in current_app.view_functions:
-        return None
+def audit_log(runid: str) -> str:
+    """The run's audit log (write access; the dashboard's Activity tab reads it)."""
     return url_for("audit.run_audit", runid=runid)
 
 

@@ -49,12 +49,13 @@ from flask_wtf.csrf import CSRFError  # type: ignore[import-untyped]
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
-from runarchive.core import InvalidInput, NotFound, RunArchiveError
-from runarchive.jobs import JobRunning, QueueUnavailable
+from runarchive.core import AuditAction, InvalidInput, NotFound, RunArchiveError
+from runarchive.jobs import JobRunning, QueueUnavailable, acting_as
 
 from . import access, jobs_api, urls
 from .access import RunView
 from .archives import dashboard_page, list_body
+from .audit import actor, recorded
 from .errors import Unauthorized, WebError, status_of
 
 log = logging.getLogger(__name__)
@@ -134,28 +135,56 @@ def archives(runid: str, config: str) -> Response:
 @bp.post("/runs/<runid>/<config>/rq/api/archive")
 def legacy_archive(runid: str, config: str) -> Response:
     """Queue an archive: ``{"Success": true, "job_id"}``."""
-    job_id = jobs_api.start_archive(_writable(runid, config), jobs_api.request_body()).job_id
+    job_id = _archive(runid, config)
     return jobs_api.json_response({"Success": True, "job_id": job_id}, 200)
 
 
 @bp.post("/runs/<runid>/<config>/rq/api/restore-archive")
 def legacy_restore(runid: str, config: str) -> Response:
     """Queue a restore from ``archive_name``: ``{"Success": true, "job_id"}``."""
-    run = _writable(runid, config)
-    name = jobs_api.archive_name_of(jobs_api.request_body())
-    with worded(runid=runid, archive_name=name):
-        job_id = jobs_api.start_restore(run, name)
+    job_id = _restore(runid, config)
     return jobs_api.json_response({"Success": True, "job_id": job_id}, 200)
 
 
 @bp.post("/runs/<runid>/<config>/rq/api/delete-archive")
 def legacy_delete(runid: str, config: str) -> Response:
     """Delete archive ``archive_name`` now: ``{"Success": true}``."""
-    run = _writable(runid, config)
-    name = jobs_api.archive_name_of(jobs_api.request_body())
-    with worded(runid=runid, archive_name=name):
-        jobs_api.remove_archive(run, name)
+    _delete(runid, config)
     return jobs_api.json_response({"Success": True}, 200)
+
+
+# The actions behind both URL families, each recorded in the audit log as ours are.
+
+
+def _archive(runid: str, config: str) -> str:
+    with recorded(AuditAction.ARCHIVE, runid) as note:
+        run = note.admit(_writable(runid, config))
+        job_id = jobs_api.start_archive(run, jobs_api.request_body()).job_id
+        note.accepted(job_id)
+    return job_id
+
+
+def _restore(runid: str, config: str) -> str:
+    with recorded(AuditAction.RESTORE, runid) as note:
+        run = note.admit(_writable(runid, config))
+        name = jobs_api.archive_name_of(jobs_api.request_body())
+        note.archive = name[:300]
+        with (
+            acting_as(actor(), AuditAction.RESTORE, note.archive),
+            worded(runid=runid, archive_name=name),
+        ):
+            job_id = jobs_api.start_restore(run, name)
+        note.accepted(job_id)
+    return job_id
+
+
+def _delete(runid: str, config: str) -> None:
+    with recorded(AuditAction.DELETE, runid) as note:
+        run = note.admit(_writable(runid, config))
+        name = jobs_api.archive_name_of(jobs_api.request_body())
+        note.archive = name[:300]
+        with worded(runid=runid, archive_name=name):
+            note.bytes = jobs_api.remove_archive(run, name)
 
 
 # --------------------------------------------------------------------------- rq-engine
@@ -164,27 +193,21 @@ def legacy_delete(runid: str, config: str) -> Response:
 @engine_bp.post("/rq-engine/api/runs/<runid>/<config>/archive")
 def engine_archive(runid: str, config: str) -> Response:
     """Queue an archive: 200 ``{"job_id"}``."""
-    job_id = jobs_api.start_archive(_writable(runid, config), jobs_api.request_body()).job_id
+    job_id = _archive(runid, config)
     return jobs_api.json_response({"job_id": job_id}, 200)
 
 
 @engine_bp.post("/rq-engine/api/runs/<runid>/<config>/restore-archive")
 def engine_restore(runid: str, config: str) -> Response:
     """Queue a restore from ``archive_name``: 200 ``{"job_id"}``."""
-    run = _writable(runid, config)
-    name = jobs_api.archive_name_of(jobs_api.request_body())
-    with worded(runid=runid, archive_name=name):
-        job_id = jobs_api.start_restore(run, name)
+    job_id = _restore(runid, config)
     return jobs_api.json_response({"job_id": job_id}, 200)
 
 
 @engine_bp.post("/rq-engine/api/runs/<runid>/<config>/delete-archive")
 def engine_delete(runid: str, config: str) -> Response:
     """Delete archive ``archive_name`` now: 200 ``{}``."""
-    run = _writable(runid, config)
-    name = jobs_api.archive_name_of(jobs_api.request_body())
-    with worded(runid=runid, archive_name=name):
-        jobs_api.remove_archive(run, name)
+    _delete(runid, config)
     return jobs_api.json_response({}, 200)
 
 
@@ -227,7 +250,11 @@ def engine_canceljob(job_id: str) -> Response:
     info = _known_job(job_id, with_exc_info=False)
     if info is None:
         return _not_found(job_id)
-    return jobs_api.json_response({"job_id": job_id, "status": jobs_api.cancel(info)}, 200)
+    with recorded(AuditAction.CANCEL, info["runid"]) as note:
+        note.job_id = job_id
+        status = jobs_api.cancel(info)
+        note.admitted, note.detail = True, status
+    return jobs_api.json_response({"job_id": job_id, "status": status}, 200)
 
 
 # --------------------------------------------------------------------------- refusals
