@@ -16,6 +16,7 @@ import os
 import re
 import uuid
 import xml.etree.ElementTree as ET
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from runarchive.core import Policy, create_archive, pinned_names, run_policy, se
 from runarchive.synthetic_run import generate_run
 from runarchive.web.accounts import grant_run, require_user
 from runarchive.web.db import db
+from tests.support.processes import run_cli
+from tests.support.runs import flip_entry_byte
 from tests.support.web import PASSWORD, LiveServer, WebEnv
 from tests.support.workers import Workers
 
@@ -289,6 +292,73 @@ def test_a_reader_sees_the_storage_panel_but_no_control_that_changes_anything(
     expect(view.page.locator("#ra-policy-save")).to_have_count(0)
     expect(view.page.locator("#ra-prune-btn")).to_have_count(0)
     assert [g.get("data-name") for g in view.chart_archives()] == names
+
+
+def test_the_activity_tab_lists_what_was_done_newest_first_and_loads_more(
+    web: WebEnv, open_page: Callable[..., Page]
+) -> None:
+    run, names = dated_run(web, days=2)
+    owner = web.as_role("owner")  # alice through the API: 60 rows, more than a page
+    for _ in range(30):
+        for verb in ("pin", "unpin"):
+            assert owner.post(f"/runs/{run.name}/archive/{names[0]}/{verb}").status_code == 200
+    view = StoragePanel(open_page(), run).open()
+    view.pin_button(names[1]).click()  # and one through the page, the newest
+    expect(view.pin_button(names[1])).to_have_attribute("aria-pressed", "true")
+
+    view.page.locator("#ra-tab-archives").focus()
+    view.page.keyboard.press("End")  # the last tab, by keyboard
+    tab = view.page.locator("#ra-tab-activity")
+    expect(tab).to_have_attribute("aria-selected", "true")
+    rows = view.page.locator("#ra-audit-rows tr")
+    expect(rows).to_have_count(50)
+    first = rows.first
+    cells = [c.strip() for c in first.locator("td").all_inner_texts()]
+    assert cells[1:5] == ["pin", "done", "alice (127.0.0.1)", names[1]], cells
+    stamp = first.locator("time")
+    iso = stamp.get_attribute("datetime") or ""
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", iso), iso
+    expect(stamp).to_have_attribute("title", iso)  # the ISO time; the text is local time
+    assert stamp.inner_text() != iso
+    more = view.page.locator("#ra-audit-more")
+    expect(more).to_be_visible()
+    more.focus()
+    view.page.keyboard.press("Enter")
+    expect(rows).to_have_count(61)
+    expect(more).to_be_hidden()  # the last page
+    expect(rows.nth(50)).to_be_focused()  # the keyboard goes on from the first new row
+    shown = [int(i) for i in rows.evaluate_all("rs => rs.map(r => r.dataset.id)")]
+    url = f"/runs/{run.name}/archive/audit?limit=1000"
+    stored = [e["id"] for e in view.page.request.get(url).json()["events"]]
+    assert shown == stored and shown == sorted(shown, reverse=True)
+    actions = rows.evaluate_all("rs => rs.map(r => r.dataset.action)")
+    assert actions == ["pin"] + ["unpin", "pin"] * 30
+
+
+def test_a_damaged_archive_is_badged_in_its_row_and_marked_in_the_chart(
+    web: WebEnv, open_page: Callable[..., Page]
+) -> None:
+    run, names = dated_run(web, days=2)
+    bad = run / "archives" / names[0]
+    with zipfile.ZipFile(bad) as zf:
+        info = next(i for i in zf.infolist() if i.compress_type == zipfile.ZIP_DEFLATED)
+    flip_entry_byte(bad, info.filename, zipfile.ZIP_DEFLATED)
+    settings = web.ctx.settings
+    done = run_cli("scrub", run, "--redis-url", str(settings.redis_url),
+                   RUNARCHIVE_KEY_PREFIX=settings.key_prefix)  # fmt: skip
+    assert done.returncode == 5, done.stdout + done.stderr  # exits.DAMAGE_FOUND
+
+    view = StoragePanel(open_page(), run).open()
+    badge = view.row(names[0]).locator("[data-health=damaged]")
+    expect(badge).to_have_text("Damaged")
+    expect(view.row(names[1]).locator("[data-health=ok]")).to_have_text("verified")
+    view.show_storage_by_keyboard()
+    view.chart_loaded()
+    marks = {g.get("data-name"): g.get("data-damaged") for g in view.chart_archives()}
+    assert marks == {names[0]: "true", names[1]: "false"}
+    expect(view.page.locator("#ra-storage-summary")).to_have_text(
+        totals(view.page, run, "1 damaged")
+    )
 
 
 def test_the_storage_panel_reads_well_on_a_desktop_and_a_phone(

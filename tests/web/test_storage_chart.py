@@ -72,20 +72,34 @@ def test_the_chart_has_a_title_and_a_description_in_words() -> None:
 
 def test_the_disk_bars_say_their_values_and_share_one_scale() -> None:
     usage = ChartUsage(archives_bytes=2048, archives_count=2, run_bytes=8192,
-                       quota_bytes=4096, disk_free_bytes=16384)  # fmt: skip
+                       quota_bytes=4096, disk_free_bytes=6144)  # fmt: skip
     bars = bar_groups(parse(render_chart(archives(2), usage)))
     assert list(bars) == ["run", "archives", "free"]
     assert [texts(b)[0] for b in bars.values()] == [
         "Run 8.0 KiB",
         "Archives 2.0 KiB of 4.0 KiB quota (50 %)",
-        "Free disk 16.0 KiB",
+        "Free disk 6.0 KiB",
     ]
-    assert [int(b.get("data-value", "")) for b in bars.values()] == [8192, 2048, 16384]
+    assert [int(b.get("data-value", "")) for b in bars.values()] == [8192, 2048, 6144]
     widths = {key: float(rect_of(b, "value").get("width", "")) for key, b in bars.items()}
-    assert widths["free"] == 2 * widths["run"] == 8 * widths["archives"]
+    assert widths["run"] == 4 * widths["archives"] == 640 - 32  # the largest fills the width
+    assert 3 * widths["run"] == 4 * widths["free"]
     quota = rect_of(bars["archives"], "quota")
     assert float(quota.get("width", "")) == 2 * widths["archives"]
     assert bars["archives"].get("data-quota") == "4096"
+    assert bars["free"].get("data-clipped") is None
+
+
+def test_free_disk_past_the_runs_scale_is_cut_at_the_edge_and_says_so() -> None:
+    usage = ChartUsage(archives_bytes=2048, archives_count=2, run_bytes=8192,
+                       quota_bytes=None, disk_free_bytes=80 * 1024**3)  # fmt: skip
+    bars = bar_groups(parse(render_chart(archives(2), usage)))
+    free = bars["free"]
+    assert texts(free) == ["Free disk 80.0 GiB (past the scale)"]
+    assert free.get("data-clipped") == "true" and free.get("data-value") == str(80 * 1024**3)
+    assert float(rect_of(free, "value").get("width", "")) == 640 - 32
+    assert float(rect_of(bars["run"], "value").get("width", "")) == 640 - 32  # still readable
+    assert len([ln for ln in free.iter(f"{SVG}line") if ln.get("class") == "break"]) == 2
 
 
 def test_archives_over_their_quota_are_drawn_in_the_warning_colour_and_say_the_percent() -> None:

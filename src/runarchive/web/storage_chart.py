@@ -14,7 +14,11 @@ Two parts, one below the other:
   alone; the legend names the marks. Each bar has a ``<title>`` (name, size, time, comment).
 - **Disk**: horizontal bars on one shared scale: the run's own size, the archives' total (with
   the quota as the bar's track and a tick where it ends, when there is one) and the free disk.
-  Each bar's label says its value in words (``Archives 4.1 MiB of 10.0 MiB quota (41 %)``).
+  The scale is set by the run, its archives and the quota; free disk beyond it (a disk is
+  usually thousands of times a run) is cut at the edge with a break mark and says so, so the
+  bars that matter stay readable, and a disk with less free than the quota shows it at a
+  glance. Each bar's label says its value in words (``Archives 4.1 MiB of 10.0 MiB quota
+  (41 %)``).
 
 Everything that comes from the run (names, comments) is hostile: it reaches the SVG only
 through ``_text``, which escapes XML's markup characters and drops the characters XML 1.0
@@ -240,20 +244,24 @@ def _disk_bars(archives: Sequence[ChartArchive], usage: ChartUsage | None) -> li
 def _disk(
     archives: Sequence[ChartArchive], usage: ChartUsage | None, top: int, width: int
 ) -> list[str]:
-    """The horizontal bars, on one scale shared by all of them."""
+    """The horizontal bars, on one scale shared by all of them (free disk cut at its edge)."""
     bars = _disk_bars(archives, usage)
     left, right = MARGIN, width - MARGIN
-    scale_max = max([b.value for b in bars] + [b.track or 0 for b in bars]) or 1
+    ours = [b.value for b in bars if b.key != "free"] + [b.track or 0 for b in bars]
+    scale_max = max(ours) or max(b.value for b in bars) or 1
     out = ['<g id="disk" aria-label="Disk use">']
     y = top
     for bar in bars:
-        length = bar.value / scale_max * (right - left)
+        clipped = bar.value > scale_max
+        length = min(bar.value, scale_max) / scale_max * (right - left)
         if bar.value:
             length = max(MIN_BAR_PX, length)
+        label = bar.label + (" (past the scale)" if clipped else "")
         out.append(
             f'<g class="bar" data-key="{bar.key}" data-value="{bar.value}"'
             + (f' data-quota="{bar.track}"' if bar.track is not None else "")
-            + f'><text x="{left}" y="{y + 12}" font-size="13" fill="{INK}">{_text(bar.label)}'
+            + (' data-clipped="true"' if clipped else "")
+            + f'><text x="{left}" y="{y + 12}" font-size="13" fill="{INK}">{_text(label)}'
             "</text>"
         )
         bar_y = y + 18
@@ -268,6 +276,13 @@ def _disk(
             f'<rect class="value" x="{left}" y="{bar_y}" width="{_num(length)}" '
             f'height="{BAR_HEIGHT}" fill="{fill}"/>'
         )
+        if clipped:  # a break: two white slants near the end
+            for dx in (-22, -14):
+                x0 = right + dx
+                out.append(
+                    f'<line class="break" x1="{x0}" y1="{bar_y + BAR_HEIGHT + 2}" '
+                    f'x2="{x0 + 6}" y2="{bar_y - 2}" stroke="#ffffff" stroke-width="3"/>'
+                )
         if bar.track is not None:
             tick = left + bar.track / scale_max * (right - left)
             out.append(
