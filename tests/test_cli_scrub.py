@@ -29,7 +29,7 @@ def _damaged_run(root: Path, runid: str) -> tuple[Path, dict[str, str]]:
     return run, names
 
 
-def test_scrub_flags_a_flipped_stored_and_deflated_entry_and_exits_4(tmp_path: Path) -> None:
+def test_scrub_flags_a_flipped_stored_and_deflated_entry_and_exits_5(tmp_path: Path) -> None:
     run, names = _damaged_run(tmp_path / "runs", "scrub-cli-run")
     done = run_cli("scrub", run, "--json")
     assert done.returncode == 5, done.stderr

@@ -1,13 +1,13 @@
 """The access matrix: every route × anonymous, another user, the owner, an admin × private/public.
 
 Read routes (dashboard, list, download, inside an archive, job status, status websocket,
-retention policy) are open to owners, admins and — on a run holding a ``PUBLIC`` file —
-everybody. Write routes (archive, restore, the restore preview, fork, delete, job info,
-cancel, pin, unpin, setting the policy, prune and its dry run, the run's audit log) are for
-owners and admins only, public or not; every run's audit log (``/audit``) for admins only; an
-allowed fork grants the new run to the requester, a refused one leaves no job, claim or grant.
-Each case checks the answer and what is stored: a refused write leaves no job and no change on
-disk; an allowed inside-an-archive read or preview, the data it gives.
+retention policy, storage chart) are open to owners, admins and — on a run holding a
+``PUBLIC`` file — everybody. Write routes (archive, restore, the restore preview, fork, delete,
+job info, cancel, pin, unpin, setting the policy, prune and its dry run, the run's audit log)
+are for owners and admins only, public or not; every run's audit log (``/audit``) for admins
+only; an allowed fork grants the new run to the requester, a refused one leaves no job, claim
+or grant. Each case checks the answer and what is stored: a refused write leaves no job and no
+change on disk; an allowed inside-an-archive read or preview, the data it gives.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from runarchive.web.db import db
 from tests.support.web import WS_HEADERS, Browser, Run, WebEnv
 
 INSIDE_ROUTES = ("entries", "file", "diff", "diff_file")
-READ_ROUTES = ("dashboard", "list", "download", *INSIDE_ROUTES, "jobstatus", "websocket", "policy")
+READ_ROUTES = ("dashboard", "list", "download", *INSIDE_ROUTES, "jobstatus", "websocket", "policy",
+               "storage_chart")  # fmt: skip
 WRITE_ROUTES = ("archive", "restore", "restore_preview", "fork", "delete", "jobinfo", "canceljob")
 USERS = {"owner": "alice", "other": "bob", "admin": "root"}
 RETENTION_ROUTES = ("pin", "unpin", "set_policy", "prune_dry_run", "prune")
@@ -61,6 +62,8 @@ def call(web: WebEnv, browser: Browser, route: str, run: Run, job_id: str | None
         return browser.get(f"{base}/archive/{run.archive}/restore-preview?path=output/")
     if route == "policy":
         return browser.get(f"{base}/archive/policy")
+    if route == "storage_chart":
+        return browser.get(f"{base}/archive/storage.svg")
     if route in ("pin", "unpin"):
         return browser.post(f"{base}/archive/{run.archive}/{route}")
     if route == "set_policy":
@@ -173,6 +176,9 @@ def test_access_matrix(web: WebEnv, route: str, role: str, public: bool) -> None
             assert run_policy(run.path) == Policy(keep_last=3)
         if route == "policy":
             assert response.get_json() == Policy().to_dict()
+        if route == "storage_chart":
+            assert response.mimetype == "image/svg+xml"
+            assert f'data-name="{run.archive}"' in response.get_data(as_text=True)
         if route in AUDIT_ROUTES:
             body = response.get_json()
             assert set(body) == {"events", "next"} and body["next"] is None
@@ -230,6 +236,18 @@ def test_api_tokens_fork_as_sessions_do_and_the_grant_goes_to_the_tokens_user(
     response = web.token_client(role).post(f"/runs/{run.runid}/rq/api/fork-archive", json=body)
     assert response.status_code == (403 if role == "other" else 202)
     assert fork_grantees(web, run) == (set() if role == "other" else {role})
+
+
+@pytest.mark.parametrize("role", ["other", "owner", "admin"])
+def test_api_tokens_get_the_storage_chart_as_sessions_do(web: WebEnv, role: str) -> None:
+    run = web.new_run()
+    response = web.token_client(role).get(f"/runs/{run.runid}/archive/storage.svg")
+    if role == "other":
+        assert response.status_code == 403
+        assert response.get_json()["error"]["code"] == "forbidden"
+    else:
+        assert response.status_code == 200
+        assert f'data-name="{run.archive}"' in response.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("role", ["other", "owner", "admin"])

@@ -419,6 +419,8 @@ def test_logging_in_leads_to_the_runs_and_then_the_dashboard(
     assert [s["src"] for s in scripts if s["src"]] == [
         "/static/js/archive.js",
         "/static/js/inside.js",
+        "/static/js/storage.js",
+        "/static/js/activity.js",
     ]
     assert all(s["src"] or s["type"] == "application/json" for s in scripts), scripts
     assert page.locator("[onclick], [onload], [onerror], [onsubmit]").count() == 0

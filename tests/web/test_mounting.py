@@ -155,6 +155,21 @@ def test_the_dashboard_under_the_prefix_builds_every_url_under_it(host: Host) ->
     assert f'href="{PREFIX}/runs/{runid}/archive"' in client.get("/").get_data(as_text=True)
 
 
+def test_the_storage_panel_under_the_prefix_gets_its_chart_and_assets_there(host: Host) -> None:
+    runid, _ = host.new_run()
+    client = host.logged_in("ana")
+    page = client.get(f"{PREFIX}/runs/{runid}/archive").get_data(as_text=True)
+    (chart,) = re.findall(r'"storage_chart":"([^"]*)"', page)
+    assert chart == f"{PREFIX}/runs/{runid}/archive/storage.svg"
+    with client.get(f"{chart}?width=400") as answer:
+        assert answer.status_code == 200 and answer.mimetype == "image/svg+xml"
+        assert 'width="400"' in answer.get_data(as_text=True)
+    for asset in ("css/storage.css", "js/storage.js", "js/activity.js"):
+        assert f'"{PREFIX}/static/{asset}"' in page
+        with client.get(f"{PREFIX}/static/{asset}") as served:
+            assert served.status_code == 200
+
+
 def test_archive_download_and_restore_work_through_the_host(
     host: Host, host_workers: Workers
 ) -> None:

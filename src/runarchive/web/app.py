@@ -6,6 +6,7 @@ names, in brackets; kept as they were, since a host app's ``url_for`` uses them)
 ``archives.py`` [``archive``] (dashboard, list, download), ``audit.py`` [``audit``] (the
 audit log's routes, and the recording of every action), ``jobs_api.py`` [``rq_api``] (jobs
 and delete), ``retention.py`` [``retention``] (pins, the retention policy, prune),
+``storage.py`` [``storage``] (the storage chart),
 ``websocket.py`` [``status``] (the status websocket), ``auth.py`` (login, logout,
 tokens, CSRF), ``pages.py`` (runs, health, OpenAPI), and ``mount.py`` [``runarchive``]
 (templates and static files).
@@ -44,6 +45,7 @@ from . import (
     jobs_context,
     pages,
     retention,
+    storage,
     websocket,
     wepp,
 )
@@ -62,6 +64,7 @@ BLUEPRINTS = (
     inside.bp,
     jobs_api.bp,
     retention.bp,
+    storage.bp,
     websocket.bp,
     pages.bp,
     auth.bp,
@@ -193,8 +196,15 @@ def _install(app: Flask, jobs_settings: Settings, web: WebSettings, mount: Mount
             host_csrf.exempt(blueprint)
     auth.init_app(app, own_login=mount.own_login, url_prefix=mount.url_prefix)
     for blueprint in (
-        assets, archives.bp, audit.bp, inside.bp, jobs_api.bp, retention.bp, pages.bp
-    ):  # fmt: skip
+        assets,
+        archives.bp,
+        audit.bp,
+        inside.bp,
+        jobs_api.bp,
+        retention.bp,
+        storage.bp,
+        pages.bp,
+    ):
         app.register_blueprint(blueprint, url_prefix=mount.url_prefix)
     max_sockets = app.config.get("WS_MAX_SOCKETS", web.max_sockets)
     websocket.init_app(app, dep, max_sockets, url_prefix=mount.url_prefix)

@@ -83,7 +83,9 @@ def dashboard_config(runid: str, can_write: bool) -> dict[str, Any]:
             "pin": urls.pin_base(runid),  # + "/<name>/pin" or "/<name>/unpin"
             "policy": urls.retention_policy(runid),
             "prune": urls.prune(runid),
-            "audit": urls.audit_log(runid),  # the run's audit log (write access)
+            "storage_chart": urls.storage_chart(runid),
+            # The Activity tab: the audit log is write access, so only owners get its URL.
+            "audit": urls.audit_log(runid) if can_write else None,
             "jobstatus": urls.job_status_prefix(),
             "jobinfo": urls.job_info_prefix(),
             "canceljob": urls.cancel_prefix(),

@@ -835,6 +835,17 @@ def _paths() -> dict[str, Any]:
             "responses": {"200": _json(_ref("PrunePlan"), "Dry run: nothing was touched."),
                           "202": _json(_ref("PrunePlan"), "The plan now; the prune job queued."),
                           **REFUSALS, **BUSY}}},
+        "/runs/{runid}/archive/storage.svg": {"get": {
+            "summary": "The run's storage chart, an SVG image: archive sizes over time (pinned "
+                       "and damaged ones marked) and the run, archives vs quota and free disk "
+                       "as bars, each labelled in words. " + READ,
+            "parameters": [RUNID, {"name": "width", "in": "query", "required": False,
+                                   "description": "Pixels wide, 320 to 1280 (400 otherwise).",
+                                   "schema": {"type": "integer", "minimum": 320,
+                                              "maximum": 1280, "default": 640}}],
+            "responses": {"200": {"description": "The chart (`no-store`).",
+                                  "content": {"image/svg+xml": {"schema": {"type": "string"}}}},
+                          **REFUSALS}}},
         "/runs/{runid}/archive/audit": {"get": {
             "summary": "The run's audit log, newest first: every archive, restore, undo, fork, "
                        "delete, prune, pin/unpin, cancel, download and policy change, accepted "

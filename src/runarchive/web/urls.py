@@ -138,6 +138,11 @@ def prune(runid: str) -> str:
     return url_for("retention.prune", runid=runid)
 
 
+def storage_chart(runid: str) -> str:
+    """The run's storage chart (an SVG image)."""
+    return url_for("storage.rq_storage_chart", runid=runid)
+
+
 def audit_log(runid: str) -> str:
     """The run's audit log (write access; the dashboard's Activity tab reads it)."""
     return url_for("audit.run_audit", runid=runid)

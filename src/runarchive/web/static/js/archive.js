@@ -44,7 +44,9 @@
   // Websocket frame types of the status relay (the protocol, not run data).
   const FRAME = Object.freeze({ STATUS: "status", PING: "ping", PONG: "pong", HANGUP: "hangup" });
   // Job kinds, as jobstatus reports them.
-  const KIND = Object.freeze({ ARCHIVE: "archive", RESTORE: "restore", UNDO: "undo", FORK: "fork" });
+  const KIND = Object.freeze({
+    ARCHIVE: "archive", RESTORE: "restore", UNDO: "undo", FORK: "fork", PRUNE: "prune",
+  });
   // Free-text status lines the page reacts to (see runarchive.jobs.lines).
   const LINE_PREFIX = Object.freeze({
     ERROR: "Error: ",
@@ -102,6 +104,8 @@
   const ARCHIVE_TRIGGERS = new Set(
     [TRIGGERS.ARCHIVE_COMPLETE, TRIGGERS.ARCHIVE_FAILED].filter(Boolean),
   );
+  const PRUNE_TRIGGERS = new Set([TRIGGERS.PRUNE_COMPLETE, TRIGGERS.PRUNE_FAILED].filter(Boolean));
+
   const FINAL_STATES = constants.final_states || DEFAULT_FINAL_STATES;
   const MAX_COMMENT = Number(constants.max_comment) || 40;
   const POLL_MS = Math.max(200, Number(config.poll_interval_ms) || 1000);
@@ -444,6 +448,17 @@
         }),
       );
     }
+    const pinned = archive.pinned === true;
+    if (pinned) {
+      nameCell.append(
+        " ",
+        el("span", {
+          className: "badge badge-pin",
+          title: "Pinned: never pruned, and not deleted until unpinned",
+          text: "pinned",
+        }),
+      );
+    }
     // What the scrub found: a badge with a word (not only a colour), and the damage in text.
     const damaged = archive.health === "damaged";
     if (damaged) {
@@ -465,7 +480,7 @@
       nameCell.append(
         " ",
         el("span", {
-          className: "badge badge-muted",
+          className: "badge badge-ok",
           dataset: { health: "ok" },
           title: `Every byte checked ${new Date(archive.checked_at).toLocaleString()}`,
           text: "verified",
@@ -541,9 +556,21 @@
       actions.append(
         el("button", {
           type: "button",
+          className: "button button-small button-toggle",
+          dataset: { action: "pin", name },
+          "aria-pressed": String(pinned),
+          "aria-label": `Pin ${name}`,
+          title: pinned ? "Pinned: press to unpin" : "Pin: never pruned, not deleted until unpinned",
+          text: "Pin",
+        }),
+        el("button", {
+          type: "button",
           className: "button button-small button-danger",
-          dataset: { action: "delete", name },
+          dataset: { action: "delete", name, pinned: String(pinned) },
           "aria-label": `Delete ${name}`,
+          // Still focusable: a press says why instead of doing nothing.
+          "aria-disabled": pinned ? "true" : undefined,
+          title: pinned ? "Pinned: unpin it to delete it" : undefined,
           text: "Delete",
         }),
       );
@@ -590,6 +617,8 @@
     state.listLoaded = true;
     renderArchives(Array.isArray(data.archives) ? data.archives : []);
     renderUndo(data.undo);
+    // The storage panel (static/js/storage.js) draws from the same answer.
+    document.dispatchEvent(new CustomEvent("ra:listed", { detail: data }));
     if (data.in_progress && data.job_id && !state.finished.has(data.job_id)) {
       watchJob(String(data.job_id), null);
     }
@@ -890,13 +919,36 @@
     else box.append(" ", link);
   }
 
+  async function togglePin(button) {
+    const name = button.dataset.name;
+    const pin = button.getAttribute("aria-pressed") !== "true";
+    const url = `${urls.pin}/${name}/${pin ? "pin" : "unpin"}`;
+    const context = pin ? "Could not pin the archive" : "Could not unpin the archive";
+    const data = await post(url, {}, context, name);
+    if (!data) return;
+    setRowNote(
+      name,
+      "success",
+      data.pinned ? `Pinned ${name}: never pruned, not deleted until unpinned.` : `Unpinned ${name}.`,
+    );
+    await refreshList();
+    // The button was disabled while the request ran (which drops the focus): give it back.
+    const again = [...ui.rows.querySelectorAll('button[data-action="pin"]')].find(
+      (node) => node.dataset.name === name,
+    );
+    if (again) again.focus();
+  }
+
   function onRowClick(event) {
     const button = event.target.closest("button[data-action]");
     if (!button || button.disabled) return;
     const name = button.dataset.name;
     if (button.dataset.action === "restore") restoreArchive(name);
     else if (button.dataset.action === "fork") openFork(name, button);
-    else if (button.dataset.action === "delete") deleteArchive(name);
+    else if (button.dataset.action === "pin") togglePin(button);
+    else if (button.dataset.action === "delete" && button.dataset.pinned === "true") {
+      setRowNote(name, "error", `${name} is pinned: unpin it to delete it.`, { focus: true });
+    } else if (button.dataset.action === "delete") deleteArchive(name);
   }
 
   function updateCounter() {
@@ -1074,10 +1126,13 @@
     state.job = null;
     const isArchive = outcome.trigger
       ? ARCHIVE_TRIGGERS.has(outcome.trigger)
-      : job.kind !== KIND.RESTORE && job.kind !== KIND.UNDO;
+      : job.kind !== KIND.RESTORE && job.kind !== KIND.UNDO && job.kind !== KIND.PRUNE;
     const isUndo = outcome.trigger ? UNDO_TRIGGERS.has(outcome.trigger) : job.kind === KIND.UNDO;
     const isFork = outcome.trigger ? FORK_TRIGGERS.has(outcome.trigger) : job.kind === KIND.FORK;
-    const what = isArchive ? "Archive" : isUndo ? "Undo" : isFork ? "Fork" : "Restore";
+    const isPrune = outcome.trigger ? PRUNE_TRIGGERS.has(outcome.trigger) : job.kind === KIND.PRUNE;
+    const what = isPrune
+      ? "Prune"
+      : isArchive ? "Archive" : isUndo ? "Undo" : isFork ? "Fork" : "Restore";
     root.dataset.lastOutcome = outcome.ok === null ? "unknown" : outcome.ok ? "ok" : "failed";
     root.dataset.lastFinishedVia = via;
     const rec = jobRecord(jobId);
@@ -1270,7 +1325,12 @@
       if (newRunid && !rec.newRunid) rec.newRunid = newRunid;
       return rec;
     }
-    const rec = jobRecord(jobId, match[1].startsWith("restore") ? KIND.RESTORE : KIND.ARCHIVE);
+    const kind = match[1].startsWith("restore")
+      ? KIND.RESTORE
+      : match[1].startsWith("prune")
+        ? KIND.PRUNE
+        : KIND.ARCHIVE;
+    const rec = jobRecord(jobId, kind);
     if (match[3] && !rec.archive) rec.archive = match[3];
     return rec;
   }
@@ -1298,7 +1358,9 @@
             ? `Fork of ${known.archive || "an archive"} into ${known.newRunid || "a new run"}`
             : known.kind === KIND.RESTORE
               ? `Restore${known.archive ? ` from ${known.archive}` : ""}`
-              : "Archive";
+              : known.kind === KIND.PRUNE
+                ? "Prune"
+                : "Archive";
         return {
           text: `${what} ${queued ? "queued" : "started"}`,
           stamp: queued ? "enqueued" : "started",
@@ -1307,7 +1369,11 @@
       if (line.event === EVENTS.TRIGGER && FAILURE_TRIGGERS.has(line.trigger)) {
         const what = ARCHIVE_TRIGGERS.has(line.trigger)
           ? "Archive"
-          : FORK_TRIGGERS.has(line.trigger) ? "Fork" : "Restore";
+          : FORK_TRIGGERS.has(line.trigger)
+            ? "Fork"
+            : PRUNE_TRIGGERS.has(line.trigger)
+              ? "Prune"
+              : "Restore";
         return { text: `${what} failed`, kind: "error", stamp: "ended" };
       }
       return null;
@@ -1682,7 +1748,13 @@
   refreshList();
   // What static/js/inside.js shares with this page (one copy of each rule).
   window.raDashboard = Object.freeze({
-    api, el, humanSize, timeNode, sameOriginUrl, showApiError, canWrite,
+    api, el, humanSize, localTime, timeNode, sameOriginUrl, showAlert, showApiError, canWrite,
     restore: restoreArchive, // (name, paths, beforeStart) -> Promise<started>
+    watchJob: (jobId, kind) => {
+      jobRecord(jobId, kind);
+      watchJob(jobId, kind);
+    },
+    refreshList,
+    isBusy: () => root.dataset.busy === "true",
   });
 })();
