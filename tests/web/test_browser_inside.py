@@ -24,45 +24,21 @@ from runarchive.core import create_archive
 from runarchive.synthetic_run import generate_run
 from runarchive.web.accounts import grant_run, require_user
 from runarchive.web.db import db
+from tests.support.browser import DESKTOP, PHONE, logged_in_pages
 from tests.support.web import PASSWORD, LiveServer, WebEnv
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "docs" / "screenshots"
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
 HOSTILE = '<img src=x onerror="window.__pwned=1"> #?%.txt'
 
 
 @pytest.fixture
 def open_page(browser: Browser, live: LiveServer) -> Iterator[Callable[..., Page]]:
     """Open pages logged in as alice; fail the test if a page raised or broke its CSP."""
-    contexts, errors = [], []
-
-    def open_(viewport: dict[str, int] = DESKTOP) -> Page:
-        context = browser.new_context(
-            base_url=f"http://127.0.0.1:{live.port}", viewport=viewport, accept_downloads=True
-        )
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
-        page.on(
-            "console",
-            lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None,
-        )
-        page.goto("/login")
-        page.fill("#username", "alice")
-        page.fill("#password", PASSWORD)
-        with page.expect_navigation():
-            page.click("form[action='/login'] button[type=submit]")
-        return page
-
-    yield open_
-    for context in contexts:
-        context.close()
-    assert errors == []
+    with logged_in_pages(browser, live.port, PASSWORD, accept_downloads=True) as open_as:
+        yield lambda viewport=DESKTOP: open_as("alice", viewport)
 
 
 def generated_run(web: WebEnv, **files: bytes) -> Path:

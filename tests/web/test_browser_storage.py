@@ -27,6 +27,7 @@ from runarchive.core import Policy, create_archive, pinned_names, run_policy, se
 from runarchive.synthetic_run import generate_run
 from runarchive.web.accounts import grant_run, require_user
 from runarchive.web.db import db
+from tests.support.browser import DESKTOP, PHONE, logged_in_pages
 from tests.support.processes import run_cli
 from tests.support.runs import flip_entry_byte
 from tests.support.web import PASSWORD, LiveServer, WebEnv
@@ -36,8 +37,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "docs" / "screenshots"
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
 SVG = "{http://www.w3.org/2000/svg}"
 JOB_TIMEOUT_MS = 60_000
 CHART_SRC = re.compile(r"storage\.svg\?width=\d+&v=\d+$")
@@ -58,30 +57,8 @@ def worker(workers: Workers) -> Workers:
 @pytest.fixture
 def open_page(browser: Browser, live: LiveServer) -> Iterator[Callable[..., Page]]:
     """Open pages logged in as ``user``; fail the test if a page raised or broke its CSP."""
-    contexts, errors = [], []
-
-    def open_(user: str = "alice", viewport: dict[str, int] = DESKTOP) -> Page:
-        context = browser.new_context(base_url=f"http://127.0.0.1:{live.port}", viewport=viewport)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
-        page.on(
-            "console",
-            lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None,
-        )
-        page.add_init_script(PROBE_JS)
-        page.goto("/login")
-        page.fill("#username", user)
-        page.fill("#password", PASSWORD)
-        with page.expect_navigation():
-            page.click("form[action='/login'] button[type=submit]")
-        return page
-
-    yield open_
-    for context in contexts:
-        context.close()
-    assert errors == []
+    with logged_in_pages(browser, live.port, PASSWORD, init_script=PROBE_JS) as open_:
+        yield open_
 
 
 def dated_run(web: WebEnv, days: int = 5, *, public: bool = False) -> tuple[Path, list[str]]:
