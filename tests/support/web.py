@@ -7,6 +7,8 @@ import json
 import re
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,3 +198,39 @@ def make_web_env(root: Path, redis_url: str, runs: Path) -> WebEnv:
 def close_web_env(env: WebEnv) -> None:
     shutdown(env.app)
     env.ctx.close()
+
+
+@contextmanager
+def started_web(root: Path, redis_url: str, name: str = "web", **jobs: Any) -> Iterator[WebEnv]:
+    """The app of a web test module: its own runs root, queue, key prefix and SQLite accounts
+    under ``root``, the users alice (owner), bob (other) and root (admin) with their tokens and
+    logged-in browsers; ``jobs``: jobs settings a module needs besides (a quota, say)."""
+    runs = root / "runs"
+    runs.mkdir()
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        redis_url=redis_url, runs_root=runs, queue=f"{name}-{tag}", key_prefix=f"ra-{name}-{tag}",
+        heartbeat_ttl=2.0, slot_grace=2.0, data_dir=root / "data", **jobs,
+    )  # fmt: skip
+    websettings = WebSettings(
+        database_url=f"sqlite:///{root / 'accounts.sqlite3'}",
+        ws_ping_interval=0.3,
+        login_max_failures=3,
+        login_window=60,
+    )
+    app = create_app({"TESTING": True, "JOBS_SETTINGS": settings, "WEB_SETTINGS": websettings})
+    ctx = JobsContext.from_settings(settings)
+    env = WebEnv(app, settings, ctx, root)
+    with app.app_context():
+        session = db().session
+        for user_name, role, admin in (("alice", "owner", False), ("bob", "other", False),
+                                       ("root", "admin", True)):  # fmt: skip
+            user = create_user(session, user_name, PASSWORD, admin=admin)
+            env.tokens[role] = create_token(session, user)
+    for user_name, role in (("alice", "owner"), ("bob", "other"), ("root", "admin")):
+        env.browsers[role] = env.fresh_browser(user_name)
+    try:
+        yield env
+    finally:
+        shutdown(app)
+        ctx.close()

@@ -9,19 +9,13 @@ test still gets fresh run ids, so no test sees another's runs, slots or status l
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from runarchive.jobs import JobsContext, Settings
-from runarchive.web import create_app, shutdown
-from runarchive.web.accounts import create_token, create_user
-from runarchive.web.db import db
-from runarchive.web.settings import WebSettings
-from tests.support.web import PASSWORD, LiveServer, WebEnv
+from tests.support.web import LiveServer, WebEnv, started_web
 from tests.support.workers import Workers
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -39,41 +33,8 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[WebEnv]:
-    root = tmp_path_factory.mktemp("web")
-    runs = root / "runs"
-    runs.mkdir()
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        redis_url=redis_url,
-        runs_root=runs,
-        queue=f"web-{tag}",
-        key_prefix=f"ra-web-{tag}",
-        heartbeat_ttl=2.0,
-        slot_grace=2.0,
-        data_dir=root / "data",
-    )
-    websettings = WebSettings(
-        database_url=f"sqlite:///{root / 'accounts.sqlite3'}",
-        ws_ping_interval=0.3,
-        login_max_failures=3,
-        login_window=60,
-    )
-    app = create_app({"TESTING": True, "JOBS_SETTINGS": settings, "WEB_SETTINGS": websettings})
-    ctx = JobsContext.from_settings(settings)
-    env = WebEnv(app, settings, ctx, root)
-    with app.app_context():
-        session = db().session
-        for name, role, admin in (("alice", "owner", False), ("bob", "other", False),
-                                  ("root", "admin", True)):  # fmt: skip
-            user = create_user(session, name, PASSWORD, admin=admin)
-            env.tokens[role] = create_token(session, user)
-    for name, role in (("alice", "owner"), ("bob", "other"), ("root", "admin")):
-        env.browsers[role] = env.fresh_browser(name)
-    try:
+    with started_web(tmp_path_factory.mktemp("web"), redis_url) as env:
         yield env
-    finally:
-        shutdown(app)
-        ctx.close()
 
 
 @pytest.fixture

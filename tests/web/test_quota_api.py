@@ -21,8 +21,7 @@ from typing import Any
 import pytest
 
 from runarchive.core import Limit, create_archive, list_archives
-from runarchive.jobs import JobsContext, Settings, job_status
-from runarchive.web import create_app, shutdown
+from runarchive.jobs import job_status
 from runarchive.web.accounts import (
     create_token,
     create_user,
@@ -34,9 +33,8 @@ from runarchive.web.archive_quota import user_limit
 from runarchive.web.db import db
 from runarchive.web.models import User
 from runarchive.web.openapi import document
-from runarchive.web.settings import WebSettings
 from tests.support.waiting import wait_until
-from tests.support.web import PASSWORD, LiveServer, WebEnv
+from tests.support.web import PASSWORD, LiveServer, WebEnv, started_web
 from tests.support.workers import Workers
 
 KIB, MIB = 1 << 10, 1 << 20
@@ -46,29 +44,11 @@ RUN_COUNT_LIMIT = 4
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[WebEnv]:
-    root = tmp_path_factory.mktemp("quota")
-    runs = root / "runs"
-    runs.mkdir()
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        redis_url=redis_url,
-        runs_root=runs,
-        queue=f"quota-{tag}",
-        key_prefix=f"ra-quota-{tag}",
-        heartbeat_ttl=2.0,
-        slot_grace=2.0,
-        data_dir=root / "data",
-        quota_run_bytes=RUN_BYTES_LIMIT,
-        quota_run_count=RUN_COUNT_LIMIT,
-    )
-    websettings = WebSettings(database_url=f"sqlite:///{root / 'accounts.sqlite3'}")
-    app = create_app({"TESTING": True, "JOBS_SETTINGS": settings, "WEB_SETTINGS": websettings})
-    env = WebEnv(app, settings, JobsContext.from_settings(settings), root)
-    try:
+    with started_web(
+        tmp_path_factory.mktemp("quota"), redis_url, "quota",
+        quota_run_bytes=RUN_BYTES_LIMIT, quota_run_count=RUN_COUNT_LIMIT,
+    ) as env:  # fmt: skip
         yield env
-    finally:
-        shutdown(app)
-        env.ctx.close()
 
 
 @pytest.fixture
