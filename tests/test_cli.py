@@ -196,3 +196,24 @@ def test_restore_says_how_many_newer_files_it_removes(run: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "This restore removes 2 files created since the archive (2.0 KiB)" in done.stderr
     assert not (run / "made-later.txt").exists()
+
+
+def test_restore_of_chosen_paths_says_what_it_restores_changes_and_removes_there_only(
+    run: Path,
+) -> None:
+    chosen = run / "chosen"
+    chosen.mkdir()
+    (chosen / "edited.txt").write_bytes(b"e" * 100)
+    (chosen / "lost.txt").write_bytes(b"l" * 50)
+    name = json.loads(cli("archive", run, "--json").stdout)["name"]
+    (chosen / "edited.txt").write_bytes(b"E" * 300)  # changed: 100 B written back
+    (chosen / "lost.txt").unlink()  # restored: 50 B
+    (chosen / "later.txt").write_text("after the archive\n")  # removed: under the chosen folder
+    (run / "outside-later.txt").write_text("kept: not chosen\n")
+    done = cli("restore", run, name, "--path", "chosen/")
+    assert done.returncode == 0, done.stderr
+    assert "This restore of chosen/ restores 1 file (50 B), changes 1 (100 B)" in done.stderr
+    assert "This restore removes 1 file created since the archive (18 B)" in done.stderr
+    assert (chosen / "edited.txt").read_bytes() == b"e" * 100
+    assert (chosen / "lost.txt").read_bytes() == b"l" * 50
+    assert not (chosen / "later.txt").exists() and (run / "outside-later.txt").exists()

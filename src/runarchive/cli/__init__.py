@@ -70,6 +70,7 @@ if TYPE_CHECKING:
         ArchiveInfo,
         Policy,
         RecoverResult,
+        RestorePaths,
     )
 
 
@@ -321,8 +322,7 @@ def restore(
 
     with reporting(as_json, ""):
         chosen = parse_restore_paths(list(paths)) if paths else None  # refused before any work
-    if chosen is None:
-        _confirm_removals(run_dir, name, yes, as_json)
+    _confirm_removals(run_dir, name, yes, as_json, chosen)
     detail = f"paths: {', '.join(chosen.as_list())}" if chosen is not None else None
     with (
         reporting(as_json, "restoring") as progress,
@@ -348,8 +348,12 @@ def restore(
     purge_trash(run_dir)
 
 
-def _confirm_removals(run_dir: Path, name: str, yes: bool, as_json: bool) -> None:
-    """Say how many files the restore removes; on a terminal ask, unless ``yes``.
+def _confirm_removals(
+    run_dir: Path, name: str, yes: bool, as_json: bool, chosen: RestorePaths | None
+) -> None:
+    """Say what the restore (of ``chosen`` only, when given) restores, changes and removes —
+    the dashboard's confirm, from the same preview; when it removes files, ask on a terminal
+    unless ``yes``.
 
     Skipped for ``--json``, which prints nothing of it: the preview is a scan of the run.
     """
@@ -358,7 +362,15 @@ def _confirm_removals(run_dir: Path, name: str, yes: bool, as_json: bool) -> Non
     with reporting(as_json, ""):
         from runarchive.core import preview_restore
 
-        preview = preview_restore(run_dir, name)
+        preview = preview_restore(run_dir, name, paths=chosen)
+    scope = f" of {', '.join(chosen.as_list())}" if chosen is not None else ""
+    restores, changes = preview.restores, preview.changes
+    err().print(
+        f"This restore{scope} restores {_files(restores.files)} "
+        f"({human_bytes(restores.bytes)}), changes {changes.files} "
+        f"({human_bytes(changes.bytes)}) and leaves {preview.unchanged} unchanged.",
+        highlight=False, markup=False,
+    )  # fmt: skip
     if preview.removes_files == 0:
         return
     n = preview.removes_files
@@ -372,6 +384,10 @@ def _confirm_removals(run_dir: Path, name: str, yes: bool, as_json: bool) -> Non
     if not click.confirm("Restore anyway?", default=False, err=True):
         err().print("Nothing was changed.", highlight=False)
         sys.exit(1)
+
+
+def _files(n: int) -> str:
+    return f"{n} file{'s' if n != 1 else ''}"
 
 
 @cli.command()
