@@ -51,17 +51,6 @@ def web(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[We
         yield env
 
 
-@pytest.fixture
-def workers(web: WebEnv, tmp_path: Path) -> Iterator[Workers]:
-    logs = tmp_path / "worker-logs"
-    logs.mkdir()
-    pool = Workers(web.settings, logs)
-    try:
-        yield pool
-    finally:
-        pool.kill_all()
-
-
 def _owner(web: WebEnv, quota_bytes: int | None = None, quota_count: int | None = None) -> str:
     """A fresh user (with their own quota override); return their API token."""
     with web.app.app_context():

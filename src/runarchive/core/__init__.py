@@ -95,6 +95,7 @@ if TYPE_CHECKING:  # what mypy and readers see; at run time ``__getattr__`` impo
         validate_archive_name,
         validate_runid,
     )
+    from .paging import check_limit, parse_limit
     from .partial import RestorePaths, check_restore_paths, parse_restore_paths
     from .pins import pinned_names, set_pinned
     from .progress import Phase, ProgressCallback, ProgressEvent
@@ -293,6 +294,8 @@ _EXPORTS = {
     "open_member": "member",
     "open_run": "rundir",
     "page_diff": "compare",
+    "parse_limit": "paging",
+    "check_limit": "paging",
     "parse_comment": "names",
     "parse_link_mode": "linkmode",
     "preview_restore": "restore",
@@ -388,6 +391,7 @@ __all__ = [
     "audit_cursor",
     "budget_for",
     "check_archive",
+    "check_limit",
     "check_quota",
     "check_restore_paths",
     "check_run",
@@ -427,6 +431,7 @@ __all__ = [
     "parse_audit_cursor",
     "parse_comment",
     "parse_count",
+    "parse_limit",
     "parse_link_mode",
     "parse_policy",
     "parse_restore_paths",

@@ -39,10 +39,25 @@ Key = tuple[int, str]
 Row = TypeVar("Row")
 
 
-def check_limit(limit: int | None) -> int:
-    """Return the page size to use: ``DEFAULT_LIMIT`` for None, else 1 to ``MAX_LIMIT``."""
+_LIMIT_RE = re.compile(r"[0-9]{1,7}")
+
+
+def parse_limit(text: str | None) -> int | None:
+    """Return a ``limit`` query parameter as a number (None or empty: the listing's default);
+    InvalidInput for anything but digits. ``check_limit`` then checks the range."""
+    if text is None or text == "":
+        return None
+    if not _LIMIT_RE.fullmatch(text):
+        raise InvalidInput(
+            f"Invalid limit {text[:20]!r}: use a whole number from 1 to {MAX_LIMIT}."
+        )
+    return int(text)
+
+
+def check_limit(limit: int | None, default: int = DEFAULT_LIMIT) -> int:
+    """Return the page size to use: ``default`` for None, else 1 to ``MAX_LIMIT``."""
     if limit is None:
-        return DEFAULT_LIMIT
+        return default
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"Invalid limit {limit!r}: use a whole number from 1 to {MAX_LIMIT}.")
     return limit

@@ -26,7 +26,6 @@ not: nobody is known, and anyone could fill the log with them.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,11 +39,11 @@ from runarchive.core import (
     Actor,
     AuditAction,
     AuditEvent,
-    InvalidInput,
     Outcome,
     RunArchiveError,
     cut_detail,
     outcome_of,
+    parse_limit,
 )
 from runarchive.jobs import acting_as
 
@@ -58,7 +57,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("audit", __name__)
 EXTENSION = "runarchive.audit"
 AUDIT_USER = "RUNARCHIVE_AUDIT_USER"  # host app config: a callable naming the host's user
-_LIMIT_RE = re.compile(r"[0-9]{1,7}")
 
 
 def init_app(app: Flask, database_url: str, data_dir: Path, wait: float) -> AuditLog:
@@ -203,17 +201,10 @@ def _store(event: AuditEvent) -> None:
         log.exception("audit: event %s of run %s lost", event.action, event.runid)
 
 
-def _limit() -> int | None:
-    text = request.args.get("limit")
-    if text is None or text == "":
-        return None
-    if not _LIMIT_RE.fullmatch(text):
-        raise InvalidInput(f"Invalid limit {text!r}: use a whole number from 1 to 1000.")
-    return int(text)
-
-
 def _page(runid: str | None) -> Response:
-    found = audit_log().page(runid, request.args.get("cursor"), _limit())
+    found = audit_log().page(
+        runid, request.args.get("cursor"), parse_limit(request.args.get("limit"))
+    )
     response = jsonify({"events": found.events, "next": found.next})
     response.headers["Cache-Control"] = "no-store"
     return response

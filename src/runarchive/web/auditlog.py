@@ -42,7 +42,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from runarchive.core import AuditEvent, audit_cursor, iso_utc, parse_audit_cursor
+from runarchive.core import AuditEvent, audit_cursor, check_limit, iso_utc, parse_audit_cursor
 
 from .db import Database
 from .models import AuditRecord
@@ -52,7 +52,6 @@ SPOOL_FILE = "audit-spool.jsonl"
 DEFAULT_WAIT = 5.0  # seconds an audit write waits for a locked database before spooling
 RETRY_AFTER = 1.0  # seconds after a failed write before SQL is tried again
 DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +191,7 @@ class AuditLog:
 
     def page(self, runid: str | None, cursor: str | None, limit: int | None = None) -> Page:
         """Return the newest events (of run ``runid``, or all) older than the cursor's."""
-        size = check_limit(limit)
+        size = check_limit(limit, DEFAULT_LIMIT)
         scope = runid or "*"
         before = parse_audit_cursor(cursor, scope)
         query = select(AuditRecord).order_by(AuditRecord.id.desc()).limit(size + 1)
@@ -217,17 +216,6 @@ class AuditLog:
             query = query.where(AuditRecord.time >= moment)
         with self._engine().connect() as conn:
             return [event_json(r) for r in conn.execute(query).mappings()]
-
-
-def check_limit(limit: int | None) -> int:
-    """Return the page size: ``DEFAULT_LIMIT`` for None, else 1 to ``MAX_LIMIT``."""
-    from runarchive.core import InvalidInput
-
-    if limit is None:
-        return DEFAULT_LIMIT
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise InvalidInput(f"Invalid limit {limit!r}: use a whole number from 1 to {MAX_LIMIT}.")
-    return limit
 
 
 def event_json(row: Any) -> dict[str, Any]:

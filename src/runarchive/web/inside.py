@@ -52,6 +52,7 @@ from runarchive.core import (
     open_member,
     open_run,
     page_diff,
+    parse_limit,
     stat_entry,
 )
 
@@ -62,7 +63,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("inside", __name__)
 BASE = "/runs/<runid>/archive/<name>"
 PIECE = 1 << 20  # bytes read from the archive per piece sent
-_LIMIT_RE = re.compile(r"[0-9]{1,7}")
 _RANGE_RE = re.compile(r"bytes=(?:([0-9]{1,19})-([0-9]{0,19})|-([0-9]{1,19}))")
 
 
@@ -75,12 +75,7 @@ def _readable(runid: str) -> RunRef:
 
 def _limit() -> int | None:
     """Return the ``limit`` query parameter (None: the default); the core checks its range."""
-    text = request.args.get("limit")
-    if text is None or text == "":
-        return None
-    if not _LIMIT_RE.fullmatch(text):
-        raise InvalidInput(f"Invalid limit {text[:20]!r}: use a whole number from 1 to 1000.")
-    return int(text)
+    return parse_limit(request.args.get("limit"))
 
 
 def _recursive() -> bool:

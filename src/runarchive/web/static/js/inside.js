@@ -276,23 +276,28 @@
       list.append(el("li", { className: "hint entry-empty", text: "Empty folder" }));
     }
     if (data.next) {
-      const more = el("button", {
-        type: "button",
-        className: "button button-small button-quiet load-more",
-        text: "Load more",
-      });
-      more.addEventListener("click", async () => {
-        more.disabled = true;
-        try {
-          await loadPage(list, prefix, data.next);
-          more.parentElement.remove();
-        } catch (err) {
-          more.disabled = false;
-          showError(err, "Could not list the archive");
-        }
-      });
-      list.append(el("li", { className: "entry-more" }, [more]));
+      list.append(loadMore(() => loadPage(list, prefix, data.next), "Could not list the archive"));
     }
+  }
+
+  /** The "Load more" row of a paged list: runs ``load`` (the next page), then goes away. */
+  function loadMore(load, failure) {
+    const more = el("button", {
+      type: "button",
+      className: "button button-small button-quiet load-more",
+      text: "Load more",
+    });
+    more.addEventListener("click", async () => {
+      more.disabled = true;
+      try {
+        await load();
+        more.parentElement.remove();
+      } catch (err) {
+        more.disabled = false;
+        showError(err, failure);
+      }
+    });
+    return el("li", { className: "entry-more" }, [more]);
   }
 
   // ---------------------------------------------------------------- search by path
@@ -311,22 +316,7 @@
       : `No path contains “${text}”.`;
     ui.resultsNote.hidden = false;
     if (data.next) {
-      const more = el("button", {
-        type: "button",
-        className: "button button-small button-quiet load-more",
-        text: "Load more",
-      });
-      more.addEventListener("click", async () => {
-        more.disabled = true;
-        try {
-          await loadResults(text, data.next);
-          more.parentElement.remove();
-        } catch (err) {
-          more.disabled = false;
-          showError(err, "Could not search the archive");
-        }
-      });
-      ui.results.append(el("li", { className: "entry-more" }, [more]));
+      ui.results.append(loadMore(() => loadResults(text, data.next), "Could not search the archive"));
     }
   }
 
