@@ -46,3 +46,15 @@ def test_no_file_holds_a_merge_conflict_marker() -> None:
                   ".css", ".html", ".toml", ".txt"}]  # fmt: skip
     found = [str(p.relative_to(ROOT)) for p in texts if marker.search(p.read_text("utf-8"))]
     assert found == []
+
+
+def test_architecture_names_every_module() -> None:
+    # docs/architecture.md is where a newcomer guesses the file from the concept: a module it
+    # does not name is one they cannot find. Every module (and dashboard script) is named there
+    # in backticks, bare or with its folder.
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"`(?:[\w/]+/)?(\w+\.(?:py|js))`", text))
+    package = ROOT / "src" / "runarchive"
+    modules = {p.name for p in package.rglob("*.py") if p.name != "__init__.py"}
+    modules |= {p.name for p in (package / "web" / "static" / "js").glob("*.js")}
+    assert sorted(modules - named) == []
