@@ -219,6 +219,27 @@ def test_list_of_a_run_with_an_archive_loads_no_inflate_hashing_logging_or_strpt
     assert _imports_after(["list", str(run)], heavy=READER_EXTRAS) == []
 
 
+# What listing does not need: the archive reader (verify, restore, delete, pin), with its
+# manifest parser and progress events; a list reads central directories and the pins only.
+READER_MODULES = ("runarchive.core.reader", "runarchive.core.manifest", "runarchive.core.progress")
+
+
+def test_list_of_a_run_with_an_archive_loads_no_reader_manifest_or_progress_module(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    (run / "wepp").mkdir(parents=True)
+    (run / "wepp" / "H1.pass").write_text("x" * 1000)
+    assert _imports_after(["archive", str(run)]) == []
+    assert _imports_after(["pin", str(run), "--json", _only_archive(run)]) == []
+    assert _imports_after(["list", str(run)], heavy=READER_MODULES) == []
+
+
+def _only_archive(run: Path) -> str:
+    [name] = [p.name for p in (run / "archives").glob("*.zip")]
+    return name
+
+
 def test_archive_parses_archive_names_without_strptime(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
