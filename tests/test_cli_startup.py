@@ -89,6 +89,17 @@ def test_a_command_of_another_module_is_that_command() -> None:
                                               *SERVICE_COMMANDS}  # fmt: skip
 
 
+def test_a_mistyped_command_is_answered_with_the_same_suggestions_as_before() -> None:
+    # click suggests from the group's registered commands: the local ones of every module
+    # (registered at import before they were loaded when named), never the service ones.
+    for typed, says in [("lis", "(Did you mean one of: 'list', 'ls'?)"),
+                        ("undoo", "Did you mean 'undo'?"), ("scrubb", "Did you mean 'scrub'?"),
+                        ("serv", "No such command 'serv'.\n")]:  # fmt: skip
+        shown = CliRunner().invoke(cli, [typed])
+        assert shown.exit_code == 2 and f"Error: No such command {typed!r}." in shown.output
+        assert says in shown.output, shown.output
+
+
 def test_help_lists_every_command_as_click_would_with_the_real_ones() -> None:
     import click
 

@@ -150,6 +150,20 @@ class _Commands(click.Group):
             return local_commands(_MODULE_OF[cmd_name]).get(cmd_name)
         return self._service().get(cmd_name)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """Resolve as click does; for a name that is no command, suggest from this module's
+        commands and the other modules' (click looks at ``self.commands`` only), as when
+        they were all registered here."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as exc:
+            known = [*self.commands, *_MODULE_OF]
+            raise click.exceptions.NoSuchCommand(
+                exc.command_name, possibilities=known, ctx=ctx
+            ) from None
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         """Return every command name, local and service."""
         return sorted({*self.commands, *_MODULE_OF, *SERVICE_COMMANDS})
