@@ -9,7 +9,9 @@ exported with ``git archive``) first on ``PYTHONPATH``, alternated with ours in 
 Byte code is
 compiled once into a private cache (``PYTHONPYCACHEPREFIX``) and a discarded round warms it,
 so the numbers are those of an installed package, whatever ``PYTHONDONTWRITEBYTECODE`` says.
-Reports median, min and max wall milliseconds, CPU milliseconds and the load average.
+Reports median, min and max wall milliseconds, CPU milliseconds and the load average; with
+``--before``, also each command's now/before ratio, the median of the rounds' own ratios
+(each round's pair ran back to back, so a burst of load on the machine moves both).
 """
 
 from __future__ import annotations
@@ -96,6 +98,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{name:36} {statistics.median(walls):9.1f}ms {min(walls):6.1f} {max(walls):6.1f} "
             f"{cpu:8.1f}ms"
         )
+    names = [name.removeprefix("now: ") for name in times if name.startswith("now: ")]
+    paired = [name for name in names if f"before: {name}" in times]
+    if paired:
+        print(f"{'now / before, median of the rounds':36} {'wall':>11} {'cpu':>17}")
+    for name in paired:
+        rounds = list(zip(times[f"now: {name}"], times[f"before: {name}"], strict=True))
+        walls = [now[0] / before[0] for now, before in rounds]
+        cpus = [now[1] / before[1] for now, before in rounds if before[1]]
+        cpu_ratio = f"{statistics.median(cpus):16.2f}x" if cpus else f"{'-':>17}"
+        print(f"{name:36} {statistics.median(walls):10.2f}x {cpu_ratio}")
 
 
 if __name__ == "__main__":

@@ -16,26 +16,29 @@ configured (``--redis-url``, ``REDIS_URL`` or ``RUNARCHIVE_REDIS_URL``): refused
 locks while they work (``runarchive.jobs.local``). ``--no-locks`` skips that. Without a URL
 they are local only, and RQ and redis-py are not imported for them.
 
-Start-up is part of every local command's time, so this module imports only click and the
-core: rich (progress bar, table, styled errors) is imported when something is drawn on a
-terminal or an error is printed, and ``--help`` lists the service commands from
-``SERVICE_COMMANDS`` rather than importing RQ, redis-py and Flask (a test pins the table to
-the real commands).
+Start-up is part of every local command's time, so this module imports only click, the
+core's face and ``common``, and of the standard library nothing that click does not load
+itself (no pathlib, json or dataclasses for ``--help``): the commands of the other modules
+are imported when named, and ``--help`` lists them from ``LOCAL_COMMANDS`` (and the service
+commands from ``SERVICE_COMMANDS``, rather than importing RQ, redis-py and Flask; a test pins
+both tables to the real commands). rich (progress bar, table, styled errors) is imported when
+something is drawn on a terminal or an error is printed; the core's modules when a command
+runs the operation they hold.
 """
 
 from __future__ import annotations
 
 import sys
 from functools import cache
-from pathlib import Path
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from runarchive import __version__
-from runarchive.cli.audit_commands import audit, audited
 from runarchive.cli.common import (
     RUN_DIR,
+    PathType,
     emit,
     err,
     is_terminal,
@@ -45,34 +48,60 @@ from runarchive.cli.common import (
     reporting,
     service_rules,
 )
-from runarchive.cli.fork_commands import COMMANDS as FORK_COMMANDS
-from runarchive.cli.inside_commands import COMMANDS as INSIDE_COMMANDS
-from runarchive.cli.retention_commands import COMMANDS as RETENTION_COMMANDS
-from runarchive.cli.scrub_commands import scrub as scrub_command
-from runarchive.cli.undo_commands import COMMANDS as UNDO_COMMANDS
 
-# Only what every command needs. Each command imports, from the same face, the operation
-# it runs when it runs: ``runarchive.core`` loads its modules on first use, so ``list``
-# loads no deflate library or thread pool and ``--help`` neither engine.
-from runarchive.core import (
-    MAX_COMMENT_CHARS,
-    Comment,
-    LinkMode,
-    RunArchiveError,
-    human_bytes,
-    parse_comment,
-)
+# Only what declaring the commands needs: ``runarchive.core`` loads its modules on first use,
+# and each command imports, from the same face, what it runs when it runs, so ``list``
+# loads no deflate library or thread pool and ``--help`` neither engine (nor the names and
+# sizes rules: ``core.names``, ``core.fsutil``).
+from runarchive.core import LinkMode, RunArchiveError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rich.console import Console
 
     from runarchive.core import (
         ArchiveInfo,
+        Comment,
         Policy,
         RecoverResult,
         RestorePaths,
     )
 
+
+# The commands of this package's other modules (``COMMANDS`` of each), by module: each module
+# is imported when one of its commands is named, and ``--help`` lists them with the first
+# paragraph of their help from here; tests/test_cli_startup.py pins it.
+LOCAL_COMMANDS: dict[str, dict[str, str]] = {
+    "inside_commands": {
+        "ls": "List folder PREFIX (default: the top) inside archive NAME of RUN_DIR, folders "
+        "first.",
+        "cat": "Write file PATH of archive NAME to stdout, byte for byte, streamed from the zip.",
+        "extract": "Write files PATH… (a folder: every file below it) of archive NAME below DEST.",
+        "diff": "Show what changed from archive NAME to the run (or to archive OTHER of the run).",
+    },
+    "fork_commands": {
+        "fork": "Make NEW_RUN_DIR, a new run holding exactly archive NAME of RUN_DIR.",
+    },
+    "retention_commands": {
+        "pin": "Pin archive NAME of RUN_DIR: never pruned, and not deleted until unpinned.",
+        "unpin": "Unpin archive NAME of RUN_DIR.",
+        "prune": "Remove the archives of RUN_DIR that the retention policy does not keep.",
+    },
+    "undo_commands": {
+        "undo": "Put back exactly what the last restore of RUN_DIR replaced (exit 3: nothing to "
+        "undo).",
+    },
+    # every archive verified now, as the periodic scrub does
+    "scrub_commands": {
+        "scrub": "Verify every archive of RUN_DIR (or of every run under the runs root) now.",
+    },
+    # the audit log; the commands that change a run record into it (audit_commands.py)
+    "audit_commands": {
+        "audit": "Print the audit log (every run, or RUN_ID's), oldest first.",
+    },
+}
+_MODULE_OF = {name: module for module, names in LOCAL_COMMANDS.items() for name in names}
 
 # Every service command's name and the first paragraph of its help, so that ``--help`` can
 # list them without importing the jobs and web layers; tests/test_cli_startup.py pins it.
@@ -92,11 +121,18 @@ SERVICE_COMMANDS = {
 }
 
 
-class _Commands(click.Group):
-    """The ``runarchive`` group: the service commands (jobs, web) are imported when named.
+def local_commands(module: str) -> dict[str, click.Command]:
+    """Import this package's ``module`` (a key of ``LOCAL_COMMANDS``); return its commands."""
+    commands: list[click.Command] = import_module(f"{__name__}.{module}").COMMANDS
+    return {command.name or "": command for command in commands}
 
-    A local command (``archive``, ``list`` …) and ``--help`` so start without importing RQ,
-    redis-py or Flask; running a service command imports them.
+
+class _Commands(click.Group):
+    """The ``runarchive`` group: every command not defined in this module is imported when named.
+
+    A local command (``archive``, ``list`` …) and ``--help`` so start without importing the
+    other commands' modules, and without RQ, redis-py or Flask; running a service command
+    imports them.
     """
 
     def _service(self) -> dict[str, click.Command]:
@@ -106,16 +142,37 @@ class _Commands(click.Group):
         return {command.name or "": command for command in COMMANDS + WEB_COMMANDS}
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        """Return a local command, else the service command of that name."""
-        return self.commands.get(cmd_name) or self._service().get(cmd_name)
+        """Return a command of this module, else of the module that defines it, else the
+        service command of that name."""
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        if cmd_name in _MODULE_OF:
+            return local_commands(_MODULE_OF[cmd_name]).get(cmd_name)
+        return self._service().get(cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """Resolve as click does; for a name that is no command, suggest from this module's
+        commands and the other modules' (click looks at ``self.commands`` only), as when
+        they were all registered here."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as exc:
+            known = [*self.commands, *_MODULE_OF]
+            raise click.exceptions.NoSuchCommand(
+                exc.command_name, possibilities=known, ctx=ctx
+            ) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         """Return every command name, local and service."""
-        return sorted({*self.commands, *SERVICE_COMMANDS})
+        return sorted({*self.commands, *_MODULE_OF, *SERVICE_COMMANDS})
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """List the commands as click does, the service ones from ``SERVICE_COMMANDS``."""
-        stubs = {name: click.Command(name, help=text) for name, text in SERVICE_COMMANDS.items()}
+        """List the commands as click does, those of other modules from the two tables."""
+        helps = {name: text for names in LOCAL_COMMANDS.values() for name, text in names.items()}
+        helps |= SERVICE_COMMANDS
+        stubs = {name: click.Command(name, help=text) for name, text in helps.items()}
         click.Group(self.name, commands={**stubs, **self.commands}).format_commands(ctx, formatter)
 
 
@@ -123,13 +180,6 @@ class _Commands(click.Group):
 @click.version_option(__version__, prog_name="runarchive")
 def cli() -> None:
     """Crash-safe, verified snapshots of model run directories."""
-
-
-# ls, cat, extract, diff; fork; pin, unpin, prune; undo
-for _command in [*INSIDE_COMMANDS, *FORK_COMMANDS, *RETENTION_COMMANDS, *UNDO_COMMANDS]:
-    cli.add_command(_command)
-cli.add_command(scrub_command)  # every archive verified now, as the periodic scrub does
-cli.add_command(audit)  # the audit log; the commands below record into it (audit_commands.py)
 
 
 @cli.command()
@@ -150,7 +200,9 @@ def archive(
     With --links follow, links that leave the run stay links (never followed) and are named.
     The site's per-run quota (RUNARCHIVE_QUOTA_RUN_BYTES/_COUNT) applies: exit 4 when over it.
     """
-    from runarchive.core import policy_from_env, purge_trash
+    from runarchive.core import human_bytes, policy_from_env, purge_trash
+
+    from .audit_commands import audited
 
     stored = _comment(comment, as_json)
     with reporting(as_json, ""):
@@ -208,6 +260,8 @@ def _prune_after_archive(
 
 def _comment(comment: str, as_json: bool) -> Comment:
     """Apply the comment rule of every interface once; say on stderr when it was cut."""
+    from runarchive.core import MAX_COMMENT_CHARS, parse_comment
+
     with reporting(as_json, ""):
         parsed = parse_comment(comment)
     if parsed.cut:
@@ -244,6 +298,8 @@ def _print_archives(infos: list[ArchiveInfo]) -> None:
     if not infos:
         click.echo("No archives yet.")
         return
+    from runarchive.core import human_bytes
+
     rows = [
         (info.name, info.comment, human_bytes(info.size),
          info.created.strftime("%Y-%m-%d %H:%M:%S"), str(info.files), str(info.links),
@@ -320,6 +376,8 @@ def restore(
     """
     from runarchive.core import parse_restore_paths
 
+    from .audit_commands import audited
+
     with reporting(as_json, ""):
         chosen = parse_restore_paths(list(paths)) if paths else None  # refused before any work
     _confirm_removals(run_dir, name, yes, as_json, chosen)
@@ -359,6 +417,8 @@ def _confirm_removals(
     """
     if as_json:
         return
+    from runarchive.core import human_bytes
+
     with reporting(as_json, ""):
         from runarchive.core import preview_restore
 
@@ -397,6 +457,8 @@ def _files(n: int) -> str:
 @json_option
 def delete(run_dir: Path, name: str, redis_url: str | None, no_locks: bool, as_json: bool) -> None:
     """Delete archive NAME of RUN_DIR."""
+    from .audit_commands import audited
+
     with (
         reporting(as_json, ""),
         audited(run_dir, "delete", name) as note,
@@ -438,8 +500,8 @@ def _recover_text(result: RecoverResult) -> str:
 
 
 @cli.command()
-@click.option("--dir", "base", type=click.Path(path_type=Path), default=Path("data/demo"),
-              show_default=True, help="Where the demo run is generated.")  # fmt: skip
+@click.option("--dir", "base", type=PathType(), default="data/demo", show_default=True,
+              help="Where the demo run is generated.")  # fmt: skip
 def demo(base: Path) -> None:
     """Generate a WEPP-like run, archive it, damage it, restore it, verify it."""
     from runarchive.demo import run_demo

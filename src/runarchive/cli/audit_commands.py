@@ -20,7 +20,6 @@ UTC). Exit 2 for a bad run id or moment.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import re
@@ -35,8 +34,8 @@ import click
 
 from runarchive.core import RunArchiveError
 
+from .common import database_options
 from .exits import reporting
-from .web_commands import database_options
 
 if TYPE_CHECKING:
     from runarchive.core import Outcome
@@ -49,6 +48,8 @@ DATA_DIR_ENV = "RUNARCHIVE_DATA_DIR"
 
 def login_name() -> str:
     """The OS user a command runs as (``cli`` when there is none: a bare container's uid)."""
+    import getpass  # here: only a row or a job names its user
+
     try:
         return getpass.getuser() or "cli"
     except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER
@@ -194,3 +195,6 @@ def audit(
         click.echo("No audit events.")
     for event in events:
         click.echo(_line(event))
+
+
+COMMANDS = [audit]

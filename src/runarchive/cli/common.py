@@ -5,36 +5,51 @@ service's rules it honours when a Redis URL is configured.
 Kept apart from ``cli/__init__`` so that the command modules (``retention_commands``,
 ``undo_commands``, ``fork_commands`` …) import it at their top, not from the package that
 imports them. Start-up is part of every local command's time: only click and the core's face
-at import; rich when something is drawn, the jobs layer when a Redis URL asks for it.
+at import (and of the standard library only what click loads itself: ``--help`` loads no
+pathlib, json or dataclasses); rich when something is drawn, the jobs layer when a Redis URL
+asks for it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from functools import cache
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from runarchive.cli.exits import exit_with
-from runarchive.core import RunArchiveError, iso_utc
+from runarchive.core import RunArchiveError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rich.console import Console
 
     from runarchive.core import ProgressCallback, ProgressEvent
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class PathType(click.Path["Path"]):
+    """``click.Path(path_type=pathlib.Path)``, with pathlib imported on the first value.
+
+    Declaring the commands needs no pathlib then, and ``--help`` does not load it.
+    """
+
+    def coerce_path_result(self, value: str | os.PathLike[str]) -> Path:
+        from pathlib import Path
+
+        return value if isinstance(value, Path) else Path(value)
+
+
 # Resolved here: the operator typed it (a link to a run is their choice); below the run,
 # the library follows no link at all.
-RUN_DIR = click.Path(exists=False, file_okay=False, path_type=Path, resolve_path=True)
+RUN_DIR = PathType(exists=False, file_okay=False, resolve_path=True)
 
 
 @cache
@@ -57,17 +72,27 @@ def is_terminal(stream: IO[str], console: Callable[[], Console]) -> bool:
 
 
 def jsonable(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {k: jsonable(v) for k, v in asdict(value).items()}
-    if isinstance(value, datetime):
-        return iso_utc(value)
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [jsonable(v) for v in value]
-    return value
+    """Return ``value`` as plain JSON data (dataclasses, times, paths, nested)."""
+    # Imported here, by the commands that print JSON: not at start-up.
+    from dataclasses import asdict, is_dataclass
+    from pathlib import Path
+
+    from runarchive.core import iso_utc
+
+    def plain(value: Any) -> Any:
+        if is_dataclass(value) and not isinstance(value, type):
+            return {k: plain(v) for k, v in asdict(value).items()}
+        if isinstance(value, datetime):
+            return iso_utc(value)
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(value)
 
 
 def json_option(func: F) -> F:
@@ -102,10 +127,36 @@ def reporting(as_json: bool, label: str) -> Iterator[ProgressCallback | None]:
                 yield update
     except RunArchiveError as exc:
         if as_json:
+            import json
+
             click.echo(json.dumps({"error": {"code": exc.code, "message": str(exc)}}))
         else:
             err().print(f"[bold red]error:[/] {exc}", highlight=False)
         exit_with(exc)
+
+
+# The service's database, for ``audit`` and the web layer's commands (``web_commands``): here,
+# so that ``audit`` (and the audit rows of the local commands) need not import those commands.
+_DB_OPTIONS = [
+    click.option(
+        "--data-dir",
+        type=PathType(file_okay=False),
+        default=None,
+        help="Data dir holding the SQLite database [env RUNARCHIVE_DATA_DIR].",
+    ),
+    click.option(
+        "--database-url",
+        default=None,
+        help="SQLAlchemy URL [env RUNARCHIVE_DATABASE_URL; default: SQLite in the data dir].",
+    ),
+]
+
+
+def database_options(func: F) -> F:
+    """Add ``--data-dir`` and ``--database-url``."""
+    for option in reversed(_DB_OPTIONS):
+        func = option(func)
+    return func
 
 
 def lock_options(func: F) -> F:
@@ -139,4 +190,9 @@ def service_rules(
 
 def emit(as_json: bool, payload: Any, text: str) -> None:
     """Print a result as JSON or as a human line."""
-    click.echo(json.dumps(jsonable(payload), ensure_ascii=False) if as_json else text)
+    if not as_json:
+        click.echo(text)
+        return
+    import json
+
+    click.echo(json.dumps(jsonable(payload), ensure_ascii=False))

@@ -16,7 +16,6 @@ nothing: the local commands must start without the jobs layer (RQ, redis-py).
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,6 +71,8 @@ def reporting(as_json: bool = False, *, detail: bool = True) -> Iterator[None]:
         extra = getattr(exc, "detail", "") if detail else ""
         message = f"{exc} ({extra})" if extra else str(exc)
         if as_json:
+            import json  # here: start-up loads no json (a local command's success needs none)
+
             click.echo(json.dumps({"error": {"code": exc.code, "message": message}}))
         else:
             click.echo(f"error: {message}", err=True)

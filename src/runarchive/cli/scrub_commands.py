@@ -117,3 +117,6 @@ def _scrub_one(
             click.echo(f"{run.runid}/{result.name}: {verdict}")
 
     scrub_run(path, rate=rate or None, on_result=done)
+
+
+COMMANDS = [scrub]

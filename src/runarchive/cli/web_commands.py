@@ -14,41 +14,20 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from runarchive.core import InvalidInput
 
+from .common import database_options
 from .exits import reporting
 from .quota_commands import users_list_command, users_quota_command
 
-F = TypeVar("F", bound=Callable[..., Any])
 DIR = click.Path(file_okay=False, path_type=Path)
-
-_DB_OPTIONS = [
-    click.option(
-        "--data-dir",
-        type=DIR,
-        default=None,
-        help="Data dir holding the SQLite database [env RUNARCHIVE_DATA_DIR].",
-    ),
-    click.option(
-        "--database-url",
-        default=None,
-        help="SQLAlchemy URL [env RUNARCHIVE_DATABASE_URL; default: SQLite in the data dir].",
-    ),
-]
-
-
-def database_options(func: F) -> F:
-    """Add ``--data-dir`` and ``--database-url``."""
-    for option in reversed(_DB_OPTIONS):
-        func = option(func)
-    return func
 
 
 @contextmanager

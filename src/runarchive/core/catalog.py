@@ -29,10 +29,14 @@ from typing import TYPE_CHECKING
 from .errors import Busy, InvalidArchive, NotFound, Pinned, UnsafeRun
 from .journal import needs_recovery, recover_locked
 from .limits import Limits
-from .manifest import MANIFEST_NAME
-from .names import archive_created, archive_sort_key, is_archive_name, validate_archive_name
+from .names import (
+    MANIFEST_NAME,
+    archive_created,
+    archive_sort_key,
+    is_archive_name,
+    validate_archive_name,
+)
 from .pins import read_pins
-from .reader import open_archive_fd
 from .rundir import Folder, RunDir, open_run
 from .runlock import run_lock
 from .zipformat import read_directory
@@ -194,6 +198,8 @@ def delete_archive(run_dir: Path, name: str) -> int:
         recover_locked(run, work)
         if name in read_pins(run):
             raise Pinned(name)
+        from .reader import open_archive_fd  # here: a list reads central directories only
+
         fd, st = open_archive_fd(run, name)
         os.close(fd)
         archives = run.archives()

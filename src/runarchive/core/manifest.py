@@ -22,8 +22,8 @@ from json.encoder import encode_basestring as _escape
 from typing import Any
 
 from .errors import InvalidArchive
+from .names import MANIFEST_NAME as MANIFEST_NAME  # defined there: a list needs only the name
 
-MANIFEST_NAME = ".runarchive/manifest.json"
 FORMAT = "runarchive/1"
 
 FILE = "file"

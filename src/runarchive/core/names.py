@@ -21,6 +21,9 @@ ARCHIVES_DIR = "archives"
 # run, for atomic renames), named ``.runarchive-(stage|old|trash)-<id>``.
 STATE_DIR = ".runarchive"
 LEGACY_WORK_DIR = ".runarchive"  # at the run's top: where versions before 0.2 kept it
+# The manifest's entry in every archive (``manifest``), named here: listing archives skips it
+# without loading the manifest's code.
+MANIFEST_NAME = ".runarchive/manifest.json"
 TRANSIENT_RE = re.compile(r"\.runarchive-(stage|old|trash)-([0-9a-f]{12})(\.scratch)?")
 MAX_COMMENT_CHARS = 40
 

@@ -18,7 +18,6 @@ import os
 from .errors import InvalidInput, UnsafeRun
 from .journal import recover_locked
 from .names import ArchiveRef, archive_ref, is_archive_name
-from .reader import open_archive_fd
 from .rundir import RunDir, open_run
 from .runlock import run_lock
 from .statefile import read_state, write_state
@@ -69,6 +68,8 @@ def set_pinned(run_dir: os.PathLike[str] | str, name: str | ArchiveRef, pinned: 
         run.require_writable()
         recover_locked(run, work)
         if pinned:
+            from .reader import open_archive_fd  # here: a list reads the pins, never an archive
+
             os.close(open_archive_fd(run, ref)[0])  # NotFound when it is not there
         current = parse_pins(read_state(work, PINS_FILE) or {"pinned": [], "version": _VERSION})
         wanted = current | {ref.name} if pinned else current - {ref.name}
