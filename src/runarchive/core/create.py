@@ -1,16 +1,21 @@
 """Creating an archive: walk, hash and compress in parallel, write, make durable, publish.
 
-Pipeline: the run is scanned once; its entries are handed to a thread pool (isal's deflate
-and hashlib release the GIL, so threads scale). Files under one chunk (1 MiB), folders and
-links travel in batches of up to ``BATCH_FILES`` entries or a chunk of bytes, and the pool
-thread builds each entry whole: read (by single name beneath the folder's handle), CRC,
-sha256, deflate, local header, manifest entry. Bigger files become 1 MiB chunks, deflated
-pigz-style (each chunk ends with a sync flush, so the concatenation is one valid deflate
-stream). The calling thread is the only writer: it appends results in submission order, with
-a bounded number in flight so memory stays flat whatever the run's size; on a run of small
-files it does almost nothing per entry, which is why the headers are built in the pool.
-Whether a file is stored or deflated is decided by its extension, then by a probe of its
-first chunk (a single-chunk file: by its whole deflated size).
+Pipeline: the run is scanned once and its entries grouped, in archive order, into tasks
+(``_plan``). Files under one chunk (1 MiB), folders and links travel in batches of up to
+``BATCH_FILES`` entries or a chunk of bytes, each built whole by one worker: read (by single
+name beneath the folder's handle), CRC, sha256, deflate, local header, central record and
+manifest entry, packed straight into the batch's buffers. On a run of many small files that
+per-file work is mostly Python holding the interpreter lock, so the batches are built by
+forked worker processes (``forkpool``: they use the run's and the files cache's open
+handles, and stream each batch back in order through a pipe); on a run of few, by the
+thread pool. Bigger files become 1 MiB chunks deflated in the thread pool (isal's deflate
+releases the GIL on big buffers), pigz-style (each chunk ends with a sync flush, so the
+concatenation is one valid deflate stream). The calling thread is the only writer: it
+appends results in archive order, with a bounded number in flight (and full pipes holding
+the processes back) so memory stays flat whatever the run's size; it does almost nothing per
+entry, which is why everything is built by the workers. Whether a file is stored or deflated
+is decided by its extension, then by a probe of its first chunk (a single-chunk file: by
+its whole deflated size).
 
 Files cache: when the run's newest archive can be trusted as a source (``filescache``), a
 file whose size, mtime_ns, ctime_ns and inode match what that archive recorded is not read:
@@ -22,6 +27,8 @@ linked to its final name (which fails rather than overwrite), and the directory 
 before the link ``before_publish`` is called, the caller's last chance to stop (a canceled job
 raises there). Any error removes the temp file; a kill leaves only the temp file, which
 ``recover`` removes. So a name matching the archive pattern always denotes a complete archive.
+A worker process that dies fails the create the same way (``forkpool.WorkerFailed``); the
+workers die with the process that forked them, and are killed and reaped on any error.
 
 A ``budget`` (bytes; the quota's hard check, a plain number here) is enforced by the file the
 writer appends to: a write that would take the archive past it raises ``QuotaExceeded``
@@ -36,6 +43,7 @@ import hashlib
 import os
 import secrets
 import stat
+import struct
 import time
 from array import array
 from collections import deque
@@ -51,6 +59,7 @@ from isal import isal_zlib
 from .. import __version__
 from .errors import NoSpace, QuotaExceeded, RunArchiveError
 from .filescache import FilesCache, ReusedEntry, cacheable, open_files_cache
+from .forkpool import ForkPool
 from .fsutil import human_bytes, is_no_space, require_space
 from .journal import recover_locked
 from .limits import Limits
@@ -220,6 +229,39 @@ class _Built:
     reused: int = 0
 
 
+# How a _Built crosses a worker process's pipe: the lengths of its parts, then its counts.
+_BUILT_HEAD = struct.Struct("<9Q")
+
+
+def _encode_built(built: _Built) -> list[bytes | bytearray | memoryview | array[int]]:
+    head = _BUILT_HEAD.pack(
+        len(built.data), len(built.central), len(built.starts), len(built.manifest),
+        len(built.sizes), len(built.vanished), built.files, built.raw_bytes, built.reused,
+    )  # fmt: skip
+    return [head, built.data, built.central, built.starts, built.manifest, built.sizes,
+            built.vanished]  # fmt: skip
+
+
+def _decode_built(view: memoryview) -> _Built:
+    data_len, central_len, n_starts, manifest_len, n_sizes, n_vanished, files, raw, reused = (
+        _BUILT_HEAD.unpack_from(view)
+    )
+    at = _BUILT_HEAD.size
+    data = view[at : at + data_len]
+    at += data_len
+    central = bytearray(view[at : at + central_len])
+    at += central_len
+    starts, sizes, vanished = array("I"), array("Q"), array("I")
+    starts.frombytes(view[at : at + n_starts * starts.itemsize])
+    at += n_starts * starts.itemsize
+    manifest = bytes(view[at : at + manifest_len])
+    at += manifest_len
+    sizes.frombytes(view[at : at + n_sizes * sizes.itemsize])
+    at += n_sizes * sizes.itemsize
+    vanished.frombytes(view[at : at + n_vanished * vanished.itemsize])
+    return _Built(data, central, starts, manifest, sizes, vanished, files, raw, reused)
+
+
 class _Parents:
     """The folder handle of the files a batch reads, opened once per run of siblings.
 
@@ -366,6 +408,15 @@ def _build_batch(run: RunDir, batch: _Batch, level: int) -> _Built:
                   raw_bytes, reused)  # fmt: skip
 
 
+def _build_encoded(run: RunDir, level: int) -> Callable[[_Batch], list[Any]]:
+    """Return the work of a worker process: a batch built, then encoded for its pipe."""
+
+    def work(batch: _Batch) -> list[Any]:
+        return _encode_built(_build_batch(run, batch, level))
+
+    return work
+
+
 def _chunks(run_fd: int, entry: TreeEntry) -> Iterator[_Chunk]:
     count = max(1, -(-entry.size // CHUNK))
     for i in range(count):
@@ -412,6 +463,11 @@ class _Budgeted:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.fh, name)
+
+
+# Below this many entries in small batches, threads do (a fork and its pipes cost more than
+# they save: see docs/benchmarks.md, "small files").
+FORK_MIN_ENTRIES = 1000
 
 
 def _plan(entries: list[TreeEntry], cache: FilesCache | None, started_ns: int
@@ -478,27 +534,40 @@ class _Builder:
     def build(self, entries: list[TreeEntry]) -> None:
         """Build the entries in parallel and write results in archive order as they come due.
 
-        Batches of small entries are built whole in the thread pool (``_build_batch``); files
-        of a chunk or more are split into chunks deflated there too. A bounded number of tasks
+        Batches of small entries are built whole (``_build_batch``): by ``threads`` worker
+        processes when there are enough of them (``forkpool``; on a run of small files the
+        per-file Python holds the interpreter lock), else in the thread pool; files of a chunk
+        or more are split into chunks deflated in the thread pool. A bounded number of tasks
         is in flight, so memory stays flat whatever the run's size.
         """
         plan = _plan(entries, self.cache, self.started_ns)
+        batches = [item for item in plan if isinstance(item, _Batch)]
+        forked: ForkPool[_Batch] | None = None
+        if self.threads > 1 and sum(len(b.entries) for b in batches) >= FORK_MIN_ENTRIES:
+            keep = [self.run.fd] + ([] if self.cache is None else [self.cache.fd])
+            forked = ForkPool(batches, _build_encoded(self.run, self.level), self.threads, keep)
         max_inflight = 4 * self.threads + 4
-        pending: deque[tuple[_Batch | list[_Chunk], Future[Any]]] = deque()
+        pending: deque[tuple[_Batch | list[_Chunk], Future[Any] | None]] = deque()
         with contextlib.ExitStack() as stack:
+            # The children are forked before the pool starts a thread (fork copies only the
+            # calling thread); the pool's threads start with its first chunk.
+            if forked is not None:
+                stack.enter_context(forked)
             pool = stack.enter_context(
                 ThreadPoolExecutor(self.threads, thread_name_prefix="runarchive-deflate")
             )
-            stack.callback(lambda: [fut.cancel() for _, fut in pending])
+            stack.callback(lambda: [fut.cancel() for _, fut in pending if fut is not None])
 
-            def submit(task: _Batch | list[_Chunk], fut: Future[Any]) -> None:
+            def submit(task: _Batch | list[_Chunk], fut: Future[Any] | None) -> None:
                 pending.append((task, fut))
                 while len(pending) >= max_inflight:
-                    self._consume(*pending.popleft())
+                    self._consume(*pending.popleft(), forked)
 
             for item in plan:
                 if isinstance(item, _Batch):
-                    submit(item, pool.submit(_build_batch, self.run, item, self.level))
+                    batch_fut = None if forked else pool.submit(_build_batch, self.run, item,
+                                                                self.level)  # fmt: skip
+                    submit(item, batch_fut)
                     continue
                 chunks = list(_chunks(self.run.fd, item))
                 first = pool.submit(_work_batch, chunks[:1], self.level)
@@ -507,12 +576,25 @@ class _Builder:
                     chunk.decision = first
                     submit([chunk], pool.submit(_work_batch, [chunk], self.level))
             while pending:
-                self._consume(*pending.popleft())
+                self._consume(*pending.popleft(), forked)
+            if forked is not None:
+                forked.finish()
 
-    def _consume(self, task: _Batch | list[_Chunk], fut: Future[Any]) -> None:
+    def _consume(
+        self,
+        task: _Batch | list[_Chunk],
+        fut: Future[Any] | None,
+        forked: ForkPool[_Batch] | None,
+    ) -> None:
         if isinstance(task, _Batch):
-            self._write_built(task, fut.result())
+            if fut is not None:
+                built = fut.result()
+            else:
+                assert forked is not None
+                built = _decode_built(forked.next())
+            self._write_built(task, built)
             return
+        assert fut is not None
         for chunk, done in zip(task, fut.result(), strict=True):
             self._consume_chunk(chunk, done)
 
