@@ -110,7 +110,8 @@ def test_a_short_time_extra_that_looks_like_ours_is_read_field_by_field(tmp_path
 # ---------------------------------------------------------------------------------------------
 
 # (name, method, mode, mtime, data): a deflated and a stored file, a folder, a link, an
-# empty file, a non-ASCII name, a time before the DOS range and one with sub-second digits.
+# empty file, a non-ASCII name, times before the DOS range, with sub-second digits, before
+# 1970 and past the UT field's range.
 _PACKED = [
     ("wepp/H1.pass", DEFLATED, 0o100644, 1_700_000_000.25, b"deflated bytes stand-in"),
     ("dem.tif", STORED, 0o100600, 1_600_000_001.0, b"\x00\x01stored"),
@@ -118,6 +119,8 @@ _PACKED = [
     ("latest", STORED, 0o120777, 1_700_000_003.5, b"wepp/"),
     ("empty.txt", STORED, 0o100644, 0.0, b""),
     ("sol/é ü.sol", STORED, 0o100640, 1_700_000_004.123456789, b"sol"),
+    ("before-1970.txt", STORED, 0o100644, -1.5, b"old"),
+    ("past-2106.txt", STORED, 0o100644, 5_000_000_000.0, b"new"),
 ]
 
 

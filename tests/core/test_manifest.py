@@ -17,6 +17,7 @@ from runarchive.core.manifest import (
     Manifest,
     ManifestEntry,
     entry_json,
+    file_entry_json,
     parse_manifest,
 )
 
@@ -72,6 +73,23 @@ def test_entries_encoded_where_they_are_built_serialize_as_the_entries_do() -> N
     bare = dataclasses.replace(manifest, entries=[])
     assert bare.to_json(encoded) == manifest.to_json() == _reflective_json(manifest)
     assert bare.to_json([]) == bare.to_json() == _reflective_json(bare)
+
+
+FileFields = tuple[str, int, int, int, str, str | None, int | None, int | None, int]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        ("wepp/H1.pass", 977, 0o644, 1_700_000_000_123_456_789, "a" * 64, None, None, None, 0),
+        ('é "q" \\ \t', 0, 0o600, 0, "0" * 64, "../x/y.cli", 17, 42, 0xFFFFFFFF),
+        ("dem.tif", 1 << 40, 0o7777, -5, "f" * 64, None, 1_600_000_000_000_000_000, 9, 1),
+    ],
+)
+def test_a_files_entry_json_is_the_generic_one(fields: FileFields) -> None:
+    path, size, mode, mtime, sha, followed, ctime, ino, crc = fields
+    generic = entry_json(path, FILE, size, mode, mtime, sha, None, followed, ctime, ino, crc)
+    assert file_entry_json(*fields) == generic
 
 
 def test_parse_of_to_json_gives_the_manifest_back() -> None:

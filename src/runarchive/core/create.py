@@ -65,7 +65,7 @@ from .journal import recover_locked
 from .limits import Limits
 from .linkmode import LinkMode, parse_link_mode
 from .links import follow_links
-from .manifest import DIR, FILE, MANIFEST_NAME, Manifest, entry_json
+from .manifest import DIR, FILE, MANIFEST_NAME, Manifest, entry_json, file_entry_json
 from .names import ARCHIVES_DIR, Comment, new_archive_name, normalize_comment
 from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress
 from .rundir import Folder, RunDir, RunRef, is_unsafe_error, open_beneath, open_run
@@ -357,7 +357,7 @@ def _build_batch(run: RunDir, batch: _Batch, level: int) -> _Built:
     files = raw_bytes = reused = 0
     started_ns, cache_fd = batch.started_ns, batch.cache_fd
     crc32, compress, sha256 = isal_zlib.crc32, isal_zlib.compress, hashlib.sha256
-    pack = append_entry
+    pack, file_json = append_entry, file_entry_json
     parents = _Parents(run)
     try:
         for index, (e, reuse) in enumerate(zip(batch.entries, batch.reuse, strict=True)):
@@ -386,9 +386,9 @@ def _build_batch(run: RunDir, batch: _Batch, level: int) -> _Built:
                     sha = sha256(raw).hexdigest()
                 name = e.path
                 keep = cacheable(e, started_ns)
-                manifest.append(entry_json(name, FILE, usize, mode & 0o7777, e.mtime_ns, sha, None,
-                                           e.followed_link, e.ctime_ns if keep else None,
-                                           e.ino if keep else None, crc))  # fmt: skip
+                manifest.append(file_json(name, usize, mode & 0o7777, e.mtime_ns, sha,
+                                          e.followed_link, e.ctime_ns if keep else None,
+                                          e.ino if keep else None, crc))  # fmt: skip
                 files += 1
                 raw_bytes += usize
                 sizes.append(usize)
