@@ -225,12 +225,16 @@ class ForkPool(Generic[T]):
 
 
 def _close_all_but(keep: frozenset[int]) -> None:
-    low = 0
-    for fd in sorted(keep):
-        if fd > low:
-            os.closerange(low, fd)
-        low = max(low, fd + 1)
-    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+    """Close every descriptor of this process but ``keep``.
+
+    By the list of open ones (``/proc/self/fd``), not ``os.closerange`` up to the limit: the
+    limit may be a million, and a kernel without ``close_range`` makes that a million calls.
+    """
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            with contextlib.suppress(OSError):  # the listing's own descriptor, closed already
+                os.close(fd)
 
 
 def _send(fd: int, kind: int, parts: Sequence[Buffer]) -> None:
