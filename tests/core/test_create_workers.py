@@ -287,3 +287,27 @@ def test_a_parent_killed_mid_create_takes_its_workers_with_it(run_dir: Path) -> 
     assert archive_files(run_dir / "archives") == []
     assert snapshot(run_dir) == before
     assert verify_archive(run_dir, create_archive(run_dir).name).ok
+
+
+def test_when_no_worker_process_can_be_forked_the_threads_build_the_archive(
+    aged: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The system refusing a fork (a process limit, a sandbox) is injected at os.fork: the
+    # second worker cannot start, the first is killed and reaped, the threads do the work.
+    threads = _keep(create_archive(aged, threads=1, reuse=False), tmp_path)
+    real_fork, forks = os.fork, []
+
+    def fork() -> int:
+        if forks:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        forks.append(real_fork())
+        return forks[-1]
+
+    monkeypatch.setattr(os, "fork", fork)
+    watch = Watch()
+    result = create_archive(aged, threads=2, reuse=False, progress=watch)
+
+    assert forks and forks[0] > 0 and gone(forks[0])
+    assert watch.pids == set() and workers() == []
+    assert entries(result.path)[:-1] == entries(threads)[:-1]
+    assert manifest(result.path) == manifest(threads)

@@ -552,7 +552,10 @@ class _Builder:
             # The children are forked before the pool starts a thread (fork copies only the
             # calling thread); the pool's threads start with its first chunk.
             if forked is not None:
-                stack.enter_context(forked)
+                try:
+                    stack.enter_context(forked)
+                except OSError:  # no process to be had (a limit, a sandbox): threads build
+                    forked = None
             pool = stack.enter_context(
                 ThreadPoolExecutor(self.threads, thread_name_prefix="runarchive-deflate")
             )
