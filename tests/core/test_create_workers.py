@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import struct
 import subprocess
@@ -311,3 +312,65 @@ def test_when_no_worker_process_can_be_forked_the_threads_build_the_archive(
     assert watch.pids == set() and workers() == []
     assert entries(result.path)[:-1] == entries(threads)[:-1]
     assert manifest(result.path) == manifest(threads)
+
+
+KILLABLE = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from runarchive.core import create_archive
+
+    told = []
+
+    def progress(event):
+        if event.phase == "write" and not told:
+            told.append(True)
+            children = []
+            for task in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{task}/children") as fh:
+                    children += fh.read().split()
+            print(" ".join(children), flush=True)
+
+    create_archive(Path(sys.argv[1]), progress=progress)
+    print("done", flush=True)
+    """
+)
+
+
+def _start(run: Path) -> tuple[subprocess.Popen[str], list[int], float]:
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(run)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    pids = [int(pid) for pid in proc.stdout.readline().split()]
+    return proc, pids, time.monotonic()
+
+
+@pytest.mark.slow
+def test_a_create_by_workers_killed_at_random_times_leaves_no_partial_archive(
+    run_dir: Path,
+) -> None:
+    build_tree(run_dir, small_run(noise=True))
+    before = snapshot(run_dir)
+    proc, pids, started = _start(run_dir)  # calibration: how long the writing takes
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and len(pids) == 2, err
+    duration = time.monotonic() - started
+    for name in archive_files(run_dir / "archives"):
+        os.unlink(run_dir / "archives" / name)
+    rng, removed = random.Random(16), 0
+    for fraction in (0.1, 0.5, 0.9):
+        proc, pids, started = _start(run_dir)
+        time.sleep(
+            max(0.0, started + duration * fraction * rng.uniform(0.9, 1.1) - time.monotonic())
+        )
+        proc.kill()
+        proc.communicate(timeout=60)
+        assert list(_wait_gone(pids)) == [], "workers outlived their parent"
+        for info in list_archives(run_dir):
+            assert verify_archive(run_dir, info.name).ok, f"{info.name} is listed but incomplete"
+            os.unlink(run_dir / "archives" / info.name)
+        removed += recover_run(run_dir).removed_temp
+        assert archive_files(run_dir / "archives") == []
+        assert snapshot(run_dir) == before
+    assert removed >= 1, "no kill landed while the archive was being written"
+    assert verify_archive(run_dir, create_archive(run_dir).name).ok  # nothing holds the lock
