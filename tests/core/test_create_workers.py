@@ -4,9 +4,9 @@ every way out clean.
 A run of many small files is built by forked workers (``create.FORK_MIN_ENTRIES``); one with
 ``threads=1`` by the thread pool alone. The archives must hold the same bytes, entry by
 entry. A worker killed for real (SIGKILL) must fail the create and leave nothing; a parent
-killed for real must take its workers with it (they hold the run's handles); an error or a
-refusal in the parent must kill and reap them; nothing may leak (processes, zombies,
-descriptors).
+killed for real (at a chosen point, and at random times) must take its workers with it (they
+hold the run's handles); an error or a refusal in the parent must kill and reap them; nothing
+may leak (processes, zombies, descriptors); a system that refuses the fork gets the threads.
 """
 
 from __future__ import annotations
