@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from runarchive.core import open_run, run_lock
+from runarchive.core.create import FORK_MIN_ENTRIES
 from tests.support.tree import File, archive_files, build_tree
 
 # Local only: a Redis URL in the caller's environment would make the CLI consult that server.
@@ -58,6 +59,21 @@ def test_full_cycle_through_the_cli_with_json(run: Path) -> None:
     assert after["archives"] == []
     # Issue 14: --json also says what `undo` would put back (the restore above kept it).
     assert (after["undo"]["available"], after["undo"]["restored"]) == (True, name)
+
+
+def test_archive_of_many_small_files_by_worker_processes_through_the_cli(run_dir: Path) -> None:
+    # Enough small files for create's worker processes: the command answers as with threads
+    # and its archive verifies.
+    files = FORK_MIN_ENTRIES + 100
+    build_tree(
+        run_dir, {f"out/H{i % 9}/f{i:05d}.txt": File(b"%d\n" % i * 40) for i in range(files)}
+    )
+    made = cli("archive", run_dir, "--json")
+    assert made.returncode == 0, made.stderr
+    result = json.loads(made.stdout)
+    assert (result["files"], result["entries"], result["skipped"]) == (files, files + 10, [])
+    verified = json.loads(cli("verify", run_dir, result["name"], "--json").stdout)
+    assert verified["ok"] is True
 
 
 def test_human_output_names_the_archive(run: Path) -> None:

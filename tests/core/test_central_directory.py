@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 import struct
 import zipfile
+from array import array
 from pathlib import Path
 
 import pytest
 
 from runarchive.core.errors import InvalidArchive
-from runarchive.core.zipformat import DEFLATED, STORED, ZipWriter, read_directory
+from runarchive.core.zipformat import (
+    DEFLATED,
+    STORED,
+    ZipWriter,
+    append_entry,
+    read_directory,
+)
 
 BLOCK = 4 << 20  # zipformat._CD_BLOCK
 
@@ -96,3 +103,82 @@ def test_a_short_time_extra_that_looks_like_ours_is_read_field_by_field(tmp_path
         os.close(fd)
     assert entry.mtime_ns == 1_600_000_000 * 1_000_000_000
     assert entry.method in (STORED, DEFLATED)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entries packed whole where they are built (create's batches): the writer's own bytes
+# ---------------------------------------------------------------------------------------------
+
+# (name, method, mode, mtime, data): a deflated and a stored file, a folder, a link, an
+# empty file, a non-ASCII name, times before the DOS range, with sub-second digits, before
+# 1970 and past the UT field's range.
+_PACKED = [
+    ("wepp/H1.pass", DEFLATED, 0o100644, 1_700_000_000.25, b"deflated bytes stand-in"),
+    ("dem.tif", STORED, 0o100600, 1_600_000_001.0, b"\x00\x01stored"),
+    ("wepp/", STORED, 0o040755, 1_700_000_002.0, b""),
+    ("latest", STORED, 0o120777, 1_700_000_003.5, b"wepp/"),
+    ("empty.txt", STORED, 0o100644, 0.0, b""),
+    ("sol/é ü.sol", STORED, 0o100640, 1_700_000_004.123456789, b"sol"),
+    ("before-1970.txt", STORED, 0o100644, -1.5, b"old"),
+    ("past-2106.txt", STORED, 0o100644, 5_000_000_000.0, b"new"),
+]
+
+
+def _add_all(writer: ZipWriter, entries: list[tuple[str, int, int, float, bytes]]) -> None:
+    for name, method, mode, mtime, data in entries:
+        writer.add(name, method, mode, mtime, data, zipfile.crc32(data), len(data) + 7)
+
+
+def _add_packed(writer: ZipWriter, entries: list[tuple[str, int, int, float, bytes]]) -> None:
+    data, central, starts = bytearray(), bytearray(), array("I")
+    for name, method, mode, mtime, payload in entries:
+        append_entry(data, central, starts, name.encode(), method, mode, mtime,
+                     zipfile.crc32(payload), payload, len(payload) + 7)  # fmt: skip
+    writer.add_packed(data, central, starts)
+
+
+@pytest.mark.parametrize("start", [0, (1 << 32) - 200], ids=["classic", "across-4-GiB"])
+def test_packed_entries_are_the_bytes_the_writer_writes_for_them(
+    tmp_path: Path, start: int
+) -> None:
+    # Written one by one, and packed in two batches (as create's workers pack them), the
+    # archives are the same bytes; started just below 4 GiB (a sparse file), the entries past
+    # it get their Zip64 extra in the central directory exactly as the writer gives them.
+    paths = []
+    for way in ("one-by-one", "packed"):
+        path = tmp_path / f"{way}.zip"
+        with path.open("wb") as fh:
+            fh.seek(start)
+            writer = ZipWriter(fh)
+            if way == "packed":
+                _add_packed(writer, _PACKED[:2])
+                _add_packed(writer, [])
+                _add_packed(writer, _PACKED[2:])
+            else:
+                _add_all(writer, _PACKED)
+            writer.add("last.txt", STORED, 0o100644, 1_700_000_009.0, b"z", zipfile.crc32(b"z"), 1)
+            writer.close(b"the comment")
+        paths.append(path)
+    one, packed = (p.open("rb") for p in paths)
+    with one, packed:
+        one.seek(start)
+        packed.seek(start)
+        written = one.read()
+        assert packed.read() == written
+    fd = os.open(paths[1], os.O_RDONLY)
+    try:
+        entries = read_directory(fd, os.fstat(fd).st_size).entries
+    finally:
+        os.close(fd)
+    assert [e.name for e in entries] == [name for name, *_ in _PACKED] + ["last.txt"]
+    offsets = [e.header_offset for e in entries]
+    assert offsets[0] == start and offsets == sorted(offsets)
+    if start:
+        assert offsets[0] < 1 << 32 < offsets[-1]
+        assert written.count(struct.pack("<HH", 0x0001, 24)) >= 2  # Zip64 extras, some entries
+
+
+def test_an_entry_too_big_for_classic_sizes_is_not_packed() -> None:
+    with pytest.raises(ValueError, match="too big"):
+        append_entry(bytearray(), bytearray(), array("I"), b"huge", STORED, 0o100644, 0.0, 0,
+                     b"", 0xF000_0000)  # fmt: skip

@@ -37,6 +37,7 @@ from runarchive.core import (
     list_archives,
     restore_archive,
 )
+from runarchive.core.create import FORK_MIN_ENTRIES
 from tests.support.journal import leftovers
 from tests.support.tree import (
     Dir,
@@ -364,6 +365,23 @@ def test_unreadable_file_fails_create_cleanly_and_leaves_no_archive(run_dir: Pat
     assert [a.name for a in list_archives(run_dir)] == [first]
     assert_no_leftovers(run_dir)
     assert (run_dir / "wepp" / "secret.dat").stat().st_mode & 0o777 == 0
+
+
+@pytest.mark.usefixtures("permissions_bind")
+def test_an_unreadable_file_read_by_a_worker_process_fails_create_cleanly(run_dir: Path) -> None:
+    # Enough small files for the worker processes: the permission error is raised in a
+    # worker, sent to the parent and reported as the threads' one is.
+    many = {f"wepp/out/f{i:04}.txt": File(b"%d\n" % i) for i in range(FORK_MIN_ENTRIES)}
+    build_tree(run_dir, NEW | many | {"wepp/out/secret.dat": File(b"classified\n")})
+    (run_dir / "wepp" / "out" / "secret.dat").chmod(0)
+    before = snapshot(run_dir)
+
+    proc = run_cli("archive", str(run_dir), unprivileged=True)
+
+    assert_clean_failure(proc, r"secret\.dat.*permission denied")
+    assert snapshot(run_dir) == before
+    assert list_archives(run_dir) == []
+    assert_no_leftovers(run_dir)
 
 
 @pytest.mark.usefixtures("permissions_bind")

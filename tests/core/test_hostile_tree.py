@@ -25,6 +25,7 @@ from runarchive.core import (
     InvalidInput,
     LimitExceeded,
     NoSpace,
+    ProgressEvent,
     RunArchiveError,
     UnsafeArchive,
     UnsafeRun,
@@ -40,10 +41,11 @@ from runarchive.core import (
     validate_runid,
     verify_archive,
 )
+from runarchive.core.create import FORK_MIN_ENTRIES
 from runarchive.core.limits import Limits
 from runarchive.core.zipformat import DEFLATED
 from tests.support.journal import write_journal
-from tests.support.tree import Dir, File, Link, build_tree, snapshot, tree_bytes
+from tests.support.tree import Dir, File, Link, Spec, build_tree, snapshot, tree_bytes
 from tests.support.zipcraft import build_zip, file, place
 
 ARCHIVE = "attacker.20240102T030405Z.zip"
@@ -354,6 +356,55 @@ def test_an_archive_never_holds_outside_files_while_a_folder_is_swapped_for_a_li
                     assert b"S3CRET" not in data, info.filename
                     assert data.startswith(b"own "), info.filename
     swapper.finish()
+    world.assert_untouched()
+
+
+def test_files_swapped_after_the_scan_are_never_read_by_the_worker_processes(
+    world: World,
+) -> None:
+    # A run big enough for the worker processes; between the scan and the first read (the
+    # scan's hook) a file becomes a link to the secret, another a fifo, a third is removed,
+    # a fourth becomes a folder, and a folder becomes a link to the outside folder. The
+    # workers open every file by handle beneath the run: each reads as vanished.
+    run = world.attacker
+    spec: Spec = {f"many/f{i:04}.txt": File(b"own %d\n" % i) for i in range(FORK_MIN_ENTRIES)}
+    for name in ("link-me", "fifo-me", "gone", "folder-me"):
+        spec[f"x/{name}.txt"] = File(b"own %s\n" % name.encode())
+    spec |= {"sub/s1.txt": File(b"own s1\n"), "sub/s2.txt": File(b"own s2\n")}
+    build_tree(run, spec)
+
+    def swap(tree: object) -> None:
+        for name in ("link-me", "fifo-me", "gone", "folder-me"):
+            os.unlink(run / "x" / f"{name}.txt")
+        os.symlink(world.outside / "secret.key", run / "x" / "link-me.txt")
+        os.mkfifo(run / "x" / "fifo-me.txt")
+        os.mkdir(run / "x" / "folder-me.txt")
+        os.rename(run / "sub", run / "sub.real")
+        os.symlink(world.outside, run / "sub")
+
+    forked: list[int] = []
+
+    def watch(event: ProgressEvent) -> None:
+        if event.phase == "write" and not forked:
+            for task in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{task}/children") as fh:
+                    forked.extend(int(pid) for pid in fh.read().split())
+
+    result = create_archive(run, on_scan=swap, progress=watch)
+
+    assert len(forked) == 2, "built by the worker processes"
+    swapped = ["sub/s1.txt", "sub/s2.txt"] + [
+        f"x/{name}.txt" for name in ("fifo-me", "folder-me", "gone", "link-me")
+    ]
+    assert sorted(result.skipped) == sorted(f"{p} (vanished while archiving)" for p in swapped)
+    import zipfile
+
+    with zipfile.ZipFile(result.path) as zf:
+        names = set(zf.namelist())
+        assert not names & set(swapped)
+        for info in zf.infolist():
+            assert b"S3CRET" not in zf.read(info), info.filename
+    assert result.files == FORK_MIN_ENTRIES + 1  # and the world's own a.txt
     world.assert_untouched()
 
 

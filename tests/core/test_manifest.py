@@ -10,7 +10,16 @@ import re
 import pytest
 
 from runarchive.core.errors import InvalidArchive
-from runarchive.core.manifest import DIR, FILE, SYMLINK, Manifest, ManifestEntry, parse_manifest
+from runarchive.core.manifest import (
+    DIR,
+    FILE,
+    SYMLINK,
+    Manifest,
+    ManifestEntry,
+    entry_json,
+    file_entry_json,
+    parse_manifest,
+)
 
 
 def _sample() -> Manifest:
@@ -50,6 +59,37 @@ def test_the_direct_serializer_writes_the_same_bytes_as_the_reflective_one() -> 
 def test_an_empty_manifest_serializes_as_before() -> None:
     manifest = Manifest("r", "2026-12-01T00:00:00Z", "", "0.1.0")
     assert manifest.to_json() == _reflective_json(manifest)
+
+
+def test_entries_encoded_where_they_are_built_serialize_as_the_entries_do() -> None:
+    # create encodes each batch's entries in its worker (entry_json, joined by commas) and
+    # hands the pieces to to_json: the bytes are the entries' own.
+    manifest = _sample()
+    file = manifest.entries[1]
+    file.ctime_ns, file.ino, file.crc32 = 1_700_000_000_000_000_001, 42, 0xFFFFFFFF
+    fields = [dataclasses.astuple(e) for e in manifest.entries]  # in entry_json's order
+    one = [entry_json(*f) for f in fields]
+    encoded = [",".join(one[lo:hi]).encode() for lo, hi in ((0, 2), (2, 3), (3, 5))]
+    bare = dataclasses.replace(manifest, entries=[])
+    assert bare.to_json(encoded) == manifest.to_json() == _reflective_json(manifest)
+    assert bare.to_json([]) == bare.to_json() == _reflective_json(bare)
+
+
+FileFields = tuple[str, int, int, int, str, str | None, int | None, int | None, int]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        ("wepp/H1.pass", 977, 0o644, 1_700_000_000_123_456_789, "a" * 64, None, None, None, 0),
+        ('é "q" \\ \t', 0, 0o600, 0, "0" * 64, "../x/y.cli", 17, 42, 0xFFFFFFFF),
+        ("dem.tif", 1 << 40, 0o7777, -5, "f" * 64, None, 1_600_000_000_000_000_000, 9, 1),
+    ],
+)
+def test_a_files_entry_json_is_the_generic_one(fields: FileFields) -> None:
+    path, size, mode, mtime, sha, followed, ctime, ino, crc = fields
+    generic = entry_json(path, FILE, size, mode, mtime, sha, None, followed, ctime, ino, crc)
+    assert file_entry_json(*fields) == generic
 
 
 def test_parse_of_to_json_gives_the_manifest_back() -> None:

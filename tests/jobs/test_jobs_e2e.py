@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import re
 import shutil
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from rq.job import Job, JobStatus
 
-from runarchive.core import InvalidInput, NotFound, UnsafeRun, create_archive, list_archives
+from runarchive.core import (
+    InvalidInput,
+    NotFound,
+    UnsafeRun,
+    create_archive,
+    list_archives,
+    verify_archive,
+)
+from runarchive.core.create import FORK_MIN_ENTRIES
+from runarchive.core.manifest import MANIFEST_NAME
 from runarchive.jobs import delete_archive, job_status
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive, enqueue_restore, running_job
@@ -18,8 +28,8 @@ from runarchive.jobs.errors import JobRunning
 from runarchive.jobs.locks import acquire_lock, lock_statuses
 from runarchive.jobs.slot import claim_slot, read_slot
 from tests.support.channel import Recorder
-from tests.support.runs import make_small_run
-from tests.support.tree import snapshot
+from tests.support.runs import make_many_files_run, make_small_run
+from tests.support.tree import snapshot, tree_bytes
 from tests.support.workers import Workers
 
 pytestmark = pytest.mark.slow
@@ -72,6 +82,30 @@ def test_an_archive_job_runs_in_a_worker_process_and_streams_the_exact_lines(
     assert status["started_at"] and status["ended_at"]
     assert running_job(ctx, runid) is None
     assert lock_statuses(ctx.clients.locks, runid) == {}  # the job gave its locks back
+
+
+def test_an_archive_job_of_many_small_files_uses_worker_processes_inside_the_work_horse(
+    ctx: JobsContext, runid: str, workers: Workers, record: Callable[[str], Recorder]
+) -> None:
+    # Enough small files for create's worker processes, forked by RQ's work horse (itself a
+    # fork of the worker): the job completes, its archive holds the run, nothing is left.
+    files = FORK_MIN_ENTRIES + 200
+    run = make_many_files_run(Path(str(ctx.settings.runs_root)), runid, files)
+    rec = record(runid)
+    job_id = enqueue_archive(ctx, runid)
+    assert workers.burst() == 0, workers.log_text()
+    rec.wait_for(_is_trigger(job_id))
+
+    [info] = list_archives(run)
+    assert info.files == files + 1  # and wepp.nodb
+    assert verify_archive(run, info.name).ok
+    with zipfile.ZipFile(run / "archives" / info.name) as zf:
+        held = {i.filename: zf.read(i) for i in zf.infolist() if not i.is_dir()}
+    run_files = {k: v for k, v in tree_bytes(run).items() if not k.startswith("archives/")}
+    assert {k: v for k, v in held.items() if k != MANIFEST_NAME} == run_files
+    assert f"rq:{job_id} COMPLETED archive_rq({runid})" in rec.lines
+    assert job_status(ctx, job_id)["status"] == "finished"
+    assert lock_statuses(ctx.clients.locks, runid) == {}
 
 
 def test_a_restore_job_puts_the_archive_back_and_clears_the_nodb_cache(

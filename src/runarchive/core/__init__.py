@@ -60,6 +60,7 @@ if TYPE_CHECKING:  # what mypy and readers see; at run time ``__getattr__`` impo
         RunExists,
         UnsafeArchive,
         UnsafeRun,
+        WorkerFailed,
     )
     from .fork import ForkResult, ForkStage, fork_archive, recover_forks_in, rewrite_run_paths
     from .fsutil import human_bytes
@@ -196,6 +197,7 @@ _EXPORTS = {
     "undo_nodb_files": "undo",
     "Pinned": "errors",
     "QuotaExceeded": "errors",
+    "WorkerFailed": "errors",
     "QUOTA_ENV": "quota",
     "Limit": "quota",
     "Usage": "quota",
@@ -386,6 +388,7 @@ __all__ = [
     "UnsafeRun",
     "Usage",
     "VerifyReport",
+    "WorkerFailed",
     "archive_names",
     "archive_ref",
     "audit_cursor",

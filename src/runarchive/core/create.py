@@ -1,16 +1,21 @@
 """Creating an archive: walk, hash and compress in parallel, write, make durable, publish.
 
-Pipeline: the run is scanned once; its entries are handed to a thread pool (isal's deflate
-and hashlib release the GIL, so threads scale). Files under one chunk (1 MiB), folders and
-links travel in batches of up to ``BATCH_FILES`` entries or a chunk of bytes, and the pool
-thread builds each entry whole: read (by single name beneath the folder's handle), CRC,
-sha256, deflate, local header, manifest entry. Bigger files become 1 MiB chunks, deflated
-pigz-style (each chunk ends with a sync flush, so the concatenation is one valid deflate
-stream). The calling thread is the only writer: it appends results in submission order, with
-a bounded number in flight so memory stays flat whatever the run's size; on a run of small
-files it does almost nothing per entry, which is why the headers are built in the pool.
-Whether a file is stored or deflated is decided by its extension, then by a probe of its
-first chunk (a single-chunk file: by its whole deflated size).
+Pipeline: the run is scanned once and its entries grouped, in archive order, into tasks
+(``_plan``). Files under one chunk (1 MiB), folders and links travel in batches of up to
+``BATCH_FILES`` entries or a chunk of bytes, each built whole by one worker: read (by single
+name beneath the folder's handle), CRC, sha256, deflate, local header, central record and
+manifest entry, packed straight into the batch's buffers. On a run of many small files that
+per-file work is mostly Python holding the interpreter lock, so the batches are built by
+forked worker processes (``forkpool``: they use the run's and the files cache's open
+handles, and stream each batch back in order through a pipe); on a run of few, by the
+thread pool. Bigger files become 1 MiB chunks deflated in the thread pool (isal's deflate
+releases the GIL on big buffers), pigz-style (each chunk ends with a sync flush, so the
+concatenation is one valid deflate stream). The calling thread is the only writer: it
+appends results in archive order, with a bounded number in flight (and full pipes holding
+the processes back) so memory stays flat whatever the run's size; it does almost nothing per
+entry, which is why everything is built by the workers. Whether a file is stored or deflated
+is decided by its extension, then by a probe of its first chunk (a single-chunk file: by
+its whole deflated size).
 
 Files cache: when the run's newest archive can be trusted as a source (``filescache``), a
 file whose size, mtime_ns, ctime_ns and inode match what that archive recorded is not read:
@@ -22,6 +27,8 @@ linked to its final name (which fails rather than overwrite), and the directory 
 before the link ``before_publish`` is called, the caller's last chance to stop (a canceled job
 raises there). Any error removes the temp file; a kill leaves only the temp file, which
 ``recover`` removes. So a name matching the archive pattern always denotes a complete archive.
+A worker process that dies fails the create the same way (``forkpool.WorkerFailed``); the
+workers die with the process that forked them, and are killed and reaped on any error.
 
 A ``budget`` (bytes; the quota's hard check, a plain number here) is enforced by the file the
 writer appends to: a write that would take the archive past it raises ``QuotaExceeded``
@@ -36,33 +43,36 @@ import hashlib
 import os
 import secrets
 import stat
+import struct
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from isal import isal_zlib
 
 from .. import __version__
 from .errors import NoSpace, QuotaExceeded, RunArchiveError
 from .filescache import FilesCache, ReusedEntry, cacheable, open_files_cache
+from .forkpool import ForkPool
 from .fsutil import human_bytes, is_no_space, require_space
 from .journal import recover_locked
 from .limits import Limits
 from .linkmode import LinkMode, parse_link_mode
 from .links import follow_links
-from .manifest import DIR, FILE, MANIFEST_NAME, Manifest, ManifestEntry
+from .manifest import DIR, FILE, MANIFEST_NAME, Manifest, entry_json, file_entry_json
 from .names import ARCHIVES_DIR, Comment, new_archive_name, normalize_comment
 from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress
 from .rundir import Folder, RunDir, RunRef, is_unsafe_error, open_beneath, open_run
 from .runlock import run_lock
 from .tree import Tree, TreeEntry, scan_run
 from .undo import drop_undo
-from .zipformat import DEFLATED, STORED, WrittenEntry, ZipWriter, local_header, new_entry
+from .zipformat import DEFLATED, STORED, WrittenEntry, ZipWriter, append_entry
 
 CHUNK = 1 << 20
 PROBE = 64 << 10
@@ -205,16 +215,51 @@ _O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 @dataclass(slots=True)
 class _Built:
-    """Small entries built whole by one pool task: headers and data, back to back."""
+    """Small entries built whole by one task: headers and data back to back, their central
+    records and manifest entries already encoded (no object per entry)."""
 
-    parts: list[bytes]
-    size: int
-    written: list[WrittenEntry]
-    manifest: list[ManifestEntry]
+    data: bytearray | memoryview  # local headers and data
+    central: bytearray  # central records, offsets relative to data's start (append_entry)
+    starts: array[int]  # where each record's offset field lies in ``central``
+    manifest: bytes  # the entries' manifest JSON, comma-separated
+    sizes: array[int]  # the size of each file archived, in order (for progress)
+    vanished: array[int]  # the batch's indices of the files that vanished
     files: int = 0
     raw_bytes: int = 0
-    vanished: list[str] = field(default_factory=list)
     reused: int = 0
+
+
+# How a _Built crosses a worker process's pipe: the lengths of its parts, then its counts.
+_BUILT_HEAD = struct.Struct("<9Q")
+
+
+def _encode_built(built: _Built) -> list[bytes | bytearray | memoryview | array[int]]:
+    head = _BUILT_HEAD.pack(
+        len(built.data), len(built.central), len(built.starts), len(built.manifest),
+        len(built.sizes), len(built.vanished), built.files, built.raw_bytes, built.reused,
+    )  # fmt: skip
+    return [head, built.data, built.central, built.starts, built.manifest, built.sizes,
+            built.vanished]  # fmt: skip
+
+
+def _decode_built(view: memoryview) -> _Built:
+    data_len, central_len, n_starts, manifest_len, n_sizes, n_vanished, files, raw, reused = (
+        _BUILT_HEAD.unpack_from(view)
+    )
+    at = _BUILT_HEAD.size
+    data = view[at : at + data_len]
+    at += data_len
+    central = bytearray(view[at : at + central_len])
+    at += central_len
+    starts, sizes, vanished = array("I"), array("Q"), array("I")
+    starts.frombytes(view[at : at + n_starts * starts.itemsize])
+    at += n_starts * starts.itemsize
+    manifest = bytes(view[at : at + manifest_len])
+    at += manifest_len
+    sizes.frombytes(view[at : at + n_sizes * sizes.itemsize])
+    at += n_sizes * sizes.itemsize
+    vanished.frombytes(view[at : at + n_vanished * vanished.itemsize])
+    return _Built(data, central, starts, manifest, sizes, vanished, files, raw, reused)
 
 
 class _Parents:
@@ -296,71 +341,80 @@ class _Batch:
 
 
 def _build_batch(run: RunDir, batch: _Batch, level: int) -> _Built:
-    """Read, checksum, deflate and frame small files, folders and links; runs in a pool thread.
+    """Read, checksum, deflate and frame small files, folders and links; runs in a pool thread
+    or a worker process.
 
-    Everything per entry happens here, headers included, so the writer thread only appends
-    the bytes: on a run of small files the per-entry Python, not deflate, is the cost, and
-    the writer was the one thread all of it queued behind. A file the files cache offers is
-    copied from the old archive when its bytes prove out (``ReusedEntry.copy``), else read
-    whole (such files may exceed a chunk, up to ``filescache.REUSE_MAX``).
+    Everything per entry happens here, headers and manifest entries included, so the writer
+    only appends bytes: on a run of small files the per-entry Python, not deflate, is the
+    cost. So the loop makes no object per entry (the headers are packed straight into the
+    batch's buffers, the manifest entry straight into its JSON). A file the files cache
+    offers is copied from the old archive when its bytes prove out (``ReusedEntry.copy``),
+    else read whole (such files may exceed a chunk, up to ``filescache.REUSE_MAX``).
     """
-    built = _Built([], 0, [], [])
-    parts, written, manifest = built.parts, built.written, built.manifest
-    pos = 0
+    data, central = bytearray(), bytearray()
+    starts, sizes, vanished = array("I"), array("Q"), array("I")
+    manifest: list[str] = []
+    files = raw_bytes = reused = 0
+    started_ns, cache_fd = batch.started_ns, batch.cache_fd
+    crc32, compress, sha256 = isal_zlib.crc32, isal_zlib.compress, hashlib.sha256
+    pack, file_json = append_entry, file_entry_json
     parents = _Parents(run)
     try:
-        for e, reuse in zip(batch.entries, batch.reuse, strict=True):
-            mode = e.mode & 0o7777
-            if e.type == FILE:
-                copied = None if reuse is None else reuse.copy(batch.cache_fd)
+        for index, (e, reuse) in enumerate(zip(batch.entries, batch.reuse, strict=True)):
+            kind, mode = e.type, e.mode
+            if kind == FILE:
+                copied = None if reuse is None else reuse.copy(cache_fd)
                 if reuse is not None and copied is not None:
                     c = reuse.central
                     out, method, crc, usize, sha = copied, c.method, c.crc, c.usize, reuse.sha256
-                    built.reused += 1
+                    reused += 1
                 else:
                     # A file the cache offered may exceed a chunk: read it whole, bounded as
                     # its chunks would be (the scan's size rounded up to whole chunks).
                     limit = CHUNK if reuse is None else max(1, -(-e.size // CHUNK)) * CHUNK
                     raw = _read_small(parents, e.read_path, limit)
                     if raw is None:
-                        built.vanished.append(e.path)
+                        vanished.append(index)
                         continue
                     usize = len(raw)
-                    crc = isal_zlib.crc32(raw)
+                    crc = crc32(raw)
                     out, method = raw, STORED
                     if raw and not _is_incompressible(e.path):
-                        packed = isal_zlib.compress(raw, level, -15)
+                        packed = compress(raw, level, -15)
                         if len(packed) <= usize * (1 - MIN_SAVING):
                             out, method = packed, DEFLATED
-                    sha = hashlib.sha256(raw).hexdigest()
+                    sha = sha256(raw).hexdigest()
                 name = e.path
-                keep = cacheable(e, batch.started_ns)
-                m = ManifestEntry(e.path, FILE, usize, mode, e.mtime_ns, sha256=sha,
-                                  followed_link=e.followed_link,
-                                  ctime_ns=e.ctime_ns if keep else None,
-                                  ino=e.ino if keep else None, crc32=crc)  # fmt: skip
-                built.files += 1
-                built.raw_bytes += usize
+                keep = cacheable(e, started_ns)
+                manifest.append(file_json(name, usize, mode & 0o7777, e.mtime_ns, sha,
+                                          e.followed_link, e.ctime_ns if keep else None,
+                                          e.ino if keep else None, crc))  # fmt: skip
+                files += 1
+                raw_bytes += usize
+                sizes.append(usize)
             else:
-                if e.type == DIR:
+                if kind == DIR:
                     name, out = e.path + "/", b""
                 else:
                     name, out = e.path, (e.target or "").encode("utf-8", "surrogateescape")
-                usize, crc, method = len(out), isal_zlib.crc32(out), STORED
-                m = ManifestEntry(e.path, e.type, e.size, mode, e.mtime_ns, target=e.target,
-                                  followed_link=e.followed_link)  # fmt: skip
-            w = new_entry(name, method, e.mode, e.mtime_ns / 1e9, crc, len(out), usize)
-            w.offset = pos
-            header = local_header(w)
-            parts.append(header)
-            parts.append(out)
-            pos += len(header) + len(out)
-            written.append(w)
-            manifest.append(m)
+                usize, crc, method = len(out), crc32(out), STORED
+                manifest.append(entry_json(e.path, kind, e.size, mode & 0o7777, e.mtime_ns, None,
+                                           e.target, e.followed_link))  # fmt: skip
+            pack(data, central, starts, name.encode(), method, mode, e.mtime_ns / 1e9, crc, out,
+                 usize)  # fmt: skip
     finally:
         parents.close()
-    built.size = pos
-    return built
+    return _Built(data, central, starts, ",".join(manifest).encode(), sizes, vanished, files,
+                  raw_bytes, reused)  # fmt: skip
+
+
+def _build_encoded(run: RunDir, level: int) -> Callable[[_Batch], list[Any]]:
+    """Return the work of a worker process: a batch built, then encoded for its pipe."""
+
+    def work(batch: _Batch) -> list[Any]:
+        return _encode_built(_build_batch(run, batch, level))
+
+    return work
 
 
 def _chunks(run_fd: int, entry: TreeEntry) -> Iterator[_Chunk]:
@@ -411,6 +465,44 @@ class _Budgeted:
         return getattr(self.fh, name)
 
 
+# Below this many entries in small batches, threads do (a fork and its pipes cost more than
+# they save: see docs/benchmarks.md, "small files").
+FORK_MIN_ENTRIES = 1000
+
+
+def _plan(entries: list[TreeEntry], cache: FilesCache | None, started_ns: int
+          ) -> list[_Batch | TreeEntry]:  # fmt: skip
+    """Group the entries, in archive order, into the tasks that build them.
+
+    Small files, folders and links travel in batches (one task per ~1 MiB or
+    ``BATCH_FILES`` entries, so per-task overhead stays well below the work itself); a file
+    of a chunk or more stands alone (split into chunks), unless the files cache offers its
+    bytes (then it goes in a batch too).
+    """
+    plan: list[_Batch | TreeEntry] = []
+    cache_fd = -1 if cache is None else cache.fd
+    batch: list[TreeEntry] = []
+    offers: list[ReusedEntry | None] = []
+    batch_bytes = 0
+    for entry in entries:
+        offer = None if cache is None else cache.match(entry)
+        if entry.type != FILE or entry.size < CHUNK or offer is not None:
+            batch.append(entry)
+            offers.append(offer)
+            batch_bytes += entry.size
+            if batch_bytes >= CHUNK or len(batch) >= BATCH_FILES:
+                plan.append(_Batch(batch, offers, cache_fd, started_ns))
+                batch, offers, batch_bytes = [], [], 0
+            continue
+        if batch:
+            plan.append(_Batch(batch, offers, cache_fd, started_ns))
+            batch, offers, batch_bytes = [], [], 0
+        plan.append(entry)
+    if batch:
+        plan.append(_Batch(batch, offers, cache_fd, started_ns))
+    return plan
+
+
 class _Builder:
     """Writes one archive; the calling thread is the only one touching ``writer``."""
 
@@ -433,97 +525,100 @@ class _Builder:
         self.progress = progress
         self.files_total, self.bytes_total = files_total, bytes_total
         self.files_done = self.bytes_done = 0
-        self.manifest_entries: list[ManifestEntry] = []
+        # The manifest's entries, JSON-encoded, in archive order (``Manifest.to_json``).
+        self.manifest_parts: list[bytes] = []
+        self.entries = 0
         self.vanished: set[str] = set()
         self.open: _Open | None = None
 
     def build(self, entries: list[TreeEntry]) -> None:
-        """Feed the pool in archive order and write results as they come due.
+        """Build the entries in parallel and write results in archive order as they come due.
 
-        Small files, folders and links travel in batches (one pool task per ~1 MiB or
-        ``BATCH_FILES`` entries) built whole in the pool (``_build_batch``); files of a chunk
-        or more are split into chunks, unless the files cache offers their bytes (then they
-        go in a batch too). Per-task overhead, paid under the GIL, stays well below the work
-        itself.
+        Batches of small entries are built whole (``_build_batch``): by ``threads`` worker
+        processes when there are enough of them (``forkpool``; on a run of small files the
+        per-file Python holds the interpreter lock), else in the thread pool; files of a chunk
+        or more are split into chunks deflated in the thread pool. A bounded number of tasks
+        is in flight, so memory stays flat whatever the run's size.
         """
+        plan = _plan(entries, self.cache, self.started_ns)
+        batches = [item for item in plan if isinstance(item, _Batch)]
+        forked: ForkPool[_Batch] | None = None
+        if self.threads > 1 and sum(len(b.entries) for b in batches) >= FORK_MIN_ENTRIES:
+            keep = [self.run.fd] + ([] if self.cache is None else [self.cache.fd])
+            forked = ForkPool(batches, _build_encoded(self.run, self.level), self.threads, keep)
         max_inflight = 4 * self.threads + 4
-        pending: deque[tuple[list[_Chunk] | None, Future[_Built] | Future[list[_Done]]]]
-        pending = deque()
-        batch: list[TreeEntry] = []
-        offers: list[ReusedEntry | None] = []
-        batch_bytes = 0
-        cache = self.cache
-        cache_fd = -1 if cache is None else cache.fd
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="runarchive-deflate") as pool:
+        pending: deque[tuple[_Batch | list[_Chunk], Future[Any] | None]] = deque()
+        with contextlib.ExitStack() as stack:
+            # The children are forked before the pool starts a thread (fork copies only the
+            # calling thread); the pool's threads start with its first chunk.
+            if forked is not None:
+                try:
+                    stack.enter_context(forked)
+                except OSError:  # no process to be had (a limit, a sandbox): threads build
+                    forked = None
+            pool = stack.enter_context(
+                ThreadPoolExecutor(self.threads, thread_name_prefix="runarchive-deflate")
+            )
+            stack.callback(lambda: [fut.cancel() for _, fut in pending if fut is not None])
 
-            def wait_room() -> None:
+            def submit(task: _Batch | list[_Chunk], fut: Future[Any] | None) -> None:
+                pending.append((task, fut))
                 while len(pending) >= max_inflight:
-                    self._consume(*pending.popleft())
+                    self._consume(*pending.popleft(), forked)
 
-            def submit(chunks: list[_Chunk]) -> Future[list[_Done]]:
-                fut = pool.submit(_work_batch, chunks, self.level)
-                pending.append((chunks, fut))
-                wait_room()
-                return fut
-
-            def submit_batch() -> None:
-                nonlocal batch, offers, batch_bytes
-                job = _Batch(batch, offers, cache_fd, self.started_ns)
-                pending.append((None, pool.submit(_build_batch, self.run, job, self.level)))
-                batch, offers, batch_bytes = [], [], 0
-                wait_room()
-
-            try:
-                run_fd = self.run.fd
-                for entry in entries:
-                    offer = None if cache is None else cache.match(entry)
-                    if entry.type != FILE or entry.size < CHUNK or offer is not None:
-                        batch.append(entry)
-                        offers.append(offer)
-                        batch_bytes += entry.size
-                        if batch_bytes >= CHUNK or len(batch) >= BATCH_FILES:
-                            submit_batch()
-                        continue
-                    if batch:
-                        submit_batch()
-                    chunks = list(_chunks(run_fd, entry))
-                    first = submit(chunks[:1])
-                    for chunk in chunks[1:]:
-                        chunk.decision = first
-                        submit([chunk])
-                if batch:
-                    submit_batch()
-                while pending:
-                    self._consume(*pending.popleft())
-            finally:
-                for _, fut in pending:
-                    fut.cancel()
+            for item in plan:
+                if isinstance(item, _Batch):
+                    batch_fut = None if forked else pool.submit(_build_batch, self.run, item,
+                                                                self.level)  # fmt: skip
+                    submit(item, batch_fut)
+                    continue
+                chunks = list(_chunks(self.run.fd, item))
+                first = pool.submit(_work_batch, chunks[:1], self.level)
+                submit(chunks[:1], first)
+                for chunk in chunks[1:]:
+                    chunk.decision = first
+                    submit([chunk], pool.submit(_work_batch, [chunk], self.level))
+            while pending:
+                self._consume(*pending.popleft(), forked)
+            if forked is not None:
+                forked.finish()
 
     def _consume(
-        self, chunks: list[_Chunk] | None, fut: Future[_Built] | Future[list[_Done]]
+        self,
+        task: _Batch | list[_Chunk],
+        fut: Future[Any] | None,
+        forked: ForkPool[_Batch] | None,
     ) -> None:
-        result = fut.result()
-        if isinstance(result, _Built):
-            self._write_built(result)
+        if isinstance(task, _Batch):
+            if fut is not None:
+                built = fut.result()
+            else:
+                assert forked is not None
+                built = _decode_built(forked.next())
+            self._write_built(task, built)
             return
-        assert chunks is not None
-        for chunk, done in zip(chunks, result, strict=True):
+        assert fut is not None
+        for chunk, done in zip(task, fut.result(), strict=True):
             self._consume_chunk(chunk, done)
 
-    def _write_built(self, built: _Built) -> None:
-        self.writer.add_built(built.written, built.parts, built.size)
-        self.manifest_entries.extend(built.manifest)
-        self.vanished.update(built.vanished)
+    def _write_built(self, batch: _Batch, built: _Built) -> None:
+        self.writer.add_packed(built.data, built.central, built.starts)
+        self.entries += len(built.starts)
+        if built.manifest:
+            self.manifest_parts.append(built.manifest)
         self.reused += built.reused
+        gone = frozenset(built.vanished)
+        self.vanished.update(batch.entries[i].path for i in gone)
         if self.progress is ignore_progress:  # no event built per file for nobody
             self.files_done += built.files
             self.bytes_done += built.raw_bytes
             return
-        for m in built.manifest:
-            if m.type == FILE:
+        sizes = iter(built.sizes)
+        for index, e in enumerate(batch.entries):
+            if e.type == FILE and index not in gone:
                 self.files_done += 1
-                self.bytes_done += m.size
-                self._report(m.path)
+                self.bytes_done += next(sizes)
+                self._report(e.path)
 
     def _consume_chunk(self, chunk: _Chunk, done: _Done) -> None:
         e = chunk.entry
@@ -555,20 +650,12 @@ class _Builder:
 
     def _close_entry(self, e: TreeEntry, size: int, digest: str, crc: int) -> None:
         keep = cacheable(e, self.started_ns)
-        self.manifest_entries.append(
-            ManifestEntry(
-                e.path,
-                FILE,
-                size,
-                e.mode & 0o7777,
-                e.mtime_ns,
-                sha256=digest,
-                followed_link=e.followed_link,
-                ctime_ns=e.ctime_ns if keep else None,
-                ino=e.ino if keep else None,
-                crc32=crc,
-            )
-        )
+        self.manifest_parts.append(
+            entry_json(e.path, FILE, size, e.mode & 0o7777, e.mtime_ns, digest, None,
+                       e.followed_link, e.ctime_ns if keep else None, e.ino if keep else None,
+                       crc).encode()
+        )  # fmt: skip
+        self.entries += 1
         self.files_done += 1
         if self.progress is not ignore_progress:  # no event built per file for nobody
             self._report(e.path)
@@ -691,7 +778,7 @@ def _create_in(run: RunDir, folder: Folder, tree: Tree, text: str, report: Progr
         path=run.path / ARCHIVES_DIR / name,
         size=size,
         files=builder.files_done,
-        entries=len(builder.manifest_entries),
+        entries=builder.entries,
         bytes_total=builder.bytes_done,
         external_links=tree.external_links,
         skipped=skipped,
@@ -715,8 +802,7 @@ def _write(
         out = fh if budget is None else cast(BinaryIO, _Budgeted(fh, budget))
         writer = builder.writer = ZipWriter(out)
         builder.build(entries)
-        manifest.entries = builder.manifest_entries
-        data = manifest.to_json()
+        data = manifest.to_json(builder.manifest_parts)
         packed = _deflate(data, builder.level, True)
         writer.add(MANIFEST_NAME, DEFLATED, 0o100644, created.timestamp(), packed,
                    isal_zlib.crc32(data), len(data))  # fmt: skip

@@ -84,6 +84,13 @@ class NoSpace(RunArchiveError):
     code = "no_space"
 
 
+class WorkerFailed(RunArchiveError):
+    """A worker process of a create ended before its work was done (killed, crashed) or
+    failed otherwise than by an ``OSError``; nothing was kept."""
+
+    code = "worker_failed"
+
+
 class QuotaExceeded(RunArchiveError):
     """An archive would pass a quota on archive bytes or count; nothing was written or kept.
 

@@ -31,10 +31,12 @@ manifest, not these fields, is the authority.
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 import struct
 import time
+from array import array
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -228,11 +230,7 @@ class WrittenEntry:
 def new_entry(
     name: str, method: int, mode: int, mtime: float, crc: int, csize: int, usize: int
 ) -> WrittenEntry:
-    """Describe an entry whose sizes are known, at offset 0 (see ``ZipWriter.add_built``).
-
-    Safe to call from any thread: the pool threads of ``create`` build their entries' headers
-    themselves so the single writer thread only appends bytes.
-    """
+    """Describe an entry whose sizes are known, at offset 0."""
     dtime, ddate = _dos_datetime(mtime)
     return WrittenEntry(
         name.encode("utf-8"), method, crc, csize, usize, 0, mode, mtime,
@@ -255,13 +253,126 @@ def local_header(entry: WrittenEntry) -> bytes:
     return head + entry.name + extra
 
 
+_MADE_BY = (3 << 8) | 63  # Unix, spec 6.3
+# Where a central record's 4-byte offset field lies, from the record's start.
+CENTRAL_OFFSET_FIELD = 42
+_U32_FIELD = struct.Struct("<I")
+_pack_central, _pack_local, _pack_times = _CENTRAL.pack, _LOCAL.pack, _OUR_TIMES.pack
+_TIMES_SIZE = _OUR_TIMES.size
+
+
+def append_entry(
+    data: bytearray,
+    central: bytearray,
+    starts: array[int],
+    name: bytes,
+    method: int,
+    mode: int,
+    mtime: float,
+    crc: int,
+    out: bytes,
+    usize: int,
+) -> None:
+    """Append a whole small entry: its local header and ``out`` to ``data``, its central
+    record (offset relative to ``data``'s start) to ``central``, where that record's offset
+    field lies to ``starts`` (``ZipWriter.add_packed`` makes the offsets absolute).
+
+    The bytes are those ``local_header`` and ``ZipWriter.close`` write for the same entry;
+    a test pins both. For entries too small to need Zip64 sizes (``create``'s batches of small
+    files, folders and links): anything bigger goes through ``ZipWriter.add``. Safe in any
+    thread or process: ``create``'s workers pack their entries themselves, so the one writer
+    only appends bytes.
+    """
+    csize = len(out)
+    if usize >= ZIP64_THRESHOLD or csize >= ZIP64_THRESHOLD:
+        raise ValueError(f"entry {name!r} is too big to be packed whole")
+    # ``_dos_datetime`` and ``_time_extras`` inlined for the common case (a cached second, a
+    # time inside both fields' ranges): their calls were a tenth of a small entry's Python.
+    found = _DOS_CACHE.get(int(mtime)) if mtime >= 0 else None
+    dtime, ddate = found if found is not None else _dos_datetime(mtime)
+    ticks = round(mtime * 1e7) + _FILETIME_EPOCH
+    if 0 <= mtime <= _U32 and 0 <= ticks <= 1 << 63:
+        times = _pack_times(0x5455, 5, 1, int(mtime), 0x000A, 32, 0, 0x0001, 24, ticks, 0, 0)
+    else:
+        times = _time_extras(mtime)
+    nlen = len(name)
+    starts.append(len(central) + CENTRAL_OFFSET_FIELD)
+    central += _pack_central(
+        CENTRAL_SIG, _MADE_BY, 20, FLAG_UTF8, method, dtime, ddate, crc, csize, usize, nlen,
+        _TIMES_SIZE, 0, 0, 0, (mode << 16) | (0x10 if mode & 0o170000 == 0o040000 else 0),
+        len(data),
+    )  # fmt: skip
+    central += name
+    central += times
+    data += _pack_local(
+        LOCAL_SIG, 20, FLAG_UTF8, method, dtime, ddate, crc, csize, usize, nlen, _TIMES_SIZE
+    )
+    data += name
+    data += times
+    data += out
+
+
+def rebase_central(central: bytearray, starts: array[int], base: int) -> bytes:
+    """Return the central records ``append_entry`` packed, their offsets moved by ``base``.
+
+    A record whose offset would not fit the classic field gets the Zip64 extra instead,
+    exactly as ``ZipWriter.close`` writes such an entry.
+    """
+    if not starts:
+        return b""
+    unpack_from, pack_into = _U32_FIELD.unpack_from, _U32_FIELD.pack_into
+    if base + unpack_from(central, starts[-1])[0] < _U32:  # offsets grow: the last is the top
+        for at in starts:
+            pack_into(central, at, unpack_from(central, at)[0] + base)
+        return bytes(central)
+    out = bytearray()
+    bounds = [at - CENTRAL_OFFSET_FIELD for at in starts] + [len(central)]
+    for start, end in itertools.pairwise(bounds):
+        out += _widened(central[start:end], base)
+    return bytes(out)
+
+
+def _widened(record: bytes | bytearray, base: int) -> bytes:
+    """Return classic central ``record`` moved by ``base``, with the Zip64 extra if needed."""
+    f = list(_CENTRAL.unpack_from(record))
+    offset = f[16] + base
+    if offset < _U32:
+        f[16] = offset
+        return _CENTRAL.pack(*f) + bytes(record[_CENTRAL.size :])
+    usize, csize, nlen, xlen = f[9], f[8], f[10], f[11]
+    z64 = struct.pack("<HHQQQ", 0x0001, 24, usize, csize, offset)
+    f[2], f[8], f[9], f[11], f[16] = 45, _U32, _U32, xlen + len(z64), _U32
+    tail = bytes(record[_CENTRAL.size :])
+    return _CENTRAL.pack(*f) + tail[: nlen + xlen] + z64 + tail[nlen + xlen :]
+
+
+def _central_record(e: WrittenEntry) -> bytes:
+    """Return ``e``'s central-directory record (Zip64 extra when a field would not fit)."""
+    z64 = b""
+    usize, csize, offset = e.usize, e.csize, e.offset
+    if usize >= _U32 or csize >= _U32 or offset >= _U32 or e.zip64_local:
+        z64 = struct.pack("<QQQ", usize, csize, offset)
+        usize = csize = offset = _U32
+        z64 = struct.pack("<HH", 0x0001, len(z64)) + z64
+    extra = e.times + z64
+    dos_attr = 0x10 if stat.S_ISDIR(e.mode) else 0
+    head = _CENTRAL.pack(
+        CENTRAL_SIG, _MADE_BY, 45 if z64 else 20, FLAG_UTF8, e.method, e.dtime, e.ddate, e.crc,
+        csize, usize, len(e.name), len(extra), 0, 0, 0, (e.mode << 16) | dos_attr, offset,
+    )  # fmt: skip
+    return head + e.name + extra
+
+
 class ZipWriter:
     """Append entries to a seekable binary file, then write the central directory."""
 
     def __init__(self, fh: BinaryIO) -> None:
         _check_zone()
         self.fh = fh
-        self.entries: list[WrittenEntry] = []
+        # In archive order: entries whose record is made at close, and blocks of records
+        # packed already (``add_packed``).
+        self.records: list[WrittenEntry | bytes] = []
+        self.count = 0
         self.patches: list[tuple[int, bytes]] = []
         self.pos = fh.tell()
 
@@ -274,7 +385,7 @@ class ZipWriter:
         self._write(local_header(entry))
         return entry
 
-    def _write(self, data: bytes | memoryview) -> None:
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
         self.fh.write(data)
         self.pos += len(data)
 
@@ -289,7 +400,8 @@ class ZipWriter:
         entry.crc, entry.csize, entry.usize = crc, csize, usize
         # Patching at close with pwrite avoids a seek, which would flush the write buffer.
         self.patches.append((entry.offset, local_header(entry)))
-        self.entries.append(entry)
+        self.records.append(entry)
+        self.count += 1
 
     def add(
         self, name: str, method: int, mode: int, mtime: float, data: bytes, crc: int, usize: int
@@ -299,57 +411,27 @@ class ZipWriter:
         entry.offset = self.pos
         self._write(local_header(entry))
         self._write(data)
-        self.entries.append(entry)
+        self.records.append(entry)
+        self.count += 1
 
-    def add_built(self, entries: list[WrittenEntry], parts: list[bytes], size: int) -> None:
-        """Append ``parts`` (``size`` bytes): the local headers and data of ``entries``.
-
-        Each entry's ``offset`` is relative to the first part (as the pool thread that built
-        them knew it) and becomes absolute here.
-        """
-        base = self.pos
-        for entry in entries:
-            entry.offset += base
-        self.entries.extend(entries)
-        self.fh.writelines(parts)
-        self.pos += size
+    def add_packed(
+        self, data: bytes | bytearray | memoryview, central: bytearray, starts: array[int]
+    ) -> None:
+        """Append ``data``: the local headers and data of entries ``append_entry`` packed,
+        whose central records (``central``, ``starts``) are relative to ``data``'s start."""
+        self.records.append(rebase_central(central, starts, self.pos))
+        self.count += len(starts)
+        self._write(data)
 
     def close(self, comment: bytes) -> None:
         """Write the central directory and end records."""
         cd_start = self.pos
         out = bytearray()
-        for e in self.entries:
-            z64 = b""
-            usize, csize, offset = e.usize, e.csize, e.offset
-            if usize >= _U32 or csize >= _U32 or offset >= _U32 or e.zip64_local:
-                z64 = struct.pack("<QQQ", usize, csize, offset)
-                usize = csize = offset = _U32
-                z64 = struct.pack("<HH", 0x0001, len(z64)) + z64
-            extra = e.times + z64
-            dos_attr = 0x10 if stat.S_ISDIR(e.mode) else 0
-            out += _CENTRAL.pack(
-                CENTRAL_SIG,
-                (3 << 8) | 63,
-                45 if z64 else 20,
-                FLAG_UTF8,
-                e.method,
-                e.dtime,
-                e.ddate,
-                e.crc,
-                csize,
-                usize,
-                len(e.name),
-                len(extra),
-                0,
-                0,
-                0,
-                (e.mode << 16) | dos_attr,
-                offset,
-            )
-            out += e.name + extra
+        for record in self.records:
+            out += record if isinstance(record, bytes) else _central_record(record)
         self.fh.write(out)
         cd_size = len(out)
-        count = len(self.entries)
+        count = self.count
         end = cd_start + cd_size
         if count >= _U16 or cd_size >= _U32 or cd_start >= _U32:
             self.fh.write(

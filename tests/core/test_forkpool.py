@@ -1,0 +1,145 @@
+"""The forked worker pool on its own: order, errors, deaths both ways, what a child keeps."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from runarchive.core import WorkerFailed
+from runarchive.core.forkpool import PIPE_BYTES, ForkPool
+
+
+def workers() -> list[int]:
+    found: list[int] = []
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as fh:
+            found += [int(pid) for pid in fh.read().split()]
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def echo(task: int) -> list[bytes]:
+    # Uneven work and results bigger than a pipe: children finish out of step.
+    time.sleep(0.002 * (task % 5))
+    return [b"%d:" % task, bytes([task % 251]) * (task * 997 % (3 * PIPE_BYTES))]
+
+
+def test_results_come_in_task_order_whatever_child_built_them() -> None:
+    tasks = list(range(40))
+    with ForkPool(tasks, echo, 3) as pool:
+        got = [bytes(pool.next()) for _ in tasks]
+        pool.finish()
+    assert got == [b"".join(echo(t)) for t in tasks]
+    assert workers() == []
+
+
+def fail_at(task: int) -> list[bytes]:
+    if task == 5:
+        raise OSError(errno.EACCES, "Permission denied", f"wepp/secret-{task}.dat")
+    if task == 7:
+        raise ValueError("bad \0 value")
+    return [b"ok"]
+
+
+def test_an_error_in_a_child_is_raised_by_the_parent_at_its_task() -> None:
+    with ForkPool(list(range(10)), fail_at, 2) as pool:
+        assert [bytes(pool.next()) for _ in range(5)] == [b"ok"] * 5
+        with pytest.raises(PermissionError) as caught:
+            pool.next()
+    assert (caught.value.errno, caught.value.filename) == (errno.EACCES, "wepp/secret-5.dat")
+    with ForkPool(list(range(6, 10)), fail_at, 2) as pool:
+        assert bytes(pool.next()) == b"ok"
+        with pytest.raises(WorkerFailed, match="ValueError: bad \0 value"):
+            pool.next()
+    assert workers() == []
+
+
+def die_at(task: int) -> list[bytes]:
+    if task == 3:
+        os._exit(7)
+    return [b"ok"]
+
+
+def test_a_child_that_dies_fails_the_pool_and_says_how() -> None:
+    with ForkPool(list(range(8)), die_at, 2) as pool:
+        assert [bytes(pool.next()) for _ in range(3)] == [b"ok"] * 3
+        with pytest.raises(WorkerFailed, match=r"\(\d+\) exited with status 7"):
+            pool.next()
+    assert workers() == []
+
+
+def descriptors(task: int) -> list[bytes]:
+    return [" ".join(sorted(os.listdir("/proc/self/fd"), key=int)).encode()]
+
+
+def test_a_child_keeps_only_the_descriptors_it_is_given(tmp_path: Path) -> None:
+    kept = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    other = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with ForkPool([0, 1], descriptors, 2, keep=[kept]) as pool:
+            seen = [bytes(pool.next()).decode().split() for _ in range(2)]
+            pool.finish()
+    finally:
+        os.close(kept)
+        os.close(other)
+    for fds in seen:
+        # stdin/out/err, the kept one, its own pipe (and listdir's own descriptor).
+        assert str(kept) in fds and str(other) not in fds
+        assert len(fds) <= 6, fds
+
+
+PARENT = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from runarchive.core.forkpool import ForkPool
+
+    def stall(task):
+        time.sleep(60)  # never writes: only the parent's death can end it early
+        return [b""]
+
+    with ForkPool([0, 1], stall, 2) as pool:
+        print(" ".join(map(str, pool.pids)), flush=True)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_children_die_with_their_parent_even_while_they_work() -> None:
+    proc = subprocess.run([sys.executable, "-c", PARENT], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    pids = [int(p) for p in proc.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not all(gone(pid) for pid in pids):
+        time.sleep(0.02)
+    assert [pid for pid in pids if not gone(pid)] == []
+
+
+def test_leaving_early_kills_and_reaps_every_child() -> None:
+    def stall(task: int) -> list[bytes]:
+        time.sleep(60)
+        return [b""]
+
+    started = time.monotonic()
+    with ForkPool([0, 1, 2], stall, 2) as pool:
+        pids = list(pool.pids)
+        assert sorted(workers()) == sorted(pids)
+    assert time.monotonic() - started < 10
+    assert workers() == [] and all(gone(pid) for pid in pids)
