@@ -552,7 +552,7 @@ class _Extractor:
                 os.close(source)
         folder: Folder | None = getattr(self.local, "folder", None)
         if folder is None:
-            folder = self.scratch.make(str(next(self.names)))
+            folder = self.scratch.make(secrets.token_hex(8))
             self.thread_folders.append(folder)
             self.local.folder = folder
         tmp = str(next(self.names))
