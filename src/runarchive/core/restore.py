@@ -20,6 +20,7 @@ nanosecond from the manifest (folders last, deepest first, so children don't dis
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import itertools
 import os
@@ -28,7 +29,6 @@ import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,9 +72,13 @@ from .rundir import Folder, RunDir, RunRef, open_beneath, open_run
 from .runlock import run_lock
 from .safety import PlanItem, RestorePlan, plan_restore
 from .undo import current_undo, tree_nodb_files, undo_ttl
+from .workers import run_tasks
 
 BATCH_BYTES = 1 << 20
 BATCH_FILES = 32
+# Fewer files and bytes than these are placed in the calling process (see ``_Extractor``).
+FORK_MIN_FILES = 256
+FORK_MIN_BYTES = 8 << 20
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY
 # A run file opened by its single name beneath its folder's handle: never a link, and a fifo
@@ -315,6 +319,9 @@ def _stage(run: RunDir, work: Folder, reader: ArchiveReader, plan: RestorePlan,
     write_journal(work, journal)
     try:
         with run.make(layout.stage(journal.id)) as stage:
+            # Held by the extraction workers too, so a recover after this process was killed
+            # waits for them to be gone before removing what they write (``wait_for_writers``).
+            fcntl.flock(stage.fd, fcntl.LOCK_EX)
             with run.make(layout.scratch(journal.id)) as scratch:
                 extractor = _Extractor(reader, plan, run, stage, scratch, report, journal, units)
                 extractor.build(threads)
@@ -346,34 +353,38 @@ def _stage(run: RunDir, work: Folder, reader: ArchiveReader, plan: RestorePlan,
 
 
 class _Extractor:
-    """Builds the stage: folders, then files (in parallel), then links, then folder times.
+    """Builds the stage: folders, then files (in parallel processes), then links, then times.
 
-    Files are created in per-thread scratch folders and renamed into the stage: inode
+    Files are created in per-worker scratch folders and renamed into the stage: inode
     creation is slow on some filesystems and serializes per directory, so spreading it over
-    folders lets threads overlap. A file the run already holds with the same size, mode,
+    folders lets workers overlap. A file the run already holds with the same size, mode,
     mtime, sha256 and CRC-32 is hard-linked instead of extracted: its bytes are proven equal
     to both the manifest's and the central directory's, and a link costs a fraction of a
     create (no run: nothing is reused, as for a fork). Every path in the run and in the stage
     is reached through handles
     (``open_beneath``), so a link planted or swapped in mid-restore cannot redirect a read,
     a write or a link.
+
+    Files go to forked worker processes (``workers``) in batches once there are enough of
+    them; the children keep only the archive, the run, the stage, the scratch folder and
+    ``hold`` open (never the run's lock) and die with this process. ``hold`` are further
+    descriptors the children must keep while they live (a fork's stage lock).
     """
 
     def __init__(self, reader: ArchiveReader, plan: RestorePlan, run: RunDir | None, stage: Folder,
                  scratch: Folder, report: ProgressCallback, journal: Journal,
-                 units: tuple[str, ...] | None = None) -> None:  # fmt: skip
+                 units: tuple[str, ...] | None = None,
+                 hold: tuple[int, ...] = ()) -> None:  # fmt: skip
         self.reader, self.plan, self.run, self.stage = reader, plan, run, stage
-        self.units = units
+        self.units, self.hold = units, hold
         self.scratch, self.report, self.journal = scratch, report, journal
-        self.names = itertools.count()
-        self.local = threading.local()
         self.reused = 0
         self.deferred_modes: dict[str, int] = {}
-        self.thread_folders: list[Folder] = []
+        self.local = _Local()
 
     def build(self, threads: int) -> None:
         plan = self.plan
-        spread_subfolders(self.scratch.fd)  # per-thread folders in fresh block groups
+        spread_subfolders(self.scratch.fd)  # per-worker folders in fresh block groups
         dirs = [i for i in plan.items if i.type == DIR]
         files = [i for i in plan.items if i.type == FILE]
         links = [i for i in plan.items if i.type == SYMLINK]
@@ -388,11 +399,7 @@ class _Extractor:
             parent, _, base = path.rpartition("/")
             with self._folder(parent) as folder:
                 os.mkdir(base, 0o700, dir_fd=folder.fd)
-        try:
-            self._files(files, threads)
-        finally:
-            for folder in self.thread_folders:
-                folder.close()
+        self._files(files, threads)
         for item in links:
             assert item.target is not None  # read and checked by plan_restore
             parent, _, base = item.path.rpartition("/")
@@ -422,29 +429,42 @@ class _Extractor:
         return self.stage.open(parent)
 
     def _files(self, files: list[PlanItem], threads: int) -> None:
-        """Place every file with ``threads`` threads, small files travelling in batches.
+        """Place every file, small files travelling in batches, in up to ``threads`` processes.
 
-        One task per file cost a future and a queue hand-off each, under the GIL the
-        extracting threads need too; a batch of up to ``BATCH_BYTES`` or ``BATCH_FILES``
-        pays them once. Progress is still reported file by file, as batches complete.
+        A batch of up to ``BATCH_BYTES`` or ``BATCH_FILES`` is one task. Few files (under
+        ``FORK_MIN_FILES`` and ``FORK_MIN_BYTES``) are placed here: forking would cost more
+        than it saves. Progress is still reported file by file, as batches complete.
         """
-        done_files = done_bytes = 0
+        batches = _batches(files)
         total_bytes = self.plan.total_bytes
-        with ThreadPoolExecutor(threads, thread_name_prefix="runarchive-extract") as pool:
-            futures = {pool.submit(self._place_all, batch): batch for batch in _batches(files)}
-            try:
-                for fut in as_completed(futures):
-                    self.reused += fut.result()
-                    batch = futures[fut]
-                    for item in batch:  # one event per file, as every listener expects
-                        done_files += 1
-                        done_bytes += item.entry.usize
-                        self.report(ProgressEvent("restore", Phase.EXTRACT, done_files,
-                                                  len(files), done_bytes, total_bytes,
-                                                  item.path))  # fmt: skip
-            finally:
-                for fut in futures:
-                    fut.cancel()
+        size = sum(item.entry.usize for item in files)
+        many = len(files) >= FORK_MIN_FILES or size >= FORK_MIN_BYTES
+        workers = min(threads, len(os.sched_getaffinity(0))) if many else 1
+        counted = [0, 0]  # files, bytes
+
+        def place(index: int) -> int:
+            return self._place_all(batches[index])
+
+        def placed(index: int, reused: int) -> None:
+            self.reused += reused
+            for item in batches[index]:  # one event per file, as every listener expects
+                counted[0] += 1
+                counted[1] += item.entry.usize
+                self.report(ProgressEvent("restore", Phase.EXTRACT, counted[0], len(files),
+                                          counted[1], total_bytes, item.path))  # fmt: skip
+
+        keep = (self.reader.fd, self.stage.fd, self.scratch.fd, *self.hold)
+        if self.run is not None:
+            keep += (self.run.fd,)
+        try:
+            run_tasks(len(batches), place, placed, workers=workers, keep=keep,
+                      start=self._start)  # fmt: skip
+        finally:
+            self.local.close()  # what the in-process path opened; a child's died with it
+
+    def _start(self) -> None:
+        """Begin placing files in this process: nothing cached from another one."""
+        self.local = _Local()
 
     def _place_all(self, batch: list[PlanItem]) -> int:
         try:
@@ -454,8 +474,8 @@ class _Extractor:
             self._drop_run_parent()
 
     def _parent_fd(self, parent: str) -> int:
-        """Return a handle of the stage folder ``parent``, cached per thread for runs of files."""
-        cached: tuple[str, int] | None = getattr(self.local, "parent", None)
+        """Return a handle of the stage folder ``parent``, cached for runs of files."""
+        cached = self.local.parent
         if cached is not None and cached[0] == parent:
             return cached[1]
         self._drop_cached()
@@ -464,13 +484,13 @@ class _Extractor:
         return fd
 
     def _drop_cached(self) -> None:
-        cached: tuple[str, int] | None = getattr(self.local, "parent", None)
+        cached = self.local.parent
         if cached is not None:
             os.close(cached[1])
             self.local.parent = None
 
     def _run_parent_fd(self, parent: str) -> int | None:
-        """Return a handle of the run's folder ``parent``, cached per thread; None if absent.
+        """Return a handle of the run's folder ``parent``, cached; None if absent.
 
         Files come in archive order, so siblings follow each other: their folder is opened
         once beneath the run (no link in any component) and each candidate by its one name
@@ -479,7 +499,7 @@ class _Extractor:
         """
         if self.run is None:
             return None  # a fork: no run holds a copy to reuse
-        cached: tuple[str, int | None] | None = getattr(self.local, "run_parent", None)
+        cached = self.local.run_parent
         if cached is not None and cached[0] == parent:
             return cached[1]
         self._drop_run_parent()
@@ -493,7 +513,7 @@ class _Extractor:
         return fd
 
     def _drop_run_parent(self) -> None:
-        cached: tuple[str, int | None] | None = getattr(self.local, "run_parent", None)
+        cached = self.local.run_parent
         if cached is not None and cached[1] is not None:
             os.close(cached[1])
         self.local.run_parent = None
@@ -550,15 +570,35 @@ class _Extractor:
                 pass  # another filesystem (EXDEV) or link limit: extract instead
             finally:
                 os.close(source)
-        folder: Folder | None = getattr(self.local, "folder", None)
+        folder = self.local.folder
         if folder is None:
-            folder = self.scratch.make(secrets.token_hex(8))
-            self.thread_folders.append(folder)
-            self.local.folder = folder
-        tmp = str(next(self.names))
+            folder = self.local.folder = self.scratch.make(secrets.token_hex(8))
+        tmp = str(next(self.local.names))
         _write_file(self.reader, item, folder.fd, tmp)
         os.rename(tmp, base, src_dir_fd=folder.fd, dst_dir_fd=dest_fd)
         return 0
+
+
+class _Local:
+    """What one placing process (a worker, or the caller) caches: handles of the folders of
+    the file placed last, in the stage and in the run, and its own scratch folder."""
+
+    __slots__ = ("folder", "names", "parent", "run_parent")
+
+    def __init__(self) -> None:
+        self.parent: tuple[str, int] | None = None
+        self.run_parent: tuple[str, int | None] | None = None
+        self.folder: Folder | None = None
+        self.names = itertools.count()
+
+    def close(self) -> None:
+        if self.parent is not None:
+            os.close(self.parent[1])
+        if self.run_parent is not None and self.run_parent[1] is not None:
+            os.close(self.run_parent[1])
+        if self.folder is not None:
+            self.folder.close()
+        self.parent = self.run_parent = self.folder = None
 
 
 def _beneath_any(path: str, units: tuple[str, ...]) -> bool:
