@@ -8,7 +8,7 @@ import errno
 import fcntl
 import os
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import NoSpace
 
@@ -32,39 +32,14 @@ def _libc() -> ctypes.CDLL:
 def sync_filesystem(dir_fd: int) -> None:
     """Flush every dirty page of the filesystem holding the open folder ``dir_fd``.
 
-    One syncfs is far cheaper than an fsync per file when thousands were just written.
+    One syncfs is far cheaper than an fsync per file when thousands were just written, and
+    than starting each file's writeback as it is written (``sync_file_range``, measured on
+    the 30,000-file restore: the extracting processes then paid for submitting 30,000 small
+    writes; one syncfs lets the kernel submit them merged).
     """
     libc = _libc()
     if getattr(libc, "syncfs", None) is None or libc.syncfs(dir_fd) != 0:
         os.sync()
-
-
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing a file's dirty pages now, without waiting.
-
-    The later syncfs then finds most data already on its way to disk.
-    """
-    fn = _sync_file_range()
-    if fn is not None:
-        fn(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
-
-
-@cache
-def _sync_file_range() -> Any:
-    """Return libc's ``sync_file_range`` with its argument types set (None if it has none).
-
-    Declared once: a restore calls it per file, and building ``c_int64`` arguments each
-    time cost more than the call.
-    """
-    import ctypes
-
-    fn = getattr(_libc(), "sync_file_range", None)
-    if fn is not None:
-        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    return fn
 
 
 _FS_IOC_GETFLAGS = 0x80086601

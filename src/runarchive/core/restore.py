@@ -40,7 +40,6 @@ from .fsutil import (
     is_no_space,
     require_space,
     spread_subfolders,
-    start_writeback,
     sync_filesystem,
 )
 from .inside import open_contents
@@ -618,7 +617,6 @@ def _write_file(reader: ArchiveReader, item: PlanItem, dir_fd: int, name: str) -
             raise DamagedArchive(f"sha256 mismatch in {item.path!r}: the archive is damaged.")
         os.fchmod(fd, item.mode)
         os.utime(fd, ns=(item.mtime_ns, item.mtime_ns))
-        start_writeback(fd)
     finally:
         os.close(fd)
 
