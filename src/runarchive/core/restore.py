@@ -67,7 +67,7 @@ from .manifest import DIR, FILE, SYMLINK
 from .names import ArchiveRef
 from .partial import RestorePaths, parse_restore_paths, select_paths
 from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress
-from .reader import ArchiveReader, open_archive
+from .reader import READ_BLOCK, ArchiveReader, open_archive
 from .rundir import Folder, RunDir, RunRef, open_beneath, open_run
 from .runlock import run_lock
 from .safety import PlanItem, RestorePlan, plan_restore
@@ -76,6 +76,7 @@ from .workers import run_tasks
 
 BATCH_BYTES = 1 << 20
 BATCH_FILES = 32
+SPAN_BYTES = 2 << 20  # the most a batch's one read of its entries' data may take
 # Fewer files and bytes than these are placed in the calling process (see ``_Extractor``).
 FORK_MIN_FILES = 256
 FORK_MIN_BYTES = 8 << 20
@@ -468,10 +469,29 @@ class _Extractor:
 
     def _place_all(self, batch: list[PlanItem]) -> int:
         try:
-            return sum(self._place(item) for item in batch)
+            data = self._read_batch(batch)
+            return sum(self._place(item, data.get(id(item))) for item in batch)
         finally:
             self._drop_cached()
             self._drop_run_parent()
+
+    def _read_batch(self, batch: list[PlanItem]) -> dict[int, memoryview]:
+        """Read the compressed bytes of a batch of small entries with one ``pread``.
+
+        Entries of a batch are neighbours in the archive, so their data spans little more
+        than their sum: one read instead of one per entry. Anything else (a large entry, a
+        batch spread out, a short read) is left to ``stream``'s own reads. Keyed by ``id``.
+        """
+        reader = self.reader
+        spans = [(id(i), reader.data_offset(i.entry), i.entry.csize) for i in batch]
+        first = min(start for _, start, _ in spans)
+        last = max(start + size for _, start, size in spans)
+        if last - first > SPAN_BYTES or any(size > READ_BLOCK for _, _, size in spans):
+            return {}
+        block = memoryview(reader.read_span(first, last - first))
+        if len(block) != last - first:
+            return {}
+        return {key: block[start - first : start - first + size] for key, start, size in spans}
 
     def _parent_fd(self, parent: str) -> int:
         """Return a handle of the stage folder ``parent``, cached for runs of files."""
@@ -555,8 +575,10 @@ class _Extractor:
         os.close(fd)
         return None
 
-    def _place(self, item: PlanItem) -> int:
-        """Put one file into the stage; return 1 if it was reused from the run."""
+    def _place(self, item: PlanItem, data: memoryview | None = None) -> int:
+        """Put one file into the stage; return 1 if it was reused from the run.
+
+        ``data``: its compressed bytes when ``_read_batch`` read them."""
         parent, _, base = item.path.rpartition("/")
         dest_fd = self._parent_fd(parent)
         source = self._open_reusable(item)
@@ -578,7 +600,7 @@ class _Extractor:
         started = time.thread_time_ns()
         fd = os.open(tmp, _O_NEW, 0o600, dir_fd=folder.fd)
         local.created(time.thread_time_ns() - started)
-        _write_file(self.reader, item, fd)
+        _write_file(self.reader, item, fd, data)
         os.rename(tmp, base, src_dir_fd=folder.fd, dst_dir_fd=dest_fd)
         return 0
 
@@ -642,11 +664,13 @@ def _beneath_any(path: str, units: tuple[str, ...]) -> bool:
     return any(path == u or path.startswith(u + "/") for u in units)
 
 
-def _write_file(reader: ArchiveReader, item: PlanItem, fd: int) -> None:
+def _write_file(
+    reader: ArchiveReader, item: PlanItem, fd: int, data: memoryview | None = None
+) -> None:
     """Write ``item`` to the new file ``fd``, verified, with its mode and mtime; close it."""
     try:
         sha = hashlib.sha256()
-        for piece in reader.stream(item.entry):
+        for piece in reader.stream(item.entry, data):
             sha.update(piece)
             view = memoryview(piece)
             while view:
