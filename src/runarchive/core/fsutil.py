@@ -47,20 +47,20 @@ _FS_IOC_SETFLAGS = 0x40086602
 _FS_TOPDIR_FL = 0x00020000
 
 
-def spread_subfolders(dir_fd: int) -> bool:
-    """Ask the filesystem to place ``path``'s subfolders away from it; True if it took the hint.
+def spread_subfolders(dir_fd: int, spread: bool = True) -> bool:
+    """Ask the filesystem to place the folder's subfolders away from it; True if it took.
 
     ext4 without a journal will not reuse an inode freed in the last minute and reads
     inode-table blocks to find one that is not, so creating thousands of files right after
     thousands were deleted nearby (a run emptied, then restored) spends a third of its CPU
     there. The "top of a hierarchy" flag (``chattr +T``) makes ext4's allocator put the
     subfolders — and so the files created in them — in other block groups. Best effort:
-    other filesystems refuse the flag and nothing changes.
+    other filesystems refuse the flag and nothing changes. ``spread=False`` clears it.
     """
     try:
         flags = array.array("i", [0])
         fcntl.ioctl(dir_fd, _FS_IOC_GETFLAGS, flags, True)
-        flags[0] |= _FS_TOPDIR_FL
+        flags[0] = flags[0] | _FS_TOPDIR_FL if spread else flags[0] & ~_FS_TOPDIR_FL
         fcntl.ioctl(dir_fd, _FS_IOC_SETFLAGS, flags)
         return True
     except OSError:

@@ -356,9 +356,14 @@ def _stage(run: RunDir, work: Folder, reader: ArchiveReader, plan: RestorePlan,
 class _Extractor:
     """Builds the stage: folders, then files (in parallel processes), then links, then times.
 
-    Files are created in per-worker scratch folders and renamed into the stage: inode
-    creation is slow on some filesystems and serializes per directory, so spreading it over
-    folders lets workers overlap. A file the run already holds with the same size, mode,
+    Files are created in their stage folder. Where ext4 puts a file's inode follows its
+    folder, so the stage's top-level folders are made under random names (then renamed) in
+    a stage flagged "top of a hierarchy": each lands in a block group of its own choosing,
+    not where the run's previous files (just deleted, perhaps) were. A stage folder where
+    creates turn out slow (``_Local``) gets its further files from a per-process scratch
+    folder, renamed in. Two workers take batches from the two halves of the archive, so
+    they mostly create in different folders (creates serialize per folder). A file the run
+    already holds with the same size, mode,
     mtime, sha256 and CRC-32 is hard-linked instead of extracted: its bytes are proven equal
     to both the manifest's and the central directory's, and a link costs a fraction of a
     create (no run: nothing is reused, as for a fork). Every path in the run and in the stage
@@ -396,10 +401,20 @@ class _Extractor:
                 wanted.add(parent)
                 parent = parent.rpartition("/")[0]
         implicit = wanted - {i.path for i in dirs}
-        for path in sorted(wanted):  # parents sort before their children
-            parent, _, base = path.rpartition("/")
-            with self._folder(parent) as folder:
-                os.mkdir(base, 0o700, dir_fd=folder.fd)
+        # The stage's top-level folders in fresh block groups too; the flag goes again (a
+        # fork's stage becomes the new run's folder itself).
+        spread = spread_subfolders(self.stage.fd)
+        try:
+            for path in sorted(wanted):  # parents sort before their children
+                parent, _, base = path.rpartition("/")
+                with self._folder(parent) as folder:
+                    if parent:
+                        os.mkdir(base, 0o700, dir_fd=folder.fd)
+                    else:
+                        _make_placed(folder, base)
+        finally:
+            if spread:
+                spread_subfolders(self.stage.fd, spread=False)
         self._files(files, threads)
         for item in links:
             assert item.target is not None  # read and checked by plan_restore
@@ -436,11 +451,11 @@ class _Extractor:
         ``FORK_MIN_FILES`` and ``FORK_MIN_BYTES``) are placed here: forking would cost more
         than it saves. Progress is still reported file by file, as batches complete.
         """
-        batches = _batches(files)
         total_bytes = self.plan.total_bytes
         size = sum(item.entry.usize for item in files)
         many = len(files) >= FORK_MIN_FILES or size >= FORK_MIN_BYTES
         workers = min(threads, len(os.sched_getaffinity(0))) if many else 1
+        batches = _interleaved(_batches(files), workers)
         counted = [0, 0]  # files, bytes
 
         def place(index: int) -> int:
@@ -593,13 +608,24 @@ class _Extractor:
             finally:
                 os.close(source)
         local = self.local
+        if parent not in local.slow_dirs:
+            times = local.dir_times.get(parent)
+            if times is None:
+                times = local.dir_times[parent] = _CreateTimes()
+            started = time.thread_time_ns()
+            fd = os.open(base, _O_NEW, 0o600, dir_fd=dest_fd)
+            times.add(time.thread_time_ns() - started)
+            if times.slow():
+                local.slow_dirs.add(parent)  # the next ones come from a scratch folder
+            _write_file(self.reader, item, fd, data)
+            return 0
         folder = local.folder
         if folder is None or local.wants_new_folder():
             folder = local.new_folder(self.scratch)
         tmp = str(next(local.names))
         started = time.thread_time_ns()
         fd = os.open(tmp, _O_NEW, 0o600, dir_fd=folder.fd)
-        local.created(time.thread_time_ns() - started)
+        local.times.add(time.thread_time_ns() - started)
         _write_file(self.reader, item, fd, data)
         os.rename(tmp, base, src_dir_fd=folder.fd, dst_dir_fd=dest_fd)
         return 0
@@ -611,43 +637,62 @@ SLOW_CREATE_NS = 100_000
 MAX_NEW_FOLDERS = 8
 
 
-class _Local:
-    """What one placing process (a worker, or the caller) caches: handles of the folders of
-    the file placed last, in the stage and in the run, and its own scratch folder.
+class _CreateTimes:
+    """The CPU times of the latest creates in one folder: slow when most of them were."""
 
-    The scratch folder is left for a new one (a random name: ext4 places it in another
-    block group) when most recent creates in it were slow — its block group is full of
-    recently freed inodes, typically the run's own files just deleted — at most
-    ``MAX_NEW_FOLDERS`` times. The folder left behind stays (empty) until the scratch is
-    removed, so ext4's allocator, which prefers groups with fewer folders, avoids its group.
+    __slots__ = ("creates", "slows")
+
+    def __init__(self) -> None:
+        self.creates = self.slows = 0
+
+    def add(self, cpu_ns: int) -> None:
+        self.creates += 1
+        self.slows += cpu_ns > SLOW_CREATE_NS
+        if self.creates >= 64:  # a sliding window: a group can fill up and the next be slow
+            self.creates //= 2
+            self.slows //= 2
+
+    def slow(self) -> bool:
+        return self.creates >= 8 and self.slows * 2 > self.creates
+
+
+class _Local:
+    """What one placing process (a worker, or the caller) caches and measures: handles of
+    the folders of the file placed last, in the stage and in the run; how creates went in
+    each stage folder; its own scratch folder.
+
+    ext4 without a journal places a new inode in the first block group of its folder's
+    group that has a free inode, skipping one by one those freed in the last minutes; in a
+    group the emptied run's files just left, every create scans thousands. A stage folder
+    where most creates were slow sends its further files through the scratch folder, which
+    is left for a new one (a random name: ext4 places it elsewhere) when creates there are
+    slow too, at most ``MAX_NEW_FOLDERS`` times. A folder left stays (empty) until the
+    scratch is removed, so ext4's allocator, which prefers groups with fewer folders, keeps
+    away from its group. Times are thread CPU time, not wall time: load does not count.
     """
 
-    __slots__ = ("creates", "folder", "made", "names", "parent", "run_parent", "slow")
+    __slots__ = ("dir_times", "folder", "made", "names", "parent", "run_parent", "slow_dirs",
+                 "times")  # fmt: skip
 
     def __init__(self) -> None:
         self.parent: tuple[str, int] | None = None
         self.run_parent: tuple[str, int | None] | None = None
         self.folder: Folder | None = None
         self.names = itertools.count()
-        self.creates = self.slow = self.made = 0
-
-    def created(self, cpu_ns: int) -> None:
-        """Count one create in the current folder and the CPU time it took."""
-        self.creates += 1
-        self.slow += cpu_ns > SLOW_CREATE_NS
-        if self.creates >= 64:  # a sliding window: a group can fill up and the next be slow
-            self.creates //= 2
-            self.slow //= 2
+        self.times = _CreateTimes()  # in the current scratch folder
+        self.made = 0
+        self.dir_times: dict[str, _CreateTimes] = {}
+        self.slow_dirs: set[str] = set()
 
     def wants_new_folder(self) -> bool:
-        return self.made <= MAX_NEW_FOLDERS and self.creates >= 8 and self.slow * 2 > self.creates
+        return self.made <= MAX_NEW_FOLDERS and self.times.slow()
 
     def new_folder(self, scratch: Folder) -> Folder:
         if self.folder is not None:
             self.folder.close()
         self.folder = scratch.make(secrets.token_hex(8))
         self.made += 1
-        self.creates = self.slow = 0
+        self.times = _CreateTimes()
         return self.folder
 
     def close(self) -> None:
@@ -658,6 +703,33 @@ class _Local:
         if self.folder is not None:
             self.folder.close()
         self.parent = self.run_parent = self.folder = None
+
+
+def _make_placed(stage: Folder, name: str) -> None:
+    """Make the top-level stage folder ``name`` where ext4 chooses afresh.
+
+    In a folder flagged "top of a hierarchy" ext4 starts the search for a new subfolder's
+    block group at a hash of its name: the same names would go where the same names went
+    last time. So the folder is made under a random name and renamed (it keeps its place).
+    """
+    while True:
+        made = f".{secrets.token_hex(8)}"
+        try:
+            os.mkdir(made, 0o700, dir_fd=stage.fd)
+            break
+        except FileExistsError:
+            continue
+    os.rename(made, name, src_dir_fd=stage.fd, dst_dir_fd=stage.fd)
+
+
+def _interleaved(batches: list[list[PlanItem]], workers: int) -> list[list[PlanItem]]:
+    """Order batches so that ``workers`` processes taking the next one each start in their
+    own part of the archive: ``[a0, b0, a1, b1, …]`` for halves ``a`` and ``b``."""
+    if workers < 2:
+        return batches
+    size = -(-len(batches) // workers)
+    parts = [batches[k * size : (k + 1) * size] for k in range(workers)]
+    return [part[i] for i in range(size) for part in parts if i < len(part)]
 
 
 def _beneath_any(path: str, units: tuple[str, ...]) -> bool:
