@@ -1,8 +1,9 @@
 """Crash tests of fork: kill -9 a real process at every point of its work, then recover.
 
-The child forks an archive and kills itself: after K renames while staging (each file moved
-from scratch into the stage), in its last-chance callback (staged and synced, just before
-the new run appears), or right after the one rename that makes the run appear. Afterwards
+The child forks an archive and kills itself: after K steps while staging (each file created
+in the stage, each folder renamed into its name, each file moved in from a scratch folder),
+in its last-chance callback (staged and synced, just before the new run appears), or right
+after the one rename that makes the run appear. Afterwards
 the new run is either absent — and once ``recover_forks`` ran, no stage is left — or whole,
 byte for byte the archive (and again no stage once recovered). Never a partial run.
 """
@@ -36,13 +37,21 @@ CHILD = textwrap.dedent(
         os.kill(os.getpid(), signal.SIGKILL)
 
     if point.startswith("extract-"):
-        k, real, done = int(point.split("-")[1]), os.rename, [0]
-        def rename(*args, **kwargs):
+        # Every step that puts something into the stage: a file created, a folder renamed
+        # into its name, a file moved in from the scratch folder.
+        k, real_rename, real_open, done = int(point.split("-")[1]), os.rename, os.open, [0]
+        def step():
             if done[0] == k:
                 die()
-            real(*args, **kwargs)
             done[0] += 1
-        os.rename = rename
+        def rename(*args, **kwargs):
+            step()
+            real_rename(*args, **kwargs)
+        def open_(path, flags, *args, **kwargs):
+            if flags & os.O_CREAT:
+                step()
+            return real_open(path, flags, *args, **kwargs)
+        os.rename, os.open = rename, open_
     elif point == "after-rename":
         real_publish = fork._rename_noreplace
         def publish(*args):

@@ -12,10 +12,10 @@ from runarchive.core.fsutil import spread_subfolders
 SHM = Path("/dev/shm")
 
 
-def spread(folder: Path) -> bool:
+def spread(folder: Path, on: bool = True) -> bool:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return spread_subfolders(fd)
+        return spread_subfolders(fd, on)
     finally:
         os.close(fd)
 
@@ -41,6 +41,8 @@ def test_the_spread_hint_is_set_on_ext4(tmp_path: Path) -> None:
         assert "T" in attributes(folder)
         (folder / "sub").mkdir()  # folders under it are still made as usual
         assert (folder / "sub").is_dir()
+        assert spread(folder, on=False)
+        assert "T" not in attributes(folder)
 
 
 def test_the_spread_hint_is_ignored_where_unsupported(tmp_path: Path) -> None:

@@ -199,7 +199,9 @@ def _fork(reader: ArchiveReader, parent: Folder, where: Path, runid: str,
             with stage.make(_RUN, 0o700) as built:
                 with stage.make(_SCRATCH) as scratch:
                     journal = Journal(stage_name[len(STAGE_PREFIX) :], reader.name, STAGING)
-                    extractor = _Extractor(reader, plan, None, built, scratch, report, journal)
+                    # The workers hold the stage's lock too: a live fork's, as long as they live.
+                    extractor = _Extractor(reader, plan, None, built, scratch, report, journal,
+                                           hold=(stage.fd,))  # fmt: skip
                     extractor.build(threads)
                 stage.remove_tree(_SCRATCH)
                 for path, folder_mode in extractor.deferred_modes.items():

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
@@ -43,7 +44,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidInput, UnsafeRun
+from .errors import Busy, InvalidInput, UnsafeRun
 from .fsutil import atomic_write_bytes
 from .names import LEGACY_WORK_DIR, is_archive_name, is_reserved_top, is_run_relpath
 from .rundir import Folder, RunDir, open_run
@@ -139,7 +140,7 @@ class Layout:
         return f"{self.prefix}stage-{jid}"
 
     def scratch(self, jid: str) -> str:
-        """Where extract threads create files before moving them into the stage."""
+        """Where extract workers create files before moving them into the stage."""
         return f"{self.prefix}stage-{jid}.scratch"
 
     def old(self, jid: str) -> str:
@@ -564,7 +565,11 @@ def _remove_stale(run: RunDir, work: Folder, layout: Layout) -> int:
                     with contextlib.suppress(FileNotFoundError):
                         archives.unlink(name)
                     removed += 1
-    for name in layout.folder.names():
+    names = layout.folder.names()
+    for name in names:  # first: no worker of a killed restore writes in any of them now
+        if layout.kind(name) == "stage":
+            wait_for_writers(layout.folder, name)
+    for name in names:
         if layout.kind(name) is not None:
             _require_folder_or_missing(layout.folder, name)
             layout.folder.remove_tree(name)
@@ -581,6 +586,40 @@ def _remove_stale(run: RunDir, work: Folder, layout: Layout) -> int:
     return removed
 
 
+# How long a recover waits for the extraction workers of a killed restore to be gone.
+WRITERS_WAIT = 10.0
+
+
+def wait_for_writers(folder: Folder, name: str) -> None:
+    """Return once no process holds the lock of stage ``name`` in ``folder`` (or it is gone).
+
+    A restore locks its stage, and its extraction workers (``workers``) share that lock for
+    as long as they live. They die with the restore, but a killed restore's workers can
+    outlive it by some milliseconds, and only they write into the stage; the run's lock
+    they never hold. So a recover that finds the run free waits on the stage lock before
+    removing what they may still be writing. Busy if it is still held after
+    ``WRITERS_WAIT`` seconds. A stage that is no real folder is left to the caller's checks.
+    """
+    try:
+        stage = folder.open(name)
+    except OSError:
+        return
+    with stage:
+        deadline = time.monotonic() + WRITERS_WAIT
+        while True:
+            try:
+                fcntl.flock(stage.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return  # released when the handle closes
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    held = folder_label(folder, name)
+                    raise Busy(
+                        f"Processes of an interrupted restore still hold {held}; nothing was "
+                        "changed. Retry once they have exited."
+                    ) from None
+                time.sleep(0.005)
+
+
 def _is_regular(folder: Folder, name: str) -> bool:
     try:
         return stat.S_ISREG(folder.lstat(name).st_mode)
@@ -594,6 +633,7 @@ def _recover_journal(run: RunDir, work: Folder, layout: Layout) -> str:
     if journal is None:
         return "none"
     if journal.state == STAGING:
+        wait_for_writers(layout.folder, layout.stage(journal.id))
         for name in (layout.stage(journal.id), layout.scratch(journal.id)):
             _require_folder_or_missing(layout.folder, name)
             layout.folder.remove_tree(name)

@@ -28,6 +28,7 @@ from .zipformat import (
     CentralEntry,
     Directory,
     data_offset,
+    data_offsets,
     descriptor_size,
     read_directory,
 )
@@ -144,6 +145,13 @@ class ArchiveReader:
         central directory: prepended bytes, gaps or overlaps mean other tools may see other
         content than we do, so nothing is restored from it.
         """
+        firsts: dict[int, CentralEntry] = {}  # entries sharing a header share its offset
+        for e in self.entries:
+            if e.header_offset not in self._data_offsets:
+                firsts.setdefault(e.header_offset, e)
+        heads = list(firsts.values())
+        for e, found in zip(heads, data_offsets(self.fd, heads), strict=True):
+            self._data_offsets[e.header_offset] = found
         spans = sorted(
             ((e.header_offset, self.data_offset(e) + e.csize, e) for e in self.entries),
             key=lambda span: span[0],
@@ -190,8 +198,21 @@ class ArchiveReader:
                 self._manifest = parse_manifest(data)
         return self._manifest
 
-    def stream(self, entry: CentralEntry) -> Iterator[bytes]:
-        """Yield an entry's bytes, checking size, ratio and CRC; raise on any mismatch."""
+    def read_span(self, start: int, size: int) -> bytes:
+        """Read ``size`` bytes of entry data at ``start`` in one call (fewer at the end)."""
+        block = os.pread(self.fd, size, start)
+        if self.on_read is not None:
+            self.on_read(len(block))
+        return block
+
+    def stream(
+        self, entry: CentralEntry, data: bytes | memoryview | None = None
+    ) -> Iterator[bytes]:
+        """Yield an entry's bytes, checking size, ratio and CRC; raise on any mismatch.
+
+        ``data``: the entry's compressed bytes, already read by the caller (``read_span`` of
+        several small entries at once); checked exactly as if read here.
+        """
         from isal import isal_zlib
 
         if entry.flags & 0x1:
@@ -203,9 +224,11 @@ class ArchiveReader:
         start = self.data_offset(entry)
         if start + entry.csize > self.directory.cd_offset:
             raise InvalidArchive(f"Entry {entry.name!r} runs into the central directory.")
+        if data is not None and len(data) != entry.csize:
+            raise ValueError("data is not the entry's compressed bytes")
         crc = 0
         produced = 0
-        for piece, used in self._pieces(entry, start):
+        for piece, used in self._pieces(entry, start, data):
             produced += len(piece)
             if produced > entry.usize:
                 raise DamagedArchive(
@@ -227,7 +250,9 @@ class ArchiveReader:
         if crc != entry.crc:
             raise DamagedArchive(f"CRC mismatch in {entry.name!r}: the archive is damaged.")
 
-    def _pieces(self, entry: CentralEntry, start: int) -> Iterator[tuple[bytes, int]]:
+    def _pieces(
+        self, entry: CentralEntry, start: int, preread: bytes | memoryview | None
+    ) -> Iterator[tuple[bytes, int]]:
         """Yield (output piece, compressed bytes used so far), one bounded piece at a time.
 
         Every inflate call is capped at READ_BLOCK bytes and checked by the caller before the
@@ -238,12 +263,16 @@ class ArchiveReader:
         inflater = isal_zlib.decompressobj(-15) if entry.method == DEFLATED else None
         read = 0
         while read < entry.csize:
-            block = os.pread(self.fd, min(READ_BLOCK, entry.csize - read), start + read)
+            size = min(READ_BLOCK, entry.csize - read)
+            if preread is not None:
+                block = bytes(preread[read : read + size])
+            else:
+                block = os.pread(self.fd, size, start + read)
+                if self.on_read is not None:
+                    self.on_read(len(block))
             if not block:
                 raise InvalidArchive(f"Archive is truncated inside {entry.name!r}.")
             read += len(block)
-            if self.on_read is not None:
-                self.on_read(len(block))
             if inflater is None:
                 yield block, read
                 continue

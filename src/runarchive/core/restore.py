@@ -20,15 +20,16 @@ nanosecond from the manifest (folders last, deepest first, so children don't dis
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import itertools
 import os
 import secrets
 import stat
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,6 @@ from .fsutil import (
     is_no_space,
     require_space,
     spread_subfolders,
-    start_writeback,
     sync_filesystem,
 )
 from .inside import open_contents
@@ -67,14 +67,19 @@ from .manifest import DIR, FILE, SYMLINK
 from .names import ArchiveRef
 from .partial import RestorePaths, parse_restore_paths, select_paths
 from .progress import Phase, ProgressCallback, ProgressEvent, ignore_progress
-from .reader import ArchiveReader, open_archive
+from .reader import READ_BLOCK, ArchiveReader, open_archive
 from .rundir import Folder, RunDir, RunRef, open_beneath, open_run
 from .runlock import run_lock
 from .safety import PlanItem, RestorePlan, plan_restore
 from .undo import current_undo, tree_nodb_files, undo_ttl
+from .workers import run_tasks
 
 BATCH_BYTES = 1 << 20
 BATCH_FILES = 32
+SPAN_BYTES = 2 << 20  # the most a batch's one read of its entries' data may take
+# Fewer files and bytes than these are placed in the calling process (see ``_Extractor``).
+FORK_MIN_FILES = 256
+FORK_MIN_BYTES = 8 << 20
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY
 # A run file opened by its single name beneath its folder's handle: never a link, and a fifo
@@ -315,6 +320,9 @@ def _stage(run: RunDir, work: Folder, reader: ArchiveReader, plan: RestorePlan,
     write_journal(work, journal)
     try:
         with run.make(layout.stage(journal.id)) as stage:
+            # Held by the extraction workers too, so a recover after this process was killed
+            # waits for them to be gone before removing what they write (``wait_for_writers``).
+            fcntl.flock(stage.fd, fcntl.LOCK_EX)
             with run.make(layout.scratch(journal.id)) as scratch:
                 extractor = _Extractor(reader, plan, run, stage, scratch, report, journal, units)
                 extractor.build(threads)
@@ -346,34 +354,43 @@ def _stage(run: RunDir, work: Folder, reader: ArchiveReader, plan: RestorePlan,
 
 
 class _Extractor:
-    """Builds the stage: folders, then files (in parallel), then links, then folder times.
+    """Builds the stage: folders, then files (in parallel processes), then links, then times.
 
-    Files are created in per-thread scratch folders and renamed into the stage: inode
-    creation is slow on some filesystems and serializes per directory, so spreading it over
-    folders lets threads overlap. A file the run already holds with the same size, mode,
+    Files are created in their stage folder. Where ext4 puts a file's inode follows its
+    folder, so the stage's top-level folders are made under random names (then renamed) in
+    a stage flagged "top of a hierarchy": each lands in a block group of its own choosing,
+    not where the run's previous files (just deleted, perhaps) were. A stage folder where
+    creates turn out slow (``_Local``) gets its further files from a per-process scratch
+    folder, renamed in. Two workers take batches from the two halves of the archive, so
+    they mostly create in different folders (creates serialize per folder). A file the run
+    already holds with the same size, mode,
     mtime, sha256 and CRC-32 is hard-linked instead of extracted: its bytes are proven equal
     to both the manifest's and the central directory's, and a link costs a fraction of a
     create (no run: nothing is reused, as for a fork). Every path in the run and in the stage
     is reached through handles
     (``open_beneath``), so a link planted or swapped in mid-restore cannot redirect a read,
     a write or a link.
+
+    Files go to forked worker processes (``workers``) in batches once there are enough of
+    them; the children keep only the archive, the run, the stage, the scratch folder and
+    ``hold`` open (never the run's lock) and die with this process. ``hold`` are further
+    descriptors the children must keep while they live (a fork's stage lock).
     """
 
     def __init__(self, reader: ArchiveReader, plan: RestorePlan, run: RunDir | None, stage: Folder,
                  scratch: Folder, report: ProgressCallback, journal: Journal,
-                 units: tuple[str, ...] | None = None) -> None:  # fmt: skip
+                 units: tuple[str, ...] | None = None,
+                 hold: tuple[int, ...] = ()) -> None:  # fmt: skip
         self.reader, self.plan, self.run, self.stage = reader, plan, run, stage
-        self.units = units
+        self.units, self.hold = units, hold
         self.scratch, self.report, self.journal = scratch, report, journal
-        self.names = itertools.count()
-        self.local = threading.local()
         self.reused = 0
         self.deferred_modes: dict[str, int] = {}
-        self.thread_folders: list[Folder] = []
+        self.local = _Local()
 
     def build(self, threads: int) -> None:
         plan = self.plan
-        spread_subfolders(self.scratch.fd)  # per-thread folders in fresh block groups
+        spread_subfolders(self.scratch.fd)  # per-worker folders in fresh block groups
         dirs = [i for i in plan.items if i.type == DIR]
         files = [i for i in plan.items if i.type == FILE]
         links = [i for i in plan.items if i.type == SYMLINK]
@@ -384,15 +401,21 @@ class _Extractor:
                 wanted.add(parent)
                 parent = parent.rpartition("/")[0]
         implicit = wanted - {i.path for i in dirs}
-        for path in sorted(wanted):  # parents sort before their children
-            parent, _, base = path.rpartition("/")
-            with self._folder(parent) as folder:
-                os.mkdir(base, 0o700, dir_fd=folder.fd)
+        # The stage's top-level folders in fresh block groups too; the flag goes again (a
+        # fork's stage becomes the new run's folder itself).
+        spread = spread_subfolders(self.stage.fd)
         try:
-            self._files(files, threads)
+            for path in sorted(wanted):  # parents sort before their children
+                parent, _, base = path.rpartition("/")
+                with self._folder(parent) as folder:
+                    if parent:
+                        os.mkdir(base, 0o700, dir_fd=folder.fd)
+                    else:
+                        _make_placed(folder, base)
         finally:
-            for folder in self.thread_folders:
-                folder.close()
+            if spread:
+                spread_subfolders(self.stage.fd, spread=False)
+        self._files(files, threads)
         for item in links:
             assert item.target is not None  # read and checked by plan_restore
             parent, _, base = item.path.rpartition("/")
@@ -422,40 +445,72 @@ class _Extractor:
         return self.stage.open(parent)
 
     def _files(self, files: list[PlanItem], threads: int) -> None:
-        """Place every file with ``threads`` threads, small files travelling in batches.
+        """Place every file, small files travelling in batches, in up to ``threads`` processes.
 
-        One task per file cost a future and a queue hand-off each, under the GIL the
-        extracting threads need too; a batch of up to ``BATCH_BYTES`` or ``BATCH_FILES``
-        pays them once. Progress is still reported file by file, as batches complete.
+        A batch of up to ``BATCH_BYTES`` or ``BATCH_FILES`` is one task. Few files (under
+        ``FORK_MIN_FILES`` and ``FORK_MIN_BYTES``) are placed here: forking would cost more
+        than it saves. Progress is still reported file by file, as batches complete.
         """
-        done_files = done_bytes = 0
         total_bytes = self.plan.total_bytes
-        with ThreadPoolExecutor(threads, thread_name_prefix="runarchive-extract") as pool:
-            futures = {pool.submit(self._place_all, batch): batch for batch in _batches(files)}
-            try:
-                for fut in as_completed(futures):
-                    self.reused += fut.result()
-                    batch = futures[fut]
-                    for item in batch:  # one event per file, as every listener expects
-                        done_files += 1
-                        done_bytes += item.entry.usize
-                        self.report(ProgressEvent("restore", Phase.EXTRACT, done_files,
-                                                  len(files), done_bytes, total_bytes,
-                                                  item.path))  # fmt: skip
-            finally:
-                for fut in futures:
-                    fut.cancel()
+        size = sum(item.entry.usize for item in files)
+        many = len(files) >= FORK_MIN_FILES or size >= FORK_MIN_BYTES
+        workers = min(threads, len(os.sched_getaffinity(0))) if many else 1
+        batches = _interleaved(_batches(files), workers)
+        counted = [0, 0]  # files, bytes
+
+        def place(index: int) -> int:
+            return self._place_all(batches[index])
+
+        def placed(index: int, reused: int) -> None:
+            self.reused += reused
+            for item in batches[index]:  # one event per file, as every listener expects
+                counted[0] += 1
+                counted[1] += item.entry.usize
+                self.report(ProgressEvent("restore", Phase.EXTRACT, counted[0], len(files),
+                                          counted[1], total_bytes, item.path))  # fmt: skip
+
+        keep = (self.reader.fd, self.stage.fd, self.scratch.fd, *self.hold)
+        if self.run is not None:
+            keep += (self.run.fd,)
+        try:
+            run_tasks(len(batches), place, placed, workers=workers, keep=keep,
+                      start=self._start)  # fmt: skip
+        finally:
+            self.local.close()  # what the in-process path opened; a child's died with it
+
+    def _start(self) -> None:
+        """Begin placing files in this process: nothing cached from another one."""
+        self.local = _Local()
 
     def _place_all(self, batch: list[PlanItem]) -> int:
         try:
-            return sum(self._place(item) for item in batch)
+            data = self._read_batch(batch)
+            return sum(self._place(item, data.get(id(item))) for item in batch)
         finally:
             self._drop_cached()
             self._drop_run_parent()
 
+    def _read_batch(self, batch: list[PlanItem]) -> dict[int, memoryview]:
+        """Read the compressed bytes of a batch of small entries with one ``pread``.
+
+        Entries of a batch are neighbours in the archive, so their data spans little more
+        than their sum: one read instead of one per entry. Anything else (a large entry, a
+        batch spread out, a short read) is left to ``stream``'s own reads. Keyed by ``id``.
+        """
+        reader = self.reader
+        spans = [(id(i), reader.data_offset(i.entry), i.entry.csize) for i in batch]
+        first = min(start for _, start, _ in spans)
+        last = max(start + size for _, start, size in spans)
+        if last - first > SPAN_BYTES or any(size > READ_BLOCK for _, _, size in spans):
+            return {}
+        block = memoryview(reader.read_span(first, last - first))
+        if len(block) != last - first:
+            return {}
+        return {key: block[start - first : start - first + size] for key, start, size in spans}
+
     def _parent_fd(self, parent: str) -> int:
-        """Return a handle of the stage folder ``parent``, cached per thread for runs of files."""
-        cached: tuple[str, int] | None = getattr(self.local, "parent", None)
+        """Return a handle of the stage folder ``parent``, cached for runs of files."""
+        cached = self.local.parent
         if cached is not None and cached[0] == parent:
             return cached[1]
         self._drop_cached()
@@ -464,13 +519,13 @@ class _Extractor:
         return fd
 
     def _drop_cached(self) -> None:
-        cached: tuple[str, int] | None = getattr(self.local, "parent", None)
+        cached = self.local.parent
         if cached is not None:
             os.close(cached[1])
             self.local.parent = None
 
     def _run_parent_fd(self, parent: str) -> int | None:
-        """Return a handle of the run's folder ``parent``, cached per thread; None if absent.
+        """Return a handle of the run's folder ``parent``, cached; None if absent.
 
         Files come in archive order, so siblings follow each other: their folder is opened
         once beneath the run (no link in any component) and each candidate by its one name
@@ -479,7 +534,7 @@ class _Extractor:
         """
         if self.run is None:
             return None  # a fork: no run holds a copy to reuse
-        cached: tuple[str, int | None] | None = getattr(self.local, "run_parent", None)
+        cached = self.local.run_parent
         if cached is not None and cached[0] == parent:
             return cached[1]
         self._drop_run_parent()
@@ -493,7 +548,7 @@ class _Extractor:
         return fd
 
     def _drop_run_parent(self) -> None:
-        cached: tuple[str, int | None] | None = getattr(self.local, "run_parent", None)
+        cached = self.local.run_parent
         if cached is not None and cached[1] is not None:
             os.close(cached[1])
         self.local.run_parent = None
@@ -535,8 +590,10 @@ class _Extractor:
         os.close(fd)
         return None
 
-    def _place(self, item: PlanItem) -> int:
-        """Put one file into the stage; return 1 if it was reused from the run."""
+    def _place(self, item: PlanItem, data: memoryview | None = None) -> int:
+        """Put one file into the stage; return 1 if it was reused from the run.
+
+        ``data``: its compressed bytes when ``_read_batch`` read them."""
         parent, _, base = item.path.rpartition("/")
         dest_fd = self._parent_fd(parent)
         source = self._open_reusable(item)
@@ -550,26 +607,142 @@ class _Extractor:
                 pass  # another filesystem (EXDEV) or link limit: extract instead
             finally:
                 os.close(source)
-        folder: Folder | None = getattr(self.local, "folder", None)
-        if folder is None:
-            folder = self.scratch.make(str(next(self.names)))
-            self.thread_folders.append(folder)
-            self.local.folder = folder
-        tmp = str(next(self.names))
-        _write_file(self.reader, item, folder.fd, tmp)
+        local = self.local
+        if parent not in local.slow_dirs:
+            times = local.dir_times.get(parent)
+            if times is None:
+                times = local.dir_times[parent] = _CreateTimes()
+            started = time.thread_time_ns()
+            fd = os.open(base, _O_NEW, 0o600, dir_fd=dest_fd)
+            times.add(time.thread_time_ns() - started)
+            if times.slow():
+                local.slow_dirs.add(parent)  # the next ones come from a scratch folder
+            _write_file(self.reader, item, fd, data)
+            return 0
+        folder = local.folder
+        if folder is None or local.wants_new_folder():
+            folder = local.new_folder(self.scratch)
+        tmp = str(next(local.names))
+        started = time.thread_time_ns()
+        fd = os.open(tmp, _O_NEW, 0o600, dir_fd=folder.fd)
+        local.times.add(time.thread_time_ns() - started)
+        _write_file(self.reader, item, fd, data)
         os.rename(tmp, base, src_dir_fd=folder.fd, dst_dir_fd=dest_fd)
         return 0
+
+
+# A create that costs more CPU than this (clean ext4 here: ~10 us) is scanning inodes freed
+# in the last minutes (ext4 without a journal skips them one by one: 0.3-1 ms a file).
+SLOW_CREATE_NS = 100_000
+MAX_NEW_FOLDERS = 8
+
+
+class _CreateTimes:
+    """The CPU times of the latest creates in one folder: slow when most of them were."""
+
+    __slots__ = ("creates", "slows")
+
+    def __init__(self) -> None:
+        self.creates = self.slows = 0
+
+    def add(self, cpu_ns: int) -> None:
+        self.creates += 1
+        self.slows += cpu_ns > SLOW_CREATE_NS
+        if self.creates >= 64:  # a sliding window: a group can fill up and the next be slow
+            self.creates //= 2
+            self.slows //= 2
+
+    def slow(self) -> bool:
+        return self.creates >= 8 and self.slows * 2 > self.creates
+
+
+class _Local:
+    """What one placing process (a worker, or the caller) caches and measures: handles of
+    the folders of the file placed last, in the stage and in the run; how creates went in
+    each stage folder; its own scratch folder.
+
+    ext4 without a journal places a new inode in the first block group of its folder's
+    group that has a free inode, skipping one by one those freed in the last minutes; in a
+    group the emptied run's files just left, every create scans thousands. A stage folder
+    where most creates were slow sends its further files through the scratch folder, which
+    is left for a new one (a random name: ext4 places it elsewhere) when creates there are
+    slow too, at most ``MAX_NEW_FOLDERS`` times. A folder left stays (empty) until the
+    scratch is removed, so ext4's allocator, which prefers groups with fewer folders, keeps
+    away from its group. Times are thread CPU time, not wall time: load does not count.
+    """
+
+    __slots__ = ("dir_times", "folder", "made", "names", "parent", "run_parent", "slow_dirs",
+                 "times")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.parent: tuple[str, int] | None = None
+        self.run_parent: tuple[str, int | None] | None = None
+        self.folder: Folder | None = None
+        self.names = itertools.count()
+        self.times = _CreateTimes()  # in the current scratch folder
+        self.made = 0
+        self.dir_times: dict[str, _CreateTimes] = {}
+        self.slow_dirs: set[str] = set()
+
+    def wants_new_folder(self) -> bool:
+        return self.made <= MAX_NEW_FOLDERS and self.times.slow()
+
+    def new_folder(self, scratch: Folder) -> Folder:
+        if self.folder is not None:
+            self.folder.close()
+        self.folder = scratch.make(secrets.token_hex(8))
+        self.made += 1
+        self.times = _CreateTimes()
+        return self.folder
+
+    def close(self) -> None:
+        if self.parent is not None:
+            os.close(self.parent[1])
+        if self.run_parent is not None and self.run_parent[1] is not None:
+            os.close(self.run_parent[1])
+        if self.folder is not None:
+            self.folder.close()
+        self.parent = self.run_parent = self.folder = None
+
+
+def _make_placed(stage: Folder, name: str) -> None:
+    """Make the top-level stage folder ``name`` where ext4 chooses afresh.
+
+    In a folder flagged "top of a hierarchy" ext4 starts the search for a new subfolder's
+    block group at a hash of its name: the same names would go where the same names went
+    last time. So the folder is made under a random name and renamed (it keeps its place).
+    """
+    while True:
+        made = f".{secrets.token_hex(8)}"
+        try:
+            os.mkdir(made, 0o700, dir_fd=stage.fd)
+            break
+        except FileExistsError:
+            continue
+    os.rename(made, name, src_dir_fd=stage.fd, dst_dir_fd=stage.fd)
+
+
+def _interleaved(batches: list[list[PlanItem]], workers: int) -> list[list[PlanItem]]:
+    """Order batches so that ``workers`` processes taking the next one each start in their
+    own part of the archive: ``[a0, b0, a1, b1, …]`` for halves ``a`` and ``b``."""
+    if workers < 2:
+        return batches
+    size = -(-len(batches) // workers)
+    parts = [batches[k * size : (k + 1) * size] for k in range(workers)]
+    return [part[i] for i in range(size) for part in parts if i < len(part)]
 
 
 def _beneath_any(path: str, units: tuple[str, ...]) -> bool:
     return any(path == u or path.startswith(u + "/") for u in units)
 
 
-def _write_file(reader: ArchiveReader, item: PlanItem, dir_fd: int, name: str) -> None:
-    fd = os.open(name, _O_NEW, 0o600, dir_fd=dir_fd)
+def _write_file(
+    reader: ArchiveReader, item: PlanItem, fd: int, data: memoryview | None = None
+) -> None:
+    """Write ``item`` to the new file ``fd``, verified, with its mode and mtime; close it."""
     try:
         sha = hashlib.sha256()
-        for piece in reader.stream(item.entry):
+        for piece in reader.stream(item.entry, data):
             sha.update(piece)
             view = memoryview(piece)
             while view:
@@ -578,7 +751,6 @@ def _write_file(reader: ArchiveReader, item: PlanItem, dir_fd: int, name: str) -
             raise DamagedArchive(f"sha256 mismatch in {item.path!r}: the archive is damaged.")
         os.fchmod(fd, item.mode)
         os.utime(fd, ns=(item.mtime_ns, item.mtime_ns))
-        start_writeback(fd)
     finally:
         os.close(fd)
 

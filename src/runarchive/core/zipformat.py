@@ -703,6 +703,56 @@ def data_offset(fd: int, entry: CentralEntry) -> int:
     return int(entry.header_offset + _LOCAL.size + nlen + xlen)
 
 
+HEADER_WINDOW = 1 << 18
+
+
+def data_offsets(fd: int, entries: list[CentralEntry]) -> list[int]:
+    """Return ``data_offset`` of every entry (in the order given), with the same checks.
+
+    Local headers that lie within ``HEADER_WINDOW`` bytes of each other (small entries, in
+    file order) are read with one ``pread`` of the span instead of two per entry: a
+    30,000-entry archive took 60,000 reads. The first failing entry in the order given
+    raises what ``data_offset`` raises for it: any entry whose header is not plainly sound
+    (or lies past a short read) is read again by ``data_offset`` itself.
+    """
+    order = sorted(range(len(entries)), key=lambda k: entries[k].header_offset)
+    found: list[int | InvalidArchive] = [0] * len(entries)
+    i = 0
+    while i < len(order):
+        start = entries[order[i]].header_offset
+        j = i
+        end = start + _LOCAL.size + len(entries[order[i]].raw_name)
+        while j + 1 < len(order):
+            nxt = entries[order[j + 1]]
+            nxt_end = nxt.header_offset + _LOCAL.size + len(nxt.raw_name)
+            if nxt_end - start > HEADER_WINDOW:
+                break
+            j, end = j + 1, max(end, nxt_end)
+        block = os.pread(fd, end - start, start)
+        whole = len(block) == end - start
+        for k in order[i : j + 1]:
+            entry = entries[k]
+            if whole:
+                at = entry.header_offset - start
+                f = _LOCAL.unpack_from(block, at)
+                name_at = at + _LOCAL.size
+                if (f[0] == LOCAL_SIG and f[3] == entry.method and f[9] == len(entry.raw_name)
+                        and block[name_at : name_at + f[9]] == entry.raw_name):  # fmt: skip
+                    found[k] = entry.header_offset + _LOCAL.size + f[9] + f[10]
+                    continue
+            try:  # anything amiss: the one-entry reads, for exactly their error
+                found[k] = data_offset(fd, entry)
+            except InvalidArchive as exc:
+                found[k] = exc
+        i = j + 1
+    offsets: list[int] = []
+    for value in found:
+        if isinstance(value, InvalidArchive):
+            raise value
+        offsets.append(value)
+    return offsets
+
+
 _DESCRIPTOR_SIG = struct.pack("<I", 0x08074B50)
 
 
