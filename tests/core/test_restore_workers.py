@@ -248,3 +248,21 @@ def test_a_stray_stage_without_journal_waits_for_its_writers_too(run_dir: Path) 
     assert holder.returncode == 0
     assert snapshot(run_dir) == wanted
     assert leftovers(run_dir) == []
+
+
+def test_a_create_and_a_restore_by_workers_in_one_process(run_dir: Path) -> None:
+    # Both pools call libc's prctl through the one ctypes object the process shares: a create
+    # by worker processes then a restore by worker processes, in the same process, must both
+    # work (after today's merge the create's typed prctl made the restore's call refuse).
+    from runarchive.core.create import FORK_MIN_ENTRIES
+
+    spec: Spec = {"wepp": Dir()}
+    spec |= {f"wepp/H{i:05}.dat": File(f"run {i}\n".encode() * 30)
+             for i in range(FORK_MIN_ENTRIES + 100)}  # fmt: skip
+    build_tree(run_dir, spec)
+    before = snapshot(run_dir)
+    name = create_archive(run_dir).name
+    for path in (run_dir / "wepp").iterdir():
+        path.write_bytes(b"changed")
+    restore_archive(run_dir, name)
+    assert snapshot(run_dir) == before

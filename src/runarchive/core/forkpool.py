@@ -67,7 +67,8 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 Buffer = bytes | bytearray | memoryview
 
 
-def _prctl() -> Callable[..., int]:
+def load_prctl() -> Callable[..., int]:
+    """Return libc's ``prctl`` with its five arguments typed (shared: ctypes keeps one object)."""
     fn = _libc().prctl
     fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     fn.restype = ctypes.c_int
@@ -101,7 +102,7 @@ class ForkPool(Generic[T]):
         self.finished = False
 
     def __enter__(self) -> ForkPool[T]:
-        prctl = _prctl()  # loaded here: a child must not load a library (see the module)
+        prctl = load_prctl()  # loaded here: a child must not load a library (see the module)
         hashlib.sha256(b"")  # OpenSSL's sha256 fetched once, before the fork
         parent = os.getpid()
         try:

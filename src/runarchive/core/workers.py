@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from .errors import RunArchiveError
+from .forkpool import load_prctl
 from .fsutil import _libc
 
 _TASK = struct.Struct("<I")
@@ -116,7 +117,7 @@ class _Pool:
         self.tasks_w = -1
 
     def run(self) -> None:
-        prctl = _libc().prctl  # looked up here: the child must not load anything
+        prctl = load_prctl()  # looked up here: the child must not load anything
         tasks_r, self.tasks_w = os.pipe()
         parent = os.getpid()
         try:
@@ -220,11 +221,11 @@ class _Pool:
             os.close(child.out)
         self.children.clear()
 
-    def _child(self, prctl: Callable[[int, int], int], parent: int, tasks: int,
+    def _child(self, prctl: Callable[..., int], parent: int, tasks: int,
                out: int) -> NoReturn:  # fmt: skip
         code = 1
         try:
-            if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0 or os.getppid() != parent:
+            if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
                 os._exit(1)  # could not tie our life to the parent's, or it is already gone
             _quiet_signals()
             _close_all_but(self.keep | {0, 1, 2, tasks, out})
