@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from .errors import RunArchiveError
+from .errors import RunArchiveError, WorkerFailed
 from .forkpool import load_prctl
 from .fsutil import _libc
 
@@ -62,8 +62,12 @@ _PIPE_BUF = 4096  # writes up to this size are atomic: a task index is never spl
 MAX_RESULT = (1 << 32) - 1
 
 
-class WorkerDied(RunArchiveError):
-    """A worker process ended without finishing its tasks (killed, or out of memory)."""
+class WorkerDied(WorkerFailed):
+    """A worker process ended without finishing its tasks (killed, or out of memory).
+
+    A ``WorkerFailed`` (code ``worker_failed``), as a create's dead worker is: one code for
+    the CLI and the API whichever pool lost its child.
+    """
 
 
 def forking_works() -> bool:
