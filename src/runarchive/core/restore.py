@@ -36,7 +36,7 @@ from pathlib import Path
 from isal import isal_zlib
 
 from .compare import Change, Diff, diff_against_run
-from .errors import DamagedArchive, NoSpace, NothingToUndo, RunArchiveError
+from .errors import Busy, DamagedArchive, NoSpace, NothingToUndo, RunArchiveError
 from .fsutil import (
     is_no_space,
     require_space,
@@ -322,7 +322,13 @@ def _stage(run: RunDir, work: Folder, reader: ArchiveReader, plan: RestorePlan,
         with run.make(layout.stage(journal.id)) as stage:
             # Held by the extraction workers too, so a recover after this process was killed
             # waits for them to be gone before removing what they write (``wait_for_writers``).
-            fcntl.flock(stage.fd, fcntl.LOCK_EX)
+            # Not blocking: only someone racing into the run could hold a folder this new.
+            try:
+                fcntl.flock(stage.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Busy(
+                    f"Someone else holds the new {stage.label}; nothing was changed."
+                ) from None
             with run.make(layout.scratch(journal.id)) as scratch:
                 extractor = _Extractor(reader, plan, run, stage, scratch, report, journal, units)
                 extractor.build(threads)
@@ -454,7 +460,7 @@ class _Extractor:
         total_bytes = self.plan.total_bytes
         size = sum(item.entry.usize for item in files)
         many = len(files) >= FORK_MIN_FILES or size >= FORK_MIN_BYTES
-        workers = min(threads, len(os.sched_getaffinity(0))) if many else 1
+        workers = min(threads, _cpus()) if many else 1
         batches = _interleaved(_batches(files), workers)
         counted = [0, 0]  # files, bytes
 
@@ -703,6 +709,12 @@ class _Local:
         if self.folder is not None:
             self.folder.close()
         self.parent = self.run_parent = self.folder = None
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def _make_placed(stage: Folder, name: str) -> None:
