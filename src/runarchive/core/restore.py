@@ -6,9 +6,9 @@ Order of work (see ``journal`` for the crash semantics of each step):
 2. ``plan_restore`` checks names, links, limits, overlaps and the manifest; a refusal here
    leaves the run and the disk untouched.
 3. Extract into ``.runarchive/stage-<id>/`` on the run's filesystem, checking CRC, size and
-   sha256 of every file as it streams (in parallel threads); syncfs the stage. Then call
-   ``before_swap``, the caller's last chance to stop (a canceled job raises there): any error
-   up to here removes the stage and leaves the run as it was.
+   sha256 of every file as it streams (in parallel worker processes, ``workers``); syncfs
+   the stage. Then call ``before_swap``, the caller's last chance to stop (a canceled job
+   raises there): any error up to here removes the stage and leaves the run as it was.
 4. Journal ``swapping``; rename old top-level entries out and staged ones in; fsync.
 5. Journal ``swapped``; delete the old tree. Deleting last keeps it off the extract path,
    where on some filesystems freshly freed inodes make file creation much slower.
@@ -120,7 +120,7 @@ def restore_archive(
 ) -> RestoreResult:
     """Replace the run's content (all but ``archives/``) with archive ``name``.
 
-    ``threads`` extract in parallel (file creation, not CPU, is the usual bottleneck).
+    Up to ``threads`` worker processes (one per CPU at most) extract in parallel.
     With ``defer_delete`` the replaced tree is parked in ``archives/.runarchive/trash-<id>`` and the
     caller runs ``purge_trash`` after reporting success. ``before_swap`` is called once the
     stage is complete and synced, before the journal says swapping: if it raises, the restore
