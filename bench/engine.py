@@ -126,33 +126,34 @@ class Tool:
     run: Callable[[Bench], Sample]
 
 
-class Bench:
-    """The temp folders of one mix and the commands that act on them."""
+class DiskState:
+    """The disk state a restore is measured in (see ``STATES``): delete now, or set aside.
 
-    def __init__(self, tmp: Path, run: Path, env: dict[str, str]) -> None:
-        self.tmp, self.run, self.env = tmp, run, env
-        self.out = tmp / "out"
-        self.out.mkdir(exist_ok=True)
-        self.ours = ""  # the name of our latest archive
-        # In the "settled" state nothing is deleted: what a sample leaves is moved here (a
-        # rename) and deleted after the state's rounds (see ``STATES``).
+    In the "settled" state nothing is deleted: what a sample leaves is moved into ``trash``
+    (a rename) and deleted after the state's rounds, which ``settle`` makes start
+    ``settle_seconds`` after our last deletion.
+    """
+
+    def __init__(self, trash: Path, settle_seconds: float = SETTLE_SECONDS) -> None:
+        self.trash, self.settle_seconds = trash, settle_seconds
+        self.trash.mkdir(parents=True, exist_ok=True)
         self.settled = False
-        self.trash = tmp / "trash"
-        self.trash.mkdir(exist_ok=True)
         self.trashed = 0
-        self.again = 0  # second borg snapshots made, for their names
         self.last_delete = time.monotonic()
 
     def discard(self, path: Path) -> None:
         """Delete ``path`` now ("deleted" state), or move it into the trash ("settled")."""
+        if not path.exists() and not path.is_symlink():
+            return
         if self.settled:
             self.trashed += 1
             path.rename(self.trash / f"{self.trashed}-{path.name}")
-        elif path.is_dir() and not path.is_symlink():
+            return
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
-            self.last_delete = time.monotonic()
         else:
             path.unlink()
+        self.last_delete = time.monotonic()
 
     def empty_trash(self) -> None:
         """Delete what the settled rounds set aside (untimed)."""
@@ -163,10 +164,22 @@ class Bench:
     def settle(self) -> None:
         """Wait until no deletion of ours is in ext4's recent-deletion window (see STATES)."""
         os.sync()  # clean inode-table buffers: ext4 then waits RECENTCY_MIN, not RECENTCY_DIRTY
-        wait = SETTLE_SECONDS - (time.monotonic() - self.last_delete)
+        wait = self.settle_seconds - (time.monotonic() - self.last_delete)
         if wait > 0:
             print(f"settling {wait:.0f} s after the last deletion", flush=True)
             time.sleep(wait)
+
+
+class Bench(DiskState):
+    """The temp folders of one mix and the commands that act on them."""
+
+    def __init__(self, tmp: Path, run: Path, env: dict[str, str]) -> None:
+        self.tmp, self.run, self.env = tmp, run, env
+        self.out = tmp / "out"
+        self.out.mkdir(exist_ok=True)
+        self.ours = ""  # the name of our latest archive
+        super().__init__(tmp / "trash")
+        self.again = 0  # second borg snapshots made, for their names
 
     def spawn(self, argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> Sample:
         """Run ``argv`` to completion as a whole process; return its time and peak RSS."""
@@ -199,8 +212,7 @@ class Bench:
     def fresh(self, name: str) -> Path:
         """Return an empty folder (or a missing path) ``name`` under the output folder."""
         path = self.out / name
-        if path.is_dir() or path.exists():
-            self.discard(path)
+        self.discard(path)
         return path
 
 

@@ -32,25 +32,23 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.engine import REPO_ROOT, SKIP_DIRS, make_mix
+from bench.engine import REPO_ROOT, SKIP_DIRS, DiskState, make_mix
 
 SETTLE = 300.0  # ext4 without a journal skips inodes freed in the last 60 s (360 s if dirty)
 LOCK = "/tmp/bench.lock"
 MAIN = "from runarchive.cli import main; main()"
 
 
-class Lab:
+class Lab(DiskState):
     """The mix, its archives and the tools, under ``work``."""
 
     def __init__(self, work: Path, mix: str, before: Path) -> None:
-        self.work, self.run, self.out, self.trash = work, work / "run", work / "out", work / "trash"
+        super().__init__(work / "trash", SETTLE)
+        self.work, self.run, self.out = work, work / "run", work / "out"
         self.srcs = {"new": REPO_ROOT / "src", "old": before}
-        self.settled = False
-        self.last_delete = time.monotonic()
         if not self.run.exists():
             make_mix(mix, self.run)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.trash.mkdir(exist_ok=True)
         names = sorted(p.name for p in (self.run / "archives").glob("*.zip"))
         if not names:
             made = self.spawn("new", ["archive", str(self.run), "--json"])[1]
@@ -85,18 +83,6 @@ class Lab:
     def spawn(self, which: str, args: list[str]) -> tuple[dict[str, float], str]:
         return timed([sys.executable, "-c", MAIN, *args], self.work, self.env(which))
 
-    def discard(self, path: Path) -> None:
-        if not path.exists() and not path.is_symlink():
-            return
-        if self.settled:
-            path.rename(self.trash / f"{time.time_ns()}-{path.name}")
-        elif path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-            self.last_delete = time.monotonic()
-        else:
-            path.unlink()
-            self.last_delete = time.monotonic()
-
     def sample(self, tool: str) -> dict[str, float]:
         if tool in ("unzip", "borg"):
             target = self.out / f"{tool}-out"
@@ -117,11 +103,6 @@ class Lab:
                 if child.name not in SKIP_DIRS:
                     self.discard(child)
         return self.spawn(which, ["restore", str(self.run), self.name, "--yes", "--json"])[0]
-
-    def empty_trash(self) -> None:
-        for child in self.trash.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-        self.last_delete = time.monotonic()
 
 
 def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[dict[str, float], str]:
@@ -195,11 +176,7 @@ def main() -> None:
     for state in args.states.split(","):
         lab.settled = state == "settled"
         if lab.settled:
-            os.sync()
-            wait = SETTLE - (time.monotonic() - lab.last_delete)
-            if wait > 0:
-                print(f"settling {wait:.0f} s", flush=True)
-                time.sleep(wait)
+            lab.settle()
         samples: list[Sample] = []
         for index in range(args.rounds):
             order = tools[index % len(tools) :] + tools[: index % len(tools)]

@@ -120,9 +120,7 @@ def test_help_imports_neither_the_service_layers_nor_rich() -> None:
 def test_list_and_archive_off_a_terminal_import_neither_the_service_layers_nor_rich(
     tmp_path: Path,
 ) -> None:
-    run = tmp_path / "run"
-    (run / "wepp").mkdir(parents=True)
-    (run / "wepp" / "H1.pass").write_text("x" * 1000)
+    run = _one_file_run(tmp_path)
     assert _imports_after(["archive", str(run)]) == []
     assert _imports_after(["list", str(run)]) == []
 
@@ -223,9 +221,7 @@ READER_EXTRAS = ("isal", "hashlib", "_hashlib", "logging", "_strptime")
 def test_list_of_a_run_with_an_archive_loads_no_inflate_hashing_logging_or_strptime(
     tmp_path: Path,
 ) -> None:
-    run = tmp_path / "run"
-    (run / "wepp").mkdir(parents=True)
-    (run / "wepp" / "H1.pass").write_text("x" * 1000)
+    run = _one_file_run(tmp_path)
     assert _imports_after(["archive", str(run)]) == []
     assert _imports_after(["list", str(run)], heavy=READER_EXTRAS) == []
 
@@ -238,12 +234,18 @@ READER_MODULES = ("runarchive.core.reader", "runarchive.core.manifest", "runarch
 def test_list_of_a_run_with_an_archive_loads_no_reader_manifest_or_progress_module(
     tmp_path: Path,
 ) -> None:
-    run = tmp_path / "run"
-    (run / "wepp").mkdir(parents=True)
-    (run / "wepp" / "H1.pass").write_text("x" * 1000)
+    run = _one_file_run(tmp_path)
     assert _imports_after(["archive", str(run)]) == []
     assert _imports_after(["pin", str(run), "--json", _only_archive(run)]) == []
     assert _imports_after(["list", str(run)], heavy=READER_MODULES) == []
+
+
+def _one_file_run(tmp_path: Path) -> Path:
+    """A run of one small file, under ``tmp_path``."""
+    run = tmp_path / "run"
+    (run / "wepp").mkdir(parents=True)
+    (run / "wepp" / "H1.pass").write_text("x" * 1000)
+    return run
 
 
 def _only_archive(run: Path) -> str:

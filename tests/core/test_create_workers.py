@@ -21,7 +21,6 @@ import sys
 import textwrap
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,6 +38,7 @@ from runarchive.core import (
 from runarchive.core.create import FORK_MIN_ENTRIES
 from runarchive.core.filescache import RACY_NS
 from runarchive.core.manifest import MANIFEST_NAME
+from tests.support.processes import alive, children, open_fds, wait_gone
 from tests.support.tree import Dir, File, Link, Spec, archive_files, build_tree, snapshot
 
 FILES = FORK_MIN_ENTRIES + 500
@@ -64,28 +64,6 @@ def small_run(files: int = FILES, noise: bool = False) -> Spec:
     return spec
 
 
-def workers() -> list[int]:
-    """The processes this process forked and has not reaped."""
-    found: list[int] = []
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as fh:
-            found += [int(pid) for pid in fh.read().split()]
-    return found
-
-
-def open_fds() -> set[int]:
-    return {int(fd) for fd in os.listdir("/proc/self/fd")}
-
-
-def gone(pid: int) -> bool:
-    """Tell whether process ``pid`` has ended (gone, or a zombie left for its new parent)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-
-
 class Watch:
     """A progress listener that records the write events and the workers seen during them."""
 
@@ -97,7 +75,7 @@ class Watch:
         if event.phase == "write":
             self.events.append((event.files_done, event.bytes_done, event.path))
             if len(self.events) % 200 == 1:
-                self.pids.update(workers())
+                self.pids.update(children())
 
 
 def raw_entries(path: Path) -> list[tuple[bytes, bytes, bytes]]:
@@ -169,7 +147,7 @@ def test_workers_build_the_archive_the_threads_build_byte_for_byte(
     forked = create_archive(aged, threads=2, reuse=False, progress=by_workers)
 
     assert by_threads.pids == set() and len(by_workers.pids) == 2
-    assert workers() == [] and open_fds() == fds
+    assert children() == [] and open_fds() == fds
     for result in (threads, forked):
         assert verify_archive(aged, result.name).ok
     # The same entries (headers, CRCs, contents), the same manifest (but for its time, which
@@ -188,7 +166,7 @@ def test_workers_build_the_archive_the_threads_build_byte_for_byte(
     assert again.reused == FILES + 4
     assert raw_entries(again.path)[:-1] == raw_entries(forked.path)[:-1]  # but the manifest
     assert manifest(again.path) == manifest(forked.path)
-    assert workers() == [] and open_fds() == fds
+    assert children() == [] and open_fds() == fds
 
 
 def test_a_worker_killed_mid_create_fails_it_and_leaves_nothing(run_dir: Path) -> None:
@@ -199,18 +177,18 @@ def test_a_worker_killed_mid_create_fails_it_and_leaves_nothing(run_dir: Path) -
 
     def kill_a_worker(event: ProgressEvent) -> None:
         if event.phase == "write" and not killed:
-            killed.append(workers()[-1])
+            killed.append(children()[-1])
             os.kill(killed[0], signal.SIGKILL)
 
     with pytest.raises(WorkerFailed) as failed:
         create_archive(run_dir, progress=kill_a_worker)
 
     assert f"({killed[0]}) was killed by signal 9" in str(failed.value)
-    assert gone(killed[0])
+    assert not alive(killed[0])
     assert archive_files(run_dir / "archives") == [], "no archive and no temp file"
     assert list_archives(run_dir) == []
     assert snapshot(run_dir) == before
-    assert workers() == [] and open_fds() == fds
+    assert children() == [] and open_fds() == fds
     assert verify_archive(run_dir, create_archive(run_dir).name).ok  # the run is not locked
 
 
@@ -226,7 +204,7 @@ def test_an_error_in_the_parent_kills_and_reaps_the_workers(run_dir: Path) -> No
 
     def fail_midway(event: ProgressEvent) -> None:
         if event.phase == "write" and event.files_done == 300:
-            seen.extend(workers())
+            seen.extend(children())
             raise RuntimeError("listener failed")
 
     with pytest.raises(QuotaExceeded):
@@ -236,8 +214,8 @@ def test_an_error_in_the_parent_kills_and_reaps_the_workers(run_dir: Path) -> No
     with pytest.raises(RuntimeError, match="listener failed"):
         create_archive(run_dir, progress=fail_midway)
 
-    assert len(seen) == 2 and all(gone(pid) for pid in seen)
-    assert workers() == [] and open_fds() == fds
+    assert len(seen) == 2 and all(not alive(pid) for pid in seen)
+    assert children() == [] and open_fds() == fds
     assert archive_files(run_dir / "archives") == []
 
 
@@ -261,13 +239,6 @@ PARENT = textwrap.dedent(
 )
 
 
-def _wait_gone(pids: list[int], seconds: float = 10.0) -> Iterator[int]:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not all(gone(pid) for pid in pids):
-        time.sleep(0.02)
-    yield from (pid for pid in pids if not gone(pid))
-
-
 @pytest.mark.slow
 def test_a_parent_killed_mid_create_takes_its_workers_with_it(run_dir: Path) -> None:
     build_tree(run_dir, small_run(noise=True))
@@ -278,7 +249,7 @@ def test_a_parent_killed_mid_create_takes_its_workers_with_it(run_dir: Path) -> 
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     pids = [int(pid) for pid in proc.stdout.split()]
     assert len(pids) == 2
-    assert list(_wait_gone(pids)) == [], "workers outlived their parent"
+    assert wait_gone(pids) == [], "workers outlived their parent"
 
     # Only the temp file is left (recover removes it), and nothing holds the run's lock.
     names = archive_files(run_dir / "archives")
@@ -308,8 +279,8 @@ def test_when_no_worker_process_can_be_forked_the_threads_build_the_archive(
     watch = Watch()
     result = create_archive(aged, threads=2, reuse=False, progress=watch)
 
-    assert forks and forks[0] > 0 and gone(forks[0])
-    assert watch.pids == set() and workers() == []
+    assert forks and forks[0] > 0 and not alive(forks[0])
+    assert watch.pids == set() and children() == []
     assert entries(result.path)[:-1] == entries(threads)[:-1]
     assert manifest(result.path) == manifest(threads)
 
@@ -365,7 +336,7 @@ def test_a_create_by_workers_killed_at_random_times_leaves_no_partial_archive(
         )
         proc.kill()
         proc.communicate(timeout=60)
-        assert list(_wait_gone(pids)) == [], "workers outlived their parent"
+        assert wait_gone(pids) == [], "workers outlived their parent"
         for info in list_archives(run_dir):
             assert verify_archive(run_dir, info.name).ok, f"{info.name} is listed but incomplete"
             os.unlink(run_dir / "archives" / info.name)

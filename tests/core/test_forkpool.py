@@ -15,22 +15,7 @@ import pytest
 
 from runarchive.core import WorkerFailed
 from runarchive.core.forkpool import PIPE_BYTES, ForkPool
-
-
-def workers() -> list[int]:
-    found: list[int] = []
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as fh:
-            found += [int(pid) for pid in fh.read().split()]
-    return found
-
-
-def gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
+from tests.support.processes import alive, children, wait_gone
 
 
 def echo(task: int) -> list[bytes]:
@@ -45,7 +30,7 @@ def test_results_come_in_task_order_whatever_child_built_them() -> None:
         got = [bytes(pool.next()) for _ in tasks]
         pool.finish()
     assert got == [b"".join(echo(t)) for t in tasks]
-    assert workers() == []
+    assert children() == []
 
 
 def fail_at(task: int) -> list[bytes]:
@@ -66,7 +51,7 @@ def test_an_error_in_a_child_is_raised_by_the_parent_at_its_task() -> None:
         assert bytes(pool.next()) == b"ok"
         with pytest.raises(WorkerFailed, match="ValueError: bad \0 value"):
             pool.next()
-    assert workers() == []
+    assert children() == []
 
 
 def die_at(task: int) -> list[bytes]:
@@ -80,7 +65,7 @@ def test_a_child_that_dies_fails_the_pool_and_says_how() -> None:
         assert [bytes(pool.next()) for _ in range(3)] == [b"ok"] * 3
         with pytest.raises(WorkerFailed, match=r"\(\d+\) exited with status 7"):
             pool.next()
-    assert workers() == []
+    assert children() == []
 
 
 def descriptors(task: int) -> list[bytes]:
@@ -126,10 +111,7 @@ def test_children_die_with_their_parent_even_while_they_work() -> None:
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     pids = [int(p) for p in proc.stdout.split()]
     assert len(pids) == 2
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not all(gone(pid) for pid in pids):
-        time.sleep(0.02)
-    assert [pid for pid in pids if not gone(pid)] == []
+    assert wait_gone(pids, 5) == []
 
 
 def test_leaving_early_kills_and_reaps_every_child() -> None:
@@ -140,6 +122,6 @@ def test_leaving_early_kills_and_reaps_every_child() -> None:
     started = time.monotonic()
     with ForkPool([0, 1, 2], stall, 2) as pool:
         pids = list(pool.pids)
-        assert sorted(workers()) == sorted(pids)
+        assert sorted(children()) == sorted(pids)
     assert time.monotonic() - started < 10
-    assert workers() == [] and all(gone(pid) for pid in pids)
+    assert children() == [] and not any(alive(pid) for pid in pids)

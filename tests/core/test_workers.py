@@ -21,13 +21,9 @@ import pytest
 
 from runarchive.core.errors import DamagedArchive, RunArchiveError
 from runarchive.core.workers import WorkerDied, run_tasks
-from tests.support.processes import alive, descendants
+from tests.support.processes import descendants, open_fds, wait_gone
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="workers fork on Linux only")
-
-
-def open_fds() -> set[int]:
-    return {int(n) for n in os.listdir("/proc/self/fd")}
 
 
 @pytest.fixture(autouse=True)
@@ -232,7 +228,4 @@ def test_children_die_with_their_parent() -> None:
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     pids = [int(p) for p in proc.stdout.split()]
     assert len(pids) == 2
-    deadline = time.monotonic() + 5
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not any(alive(pid) for pid in pids)
+    assert wait_gone(pids, 5) == []

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -67,7 +68,29 @@ def alive(pid: int) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return False
-    return state != "Z"
+    return state not in ("Z", "X")  # a zombie or a process being reaped has ended
+
+
+def children() -> list[int]:
+    """The processes this process forked and has not reaped (a worker pool's children)."""
+    found: list[int] = []
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as fh:
+            found += [int(pid) for pid in fh.read().split()]
+    return found
+
+
+def open_fds() -> set[int]:
+    """The descriptors this process holds open."""
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+def wait_gone(pids: list[int], seconds: float = 10.0) -> list[int]:
+    """Wait up to ``seconds`` for every process in ``pids`` to end; return those still alive."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
+        time.sleep(0.02)
+    return [pid for pid in pids if alive(pid)]
 
 
 def http(url: str, *, token: str | None = None, body: Any = None) -> tuple[int, Any]:

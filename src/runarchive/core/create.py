@@ -687,10 +687,9 @@ def create_archive(
     resolve inside the run archived as what they point to; see ``links``). ``on_scan`` sees
     the run's tree once it is scanned, before anything is read (the job locks the ``.nodb``
     files it lists there: one walk of the run per archive). ``budget`` caps the archive's
-    bytes (QuotaExceeded, nothing kept; see the module's notes); None: no cap.
-    files it lists there: one walk of the run per archive). ``reuse`` lets unchanged files
-    be copied from the newest archive (the files cache, ``filescache``); off, every file is
-    read and compressed.
+    bytes (QuotaExceeded, nothing kept; see the module's notes); None: no cap. ``reuse``
+    lets unchanged files be copied from the newest archive (the files cache, ``filescache``);
+    off, every file is read and compressed.
     """
     report = progress or ignore_progress
     text = normalize_comment(comment)

@@ -280,13 +280,18 @@
     }
   }
 
-  /** The "Load more" row of a paged list: runs ``load`` (the next page), then goes away. */
-  function loadMore(load, failure) {
-    const more = el("button", {
+  /** A "Load more" button, as every paged list and the comparison show it. */
+  function moreButton() {
+    return el("button", {
       type: "button",
       className: "button button-small button-quiet load-more",
       text: "Load more",
     });
+  }
+
+  /** The "Load more" row of a paged list: runs ``load`` (the next page), then goes away. */
+  function loadMore(load, failure) {
+    const more = moreButton();
     more.addEventListener("click", async () => {
       more.disabled = true;
       try {
@@ -552,11 +557,7 @@
       if (!Number(data.total)) nodes.push(el("p", { className: "hint", text: "No changes." }));
       let next = data.next;
       if (next) {
-        const more = el("button", {
-          type: "button",
-          className: "button button-small button-quiet load-more",
-          text: "Load more",
-        });
+        const more = moreButton();
         more.addEventListener("click", async () => {
           more.disabled = true;
           try {
