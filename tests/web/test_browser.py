@@ -1092,8 +1092,10 @@ def test_the_dashboard_reads_well_mid_job_after_success_after_a_refusal_and_on_a
 ) -> None:
     target = SCREENSHOTS if os.environ.get("RUNARCHIVE_UPDATE_SCREENSHOTS") == "1" else tmp_path
     target.mkdir(parents=True, exist_ok=True)
-    # The demo's generator and seed (`serve --demo`), larger, so a restore lasts a few seconds.
-    run = make_run(owner="alice", seed=7, target_bytes=120 * 2**20, files=3000)
+    # The demo's generator and seed (`serve --demo`), larger, so a restore lasts a few seconds:
+    # many files, since the restore's worker processes now extract 3,000 in well under the
+    # 0.5 s between two progress lines, and the page must be seen mid-job.
+    run = make_run(owner="alice", seed=7, target_bytes=120 * 2**20, files=20000)
     shots = ["dashboard.png", "dashboard-mid-job.png", "dashboard-success.png"]
     shots += ["dashboard-refusal.png", "dashboard-phone.png"]
 
