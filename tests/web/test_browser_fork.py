@@ -92,6 +92,13 @@ def test_fork_from_the_keyboard_makes_the_run_and_links_to_its_dashboard(
     expect(link).to_have_text(f"Open {new_id}")
     row_link = page.locator(f'.row-note a[data-new-run="{new_id}"]')
     expect(row_link).to_be_visible()
+    # The list redraws its rows when it changes (here: another archive made meanwhile), and
+    # the row's note with them: the link must survive that, not only the first drawing.
+    later = create_archive(run, "after the fork").name
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.locator(f'tr[data-name="{later}"]')).to_be_visible()
+    expect(row_link).to_be_visible()
+    expect(row_link).to_have_attribute("href", f"/runs/{new_id}/archive")
     activity = page.locator("#ra-activity")
     expect(activity).to_contain_text(f"Fork of {name} into {new_id} started")
     expect(activity).to_contain_text(f"Fork complete: {new_id} from {name}")

@@ -388,11 +388,13 @@
   }
 
   /** Show ``text`` at archive ``name``'s row (or where it was); one note at a time. */
-  function setRowNote(name, kind, text, { focus = false, jobId = null } = {}) {
+  // The note lives in ``state`` (the list redraws its rows, and the note with them), so
+  // a fork's "Open <new run>" link is kept there too, not only in the DOM.
+  function setRowNote(name, kind, text, { focus = false, jobId = null, newRun = null } = {}) {
     const row = rowOf(name);
     const rows = [...ui.rows.querySelectorAll("tr[data-name]")];
     const index = row ? rows.indexOf(row) : state.note ? state.note.index : 0;
-    state.note = { name, kind, text, index: Math.max(0, index), jobId };
+    state.note = { name, kind, text, index: Math.max(0, index), jobId, newRun };
     placeNote();
     if (focus) focusNote();
   }
@@ -413,6 +415,7 @@
       dataset: { noteFor: note.name, kind: note.kind },
       text: note.text,
     });
+    if (note.newRun) linkNewRun(box, note.newRun);
     const row = rowOf(note.name);
     if (row) {
       row.querySelector(".cell-actions").append(box);
@@ -1148,10 +1151,7 @@
         const text = `Fork complete: ${made} holds ${rec.archive || "the archive"}.`;
         const box = showAlert("success", text, "fork_complete");
         if (rec.newRunid) linkNewRun(box, rec.newRunid);
-        if (atRow) {
-          setRowNote(atRow, "success", text, { jobId });
-          if (rec.newRunid) linkNewRun(ui.rows.querySelector(".row-note"), rec.newRunid);
-        }
+        if (atRow) setRowNote(atRow, "success", text, { jobId, newRun: rec.newRunid || null });
       } else {
         showAlert("success", isArchive ? "Archive created." : `${what} complete.`);
         if (atRow) setRowNote(atRow, "success", restoreDoneText(rec, atRow), { jobId });
