@@ -183,7 +183,7 @@ def test_a_worker_killed_mid_create_fails_it_and_leaves_nothing(run_dir: Path) -
     with pytest.raises(WorkerFailed) as failed:
         create_archive(run_dir, progress=kill_a_worker)
 
-    assert f"({killed[0]}) was killed by signal 9" in str(failed.value)
+    assert f"({killed[0]}) was killed by SIGKILL" in str(failed.value)
     assert not alive(killed[0])
     assert archive_files(run_dir / "archives") == [], "no archive and no temp file"
     assert list_archives(run_dir) == []

@@ -27,8 +27,9 @@ linked to its final name (which fails rather than overwrite), and the directory 
 before the link ``before_publish`` is called, the caller's last chance to stop (a canceled job
 raises there). Any error removes the temp file; a kill leaves only the temp file, which
 ``recover`` removes. So a name matching the archive pattern always denotes a complete archive.
-A worker process that dies fails the create the same way (``forkpool.WorkerFailed``); the
-workers die with the process that forked them, and are killed and reaped on any error.
+A worker process that dies fails the create the same way (``forkchild.WorkerDied``, a
+``WorkerFailed``); the workers die with the process that forked them, and are killed and
+reaped on any error.
 
 A ``budget`` (bytes; the quota's hard check, a plain number here) is enforced by the file the
 writer appends to: a write that would take the archive past it raises ``QuotaExceeded``
