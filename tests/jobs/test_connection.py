@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from rq import Queue
+from rq.exceptions import DequeueTimeout
 
 from runarchive.core import list_archives
-from runarchive.jobs.connection import EmbeddedRedis, RedisClients, redact, resolve_url
+from runarchive.jobs.connection import (
+    SOCKET_TIMEOUT,
+    EmbeddedRedis,
+    RedisClients,
+    redact,
+    resolve_url,
+)
 from runarchive.jobs.context import JobsContext
 from runarchive.jobs.enqueue import enqueue_archive
 from runarchive.jobs.errors import QueueUnavailable
 from runarchive.jobs.settings import Settings
+from runarchive.jobs.worker import make_worker, startup_recovery
 from tests.support.runs import make_small_run
 from tests.support.workers import Workers
 
@@ -91,3 +101,21 @@ def test_an_unreachable_redis_is_reported_as_queue_unavailable(tmp_path: Path) -
 def test_passwords_never_reach_messages() -> None:
     assert redact("redis://user:secret@host:6379/0") == "redis://user:***@host:6379/0"
     assert redact("redis://host:6379/0") == "redis://host:6379/0"
+
+
+@pytest.mark.slow
+def test_the_workers_blocking_pop_waits_its_time_on_a_connection_made_before_the_worker(
+    ctx: JobsContext,
+) -> None:
+    # A worker starts by recovering runs, which opens connections of the RQ client at its
+    # socket timeout; RQ's long BLPOP then went through one of those and timed out (the
+    # worker logged "could not connect to Redis" every ~37 s while idle).
+    startup_recovery(ctx)
+    ctx.clients.rq.ping()
+    worker = make_worker(ctx)
+    wait = int(SOCKET_TIMEOUT) + 3
+    started = time.monotonic()
+    with pytest.raises(DequeueTimeout):
+        Queue.dequeue_any(worker.queues, wait, connection=worker.connection)
+    took = time.monotonic() - started
+    assert wait - 0.5 < took < wait + 3, took

@@ -35,6 +35,10 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 POOL_TIMEOUT = 20.0
+# A reply waited for this long, then retried (``_retry``): redis-py 8's default, named here so
+# it does not move with the library (before 8 there was none). RQ's worker raises it for its
+# own blocking pop (``worker.make_worker``).
+SOCKET_TIMEOUT = 5.0
 RETRIES = 6
 URL_FILE = "valkey.url"
 SOCKET_FILE = "valkey.sock"
@@ -56,6 +60,7 @@ def make_client(url: str, *, decode: bool, max_connections: int, db: int | None 
         "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         "health_check_interval": 15,
         "socket_connect_timeout": 5,
+        "socket_timeout": SOCKET_TIMEOUT,
     }
     if not url.startswith("unix:"):
         kwargs["socket_keepalive"] = True

@@ -80,14 +80,29 @@ def startup_recovery(ctx: JobsContext) -> None:
         log.exception("reconcile failed; will retry at the next maintenance")
 
 
+def make_worker(ctx: JobsContext, name: str | None = None) -> RunArchiveWorker:
+    """The deployment's worker on its queue, then the scrub's, on the RQ client's pool."""
+    # The scrub's queue last: RQ takes from the first non-empty queue, so user jobs go first.
+    queues = [ctx.queue(), ctx.scrub_queue()]
+    worker = RunArchiveWorker(queues, connection=ctx.clients.rq, name=name)
+    # RQ raises the pool's socket timeout above its blocking pop's (dequeue timeout + 10 s),
+    # but only for connections made after: one opened before (by the start-up recovery) kept
+    # the client's 5 s, so the 405 s BLPOP read through it timed out every ~37 s (7 tries of
+    # 5 s), logged "could not connect to Redis" and left a moment in which the server pops a
+    # job for a client that has just given up on it. Closing and forgetting them (a pool
+    # reconnects a connection it keeps with that connection's own timeout) makes each anew.
+    pool = ctx.clients.rq.connection_pool
+    pool.disconnect()
+    pool.reset()
+    return worker
+
+
 def _work(settings: Settings, burst: bool, name: str | None) -> bool:
     ctx = JobsContext.from_settings(settings)
     install(ctx)
     try:
         startup_recovery(ctx)
-        # The scrub's queue last: RQ takes from the first non-empty queue, so user jobs go first.
-        queues = [ctx.queue(), ctx.scrub_queue()]
-        worker = RunArchiveWorker(queues, connection=ctx.clients.rq, name=name)
+        worker = make_worker(ctx, name)
         return bool(worker.work(burst=burst, logging_level="INFO"))
     finally:
         install(None)
