@@ -2,14 +2,15 @@
 
 Run as ``python -m bench.create_ab --before DIR [--mix small] [--rounds 6] [--work DIR]``,
 ``DIR`` being a ``src`` folder exported with ``git archive``; hold ``flock /tmp/bench.lock``
-around it on a shared machine.
+around it on a shared machine (``--lock`` takes it per round).
 
 Every round runs ``runarchive archive RUN --json`` with this checkout's ``src`` (``new``) and
 with ``DIR`` (``old``) first on ``PYTHONPATH``, and ``zip -r -q`` of the run (level 6, our
 folders left out), the order rotated from round to round. Each archive is deleted untimed
 after its sample, so every create reads every file (no files cache). The mix is made once,
-untimed. The report gives each tool's median wall seconds and, per round, new/old and
-new/zip.
+untimed (and each ``src``'s byte code compiled, untimed, into a cache of its own). The report
+(``bench.ab``) gives each tool's median wall, user and system seconds and, per round, new/old
+and new/zip.
 """
 
 from __future__ import annotations
@@ -18,40 +19,11 @@ import argparse
 import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+from bench.ab import MAIN, Sample, held, report, src_env, timed
 from bench.engine import REPO_ROOT, SKIP_DIRS, make_mix
-
-MAIN = "from runarchive.cli import main; main()"
-
-
-def _timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
-    started = time.perf_counter()
-    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr}")
-    return seconds, proc.stdout
-
-
-def _ours(run: Path, src: Path) -> float:
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    seconds, out = _timed([sys.executable, "-c", MAIN, "archive", str(run), "--json"], run, env)
-    (run / "archives" / json.loads(out.strip().splitlines()[-1])["name"]).unlink()
-    return seconds
-
-
-def _zip(run: Path, out: Path) -> float:
-    target = out / "zip.zip"
-    target.unlink(missing_ok=True)
-    excludes = [arg for skip in SKIP_DIRS for arg in ("-x", f"{skip}/*")]
-    seconds, _ = _timed(["zip", "-r", "-q", str(target), ".", *excludes], run, dict(os.environ))
-    target.unlink()
-    return seconds
 
 
 def main() -> None:
@@ -60,31 +32,41 @@ def main() -> None:
     parser.add_argument("--mix", default="small")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--work", type=Path, default=Path("/tmp/create-ab"))
+    parser.add_argument("--lock", action="store_true", help="hold the bench lock per round")
     args = parser.parse_args()
     run, out = args.work / "run", args.work / "out"
     if not run.exists():
         make_mix(args.mix, run)
     out.mkdir(parents=True, exist_ok=True)
-    tools = {
-        "new": lambda: _ours(run, REPO_ROOT / "src"),
-        "old": lambda: _ours(run, args.before.resolve()),
-        "zip": lambda: _zip(run, out),
-    }
-    names = list(tools)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for round_no in range(args.rounds):
-        order = names[round_no % 3 :] + names[: round_no % 3]
-        got = {name: tools[name]() for name in order}
-        for name, seconds in got.items():
-            samples[name].append(seconds)
-        print(f"round {round_no + 1} ({' '.join(order)}, load {os.getloadavg()[0]:.1f}): "
-              + "  ".join(f"{n} {got[n]:.2f} s" for n in names)
-              + f"  new/old {got['new'] / got['old']:.2f}  new/zip {got['new'] / got['zip']:.2f}",
-              flush=True)  # fmt: skip
-    medians = {name: statistics.median(values) for name, values in samples.items()}
-    print(json.dumps({"mix": args.mix, "rounds": args.rounds, "median_seconds": medians,
-                      "new_over_old": medians["new"] / medians["old"],
-                      "new_over_zip": medians["new"] / medians["zip"]}, indent=2))  # fmt: skip
+    srcs = {"new": REPO_ROOT / "src", "old": args.before.resolve()}
+    envs = {which: src_env(src, args.work / "pycache" / which) for which, src in srcs.items()}
+    excludes = [arg for skip in SKIP_DIRS for arg in ("-x", f"{skip}/*")]
+    for env in envs.values():  # byte code compiled into a private cache, untimed
+        timed([sys.executable, "-c", MAIN, "list", str(run)], run, env)
+
+    def sample(tool: str) -> dict[str, float]:
+        if tool == "zip":
+            target = out / "zip.zip"  # zip adds to an existing archive: start from none
+            target.unlink(missing_ok=True)
+            facts = timed(["zip", "-r", "-q", str(target), ".", *excludes], run, src_env(None))[0]
+            target.unlink()
+            return facts
+        argv = [sys.executable, "-c", MAIN, "archive", str(run), "--json"]
+        facts, output = timed(argv, run, envs[tool])
+        (run / "archives" / json.loads(output.strip().splitlines()[-1])["name"]).unlink()
+        return facts
+
+    tools = ["new", "old", "zip"]
+    samples: list[Sample] = []
+    for index in range(args.rounds):
+        fd = held(args.lock)
+        try:
+            for tool in tools[index % 3 :] + tools[: index % 3]:
+                samples.append(Sample(tool, index, sample(tool)))
+        finally:
+            if fd is not None:
+                os.close(fd)
+    report(f"{args.mix}, create", samples, tools)
     shutil.rmtree(out)
 
 

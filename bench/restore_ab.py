@@ -21,22 +21,18 @@ tool. The mix, our archive, the zip and the borg repository are made once, untim
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
+from bench.ab import LOCK, MAIN, Sample, held, report, src_env, timed
 from bench.engine import REPO_ROOT, SKIP_DIRS, DiskState, make_mix
 
 SETTLE = 300.0  # ext4 without a journal skips inodes freed in the last 60 s (360 s if dirty)
-LOCK = "/tmp/bench.lock"
-MAIN = "from runarchive.cli import main; main()"
 
 
 class Lab(DiskState):
@@ -69,12 +65,9 @@ class Lab(DiskState):
             self.spawn(which, ["list", str(self.run)])
 
     def env(self, which: str | None) -> dict[str, str]:
-        dropped = ("PYTHONDONTWRITEBYTECODE", "REDIS_URL", "RUNARCHIVE_REDIS_URL")
-        env = {k: v for k, v in os.environ.items() if k not in dropped}
-        if which is not None:
-            env["PYTHONPATH"] = str(self.srcs[which])
-            env["PYTHONPYCACHEPREFIX"] = str(self.work / "pycache" / which)
-        return env
+        if which is None:
+            return src_env(None)
+        return src_env(self.srcs[which], self.work / "pycache" / which)
 
     def borg_env(self) -> dict[str, str]:
         return {**self.env(None), "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
@@ -103,61 +96,6 @@ class Lab(DiskState):
                 if child.name not in SKIP_DIRS:
                     self.discard(child)
         return self.spawn(which, ["restore", str(self.run), self.name, "--yes", "--json"])[0]
-
-
-def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[dict[str, float], str]:
-    """Run ``argv`` to its end; return wall, user, sys (with its children) and the load."""
-    load0 = os.getloadavg()[0]
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)  # fmt: skip
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    proc.stdout.close()
-    if proc.returncode != 0:
-        raise SystemExit(f"{argv} exited {proc.returncode}:\n{out.decode()[-3000:]}")
-    return {"wall": wall, "user": usage.ru_utime, "sys": usage.ru_stime, "load0": load0,
-            "load1": os.getloadavg()[0]}, out.decode()  # fmt: skip
-
-
-def held(lock: bool) -> int | None:
-    if not lock:
-        return None
-    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    tool: str
-    round: int
-    facts: dict[str, float]
-
-
-def report(title: str, samples: list[Sample], tools: list[str]) -> None:
-    print(f"\n{title}")
-    for tool in tools:
-        mine = [s.facts for s in samples if s.tool == tool]
-        wall = [f["wall"] for f in mine]
-        print(f"  {tool:9} wall median {statistics.median(wall):6.2f} s "
-              f"({min(wall):.2f}-{max(wall):.2f}), user "
-              f"{statistics.median(f['user'] for f in mine):.2f} s, sys "
-              f"{statistics.median(f['sys'] for f in mine):.2f} s")  # fmt: skip
-    ours = tools[0]
-    for other in tools[1:]:
-        ratios = [a.facts["wall"] / b.facts["wall"]
-                  for a in samples if a.tool == ours
-                  for b in samples if b.tool == other and b.round == a.round]  # fmt: skip
-        print(
-            f"  {ours}/{other}: {statistics.median(ratios):.2f} (rounds: "
-            f"{', '.join(f'{r:.2f}' for r in ratios)})"
-        )
-    loads = [s.facts[k] for s in samples for k in ("load0", "load1")]
-    print(f"  1-minute load {min(loads):.1f}-{max(loads):.1f}")
 
 
 def main() -> None:

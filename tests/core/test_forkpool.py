@@ -9,8 +9,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -20,7 +18,7 @@ import pytest
 from runarchive.core import WorkerFailed
 from runarchive.core.forkchild import WorkerDied
 from runarchive.core.forkpool import PIPE_BYTES, ForkPool
-from tests.support.processes import alive, children, wait_gone
+from tests.support.processes import alive, children, pids_outliving_a_killed_parent
 
 
 def echo(task: int) -> list[bytes]:
@@ -131,12 +129,7 @@ PARENT = textwrap.dedent(
 
 
 def test_children_die_with_their_parent_even_while_they_work() -> None:
-    proc = subprocess.run([sys.executable, "-c", PARENT], capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-    pids = [int(p) for p in proc.stdout.split()]
-    assert len(pids) == 2
-    assert wait_gone(pids, 5) == []
+    assert pids_outliving_a_killed_parent(PARENT) == []
 
 
 def test_leaving_early_kills_and_reaps_every_child() -> None:

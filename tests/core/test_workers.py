@@ -10,7 +10,6 @@ import errno
 import os
 import signal
 import struct
-import subprocess
 import sys
 import textwrap
 import time
@@ -21,7 +20,7 @@ import pytest
 
 from runarchive.core.errors import DamagedArchive, RunArchiveError
 from runarchive.core.workers import WorkerDied, run_tasks
-from tests.support.processes import descendants, open_fds, wait_gone
+from tests.support.processes import descendants, open_fds, pids_outliving_a_killed_parent
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="workers fork on Linux only")
 
@@ -222,10 +221,4 @@ PARENT = textwrap.dedent(
 
 
 def test_children_die_with_their_parent() -> None:
-    proc = subprocess.run([sys.executable, "-c", PARENT], capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
-
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-    pids = [int(p) for p in proc.stdout.split()]
-    assert len(pids) == 2
-    assert wait_gone(pids, 5) == []
+    assert pids_outliving_a_killed_parent(PARENT) == []

@@ -93,6 +93,18 @@ def wait_gone(pids: list[int], seconds: float = 10.0) -> list[int]:
     return [pid for pid in pids if alive(pid)]
 
 
+def pids_outliving_a_killed_parent(script: str) -> list[int]:
+    """Run ``script`` in a new interpreter: it prints its worker children's pids and then kills
+    itself with SIGKILL. Return those children still alive 5 s later (none, if they die with
+    their parent); the parent must have died by its own SIGKILL, having printed two pids."""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    pids = [int(p) for p in proc.stdout.split()]
+    assert len(pids) == 2, proc.stdout
+    return wait_gone(pids, 5)
+
+
 def http(url: str, *, token: str | None = None, body: Any = None) -> tuple[int, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     data = None
