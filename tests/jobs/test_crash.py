@@ -32,7 +32,10 @@ from tests.support.workers import Workers, children, worker_env
 pytestmark = pytest.mark.slow
 
 Tree = dict[str, tuple[object, ...]]
-FILES = 5000  # enough that an archive takes ~1 s and a restore several: the kill lands mid-job
+FILES = 5000  # enough that an archive takes ~1 s: the kill lands mid-job
+# A restore by worker processes takes well under a second of 5,000 files: the test that must
+# see a restore outlive its 1 s job timeout restores this many (seconds here).
+SLOW_RESTORE_FILES = 20_000
 
 
 def _kill_worker(proc: subprocess.Popen[bytes], *, horse_only: bool = False) -> None:
@@ -83,17 +86,21 @@ def test_sigkill_of_the_worker_mid_archive_frees_the_slot_and_leaves_no_partial_
     assert len(list_archives(run)) == 1
 
 
-@pytest.fixture
-def restorable(ctx: JobsContext, runid: str) -> Iterator[tuple[Path, str, Tree]]:
+def make_restorable(ctx: JobsContext, runid: str, files: int) -> tuple[Path, str, Tree]:
     """A run with an archive of its first state, then changed: (run, archive name, old state)."""
-    run = make_many_files_run(Path(str(ctx.settings.runs_root)), runid, FILES)
+    run = make_many_files_run(Path(str(ctx.settings.runs_root)), runid, files)
     archived = snapshot(run, with_dir_times=False)
     name = create_archive(run).name
     for path in list((run / "d000").iterdir())[:10]:
         path.unlink()
     (run / "d001" / "f00050.txt").write_text("changed after the archive")
     (run / "added.txt").write_text("new file")
-    yield run, name, archived
+    return run, name, archived
+
+
+@pytest.fixture
+def restorable(ctx: JobsContext, runid: str) -> Iterator[tuple[Path, str, Tree]]:
+    yield make_restorable(ctx, runid, FILES)
 
 
 def test_sigkill_of_the_worker_mid_restore_leaves_the_run_exactly_old_or_new(
@@ -223,13 +230,13 @@ def test_worker_env_names_every_setting_the_tests_change(settings: Settings) -> 
 
 
 def test_a_job_over_its_timeout_fails_cleanly_and_frees_the_run(
+    ctx: JobsContext,
     settings: Settings,
     runid: str,
     workers: Workers,
     record: Callable[[str], Recorder],
-    restorable: tuple[Path, str, Tree],
 ) -> None:
-    run, name, archived = restorable
+    run, name, archived = make_restorable(ctx, runid, SLOW_RESTORE_FILES)
     current = snapshot(run, with_dir_times=False)
     with JobsContext.from_settings(replace(settings, job_timeout=1)) as short:
         rec = record(runid)
